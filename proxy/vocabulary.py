@@ -1,0 +1,114 @@
+"""The words of API v2: service types, statuses and the panels' error strings.
+
+Shared by both sides of the router (downstream protocol, upstream client) and
+by the simulated panel, so a spelling lives in exactly one place.
+See ../shared/api-v2.md for the contract these come from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ACTIONS = ("services", "add", "status", "refill", "refill_status", "cancel", "balance")
+BULK_LIMIT = 100
+
+# Order statuses, canonical spelling.
+PENDING = "Pending"
+IN_PROGRESS = "In progress"
+PROCESSING = "Processing"
+COMPLETED = "Completed"
+PARTIAL = "Partial"
+CANCELED = "Canceled"
+ORDER_STATUSES = (PENDING, IN_PROGRESS, PROCESSING, COMPLETED, PARTIAL, CANCELED)
+FINAL_ORDER_STATUSES = frozenset({COMPLETED, PARTIAL, CANCELED})
+
+# Subscription statuses.
+ACTIVE = "Active"
+PAUSED = "Paused"
+EXPIRED = "Expired"
+SUBSCRIPTION_STATUSES = (ACTIVE, PAUSED, COMPLETED, EXPIRED, CANCELED)
+
+# Refill statuses.
+REJECTED = "Rejected"
+REFILL_STATUSES = (PENDING, IN_PROGRESS, COMPLETED, REJECTED, CANCELED)
+
+
+class Errors:
+    """Error strings exactly as panels send them."""
+
+    INVALID_KEY = "Invalid API key"
+    INCORRECT_REQUEST = "Incorrect request"
+    INCORRECT_SERVICE = "Incorrect service ID"
+    INCORRECT_ORDER = "Incorrect order ID"
+    REFILL_NOT_FOUND = "Refill not found"
+    NOT_ENOUGH_FUNDS = "Not enough funds on balance"
+    INCORRECT_LINK = "Incorrect link"
+    ACTIVE_ORDER = "You have active order with this link. Please wait until order being completed."
+    REFILL_DISABLED = "Refill is disabled for this service"
+    REFILL_NOT_COMPLETED = "The refill task is not completed for this order"
+    NOT_ELIGIBLE_FOR_REFILL = "Order not eligible for refill."
+    CANNOT_CANCEL = "Cannot cancel"
+
+    @staticmethod
+    def quantity_below(minimum: int) -> str:
+        return f"Quantity less than minimal {minimum}"
+
+    @staticmethod
+    def quantity_above(maximum: int) -> str:
+        return f"Quantity more than maximal {maximum}"
+
+
+QuantitySource = Literal["field", "comments", "usernames", "flat"]
+
+
+@dataclass(frozen=True)
+class ServiceType:
+    """What `add` takes for one service type and how the quantity is counted.
+
+    `quantity` says where the ordered quantity comes from: the `quantity`
+    field, the number of lines of a list field, or nothing at all for
+    packages, which are charged their rate flat.
+    """
+
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    quantity: QuantitySource = "field"
+    dripfeed: bool = False
+
+    @property
+    def flat(self) -> bool:
+        return self.quantity == "flat"
+
+
+_TYPES = (
+    ServiceType("Default", ("link", "quantity"), ("runs", "interval"), dripfeed=True),
+    ServiceType("Package", ("link",), quantity="flat"),
+    ServiceType("Custom Comments", ("link", "comments"), quantity="comments"),
+    ServiceType("Custom Comments Package", ("link", "comments"), quantity="flat"),
+    ServiceType("Mentions", ("link", "quantity", "usernames")),
+    ServiceType("Mentions with Hashtags", ("link", "quantity", "usernames", "hashtags")),
+    ServiceType("Mentions Custom List", ("link", "usernames"), quantity="usernames"),
+    ServiceType("Mentions Hashtag", ("link", "quantity", "hashtag")),
+    ServiceType("Mentions User Followers", ("link", "quantity", "username")),
+    ServiceType("Mentions Media Likers", ("link", "quantity", "media")),
+    ServiceType("Comment Likes", ("link", "quantity", "username")),
+    ServiceType("Comment Replies", ("link", "username", "comments"), quantity="comments"),
+    ServiceType("Poll", ("link", "quantity", "answer_number")),
+    ServiceType("Invites from Groups", ("link", "quantity", "groups")),
+    ServiceType(
+        "Web Traffic",
+        ("link", "quantity", "country", "device", "type_of_traffic"),
+        ("runs", "interval", "google_keyword", "referring_url"),
+        dripfeed=True,
+    ),
+    ServiceType(
+        "Subscriptions",
+        ("username", "min", "max"),
+        ("posts", "old_posts", "delay", "expiry"),
+    ),
+)
+SERVICE_TYPES: dict[str, ServiceType] = {t.name: t for t in _TYPES}
+SUBSCRIPTIONS = "Subscriptions"
+LIST_FIELDS = ("comments", "usernames", "hashtags", "groups")
