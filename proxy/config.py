@@ -1,0 +1,305 @@
+"""The YAML provider config: typed models, `${ENV}` secrets, clear refusals.
+
+A config names the upstream panels (providers), the deployment's currency
+and exchange rates, the markup, the local services with their routes, and
+import rules that expose whole provider catalogs under an ID offset.
+`config/example.yaml` shows every option.
+
+`load_config(path, environ)` returns a validated `Config` or raises
+`ConfigError`, whose lines each name the field and the reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .vocabulary import SERVICE_TYPES
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CURRENCY = r"^[A-Z]{3}$"
+
+
+class ConfigError(ValueError):
+    """An unusable config; `problems` holds one "field: reason" line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid config\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Markup(_Model):
+    """Exactly one of a percentage of cost, or a fixed amount per 1000 units.
+
+    The fixed amount is in the deployment currency; for packages (charged
+    flat) it is added to the package price.
+    """
+
+    percent: Decimal | None = Field(None, ge=0)
+    per_1000: Decimal | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Markup:
+        if (self.percent is None) == (self.per_1000 is None):
+            raise ValueError("give exactly one of 'percent' or 'per_1000'")
+        return self
+
+    def apply(self, cost: Decimal) -> Decimal:
+        if self.percent is not None:
+            return cost * (1 + self.percent / 100)
+        assert self.per_1000 is not None
+        return cost + self.per_1000
+
+
+class Timeouts(_Model):
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(30.0, gt=0)
+    write: float = Field(10.0, gt=0)
+    pool: float = Field(5.0, gt=0)
+
+    def to_httpx(self) -> httpx.Timeout:
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+
+class Provider(_Model):
+    """One upstream panel. `name` is filled in from its key in `providers`."""
+
+    name: str
+    url: str
+    key: str = Field(min_length=1)
+    currency: str = Field(pattern=_CURRENCY)
+    timeout: Timeouts = Timeouts()
+    format: Literal["form", "json"] = "form"
+    method: Literal["POST", "GET"] = "POST"
+    max_connections: int = Field(20, ge=1)
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _single_number(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"connect": min(float(value), 5.0), "read": value, "write": value, "pool": value}
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, UnicodeError) as exc:
+            raise ValueError(f"not a usable URL ({exc})") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+
+class Route(_Model):
+    provider: str
+    service: int = Field(ge=1, description="The service ID at the provider.")
+
+
+class LocalService(_Model):
+    """A service we sell under our own ID, bought through its routes in order."""
+
+    id: int = Field(ge=1)
+    routes: list[Route] = Field(min_length=1)
+    strategy: Literal["ordered", "cheapest"] | None = None
+    markup: Markup | None = None
+    name: str | None = None
+    category: str | None = None
+    type: str | None = None
+    min: int | None = Field(None, ge=1)
+    max: int | None = Field(None, ge=1)
+    refill: bool | None = None
+    cancel: bool | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str | None) -> str | None:
+        if value is not None and value not in SERVICE_TYPES:
+            raise ValueError(f"unknown service type {value!r}; one of: {', '.join(SERVICE_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> LocalService:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class ImportRule(_Model):
+    """Expose a provider's services as ours under `id_offset + upstream ID`.
+
+    Without `ids` or `categories` every service of the provider is imported.
+    `categories` are shell-style patterns ("Instagram*"), case-insensitive.
+    """
+
+    provider: str
+    id_offset: int = Field(ge=0)
+    ids: list[int] | None = None
+    categories: list[str] | None = None
+    markup: Markup | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ImportRule:
+        if self.ids is not None and self.categories is not None:
+            raise ValueError("give 'ids' or 'categories', not both")
+        return self
+
+    def selects(self, service_id: int, category: str) -> bool:
+        if self.ids is not None:
+            return service_id in self.ids
+        if self.categories is not None:
+            folded = category.casefold()
+            return any(fnmatch.fnmatchcase(folded, p.casefold()) for p in self.categories)
+        return True
+
+
+class Config(_Model):
+    currency: str = Field("USD", pattern=_CURRENCY)
+    exchange_rates: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description="Units of each currency per one unit of `currency` (KRW: 1380 means 1 USD = 1380 KRW).",
+    )
+    rate_decimals: int = Field(4, ge=0, le=7, description="Decimal places of the rates we quote.")
+    markup: Markup = Markup(percent=Decimal(0))
+    strategy: Literal["ordered", "cheapest"] = "ordered"
+    providers: dict[str, Provider] = Field(min_length=1)
+    services: list[LocalService] = Field(default_factory=list)
+    imports: list[ImportRule] = Field(default_factory=list)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _name_providers(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {
+                name: {**body, "name": name} if isinstance(body, Mapping) else body
+                for name, body in value.items()
+            }
+        return value
+
+    @field_validator("exchange_rates")
+    @classmethod
+    def _positive_rates(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for currency, rate in value.items():
+            if not re.match(_CURRENCY, currency):
+                raise ValueError(f"{currency!r} is not a three-letter currency code")
+            if rate <= 0:
+                raise ValueError(f"rate for {currency} must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        problems = []
+        for provider in self.providers.values():
+            if provider.currency != self.currency and provider.currency not in self.exchange_rates:
+                problems.append(
+                    f"providers.{provider.name}.currency: no exchange rate for {provider.currency} "
+                    f"(add exchange_rates.{provider.currency})"
+                )
+        seen: set[int] = set()
+        for index, service in enumerate(self.services):
+            if service.id in seen:
+                problems.append(f"services[{index}].id: {service.id} is used twice")
+            seen.add(service.id)
+            for r, route in enumerate(service.routes):
+                if route.provider not in self.providers:
+                    problems.append(
+                        f"services[{index}].routes[{r}].provider: unknown provider {route.provider!r}"
+                    )
+        for index, rule in enumerate(self.imports):
+            if rule.provider not in self.providers:
+                problems.append(f"imports[{index}].provider: unknown provider {rule.provider!r}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def rate_of(self, currency: str) -> Decimal:
+        """Units of `currency` per unit of the deployment currency."""
+        return Decimal(1) if currency == self.currency else self.exchange_rates[currency]
+
+
+def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> tuple[Any, list[str]]:
+    """Replace `${VAR}` in every string of a parsed YAML tree.
+
+    Returns the new tree and the problems found (unset variables), each
+    naming the field it was met in.
+    """
+    problems: list[str] = []
+    if isinstance(value, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                problems.append(f"{path or 'value'}: environment variable {name} is not set")
+                return ""
+            return environ[name]
+
+        return _ENV_REFERENCE.sub(lookup, value), problems
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            out[key], found = interpolate(item, environ, f"{path}.{key}" if path else str(key))
+            problems += found
+        return out, problems
+    if isinstance(value, list):
+        items = []
+        for index, item in enumerate(value):
+            new, found = interpolate(item, environ, f"{path}[{index}]")
+            items.append(new)
+            problems += found
+        return items, problems
+    return value, problems
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "config"
+
+
+def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config") -> Config:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, ["config: the file must hold a mapping at the top level"])
+    tree, problems = interpolate(raw, environ)
+    if problems:
+        raise ConfigError(source, problems)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            where = _location(error["loc"])
+            for line in message.splitlines():
+                lines.append(line if where == "config" and ": " in line else f"{where}: {line}")
+        raise ConfigError(source, lines) from None
+
+
+def load_config(path: Path | str, environ: Mapping[str, str]) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    return parse_config(raw, environ, str(path))

@@ -1,0 +1,42 @@
+"""Runtime settings from the environment: the only place that reads it.
+
+Every variable has the prefix `SMM_PROXY_`, e.g. `SMM_PROXY_REDIS_URL`.
+Providers, services and prices are not settings: they live in the YAML
+config (see `proxy.config`), whose `${VAR}` references are resolved from
+`Settings.environ()` so that module does not read `os.environ` either.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMM_PROXY_", extra="ignore")
+
+    config: Path = Field(Path("config/example.yaml"), description="The YAML provider config.")
+    redis_url: str | None = Field(
+        None, description="Redis for records, ledger and caches. Unset: the demo embeds one."
+    )
+    key_prefix: str = Field("smm:", description="Prefix of every Redis key this router writes.")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+
+    catalog_ttl: float = Field(300.0, gt=0, description="Seconds a provider's service list is fresh.")
+    status_ttl: float = Field(60.0, gt=0, description="Seconds an order's cached status is fresh.")
+    upstream_cooldown: float = Field(
+        60.0, ge=0, description="Seconds a provider is skipped after it failed."
+    )
+    duplicate_window: float = Field(
+        60.0, ge=0, description="Seconds in which a repeated identical add returns the first order."
+    )
+
+    @staticmethod
+    def environ() -> dict[str, str]:
+        """The environment, for `${VAR}` references in the YAML config."""
+        return dict(os.environ)
