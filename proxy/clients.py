@@ -1,0 +1,134 @@
+"""Downstream client accounts: names, hashed API keys, balances.
+
+An API key is shown once, when it is made, and stored only as its SHA-256.
+Keys are 128 random bits, so a fast hash is as safe as a slow one here and
+lets a request find its client with one lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+import redis.asyncio as aioredis
+
+from .ledger import Entry, Ledger
+from .store import Keys
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class AccountError(ValueError):
+    pass
+
+
+def generate_key() -> str:
+    return secrets.token_hex(16)
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    balance: Decimal
+    currency: str
+    disabled: bool
+    created: float
+
+
+class Accounts:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, ledger: Ledger, currency: str) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ledger = ledger
+        self.currency = currency
+
+    async def create(self, name: str, balance: Decimal = Decimal(0)) -> tuple[Client, str]:
+        """Open an account; returns it and its API key, which is not stored."""
+        if not _NAME.match(name):
+            raise AccountError(
+                "a client name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            )
+        if balance < 0:
+            raise AccountError("the opening balance cannot be negative")
+        api_key = generate_key()
+        key_hash = hash_key(api_key)
+        created = await self.redis.hsetnx(self.keys.client(name), "name", name)
+        if not created:
+            raise AccountError(f"client {name!r} exists already")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.client(name),
+                mapping={"key_hash": key_hash, "disabled": "0", "created": f"{time.time():.3f}"},
+            )
+            pipe.set(self.keys.balance(name), 0, nx=True)
+            pipe.set(self.keys.api_key(key_hash), name)
+            pipe.sadd(self.keys.clients, name)
+            await pipe.execute()
+        if balance > 0:
+            await self.ledger.apply(name, balance, kind="topup", ref=f"opening:{name}", memo="opening balance")
+        return await self.get(name), api_key
+
+    async def get(self, name: str) -> Client:
+        record = await self.redis.hgetall(self.keys.client(name))
+        if not record.get("key_hash"):
+            raise AccountError(f"no client {name!r}")
+        return Client(
+            name=name,
+            balance=await self.ledger.balance(name),
+            currency=self.currency,
+            disabled=record.get("disabled") == "1",
+            created=float(record.get("created", 0)),
+        )
+
+    async def authenticate(self, api_key: str) -> str | None:
+        """The name of the enabled client owning `api_key`, or None."""
+        if not api_key:
+            return None
+        name = await self.redis.get(self.keys.api_key(hash_key(api_key)))
+        if name is None:
+            return None
+        if await self.redis.hget(self.keys.client(name), "disabled") != "0":
+            return None
+        return name
+
+    async def topup(self, name: str, amount: Decimal, ref: str | None = None, memo: str = "") -> Entry:
+        """Credit `amount`. A retried call with the same `ref` credits once."""
+        if amount <= 0:
+            raise AccountError("a top-up must be a positive amount")
+        await self.get(name)
+        return await self.ledger.apply(
+            name, amount, kind="topup", ref=f"topup:{ref or uuid.uuid4().hex}", memo=memo
+        )
+
+    async def rotate_key(self, name: str) -> str:
+        """Give the client a new API key; the old one stops working at once."""
+        await self.get(name)
+        api_key = generate_key()
+        old_hash = await self.redis.hget(self.keys.client(name), "key_hash")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.api_key(hash_key(api_key)), name)
+            pipe.hset(self.keys.client(name), "key_hash", hash_key(api_key))
+            if old_hash:
+                pipe.delete(self.keys.api_key(old_hash))
+            await pipe.execute()
+        return api_key
+
+    async def disable(self, name: str) -> Client:
+        await self.get(name)
+        await self.redis.hset(self.keys.client(name), "disabled", "1")
+        return await self.get(name)
+
+    async def names(self) -> list[str]:
+        return sorted(await self.redis.smembers(self.keys.clients))
+
+    async def all(self) -> list[Client]:
+        return [await self.get(name) for name in await self.names()]

