@@ -1,0 +1,608 @@
+"""The async client for one upstream panel.
+
+`ProviderClient` speaks API v2 to a provider and answers in plain, typed
+values, whatever spelling the provider uses (see `proxy.quirks`).
+
+Failures are typed by what they tell us about the request:
+
+- `ProviderRefused`: the provider provably did not act on it. The request
+  never left (could not connect), or the provider answered `{"error": ...}`.
+  Safe to send again, here or to another provider.
+- `OutcomeUnknown`: the request may have been acted upon. The reply timed
+  out or was cut off after the request was sent, the server failed (5xx),
+  or the reply was not the JSON we expected. After `add` the order may
+  exist; sending it again can buy the same thing twice.
+
+Neither ever carries the API key in its text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote, quote_plus
+
+import httpx
+
+from proxy import quirks
+from proxy.vocabulary import BULK_LIMIT
+
+__all__ = [
+    "ItemError",
+    "OutcomeUnknown",
+    "ProviderClient",
+    "ProviderRefused",
+    "UpstreamBalance",
+    "UpstreamError",
+    "UpstreamService",
+    "UpstreamStatus",
+]
+
+logger = logging.getLogger("proxy.upstream")
+
+USER_AGENT = "smm-proxy/0.1"
+ORDER_ID_KEYS = ("order", "order_id", "id")
+BALANCE_KEYS = ("balance", "funds")
+# How much of an upstream error message a reason quotes.
+_QUOTE_CHARS = 200
+
+
+# Failures.
+
+
+class UpstreamError(Exception):
+    """A call to an upstream panel failed.
+
+    `reason` is short and safe to log: it never quotes a whole body and never
+    contains the API key. `str(error)` is "<provider>: <reason>".
+    """
+
+    def __init__(self, provider: str, reason: str) -> None:
+        super().__init__(f"{provider}: {reason}")
+        self.provider = provider
+        self.reason = reason
+
+
+class ProviderRefused(UpstreamError):
+    """The provider provably did not act: it was never reached, or it said no.
+
+    `message` is the provider's error text (`"Not enough funds on balance"`),
+    verbatim except that an echoed API key is redacted; `None` when the
+    provider was never reached.
+    """
+
+    def __init__(self, provider: str, reason: str, message: str | None = None) -> None:
+        super().__init__(provider, reason)
+        self.message = message
+
+
+class OutcomeUnknown(UpstreamError):
+    """The request may have been acted upon, and the reply does not say.
+
+    Never retry an `add` that failed this way, here or elsewhere, without
+    first finding out whether the order exists.
+    """
+
+
+# Results.
+
+
+@dataclass(frozen=True)
+class UpstreamService:
+    service: int
+    name: str
+    type: str
+    category: str
+    rate: Decimal
+    min: int
+    max: int
+    refill: bool
+    cancel: bool
+    dripfeed: bool
+    description: str | None
+
+
+@dataclass(frozen=True)
+class UpstreamStatus:
+    """An order's state as the provider reports it.
+
+    `status` is canonical (`proxy.vocabulary`), or `None` when the provider's
+    spelling is unknown (kept in `raw_status`): keep the previous status.
+    `remains` is never negative but may exceed the quantity: clamp it.
+    """
+
+    status: str | None
+    charge: Decimal | None
+    start_count: int | None
+    remains: int | None
+    currency: str | None
+    raw_status: str | None
+
+
+@dataclass(frozen=True)
+class UpstreamBalance:
+    balance: Decimal
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """One item of a bulk reply was an error, missing, or unreadable.
+
+    It says only that this call told us nothing usable about the item, not
+    that the order failed: keep what you knew about it.
+    """
+
+    message: str
+
+
+MISSING_FROM_REPLY = "missing from reply"
+UNREADABLE_ITEM = "unreadable reply item"
+# The one "unreadable" value, told apart from a provider's error by identity.
+_UNREADABLE = ItemError(UNREADABLE_ITEM)
+
+_Key = TypeVar("_Key")
+_Result = TypeVar("_Result")
+_Error = TypeVar("_Error", bound=UpstreamError)
+_Missing = object()
+
+
+@dataclass(frozen=True)
+class _Bulk(Generic[_Key]):
+    """How one action takes many IDs and names them in its reply."""
+
+    action: str
+    parameter: str  # "orders": the comma-separated IDs.
+    id_field: str  # "order": an item's ID in a list-shaped reply.
+    answer_field: str  # "status": what a single-item reply holds.
+    read_id: Callable[[object], _Key | None]
+
+
+# The client.
+
+
+class ProviderClient:
+    """One upstream panel, over one pooled `httpx.AsyncClient`.
+
+    `request_format` picks a form-encoded or JSON body for POST; with
+    `method="GET"` the fields go in the query string (and the API key into
+    the URL: keep the `httpx` logger above INFO, as it logs request URLs).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        api_key: str,
+        *,
+        timeout: httpx.Timeout | float = 30.0,
+        request_format: Literal["form", "json"] = "form",
+        method: Literal["POST", "GET"] = "POST",
+        transport: httpx.AsyncBaseTransport | None = None,
+        limits: httpx.Limits | None = None,
+    ) -> None:
+        if request_format not in ("form", "json"):
+            raise ValueError(f"request_format must be 'form' or 'json', not {request_format!r}")
+        if method not in ("POST", "GET"):
+            raise ValueError(f"method must be 'POST' or 'GET', not {method!r}")
+        self.url = httpx.URL(url)  # An internationalised domain name becomes punycode here.
+        if self.url.scheme not in ("http", "https") or not self.url.host:
+            raise ValueError(f"provider {name!r}: not an http(s) URL")
+        self.name = name
+        self.request_format = request_format
+        self.method = method
+        self._api_key = api_key
+        # The key as it could be echoed back: raw, or URL-encoded from our request.
+        self._secrets = tuple(
+            secret for secret in {api_key, quote(api_key, safe=""), quote_plus(api_key)} if secret
+        )
+        options: dict[str, Any] = {}
+        if transport is not None:
+            options["transport"] = transport
+        if limits is not None:
+            options["limits"] = limits
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            **options,
+        )
+
+    def __repr__(self) -> str:
+        return f"<ProviderClient {self.name!r} {self.url}>"
+
+    async def __aenter__(self) -> ProviderClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # Actions.
+
+    async def services(self) -> list[UpstreamService]:
+        """The provider's services; malformed entries are skipped, not fatal."""
+        payload = await self._call("services")
+        if not isinstance(payload, list):
+            raise self._unknown("services", f"expected a list, got {_json_kind(payload)}")
+        services = [service for entry in payload if (service := _parse_service(entry))]
+        skipped = len(payload) - len(services)
+        if skipped:
+            logger.warning("%s: services: skipped %d malformed entries", self.name, skipped)
+        return services
+
+    async def add(self, fields: Mapping[str, str | int]) -> int:
+        """Place an order; the provider's order ID.
+
+        Only `ProviderRefused` means no order was placed.
+        """
+        reserved = sorted({"key", "action"} & set(fields))
+        if reserved:
+            raise ValueError(f"add fields may not set {reserved}")
+        payload = await self._call("add", fields, answer_keys=ORDER_ID_KEYS)
+        order = _order_id(payload)
+        if order is None:
+            raise self._unknown("add", "reply has no usable order ID")
+        return order
+
+    async def status(self, order: int) -> UpstreamStatus:
+        payload = await self._call("status", {"order": order})
+        status = _parse_status(payload)
+        if status is None:
+            raise self._unknown("status", "reply has no status")
+        return status
+
+    async def statuses(self, orders: Sequence[int]) -> dict[int, UpstreamStatus | ItemError]:
+        """Statuses of many orders, `BULK_LIMIT` per request."""
+        return await self._each(_STATUSES, orders, self._status_item)
+
+    async def refill(self, order: int) -> str:
+        """Ask for a refill; the provider's refill ID."""
+        payload = await self._call("refill", {"order": order})
+        return self._single("refill", self._refill_item(payload))
+
+    async def refills(self, orders: Sequence[int]) -> dict[int, str | ItemError]:
+        return await self._each(_REFILLS, orders, self._refill_item)
+
+    async def refill_status(self, refill: str) -> str | None:
+        """A refill's canonical status, or `None` if the spelling is unknown."""
+        payload = await self._call("refill_status", {"refill": refill})
+        if not isinstance(payload, dict) or "status" not in payload:
+            raise self._unknown("refill_status", "reply has no status")
+        return self._single("refill_status", self._refill_status_item(payload))
+
+    async def refill_statuses(self, refills: Sequence[str]) -> dict[str, str | None | ItemError]:
+        return await self._each(_REFILL_STATUSES, refills, self._refill_status_item)
+
+    async def cancel(self, orders: Sequence[int]) -> dict[int, bool | ItemError]:
+        """Ask to cancel orders; per order, whether the provider accepted."""
+        return await self._each(_CANCELS, orders, self._cancel_item)
+
+    async def balance(self) -> UpstreamBalance:
+        """The account balance, in the provider's own currency."""
+        payload = await self._call("balance")
+        amount = None
+        if isinstance(payload, dict):
+            key = next((key for key in BALANCE_KEYS if payload.get(key) is not None), None)
+            amount = quirks.to_amount(payload[key]) if key else None
+        if amount is None:
+            raise self._unknown("balance", "reply has no readable balance")
+        return UpstreamBalance(balance=amount, currency=_currency(payload.get("currency")))
+
+    # Transport and classification.
+
+    async def _call(
+        self,
+        action: str,
+        params: Mapping[str, object] | None = None,
+        *,
+        answer_keys: Sequence[str] = (),
+    ) -> Any:
+        """Send one request; its JSON reply, or raise a typed failure.
+
+        `answer_keys` name the success fields of the action: a reply with
+        both an error and one of those is contradictory, hence unknown.
+        """
+        request = self._request(action, params or {})
+        try:
+            response = await self._client.send(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise self._refused(action, f"not sent: {self._describe(exc)}") from None
+        except httpx.TimeoutException as exc:
+            raise self._unknown(action, f"no reply in time: {self._describe(exc)}") from None
+        except httpx.HTTPError as exc:
+            raise self._unknown(action, f"failed after sending: {self._describe(exc)}") from None
+        return self._read(action, response, answer_keys)
+
+    def _request(self, action: str, params: Mapping[str, object]) -> httpx.Request:
+        fields = {"key": self._api_key, "action": action, **params}
+        if self.method == "GET":
+            query = {name: str(value) for name, value in fields.items()}
+            return self._client.build_request("GET", self.url.copy_merge_params(query))
+        if self.request_format == "json":
+            return self._client.build_request("POST", self.url, json=fields)
+        form = {name: str(value) for name, value in fields.items()}
+        return self._client.build_request("POST", self.url, data=form)
+
+    def _read(self, action: str, response: httpx.Response, answer_keys: Sequence[str]) -> Any:
+        code = response.status_code
+        text = response.text
+        try:
+            payload = quirks.parse_json(text)
+        except ValueError:
+            raise self._unknown(action, quirks.describe_body(text, code)) from None
+        error = _error_of(payload)
+        if code >= 500:
+            said = f" with error {self._quote(error)}" if error is not None else ""
+            raise self._unknown(action, f"server error (HTTP {code}){said}")
+        if error is not None:
+            assert isinstance(payload, dict)
+            quoted = self._quote(error)
+            if any(payload.get(key) is not None for key in answer_keys):
+                raise self._unknown(action, f"reply has both an answer and error {quoted}")
+            raise self._refused(action, f"provider error {quoted}", self._redact(error))
+        if not 200 <= code < 300:
+            raise self._unknown(action, f"unexpected {_json_kind(payload)} (HTTP {code})")
+        return payload
+
+    async def _each(
+        self,
+        bulk: _Bulk[_Key],
+        ids: Sequence[_Key],
+        read_item: Callable[[object], _Result],
+    ) -> dict[_Key, _Result]:
+        """A bulk action over any number of IDs, `BULK_LIMIT` per request."""
+        results: dict[_Key, _Result] = {}
+        for chunk in _chunks(ids):
+            replies = await self._bulk(bulk, chunk)
+            for key in chunk:
+                results[key] = read_item(replies.get(bulk.read_id(key), _Missing))
+        return results
+
+    async def _bulk(self, bulk: _Bulk[_Key], chunk: list[_Key]) -> dict[_Key, object]:
+        """One bulk request; its items keyed by ID, from either reply shape.
+
+        Panels answer bulk calls as an object keyed by ID (`status`) or as a
+        list of objects that name their ID (`refill`, `cancel`...). Asked
+        about a single ID, some answer with the single-item shape instead.
+        """
+        joined = ",".join(str(key) for key in chunk)
+        payload = await self._call(bulk.action, {bulk.parameter: joined})
+        if (
+            len(chunk) == 1
+            and isinstance(payload, dict)
+            and bulk.answer_field in payload
+            and str(chunk[0]) not in payload
+        ):
+            key = bulk.read_id(chunk[0])
+            return {key: payload} if key is not None else {}
+        if isinstance(payload, dict):
+            pairs: Iterator[tuple[object, object]] = iter(payload.items())
+        elif isinstance(payload, list):
+            pairs = ((item.get(bulk.id_field), item) for item in payload if isinstance(item, dict))
+        else:
+            raise self._unknown(bulk.action, f"expected a bulk reply, got {_json_kind(payload)}")
+        replies: dict[_Key, object] = {}
+        for raw_id, item in pairs:
+            key = bulk.read_id(raw_id)
+            if key is not None:
+                replies.setdefault(key, item)
+        return replies
+
+    def _single(self, action: str, result: _Result | ItemError) -> _Result:
+        """The answer of a single-item call, or the failure its item error means."""
+        if result is _UNREADABLE:
+            raise self._unknown(action, "reply has no usable answer")
+        if isinstance(result, ItemError):
+            reason = f"provider error {self._quote(result.message)}"
+            raise self._refused(action, reason, result.message)
+        return result
+
+    # Reading items.
+
+    def _item_error(self, item: object) -> ItemError | None:
+        if item is _Missing:
+            return ItemError(MISSING_FROM_REPLY)
+        error = _error_of(item)
+        return ItemError(self._redact(error)) if error is not None else None
+
+    def _status_item(self, item: object) -> UpstreamStatus | ItemError:
+        failed = self._item_error(item)
+        if failed:
+            return failed
+        return _parse_status(item) or _UNREADABLE
+
+    def _refill_item(self, item: object) -> str | ItemError:
+        """A refill ID from `{"refill": 1}`, `{"order": 1, "refill": "1"}` or a bare ID."""
+        failed = self._item_error(item)
+        if failed:
+            return failed
+        if isinstance(item, dict):
+            item = item.get("refill")
+            failed = self._item_error(item)
+            if failed:
+                return failed
+        refill = _refill_key(item)
+        return refill if refill is not None else _UNREADABLE
+
+    def _refill_status_item(self, item: object) -> str | None | ItemError:
+        failed = self._item_error(item)
+        if failed:
+            return failed
+        if isinstance(item, dict):
+            if "status" not in item:
+                return _UNREADABLE
+            item = item["status"]
+            failed = self._item_error(item)
+            if failed:
+                return failed
+        if isinstance(item, (dict, list)):
+            return _UNREADABLE
+        return quirks.refill_status(item)
+
+    def _cancel_item(self, item: object) -> bool | ItemError:
+        failed = self._item_error(item)
+        if failed:
+            return failed
+        if isinstance(item, dict):
+            if "cancel" not in item:
+                return _UNREADABLE
+            item = item["cancel"]
+            failed = self._item_error(item)
+            if failed:
+                return failed
+        if isinstance(item, (dict, list)):
+            return _UNREADABLE
+        return quirks.to_bool(item)
+
+    # Failures, logged once and never with the key.
+
+    def _refused(self, action: str, reason: str, message: str | None = None) -> ProviderRefused:
+        return self._logged(ProviderRefused(self.name, f"{action}: {reason}", message))
+
+    def _unknown(self, action: str, reason: str) -> OutcomeUnknown:
+        return self._logged(OutcomeUnknown(self.name, f"{action}: {reason}"))
+
+    @staticmethod
+    def _logged(error: _Error) -> _Error:
+        logger.warning("%s: %s", type(error).__name__, error)
+        return error
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _quote(self, text: str) -> str:
+        """Upstream text fit for a reason: redacted, one line, short, quoted."""
+        text = " ".join(self._redact(text).split())
+        if len(text) > _QUOTE_CHARS:
+            text = text[: _QUOTE_CHARS - 1] + "…"
+        return repr(text)
+
+    def _describe(self, exc: Exception) -> str:
+        detail = " ".join(self._redact(str(exc)).split())[:_QUOTE_CHARS]
+        return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+# Parsing replies.
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "JSON object"
+    if isinstance(value, list):
+        return "JSON list"
+    return "JSON scalar"
+
+
+def _error_of(payload: object) -> str | None:
+    """The error a reply object carries, if any (`{"error": "..."}`).
+
+    An empty or false `error` is no error. A non-text one (`{"error": true,
+    "message": "..."}`) falls back to `message`, then to its JSON text.
+    """
+    if not isinstance(payload, dict) or "error" not in payload:
+        return None
+    error = payload["error"]
+    if isinstance(error, str):
+        return error if error.strip() else None
+    if not error:
+        return None
+    message = payload.get("message")
+    if isinstance(message, str) and message.strip():
+        return message
+    return json.dumps(error, default=str)
+
+
+def _parse_service(entry: object) -> UpstreamService | None:
+    if not isinstance(entry, dict):
+        return None
+    service = quirks.to_int(entry.get("service"))
+    rate = quirks.to_amount(entry.get("rate"))
+    minimum = quirks.to_int(entry.get("min"))
+    maximum = quirks.to_int(entry.get("max"))
+    if service is None or rate is None or rate < 0 or minimum is None or maximum is None:
+        return None
+    description = entry.get("description")
+    return UpstreamService(
+        service=service,
+        name=_text(entry.get("name")),
+        type=quirks.service_type(entry.get("type")),
+        category=_text(entry.get("category")),
+        rate=rate,
+        min=minimum,
+        max=maximum,
+        refill=quirks.to_bool(entry.get("refill")),
+        cancel=quirks.to_bool(entry.get("cancel")),
+        dripfeed=quirks.to_bool(entry.get("dripfeed")),
+        description=None if description is None else _text(description),
+    )
+
+
+def _parse_status(item: object) -> UpstreamStatus | None:
+    if not isinstance(item, dict) or "status" not in item:
+        return None
+    raw = item["status"]
+    if isinstance(raw, (dict, list)):
+        return None
+    return UpstreamStatus(
+        status=quirks.order_status(raw),
+        charge=quirks.to_amount(item.get("charge")),
+        start_count=quirks.to_int(item.get("start_count")),
+        remains=quirks.remains(item.get("remains")),
+        currency=_currency(item.get("currency")),
+        raw_status=None if raw is None else str(raw),
+    )
+
+
+def _order_id(payload: object) -> int | None:
+    """The order ID of an `add` reply, under any of its names; positive or None."""
+    if not isinstance(payload, dict):
+        return None
+    for key in ORDER_ID_KEYS:
+        if payload.get(key) is not None:
+            order = quirks.to_int(payload[key])
+            return order if order is not None and order > 0 else None
+    return None
+
+
+def _refill_key(value: object) -> str | None:
+    """A refill ID as text: `1`, `"1"` and `"1.0"` are all "1"."""
+    number = quirks.to_int(value)
+    if number is not None:
+        return str(number)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _currency(value: object) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip().upper()
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    return value.strip() if isinstance(value, str) else str(value)
+
+
+def _chunks(ids: Sequence[_Key]) -> Iterator[list[_Key]]:
+    """Distinct IDs, in order, `BULK_LIMIT` at a time."""
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), BULK_LIMIT):
+        yield unique[start : start + BULK_LIMIT]
+
+
+_STATUSES = _Bulk("status", "orders", "order", "status", quirks.to_int)
+_REFILLS = _Bulk("refill", "orders", "order", "refill", quirks.to_int)
+_REFILL_STATUSES = _Bulk("refill_status", "refills", "refill", "status", _refill_key)
+_CANCELS = _Bulk("cancel", "orders", "order", "cancel", quirks.to_int)
