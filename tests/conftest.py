@@ -16,6 +16,7 @@ import redis
 import redis.asyncio as aioredis
 
 from proxy.store import EmbeddedRedis, Keys, connect
+from support import FakeClock, Harness, router_config
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -51,3 +52,42 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredi
         if stale:
             await client.delete(*stale)
         await client.aclose()
+
+
+@pytest.fixture
+async def make_router(redis_url, key_prefix, redis_client):
+    """Build a `Harness`; `make_router(config_raw, settings=...)` in a test."""
+    import httpx
+
+    from proxy.app import create_app
+    from proxy.config import parse_config
+    from proxy.runtime import Runtime
+    from proxy.settings import Settings
+    from proxy.sim.app import create_app as create_panel_app
+    from proxy.sim.catalogs import build_panel
+
+    opened = []
+
+    async def build(raw: dict | None = None, **settings: object) -> Harness:
+        clock = FakeClock()
+        panels = {
+            "echomark": build_panel("echomark", clock=clock, step_seconds=10, first_order_id=5000),
+            "korean": build_panel("korean", clock=clock, step_seconds=10, first_order_id=9000, seed=1),
+        }
+        transports = {name: httpx.ASGITransport(app=create_panel_app(p)) for name, p in panels.items()}
+        config = parse_config(raw or router_config(), {})
+        runtime = Runtime(
+            Settings(key_prefix=key_prefix, **settings),
+            config,
+            connect(redis_url),
+            transports=transports,
+            clock=clock,
+        )
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://router")
+        opened.append((runtime, http))
+        return Harness(runtime, panels, clock, http)
+
+    yield build
+    for runtime, http in opened:
+        await http.aclose()
+        await runtime.aclose()

@@ -1,0 +1,149 @@
+"""The merged catalog: provider listings become our services, priced.
+
+A pure function of the config and the providers' listings. A local
+service's routes are those whose upstream service exists in its provider's
+latest listing; a service left with no route is not offered. Its name,
+type, limits and price come from the primary route (the first available,
+or the cheapest where the strategy says so) unless the config overrides
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .config import Config, Markup
+from .listings import Listing
+from .money import format_amount
+from .pricing import cost_in_currency, sell_rate
+from .upstream import UpstreamService
+from .vocabulary import SERVICE_TYPES
+
+
+@dataclass(frozen=True)
+class RouteOption:
+    """One way to buy a local service: a provider's service and its cost."""
+
+    provider: str
+    upstream: UpstreamService
+    cost: Decimal  # per 1000 (or flat), in the deployment currency, unrounded
+
+
+@dataclass(frozen=True)
+class Service:
+    id: int
+    name: str
+    type: str
+    category: str
+    rate: Decimal  # what we charge per 1000 (or flat), deployment currency
+    min: int
+    max: int
+    refill: bool
+    cancel: bool
+    dripfeed: bool
+    routes: tuple[RouteOption, ...]
+    strategy: str = "ordered"
+
+    @property
+    def flat(self) -> bool:
+        spec = SERVICE_TYPES.get(self.type)
+        return spec is not None and spec.flat
+
+    def public(self) -> dict[str, object]:
+        """The `services` item, in the seeds' exact shape."""
+        return {
+            "service": self.id,
+            "name": self.name,
+            "type": self.type,
+            "category": self.category,
+            "rate": format_amount(self.rate),
+            "min": str(self.min),
+            "max": str(self.max),
+            "refill": self.refill,
+            "cancel": self.cancel,
+        }
+
+
+@dataclass(frozen=True)
+class Catalog:
+    services: Mapping[int, Service]
+
+    def get(self, service_id: int) -> Service | None:
+        return self.services.get(service_id)
+
+    def public(self) -> list[dict[str, object]]:
+        return [service.public() for service in self.services.values()]
+
+
+def _options(
+    config: Config, listings: Mapping[str, Listing | None], routes: Iterable[tuple[str, int]]
+) -> list[RouteOption]:
+    options = []
+    for provider, upstream_id in routes:
+        listing = listings.get(provider)
+        upstream = listing.services.get(upstream_id) if listing else None
+        if upstream is None:
+            continue
+        currency = config.providers[provider].currency
+        options.append(RouteOption(provider, upstream, cost_in_currency(config, upstream.rate, currency)))
+    return options
+
+
+def _service(
+    config: Config,
+    service_id: int,
+    options: list[RouteOption],
+    strategy: str,
+    markup: Markup | None,
+    overrides: Mapping[str, object],
+) -> Service:
+    if strategy == "cheapest":
+        options = sorted(options, key=lambda option: option.cost)
+    primary = options[0]
+    upstream = primary.upstream
+
+    def pick(field: str, default: object) -> object:
+        value = overrides.get(field)
+        return default if value is None else value
+
+    return Service(
+        id=service_id,
+        name=str(pick("name", upstream.name)),
+        type=str(pick("type", upstream.type)),
+        category=str(pick("category", upstream.category)),
+        rate=sell_rate(config, primary.cost, markup),
+        min=int(pick("min", upstream.min)),  # type: ignore[call-overload]
+        max=int(pick("max", upstream.max)),  # type: ignore[call-overload]
+        refill=bool(pick("refill", upstream.refill)),
+        cancel=bool(pick("cancel", upstream.cancel)),
+        dripfeed=upstream.dripfeed,
+        routes=tuple(options),
+        strategy=strategy,
+    )
+
+
+def build_catalog(config: Config, listings: Mapping[str, Listing | None]) -> Catalog:
+    services: dict[int, Service] = {}
+    for local in config.services:
+        options = _options(config, listings, ((r.provider, r.service) for r in local.routes))
+        if options:
+            overrides = local.model_dump(include={"name", "type", "category", "min", "max", "refill", "cancel"})
+            services[local.id] = _service(
+                config, local.id, options, local.strategy or config.strategy, local.markup, overrides
+            )
+    explicit = {local.id for local in config.services}
+    for rule in config.imports:
+        listing = listings.get(rule.provider)
+        if listing is None:
+            continue
+        for upstream in listing.services.values():
+            service_id = rule.id_offset + upstream.service
+            if service_id in explicit or service_id in services or not rule.selects(
+                upstream.service, upstream.category
+            ):
+                continue
+            options = _options(config, listings, [(rule.provider, upstream.service)])
+            services[service_id] = _service(config, service_id, options, "ordered", rule.markup, {})
+    return Catalog({service_id: services[service_id] for service_id in sorted(services)})

@@ -1,0 +1,157 @@
+"""Provider service lists, cached in Redis, with the last good list kept.
+
+A list is fresh for `ttl` seconds. A stale list is served at once while one
+refresh runs in the background; a provider that is down keeps its last good
+list, however old. Only a provider never fetched has no list at all. One
+refresh per provider runs at a time in this process, and a short Redis
+lease keeps other instances from fetching the same list at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+
+import redis.asyncio as aioredis
+
+from .store import Keys
+from .upstream import ProviderClient, UpstreamError, UpstreamService
+
+log = logging.getLogger("proxy.listings")
+
+LEASE_SECONDS = 30
+RETRY_AFTER_FAILURE = 30.0
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One provider's service list as last fetched."""
+
+    provider: str
+    fetched_at: float
+    services: Mapping[int, UpstreamService]
+
+    def age(self, now: float) -> float:
+        return now - self.fetched_at
+
+
+def _encode(services: list[UpstreamService]) -> str:
+    return json.dumps([{**asdict(s), "rate": str(s.rate)} for s in services])
+
+
+def _decode(text: str) -> dict[int, UpstreamService]:
+    services = {}
+    for item in json.loads(text):
+        service = UpstreamService(**{**item, "rate": Decimal(item["rate"])})
+        services[service.service] = service
+    return services
+
+
+class Listings:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        providers: Mapping[str, ProviderClient],
+        ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.providers = providers
+        self.ttl = ttl
+        self.clock = clock
+        self._parsed: dict[str, Listing] = {}
+        self._refreshing: dict[str, asyncio.Task[Listing | None]] = {}
+        self._failed_at: dict[str, float] = {}
+        # After a failed fetch, wait this long before asking that provider again.
+        self.retry_after = min(ttl, RETRY_AFTER_FAILURE)
+
+    async def get(self, provider: str) -> Listing | None:
+        """The provider's list: fresh, else stale (refreshing behind), else fetched now."""
+        listing = await self.cached(provider)
+        if listing is None:
+            return await self.refresh(provider) if self._may_fetch(provider) else None
+        if listing.age(self.clock()) >= self.ttl and self._may_fetch(provider):
+            self._start_refresh(provider)
+        return listing
+
+    def _may_fetch(self, provider: str) -> bool:
+        """False for a while after a failed fetch, so a dead provider is not hammered."""
+        failed_at = self._failed_at.get(provider)
+        return failed_at is None or self.clock() - failed_at >= self.retry_after
+
+    async def all(self) -> dict[str, Listing | None]:
+        names = list(self.providers)
+        found = await asyncio.gather(*(self.get(name) for name in names))
+        return dict(zip(names, found, strict=True))
+
+    async def cached(self, provider: str) -> Listing | None:
+        """The list in Redis, parsed once per fetch in this process."""
+        key = self.keys.catalog(provider)
+        fetched_at = await self.redis.hget(key, "fetched_at")
+        if fetched_at is None:
+            return None
+        known = self._parsed.get(provider)
+        if known is not None and known.fetched_at == float(fetched_at):
+            return known
+        fetched_at, services = await self.redis.hmget(key, ["fetched_at", "services"])
+        if fetched_at is None or services is None:
+            return None
+        listing = Listing(provider, float(fetched_at), _decode(services))
+        self._parsed[provider] = listing
+        return listing
+
+    def _start_refresh(self, provider: str) -> asyncio.Task[Listing | None]:
+        task = self._refreshing.get(provider)
+        if task is None or task.done():
+            task = asyncio.create_task(self._refresh(provider), name=f"refresh-listing-{provider}")
+            self._refreshing[provider] = task
+        return task
+
+    async def refresh(self, provider: str) -> Listing | None:
+        """Fetch now (joining a refresh under way); the cached list if that fails."""
+        return await asyncio.shield(self._start_refresh(provider))
+
+    async def _refresh(self, provider: str) -> Listing | None:
+        lease = self.keys.catalog_lock(provider)
+        if not await self.redis.set(lease, "1", nx=True, ex=LEASE_SECONDS):
+            # Another instance is fetching it; wait a little for its result.
+            for _ in range(LEASE_SECONDS * 10):
+                await asyncio.sleep(0.1)
+                if not await self.redis.exists(lease):
+                    break
+            return await self.cached(provider)
+        try:
+            services = await self.providers[provider].services()
+        except UpstreamError as exc:
+            log.warning("service list of %s not refreshed: %s", provider, exc.reason)
+            self._failed_at[provider] = self.clock()
+            return await self.cached(provider)
+        else:
+            await self.store(provider, services)
+            self._failed_at.pop(provider, None)
+        finally:
+            await self.redis.delete(lease)
+        return await self.cached(provider)
+
+    async def store(self, provider: str, services: list[UpstreamService]) -> None:
+        await self.redis.hset(
+            self.keys.catalog(provider),
+            mapping={"fetched_at": repr(self.clock()), "services": _encode(services)},
+        )
+
+    async def settle(self) -> None:
+        """Wait for the background refreshes under way."""
+        await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        tasks = [t for t in self._refreshing.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,79 @@
+"""Everything a running router holds, built once from settings and config.
+
+The HTTP app and the CLI both work through a `Runtime`: it owns the Redis
+connection, one upstream client per provider, and the domain objects
+(accounts, ledger, listings, catalog). Tests build one with injected
+transports and clocks instead of patching anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import httpx
+import redis.asyncio as aioredis
+
+from .catalog import Catalog, build_catalog
+from .clients import Accounts
+from .config import Config
+from .ledger import Ledger
+from .listings import Listings
+from .settings import Settings
+from .store import Keys, connect
+from .upstream import ProviderClient
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        config: Config,
+        redis: aioredis.Redis,
+        *,
+        transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.redis = redis
+        self.clock = clock
+        self.keys = Keys(settings.key_prefix)
+        self.ledger = Ledger(redis, self.keys)
+        self.accounts = Accounts(redis, self.keys, self.ledger, config.currency)
+        transports = transports or {}
+        self.providers = {
+            name: ProviderClient(
+                name,
+                provider.url,
+                provider.key,
+                timeout=provider.timeout.to_httpx(),
+                request_format=provider.format,
+                method=provider.method,
+                transport=transports.get(name),
+                limits=httpx.Limits(max_connections=provider.max_connections),
+            )
+            for name, provider in config.providers.items()
+        }
+        self.listings = Listings(redis, self.keys, self.providers, settings.catalog_ttl, clock)
+        self._catalog: tuple[object, Catalog] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, config: Config, **kwargs: object) -> Runtime:
+        if not settings.redis_url:
+            raise RuntimeError("SMM_PROXY_REDIS_URL is not set")
+        return cls(settings, config, connect(settings.redis_url), **kwargs)  # type: ignore[arg-type]
+
+    async def catalog(self) -> Catalog:
+        """The merged catalog, rebuilt only when a provider's listing changed."""
+        listings = await self.listings.all()
+        version = tuple((name, listing and listing.fetched_at) for name, listing in listings.items())
+        if self._catalog is None or self._catalog[0] != version:
+            self._catalog = (version, build_catalog(self.config, listings))
+        return self._catalog[1]
+
+    async def aclose(self) -> None:
+        await self.listings.aclose()
+        for client in self.providers.values():
+            await client.aclose()
+        await self.redis.aclose()

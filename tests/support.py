@@ -1,0 +1,65 @@
+"""Helpers the tests share: a fake clock, a router config, a router harness."""
+
+from __future__ import annotations
+
+
+
+class FakeClock:
+    """A clock tests move by hand; shared by the router and the panels."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def router_config(**overrides: object) -> dict:
+    """Two providers like the demo's: echomark (USD) and the Korean panel (KRW)."""
+    raw = {
+        "currency": "USD",
+        "exchange_rates": {"KRW": "1380"},
+        "markup": {"percent": 30},
+        "providers": {
+            "echomark": {"url": "https://echomark.test/api/v2", "key": "sim-key", "currency": "USD"},
+            "korean": {"url": "https://오토스타그램.com/api/v2", "key": "sim-key", "currency": "KRW"},
+        },
+        "services": [
+            {
+                "id": 1,
+                "name": "Followers",
+                "routes": [{"provider": "echomark", "service": 1}, {"provider": "korean", "service": 101}],
+            },
+            {"id": 2, "routes": [{"provider": "korean", "service": 102}, {"provider": "echomark", "service": 3}]},
+        ],
+        "imports": [{"provider": "korean", "id_offset": 2000, "markup": {"percent": 35}}],
+    }
+    raw.update(overrides)
+    return raw
+
+
+class Harness:
+    """A router wired to two simulated panels, all in process."""
+
+    def __init__(self, runtime, panels, clock, http) -> None:
+        self.runtime = runtime
+        self.panels = panels
+        self.clock = clock
+        self.http = http
+
+    async def call(self, key: str | None = None, **params: object) -> object:
+        data = {name: str(value) for name, value in params.items()}
+        if key is not None:
+            data["key"] = key
+        response = await self.http.post("/api/v2", data=data)
+        assert response.status_code == 200
+        return response.json()
+
+    async def client(self, name: str = "alice", balance: str = "100") -> str:
+        from decimal import Decimal
+
+        _, api_key = await self.runtime.accounts.create(name, Decimal(balance))
+        return api_key

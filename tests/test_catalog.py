@@ -1,0 +1,153 @@
+"""The merged catalog: caching in Redis, stale fallback, vanished services, merge rules."""
+
+from decimal import Decimal
+
+from proxy.catalog import build_catalog
+from proxy.config import parse_config
+from proxy.listings import Listing
+from proxy.upstream import UpstreamService
+
+from support import router_config
+
+
+async def rates(router, key):
+    return {s["service"]: s["rate"] for s in await router.call(key, action="services")}
+
+
+async def test_lists_are_cached_in_redis_and_shared_by_instances(make_router):
+    router = await make_router()
+    key = await router.client()
+    first = await rates(router, key)
+    await rates(router, key)
+    assert router.panels["echomark"].calls["services"] == 1
+    assert router.panels["korean"].calls["services"] == 1
+    # A second router instance on the same Redis uses the cached lists.
+    other = await make_router()
+    other.runtime.listings.clock = router.clock
+    assert (await other.runtime.catalog()).get(1).rate == Decimal(first[1])
+    assert other.panels["echomark"].calls["services"] == 0
+
+
+async def test_stale_list_is_served_while_it_refreshes(make_router):
+    router = await make_router()
+    key = await router.client()
+    await rates(router, key)
+    router.panels["echomark"].catalog[1] = router.panels["echomark"].catalog[1].__class__(
+        **{**router.panels["echomark"].catalog[1].__dict__, "rate": Decimal("1.00")}
+    )
+    router.clock.advance(301)
+    assert (await rates(router, key))[1] == "1.17"  # stale answer, at once
+    await router.runtime.listings.settle()
+    assert (await rates(router, key))[1] == "1.30"  # refreshed: 1.00 + 30 %
+    assert router.panels["echomark"].calls["services"] == 2
+
+
+async def test_provider_down_serves_the_last_good_list(make_router):
+    router = await make_router()
+    key = await router.client()
+    before = await rates(router, key)
+    for mode in ("html", "cloudflare", "malformed_json", "http_500"):
+        router.panels["echomark"].faults.mode = mode
+        router.clock.advance(10_000)
+        assert await rates(router, key) == before
+        await router.runtime.listings.settle()
+        assert await rates(router, key) == before
+
+
+async def test_failed_provider_is_not_asked_again_at_once(make_router):
+    router = await make_router()
+    key = await router.client()
+    await rates(router, key)
+    router.panels["echomark"].faults.mode = "html"
+    router.clock.advance(301)
+    for _ in range(5):
+        await rates(router, key)
+        await router.runtime.listings.settle()
+    assert router.panels["echomark"].calls["services"] == 2
+
+
+async def test_never_fetched_provider_down_leaves_only_its_services_out(make_router):
+    router = await make_router()
+    router.panels["korean"].faults.mode = "cloudflare"
+    key = await router.client()
+    found = await rates(router, key)
+    assert not any(service >= 2000 for service in found)
+    # Service 2's primary route (korean 102) is unavailable: priced from echomark 3.
+    assert found[2] == "0.156"
+    assert found[1] == "1.17"
+
+
+async def test_vanished_upstream_service_drops_its_route_then_the_service(make_router):
+    router = await make_router()
+    key = await router.client()
+    assert (await rates(router, key))[1] == "1.17"
+    del router.panels["echomark"].catalog[1]
+    router.clock.advance(301)
+    await router.runtime.listings.refresh("echomark")
+    # Now priced from the Korean route: 1250 KRW / 1380 x 1.3, rounded up.
+    assert (await rates(router, key))[1] == "1.1776"
+    del router.panels["korean"].catalog[101]
+    await router.runtime.listings.refresh("korean")
+    found = await rates(router, key)
+    assert 1 not in found and 2101 not in found
+
+
+def listing(provider, *services):
+    return Listing(provider, 0.0, {s.service: s for s in services})
+
+
+def upstream(service, rate, category="Cat", **kw):
+    fields = dict(
+        name=f"S{service}", type="Default", category=category, rate=Decimal(rate), min=10, max=100,
+        refill=False, cancel=False, dripfeed=False, description=None,
+    )
+    fields.update(kw)
+    return UpstreamService(service=service, **fields)
+
+
+def test_cheapest_strategy_and_overrides():
+    raw = router_config(
+        imports=[],
+        services=[
+            {
+                "id": 7,
+                "strategy": "cheapest",
+                "name": "Mine",
+                "min": 20,
+                "refill": True,
+                "routes": [{"provider": "echomark", "service": 1}, {"provider": "korean", "service": 5}],
+            }
+        ],
+    )
+    config = parse_config(raw, {})
+    catalog = build_catalog(
+        config,
+        {"echomark": listing("echomark", upstream(1, "2.00")), "korean": listing("korean", upstream(5, "1380"))},
+    )
+    service = catalog.get(7)
+    assert [r.provider for r in service.routes] == ["korean", "echomark"]
+    assert service.rate == Decimal("1.30")  # 1380 KRW = 1 USD, +30 %
+    assert (service.name, service.min, service.max, service.refill) == ("Mine", 20, 100, True)
+
+
+def test_explicit_services_win_over_imports_and_rules_select():
+    raw = router_config(
+        services=[{"id": 2005, "routes": [{"provider": "echomark", "service": 1}]}],
+        imports=[
+            {"provider": "korean", "id_offset": 2000, "categories": ["insta*"]},
+            {"provider": "echomark", "id_offset": 3000, "ids": [2]},
+        ],
+    )
+    config = parse_config(raw, {})
+    catalog = build_catalog(
+        config,
+        {
+            "echomark": listing("echomark", upstream(1, "1"), upstream(2, "1"), upstream(3, "1")),
+            "korean": listing(
+                "korean", upstream(5, "1380", "Instagram"), upstream(6, "1380", "TikTok"),
+                upstream(7, "1380", "instagram likes"),
+            ),
+        },
+    )
+    assert sorted(catalog.services) == [2005, 2007, 3002]
+    assert catalog.get(2005).routes[0].provider == "echomark"
