@@ -1,0 +1,95 @@
+"""`smm-proxy demo`: the whole router on one machine, with nothing to set up.
+
+It starts an embedded Redis (unless `SMM_PROXY_REDIS_URL` is set), two
+simulated panels on loopback standing in for echomark.store (USD) and the
+Korean panel (KRW), the router with `config/demo.yaml`, and a demo client
+with a balance, then prints what to paste into a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from decimal import Decimal
+from pathlib import Path
+
+import uvicorn
+
+from .app import create_app
+from .clients import AccountError
+from .config import load_config
+from .runtime import Runtime
+from .settings import Settings
+from .sim.app import create_app as create_panel_app
+from .sim.catalogs import build_panel
+from .sim.panel import DEFAULT_KEY
+from .sim.server import serve_panel
+from .store import EmbeddedRedis, connect
+
+DEMO_CLIENT = "demo"
+DEMO_BALANCE = Decimal("100")
+# Simulated orders move one status every this many seconds.
+DEMO_STEP_SECONDS = 20.0
+
+
+def demo_config_path() -> Path:
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        candidate = base / "config" / "demo.yaml"
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError("config/demo.yaml not found: run the demo from the project folder")
+
+
+def instructions(url: str, api_key: str, redis_note: str) -> str:
+    curl = f"curl -s {url}"
+    return f"""
+smm-proxy demo is running.
+
+  Router   {url}
+  Storage  {redis_note}
+  Client   {DEMO_CLIENT}, balance {DEMO_BALANCE} USD
+  API key  {api_key}
+
+Try:
+  {curl} -d key={api_key} -d action=services
+  {curl} -d key={api_key} -d action=balance
+  {curl} -d key={api_key} -d action=add -d service=1 -d link=https://instagram.com/demo -d quantity=500
+  {curl} -d key={api_key} -d action=status -d order=1
+
+Press Ctrl+C to stop.
+"""
+
+
+async def run_demo(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
+    with contextlib.ExitStack() as stack:
+        redis_url = settings.redis_url
+        redis_note = redis_url or "embedded redis-server (kept in memory, gone at exit)"
+        if not redis_url:
+            redis_url = stack.enter_context(EmbeddedRedis())
+        echomark = build_panel("echomark", step_seconds=DEMO_STEP_SECONDS)
+        korean = build_panel("korean", step_seconds=DEMO_STEP_SECONDS, seed=1)
+        async with (
+            serve_panel(create_panel_app(echomark)) as echomark_url,
+            serve_panel(create_panel_app(korean)) as korean_url,
+        ):
+            environ = {
+                **settings.environ(),
+                "DEMO_ECHOMARK_URL": echomark_url,
+                "DEMO_ECHOMARK_KEY": DEFAULT_KEY,
+                "DEMO_KOREAN_URL": korean_url,
+                "DEMO_KOREAN_KEY": DEFAULT_KEY,
+            }
+            config = load_config(demo_config_path(), environ)
+            runtime = Runtime(settings, config, connect(redis_url))
+            try:
+                try:
+                    _, api_key = await runtime.accounts.create(DEMO_CLIENT, DEMO_BALANCE)
+                except AccountError:  # a demo client left in a real Redis
+                    api_key = await runtime.accounts.rotate_key(DEMO_CLIENT)
+                await runtime.catalog()  # fetch both service lists before the first client does
+                server = uvicorn.Server(
+                    uvicorn.Config(create_app(runtime), host=host, port=port, log_level="warning")
+                )
+                print(instructions(f"http://{host}:{port}/api/v2", api_key, redis_note), flush=True)
+                await server.serve()
+            finally:
+                await runtime.aclose()
