@@ -238,7 +238,9 @@ def test_catalogs_use_known_service_types() -> None:
     for service in echomark_services() + korean_services():
         assert service.type in SERVICE_TYPES
         assert service.min <= service.max
-    assert [s.service for s in echomark_services()] == list(range(1, 12))
+    assert [s.service for s in echomark_services()] == list(range(1, 20))
+    # Between them, the presets offer every service type of the contract.
+    assert {s.type for s in echomark_services() + korean_services()} == set(SERVICE_TYPES)
 
 
 # Validation.

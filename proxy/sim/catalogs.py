@@ -15,6 +15,14 @@ echomark.store, USD (`echomark_services()`), API key "sim-key", balance 1000:
 | 9  | Web Traffic     | Website Traffic [Worldwide]          | 0.35   | 500 | 100000  |        |        | yes      |
 | 10 | Subscriptions   | Instagram Auto Likes                 | 0.15   | 50  | 5000    |        |        |          |
 | 11 | Default         | YouTube Views [Refill 30D]           | 1.20   | 500 | 100000  | yes    | yes    |          |
+| 12 | Custom Comments Package | Instagram 10 Custom Comments | 2.00   | 1   | 1       |        |        |          |
+| 13 | Mentions with Hashtags  | Instagram Mentions + Hashtags | 5.00  | 100 | 10000   |        |        |          |
+| 14 | Mentions Custom List    | Instagram Mentions Custom List | 6.00 | 10  | 1000    |        |        |          |
+| 15 | Mentions Hashtag        | Instagram Mentions by Hashtag | 4.00  | 100 | 10000   |        |        |          |
+| 16 | Mentions User Followers | Instagram Mentions of Followers | 4.00 | 100 | 10000  |        |        |          |
+| 17 | Mentions Media Likers   | Instagram Mentions of Likers | 4.00   | 100 | 10000   |        |        |          |
+| 18 | Comment Replies         | Instagram Comment Replies    | 9.00   | 5   | 500     |        |        |          |
+| 19 | Invites from Groups     | Telegram Invites from Groups | 3.00   | 100 | 10000   |        | yes    |          |
 
 오토스타그램.com, KRW (`korean_services()`), API key "sim-key", balance 1000000:
 
@@ -62,6 +70,22 @@ def echomark_services() -> list[SimService]:
                    Decimal("0.15"), 50, 5000),
         SimService(11, "YouTube Views [Refill 30D]", "Default", "YouTube Views",
                    Decimal("1.20"), 500, 100000, refill=True, cancel=True),
+        SimService(12, "Instagram 10 Custom Comments", "Custom Comments Package", "Instagram Comments",
+                   Decimal("2.00"), 1, 1),
+        SimService(13, "Instagram Mentions + Hashtags", "Mentions with Hashtags", "Instagram Mentions",
+                   Decimal("5.00"), 100, 10000),
+        SimService(14, "Instagram Mentions Custom List", "Mentions Custom List", "Instagram Mentions",
+                   Decimal("6.00"), 10, 1000),
+        SimService(15, "Instagram Mentions by Hashtag", "Mentions Hashtag", "Instagram Mentions",
+                   Decimal("4.00"), 100, 10000),
+        SimService(16, "Instagram Mentions of Followers", "Mentions User Followers", "Instagram Mentions",
+                   Decimal("4.00"), 100, 10000),
+        SimService(17, "Instagram Mentions of Likers", "Mentions Media Likers", "Instagram Mentions",
+                   Decimal("4.00"), 100, 10000),
+        SimService(18, "Instagram Comment Replies", "Comment Replies", "Instagram Comments",
+                   Decimal("9.00"), 5, 500),
+        SimService(19, "Telegram Invites from Groups", "Invites from Groups", "Telegram",
+                   Decimal("3.00"), 100, 10000, cancel=True),
     ]
 
 
