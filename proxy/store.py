@@ -46,6 +46,50 @@ class Keys:
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"
 
+    # Orders and refills: records under their client's hash tag, with
+    # indexes to find them by our ID alone.
+    @property
+    def order_seq(self) -> str:
+        return f"{self.prefix}seq:order"
+
+    @property
+    def refill_seq(self) -> str:
+        return f"{self.prefix}seq:refill"
+
+    def order(self, client: str, order_id: int) -> str:
+        return f"{self.prefix}order:{{c:{client}}}:{order_id}"
+
+    def refill(self, client: str, refill_id: int) -> str:
+        return f"{self.prefix}refill:{{c:{client}}}:{refill_id}"
+
+    def duplicate(self, client: str, token: str) -> str:
+        """An add's fingerprint -> the order it made, for client retries."""
+        return f"{self.prefix}dedupe:{{c:{client}}}:{token}"
+
+    @property
+    def order_owner(self) -> str:
+        return f"{self.prefix}order-owner"
+
+    @property
+    def refill_owner(self) -> str:
+        return f"{self.prefix}refill-owner"
+
+    @property
+    def orders(self) -> str:
+        """Every order ID, scored by creation time."""
+        return f"{self.prefix}orders"
+
+    def orders_in(self, group: str) -> str:
+        """Working sets: 'inflight' (not yet placed), 'open' (placed, not final), 'unknown'."""
+        return f"{self.prefix}orders:{group}"
+
+    def cooldown(self, provider: str) -> str:
+        return f"{self.prefix}cooldown:{provider}"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.prefix}metrics"
+
     # Caches.
     def catalog(self, provider: str) -> str:
         return f"{self.prefix}catalog:{provider}"
