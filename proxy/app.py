@@ -19,10 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import protocol
+from . import protocol, sync
+from .desk import Failure, OrderError, OrderView
 from .money import format_amount
 from .protocol import ProtocolError
 from .runtime import Runtime
+from .store import warn_if_evicting
 from .vocabulary import Errors
 
 log = logging.getLogger("proxy.app")
@@ -95,30 +97,94 @@ class Api:
             parsed = protocol.parse_request(params)
         except ProtocolError as exc:
             return reply(protocol.error(exc.message))
-        return reply(await self.dispatch(client, parsed))
+        idempotency_key = request.headers.get("idempotency-key", "").strip() or None
+        return reply(await self.dispatch(client, parsed, idempotency_key))
 
-    async def dispatch(self, client: str, request: protocol.Request) -> object:
+    async def dispatch(self, client: str, request: protocol.Request, idempotency_key: str | None) -> object:
         runtime = self.runtime
+        desk = runtime.desk
         match request:
             case protocol.ServicesRequest():
                 return (await runtime.catalog()).public()
             case protocol.BalanceRequest():
                 balance = await runtime.ledger.balance(client)
                 return {"balance": format_amount(balance), "currency": runtime.config.currency}
+            case protocol.AddRequest():
+                try:
+                    return {"order": await desk.add(client, request, idempotency_key)}
+                except OrderError as exc:
+                    return protocol.error(exc.message)
+            case protocol.StatusRequest(ids=ids, bulk=bulk):
+                statuses = {given: render_status(v) for given, v in (await desk.status(client, ids)).items()}
+                return statuses if bulk else statuses[ids[0]]
+            case protocol.RefillRequest(ids=ids, bulk=bulk):
+                refills = await desk.refill(client, ids)
+                if not bulk:
+                    outcome = refills[ids[0]]
+                    return render_failure(outcome) if isinstance(outcome, Failure) else {"refill": str(outcome)}
+                return [
+                    {"order": echo_id(given), "refill": render_failure(outcome) if isinstance(outcome, Failure) else outcome}
+                    for given, outcome in refills.items()
+                ]
+            case protocol.RefillStatusRequest(ids=ids, bulk=bulk):
+                statuses = await desk.refill_status(client, ids)
+                if not bulk:
+                    outcome = statuses[ids[0]]
+                    return render_failure(outcome) if isinstance(outcome, Failure) else {"status": outcome}
+                return [
+                    {"refill": echo_id(given), "status": render_failure(outcome) if isinstance(outcome, Failure) else outcome}
+                    for given, outcome in statuses.items()
+                ]
+            case protocol.CancelRequest(ids=ids):
+                cancels = await desk.cancel(client, ids)
+                return [
+                    {"order": echo_id(given), "cancel": render_failure(outcome) if isinstance(outcome, Failure) else 1}
+                    for given, outcome in cancels.items()
+                ]
         return protocol.error(Errors.INCORRECT_REQUEST)
+
+
+def echo_id(given: str) -> int | str:
+    """An ID as bulk replies echo it: an integer where it is one."""
+    return int(given) if given.isascii() and given.isdigit() else given
+
+
+def render_failure(failure: Failure) -> dict[str, str]:
+    return protocol.error(failure.message)
+
+
+def render_status(view: OrderView | Failure) -> dict[str, str]:
+    if isinstance(view, Failure):
+        return render_failure(view)
+    return {
+        "charge": format_amount(view.charge),
+        "start_count": str(view.start_count),
+        "status": view.status,
+        "remains": str(view.remains),
+        "currency": view.currency,
+    }
 
 
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(runtime: Runtime, *, close_runtime: bool = False) -> Starlette:
-    """The router's ASGI app. With `close_runtime` it closes the runtime on shutdown."""
+def create_app(runtime: Runtime, *, close_runtime: bool = False, background: bool = False) -> Starlette:
+    """The router's ASGI app.
+
+    With `background` it runs the sync loops (recovery, status polling) while
+    it serves; with `close_runtime` it closes the runtime on shutdown.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            yield
+            await warn_if_evicting(runtime.redis)
+            if background:
+                async with sync.background(runtime, runtime.settings.sync_interval):
+                    yield
+            else:
+                yield
         finally:
             if close_runtime:
                 await runtime.aclose()

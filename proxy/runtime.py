@@ -17,9 +17,14 @@ import redis.asyncio as aioredis
 from .catalog import Catalog, build_catalog
 from .clients import Accounts
 from .config import Config
+from .desk import Desk
 from .ledger import Ledger
 from .listings import Listings
+from .orders import OrderBook
+from .refills import Refills
+from .routing import Health, Router
 from .settings import Settings
+from .statuses import StatusRefresher
 from .store import Keys, connect
 from .upstream import ProviderClient
 
@@ -57,6 +62,21 @@ class Runtime:
         }
         self.listings = Listings(redis, self.keys, self.providers, settings.catalog_ttl, clock)
         self._catalog: tuple[object, Catalog] | None = None
+        self.health = Health(redis, self.keys, settings.upstream_cooldown)
+        self.book = OrderBook(redis, self.keys, self.ledger, clock)
+        self.router = Router(self.book, self.providers, self.health)
+        self.refresher = StatusRefresher(self.book, self.providers, self.health, settings.status_ttl, clock)
+        self.refills = Refills(redis, self.keys, self.providers, self.health, settings.status_ttl, clock)
+        self.desk = Desk(
+            config,
+            self.catalog,
+            self.book,
+            self.router,
+            self.refresher,
+            self.refills,
+            self.providers,
+            settings.duplicate_window,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, config: Config, **kwargs: object) -> Runtime:
@@ -73,6 +93,7 @@ class Runtime:
         return self._catalog[1]
 
     async def aclose(self) -> None:
+        await self.refresher.aclose()
         await self.listings.aclose()
         for client in self.providers.values():
             await client.aclose()

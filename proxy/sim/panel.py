@@ -81,8 +81,12 @@ class SimService:
     dripfeed: bool = False
 
     def listing(self) -> dict[str, Any]:
-        """The service as the `services` action lists it (seed shape)."""
-        return {
+        """The service as the `services` action lists it (seed shape).
+
+        Like panels that support drip-feed, it adds `"dripfeed": true` to the
+        services that take `runs`/`interval`.
+        """
+        listing: dict[str, Any] = {
             "service": self.service,
             "name": self.name,
             "type": self.type,
@@ -93,6 +97,9 @@ class SimService:
             "refill": self.refill,
             "cancel": self.cancel,
         }
+        if self.dripfeed:
+            listing["dripfeed"] = True
+        return listing
 
 
 @dataclass

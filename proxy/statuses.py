@@ -1,0 +1,133 @@
+"""Keeping order statuses fresh: batched, shared, and refunding exactly once.
+
+Records older than the status TTL are refreshed from upstream with one bulk
+call per provider (100 IDs a call, providers in parallel). A request that
+needs an order whose refresh is already under way waits for that refresh
+instead of asking again, so concurrent readers share one upstream call.
+When a status turns Partial or Canceled, the refund is applied by the order
+book in the same step as the status, against a reference, so it happens
+once however often the status is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+
+from .orders import PLACED, Order, OrderBook, StateChanged
+from .routing import Health
+from .upstream import ItemError, ProviderClient, UpstreamError, UpstreamStatus
+from .vocabulary import CANCELED, COMPLETED, PARTIAL, SUBSCRIPTIONS
+
+log = logging.getLogger("proxy.statuses")
+
+_Result = UpstreamStatus | ItemError | None
+
+
+class StatusRefresher:
+    def __init__(
+        self,
+        book: OrderBook,
+        providers: Mapping[str, ProviderClient],
+        health: Health,
+        ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.book = book
+        self.providers = providers
+        self.health = health
+        self.ttl = ttl
+        self.clock = clock
+        self._inflight: dict[tuple[str, int], asyncio.Future[_Result]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def stale(self, order: Order) -> bool:
+        return order.state == PLACED and not order.final and self.clock() - order.status_at >= self.ttl
+
+    async def refresh(self, orders: Iterable[Order]) -> dict[int, Order]:
+        """The given orders, the stale ones refreshed from upstream first."""
+        orders = list(orders)
+        by_provider: dict[str, list[Order]] = defaultdict(list)
+        for order in orders:
+            if self.stale(order) and order.provider in self.providers:
+                by_provider[order.provider].append(order)
+        waits: list[asyncio.Future[_Result]] = []
+        for provider, group in by_provider.items():
+            if await self.health.cooling(provider):
+                continue
+            mine = [o for o in group if (provider, o.upstream_order) not in self._inflight]
+            if mine:
+                for order in mine:
+                    self._inflight[(provider, order.upstream_order)] = asyncio.get_running_loop().create_future()
+                task = asyncio.create_task(self._fetch(provider, mine))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            waits += [self._inflight[(provider, o.upstream_order)] for o in group]
+        if not waits:
+            return {o.id: o for o in orders}
+        # Shielded: a caller that goes away does not cancel a shared refresh.
+        await asyncio.gather(*(asyncio.shield(w) for w in waits))
+        by_client: dict[str, list[int]] = defaultdict(list)
+        for order in orders:
+            by_client[order.client].append(order.id)
+        fresh: dict[int, Order] = {}
+        for client, ids in by_client.items():
+            fresh.update(await self.book.get_many(client, ids))
+        return fresh
+
+    async def _fetch(self, provider: str, orders: list[Order]) -> None:
+        keys = [(provider, o.upstream_order) for o in orders]
+        try:
+            try:
+                results: Mapping[int, UpstreamStatus | ItemError] = await self.providers[provider].statuses(
+                    sorted({o.upstream_order for o in orders})
+                )
+            except UpstreamError as exc:
+                log.warning("statuses from %s not refreshed: %s", provider, exc.reason)
+                await self.health.fail(provider, exc.reason)
+                results = {}
+            for order in orders:
+                try:
+                    await self.apply(order, results.get(order.upstream_order))
+                except Exception:
+                    log.exception("order %s: status not applied", order.id)
+        finally:
+            for key in keys:
+                future = self._inflight.pop(key, None)
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+    async def apply(self, order: Order, result: _Result) -> Order:
+        """Record what upstream said of `order`, refunding if it calls for it."""
+        now = self.clock()
+        if result is None:  # the provider did not answer: keep the old status
+            return order
+        fields: dict[str, object] = {"status_at": repr(now)}
+        refund_to = None
+        if isinstance(result, UpstreamStatus) and result.status is not None:
+            status = result.status
+            remains = result.remains
+            if remains is None:
+                if status == PARTIAL:  # a refund needs the remains: ask again later
+                    log.warning("order %s: Partial without remains, kept as %s", order.id, order.status)
+                    status, remains = order.status, order.remains
+                else:
+                    remains = 0 if status == COMPLETED else order.remains
+            remains = max(0, min(remains, order.quantity))
+            fields.update(status=status, remains=remains)
+            if result.start_count is not None:
+                fields["start_count"] = result.start_count
+            if status in (PARTIAL, CANCELED) and order.type != SUBSCRIPTIONS:
+                refund_to = order.refund_due(status, remains)
+        try:
+            return await self.book.transition(order, [PLACED], fields, refund_to=refund_to)
+        except StateChanged:
+            return order
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
