@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from .clients import AccountError, Client
 from .config import Config, ConfigError, load_config
 from .ledger import Entry
+from .orders import UNKNOWN, Order, StateChanged
 from .money import MoneyError, format_amount, parse_amount
 from .runtime import Runtime
 from .settings import Settings
@@ -131,6 +133,89 @@ async def clients_ledger(args: argparse.Namespace, runtime: Runtime) -> None:
     _print(args, [_entry_json(e) for e in entries], lambda: _table(rows))
 
 
+# -- orders ----------------------------------------------------------------
+
+
+def _order_json(order: Order) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "client": order.client,
+        "service": order.service,
+        "type": order.type,
+        "link": order.link,
+        "quantity": order.quantity,
+        "state": order.state,
+        "status": order.public_status,
+        "remains": order.remains,
+        "charge": format_amount(order.charge),
+        "refunded": format_amount(order.refunded),
+        "provider": order.provider,
+        "upstream_service": order.upstream_service,
+        "upstream_order": order.upstream_order,
+        "attempts": [a.__dict__ for a in order.attempts],
+        "created": datetime.fromtimestamp(order.created, tz=UTC).isoformat(timespec="seconds"),
+    }
+
+
+async def _find_order(runtime: Runtime, order_id: int) -> Order:
+    order = await runtime.book.find(order_id)
+    if order is None:
+        raise CommandError(f"no order {order_id}")
+    return order
+
+
+async def _order_entries(runtime: Runtime, order: Order) -> list[Entry]:
+    prefix = f"order:{order.id}:"
+    return [e for e in await runtime.ledger.entries(order.client) if e.ref.startswith(prefix)]
+
+
+async def orders_show(args: argparse.Namespace, runtime: Runtime) -> None:
+    order = await _find_order(runtime, args.id)
+    entries = await _order_entries(runtime, order)
+    data = {**_order_json(order), "ledger": [_entry_json(e) for e in entries]}
+
+    def human() -> str:
+        lines = [f"{k:17} {v}" for k, v in data.items() if k not in ("attempts", "ledger")]
+        lines += [f"attempt           {a['provider']}: {a['outcome']} {a['reason']}".rstrip() for a in data["attempts"]]
+        lines += [f"ledger            {e['time']} {e['kind']} {e['amount']} ({e['ref']})" for e in data["ledger"]]
+        return "\n".join(lines)
+
+    _print(args, data, human)
+
+
+async def orders_list(args: argparse.Namespace, runtime: Runtime) -> None:
+    group = "unknown" if args.state == UNKNOWN else "all"
+    ids = list(reversed(await runtime.book.ids_in(group)))  # newest first
+    wanted = (args.state or "").casefold()
+    found: list[Order] = []
+    for order_id in ids:
+        order = await runtime.book.find(order_id)
+        if order is None or (args.client and order.client != args.client):
+            continue
+        if wanted and wanted not in (order.state, order.public_status.casefold()):
+            continue
+        found.append(order)
+        if len(found) >= args.limit:
+            break
+    rows = [["ID", "CLIENT", "SERVICE", "QTY", "STATE", "STATUS", "CHARGE", "REFUNDED", "PROVIDER", "UPSTREAM"]] + [
+        [str(o.id), o.client, str(o.service), str(o.quantity), o.state, o.public_status,
+         format_amount(o.charge), format_amount(o.refunded), o.provider, str(o.upstream_order or "")]
+        for o in found
+    ]
+    _print(args, [_order_json(o) for o in found], lambda: _table(rows))
+
+
+async def orders_resolve(args: argparse.Namespace, runtime: Runtime) -> None:
+    try:
+        order = await runtime.book.resolve(args.id, upstream_order=args.upstream_order, failed=args.failed)
+    except LookupError as exc:
+        raise CommandError(str(exc)) from None
+    except StateChanged as exc:
+        raise CommandError(f"order {args.id} is {exc.state}, not unknown: nothing to resolve") from None
+    verdict = "failed, refunded in full" if args.failed else f"placed as upstream order {args.upstream_order}"
+    _print(args, _order_json(order), lambda: f"order {order.id} resolved: {verdict}")
+
+
 # -- top-level commands ----------------------------------------------------
 
 
@@ -158,7 +243,7 @@ def serve(args: argparse.Namespace) -> None:
         )
     runtime = Runtime.from_settings(settings, config)
     uvicorn.run(
-        create_app(runtime, close_runtime=True),
+        create_app(runtime, close_runtime=True, background=True),
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level,
@@ -208,6 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(actions, "ledger", "show an account's ledger", clients_ledger, json_out=True)
     sub.add_argument("name")
     sub.add_argument("--limit", type=int, help="only the newest N entries")
+
+    orders = commands.add_parser("orders", help="inspect and settle orders")
+    actions = orders.add_subparsers(dest="action", required=True)
+    sub = command(actions, "show", "one order, its attempts and its ledger entries", orders_show, json_out=True)
+    sub.add_argument("id", type=int)
+    sub = command(actions, "list", "orders, newest first", orders_list, json_out=True)
+    sub.add_argument("--state", help="reserved, submitted, placed, unknown, failed, or a status like Partial")
+    sub.add_argument("--client")
+    sub.add_argument("--limit", type=int, default=50)
+    sub = command(actions, "resolve", "settle an order whose outcome is unknown", orders_resolve, json_out=True)
+    sub.add_argument("id", type=int)
+    verdict = sub.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--upstream-order", type=int, help="the order exists upstream under this ID")
+    verdict.add_argument("--failed", action="store_true", help="the order does not exist upstream: refund it")
     return parser
 
 

@@ -87,7 +87,7 @@ async def run_demo(settings: Settings, host: str = "127.0.0.1", port: int = 8080
                     api_key = await runtime.accounts.rotate_key(DEMO_CLIENT)
                 await runtime.catalog()  # fetch both service lists before the first client does
                 server = uvicorn.Server(
-                    uvicorn.Config(create_app(runtime), host=host, port=port, log_level="warning")
+                    uvicorn.Config(create_app(runtime, background=True), host=host, port=port, log_level="warning")
                 )
                 print(instructions(f"http://{host}:{port}/api/v2", api_key, redis_note), flush=True)
                 await server.serve()

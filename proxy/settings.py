@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     upstream_cooldown: float = Field(
         60.0, ge=0, description="Seconds a provider is skipped after it failed."
     )
+    sync_interval: float = Field(
+        30.0, gt=0, description="Seconds between background recovery and status polling rounds."
+    )
     duplicate_window: float = Field(
         60.0, ge=0, description="Seconds in which a repeated identical add returns the first order."
     )
