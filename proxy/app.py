@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import protocol, sync
@@ -169,6 +169,28 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def render_metrics(runtime: Runtime) -> str:
+    """Order counters and working-set sizes, in Prometheus' text format."""
+    counters = await runtime.book.metrics()
+    lines = [
+        "# HELP smm_proxy_orders_total Orders by outcome of their placement.",
+        "# TYPE smm_proxy_orders_total counter",
+    ]
+    for outcome in ("placed", "unknown", "failed", "duplicate"):
+        lines.append(f'smm_proxy_orders_total{{outcome="{outcome}"}} {counters.get(f"orders_{outcome}", 0)}')
+    for group, meaning in (
+        ("unknown", "Orders whose outcome is unknown, waiting for an operator."),
+        ("open", "Placed orders not yet final."),
+        ("inflight", "Orders being sent upstream."),
+    ):
+        lines += [
+            f"# HELP smm_proxy_orders_{group} {meaning}",
+            f"# TYPE smm_proxy_orders_{group} gauge",
+            f"smm_proxy_orders_{group} {await runtime.book.count(group)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def create_app(runtime: Runtime, *, close_runtime: bool = False, background: bool = False) -> Starlette:
     """The router's ASGI app.
 
@@ -190,11 +212,15 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
                 await runtime.aclose()
 
     api = Api(runtime)
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(await render_metrics(runtime), media_type="text/plain; version=0.0.4")
     return Starlette(
         routes=[
             Route("/api/v2", api.endpoint, methods=["GET", "POST"]),
             Route("/api/v2/", api.endpoint, methods=["GET", "POST"]),
             Route("/healthz", health),
+            Route("/metrics", metrics),
         ],
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,
