@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import protocol, sync
-from .desk import Failure, OrderError, OrderView
+from .desk import Failure, OrderView
 from .money import format_amount
 from .protocol import ProtocolError
 from .runtime import Runtime
@@ -112,7 +112,7 @@ class Api:
             case protocol.AddRequest():
                 try:
                     return {"order": await desk.add(client, request, idempotency_key)}
-                except OrderError as exc:
+                except ProtocolError as exc:
                     return protocol.error(exc.message)
             case protocol.StatusRequest(ids=ids, bulk=bulk):
                 statuses = {given: render_status(v) for given, v in (await desk.status(client, ids)).items()}

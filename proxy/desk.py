@@ -1,7 +1,8 @@
 """The order actions of API v2 for one client: add, status, refill, cancel.
 
 Each action takes typed input and returns typed results (rendered to the
-panel's JSON at the HTTP edge). Per-item refusals are `Failure`s. Whatever
+panel's JSON at the HTTP edge). A refused `add` raises `ProtocolError`;
+per-item refusals of bulk actions are `Failure`s. Whatever
 upstream says reaches a client only after `Desk.clean`, which drops
 anything naming a provider, its address or its key.
 """
@@ -21,23 +22,15 @@ import httpx
 from .catalog import Catalog
 from .config import Config
 from .orders import PLACED, InsufficientFunds, NewOrder, Order, OrderBook, StateChanged
-from .protocol import AddRequest, parse_id
+from .protocol import AddRequest, ProtocolError, parse_id
 from .refills import Refills, UpstreamRefusal
 from .routing import Router
 from .statuses import StatusRefresher
 from .upstream import ItemError, ProviderClient, UpstreamError
-from .validation import InvalidOrder, validate_add
+from .validation import validate_add
 from .vocabulary import COMPLETED, PARTIAL, Errors
 
 REFILL_UNAVAILABLE = "Refill could not be requested now, please try again later"
-
-
-class OrderError(Exception):
-    """An `add` we refuse; `message` is what the client is told."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -83,11 +76,8 @@ class Desk:
     async def add(self, client: str, request: AddRequest, idempotency_key: str | None = None) -> int:
         service = (await self.catalog()).get(request.service)
         if service is None:
-            raise OrderError(Errors.INCORRECT_SERVICE)
-        try:
-            spec = validate_add(service, request.fields)
-        except InvalidOrder as exc:
-            raise OrderError(exc.message) from None
+            raise ProtocolError(Errors.INCORRECT_SERVICE)
+        spec = validate_add(service, request.fields)
         token = self._duplicate_token(request.service, spec.upstream_fields, idempotency_key)
         window = 24 * 3600.0 if idempotency_key else self.duplicate_window
         new = NewOrder(
@@ -104,7 +94,7 @@ class Desk:
         try:
             order_id, duplicate = await self.book.reserve(new, token, window)
         except InsufficientFunds:
-            raise OrderError(Errors.NOT_ENOUGH_FUNDS) from None
+            raise ProtocolError(Errors.NOT_ENOUGH_FUNDS) from None
         if duplicate:
             await self.book.count_metric("orders_duplicate")
             return order_id
@@ -114,7 +104,7 @@ class Desk:
         placement = await asyncio.shield(self.router.place(order, service, spec.quantity, spec.runs))
         if placement.error is not None:
             await self.book.forget_duplicate(client, token)
-            raise OrderError(placement.error)
+            raise ProtocolError(placement.error)
         return order_id
 
     def _duplicate_token(self, service: int, fields: dict[str, str], idempotency_key: str | None) -> str | None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from .catalog import Service
 from .pricing import charge
+from .protocol import ProtocolError
 from .vocabulary import LIST_FIELDS, SERVICE_TYPES, SUBSCRIPTIONS, Errors, ServiceType
 
 DEFAULT = "Default"
@@ -63,12 +64,8 @@ def missing(name: str) -> str:
     return f"Missing field: {name}"
 
 
-class InvalidOrder(ValueError):
-    """An `add` we refuse; `message` is what the client is told."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class InvalidOrder(ProtocolError):
+    """An `add` whose fields we refuse; `message` is what the client is told."""
 
 
 @dataclass(frozen=True)
