@@ -89,11 +89,13 @@ class StatusRefresher:
                 log.warning("statuses from %s not refreshed: %s", provider, exc.reason)
                 await self.health.fail(provider, exc.reason)
                 results = {}
-            for order in orders:
-                try:
-                    await self.apply(order, results.get(order.upstream_order))
-                except Exception:
-                    log.exception("order %s: status not applied", order.id)
+            outcomes = await asyncio.gather(
+                *(self.apply(order, results.get(order.upstream_order)) for order in orders),
+                return_exceptions=True,
+            )
+            for order, outcome in zip(orders, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    log.error("order %s: status not applied", order.id, exc_info=outcome)
         finally:
             for key in keys:
                 future = self._inflight.pop(key, None)
