@@ -43,7 +43,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'no_client'}
 end
 if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then
-  return {'duplicate', ARGV[5]}
+  return {'ok', 'retried'}
 end
 if ARGV[4] ~= '0' then
   local first = redis.call('GET', KEYS[6])
@@ -68,7 +68,8 @@ return {'ok', id}
 
 # KEYS: order, balance, ledger, applied
 # ARGV: allowed states ("a,b" or "*"), refunded so far (as read), refund delta
-#       (minor, "0": none), ref, memo, field, value, ...
+#       (minor, "0": none), ref, memo, snapshot time ("" or seconds: skip if the
+#       record holds a newer status), field, value, ...
 TRANSITION_SCRIPT = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
@@ -83,6 +84,15 @@ if ARGV[1] ~= '*' then
     return {'state', state}
   end
 end
+if ARGV[6] ~= '' then
+  local status = redis.call('HGET', KEYS[1], 'status')
+  if status == 'Completed' or status == 'Partial' or status == 'Canceled' or status == 'Expired' then
+    return {'stale', state}
+  end
+  if tonumber(redis.call('HGET', KEYS[1], 'status_at') or '0') > tonumber(ARGV[6]) then
+    return {'stale', state}
+  end
+end
 if ARGV[3] ~= '0' then
   if (redis.call('HGET', KEYS[1], 'refunded') or '0') ~= ARGV[2] then
     return {'conflict'}
@@ -95,8 +105,8 @@ if ARGV[3] ~= '0' then
     redis.call('HINCRBY', KEYS[1], 'refunded', ARGV[3])
   end
 end
-if #ARGV > 5 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if #ARGV > 6 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 end
 return {'ok', state}
 """
@@ -146,6 +156,9 @@ class Order:
     upstream_service: int = 0
     upstream_order: int = 0
     attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+    duplicate_key: str = ""
+    submitted_at: float = 0.0
+    attention: str = ""  # why an operator must look at it, if they must
 
     @property
     def public_status(self) -> str:
@@ -163,6 +176,11 @@ class Order:
         return self.state == PLACED and (self.status in FINAL_ORDER_STATUSES or self.status == EXPIRED)
 
     @property
+    def flat(self) -> bool:
+        spec = SERVICE_TYPES.get(self.type)
+        return spec is not None and spec.flat
+
+    @property
     def net_charge(self) -> Decimal:
         return self.charge - self.refunded
 
@@ -174,8 +192,7 @@ class Order:
         """
         if status == CANCELED:
             return self.charge
-        spec = SERVICE_TYPES.get(self.type)
-        if status == PARTIAL and self.quantity > 0 and not (spec and spec.flat):
+        if status == PARTIAL and self.quantity > 0 and not self.flat:
             return floor_to(self.charge * min(remains, self.quantity) / self.quantity)
         return Decimal(0)
 
@@ -203,6 +220,9 @@ class Order:
             upstream_service=int(record.get("upstream_service", "0")),
             upstream_order=int(record.get("upstream_order", "0")),
             attempts=tuple(Attempt(**a) for a in json.loads(record.get("attempts", "[]"))),
+            duplicate_key=record.get("duplicate_key", ""),
+            submitted_at=float(record.get("submitted_at", "0")),
+            attention=record.get("attention", ""),
         )
 
 
@@ -278,29 +298,30 @@ class OrderBook:
         }
         ttl_ms = int(duplicate_ttl * 1000) if duplicate_token else 0
         duplicate_key = self.keys.duplicate(new.client, duplicate_token or "-")
-        # The index first: a record is never without its owner entry.
-        await self.redis.hset(self.keys.order_owner, str(order_id), new.client)
+        if duplicate_token:
+            record["duplicate_key"] = duplicate_key
+        # The indexes first: a record is never without its owner entry, and
+        # recovery finds a charged order even if this process dies right after.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.order_owner, str(order_id), new.client)
+            pipe.zadd(self.keys.orders_in("inflight"), {str(order_id): now})
+            await pipe.execute()
         reply = await self._place(
             keys=[*self.ledger.script_keys(new.client), self.keys.order(new.client, order_id), duplicate_key],
             args=[to_minor(new.charge), self.charge_ref(order_id), f"order {order_id}", ttl_ms, order_id, *_flatten(record)],
         )
         if reply[0] != "ok":
-            await self.redis.hdel(self.keys.order_owner, str(order_id))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hdel(self.keys.order_owner, str(order_id))
+                pipe.zrem(self.keys.orders_in("inflight"), str(order_id))
+                await pipe.execute()
             if reply[0] == "duplicate":
                 return int(reply[1]), True
             if reply[0] == "insufficient":
                 raise InsufficientFunds(new.client)
             raise UnknownClient(new.client)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.keys.orders, {str(order_id): now})
-            pipe.zadd(self.keys.orders_in("inflight"), {str(order_id): now})
-            await pipe.execute()
+        await self.redis.zadd(self.keys.orders, {str(order_id): now})
         return order_id, False
-
-    async def forget_duplicate(self, client: str, token: str | None) -> None:
-        """Let the client retry an order that was refused everywhere."""
-        if token:
-            await self.redis.delete(self.keys.duplicate(client, token))
 
     async def get(self, client: str, order_id: int) -> Order | None:
         record = await self.redis.hgetall(self.keys.order(client, order_id))
@@ -326,12 +347,15 @@ class OrderBook:
         fields: Mapping[str, object],
         refund_to: Decimal | None = None,
         memo: str = "",
+        snapshot: float | None = None,
     ) -> Order:
         """Set `fields` if the order is in an `allowed` state (None: any).
 
         With `refund_to`, the order's total refund is raised to that amount
         in the same step: the client is credited the difference, never twice
-        and never more than was charged. Raises `StateChanged`.
+        and never more than was charged. With `snapshot` (when an upstream
+        status was asked for), nothing changes if the record already holds a
+        final status or one read later. Raises `StateChanged`.
         """
         for _ in range(10):
             delta = Decimal(0)
@@ -350,11 +374,16 @@ class OrderBook:
                     to_minor(delta) if delta > 0 else 0,
                     self.refund_ref(order.id, total),
                     memo or f"refund order {order.id}",
+                    "" if snapshot is None else repr(snapshot),
                     *_flatten({**fields, "updated": repr(self.clock())}),
                 ],
             )
             if reply[0] == "ok":
                 break
+            if reply[0] == "stale":
+                fresh = await self.get(order.client, order.id)
+                assert fresh is not None
+                return fresh
             if reply[0] == "conflict":  # another process refunded meanwhile: re-read
                 fresh = await self.get(order.client, order.id)
                 if fresh is None:
@@ -367,7 +396,15 @@ class OrderBook:
         updated = await self.get(order.client, order.id)
         assert updated is not None
         await self._reindex(updated)
+        if updated.state == FAILED and updated.duplicate_key:
+            await self._forget_duplicate(updated)
         return updated
+
+    async def _forget_duplicate(self, order: Order) -> None:
+        """A failed order must not answer the client's retries: drop its fingerprint."""
+        key = order.duplicate_key
+        if await self.redis.get(key) == str(order.id):
+            await self.redis.delete(key)
 
     async def resolve(self, order_id: int, *, upstream_order: int | None = None, failed: bool = False) -> Order:
         """An operator's verdict on an `unknown` order: it exists upstream as
@@ -387,7 +424,7 @@ class OrderBook:
         )
 
     async def recover(self, older_than: float) -> list[Order]:
-        """Settle orders a crash left mid-flight, created before `older_than`.
+        """Settle orders a crash left mid-flight: reserved, or sent, before `older_than`.
 
         One still `reserved` was never sent: it is refunded. One `submitted`
         may exist upstream: it becomes `unknown` for an operator.
@@ -395,7 +432,9 @@ class OrderBook:
         settled = []
         for order_id in await self.ids_in("inflight", older_than):
             order = await self.find(order_id)
-            if order is None:
+            if order is None:  # the place script refused it, or it never ran
+                await self.redis.zrem(self.keys.orders_in("inflight"), str(order_id))
+                await self.redis.hdel(self.keys.order_owner, str(order_id))
                 continue
             try:
                 if order.state == RESERVED:
@@ -419,7 +458,8 @@ class OrderBook:
         oid = str(order.id)
         async with self.redis.pipeline(transaction=False) as pipe:
             if order.state in (RESERVED, SUBMITTED):
-                pipe.zadd(self.keys.orders_in("inflight"), {oid: order.created})
+                since = order.submitted_at if order.state == SUBMITTED else order.created
+                pipe.zadd(self.keys.orders_in("inflight"), {oid: since or order.created})
             else:
                 pipe.zrem(self.keys.orders_in("inflight"), oid)
             if order.state == UNKNOWN:
@@ -431,6 +471,29 @@ class OrderBook:
             else:
                 pipe.zrem(self.keys.orders_in("open"), oid)
             await pipe.execute()
+
+    async def needs_attention(self, order: Order, reason: str) -> Order:
+        """Queue an order for an operator (`orders list --state attention`)."""
+        added = await self.redis.zadd(self.keys.orders_in("attention"), {str(order.id): order.created})
+        if added:
+            await self.redis.hset(self.keys.order(order.client, order.id), "attention", reason)
+            await self.count_metric("orders_attention")
+        return await self.get(order.client, order.id) or order
+
+    async def refund(self, order_id: int, total: Decimal) -> Order:
+        """An operator's refund: raise the order's total refund to `total`."""
+        order = await self.find(order_id)
+        if order is None:
+            raise LookupError(f"no order {order_id}")
+        if total > order.charge or total < order.refunded:
+            raise ValueError(
+                f"the total refund must be between {order.refunded} (already refunded) and {order.charge} (charged)"
+            )
+        order = await self.transition(
+            order, [PLACED, FAILED], {"attention": ""}, refund_to=total, memo=f"order {order_id} refunded by an operator"
+        )
+        await self.redis.zrem(self.keys.orders_in("attention"), str(order_id))
+        return order
 
     async def ids_in(self, group: str, older_than: float | None = None) -> list[int]:
         key = self.keys.orders if group == "all" else self.keys.orders_in(group)
