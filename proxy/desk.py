@@ -102,8 +102,7 @@ class Desk:
         assert order is not None
         # Shielded: a client that hangs up must not stop an order mid-flight.
         placement = await asyncio.shield(self.router.place(order, service, spec.quantity, spec.runs))
-        if placement.error is not None:
-            await self.book.forget_duplicate(client, token)
+        if placement.error is not None:  # refunded; its fingerprint is gone with it
             raise ProtocolError(placement.error)
         return order_id
 
@@ -188,9 +187,10 @@ class Desk:
             else:
                 by_provider[order.provider][given] = order
         for provider, group in by_provider.items():
+            upstream = self.providers.get(provider)  # None: since removed from the config
             try:
-                replies: dict[int, bool | ItemError] = await self.providers[provider].cancel(
-                    sorted({o.upstream_order for o in group.values()})
+                replies: dict[int, bool | ItemError] = (
+                    await upstream.cancel(sorted({o.upstream_order for o in group.values()})) if upstream else {}
                 )
             except UpstreamError:
                 replies = {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from .orders import Order
-from .routing import Health
+from .routing import READS, Health
 from .store import Keys
 from .upstream import ItemError, ProviderClient, ProviderRefused, UpstreamError
 from .vocabulary import CANCELED, COMPLETED, PENDING, REJECTED
@@ -76,7 +76,11 @@ class Refills:
             by_provider[order.provider].append(order)
         results: dict[int, int | UpstreamRefusal | UpstreamError] = {}
         for provider, group in by_provider.items():
-            client = self.providers[provider]
+            client = self.providers.get(provider)
+            if client is None:  # since removed from the config
+                for order in group:
+                    results[order.id] = UpstreamError(provider, "provider no longer configured")
+                continue
             try:
                 if len(group) == 1:
                     replies: Mapping[int, str | ItemError] = {
@@ -136,13 +140,13 @@ class Refills:
             if refill.status not in FINAL_REFILL_STATUSES and now - refill.status_at >= self.ttl:
                 by_provider[refill.provider].append(refill)
         for provider, group in by_provider.items():
-            if provider not in self.providers or await self.health.cooling(provider):
+            if provider not in self.providers or await self.health.cooling(provider, READS):
                 continue
             try:
                 replies = await self.providers[provider].refill_statuses([r.upstream_refill for r in group])
             except UpstreamError as exc:
                 log.warning("refill statuses from %s not refreshed: %s", provider, exc.reason)
-                await self.health.fail(provider, exc.reason)
+                await self.health.fail(provider, exc.reason, READS)
                 continue
             for refill in group:
                 status = replies.get(refill.upstream_refill)

@@ -19,7 +19,7 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 
 from .catalog import RouteOption, Service
-from .orders import FAILED, PLACED, RESERVED, SUBMITTED, UNKNOWN, Attempt, Order, OrderBook
+from .orders import FAILED, PLACED, RESERVED, SUBMITTED, UNKNOWN, Attempt, Order, OrderBook, StateChanged
 from .store import Keys
 from .upstream import OutcomeUnknown, ProviderClient, ProviderRefused
 from .vocabulary import SUBSCRIPTIONS, Errors
@@ -34,20 +34,30 @@ PROVIDER_TROUBLE = (Errors.NOT_ENOUGH_FUNDS, Errors.INVALID_KEY)
 NO_ROUTE = "Service temporarily unavailable, please try again later"
 
 
+ORDERS = "orders"  # a provider that failed an `add` is skipped for new orders
+READS = "reads"  # one that failed a status read is not asked again for a while
+
+
 class Health:
-    """Provider cool-downs, in Redis so every instance sees them."""
+    """Provider cool-downs, in Redis so every instance sees them.
+
+    Kept apart for orders and for reads: a provider whose status endpoint
+    failed may still take orders, and the other way round.
+    """
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, cooldown: float) -> None:
         self.redis = redis
         self.keys = keys
         self.cooldown = cooldown
 
-    async def cooling(self, provider: str) -> bool:
-        return bool(await self.redis.exists(self.keys.cooldown(provider)))
+    async def cooling(self, provider: str, scope: str = ORDERS) -> bool:
+        return bool(await self.redis.exists(self.keys.cooldown(f"{provider}:{scope}")))
 
-    async def fail(self, provider: str, reason: str) -> None:
+    async def fail(self, provider: str, reason: str, scope: str = ORDERS) -> None:
         if self.cooldown > 0:
-            await self.redis.set(self.keys.cooldown(provider), reason[:200], px=int(self.cooldown * 1000))
+            await self.redis.set(
+                self.keys.cooldown(f"{provider}:{scope}"), reason[:200], px=int(self.cooldown * 1000)
+            )
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,7 @@ class Router:
                     "provider": option.provider,
                     "upstream_service": option.upstream.service,
                     "attempts": _attempts_json(attempts),
+                    "submitted_at": repr(self.book.clock()),
                 },
             )
             fields = {"service": str(option.upstream.service), **order.fields}
@@ -111,7 +122,7 @@ class Router:
             except ProviderRefused as refused:
                 attempts[-1] = Attempt(option.provider, "refused", refused.message or refused.reason)
                 last_refusal = refused.message or ""
-                if refused.message is None or refused.message in PROVIDER_TROUBLE:
+                if refused.message in PROVIDER_TROUBLE or (refused.message is None and not refused.local):
                     await self.health.fail(option.provider, refused.reason)
                 continue
             except Exception as exc:  # the request may have left: never send it again
@@ -128,16 +139,15 @@ class Router:
                             order.id, option.provider, reason)
                 return Placement(order)
             attempts[-1] = Attempt(option.provider, "placed")
-            order = await self.book.transition(
-                order,
-                [SUBMITTED],
-                {
-                    "state": PLACED,
-                    "upstream_order": upstream_order,
-                    "attempts": _attempts_json(attempts),
-                    "status_at": repr(self.book.clock()),
-                },
-            )
+            log.info("order %s placed at %s as %s", order.id, option.provider, upstream_order)
+            try:
+                order = await self._placed(order, upstream_order, attempts)
+            except StateChanged as exc:  # an operator settled it meanwhile: say so loudly
+                log.error(
+                    "order %s was placed at %s as upstream order %s, but is already %s: check it",
+                    order.id, option.provider, upstream_order, exc.state,
+                )
+                return Placement(order)
             await self.book.count_metric("orders_placed")
             return Placement(order)
         order = await self.book.transition(
@@ -150,6 +160,21 @@ class Router:
         await self.book.count_metric("orders_failed")
         message = last_refusal if last_refusal in CLIENT_ERRORS else NO_ROUTE
         return Placement(order, error=message)
+
+
+    async def _placed(self, order: Order, upstream_order: int, attempts: list[Attempt]) -> Order:
+        """A reply with an ID proves the order exists: even one recovery took
+        for lost (`unknown`) becomes `placed`."""
+        return await self.book.transition(
+            order,
+            [SUBMITTED, UNKNOWN],
+            {
+                "state": PLACED,
+                "upstream_order": upstream_order,
+                "attempts": _attempts_json(attempts),
+                "status_at": repr(self.book.clock()),
+            },
+        )
 
 
 def _attempts_json(attempts: list[Attempt]) -> str:

@@ -18,8 +18,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
 from .orders import PLACED, Order, OrderBook, StateChanged
-from .routing import Health
-from .upstream import ItemError, ProviderClient, UpstreamError, UpstreamStatus
+from .routing import READS, Health
+from .upstream import ItemError, ProviderClient, ProviderRefused, UpstreamError, UpstreamStatus
 from .vocabulary import CANCELED, COMPLETED, PARTIAL, SUBSCRIPTIONS
 
 log = logging.getLogger("proxy.statuses")
@@ -56,15 +56,16 @@ class StatusRefresher:
                 by_provider[order.provider].append(order)
         waits: list[asyncio.Future[_Result]] = []
         for provider, group in by_provider.items():
-            if await self.health.cooling(provider):
+            if await self.health.cooling(provider, READS):
                 continue
             mine = [o for o in group if (provider, o.upstream_order) not in self._inflight]
             if mine:
-                for order in mine:
-                    self._inflight[(provider, order.upstream_order)] = asyncio.get_running_loop().create_future()
+                keys = [(provider, order.upstream_order) for order in mine]
+                for key in keys:
+                    self._inflight[key] = asyncio.get_running_loop().create_future()
                 task = asyncio.create_task(self._fetch(provider, mine))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda done, keys=keys: self._release(done, keys))
             waits += [self._inflight[(provider, o.upstream_order)] for o in group]
         if not waits:
             return {o.id: o for o in orders}
@@ -78,37 +79,43 @@ class StatusRefresher:
             fresh.update(await self.book.get_many(client, ids))
         return fresh
 
-    async def _fetch(self, provider: str, orders: list[Order]) -> None:
-        keys = [(provider, o.upstream_order) for o in orders]
-        try:
-            try:
-                results: Mapping[int, UpstreamStatus | ItemError] = await self.providers[provider].statuses(
-                    sorted({o.upstream_order for o in orders})
-                )
-            except UpstreamError as exc:
-                log.warning("statuses from %s not refreshed: %s", provider, exc.reason)
-                await self.health.fail(provider, exc.reason)
-                results = {}
-            outcomes = await asyncio.gather(
-                *(self.apply(order, results.get(order.upstream_order)) for order in orders),
-                return_exceptions=True,
-            )
-            for order, outcome in zip(orders, outcomes, strict=True):
-                if isinstance(outcome, Exception):
-                    log.error("order %s: status not applied", order.id, exc_info=outcome)
-        finally:
-            for key in keys:
-                future = self._inflight.pop(key, None)
-                if future is not None and not future.done():
-                    future.set_result(None)
+    def _release(self, task: asyncio.Task[None], keys: list[tuple[str, int]]) -> None:
+        """Wake every waiter of a finished (or cancelled) fetch."""
+        self._tasks.discard(task)
+        for key in keys:
+            future = self._inflight.pop(key, None)
+            if future is not None and not future.done():
+                future.set_result(None)
 
-    async def apply(self, order: Order, result: _Result) -> Order:
-        """Record what upstream said of `order`, refunding if it calls for it."""
+    async def _fetch(self, provider: str, orders: list[Order]) -> None:
+        asked_at = self.clock()
+        try:
+            results: Mapping[int, UpstreamStatus | ItemError] = await self.providers[provider].statuses(
+                sorted({o.upstream_order for o in orders})
+            )
+        except UpstreamError as exc:
+            log.warning("statuses from %s not refreshed: %s", provider, exc.reason)
+            if not (isinstance(exc, ProviderRefused) and exc.message):  # a plain "no" is no outage
+                await self.health.fail(provider, exc.reason, READS)
+            return
+        outcomes = await asyncio.gather(
+            *(self.apply(order, results.get(order.upstream_order), asked_at) for order in orders),
+            return_exceptions=True,
+        )
+        for order, outcome in zip(orders, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("order %s: status not applied", order.id, exc_info=outcome)
+
+    async def apply(self, order: Order, result: _Result, asked_at: float | None = None) -> Order:
+        """Record what upstream said of `order` (asked at `asked_at`), refunding
+        if it calls for it. An answer older than what the record holds is dropped."""
         now = self.clock()
+        asked_at = now if asked_at is None else asked_at
         if result is None:  # the provider did not answer: keep the old status
             return order
-        fields: dict[str, object] = {"status_at": repr(now)}
+        fields: dict[str, object] = {"status_at": repr(asked_at)}
         refund_to = None
+        needs_operator = False
         if isinstance(result, UpstreamStatus) and result.status is not None:
             status = result.status
             remains = result.remains
@@ -122,12 +129,19 @@ class StatusRefresher:
             fields.update(status=status, remains=remains)
             if result.start_count is not None:
                 fields["start_count"] = result.start_count
-            if status in (PARTIAL, CANCELED) and order.type != SUBSCRIPTIONS:
-                refund_to = order.refund_due(status, remains)
+            if status in (PARTIAL, CANCELED):
+                if order.type == SUBSCRIPTIONS or (status == PARTIAL and order.flat):
+                    # What was delivered is not known per unit: an operator decides.
+                    needs_operator = True
+                else:
+                    refund_to = order.refund_due(status, remains)
         try:
-            return await self.book.transition(order, [PLACED], fields, refund_to=refund_to)
+            updated = await self.book.transition(order, [PLACED], fields, refund_to=refund_to, snapshot=asked_at)
         except StateChanged:
             return order
+        if needs_operator and updated.status in (PARTIAL, CANCELED):
+            return await self.book.needs_attention(updated, f"{updated.status}: refund to be decided")
+        return updated
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

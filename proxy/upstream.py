@@ -75,9 +75,12 @@ class ProviderRefused(UpstreamError):
     provider was never reached.
     """
 
-    def __init__(self, provider: str, reason: str, message: str | None = None) -> None:
+    def __init__(self, provider: str, reason: str, message: str | None = None, local: bool = False) -> None:
         super().__init__(provider, reason)
         self.message = message
+        # True when the request never left because of us (our connection pool
+        # was full): no sign of trouble at the provider.
+        self.local = local
 
 
 class OutcomeUnknown(UpstreamError):
@@ -312,7 +315,11 @@ class ProviderClient:
         request = self._request(action, params or {})
         try:
             response = await self._client.send(request)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except httpx.PoolTimeout as exc:
+            error = self._refused(action, f"not sent: {self._describe(exc)}")
+            error.local = True
+            raise error from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise self._refused(action, f"not sent: {self._describe(exc)}") from None
         except httpx.TimeoutException as exc:
             raise self._unknown(action, f"no reply in time: {self._describe(exc)}") from None

@@ -1018,3 +1018,21 @@ async def test_echoed_key_is_redacted_from_the_message():
         with pytest.raises(ProviderRefused) as caught:
             await client.balance()
     assert caught.value.message == "Invalid API key ***"
+
+
+async def test_a_full_local_pool_is_refused_as_local_not_as_the_providers_fault():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.PoolTimeout("no connection available")
+
+    async with ProviderClient("p", "https://panel.test/api/v2", "k", transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(ProviderRefused) as caught:
+            await client.add({"service": 1, "link": "x", "quantity": 10})
+    assert caught.value.local is True and caught.value.message is None
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    async with ProviderClient("p", "https://panel.test/api/v2", "k", transport=httpx.MockTransport(refused)) as client:
+        with pytest.raises(ProviderRefused) as caught:
+            await client.add({"service": 1, "link": "x", "quantity": 10})
+    assert caught.value.local is False
