@@ -22,7 +22,7 @@ from starlette.routing import Route
 from . import protocol, sync
 from .desk import Failure, OrderView
 from .money import format_amount
-from .protocol import ProtocolError
+from .protocol import ProtocolError, parse_id
 from .runtime import Runtime
 from .store import warn_if_evicting
 from .vocabulary import Errors
@@ -44,7 +44,7 @@ async def read_params(request: Request) -> dict[str, str]:
         if "json" in content_type:
             try:
                 body = json.loads(await request.body() or b"{}")
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 raise BadBody() from None
             if not isinstance(body, dict):
                 raise BadBody()
@@ -146,7 +146,7 @@ class Api:
 
 def echo_id(given: str) -> int | str:
     """An ID as bulk replies echo it: an integer where it is one."""
-    return int(given) if given.isascii() and given.isdigit() else given
+    return parse_id(given) or given
 
 
 def render_failure(failure: Failure) -> dict[str, str]:
@@ -176,12 +176,13 @@ async def render_metrics(runtime: Runtime) -> str:
         "# HELP smm_proxy_orders_total Orders by outcome of their placement.",
         "# TYPE smm_proxy_orders_total counter",
     ]
-    for outcome in ("placed", "unknown", "failed", "duplicate"):
+    for outcome in ("placed", "unknown", "failed", "duplicate", "attention"):
         lines.append(f'smm_proxy_orders_total{{outcome="{outcome}"}} {counters.get(f"orders_{outcome}", 0)}')
     for group, meaning in (
         ("unknown", "Orders whose outcome is unknown, waiting for an operator."),
         ("open", "Placed orders not yet final."),
         ("inflight", "Orders being sent upstream."),
+        ("attention", "Final orders whose refund an operator must decide."),
     ):
         lines += [
             f"# HELP smm_proxy_orders_{group} {meaning}",

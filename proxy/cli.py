@@ -153,6 +153,7 @@ def _order_json(order: Order) -> dict[str, Any]:
         "upstream_service": order.upstream_service,
         "upstream_order": order.upstream_order,
         "attempts": [a.__dict__ for a in order.attempts],
+        "attention": order.attention,
         "created": datetime.fromtimestamp(order.created, tz=UTC).isoformat(timespec="seconds"),
     }
 
@@ -184,7 +185,7 @@ async def orders_show(args: argparse.Namespace, runtime: Runtime) -> None:
 
 
 async def orders_list(args: argparse.Namespace, runtime: Runtime) -> None:
-    group = "unknown" if args.state == UNKNOWN else "all"
+    group = args.state if args.state in (UNKNOWN, "attention") else "all"
     ids = list(reversed(await runtime.book.ids_in(group)))  # newest first
     wanted = (args.state or "").casefold()
     found: list[Order] = []
@@ -192,7 +193,7 @@ async def orders_list(args: argparse.Namespace, runtime: Runtime) -> None:
         order = await runtime.book.find(order_id)
         if order is None or (args.client and order.client != args.client):
             continue
-        if wanted and wanted not in (order.state, order.public_status.casefold()):
+        if wanted and group == "all" and wanted not in (order.state, order.public_status.casefold()):
             continue
         found.append(order)
         if len(found) >= args.limit:
@@ -214,6 +215,16 @@ async def orders_resolve(args: argparse.Namespace, runtime: Runtime) -> None:
         raise CommandError(f"order {args.id} is {exc.state}, not unknown: nothing to resolve") from None
     verdict = "failed, refunded in full" if args.failed else f"placed as upstream order {args.upstream_order}"
     _print(args, _order_json(order), lambda: f"order {order.id} resolved: {verdict}")
+
+
+async def orders_refund(args: argparse.Namespace, runtime: Runtime) -> None:
+    try:
+        order = await runtime.book.refund(args.id, _amount(args.total))
+    except (LookupError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    except StateChanged as exc:
+        raise CommandError(f"order {args.id} is {exc.state}: it cannot be refunded now") from None
+    _print(args, _order_json(order), lambda: f"order {order.id}: refunded {format_amount(order.refunded)} in all")
 
 
 # -- top-level commands ----------------------------------------------------
@@ -299,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(actions, "show", "one order, its attempts and its ledger entries", orders_show, json_out=True)
     sub.add_argument("id", type=int)
     sub = command(actions, "list", "orders, newest first", orders_list, json_out=True)
-    sub.add_argument("--state", help="reserved, submitted, placed, unknown, failed, or a status like Partial")
+    sub.add_argument(
+        "--state", help="reserved, submitted, placed, unknown, failed, attention, or a status like Partial"
+    )
     sub.add_argument("--client")
     sub.add_argument("--limit", type=int, default=50)
     sub = command(actions, "resolve", "settle an order whose outcome is unknown", orders_resolve, json_out=True)
@@ -307,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     verdict = sub.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--upstream-order", type=int, help="the order exists upstream under this ID")
     verdict.add_argument("--failed", action="store_true", help="the order does not exist upstream: refund it")
+    sub = command(
+        actions, "refund", "raise an order's total refund (orders that need attention)", orders_refund, json_out=True
+    )
+    sub.add_argument("id", type=int)
+    sub.add_argument("total", help="the order's total refund, in the deployment currency")
     return parser
 
 

@@ -129,13 +129,16 @@ class Listings:
             return await self.cached(provider)
         try:
             services = await self.providers[provider].services()
+            if not services and await self.cached(provider) is not None:
+                # A panel that lists nothing is more likely broken than empty.
+                log.warning("service list of %s came back empty; keeping the last good one", provider)
+                self._failed_at[provider] = self.clock()
+            else:
+                await self.store(provider, services)
+                self._failed_at.pop(provider, None)
         except UpstreamError as exc:
             log.warning("service list of %s not refreshed: %s", provider, exc.reason)
             self._failed_at[provider] = self.clock()
-            return await self.cached(provider)
-        else:
-            await self.store(provider, services)
-            self._failed_at.pop(provider, None)
         finally:
             await self.redis.delete(lease)
         return await self.cached(provider)
