@@ -76,7 +76,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     if not rows:
         return "(none)"
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 async def _with_runtime(args: argparse.Namespace, work: Callable[[Runtime], Awaitable[None]]) -> None:

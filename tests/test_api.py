@@ -1,9 +1,7 @@
 """The downstream API v2 edge: services, balance, keys and request shapes."""
 
 import json
-from decimal import Decimal
 
-import httpx
 
 SEED_SERVICE_KEYS = ["service", "name", "type", "category", "rate", "min", "max", "refill", "cancel"]
 
