@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Message
 
 from . import protocol, sync
 from .desk import Failure, OrderView
@@ -32,8 +33,27 @@ log = logging.getLogger("proxy.app")
 MAX_BODY_BYTES = 1024 * 1024
 
 
+TOO_LARGE = "Request too large"
+
+
 class BadBody(Exception):
-    pass
+    def __init__(self, message: str = Errors.INCORRECT_REQUEST) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused past MAX_BODY_BYTES before it is all in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadBody(TOO_LARGE)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadBody(TOO_LARGE)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def read_params(request: Request) -> dict[str, str]:
@@ -41,9 +61,10 @@ async def read_params(request: Request) -> dict[str, str]:
     params = dict(request.query_params)
     if request.method == "POST":
         content_type = request.headers.get("content-type", "")
+        raw = await read_body(request)
         if "json" in content_type:
             try:
-                body = json.loads(await request.body() or b"{}")
+                body = json.loads(raw or b"{}")
             except (ValueError, UnicodeDecodeError, RecursionError):
                 raise BadBody() from None
             if not isinstance(body, dict):
@@ -58,7 +79,11 @@ async def read_params(request: Request) -> dict[str, str]:
                 elif value is not None:
                     raise BadBody()
         elif "form" in content_type:
-            async with request.form() as form:
+
+            async def replay() -> Message:
+                return {"type": "http.request", "body": raw, "more_body": False}
+
+            async with Request(request.scope, replay).form() as form:
                 for name, value in form.multi_items():
                     if isinstance(value, str):
                         params[name] = value
@@ -88,8 +113,8 @@ class Api:
     async def handle(self, request: Request) -> Response:
         try:
             params = await read_params(request)
-        except BadBody:
-            return reply(protocol.error(Errors.INCORRECT_REQUEST))
+        except BadBody as exc:
+            return reply(protocol.error(exc.message))
         client = await self.runtime.accounts.authenticate(params.get("key", "").strip())
         if client is None:
             return reply(protocol.error(Errors.INVALID_KEY))
@@ -224,5 +249,4 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
             Route("/metrics", metrics),
         ],
         lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )

@@ -104,3 +104,24 @@ async def test_unexpected_failure_is_an_error_reply_not_a_500(make_router, monke
 async def test_health(make_router):
     router = await make_router()
     assert (await router.http.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_oversized_body_is_refused_with_an_error_reply(make_router):
+    router = await make_router()
+    key = await router.client()
+    big = "x" * (1024 * 1024 + 1)
+
+    async def chunked():  # no Content-Length: the limit must hold while streaming
+        for _ in range(3):
+            yield big.encode()[: 512 * 1024]
+
+    for send in (
+        lambda: router.http.post("/api/v2", data={"key": key, "action": "balance", "pad": big}),
+        lambda: router.http.post("/api/v2", json={"key": key, "action": "balance", "pad": big}),
+        lambda: router.http.post(
+            "/api/v2", content=chunked(), headers={"content-type": "application/x-www-form-urlencoded"}
+        ),
+    ):
+        response = await send()
+        assert response.status_code == 200
+        assert response.json() == {"error": "Request too large"}
