@@ -131,9 +131,12 @@ class Router:
                     log.exception("order %s: unexpected failure sending to %s", order.id, option.provider)
                 attempts[-1] = Attempt(option.provider, "unknown", reason)
                 await self.health.fail(option.provider, reason)
-                order = await self.book.transition(
-                    order, [SUBMITTED], {"state": UNKNOWN, "attempts": _attempts_json(attempts)}
-                )
+                try:
+                    order = await self.book.transition(
+                        order, [SUBMITTED], {"state": UNKNOWN, "attempts": _attempts_json(attempts)}
+                    )
+                except StateChanged:  # recovery got there first: it is unknown either way
+                    return Placement(await self.book.get(order.client, order.id) or order)
                 await self.book.count_metric("orders_unknown")
                 log.warning("order %s: outcome unknown at %s (%s); left for an operator",
                             order.id, option.provider, reason)
@@ -160,7 +163,6 @@ class Router:
         await self.book.count_metric("orders_failed")
         message = last_refusal if last_refusal in CLIENT_ERRORS else NO_ROUTE
         return Placement(order, error=message)
-
 
     async def _placed(self, order: Order, upstream_order: int, attempts: list[Attempt]) -> Order:
         """A reply with an ID proves the order exists: even one recovery took
