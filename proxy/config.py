@@ -85,6 +85,9 @@ class Provider(_Model):
     format: Literal["form", "json"] = "form"
     method: Literal["POST", "GET"] = "POST"
     max_connections: int = Field(20, ge=1)
+    requests_per_minute: int | None = Field(
+        None, ge=1, description="The panel's rate limit per key; unset: no limit of ours."
+    )
 
     @field_validator("timeout", mode="before")
     @classmethod

@@ -146,7 +146,8 @@ class Refills:
                 replies = await self.providers[provider].refill_statuses([r.upstream_refill for r in group])
             except UpstreamError as exc:
                 log.warning("refill statuses from %s not refreshed: %s", provider, exc.reason)
-                await self.health.fail(provider, exc.reason, READS)
+                if not (isinstance(exc, ProviderRefused) and (exc.message or exc.local)):
+                    await self.health.fail(provider, exc.reason, READS)
                 continue
             for refill in group:
                 status = replies.get(refill.upstream_refill)

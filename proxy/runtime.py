@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import httpx
 import redis.asyncio as aioredis
 
+from .budget import RequestBudget
 from .catalog import Catalog, build_catalog
 from .clients import Accounts
 from .config import Config
@@ -57,6 +58,11 @@ class Runtime:
                 method=provider.method,
                 transport=transports.get(name),
                 limits=httpx.Limits(max_connections=provider.max_connections),
+                budget=(
+                    RequestBudget(redis, self.keys, name, provider.requests_per_minute, clock)
+                    if provider.requests_per_minute
+                    else None
+                ),
             )
             for name, provider in config.providers.items()
         }

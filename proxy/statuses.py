@@ -95,7 +95,7 @@ class StatusRefresher:
             )
         except UpstreamError as exc:
             log.warning("statuses from %s not refreshed: %s", provider, exc.reason)
-            if not (isinstance(exc, ProviderRefused) and exc.message):  # a plain "no" is no outage
+            if not (isinstance(exc, ProviderRefused) and (exc.message or exc.local)):  # no outage
                 await self.health.fail(provider, exc.reason, READS)
             return
         outcomes = await asyncio.gather(

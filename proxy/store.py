@@ -86,6 +86,9 @@ class Keys:
     def cooldown(self, provider: str) -> str:
         return f"{self.prefix}cooldown:{provider}"
 
+    def budget(self, provider: str, minute: int) -> str:
+        return f"{self.prefix}budget:{provider}:{minute}"
+
     @property
     def metrics(self) -> str:
         return f"{self.prefix}metrics"

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -49,6 +49,16 @@ ORDER_ID_KEYS = ("order", "order_id", "id")
 BALANCE_KEYS = ("balance", "funds")
 # How much of an upstream error message a reason quotes.
 _QUOTE_CHARS = 200
+
+
+class Budget(Protocol):
+    """How many requests a provider may still get (see `proxy.budget`)."""
+
+    async def take(self, wait: float = 0.0) -> bool: ...
+
+
+# An order may wait this long for the provider's next minute; reads never wait.
+BUDGET_WAIT_SECONDS = {"add": 5.0}
 
 
 # Failures.
@@ -187,6 +197,7 @@ class ProviderClient:
         method: Literal["POST", "GET"] = "POST",
         transport: httpx.AsyncBaseTransport | None = None,
         limits: httpx.Limits | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if request_format not in ("form", "json"):
             raise ValueError(f"request_format must be 'form' or 'json', not {request_format!r}")
@@ -196,6 +207,7 @@ class ProviderClient:
         if self.url.scheme not in ("http", "https") or not self.url.host:
             raise ValueError(f"provider {name!r}: not an http(s) URL")
         self.name = name
+        self.budget = budget
         self.request_format = request_format
         self.method = method
         self._api_key = api_key
@@ -312,6 +324,10 @@ class ProviderClient:
         `answer_keys` name the success fields of the action: a reply with
         both an error and one of those is contradictory, hence unknown.
         """
+        if self.budget is not None and not await self.budget.take(wait=BUDGET_WAIT_SECONDS.get(action, 0.0)):
+            error = self._refused(action, "not sent: this minute's request budget is spent")
+            error.local = True
+            raise error
         request = self._request(action, params or {})
         try:
             response = await self._client.send(request)
