@@ -146,8 +146,7 @@ class Refills:
                 replies = await self.providers[provider].refill_statuses([r.upstream_refill for r in group])
             except UpstreamError as exc:
                 log.warning("refill statuses from %s not refreshed: %s", provider, exc.reason)
-                if not (isinstance(exc, ProviderRefused) and (exc.message or exc.local)):
-                    await self.health.fail(provider, exc.reason, READS)
+                await self.health.read_failed(provider, exc)
                 continue
             for refill in group:
                 status = replies.get(refill.upstream_refill)

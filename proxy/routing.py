@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from .catalog import RouteOption, Service
 from .orders import FAILED, PLACED, RESERVED, SUBMITTED, UNKNOWN, Attempt, Order, OrderBook, StateChanged
 from .store import Keys
-from .upstream import OutcomeUnknown, ProviderClient, ProviderRefused
+from .upstream import OutcomeUnknown, ProviderClient, ProviderRefused, UpstreamError
 from .vocabulary import SUBSCRIPTIONS, Errors
 
 log = logging.getLogger("proxy.routing")
@@ -52,6 +52,12 @@ class Health:
 
     async def cooling(self, provider: str, scope: str = ORDERS) -> bool:
         return bool(await self.redis.exists(self.keys.cooldown(f"{provider}:{scope}")))
+
+    async def read_failed(self, provider: str, error: UpstreamError) -> None:
+        """Cool reads down after a failed read, unless it was no outage: a plain
+        JSON refusal, or a call we never sent (our pool or budget was spent)."""
+        if not (isinstance(error, ProviderRefused) and (error.message or error.local)):
+            await self.fail(provider, error.reason, READS)
 
     async def fail(self, provider: str, reason: str, scope: str = ORDERS) -> None:
         if self.cooldown > 0:

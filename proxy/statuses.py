@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from .orders import PLACED, Order, OrderBook, StateChanged
 from .routing import READS, Health
-from .upstream import ItemError, ProviderClient, ProviderRefused, UpstreamError, UpstreamStatus
+from .upstream import ItemError, ProviderClient, UpstreamError, UpstreamStatus
 from .vocabulary import CANCELED, COMPLETED, PARTIAL, SUBSCRIPTIONS
 
 log = logging.getLogger("proxy.statuses")
@@ -95,8 +95,7 @@ class StatusRefresher:
             )
         except UpstreamError as exc:
             log.warning("statuses from %s not refreshed: %s", provider, exc.reason)
-            if not (isinstance(exc, ProviderRefused) and (exc.message or exc.local)):  # no outage
-                await self.health.fail(provider, exc.reason, READS)
+            await self.health.read_failed(provider, exc)
             return
         outcomes = await asyncio.gather(
             *(self.apply(order, results.get(order.upstream_order), asked_at) for order in orders),

@@ -63,3 +63,11 @@ class Harness:
 
         _, api_key = await self.runtime.accounts.create(name, Decimal(balance))
         return api_key
+
+
+def fault(panel, mode, message=None):
+    """Break only `add` at a panel: its service list stays readable."""
+    panel.faults.mode = mode
+    panel.faults.actions = frozenset({"add"})
+    if message is not None:
+        panel.faults.error_message = message

@@ -3,7 +3,7 @@
 import asyncio
 from decimal import Decimal
 
-from support import router_config
+from support import fault, router_config
 
 from proxy import sync
 from proxy.orders import FAILED, PLACED, UNKNOWN, Attempt, NewOrder
@@ -11,13 +11,6 @@ from proxy.upstream import UpstreamStatus
 from proxy.vocabulary import CANCELED, IN_PROGRESS, PARTIAL
 
 LINK = "https://instagram.com/p/abc"
-
-
-def fault(panel, mode, message=None):
-    panel.faults.mode = mode
-    panel.faults.actions = frozenset({"add"})
-    if message is not None:
-        panel.faults.error_message = message
 
 
 async def test_a_charged_order_is_found_by_recovery_even_if_never_routed(make_router):

@@ -8,19 +8,11 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from support import router_config
+from support import fault, router_config
 
 from proxy.orders import FAILED, PLACED, UNKNOWN
 
 LINK = "https://instagram.com/p/abc"
-
-
-def fault(panel, mode, message=None):
-    """Break only `add` at a panel: its service list stays readable."""
-    panel.faults.mode = mode
-    panel.faults.actions = frozenset({"add"})
-    if message is not None:
-        panel.faults.error_message = message
 
 
 def config(**overrides):
