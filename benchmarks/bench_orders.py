@@ -32,15 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support import FakeClock, router_config  # noqa: E402
 
-from proxy.app import create_app  # noqa: E402
 from proxy.config import parse_config  # noqa: E402
+from proxy.edge.app import create_app  # noqa: E402
+from proxy.providers.upstream import ProviderClient  # noqa: E402
 from proxy.runtime import Runtime  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
 from proxy.sim.app import create_app as create_panel_app  # noqa: E402
 from proxy.sim.catalogs import build_panel  # noqa: E402
 from proxy.store import EmbeddedRedis, connect  # noqa: E402
-from proxy.upstream import ProviderClient  # noqa: E402
-
 
 LATENCY = 0.01  # seconds each simulated upstream call takes
 

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .config import Config, Markup
-from .listings import Listing
-from .money import format_amount
-from .pricing import cost_in_currency, sell_rate
-from .upstream import UpstreamService
-from .vocabulary import SERVICE_TYPES
+from proxy.config import Config, Markup
+from proxy.money import format_amount
+from proxy.pricing import cost_in_currency, sell_rate
+from proxy.providers.listings import Listing
+from proxy.providers.upstream import UpstreamService
+from proxy.vocabulary import SERVICE_TYPES
 
 
 @dataclass(frozen=True)

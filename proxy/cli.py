@@ -10,19 +10,19 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .clients import AccountError, Client
-from .config import Config, ConfigError, load_config
-from .ledger import Entry
-from .orders import UNKNOWN, Order, StateChanged
-from .money import MoneyError, format_amount, parse_amount
-from .runtime import Runtime
-from .settings import Settings
+from proxy.accounts.clients import AccountError, Client
+from proxy.accounts.ledger import Entry
+from proxy.config import Config, ConfigError, load_config
+from proxy.money import MoneyError, format_amount, parse_amount
+from proxy.orders.book import UNKNOWN, Order, StateChanged
+from proxy.runtime import Runtime
+from proxy.settings import Settings
 
 
 class CommandError(Exception):

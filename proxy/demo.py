@@ -14,16 +14,16 @@ from pathlib import Path
 
 import uvicorn
 
-from .app import create_app
-from .clients import AccountError
-from .config import load_config
-from .runtime import Runtime
-from .settings import Settings
-from .sim.app import create_app as create_panel_app
-from .sim.catalogs import build_panel
-from .sim.panel import DEFAULT_KEY
-from .sim.server import serve_panel
-from .store import EmbeddedRedis, connect
+from proxy.accounts.clients import AccountError
+from proxy.config import load_config
+from proxy.edge.app import create_app
+from proxy.runtime import Runtime
+from proxy.settings import Settings
+from proxy.sim.app import create_app as create_panel_app
+from proxy.sim.catalogs import build_panel
+from proxy.sim.panel import DEFAULT_KEY
+from proxy.sim.server import serve_panel
+from proxy.store import EmbeddedRedis, connect
 
 DEMO_CLIENT = "demo"
 DEMO_BALANCE = Decimal("100")

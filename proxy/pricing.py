@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from .config import Config, Markup
-from .money import ceil_to, convert
+from proxy.config import Config, Markup
+from proxy.money import ceil_to, convert
 
 
 def cost_in_currency(config: Config, upstream_rate: Decimal, upstream_currency: str) -> Decimal:

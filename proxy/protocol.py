@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .vocabulary import BULK_LIMIT, Errors
+from proxy.vocabulary import BULK_LIMIT, Errors
 
 
 class ProtocolError(Exception):

@@ -14,20 +14,20 @@ from collections.abc import Callable, Mapping
 import httpx
 import redis.asyncio as aioredis
 
-from .budget import RequestBudget
-from .catalog import Catalog, build_catalog
-from .clients import Accounts
-from .config import Config
-from .desk import Desk
-from .ledger import Ledger
-from .listings import Listings
-from .orders import OrderBook
-from .refills import Refills
-from .routing import Health, Router
-from .settings import Settings
-from .statuses import StatusRefresher
-from .store import Keys, connect
-from .upstream import ProviderClient
+from proxy.accounts.clients import Accounts
+from proxy.accounts.ledger import Ledger
+from proxy.catalog import Catalog, build_catalog
+from proxy.config import Config
+from proxy.orders.book import OrderBook
+from proxy.orders.desk import Desk
+from proxy.orders.refills import Refills
+from proxy.orders.routing import Health, Router
+from proxy.orders.statuses import StatusRefresher
+from proxy.providers.budget import RequestBudget
+from proxy.providers.listings import Listings
+from proxy.providers.upstream import ProviderClient
+from proxy.settings import Settings
+from proxy.store import Keys, connect
 
 
 class Runtime:

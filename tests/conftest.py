@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 import redis.asyncio as aioredis
+from support import FakeClock, Harness, router_config
 
 from proxy.store import EmbeddedRedis, Keys, connect
-from support import FakeClock, Harness, router_config
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -59,8 +59,8 @@ async def make_router(redis_url, key_prefix, redis_client):
     """Build a `Harness`; `make_router(config_raw, settings=...)` in a test."""
     import httpx
 
-    from proxy.app import create_app
     from proxy.config import parse_config
+    from proxy.edge.app import create_app
     from proxy.runtime import Runtime
     from proxy.settings import Settings
     from proxy.sim.app import create_app as create_panel_app

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 
-
 class FakeClock:
     """A clock tests move by hand; shared by the router and the panels."""
 

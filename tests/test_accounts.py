@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from proxy.clients import AccountError, Accounts, hash_key
-from proxy.ledger import InsufficientFunds, Ledger, UnknownClient
+from proxy.accounts.clients import AccountError, Accounts, hash_key
+from proxy.accounts.ledger import InsufficientFunds, Ledger, UnknownClient
 
 
 @pytest.fixture

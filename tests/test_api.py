@@ -2,7 +2,6 @@
 
 import json
 
-
 SEED_SERVICE_KEYS = ["service", "name", "type", "category", "rate", "min", "max", "refill", "cancel"]
 
 

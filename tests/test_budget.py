@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from support import FakeClock, router_config
 
-from proxy.budget import RequestBudget
+from proxy.providers.budget import RequestBudget
 
 LINK = "https://instagram.com/p/abc"
 

@@ -2,12 +2,12 @@
 
 from decimal import Decimal
 
+from support import router_config
+
 from proxy.catalog import build_catalog
 from proxy.config import parse_config
-from proxy.listings import Listing
-from proxy.upstream import UpstreamService
-
-from support import router_config
+from proxy.providers.listings import Listing
+from proxy.providers.upstream import UpstreamService
 
 
 async def rates(router, key):

@@ -3,7 +3,15 @@ from decimal import Decimal
 import pytest
 
 from proxy.config import Markup, parse_config
-from proxy.money import MoneyError, ceil_to, floor_to, format_amount, from_minor, parse_amount, to_minor
+from proxy.money import (
+    MoneyError,
+    ceil_to,
+    floor_to,
+    format_amount,
+    from_minor,
+    parse_amount,
+    to_minor,
+)
 from proxy.pricing import charge, cost_in_currency, sell_rate
 
 

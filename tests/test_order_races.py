@@ -5,9 +5,9 @@ from decimal import Decimal
 
 from support import fault, router_config
 
-from proxy import sync
-from proxy.orders import FAILED, PLACED, UNKNOWN, Attempt, NewOrder
-from proxy.upstream import UpstreamStatus
+from proxy.ops import sync
+from proxy.orders.book import FAILED, PLACED, UNKNOWN, Attempt, NewOrder
+from proxy.providers.upstream import UpstreamStatus
 from proxy.vocabulary import CANCELED, IN_PROGRESS, PARTIAL
 
 LINK = "https://instagram.com/p/abc"

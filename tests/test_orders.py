@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from support import fault, router_config
 
-from proxy.orders import FAILED, PLACED, UNKNOWN
+from proxy.orders.book import FAILED, PLACED, UNKNOWN
 
 LINK = "https://instagram.com/p/abc"
 

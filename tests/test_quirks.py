@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from proxy import quirks
+from proxy.providers import quirks
 from proxy.vocabulary import (
     ACTIVE,
     CANCELED,

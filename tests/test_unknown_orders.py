@@ -14,10 +14,11 @@ import httpx
 import pytest
 from support import router_config
 
-from proxy.app import create_app
 from proxy.cli import main
 from proxy.config import parse_config
-from proxy.orders import FAILED, PLACED, RESERVED, SUBMITTED, UNKNOWN
+from proxy.edge.app import create_app
+from proxy.ops import sync
+from proxy.orders.book import FAILED, PLACED, RESERVED, SUBMITTED, UNKNOWN
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.sim.app import create_app as create_panel_app
@@ -25,7 +26,6 @@ from proxy.sim.catalogs import build_panel
 from proxy.sim.faults import Faults
 from proxy.sim.server import serve_panel
 from proxy.store import connect
-from proxy import sync
 
 LINK = "https://instagram.com/p/abc"
 
@@ -68,7 +68,7 @@ async def place_orders(redis_url, key_prefix, echomark_faults, echomark_url=None
 
 async def _listing_of(panel):
     transport = httpx.ASGITransport(app=create_panel_app(panel))
-    from proxy.upstream import ProviderClient
+    from proxy.providers.upstream import ProviderClient
 
     async with ProviderClient("echomark", "http://sim/api/v2", "sim-key", transport=transport) as client:
         return await client.services()

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from proxy.upstream import (
+from proxy.providers.upstream import (
     ItemError,
     OutcomeUnknown,
     ProviderClient,

@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from proxy import validation as v
 from proxy.catalog import Service
-from proxy.validation import InvalidOrder, OrderSpec, validate_add
+from proxy.orders import validation as v
+from proxy.orders.validation import InvalidOrder, OrderSpec, validate_add
 from proxy.vocabulary import SERVICE_TYPES
 
 

@@ -10,7 +10,14 @@
 from proxy.sim.app import create_app
 from proxy.sim.catalogs import build_panel, echomark_services, korean_services
 from proxy.sim.faults import MODES, QUIRKS, Faults
-from proxy.sim.panel import DEFAULT_KEY, Panel, PanelError, SimOrder, SimRefill, SimService
+from proxy.sim.panel import (
+    DEFAULT_KEY,
+    Panel,
+    PanelError,
+    SimOrder,
+    SimRefill,
+    SimService,
+)
 from proxy.sim.server import serve_panel, serve_panel_in_thread
 
 __all__ = [

@@ -37,7 +37,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from proxy.vocabulary import CANCELED, COMPLETED, IN_PROGRESS, PARTIAL, PENDING, PROCESSING
+from proxy.vocabulary import (
+    CANCELED,
+    COMPLETED,
+    IN_PROGRESS,
+    PARTIAL,
+    PENDING,
+    PROCESSING,
+)
 
 MODES = frozenset(
     {"timeout", "timeout_after_accept", "http_500", "html", "cloudflare", "malformed_json", "error"}

@@ -28,7 +28,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
-from proxy import quirks
+from proxy.providers import quirks
 from proxy.vocabulary import BULK_LIMIT
 
 __all__ = [

@@ -17,10 +17,15 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
-from .orders import PLACED, Order, OrderBook, StateChanged
-from .routing import READS, Health
-from .upstream import ItemError, ProviderClient, UpstreamError, UpstreamStatus
-from .vocabulary import CANCELED, COMPLETED, PARTIAL, SUBSCRIPTIONS
+from proxy.orders.book import PLACED, Order, OrderBook, StateChanged
+from proxy.orders.routing import READS, Health
+from proxy.providers.upstream import (
+    ItemError,
+    ProviderClient,
+    UpstreamError,
+    UpstreamStatus,
+)
+from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL, SUBSCRIPTIONS
 
 log = logging.getLogger("proxy.statuses")
 

@@ -19,8 +19,8 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from .store import Keys
-from .upstream import ProviderClient, UpstreamError, UpstreamService
+from proxy.providers.upstream import ProviderClient, UpstreamError, UpstreamService
+from proxy.store import Keys
 
 log = logging.getLogger("proxy.listings")
 

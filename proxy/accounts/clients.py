@@ -17,8 +17,8 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from .ledger import Entry, Ledger
-from .store import Keys
+from proxy.accounts.ledger import Entry, Ledger
+from proxy.store import Keys
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

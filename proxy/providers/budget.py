@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-from .store import Keys
+from proxy.store import Keys
 
 WINDOW_SECONDS = 60
 

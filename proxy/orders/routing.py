@@ -18,11 +18,26 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from .catalog import RouteOption, Service
-from .orders import FAILED, PLACED, RESERVED, SUBMITTED, UNKNOWN, Attempt, Order, OrderBook, StateChanged
-from .store import Keys
-from .upstream import OutcomeUnknown, ProviderClient, ProviderRefused, UpstreamError
-from .vocabulary import SUBSCRIPTIONS, Errors
+from proxy.catalog import RouteOption, Service
+from proxy.orders.book import (
+    FAILED,
+    PLACED,
+    RESERVED,
+    SUBMITTED,
+    UNKNOWN,
+    Attempt,
+    Order,
+    OrderBook,
+    StateChanged,
+)
+from proxy.providers.upstream import (
+    OutcomeUnknown,
+    ProviderClient,
+    ProviderRefused,
+    UpstreamError,
+)
+from proxy.store import Keys
+from proxy.vocabulary import SUBSCRIPTIONS, Errors
 
 log = logging.getLogger("proxy.routing")
 

@@ -15,8 +15,8 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from .money import from_minor, to_minor
-from .store import Keys
+from proxy.money import from_minor, to_minor
+from proxy.store import Keys
 
 # KEYS: client, balance, ledger, applied
 # ARGV: delta (minor units, signed), ref, kind, memo

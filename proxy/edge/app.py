@@ -20,13 +20,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from . import protocol, sync
-from .desk import Failure, OrderView
-from .money import format_amount
-from .protocol import ProtocolError, parse_id
-from .runtime import Runtime
-from .store import warn_if_evicting
-from .vocabulary import Errors
+from proxy import protocol
+from proxy.money import format_amount
+from proxy.ops import sync
+from proxy.orders.desk import Failure, OrderView
+from proxy.protocol import ProtocolError, parse_id
+from proxy.runtime import Runtime
+from proxy.store import warn_if_evicting
+from proxy.vocabulary import Errors
 
 log = logging.getLogger("proxy.app")
 

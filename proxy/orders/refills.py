@@ -10,11 +10,16 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from .orders import Order
-from .routing import READS, Health
-from .store import Keys
-from .upstream import ItemError, ProviderClient, ProviderRefused, UpstreamError
-from .vocabulary import CANCELED, COMPLETED, PENDING, REJECTED
+from proxy.orders.book import Order
+from proxy.orders.routing import READS, Health
+from proxy.providers.upstream import (
+    ItemError,
+    ProviderClient,
+    ProviderRefused,
+    UpstreamError,
+)
+from proxy.store import Keys
+from proxy.vocabulary import CANCELED, COMPLETED, PENDING, REJECTED
 
 log = logging.getLogger("proxy.refills")
 

@@ -17,10 +17,16 @@ from datetime import datetime
 from decimal import Decimal
 from urllib.parse import urlsplit
 
-from .catalog import Service
-from .pricing import charge
-from .protocol import ProtocolError
-from .vocabulary import LIST_FIELDS, SERVICE_TYPES, SUBSCRIPTIONS, Errors, ServiceType
+from proxy.catalog import Service
+from proxy.pricing import charge
+from proxy.protocol import ProtocolError
+from proxy.vocabulary import (
+    LIST_FIELDS,
+    SERVICE_TYPES,
+    SUBSCRIPTIONS,
+    Errors,
+    ServiceType,
+)
 
 DEFAULT = "Default"
 WEB_TRAFFIC = "Web Traffic"

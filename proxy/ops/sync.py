@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections import defaultdict
 
-from .runtime import Runtime
+from proxy.runtime import Runtime
 
 log = logging.getLogger("proxy.sync")
 

@@ -24,10 +24,17 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from .ledger import Ledger, UnknownClient
-from .money import floor_to, from_minor, to_minor
-from .store import Keys
-from .vocabulary import CANCELED, EXPIRED, FINAL_ORDER_STATUSES, PARTIAL, PENDING, SERVICE_TYPES
+from proxy.accounts.ledger import Ledger, UnknownClient
+from proxy.money import floor_to, from_minor, to_minor
+from proxy.store import Keys
+from proxy.vocabulary import (
+    CANCELED,
+    EXPIRED,
+    FINAL_ORDER_STATUSES,
+    PARTIAL,
+    PENDING,
+    SERVICE_TYPES,
+)
 
 RESERVED = "reserved"
 SUBMITTED = "submitted"

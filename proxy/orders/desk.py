@@ -19,16 +19,23 @@ from decimal import Decimal
 
 import httpx
 
-from .catalog import Catalog
-from .config import Config
-from .orders import PLACED, InsufficientFunds, NewOrder, Order, OrderBook, StateChanged
-from .protocol import AddRequest, ProtocolError, parse_id
-from .refills import Refills, UpstreamRefusal
-from .routing import Router
-from .statuses import StatusRefresher
-from .upstream import ItemError, ProviderClient, UpstreamError
-from .validation import validate_add
-from .vocabulary import COMPLETED, PARTIAL, Errors
+from proxy.catalog import Catalog
+from proxy.config import Config
+from proxy.orders.book import (
+    PLACED,
+    InsufficientFunds,
+    NewOrder,
+    Order,
+    OrderBook,
+    StateChanged,
+)
+from proxy.orders.refills import Refills, UpstreamRefusal
+from proxy.orders.routing import Router
+from proxy.orders.statuses import StatusRefresher
+from proxy.orders.validation import validate_add
+from proxy.protocol import AddRequest, ProtocolError, parse_id
+from proxy.providers.upstream import ItemError, ProviderClient, UpstreamError
+from proxy.vocabulary import COMPLETED, PARTIAL, Errors
 
 REFILL_UNAVAILABLE = "Refill could not be requested now, please try again later"
 
