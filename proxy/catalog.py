@@ -2,7 +2,10 @@
 
 A pure function of the config and the providers' listings. A local
 service's routes are those whose upstream service exists in its provider's
-latest listing; a service left with no route is not offered. Its name,
+latest listing, among the providers we may sell from (a listing too old to
+price from, or a provider blocked for billing in another currency, is not);
+a service left with no route is not offered, and one that lost its routes
+only to those reasons is `unavailable` for now rather than unknown. Its name,
 type, limits and price come from the primary route (the first available,
 or the cheapest where the strategy says so) unless the config overrides
 them.
@@ -52,8 +55,9 @@ class Service:
         return spec is not None and spec.flat
 
     def public(self) -> dict[str, object]:
-        """The `services` item, in the seeds' exact shape."""
-        return {
+        """The `services` item, in the seeds' exact shape (with `dripfeed`
+        where the service takes runs and interval, as panels that offer it do)."""
+        item: dict[str, object] = {
             "service": self.id,
             "name": self.name,
             "type": self.type,
@@ -64,11 +68,16 @@ class Service:
             "refill": self.refill,
             "cancel": self.cancel,
         }
+        spec = SERVICE_TYPES.get(self.type)
+        if self.dripfeed and spec is not None and spec.dripfeed:
+            item["dripfeed"] = True
+        return item
 
 
 @dataclass(frozen=True)
 class Catalog:
     services: Mapping[int, Service]
+    unavailable: frozenset[int] = frozenset()  # ours, but not sellable now
 
     def get(self, service_id: int) -> Service | None:
         return self.services.get(service_id)
@@ -124,15 +133,24 @@ def _service(
     )
 
 
-def build_catalog(config: Config, listings: Mapping[str, Listing | None]) -> Catalog:
+def build_catalog(
+    config: Config, listings: Mapping[str, Listing | None], usable: Iterable[str] | None = None
+) -> Catalog:
+    """Our services from the providers' listings; only `usable` providers' routes
+    (default: all) are sold from."""
+    sellable = set(listings) if usable is None else set(usable)
     services: dict[int, Service] = {}
+    unavailable: set[int] = set()
     for local in config.services:
-        options = _options(config, listings, ((r.provider, r.service) for r in local.routes))
+        routes = [(r.provider, r.service) for r in local.routes]
+        options = _options(config, listings, (r for r in routes if r[0] in sellable))
         if options:
             overrides = local.model_dump(include={"name", "type", "category", "min", "max", "refill", "cancel"})
             services[local.id] = _service(
                 config, local.id, options, local.strategy or config.strategy, local.markup, overrides
             )
+        elif _options(config, listings, routes):
+            unavailable.add(local.id)
     explicit = {local.id for local in config.services}
     for rule in config.imports:
         listing = listings.get(rule.provider)
@@ -144,6 +162,12 @@ def build_catalog(config: Config, listings: Mapping[str, Listing | None]) -> Cat
                 upstream.service, upstream.category
             ):
                 continue
+            if rule.provider not in sellable:
+                unavailable.add(service_id)
+                continue
             options = _options(config, listings, [(rule.provider, upstream.service)])
             services[service_id] = _service(config, service_id, options, "ordered", rule.markup, {})
-    return Catalog({service_id: services[service_id] for service_id in sorted(services)})
+    return Catalog(
+        {service_id: services[service_id] for service_id in sorted(services)},
+        frozenset(unavailable - set(services)),
+    )

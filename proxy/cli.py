@@ -20,7 +20,7 @@ from proxy.accounts.clients import AccountError, Client
 from proxy.accounts.ledger import Entry
 from proxy.config import Config, ConfigError, load_config
 from proxy.money import MoneyError, format_amount, parse_amount
-from proxy.orders.book import UNKNOWN, Order, StateChanged
+from proxy.orders.book import GROUPS, ClaimConflict, Order, StateChanged
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 
@@ -154,6 +154,11 @@ def _order_json(order: Order) -> dict[str, Any]:
         "upstream_order": order.upstream_order,
         "attempts": [a.__dict__ for a in order.attempts],
         "attention": order.attention,
+        "cost": "" if order.cost is None else f"{format_amount(order.cost)} {order.cost_currency}",
+        "upstream_charge": (
+            "" if order.upstream_charge is None
+            else f"{format_amount(order.upstream_charge)} {order.upstream_currency or order.cost_currency}"
+        ),
         "created": datetime.fromtimestamp(order.created, tz=UTC).isoformat(timespec="seconds"),
     }
 
@@ -166,8 +171,7 @@ async def _find_order(runtime: Runtime, order_id: int) -> Order:
 
 
 async def _order_entries(runtime: Runtime, order: Order) -> list[Entry]:
-    prefix = f"order:{order.id}:"
-    return [e for e in await runtime.ledger.entries(order.client) if e.ref.startswith(prefix)]
+    return [e for e in await runtime.ledger.entries(order.client) if e.order == order.id]
 
 
 async def orders_show(args: argparse.Namespace, runtime: Runtime) -> None:
@@ -185,19 +189,22 @@ async def orders_show(args: argparse.Namespace, runtime: Runtime) -> None:
 
 
 async def orders_list(args: argparse.Namespace, runtime: Runtime) -> None:
-    group = args.state if args.state in (UNKNOWN, "attention") else "all"
-    ids = list(reversed(await runtime.book.ids_in(group)))  # newest first
     wanted = (args.state or "").casefold()
     found: list[Order] = []
-    for order_id in ids:
-        order = await runtime.book.find(order_id)
-        if order is None or (args.client and order.client != args.client):
-            continue
-        if wanted and group == "all" and wanted not in (order.state, order.public_status.casefold()):
-            continue
-        found.append(order)
-        if len(found) >= args.limit:
-            break
+    if wanted in GROUPS:  # a working set: read it, newest first
+        for order_id in reversed(await runtime.book.ids_in(wanted, args.client)):
+            order = await runtime.book.find(order_id)
+            if order is not None:
+                found.append(order)
+            if len(found) >= args.limit:
+                break
+    else:
+        async for order in runtime.book.newest(args.client):
+            if wanted and wanted not in (order.state, order.public_status.casefold()):
+                continue
+            found.append(order)
+            if len(found) >= args.limit:
+                break
     rows = [["ID", "CLIENT", "SERVICE", "QTY", "STATE", "STATUS", "CHARGE", "REFUNDED", "PROVIDER", "UPSTREAM"]] + [
         [str(o.id), o.client, str(o.service), str(o.quantity), o.state, o.public_status,
          format_amount(o.charge), format_amount(o.refunded), o.provider, str(o.upstream_order or "")]
@@ -209,7 +216,7 @@ async def orders_list(args: argparse.Namespace, runtime: Runtime) -> None:
 async def orders_resolve(args: argparse.Namespace, runtime: Runtime) -> None:
     try:
         order = await runtime.book.resolve(args.id, upstream_order=args.upstream_order, failed=args.failed)
-    except LookupError as exc:
+    except (LookupError, ValueError, ClaimConflict) as exc:
         raise CommandError(str(exc)) from None
     except StateChanged as exc:
         raise CommandError(f"order {args.id} is {exc.state}, not unknown: nothing to resolve") from None
@@ -225,6 +232,14 @@ async def orders_refund(args: argparse.Namespace, runtime: Runtime) -> None:
     except StateChanged as exc:
         raise CommandError(f"order {args.id} is {exc.state}: it cannot be refunded now") from None
     _print(args, _order_json(order), lambda: f"order {order.id}: refunded {format_amount(order.refunded)} in all")
+
+
+async def orders_ack(args: argparse.Namespace, runtime: Runtime) -> None:
+    try:
+        order = await runtime.book.acknowledge(args.id)
+    except LookupError as exc:
+        raise CommandError(str(exc)) from None
+    _print(args, _order_json(order), lambda: f"order {order.id}: attention cleared")
 
 
 # -- top-level commands ----------------------------------------------------
@@ -311,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("id", type=int)
     sub = command(actions, "list", "orders, newest first", orders_list, json_out=True)
     sub.add_argument(
-        "--state", help="reserved, submitted, placed, unknown, failed, attention, or a status like Partial"
+        "--state",
+        help="reserved, submitted, placed, unknown, failed, inflight, open, attention, or a status like Partial",
     )
     sub.add_argument("--client")
     sub.add_argument("--limit", type=int, default=50)
@@ -325,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("id", type=int)
     sub.add_argument("total", help="the order's total refund, in the deployment currency")
+    sub = command(actions, "ack", "clear an order's attention note once it is dealt with", orders_ack, json_out=True)
+    sub.add_argument("id", type=int)
     return parser
 
 

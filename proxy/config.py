@@ -95,6 +95,10 @@ class Provider(_Model):
     requests_per_minute: int | None = Field(
         None, ge=1, description="The panel's rate limit per key; unset: no limit of ours."
     )
+    order_wait: float = Field(
+        5.0, gt=0, description="Seconds an order may wait for a request budget or a free connection, "
+        "before it fails over to the next route."
+    )
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -177,6 +181,18 @@ class ImportRule(_Model):
         return True
 
 
+class Settlement(_Model):
+    """How orders are settled and checked against what providers charge."""
+
+    charge_tolerance_percent: Decimal = Field(
+        Decimal(1), ge=0, description="An upstream charge further than this from the cost we recorded "
+        "puts the order in the operator's attention queue."
+    )
+    subscription_hold_posts: int = Field(
+        10, ge=1, le=10_000, description="Posts an unlimited subscription is held for (max x this)."
+    )
+
+
 class Config(_Model):
     currency: str = Field("USD", pattern=_CURRENCY)
     exchange_rates: dict[str, Decimal] = Field(
@@ -189,6 +205,7 @@ class Config(_Model):
     providers: dict[str, Provider] = Field(min_length=1)
     services: list[LocalService] = Field(default_factory=list)
     imports: list[ImportRule] = Field(default_factory=list)
+    settlement: Settlement = Settlement()
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -13,8 +13,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 MINOR_DIGITS = 7
 MINOR = Decimal(1).scaleb(-MINOR_DIGITS)  # Decimal("0.0000001")
 MINOR_PER_UNIT = 10**MINOR_DIGITS
-# Redis integers are signed 64-bit.
-MAX_MINOR = 2**63 - 1
+# Amounts pass through Lua scripts in Redis, whose numbers are doubles: exact
+# up to 2**53 minor units (about 900 million of a currency), no further.
+MAX_MINOR = 2**53 - 1
 
 
 class MoneyError(ValueError):

@@ -8,6 +8,7 @@ transports and clocks instead of patching anything.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 
@@ -21,13 +22,16 @@ from proxy.config import Config
 from proxy.orders.book import OrderBook
 from proxy.orders.desk import Desk
 from proxy.orders.refills import Refills
-from proxy.orders.routing import Health, Router
+from proxy.orders.routing import Router
 from proxy.orders.statuses import StatusRefresher
 from proxy.providers.budget import RequestBudget
+from proxy.providers.health import Health
 from proxy.providers.listings import Listings
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
 from proxy.store import Keys, connect
+
+log = logging.getLogger("proxy.runtime")
 
 
 class Runtime:
@@ -57,7 +61,8 @@ class Runtime:
                 request_format=provider.format,
                 method=provider.method,
                 transport=transports.get(name),
-                limits=httpx.Limits(max_connections=provider.max_connections),
+                max_connections=provider.max_connections,
+                order_wait=provider.order_wait,
                 budget=(
                     RequestBudget(redis, self.keys, name, provider.requests_per_minute, clock)
                     if provider.requests_per_minute
@@ -66,12 +71,19 @@ class Runtime:
             )
             for name, provider in config.providers.items()
         }
-        self.listings = Listings(redis, self.keys, self.providers, settings.catalog_ttl, clock)
+        self.currencies = {name: provider.currency for name, provider in config.providers.items()}
+        self.listings = Listings(
+            redis, self.keys, self.providers, settings.catalog_ttl, clock, max_age=settings.catalog_max_age
+        )
         self._catalog: tuple[object, Catalog] | None = None
-        self.health = Health(redis, self.keys, settings.upstream_cooldown)
-        self.book = OrderBook(redis, self.keys, self.ledger, clock)
-        self.router = Router(self.book, self.providers, self.health)
-        self.refresher = StatusRefresher(self.book, self.providers, self.health, settings.status_ttl, clock)
+        self._withheld: dict[str, str] = {}
+        self.health = Health(redis, self.keys, settings.upstream_cooldown, clock)
+        self.book = OrderBook(redis, self.keys, clock, lease_seconds=settings.order_lease)
+        self.router = Router(self.book, self.providers, self.health, self.currencies)
+        self.refresher = StatusRefresher(
+            self.book, self.providers, self.health, settings.status_ttl, clock,
+            currencies=self.currencies, tolerance_percent=config.settlement.charge_tolerance_percent,
+        )
         self.refills = Refills(redis, self.keys, self.providers, self.health, settings.status_ttl, clock)
         self.desk = Desk(
             config,
@@ -91,14 +103,34 @@ class Runtime:
         return cls(settings, config, connect(settings.redis_url), **kwargs)  # type: ignore[arg-type]
 
     async def catalog(self) -> Catalog:
-        """The merged catalog, rebuilt only when a provider's listing changed."""
+        """The merged catalog, rebuilt only when a provider's listing, or whether
+        we may sell from it, changed."""
         listings = await self.listings.all()
-        version = tuple((name, listing and listing.fetched_at) for name, listing in listings.items())
+        blocked = await self.health.blocked(listings)
+        now = self.clock()
+        withheld = {}
+        for name, listing in listings.items():
+            if name in blocked:
+                withheld[name] = f"blocked: {blocked[name]}"
+            elif listing is not None and listing.age(now) > self.settings.catalog_max_age:
+                withheld[name] = f"its service list is {listing.age(now):.0f} s old, older than the {self.settings.catalog_max_age:.0f} s allowed"
+        self._say_withheld(withheld)
+        version = (tuple((name, listing and listing.fetch) for name, listing in listings.items()), tuple(withheld))
         if self._catalog is None or self._catalog[0] != version:
-            self._catalog = (version, build_catalog(self.config, listings))
+            usable = [name for name in listings if name not in withheld]
+            self._catalog = (version, build_catalog(self.config, listings, usable))
         return self._catalog[1]
 
+    def _say_withheld(self, withheld: dict[str, str]) -> None:
+        """Log once when a provider's services stop or start being sold."""
+        for name in withheld.keys() - self._withheld.keys():
+            log.warning("services of provider %s are not sold: %s", name, withheld[name])
+        for name in self._withheld.keys() - withheld.keys():
+            log.warning("services of provider %s are sold again", name)
+        self._withheld = withheld
+
     async def aclose(self) -> None:
+        await self.desk.aclose()
         await self.refresher.aclose()
         await self.listings.aclose()
         for client in self.providers.values():

@@ -36,7 +36,19 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds between background recovery and status polling rounds."
     )
     duplicate_window: float = Field(
-        60.0, ge=0, description="Seconds in which a repeated identical add returns the first order."
+        60.0, ge=0, description="Seconds in which a repeated identical add returns the first order, "
+        "counted from the client's answer."
+    )
+    order_lease: float = Field(
+        30.0, ge=1, description="Seconds an order being placed stays claimed by its task without a renewal; "
+        "recovery takes over only after that."
+    )
+    catalog_max_age: float = Field(
+        3600.0, gt=0, description="Seconds after which a provider's service list that could not be "
+        "refreshed is too old to sell from."
+    )
+    provider_check_interval: float = Field(
+        300.0, gt=0, description="Seconds between checks of each provider's balance and currency."
     )
 
     @staticmethod

@@ -18,6 +18,9 @@ import redis.asyncio as aioredis
 
 log = logging.getLogger("proxy.store")
 
+# IDs per owner-index bucket: small enough for Redis' compact hash encoding.
+OWNER_BUCKET = 100
+
 
 class Keys:
     """Every Redis key name the router uses, under one prefix."""
@@ -46,8 +49,11 @@ class Keys:
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"
 
-    # Orders and refills: records under their client's hash tag, with
-    # indexes to find them by our ID alone.
+    # Orders and refills: records under their client's hash tag, with the
+    # working sets that change with an order's state under the same tag, so
+    # one script changes a record, its money and its indexes together. To
+    # find an order by our ID alone, owner indexes map IDs to clients in
+    # buckets of OWNER_BUCKET IDs, each bucket its own small hash (and slot).
     @property
     def order_seq(self) -> str:
         return f"{self.prefix}seq:order"
@@ -59,6 +65,15 @@ class Keys:
     def order(self, client: str, order_id: int) -> str:
         return f"{self.prefix}order:{{c:{client}}}:{order_id}"
 
+    def orders_of(self, client: str, group: str = "all") -> str:
+        """A client's order IDs: 'all', or a working set: 'inflight' (reserved
+        or submitted), 'unknown', 'open' (placed, not final), 'attention'."""
+        return f"{self.prefix}orders:{{c:{client}}}:{group}"
+
+    def lease(self, client: str, order_id: int) -> str:
+        """Held (and renewed) by the task placing the order; expires if it dies."""
+        return f"{self.prefix}lease:{{c:{client}}}:{order_id}"
+
     def refill(self, client: str, refill_id: int) -> str:
         return f"{self.prefix}refill:{{c:{client}}}:{refill_id}"
 
@@ -66,25 +81,23 @@ class Keys:
         """An add's fingerprint -> the order it made, for client retries."""
         return f"{self.prefix}dedupe:{{c:{client}}}:{token}"
 
-    @property
-    def order_owner(self) -> str:
-        return f"{self.prefix}order-owner"
+    def order_owner(self, order_id: int) -> str:
+        """The bucket hash holding `order_id` -> client."""
+        return f"{self.prefix}owner:{{o:{order_id // OWNER_BUCKET}}}"
 
-    @property
-    def refill_owner(self) -> str:
-        return f"{self.prefix}refill-owner"
+    def refill_owner(self, refill_id: int) -> str:
+        return f"{self.prefix}refill-owner:{{r:{refill_id // OWNER_BUCKET}}}"
 
-    @property
-    def orders(self) -> str:
-        """Every order ID, scored by creation time."""
-        return f"{self.prefix}orders"
-
-    def orders_in(self, group: str) -> str:
-        """Working sets: 'inflight' (not yet placed), 'open' (placed, not final), 'unknown'."""
-        return f"{self.prefix}orders:{group}"
+    def claims(self, provider: str, upstream_order: int) -> str:
+        """The bucket hash holding (provider, upstream order) -> our order ID."""
+        return f"{self.prefix}claims:{{p:{provider}:{upstream_order // OWNER_BUCKET}}}"
 
     def cooldown(self, provider: str) -> str:
         return f"{self.prefix}cooldown:{provider}"
+
+    def provider_state(self, provider: str) -> str:
+        """What the last check of a provider read: balance, currency, a block."""
+        return f"{self.prefix}provider:{provider}"
 
     def budget(self, provider: str, minute: int) -> str:
         return f"{self.prefix}budget:{provider}:{minute}"

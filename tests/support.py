@@ -70,3 +70,24 @@ def fault(panel, mode, message=None):
     panel.faults.actions = frozenset({"add"})
     if message is not None:
         panel.faults.error_message = message
+
+
+def new_order(client="alice", link="https://instagram.com/p/abc", quantity=1000, charge="1.17", **overrides):
+    """An order as the desk would open it, for tests that drive the book directly."""
+    from decimal import Decimal
+
+    from proxy.orders.book import NewOrder
+
+    fields = {"link": link, "quantity": str(quantity)}
+    values = dict(client=client, service=1, type="Default", quantity=quantity, fields=fields,
+                  charge=Decimal(charge), refill=False, cancel=False)
+    values.update(overrides)
+    return NewOrder(**values)
+
+
+async def expire_leases(router) -> int:
+    """What time does to the lease of a task that died: it is gone."""
+    keys = [key async for key in router.runtime.redis.scan_iter(match=f"{router.runtime.keys.prefix}lease:*")]
+    if keys:
+        await router.runtime.redis.delete(*keys)
+    return len(keys)

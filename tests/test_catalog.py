@@ -48,10 +48,38 @@ async def test_provider_down_serves_the_last_good_list(make_router):
     before = await rates(router, key)
     for mode in ("html", "cloudflare", "malformed_json", "http_500"):
         router.panels["echomark"].faults.mode = mode
-        router.clock.advance(10_000)
+        router.clock.advance(700)  # stale, and not yet too old to sell from (3600 s)
         assert await rates(router, key) == before
         await router.runtime.listings.settle()
         assert await rates(router, key) == before
+
+
+async def test_a_list_too_old_to_price_from_is_not_sold(make_router):
+    router = await make_router(catalog_max_age=1000)
+    key = await router.client(balance="10")
+    before = await rates(router, key)
+    router.panels["echomark"].faults.mode = "html"
+    router.clock.advance(1001)
+    after = await rates(router, key)
+    # Echomark's own services are gone; service 1 is now sold through its korean route.
+    assert not any(1000 <= service < 2000 for service in after) and after[1] != before[1]
+    assert 2101 in after  # the korean list refreshed and is sold as before
+
+
+async def test_a_service_sold_only_from_a_list_too_old_is_unavailable(make_router):
+    only_echomark = {"services": [{"id": 7, "routes": [{"provider": "echomark", "service": 3}]}]}
+    router = await make_router(router_config(**only_echomark), catalog_max_age=1000)
+    key = await router.client(balance="10")
+    assert 7 in await rates(router, key)
+    router.panels["echomark"].faults.mode = "html"
+    router.clock.advance(1001)
+    assert 7 not in await rates(router, key)
+    reply = await router.call(key, action="add", service=7, link="https://instagram.com/p/x", quantity=100)
+    assert reply == {"error": "Service temporarily unavailable, please try again later"}
+    assert await router.runtime.ledger.balance("alice") == Decimal("10")
+    router.panels["echomark"].faults.mode = None
+    router.clock.advance(31)  # the failed fetch is retried after 30 s
+    assert 7 in await rates(router, key)
 
 
 async def test_failed_provider_is_not_asked_again_at_once(make_router):
@@ -86,6 +114,7 @@ async def test_vanished_upstream_service_drops_its_route_then_the_service(make_r
     await router.runtime.listings.refresh("echomark")
     # Now priced from the Korean route: 1250 KRW / 1380 x 1.3, rounded up.
     assert (await rates(router, key))[1] == "1.1776"
+    await router.runtime.listings.settle()  # the korean list's background refresh, started above
     del router.panels["korean"].catalog[101]
     await router.runtime.listings.refresh("korean")
     found = await rates(router, key)

@@ -3,10 +3,11 @@
 import asyncio
 from decimal import Decimal
 
-from support import fault, router_config
+from support import expire_leases, fault, new_order, router_config
 
 from proxy.ops import sync
-from proxy.orders.book import FAILED, PLACED, UNKNOWN, Attempt, NewOrder
+from proxy.orders.book import FAILED, PLACED, UNKNOWN
+from proxy.orders.states import ACCEPT
 from proxy.providers.upstream import UpstreamStatus
 from proxy.vocabulary import CANCELED, IN_PROGRESS, PARTIAL
 
@@ -17,11 +18,10 @@ async def test_a_charged_order_is_found_by_recovery_even_if_never_routed(make_ro
     router = await make_router(router_config())
     await router.client(balance="10")
     book = router.runtime.book
-    new = NewOrder("alice", 1, "Default", 1000, LINK, {"link": LINK, "quantity": "1000"},
-                   Decimal("1.17"), refill=False, cancel=False)
-    order_id, _ = await book.reserve(new, None, 0)  # charged, then "the process died"
+    order_id = (await book.reserve(new_order())).order_id  # charged, then "the process died"
     assert await router.runtime.ledger.balance("alice") == Decimal("8.83")
-    router.clock.advance(sync.STUCK_AFTER_SECONDS + 1)
+    assert [o.id async for o in book.newest()] == [order_id]  # listed from the start
+    await expire_leases(router)
     assert await sync.recover(router.runtime) == 1
     assert (await book.get("alice", order_id)).state == FAILED
     assert await router.runtime.ledger.balance("alice") == Decimal("10")
@@ -34,7 +34,7 @@ async def test_a_late_reply_places_an_order_recovery_took_for_lost(make_router):
     await router.call(key, action="add", service=1, link=LINK, quantity=1000)
     order = await router.runtime.book.get("alice", 1)
     assert order.state == UNKNOWN
-    placed = await router.runtime.router._placed(order, 777, [Attempt("echomark", "placed")])
+    placed = await router.runtime.book.apply(order, ACCEPT, {"upstream_order": 777})
     assert placed.state == PLACED and placed.upstream_order == 777
 
 

@@ -148,10 +148,13 @@ async def test_repeated_add_returns_the_first_order(make_router):
     headers = {"Idempotency-Key": "abc-123"}
     data = {"key": key, "action": "add", "service": "1", "link": LINK, "quantity": "200"}
     one = (await router.http.post("/api/v2", data=data, headers=headers)).json()
+    again = (await router.http.post("/api/v2", data=data, headers=headers)).json()
     two = (await router.http.post("/api/v2", data={**data, "quantity": "300"}, headers=headers)).json()
-    assert one == two
+    assert one == again
+    # A key reused for other fields is refused, as Stripe and the IETF draft do: it bought nothing.
+    assert two == {"error": "Idempotency-Key already used for a different request"}
     assert len(router.panels["echomark"].orders) == 3
-    # 100 at 0.117, 101 at 0.11817, 200 at 0.234 (the 300 was the same order by its key).
+    # 100 at 0.117, 101 at 0.11817, 200 at 0.234.
     assert await balance(router) == Decimal("10") - Decimal("0.117") - Decimal("0.11817") - Decimal("0.234")
 
 

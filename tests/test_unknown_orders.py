@@ -12,13 +12,14 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from support import router_config
+from support import expire_leases, new_order, router_config
 
 from proxy.cli import main
 from proxy.config import parse_config
 from proxy.edge.app import create_app
 from proxy.ops import sync
-from proxy.orders.book import FAILED, PLACED, RESERVED, SUBMITTED, UNKNOWN
+from proxy.orders.book import FAILED, PLACED, UNKNOWN
+from proxy.orders.states import SUBMIT
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.sim.app import create_app as create_panel_app
@@ -135,23 +136,23 @@ def test_operator_resolves_unknown_orders(redis_url, key_prefix, redis_client, m
     assert balance == "8.83"  # 10 - 1.17 (order 1 stands) ; order 2 refunded
 
 
-async def test_recovery_settles_orders_a_crash_left_in_flight(make_router):
+async def test_recovery_settles_orders_whose_lease_expired(make_router):
     router = await make_router(router_config())
-    key = await router.client(balance="10")
+    await router.client(balance="10")
     book = router.runtime.book
-    await router.call(key, action="add", service=1, link=LINK, quantity=1000)
-    await router.call(key, action="add", service=1, link=LINK + "2", quantity=1000)
-    # Pretend a crash stopped order 1 before sending and order 2 after.
-    one, two = await book.get("alice", 1), await book.get("alice", 2)
-    await book.transition(one, None, {"state": RESERVED})
-    await book.transition(two, None, {"state": SUBMITTED})
-    await router.runtime.redis.zadd(router.runtime.keys.orders_in("inflight"), {"1": one.created, "2": two.created})
-    assert await sync.recover(router.runtime) == 0  # too recent: may still be in flight
-    router.clock.advance(sync.STUCK_AFTER_SECONDS + 1)
+    # A task reserved order 1 and died before sending; another sent order 2 and died.
+    one = (await book.reserve(new_order())).order
+    two = (await book.reserve(new_order(link=LINK + "2"))).order
+    two = await book.apply(two, SUBMIT, {"provider": "echomark"})
+    assert await sync.recover(router.runtime) == 0  # leases alive: they may still be in flight
+    router.clock.advance(3600)  # no local clock decides: only the leases do
+    assert await sync.recover(router.runtime) == 0
+    await expire_leases(router)
     assert await sync.recover(router.runtime) == 2
-    assert (await book.get("alice", 1)).state == FAILED
-    assert (await book.get("alice", 2)).state == UNKNOWN
+    assert (await book.get("alice", one.id)).state == FAILED
+    assert (await book.get("alice", two.id)).state == UNKNOWN
     assert await router.runtime.ledger.balance("alice") == Decimal("10") - Decimal("1.17")
+    assert await book.ids_in("inflight") == [] and await book.ids_in("unknown") == [two.id]
 
 
 async def test_polling_refunds_without_the_client_asking(make_router):

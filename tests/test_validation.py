@@ -433,7 +433,21 @@ SUBS = service("Subscriptions", rate="0.9", min=50, max=10000)
 def test_subscription_minimal():
     spec = validate_add(SUBS, subscription(delay=""))
     assert spec == OrderSpec(2000, 1, None, None, Decimal("1.8"),
-                             {"username": "nasa", "min": "100", "max": "200", "posts": "10"})
+                             {"username": "nasa", "min": "100", "max": "200", "posts": "10"}, billing="delivery")
+
+
+@pytest.mark.parametrize("posts", [None, "", "0", "00"])
+def test_unlimited_subscriptions_are_held_for_the_configured_posts(posts):
+    # The PerfectPanel sample client sends posts=0 (or nothing) for "unlimited".
+    fields = subscription()
+    if posts is None:
+        del fields["posts"]
+    else:
+        fields["posts"] = posts
+    spec = validate_add(SUBS, fields, hold_posts=25)
+    assert (spec.quantity, spec.charge, spec.billing) == (200 * 25, Decimal("4.5"), "delivery")
+    sent = {"username": "nasa", "min": "100", "max": "200"}
+    assert spec.upstream_fields == (sent if not posts else {**sent, "posts": "0"})
 
 
 def test_subscription_bounds_accepted():
@@ -445,8 +459,7 @@ def test_subscription_bounds_accepted():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"posts": ""}, "posts is required: unlimited subscriptions are not sold"),
-        ({"posts": "0"}, v.BAD_POSTS),
+        ({"posts": "-1"}, v.BAD_POSTS),
         ({"posts": "10001"}, v.BAD_POSTS),
         ({"posts": "ten"}, v.BAD_POSTS),
         ({"min": "0"}, v.BAD_MIN),

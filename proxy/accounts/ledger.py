@@ -1,10 +1,16 @@
 """Balances and their ledger: every change of money is one atomic script.
 
-A client's balance is an integer of minor units in Redis. `Ledger.apply`
-checks, moves and records in one Lua script, so a balance never goes below
-zero however many requests race, and every movement carries a reference
-(`ref`) that makes it idempotent: applying the same reference twice returns
-the first entry and moves nothing.
+A client's balance is an integer of minor units in Redis, and every movement
+of it is an entry in the client's ledger stream. Both change only through
+`MOVE_MONEY`, one Lua fragment that every money-moving script includes (top-
+ups here, order charges and refunds in `proxy.orders.book`): it moves the
+balance and writes the entry together, and refuses a debit that would take
+the balance below zero, however many requests race.
+
+Top-ups carry a reference (`ref`) that makes them idempotent: applying the
+same reference twice returns the first entry and moves nothing. Order money
+needs no such table: the order record itself says what was charged and
+refunded, and its scripts move only the difference.
 """
 
 from __future__ import annotations
@@ -18,9 +24,33 @@ import redis.asyncio as aioredis
 from proxy.money import from_minor, to_minor
 from proxy.store import Keys
 
+# The one way money moves, included by every script that moves it.
+# `delta` is a Lua number (whole minor units; exact below 2^53), credited if
+# positive, debited if negative. Returns the ledger entry's ID, or false when
+# a debit would overdraw (nothing changes then). Numbers are written with
+# %d: Lua would otherwise print large ones as 1e+15.
+MOVE_MONEY = """
+local function minor(n)
+  return string.format('%d', n)
+end
+local function move_money(balance_key, ledger_key, delta, kind, ref, memo, order)
+  local after = redis.call('INCRBY', balance_key, minor(delta))
+  if after < 0 then
+    redis.call('DECRBY', balance_key, minor(delta))
+    return false
+  end
+  local entry = {'kind', kind, 'amount', minor(delta), 'balance', minor(after), 'ref', ref, 'memo', memo}
+  if order ~= '' then
+    entry[#entry + 1] = 'order'
+    entry[#entry + 1] = order
+  end
+  return redis.call('XADD', ledger_key, '*', unpack(entry))
+end
+"""
+
 # KEYS: client, balance, ledger, applied
 # ARGV: delta (minor units, signed), ref, kind, memo
-APPLY_SCRIPT = """
+APPLY_SCRIPT = MOVE_MONEY + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'no_client'}
 end
@@ -28,14 +58,10 @@ local prior = redis.call('HGET', KEYS[4], ARGV[2])
 if prior then
   return {'duplicate', prior}
 end
-local after = redis.call('INCRBY', KEYS[2], ARGV[1])
-if after < 0 then
-  redis.call('DECRBY', KEYS[2], ARGV[1])
+local id = move_money(KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[3], ARGV[2], ARGV[4], '')
+if not id then
   return {'insufficient'}
 end
-local balance = redis.call('GET', KEYS[2])
-local id = redis.call('XADD', KEYS[3], '*', 'kind', ARGV[3], 'amount', ARGV[1],
-                      'balance', balance, 'ref', ARGV[2], 'memo', ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[2], id)
 return {'ok', id}
 """
@@ -63,6 +89,7 @@ class Entry:
     balance: Decimal
     ref: str
     memo: str
+    order: int | None = None
     duplicate: bool = False
 
     @property
@@ -72,6 +99,7 @@ class Entry:
 
     @classmethod
     def from_stream(cls, entry_id: str, fields: dict[str, str], duplicate: bool = False) -> Entry:
+        order = fields.get("order")
         return cls(
             id=entry_id,
             kind=fields["kind"],
@@ -79,6 +107,7 @@ class Entry:
             balance=from_minor(fields["balance"]),
             ref=fields["ref"],
             memo=fields.get("memo", ""),
+            order=int(order) if order else None,
             duplicate=duplicate,
         )
 
@@ -99,9 +128,7 @@ class Ledger:
         Raises `InsufficientFunds` when a debit would take the balance below
         zero (nothing changes then) and `UnknownClient`.
         """
-        reply = await self._apply(
-            keys=self.script_keys(client), args=[to_minor(amount), ref, kind, memo]
-        )
+        reply = await self._apply(keys=self.script_keys(client), args=[to_minor(amount), ref, kind, memo])
         outcome = reply[0]
         if outcome == "no_client":
             raise UnknownClient(client)

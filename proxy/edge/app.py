@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -88,6 +89,13 @@ async def read_params(request: Request) -> dict[str, str]:
                 for name, value in form.multi_items():
                     if isinstance(value, str):
                         params[name] = value
+        elif not content_type and raw.strip():
+            # Panels read a body sent without a Content-Type as a form: so do we.
+            try:
+                pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
+            except (UnicodeDecodeError, ValueError):
+                raise BadBody() from None
+            params.update(pairs)
     header_key = request.headers.get("x-api-key")
     if header_key and not params.get("key"):
         params["key"] = header_key

@@ -1,13 +1,16 @@
 """Background work of a running router.
 
-- Recovery: orders a crash left `reserved` (never sent: refunded) or
-  `submitted` (may exist: `unknown`), once they are older than any request
-  could take.
+- Recovery: orders whose placing task is gone (its lease expired) are taken
+  over: one never sent is refunded, one that may exist upstream becomes
+  `unknown` for an operator. Leases expire on Redis' clock, so an instance
+  whose clock is off never takes a live order.
 - Status polling: open orders are refreshed in bulk, so Partial and
   Canceled orders are refunded even when the client never asks.
+- Provider checks: each provider's balance reply is read, and a provider
+  billing in another currency than the config says is blocked.
 
 Every step is safe to run on several instances at once: the order book's
-transitions check state and refund against references.
+transitions check state, lease and status version in one atomic step.
 """
 
 from __future__ import annotations
@@ -15,54 +18,63 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+import time
 
 from proxy.runtime import Runtime
 
 log = logging.getLogger("proxy.sync")
 
-# An order still in flight after this long was abandoned by a crash.
-STUCK_AFTER_SECONDS = 300.0
 POLL_BATCH = 500
 
 
 async def recover(runtime: Runtime) -> int:
-    settled = await runtime.book.recover(older_than=runtime.clock() - STUCK_AFTER_SECONDS)
+    settled = await runtime.book.recover()
     for order in settled:
-        log.warning("order %s was left in flight; now %s", order.id, order.state)
+        log.warning("order %s was abandoned in flight; now %s", order.id, order.state)
     return len(settled)
 
 
 async def poll_open_orders(runtime: Runtime) -> int:
     """Refresh the stale open orders, oldest first; how many were looked at."""
-    ids = await runtime.book.ids_in("open")
     looked = 0
-    for start in range(0, len(ids), POLL_BATCH):
-        owners = await runtime.redis.hmget(runtime.keys.order_owner, [str(i) for i in ids[start : start + POLL_BATCH]])
-        by_client: dict[str, list[int]] = defaultdict(list)
-        for order_id, client in zip(ids[start : start + POLL_BATCH], owners, strict=True):
-            if client:
-                by_client[client].append(order_id)
-        orders = []
-        for client, client_ids in by_client.items():
-            orders += (await runtime.book.get_many(client, client_ids)).values()
-        await runtime.refresher.refresh(orders)
-        looked += len(orders)
+    for client in await runtime.book.clients():
+        ids = await runtime.book.ids_in("open", client)
+        for start in range(0, len(ids), POLL_BATCH):
+            orders = await runtime.book.get_many(client, ids[start : start + POLL_BATCH])
+            await runtime.refresher.refresh(orders.values())
+            looked += len(orders)
     return looked
 
 
+async def check_providers(runtime: Runtime) -> None:
+    await asyncio.gather(
+        *(runtime.health.verify(client, runtime.currencies[name]) for name, client in runtime.providers.items())
+    )
+
+
 async def run_forever(runtime: Runtime, interval: float) -> None:
+    checked_at = time.monotonic()
     while True:
         for step in (recover, poll_open_orders):
             try:
                 await step(runtime)
             except Exception:
                 log.exception("background %s failed; trying again later", step.__name__)
+        if time.monotonic() - checked_at >= runtime.settings.provider_check_interval:
+            checked_at = time.monotonic()
+            try:
+                await check_providers(runtime)
+            except Exception:
+                log.exception("provider checks failed; trying again later")
         await asyncio.sleep(interval)
 
 
 @contextlib.asynccontextmanager
 async def background(runtime: Runtime, interval: float):  # type: ignore[no-untyped-def]
+    try:
+        await check_providers(runtime)
+    except Exception:
+        log.exception("provider checks failed at start")
     task = asyncio.create_task(run_forever(runtime, interval), name="smm-proxy-sync")
     try:
         yield task

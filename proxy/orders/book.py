@@ -1,121 +1,247 @@
-"""Order records and their state machine, kept in Redis.
+"""Order records in Redis, and the two scripts that change them.
 
-    reserved ──send──▶ submitted ──reply with ID──▶ placed ─▶ upstream statuses
-       ▲                  │                                 ├─▶ Partial  (refund remains)
-       │ next route       ├─ provider refused ─┘            └─▶ Canceled (refund all)
-       │                  │  (no route left: failed, refund)
-       │                  └─ no answer / garbage ─▶ unknown ──operator──▶ placed | failed
+`RESERVE_SCRIPT` opens an order: it checks the client's duplicate
+fingerprint, debits the charge, writes the record, its indexes, the placing
+task's lease and the fingerprint, all in one step. `TRANSITION_SCRIPT`
+applies one event of the state table (`proxy.orders.states`): it checks the
+event against the order's state and lease, writes the fields, moves the money
+the rule calls for, queues the order for an operator, keeps or drops the
+fingerprint, and updates the working sets, again in one step. Nothing that
+decides whether money moves happens outside these two scripts.
 
-`reserved` is written with the charge in one script; `submitted` (with the
-provider) is written before a request leaves, so after a crash a record
-still `reserved` was never sent and one still `submitted` may exist
-upstream. Every transition checks the state it comes from, and every one
-that moves money does so in the same script, against a reference, so a
-refund happens exactly once however many processes race to apply it.
+Every key these scripts touch carries the client's hash tag, so the layout
+works on Redis Cluster too. Finding an order by our ID alone goes through the
+owner index, written before the order is reserved: an owner entry without a
+record is harmless, a record without an owner entry cannot happen.
+
+Clocks: leases expire on the Redis server's clock; nothing decides whether an
+order is alive by the clock of an instance. Local time is written only as
+information (`created`, `status_at`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import os
+import socket
 import time
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from proxy.accounts.ledger import Ledger, UnknownClient
-from proxy.money import floor_to, from_minor, to_minor
-from proxy.store import Keys
-from proxy.vocabulary import (
-    CANCELED,
-    EXPIRED,
-    FINAL_ORDER_STATUSES,
-    PARTIAL,
-    PENDING,
-    SERVICE_TYPES,
+from proxy.accounts.ledger import MOVE_MONEY, UnknownClient
+from proxy.money import from_minor, to_minor
+from proxy.orders.states import (
+    ABANDON,
+    ACK,
+    FAILED,
+    IN_FLIGHT,
+    PLACED,
+    REFUND,
+    RESERVED,
+    RESOLVE_FAILED,
+    RESOLVE_PLACED,
+    STATES,
+    SUBMITTED,
+    UNKNOWN,
+    lua_table,
 )
+from proxy.store import OWNER_BUCKET, Keys
+from proxy.vocabulary import CANCELED, EXPIRED, FINAL_ORDER_STATUSES, PENDING, SERVICE_TYPES
 
-RESERVED = "reserved"
-SUBMITTED = "submitted"
-PLACED = "placed"
-UNKNOWN = "unknown"
-FAILED = "failed"
-STATES = (RESERVED, SUBMITTED, PLACED, UNKNOWN, FAILED)
+log = logging.getLogger("proxy.orders")
 
-# KEYS: client, balance, ledger, applied, order, duplicate
-# ARGV: charge (minor, > 0), ref, memo, duplicate ttl ms (0: none), order id, field, value, ...
-PLACE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'no_client'}
-end
-if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then
-  return {'ok', 'retried'}
-end
-if ARGV[4] ~= '0' then
-  local first = redis.call('GET', KEYS[6])
-  if first then
-    return {'duplicate', first}
+FINAL_STATUSES = FINAL_ORDER_STATUSES | {EXPIRED}
+GROUPS = ("inflight", "unknown", "open", "attention")
+# A reservation whose reply was lost is asked again this many times in all.
+RESERVE_TRIES = 3
+
+__all__ = [
+    "FAILED",
+    "PLACED",
+    "RESERVED",
+    "STATES",
+    "SUBMITTED",
+    "UNKNOWN",
+    "Attempt",
+    "ClaimConflict",
+    "DuplicateMismatch",
+    "Fingerprint",
+    "InsufficientFunds",
+    "NewOrder",
+    "Order",
+    "OrderBook",
+    "Reservation",
+    "StateChanged",
+]
+
+# Helpers both scripts use: which working set an order belongs in.
+_INDEXES = """
+local FINAL = {%(final)s}
+local function reindex(record_key, id, sets)
+  local state = redis.call('HGET', record_key, 'state')
+  local status = redis.call('HGET', record_key, 'status')
+  local attention = redis.call('HGET', record_key, 'attention') or ''
+  local member = {
+    inflight = state == 'reserved' or state == 'submitted',
+    unknown = state == 'unknown',
+    open = state == 'placed' and not FINAL[status],
+    attention = attention ~= '',
+  }
+  for name, key in pairs(sets) do
+    if member[name] then
+      redis.call('ZADD', key, id, id)
+    else
+      redis.call('ZREM', key, id)
+    end
   end
 end
-local after = redis.call('DECRBY', KEYS[2], ARGV[1])
-if after < 0 then
-  redis.call('INCRBY', KEYS[2], ARGV[1])
+""" % {"final": ",".join(f"['{s}']=true" for s in sorted(FINAL_STATUSES))}
+
+# KEYS: client, balance, ledger, order, all, inflight, lease, duplicate
+# ARGV: order id, charge (minor), lease token, lease ms, fingerprint value
+#       ("" for none), payload hash ("" unless an Idempotency-Key), memo,
+#       field, value, ...
+RESERVE_SCRIPT = MOVE_MONEY + """
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return {'ok'}
+end
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'disabled') == '1' then
+  return {'no_client'}
+end
+if ARGV[5] ~= '' then
+  local first = redis.call('GET', KEYS[8])
+  if first then
+    local id, hash = string.match(first, '^(%d+):?(.*)$')
+    if ARGV[6] ~= '' and hash ~= ARGV[6] then
+      return {'mismatch', id}
+    end
+    return {'duplicate', id}
+  end
+end
+if not move_money(KEYS[2], KEYS[3], -tonumber(ARGV[2]), 'charge', 'order:' .. ARGV[1] .. ':charge', ARGV[7], ARGV[1]) then
   return {'insufficient'}
 end
-local id = redis.call('XADD', KEYS[3], '*', 'kind', 'charge', 'amount', '-' .. ARGV[1],
-                      'balance', redis.call('GET', KEYS[2]), 'ref', ARGV[2], 'memo', ARGV[3])
-redis.call('HSET', KEYS[4], ARGV[2], id)
-redis.call('HSET', KEYS[5], unpack(ARGV, 6))
-if ARGV[4] ~= '0' then
-  redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[4])
+redis.call('HSET', KEYS[4], unpack(ARGV, 8))
+redis.call('ZADD', KEYS[5], ARGV[1], ARGV[1])
+redis.call('ZADD', KEYS[6], ARGV[1], ARGV[1])
+redis.call('SET', KEYS[7], ARGV[3], 'PX', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[8], ARGV[5])
 end
-return {'ok', id}
+return {'ok'}
 """
 
-# KEYS: order, balance, ledger, applied
-# ARGV: allowed states ("a,b" or "*"), refunded so far (as read), refund delta
-#       (minor, "0": none), ref, memo, snapshot time ("" or seconds: skip if the
-#       record holds a newer status), field, value, ...
-TRANSITION_SCRIPT = """
-local state = redis.call('HGET', KEYS[1], 'state')
+# KEYS: order, balance, ledger, lease, duplicate, inflight, unknown, open, attention
+# ARGV: event, lease token, lease ms, refund target (minor, "" for none),
+#       status version ("" unless a status read), attention reason, memo,
+#       field, value, ...
+TRANSITION_SCRIPT = MOVE_MONEY + _INDEXES + """
+local TABLE = %(table)s
+local record = KEYS[1]
+local state = redis.call('HGET', record, 'state')
 if not state then
   return {'missing'}
 end
-if ARGV[1] ~= '*' then
-  local allowed = false
-  for s in string.gmatch(ARGV[1], '[^,]+') do
-    if s == state then allowed = true end
+local rule = TABLE[state] and TABLE[state][ARGV[1]]
+if not rule then
+  return {'state', state}
+end
+local lease = redis.call('GET', KEYS[4])
+if rule.lease == 'hold' and lease and lease ~= ARGV[2] then
+  return {'lease', state}
+end
+if rule.lease == 'free' and lease then
+  return {'leased', state}
+end
+if ARGV[5] ~= '' then
+  if FINAL[redis.call('HGET', record, 'status')] or (redis.call('HGET', record, 'v') or '0') ~= ARGV[5] then
+    return {'stale', state, redis.call('HGETALL', record)}
   end
-  if not allowed then
-    return {'state', state}
+  redis.call('HINCRBY', record, 'v', 1)
+end
+local note = ''
+if #ARGV > 7 then
+  if rule.write then
+    redis.call('HSET', record, unpack(ARGV, 8))
+  else
+    for i = 8, #ARGV, 2 do
+      note = note .. ' ' .. ARGV[i] .. '=' .. ARGV[i + 1]
+    end
   end
 end
-if ARGV[6] ~= '' then
-  local status = redis.call('HGET', KEYS[1], 'status')
-  if status == 'Completed' or status == 'Partial' or status == 'Canceled' or status == 'Expired' then
-    return {'stale', state}
-  end
-  if tonumber(redis.call('HGET', KEYS[1], 'status_at') or '0') > tonumber(ARGV[6]) then
-    return {'stale', state}
+redis.call('HSET', record, 'state', rule.target)
+local id = redis.call('HGET', record, 'id')
+local charge = tonumber(redis.call('HGET', record, 'charge'))
+local refunded = tonumber(redis.call('HGET', record, 'refunded') or '0')
+local target = nil
+if rule.refund == 'all' then
+  target = charge
+elseif rule.refund == 'to' and ARGV[4] ~= '' then
+  target = math.min(math.max(tonumber(ARGV[4]), 0), charge)
+end
+if target and target > refunded then
+  local total = minor(target)
+  move_money(KEYS[2], KEYS[3], target - refunded, 'refund', 'order:' .. id .. ':refund:' .. total, ARGV[7], id)
+  redis.call('HSET', record, 'refunded', total)
+end
+local reason = rule.attention
+if reason == '' then
+  reason = ARGV[6]
+end
+if reason == '-' then
+  redis.call('HSET', record, 'attention', '')
+elseif reason ~= '' then
+  redis.call('HSET', record, 'attention', reason .. note)
+end
+local fingerprint = redis.call('GET', KEYS[5])
+if fingerprint and string.match(fingerprint, '^(%%d+)') == id then
+  if rule.duplicate == 'drop' then
+    redis.call('DEL', KEYS[5])
+  elseif rule.duplicate == 'window' then
+    redis.call('PEXPIRE', KEYS[5], redis.call('HGET', record, 'duplicate_ms') or '0')
   end
 end
-if ARGV[3] ~= '0' then
-  if (redis.call('HGET', KEYS[1], 'refunded') or '0') ~= ARGV[2] then
-    return {'conflict'}
-  end
-  if redis.call('HEXISTS', KEYS[4], ARGV[4]) == 0 then
-    redis.call('INCRBY', KEYS[2], ARGV[3])
-    local id = redis.call('XADD', KEYS[3], '*', 'kind', 'refund', 'amount', ARGV[3],
-                          'balance', redis.call('GET', KEYS[2]), 'ref', ARGV[4], 'memo', ARGV[5])
-    redis.call('HSET', KEYS[4], ARGV[4], id)
-    redis.call('HINCRBY', KEYS[1], 'refunded', ARGV[3])
-  end
+if rule.target ~= 'reserved' and rule.target ~= 'submitted' then
+  redis.call('DEL', KEYS[4])
+elseif rule.lease == 'hold' then
+  redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
 end
-if #ARGV > 6 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+reindex(record, id, {inflight = KEYS[6], unknown = KEYS[7], open = KEYS[8], attention = KEYS[9]})
+return {'ok', state, redis.call('HGETALL', record)}
+""" % {"table": lua_table()}
+
+# Extend a lease only while it is still ours.
+# KEYS: lease; ARGV: token, ms
+RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return {'ok', state}
+return 0
+"""
+
+# Compare-and-set one claim on an upstream order.
+# KEYS: claims bucket; ARGV: upstream order, new owner ("" to release), expected owner ("" for none)
+CLAIM_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if current ~= ARGV[3] then
+  return current
+end
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 'ok'
 """
 
 
@@ -123,12 +249,29 @@ class InsufficientFunds(Exception):
     pass
 
 
-class StateChanged(Exception):
-    """A transition found the order in a state it does not start from."""
+class DuplicateMismatch(Exception):
+    """An Idempotency-Key seen before with other fields."""
 
-    def __init__(self, state: str | None) -> None:
-        super().__init__(f"order is {state or 'missing'}")
+    def __init__(self, order_id: int) -> None:
+        super().__init__(f"idempotency key already used for order {order_id}")
+        self.order_id = order_id
+
+
+class StateChanged(Exception):
+    """An event the order's current state (or lease) does not allow."""
+
+    def __init__(self, state: str | None, reason: str = "state") -> None:
+        super().__init__(f"order is {state or 'missing'}" + ("" if reason == "state" else f" ({reason})"))
         self.state = state
+        self.reason = reason
+
+
+class ClaimConflict(Exception):
+    """An upstream order another of our orders already owns."""
+
+    def __init__(self, provider: str, upstream_order: int, owner: int) -> None:
+        super().__init__(f"upstream order {upstream_order} at {provider} already belongs to order {owner}")
+        self.owner = owner
 
 
 @dataclass(frozen=True)
@@ -140,14 +283,14 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Order:
-    """One order as its record holds it. Amounts are in the deployment currency."""
+    """One order as its record holds it. Amounts are in the deployment currency
+    unless they say otherwise."""
 
     id: int
     client: str
     service: int
     type: str
     quantity: int  # total units: per-run quantity x runs
-    link: str
     fields: Mapping[str, str]  # what is sent upstream with `add`
     charge: Decimal
     refunded: Decimal
@@ -159,13 +302,22 @@ class Order:
     created: float
     refill: bool
     cancel: bool
+    billing: str = "rate"  # "delivery": settled at the end to what the provider charged
     provider: str = ""
     upstream_service: int = 0
     upstream_order: int = 0
     attempts: tuple[Attempt, ...] = field(default_factory=tuple)
     duplicate_key: str = ""
-    submitted_at: float = 0.0
     attention: str = ""  # why an operator must look at it, if they must
+    version: int = 0  # of the status, for dropping answers read before the last one applied
+    cost: Decimal | None = None  # what the route's rate said it costs us, in `cost_currency`
+    cost_currency: str = ""
+    upstream_charge: Decimal | None = None  # what the provider last said it charged
+    upstream_currency: str = ""
+
+    @property
+    def link(self) -> str:
+        return self.fields.get("link", "")
 
     @property
     def public_status(self) -> str:
@@ -180,7 +332,7 @@ class Order:
     def final(self) -> bool:
         if self.state == FAILED:
             return True
-        return self.state == PLACED and (self.status in FINAL_ORDER_STATUSES or self.status == EXPIRED)
+        return self.state == PLACED and self.status in FINAL_STATUSES
 
     @property
     def flat(self) -> bool:
@@ -191,27 +343,18 @@ class Order:
     def net_charge(self) -> Decimal:
         return self.charge - self.refunded
 
-    def refund_due(self, status: str, remains: int) -> Decimal:
-        """Total refund an upstream status calls for: none, remains' share, or all.
-
-        A flat-priced package has no per-unit price, so its Partial refund is
-        left to an operator rather than guessed.
-        """
-        if status == CANCELED:
-            return self.charge
-        if status == PARTIAL and self.quantity > 0 and not self.flat:
-            return floor_to(self.charge * min(remains, self.quantity) / self.quantity)
-        return Decimal(0)
-
     @classmethod
     def from_record(cls, record: Mapping[str, str]) -> Order:
+        def amount(name: str) -> Decimal | None:
+            value = record.get(name, "")
+            return from_minor(value) if value != "" else None
+
         return cls(
             id=int(record["id"]),
             client=record["client"],
             service=int(record["service"]),
             type=record["type"],
             quantity=int(record["quantity"]),
-            link=record.get("link", ""),
             fields=json.loads(record.get("fields", "{}")),
             charge=from_minor(record["charge"]),
             refunded=from_minor(record.get("refunded", "0")),
@@ -223,13 +366,18 @@ class Order:
             created=float(record["created"]),
             refill=record.get("refill") == "1",
             cancel=record.get("cancel") == "1",
+            billing=record.get("billing", "rate"),
             provider=record.get("provider", ""),
             upstream_service=int(record.get("upstream_service", "0")),
             upstream_order=int(record.get("upstream_order", "0")),
             attempts=tuple(Attempt(**a) for a in json.loads(record.get("attempts", "[]"))),
             duplicate_key=record.get("duplicate_key", ""),
-            submitted_at=float(record.get("submitted_at", "0")),
             attention=record.get("attention", ""),
+            version=int(record.get("v", "0")),
+            cost=amount("cost"),
+            cost_currency=record.get("cost_currency", ""),
+            upstream_charge=amount("upstream_charge"),
+            upstream_currency=record.get("upstream_currency", ""),
         )
 
 
@@ -241,11 +389,33 @@ class NewOrder:
     service: int
     type: str
     quantity: int
-    link: str
     fields: Mapping[str, str]
     charge: Decimal
     refill: bool
     cancel: bool
+    billing: str = "rate"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What makes a retried `add` answer with the first order.
+
+    `token` names it (a hash of the fields, or of the client's
+    Idempotency-Key); `payload` is set for an Idempotency-Key, whose reuse
+    with other fields is refused. `window` is how long it answers once the
+    client has its answer; until then it lives as long as the order is in
+    flight or unknown.
+    """
+
+    token: str
+    window: float
+    payload: str = ""
+
+
+class Reservation(NamedTuple):
+    order_id: int
+    duplicate: bool  # True: the order a retried add made before
+    order: Order | None = None  # the new order, as reserved
 
 
 def _flatten(fields: Mapping[str, object]) -> list[str]:
@@ -255,80 +425,117 @@ def _flatten(fields: Mapping[str, object]) -> list[str]:
     return flat
 
 
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def attempts_json(attempts: Iterable[Attempt]) -> str:
+    return json.dumps([a.__dict__ for a in attempts])
+
+
 class OrderBook:
     """Order records in Redis and the atomic transitions between states."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, ledger: Ledger, clock=time.time) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        clock: Callable[[], float] = time.time,
+        lease_seconds: float = 30.0,
+    ) -> None:
         self.redis = redis
         self.keys = keys
-        self.ledger = ledger
         self.clock = clock
-        self._place = redis.register_script(PLACE_SCRIPT)
+        self.lease_seconds = lease_seconds
+        # Names the instance that holds a lease, for whoever reads the key.
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._reserve = redis.register_script(RESERVE_SCRIPT)
         self._transition = redis.register_script(TRANSITION_SCRIPT)
+        self._renew = redis.register_script(RENEW_SCRIPT)
+        self._claim = redis.register_script(CLAIM_SCRIPT)
 
-    @staticmethod
-    def charge_ref(order_id: int) -> str:
-        return f"order:{order_id}:charge"
+    @property
+    def lease_ms(self) -> int:
+        return max(1, int(self.lease_seconds * 1000))
 
-    @staticmethod
-    def refund_ref(order_id: int, total_minor: int) -> str:
-        return f"order:{order_id}:refund:{total_minor}"
+    def _sets(self, client: str) -> list[str]:
+        return [self.keys.orders_of(client, group) for group in GROUPS]
 
-    async def reserve(self, new: NewOrder, duplicate_token: str | None, duplicate_ttl: float) -> tuple[int, bool]:
+    # -- opening an order ------------------------------------------------------
+
+    async def reserve(self, new: NewOrder, fingerprint: Fingerprint | None = None) -> Reservation:
         """Debit the charge and record the order `reserved`, in one step.
 
-        Returns (order ID, False), or (the first order's ID, True) when the
-        same client sent the same order within the window. Raises
-        `InsufficientFunds` (nothing changes) and `UnknownClient`.
+        Returns the new order's ID, or the first order's when `fingerprint`
+        matches one made before. Raises `InsufficientFunds` (nothing
+        changes), `DuplicateMismatch` and `UnknownClient`. A reservation whose
+        reply was lost is retried safely: the script sees its own record.
         """
         order_id = await self.redis.incr(self.keys.order_seq)
-        now = self.clock()
+        # The owner entry first: a record is never without it.
+        await self.redis.hset(self.keys.order_owner(order_id), str(order_id), new.client)
         record = {
             "id": order_id,
             "client": new.client,
             "service": new.service,
             "type": new.type,
             "quantity": new.quantity,
-            "link": new.link,
-            "fields": json.dumps(dict(new.fields), ensure_ascii=False),
+            "fields": json.dumps(dict(new.fields), ensure_ascii=False, separators=(",", ":")),
             "charge": to_minor(new.charge),
             "refunded": 0,
             "state": RESERVED,
             "status": PENDING,
             "remains": new.quantity,
-            "start_count": 0,
-            "status_at": 0,
-            "created": repr(now),
+            "created": repr(self.clock()),
             "refill": int(new.refill),
             "cancel": int(new.cancel),
-            "attempts": "[]",
         }
-        ttl_ms = int(duplicate_ttl * 1000) if duplicate_token else 0
-        duplicate_key = self.keys.duplicate(new.client, duplicate_token or "-")
-        if duplicate_token:
+        if new.billing != "rate":
+            record["billing"] = new.billing
+        duplicate_key = self.keys.duplicate(new.client, fingerprint.token if fingerprint else "-")
+        value = ""
+        if fingerprint is not None:
             record["duplicate_key"] = duplicate_key
-        # The indexes first: a record is never without its owner entry, and
-        # recovery finds a charged order even if this process dies right after.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self.keys.order_owner, str(order_id), new.client)
-            pipe.zadd(self.keys.orders_in("inflight"), {str(order_id): now})
-            await pipe.execute()
-        reply = await self._place(
-            keys=[*self.ledger.script_keys(new.client), self.keys.order(new.client, order_id), duplicate_key],
-            args=[to_minor(new.charge), self.charge_ref(order_id), f"order {order_id}", ttl_ms, order_id, *_flatten(record)],
-        )
-        if reply[0] != "ok":
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hdel(self.keys.order_owner, str(order_id))
-                pipe.zrem(self.keys.orders_in("inflight"), str(order_id))
-                await pipe.execute()
-            if reply[0] == "duplicate":
-                return int(reply[1]), True
-            if reply[0] == "insufficient":
-                raise InsufficientFunds(new.client)
-            raise UnknownClient(new.client)
-        await self.redis.zadd(self.keys.orders, {str(order_id): now})
-        return order_id, False
+            record["duplicate_ms"] = max(1, int(fingerprint.window * 1000))
+            value = f"{order_id}:{fingerprint.payload}" if fingerprint.payload else str(order_id)
+        keys = [
+            self.keys.client(new.client),
+            self.keys.balance(new.client),
+            self.keys.ledger(new.client),
+            self.keys.order(new.client, order_id),
+            self.keys.orders_of(new.client, "all"),
+            self.keys.orders_of(new.client, "inflight"),
+            self.keys.lease(new.client, order_id),
+            duplicate_key,
+        ]
+        args = [
+            order_id, to_minor(new.charge), self.token, self.lease_ms, value,
+            fingerprint.payload if fingerprint else "", f"order {order_id}", *_flatten(record),
+        ]
+        reply = await self._idempotent(lambda: self._reserve(keys=keys, args=args))
+        if reply[0] == "ok":
+            return Reservation(order_id, False, Order.from_record({k: str(v) for k, v in record.items()}))
+        if reply[0] == "duplicate":
+            return Reservation(int(reply[1]), True)
+        if reply[0] == "mismatch":
+            raise DuplicateMismatch(int(reply[1]))
+        if reply[0] == "insufficient":
+            raise InsufficientFunds(new.client)
+        raise UnknownClient(new.client)
+
+    @staticmethod
+    async def _idempotent(call):  # type: ignore[no-untyped-def]
+        """Run a script that is safe to repeat, again if its reply was lost."""
+        for attempt in range(RESERVE_TRIES):
+            try:
+                return await call()
+            except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+                if attempt == RESERVE_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.05 * 4**attempt)
+        raise AssertionError("unreachable")
+
+    # -- reading ---------------------------------------------------------------
 
     async def get(self, client: str, order_id: int) -> Order | None:
         record = await self.redis.hgetall(self.keys.order(client, order_id))
@@ -336,182 +543,245 @@ class OrderBook:
 
     async def get_many(self, client: str, order_ids: Iterable[int]) -> dict[int, Order]:
         ids = list(order_ids)
+        if not ids:
+            return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for order_id in ids:
                 pipe.hgetall(self.keys.order(client, order_id))
             records = await pipe.execute()
         return {i: Order.from_record(r) for i, r in zip(ids, records, strict=True) if r}
 
+    async def owner(self, order_id: int) -> str | None:
+        return await self.redis.hget(self.keys.order_owner(order_id), str(order_id))
+
     async def find(self, order_id: int) -> Order | None:
         """An order by our ID alone (operators)."""
-        client = await self.redis.hget(self.keys.order_owner, str(order_id))
+        client = await self.owner(order_id)
         return await self.get(client, order_id) if client else None
 
-    async def transition(
+    async def clients(self) -> list[str]:
+        return sorted(await self.redis.smembers(self.keys.clients))
+
+    async def ids_in(self, group: str, client: str | None = None) -> list[int]:
+        """Order IDs in a working set (or 'all'), of one client or every client, oldest first."""
+        clients = [client] if client else await self.clients()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in clients:
+                pipe.zrange(self.keys.orders_of(name, group), 0, -1)
+            replies = await pipe.execute()
+        return sorted(int(i) for ids in replies for i in ids)
+
+    async def count(self, group: str) -> int:
+        clients = await self.clients()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in clients:
+                pipe.zcard(self.keys.orders_of(name, group))
+            return sum(await pipe.execute())
+
+    async def newest(self, client: str | None = None) -> AsyncIterator[Order]:
+        """Orders newest first, of one client or of all (through the owner index)."""
+        if client:
+            key, start = self.keys.orders_of(client, "all"), 0
+            while ids := [int(i) for i in await self.redis.zrevrange(key, start, start + OWNER_BUCKET - 1)]:
+                found = await self.get_many(client, ids)
+                for order_id in ids:
+                    if order_id in found:
+                        yield found[order_id]
+                start += OWNER_BUCKET
+            return
+        newest = int(await self.redis.get(self.keys.order_seq) or 0)
+        for bucket in range(newest // OWNER_BUCKET, -1, -1):
+            owners = await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET))
+            by_client: dict[str, list[int]] = {}
+            for order_id, owner in owners.items():
+                by_client.setdefault(owner, []).append(int(order_id))
+            found = {}
+            for owner, ids in by_client.items():
+                found.update(await self.get_many(owner, ids))
+            for order_id in sorted(found, reverse=True):
+                yield found[order_id]
+
+    # -- changing an order -----------------------------------------------------
+
+    async def apply(
         self,
         order: Order,
-        allowed: Iterable[str] | None,
-        fields: Mapping[str, object],
+        event: str,
+        fields: Mapping[str, object] | None = None,
+        *,
         refund_to: Decimal | None = None,
+        attention: str = "",
+        version: int | None = None,
         memo: str = "",
-        snapshot: float | None = None,
     ) -> Order:
-        """Set `fields` if the order is in an `allowed` state (None: any).
+        """Apply `event` to `order` as the state table says; the order after.
 
-        With `refund_to`, the order's total refund is raised to that amount
-        in the same step: the client is credited the difference, never twice
-        and never more than was charged. With `snapshot` (when an upstream
-        status was asked for), nothing changes if the record already holds a
-        final status or one read later. Raises `StateChanged`.
+        `refund_to` raises the order's total refund to that amount where the
+        rule moves money by target; `attention` queues it for an operator with
+        that reason; `version` (for status reads) drops the answer if another
+        status was applied since the order was read. Raises `StateChanged`
+        when the table does not allow the event now.
         """
-        for _ in range(10):
-            delta = Decimal(0)
-            if refund_to is not None:
-                refund_to = min(refund_to, order.charge)
-                delta = refund_to - order.refunded
-            total = to_minor(refund_to) if refund_to is not None else 0
-            reply = await self._transition(
-                keys=[
-                    self.keys.order(order.client, order.id),
-                    *self.ledger.script_keys(order.client)[1:],
-                ],
-                args=[
-                    ",".join(allowed) if allowed is not None else "*",
-                    to_minor(order.refunded),
-                    to_minor(delta) if delta > 0 else 0,
-                    self.refund_ref(order.id, total),
-                    memo or f"refund order {order.id}",
-                    "" if snapshot is None else repr(snapshot),
-                    *_flatten({**fields, "updated": repr(self.clock())}),
-                ],
-            )
-            if reply[0] == "ok":
-                break
-            if reply[0] == "stale":
-                fresh = await self.get(order.client, order.id)
-                assert fresh is not None
-                return fresh
-            if reply[0] == "conflict":  # another process refunded meanwhile: re-read
-                fresh = await self.get(order.client, order.id)
-                if fresh is None:
-                    raise StateChanged(None)
-                order = fresh
-                continue
-            raise StateChanged(reply[1] if len(reply) > 1 else None)
-        else:
-            raise RuntimeError(f"order {order.id}: refund kept conflicting")
-        updated = await self.get(order.client, order.id)
-        assert updated is not None
-        await self._reindex(updated)
-        if updated.state == FAILED and updated.duplicate_key:
-            await self._forget_duplicate(updated)
-        return updated
+        client = order.client
+        keys = [
+            self.keys.order(client, order.id),
+            self.keys.balance(client),
+            self.keys.ledger(client),
+            self.keys.lease(client, order.id),
+            order.duplicate_key or self.keys.duplicate(client, "-"),
+            *self._sets(client),
+        ]
+        args = [
+            event,
+            self.token,
+            self.lease_ms,
+            "" if refund_to is None else to_minor(refund_to),
+            "" if version is None else version,
+            attention,
+            memo or f"order {order.id} {event}",
+            *_flatten({**(fields or {}), "updated": repr(self.clock())}),
+        ]
+        reply = await self._transition(keys=keys, args=args)
+        if reply[0] in ("ok", "stale"):
+            return Order.from_record(_pairs(reply[2]))
+        if reply[0] == "missing":
+            raise StateChanged(None)
+        raise StateChanged(reply[1], reply[0])
 
-    async def _forget_duplicate(self, order: Order) -> None:
-        """A failed order must not answer the client's retries: drop its fingerprint."""
-        key = order.duplicate_key
-        if await self.redis.get(key) == str(order.id):
-            await self.redis.delete(key)
+    # -- leases ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def leased(self, order: Order) -> AsyncIterator[None]:
+        """Renew the order's lease while the caller is placing it."""
+        task = asyncio.create_task(self._keep_lease(order), name=f"lease-{order.id}")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _keep_lease(self, order: Order) -> None:
+        key = self.keys.lease(order.client, order.id)
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self._renew(keys=[key], args=[self.token, self.lease_ms])
+            except Exception as exc:  # Redis away: the next try may work; the lease may lapse
+                log.warning("order %s: lease not renewed: %s", order.id, type(exc).__name__)
+
+    async def recover(self) -> list[Order]:
+        """Take over the in-flight orders whose placing task is gone.
+
+        An order still in flight whose lease has expired was left by a task
+        that died (or stalled past its lease): `abandon` refunds one that was
+        never sent and makes one that may exist upstream `unknown`. Orders
+        whose lease is alive are left alone, whatever any clock says.
+        """
+        settled = []
+        for client in await self.clients():
+            ids = [int(i) for i in await self.redis.zrange(self.keys.orders_of(client, "inflight"), 0, -1)]
+            if not ids:
+                continue
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for order_id in ids:
+                    pipe.exists(self.keys.lease(client, order_id))
+                leased = await pipe.execute()
+            for order_id in (i for i, held in zip(ids, leased, strict=True) if not held):
+                order = await self.get(client, order_id)
+                if order is None or order.state not in IN_FLIGHT:
+                    continue
+                try:
+                    settled.append(await self.apply(order, ABANDON, memo=f"order {order_id} abandoned in flight"))
+                except StateChanged:
+                    continue
+        return settled
+
+    # -- claims on upstream orders ---------------------------------------------
+
+    async def claim(self, order: Order, provider: str, upstream_order: int) -> int | None:
+        """Make `order` the owner of `upstream_order` at `provider`.
+
+        None when it is ours now; the ID of the other order that owns it
+        otherwise. A claim left by an order that never recorded it (a crash
+        between claim and transition) is taken over.
+        """
+        key = self.keys.claims(provider, upstream_order)
+        expected = ""
+        for _ in range(5):
+            current = await self._claim(keys=[key], args=[upstream_order, order.id, expected])
+            if current in ("ok", str(order.id)):
+                return None
+            other = await self.find(int(current))
+            if (
+                other is not None
+                and other.provider == provider
+                and other.upstream_order == upstream_order
+                and other.state in (PLACED, UNKNOWN, FAILED)
+            ):
+                return other.id
+            expected = current
+        raise RuntimeError(f"claim on {provider} {upstream_order} kept changing")
+
+    async def release_claim(self, order: Order, provider: str, upstream_order: int) -> None:
+        await self._claim(keys=[self.keys.claims(provider, upstream_order)], args=[upstream_order, "", order.id])
+
+    # -- operators -------------------------------------------------------------
+
+    async def _found(self, order_id: int) -> Order:
+        order = await self.find(order_id)
+        if order is None:
+            raise LookupError(f"no order {order_id}")
+        return order
 
     async def resolve(self, order_id: int, *, upstream_order: int | None = None, failed: bool = False) -> Order:
         """An operator's verdict on an `unknown` order: it exists upstream as
-        `upstream_order`, or it does not (`failed`: refunded in full)."""
+        `upstream_order`, or it does not (`failed`: refunded in full).
+
+        Refuses an upstream order that another of our orders already owns.
+        """
         if (upstream_order is None) == (not failed):
             raise ValueError("give the upstream order ID, or declare the order failed")
-        order = await self.find(order_id)
-        if order is None:
-            raise LookupError(f"no order {order_id}")
+        order = await self._found(order_id)
         if failed:
-            return await self.transition(
-                order, [UNKNOWN], {"state": FAILED}, refund_to=order.charge,
-                memo=f"order {order_id} resolved as failed",
+            return await self.apply(order, RESOLVE_FAILED, memo=f"order {order_id} resolved as failed")
+        assert upstream_order is not None
+        if upstream_order <= 0:
+            raise ValueError("an upstream order ID is a positive number")
+        if order.state != UNKNOWN:
+            raise StateChanged(order.state)
+        owner = await self.claim(order, order.provider, upstream_order)
+        if owner is not None:
+            raise ClaimConflict(order.provider, upstream_order, owner)
+        try:
+            return await self.apply(
+                order, RESOLVE_PLACED, {"upstream_order": upstream_order, "status_at": 0},
+                memo=f"order {order_id} resolved as placed",
             )
-        return await self.transition(
-            order, [UNKNOWN], {"state": PLACED, "upstream_order": upstream_order, "status_at": 0}
-        )
-
-    async def recover(self, older_than: float) -> list[Order]:
-        """Settle orders a crash left mid-flight: reserved, or sent, before `older_than`.
-
-        One still `reserved` was never sent: it is refunded. One `submitted`
-        may exist upstream: it becomes `unknown` for an operator.
-        """
-        settled = []
-        for order_id in await self.ids_in("inflight", older_than):
-            order = await self.find(order_id)
-            if order is None:  # the place script refused it, or it never ran
-                await self.redis.zrem(self.keys.orders_in("inflight"), str(order_id))
-                await self.redis.hdel(self.keys.order_owner, str(order_id))
-                continue
-            try:
-                if order.state == RESERVED:
-                    order = await self.transition(
-                        order, [RESERVED], {"state": FAILED}, refund_to=order.charge,
-                        memo=f"order {order_id} never sent",
-                    )
-                elif order.state == SUBMITTED:
-                    order = await self.transition(order, [SUBMITTED], {"state": UNKNOWN})
-                    await self.count_metric("orders_unknown")
-                else:
-                    await self._reindex(order)
-                    continue
-            except StateChanged:
-                continue
-            settled.append(order)
-        return settled
-
-    async def _reindex(self, order: Order) -> None:
-        """Keep the working sets in step with the record (not money: best effort)."""
-        oid = str(order.id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if order.state in (RESERVED, SUBMITTED):
-                since = order.submitted_at if order.state == SUBMITTED else order.created
-                pipe.zadd(self.keys.orders_in("inflight"), {oid: since or order.created})
-            else:
-                pipe.zrem(self.keys.orders_in("inflight"), oid)
-            if order.state == UNKNOWN:
-                pipe.zadd(self.keys.orders_in("unknown"), {oid: order.created})
-            else:
-                pipe.zrem(self.keys.orders_in("unknown"), oid)
-            if order.state == PLACED and not order.final:
-                pipe.zadd(self.keys.orders_in("open"), {oid: order.created})
-            else:
-                pipe.zrem(self.keys.orders_in("open"), oid)
-            await pipe.execute()
-
-    async def needs_attention(self, order: Order, reason: str) -> Order:
-        """Queue an order for an operator (`orders list --state attention`)."""
-        added = await self.redis.zadd(self.keys.orders_in("attention"), {str(order.id): order.created})
-        if added:
-            await self.redis.hset(self.keys.order(order.client, order.id), "attention", reason)
-            await self.count_metric("orders_attention")
-        return await self.get(order.client, order.id) or order
+        except StateChanged:
+            await self.release_claim(order, order.provider, upstream_order)
+            raise
 
     async def refund(self, order_id: int, total: Decimal) -> Order:
         """An operator's refund: raise the order's total refund to `total`."""
-        order = await self.find(order_id)
-        if order is None:
-            raise LookupError(f"no order {order_id}")
+        order = await self._found(order_id)
         if total > order.charge or total < order.refunded:
             raise ValueError(
                 f"the total refund must be between {order.refunded} (already refunded) and {order.charge} (charged)"
             )
-        order = await self.transition(
-            order, [PLACED, FAILED], {"attention": ""}, refund_to=total, memo=f"order {order_id} refunded by an operator"
-        )
-        await self.redis.zrem(self.keys.orders_in("attention"), str(order_id))
-        return order
+        return await self.apply(order, REFUND, refund_to=total, memo=f"order {order_id} refunded by an operator")
 
-    async def ids_in(self, group: str, older_than: float | None = None) -> list[int]:
-        key = self.keys.orders if group == "all" else self.keys.orders_in(group)
-        high = "+inf" if older_than is None else older_than
-        return [int(i) for i in await self.redis.zrangebyscore(key, "-inf", high)]
+    async def acknowledge(self, order_id: int) -> Order:
+        """An operator has dealt with what the order's attention note said."""
+        return await self.apply(await self._found(order_id), ACK)
 
-    async def count(self, group: str) -> int:
-        return await self.redis.zcard(self.keys.orders_in(group))
+    # -- counters (not money: best effort) -------------------------------------
 
-    async def count_metric(self, name: str, amount: int = 1) -> None:
-        await self.redis.hincrby(self.keys.metrics, name, amount)
+    async def tally(self, name: str, amount: int = 1) -> None:
+        try:
+            await self.redis.hincrby(self.keys.metrics, name, amount)
+        except Exception as exc:
+            log.warning("counter %s not counted: %s", name, type(exc).__name__)
 
     async def metrics(self) -> dict[str, int]:
         return {k: int(v) for k, v in (await self.redis.hgetall(self.keys.metrics)).items()}

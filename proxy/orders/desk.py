@@ -5,6 +5,10 @@ panel's JSON at the HTTP edge). A refused `add` raises `ProtocolError`;
 per-item refusals of bulk actions are `Failure`s. Whatever
 upstream says reaches a client only after `Desk.clean`, which drops
 anything naming a provider, its address or its key.
+
+`add` has one choke point: once the client's money moved, the answer is the
+order's ID, whatever fails afterwards. The only error after the debit is the
+one that comes with a full refund in the same step (every route refused).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +28,8 @@ from proxy.catalog import Catalog
 from proxy.config import Config
 from proxy.orders.book import (
     PLACED,
+    DuplicateMismatch,
+    Fingerprint,
     InsufficientFunds,
     NewOrder,
     Order,
@@ -30,14 +37,19 @@ from proxy.orders.book import (
     StateChanged,
 )
 from proxy.orders.refills import Refills, UpstreamRefusal
-from proxy.orders.routing import Router
+from proxy.orders.routing import NO_ROUTE, Router
+from proxy.orders.states import FAILED, RESTATUS
 from proxy.orders.statuses import StatusRefresher
-from proxy.orders.validation import validate_add
+from proxy.orders.validation import OrderSpec, validate_add
 from proxy.protocol import AddRequest, ProtocolError, parse_id
-from proxy.providers.upstream import ItemError, ProviderClient, UpstreamError
+from proxy.providers.upstream import INTERNAL_ITEM_ERRORS, ItemError, ProviderClient, UpstreamError
 from proxy.vocabulary import COMPLETED, PARTIAL, Errors
 
+log = logging.getLogger("proxy.desk")
+
 REFILL_UNAVAILABLE = "Refill could not be requested now, please try again later"
+IDEMPOTENCY_KEY_REUSED = "Idempotency-Key already used for a different request"
+IDEMPOTENCY_WINDOW = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -77,49 +89,67 @@ class Desk:
         self.providers = providers
         self.duplicate_window = duplicate_window
         self._secrets = _provider_secrets(config)
+        self._placing: set[asyncio.Task[object]] = set()
 
     # -- add -----------------------------------------------------------------
 
     async def add(self, client: str, request: AddRequest, idempotency_key: str | None = None) -> int:
-        service = (await self.catalog()).get(request.service)
+        catalog = await self.catalog()
+        service = catalog.get(request.service)
         if service is None:
-            raise ProtocolError(Errors.INCORRECT_SERVICE)
-        spec = validate_add(service, request.fields)
-        token = self._duplicate_token(request.service, spec.upstream_fields, idempotency_key)
-        window = 24 * 3600.0 if idempotency_key else self.duplicate_window
+            raise ProtocolError(NO_ROUTE if request.service in catalog.unavailable else Errors.INCORRECT_SERVICE)
+        spec = validate_add(service, request.fields, self.config.settlement.subscription_hold_posts)
         new = NewOrder(
             client=client,
             service=service.id,
             type=service.type,
             quantity=spec.quantity * spec.runs,
-            link=spec.link or "",
             fields=spec.upstream_fields,
             charge=spec.charge,
             refill=service.refill,
             cancel=service.cancel,
+            billing=spec.billing,
         )
         try:
-            order_id, duplicate = await self.book.reserve(new, token, window)
+            reservation = await self.book.reserve(new, self._fingerprint(service.id, spec, idempotency_key))
         except InsufficientFunds:
             raise ProtocolError(Errors.NOT_ENOUGH_FUNDS) from None
-        if duplicate:
-            await self.book.count_metric("orders_duplicate")
-            return order_id
-        order = await self.book.get(client, order_id)
-        assert order is not None
-        # Shielded: a client that hangs up must not stop an order mid-flight.
-        placement = await asyncio.shield(self.router.place(order, service, spec.quantity, spec.runs))
-        if placement.error is not None:  # refunded; its fingerprint is gone with it
-            raise ProtocolError(placement.error)
-        return order_id
+        except DuplicateMismatch:
+            raise ProtocolError(IDEMPOTENCY_KEY_REUSED) from None
+        if reservation.duplicate:
+            await self.book.tally("orders_duplicate")
+            return reservation.order_id
+        # The money moved: from here on, the answer is this order's ID.
+        try:
+            order = reservation.order
+            assert order is not None
+            # Shielded: a client that hangs up must not stop an order mid-flight.
+            task = asyncio.ensure_future(self.router.place(order, service, spec.quantity))
+            self._placing.add(task)
+            task.add_done_callback(self._placing.discard)
+            placement = await asyncio.shield(task)
+        except Exception:
+            log.exception("order %s: placing failed after the charge; recovery settles it", reservation.order_id)
+            return reservation.order_id
+        settled = placement.order
+        if placement.error is not None and settled.state == FAILED and settled.refunded == settled.charge:
+            raise ProtocolError(placement.error)  # refunded in full in the same step that failed it
+        return reservation.order_id
 
-    def _duplicate_token(self, service: int, fields: dict[str, str], idempotency_key: str | None) -> str | None:
+    def _fingerprint(self, service: int, spec: OrderSpec, idempotency_key: str | None) -> Fingerprint | None:
+        payload = json.dumps([service, sorted(spec.upstream_fields.items())], ensure_ascii=False)
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:32]
         if idempotency_key:
-            return "key:" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+            token = "key:" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+            return Fingerprint(token, IDEMPOTENCY_WINDOW, payload=digest)
         if self.duplicate_window <= 0:
             return None
-        fingerprint = json.dumps([service, sorted(fields.items())], ensure_ascii=False)
-        return "same:" + hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
+        return Fingerprint("same:" + digest, self.duplicate_window)
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Let orders being placed finish (up to `timeout`): each holds a client's money."""
+        if self._placing:
+            await asyncio.wait(list(self._placing), timeout=timeout)
 
     # -- status --------------------------------------------------------------
 
@@ -206,7 +236,7 @@ class Desk:
                 if reply is True:
                     results[given] = True
                     try:  # read the outcome (and refund) at the next status request
-                        await self.book.transition(order, [PLACED], {"status_at": 0})
+                        await self.book.apply(order, RESTATUS, {"status_at": 0})
                     except StateChanged:
                         pass
                 else:
@@ -218,6 +248,8 @@ class Desk:
 
     def clean(self, message: str, fallback: str) -> str:
         """An upstream's message, if it says nothing of the upstream."""
+        if message in INTERNAL_ITEM_ERRORS:
+            return fallback
         folded = message.casefold()
         if not message.strip() or len(message) > 200 or "http" in folded or "www." in folded:
             return fallback

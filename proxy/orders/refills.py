@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from proxy.orders.book import Order
-from proxy.orders.routing import READS, Health
+from proxy.providers.health import READS, Health
 from proxy.providers.upstream import (
+    MISSING_FROM_REPLY,
     ItemError,
     ProviderClient,
     ProviderRefused,
@@ -103,7 +104,7 @@ class Refills:
                     results[order.id] = exc
                 continue
             for order in group:
-                reply = replies.get(order.upstream_order, ItemError("missing from reply"))
+                reply = replies.get(order.upstream_order, ItemError(MISSING_FROM_REPLY))
                 if isinstance(reply, ItemError):
                     results[order.id] = UpstreamRefusal(reply.message)
                 else:
@@ -113,7 +114,7 @@ class Refills:
     async def _record(self, order: Order, upstream_refill: str) -> int:
         refill_id = await self.redis.incr(self.keys.refill_seq)
         now = self.clock()
-        await self.redis.hset(self.keys.refill_owner, str(refill_id), order.client)
+        await self.redis.hset(self.keys.refill_owner(refill_id), str(refill_id), order.client)
         await self.redis.hset(
             self.keys.refill(order.client, refill_id),
             mapping={

@@ -1,42 +1,39 @@
 """Choosing a route for an order and failing over between routes.
 
-A route is skipped when its provider is cooling down after a failure, when
-its upstream service cannot take the quantity, or when its current cost
-would leave us selling at a loss. The next route is tried only when the
-provider provably did not create the order (`ProviderRefused`). Any other
-failure after the request may have left (`OutcomeUnknown`, or anything
-unexpected) parks the order as `unknown` and sends it nowhere else.
+A route is skipped when its provider cools down after a failure or is
+blocked (it bills in another currency than the config says), when its
+upstream service cannot take the quantity, or when its current cost would
+leave us selling at a loss. The next route is tried only when the provider
+provably did not create the order (`ProviderRefused`: it never left, or a
+JSON error came back). Anything else after the request left parks the order
+as `unknown`, and it is sent nowhere else.
+
+Everything that can wait (the provider's rate budget, a free connection)
+happens before the order is marked `submitted`: an order that ran out of time
+waiting was never sent, and fails over as a proven refusal.
+
+The task placing an order holds its lease for as long as it works on it.
+What only this task knows (an upstream order ID, a refusal) is recorded with
+a few retries when Redis falters, and logged before that, so an operator can
+always settle the order.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from proxy.catalog import RouteOption, Service
-from proxy.orders.book import (
-    FAILED,
-    PLACED,
-    RESERVED,
-    SUBMITTED,
-    UNKNOWN,
-    Attempt,
-    Order,
-    OrderBook,
-    StateChanged,
-)
-from proxy.providers.upstream import (
-    OutcomeUnknown,
-    ProviderClient,
-    ProviderRefused,
-    UpstreamError,
-)
-from proxy.store import Keys
+from proxy.money import ceil_to, to_minor
+from proxy.orders.book import Attempt, Order, OrderBook, StateChanged, attempts_json
+from proxy.orders.states import ACCEPT, EXHAUST, FAILED, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED, rule
+from proxy.providers.health import Health
+from proxy.providers.upstream import OutcomeUnknown, ProviderClient, ProviderRefused
 from proxy.vocabulary import SUBSCRIPTIONS, Errors
 
 log = logging.getLogger("proxy.routing")
@@ -47,49 +44,26 @@ CLIENT_ERRORS = (Errors.INCORRECT_LINK, "Bad link", Errors.ACTIVE_ORDER)
 # Refusals that mean the provider cannot sell anything now.
 PROVIDER_TROUBLE = (Errors.NOT_ENOUGH_FUNDS, Errors.INVALID_KEY)
 NO_ROUTE = "Service temporarily unavailable, please try again later"
-
-
-ORDERS = "orders"  # a provider that failed an `add` is skipped for new orders
-READS = "reads"  # one that failed a status read is not asked again for a while
-
-
-class Health:
-    """Provider cool-downs, in Redis so every instance sees them.
-
-    Kept apart for orders and for reads: a provider whose status endpoint
-    failed may still take orders, and the other way round.
-    """
-
-    def __init__(self, redis: aioredis.Redis, keys: Keys, cooldown: float) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.cooldown = cooldown
-
-    async def cooling(self, provider: str, scope: str = ORDERS) -> bool:
-        return bool(await self.redis.exists(self.keys.cooldown(f"{provider}:{scope}")))
-
-    async def read_failed(self, provider: str, error: UpstreamError) -> None:
-        """Cool reads down after a failed read, unless it was no outage: a plain
-        JSON refusal, or a call we never sent (our pool or budget was spent)."""
-        if not (isinstance(error, ProviderRefused) and (error.message or error.local)):
-            await self.fail(provider, error.reason, READS)
-
-    async def fail(self, provider: str, reason: str, scope: str = ORDERS) -> None:
-        if self.cooldown > 0:
-            await self.redis.set(
-                self.keys.cooldown(f"{provider}:{scope}"), reason[:200], px=int(self.cooldown * 1000)
-            )
+# Recording what only the placing task knows: tries, and the pause between them.
+RECORD_TRIES = 4
+RECORD_PAUSE = 0.25
 
 
 @dataclass(frozen=True)
 class Placement:
     order: Order
-    error: str | None = None  # set when no route took the order (refunded)
+    error: str | None = None  # set when no route took the order and it was refunded
 
 
 def upstream_cost(option: RouteOption, quantity: int, flat: bool) -> Decimal:
     """What this route would cost us for the order, in the deployment currency."""
     return option.cost if flat else option.cost * quantity / 1000
+
+
+def provider_cost(option: RouteOption, quantity: int, flat: bool) -> Decimal:
+    """The same, in the provider's own currency and at its own rate: what it should bill."""
+    rate = option.upstream.rate
+    return ceil_to(rate if flat else rate * quantity / 1000)
 
 
 def takes_quantity(option: RouteOption, service: Service, per_run: int) -> bool:
@@ -99,20 +73,27 @@ def takes_quantity(option: RouteOption, service: Service, per_run: int) -> bool:
 
 
 class Router:
-    def __init__(self, book: OrderBook, providers: Mapping[str, ProviderClient], health: Health) -> None:
+    def __init__(
+        self,
+        book: OrderBook,
+        providers: Mapping[str, ProviderClient],
+        health: Health,
+        currencies: Mapping[str, str],
+    ) -> None:
         self.book = book
         self.providers = providers
         self.health = health
+        self.currencies = currencies
 
-    async def candidates(self, service: Service, order: Order, per_run: int, runs: int) -> list[RouteOption]:
+    async def candidates(self, service: Service, order: Order, per_run: int) -> list[RouteOption]:
+        routable = await self.health.routable(option.provider for option in service.routes)
         chosen = []
         for option in service.routes:
-            if await self.health.cooling(option.provider):
+            if option.provider not in routable or option.provider not in self.providers:
                 continue
             if not takes_quantity(option, service, per_run):
                 continue
-            units = per_run * runs if not service.flat else runs
-            cost = upstream_cost(option, units, service.flat)
+            cost = upstream_cost(option, order.quantity, service.flat)
             if cost > order.charge:
                 log.info("order %s: route %s skipped, cost %s above charge %s",
                          order.id, option.provider, cost, order.charge)
@@ -120,85 +101,156 @@ class Router:
             chosen.append(option)
         return chosen
 
-    async def place(self, order: Order, service: Service, per_run: int, runs: int) -> Placement:
+    async def place(self, order: Order, service: Service, per_run: int) -> Placement:
         """Send a `reserved` order to its routes in turn until one takes it."""
-        attempts: list[Attempt] = []
+        async with self.book.leased(order):
+            return await self._place(order, service, per_run)
+
+    async def _place(self, order: Order, service: Service, per_run: int) -> Placement:
+        attempts = list(order.attempts)
         last_refusal = ""
-        for option in await self.candidates(service, order, per_run, runs):
+        for option in await self.candidates(service, order, per_run):
             attempts.append(Attempt(option.provider, "sent"))
-            order = await self.book.transition(
-                order,
-                [RESERVED, SUBMITTED],
-                {
-                    "state": SUBMITTED,
-                    "provider": option.provider,
-                    "upstream_service": option.upstream.service,
-                    "attempts": _attempts_json(attempts),
-                    "submitted_at": repr(self.book.clock()),
-                },
-            )
+            submitted = False
+
+            async def submit(option: RouteOption = option) -> None:
+                nonlocal order, submitted
+                order = await self.book.apply(
+                    order,
+                    SUBMIT,
+                    {
+                        "provider": option.provider,
+                        "upstream_service": option.upstream.service,
+                        "attempts": attempts_json(attempts),
+                        "submitted_at": repr(self.book.clock()),
+                        "cost": to_minor(provider_cost(option, order.quantity, service.flat)),
+                        "cost_currency": self.currencies[option.provider],
+                    },
+                )
+                submitted = True
+
             fields = {"service": str(option.upstream.service), **order.fields}
+            sent = attempts_json(attempts)
             try:
-                upstream_order = await self.providers[option.provider].add(fields)
+                upstream_order = await self.providers[option.provider].add(fields, before_send=submit)
             except ProviderRefused as refused:
                 attempts[-1] = Attempt(option.provider, "refused", refused.message or refused.reason)
                 last_refusal = refused.message or ""
                 if refused.message in PROVIDER_TROUBLE or (refused.message is None and not refused.local):
-                    await self.health.fail(option.provider, refused.reason)
+                    await self._cool(option.provider, refused.reason)
+                if submitted:
+                    order = await self._record(order, REFUSE, {"attempts": attempts_json(attempts)})
+                    if order.state != RESERVED:  # recovery took it for lost meanwhile; now settled
+                        return Placement(order)
                 continue
-            except Exception as exc:  # the request may have left: never send it again
+            except StateChanged:  # the submit was refused: recovery took the order over
+                return Placement(await self.book.get(order.client, order.id) or order)
+            except Exception as exc:
+                if not submitted:  # it never left (our store failed, say): the next route may take it
+                    log.warning("order %s: not sent to %s: %s", order.id, option.provider, type(exc).__name__)
+                    attempts[-1] = Attempt(option.provider, "refused", f"not sent: {type(exc).__name__}")
+                    order = await self._unsent(order, sent, attempts)
+                    if order.state != RESERVED:
+                        return Placement(order)
+                    continue
                 reason = exc.reason if isinstance(exc, OutcomeUnknown) else f"unexpected {type(exc).__name__}"
                 if not isinstance(exc, OutcomeUnknown):
                     log.exception("order %s: unexpected failure sending to %s", order.id, option.provider)
-                attempts[-1] = Attempt(option.provider, "unknown", reason)
-                await self.health.fail(option.provider, reason)
-                try:
-                    order = await self.book.transition(
-                        order, [SUBMITTED], {"state": UNKNOWN, "attempts": _attempts_json(attempts)}
-                    )
-                except StateChanged:  # recovery got there first: it is unknown either way
-                    return Placement(await self.book.get(order.client, order.id) or order)
-                await self.book.count_metric("orders_unknown")
                 log.warning("order %s: outcome unknown at %s (%s); left for an operator",
                             order.id, option.provider, reason)
+                attempts[-1] = Attempt(option.provider, "unknown", reason)
+                await self._cool(option.provider, reason)
+                order = await self._record(order, LOSE, {"attempts": attempts_json(attempts)})
+                await self.book.tally("orders_unknown")
                 return Placement(order)
+            log.info("order %s placed at %s as upstream order %s", order.id, option.provider, upstream_order)
             attempts[-1] = Attempt(option.provider, "placed")
-            log.info("order %s placed at %s as %s", order.id, option.provider, upstream_order)
-            try:
-                order = await self._placed(order, upstream_order, attempts)
-            except StateChanged as exc:  # an operator settled it meanwhile: say so loudly
-                log.error(
-                    "order %s was placed at %s as upstream order %s, but is already %s: check it",
-                    order.id, option.provider, upstream_order, exc.state,
-                )
-                return Placement(order)
-            await self.book.count_metric("orders_placed")
-            return Placement(order)
-        order = await self.book.transition(
-            order,
-            [RESERVED, SUBMITTED],
-            {"state": FAILED, "attempts": _attempts_json(attempts)},
-            refund_to=order.charge,
-            memo=f"order {order.id} refused by every route",
+            return Placement(await self._accepted(order, option.provider, upstream_order, attempts))
+        order = await self._record(
+            order, EXHAUST, {"attempts": attempts_json(attempts)}, memo=f"order {order.id} refused by every route"
         )
-        await self.book.count_metric("orders_failed")
+        await self.book.tally("orders_failed")
         message = last_refusal if last_refusal in CLIENT_ERRORS else NO_ROUTE
         return Placement(order, error=message)
 
-    async def _placed(self, order: Order, upstream_order: int, attempts: list[Attempt]) -> Order:
-        """A reply with an ID proves the order exists: even one recovery took
-        for lost (`unknown`) becomes `placed`."""
-        return await self.book.transition(
-            order,
-            [SUBMITTED, UNKNOWN],
-            {
-                "state": PLACED,
-                "upstream_order": upstream_order,
-                "attempts": _attempts_json(attempts),
-                "status_at": repr(self.book.clock()),
-            },
+    async def _accepted(self, order: Order, provider: str, upstream_order: int, attempts: list[Attempt]) -> Order:
+        """A reply with an ID proves the order exists upstream; record it as ours.
+
+        An upstream ID that another of our orders already owns is not
+        believed: the order waits for an operator as `unknown`.
+        """
+        owner = await self._retrying(order, lambda: self.book.claim(order, provider, upstream_order))
+        if owner is not None:
+            log.error("order %s: %s answered with upstream order %s, which order %s already owns",
+                      order.id, provider, upstream_order, owner)
+            await self.book.tally("orders_claimed_twice")
+            return await self._record(
+                order, LOSE, {"attempts": attempts_json(attempts)},
+                attention=f"{provider} answered with upstream order {upstream_order}, which order {owner} owns",
+            )
+        placed = await self._record(
+            order, ACCEPT,
+            {"upstream_order": upstream_order, "attempts": attempts_json(attempts), "status_at": repr(self.book.clock())},
         )
+        await self.book.tally("orders_late_accept" if placed.state == FAILED else "orders_placed")
+        return placed
 
+    async def _record(self, order: Order, event: str, fields: dict[str, object], **options: object) -> Order:
+        """Apply an event only this task can know of, retrying while Redis falters.
 
-def _attempts_json(attempts: list[Attempt]) -> str:
-    return json.dumps([a.__dict__ for a in attempts])
+        Before a retry the record is read again: if the event did apply (its
+        reply was lost), it is not applied twice.
+        """
+        target = rule(order.state, event)
+
+        async def apply() -> Order:
+            return await self.book.apply(order, event, fields, **options)  # type: ignore[arg-type]
+
+        async def applied_already() -> Order | None:
+            current = await self.book.get(order.client, order.id)
+            if (
+                current is not None
+                and target is not None
+                and current.state == target.target
+                and attempts_json(current.attempts) == fields.get("attempts")
+            ):
+                return current
+            return None
+
+        return await self._retrying(order, apply, applied_already)
+
+    async def _unsent(self, order: Order, sent: str, attempts: list[Attempt]) -> Order:
+        """Bring back to `reserved` an order whose submit may have applied
+        although nothing left (the store failed around it)."""
+
+        async def check() -> Order:
+            current = await self.book.get(order.client, order.id)
+            if current is None:
+                raise StateChanged(None)
+            if current.state == SUBMITTED and attempts_json(current.attempts) == sent:
+                return await self.book.apply(current, REFUSE, {"attempts": attempts_json(attempts)})
+            return current
+
+        return await self._retrying(order, check)
+
+    async def _retrying(self, order, action, applied_already=None):  # type: ignore[no-untyped-def]
+        for attempt in range(RECORD_TRIES):
+            try:
+                if attempt and applied_already is not None:
+                    done = await applied_already()
+                    if done is not None:
+                        return done
+                return await action()
+            except (RedisError, OSError) as exc:
+                if attempt == RECORD_TRIES - 1:
+                    log.error("order %s: could not record what happened upstream (%s); %s",
+                              order.id, type(exc).__name__, [a.__dict__ for a in order.attempts])
+                    raise
+                await asyncio.sleep(RECORD_PAUSE * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _cool(self, provider: str, reason: str) -> None:
+        try:
+            await self.health.fail(provider, reason)
+        except (RedisError, OSError) as exc:  # not money: best effort
+            log.warning("provider %s not cooled down: %s", provider, type(exc).__name__)

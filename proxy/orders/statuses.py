@@ -4,9 +4,11 @@ Records older than the status TTL are refreshed from upstream with one bulk
 call per provider (100 IDs a call, providers in parallel). A request that
 needs an order whose refresh is already under way waits for that refresh
 instead of asking again, so concurrent readers share one upstream call.
-When a status turns Partial or Canceled, the refund is applied by the order
-book in the same step as the status, against a reference, so it happens
-once however often the status is read.
+What a status means for the money is decided by `proxy.orders.settlement`
+and applied by the order book in the same step as the status itself, so a
+refund happens once however often, and by however many instances, the
+status is read. An answer read before another instance applied a newer one
+is dropped (the record's status version), whatever the instances' clocks say.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 
-from proxy.orders.book import PLACED, Order, OrderBook, StateChanged
-from proxy.orders.routing import READS, Health
+from proxy.orders.book import FINAL_STATUSES, PLACED, Order, OrderBook, StateChanged
+from proxy.orders.settlement import settle
+from proxy.orders.states import STATUS
+from proxy.providers.health import READS, Health
 from proxy.providers.upstream import (
     ItemError,
     ProviderClient,
     UpstreamError,
     UpstreamStatus,
 )
-from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL, SUBSCRIPTIONS
 
 log = logging.getLogger("proxy.statuses")
 
@@ -40,17 +44,27 @@ class StatusRefresher:
         health: Health,
         ttl: float,
         clock: Callable[[], float] = time.time,
+        *,
+        currencies: Mapping[str, str],
+        tolerance_percent: Decimal = Decimal(1),
     ) -> None:
         self.book = book
         self.providers = providers
         self.health = health
         self.ttl = ttl
         self.clock = clock
+        self.currencies = currencies
+        self.tolerance_percent = tolerance_percent
         self._inflight: dict[tuple[str, int], asyncio.Future[_Result]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def stale(self, order: Order) -> bool:
-        return order.state == PLACED and not order.final and self.clock() - order.status_at >= self.ttl
+        """Due for a refresh. A status stamped in the future (another instance's
+        clock runs ahead) counts as stale too: skewed clocks cost a call, not a status."""
+        if order.state != PLACED or order.final:
+            return False
+        age = self.clock() - order.status_at
+        return age >= self.ttl or age < -self.ttl
 
     async def refresh(self, orders: Iterable[Order]) -> dict[int, Order]:
         """The given orders, the stale ones refreshed from upstream first."""
@@ -111,40 +125,31 @@ class StatusRefresher:
                 log.error("order %s: status not applied", order.id, exc_info=outcome)
 
     async def apply(self, order: Order, result: _Result, asked_at: float | None = None) -> Order:
-        """Record what upstream said of `order` (asked at `asked_at`), refunding
-        if it calls for it. An answer older than what the record holds is dropped."""
-        now = self.clock()
-        asked_at = now if asked_at is None else asked_at
+        """Record what upstream said of `order` (as read before asking),
+        moving the money it calls for. `asked_at` stamps the status."""
         if result is None:  # the provider did not answer: keep the old status
             return order
-        fields: dict[str, object] = {"status_at": repr(asked_at)}
-        refund_to = None
-        needs_operator = False
-        if isinstance(result, UpstreamStatus) and result.status is not None:
-            status = result.status
-            remains = result.remains
-            if remains is None:
-                if status == PARTIAL:  # a refund needs the remains: ask again later
-                    log.warning("order %s: Partial without remains, kept as %s", order.id, order.status)
-                    status, remains = order.status, order.remains
-                else:
-                    remains = 0 if status == COMPLETED else order.remains
-            remains = max(0, min(remains, order.quantity))
-            fields.update(status=status, remains=remains)
-            if result.start_count is not None:
-                fields["start_count"] = result.start_count
-            if status in (PARTIAL, CANCELED):
-                if order.type == SUBSCRIPTIONS or (status == PARTIAL and order.flat):
-                    # What was delivered is not known per unit: an operator decides.
-                    needs_operator = True
-                else:
-                    refund_to = order.refund_due(status, remains)
+        if isinstance(result, ItemError):  # no news of this order: keep the status, ask again later
+            result = UpstreamStatus(None, None, None, None, None, None)
+        settlement = settle(
+            order,
+            result,
+            provider_currency=self.currencies.get(order.provider, order.cost_currency),
+            tolerance_percent=self.tolerance_percent,
+            now=self.clock() if asked_at is None else asked_at,
+            final_statuses=FINAL_STATUSES,
+        )
         try:
-            updated = await self.book.transition(order, [PLACED], fields, refund_to=refund_to, snapshot=asked_at)
+            updated = await self.book.apply(
+                order, STATUS, settlement.fields, refund_to=settlement.refund_to,
+                attention=settlement.attention, version=order.version,
+                memo=f"order {order.id} {settlement.fields.get('status', 'status')}",
+            )
         except StateChanged:
             return order
-        if needs_operator and updated.status in (PARTIAL, CANCELED):
-            return await self.book.needs_attention(updated, f"{updated.status}: refund to be decided")
+        if settlement.attention and updated.attention and not order.attention:
+            log.warning("order %s needs an operator: %s", order.id, updated.attention)
+            await self.book.tally("orders_attention")
         return updated
 
     async def aclose(self) -> None:

@@ -59,8 +59,9 @@ BAD_COUNTRY = "Incorrect country: a 2-letter code or a country name is expected"
 BAD_MIN = "min must be a positive whole number"
 BAD_MAX = "max must be a positive whole number"
 MIN_ABOVE_MAX = "min must not be more than max"
-UNLIMITED_POSTS = "posts is required: unlimited subscriptions are not sold"
-BAD_POSTS = f"posts must be a whole number from 1 to {MAX_POSTS}"
+BAD_POSTS = f"posts must be a whole number from 0 (unlimited) to {MAX_POSTS}"
+# Posts an unlimited subscription is held for, unless the config says.
+HOLD_POSTS = 10
 BAD_OLD_POSTS = "old_posts must be a whole number, 0 or more"
 BAD_DELAY = "delay must be one of " + ", ".join(map(str, DELAYS)) + " (minutes)"
 BAD_EXPIRY = "expiry must be a date written d/m/Y, like 31/12/2025"
@@ -82,10 +83,14 @@ class OrderSpec:
     link: str | None
     charge: Decimal  # what the client pays
     upstream_fields: dict[str, str]  # the `add` fields to send upstream, without key/action/service
+    billing: str = "rate"  # "delivery": settled at the end to what the provider charged
 
 
-def validate_add(service: Service, fields: Mapping[str, str]) -> OrderSpec:
-    """Check a client's `add` fields (all but key/action/service) for `service`."""
+def validate_add(service: Service, fields: Mapping[str, str], hold_posts: int = HOLD_POSTS) -> OrderSpec:
+    """Check a client's `add` fields (all but key/action/service) for `service`.
+
+    `hold_posts` is how many posts an unlimited subscription is held for.
+    """
     kind = SERVICE_TYPES.get(service.type, SERVICE_TYPES[DEFAULT])
     given = _given(fields)
     dripfeed = "runs" in given or "interval" in given
@@ -95,7 +100,7 @@ def validate_add(service: Service, fields: Mapping[str, str]) -> OrderSpec:
         if name not in given:
             raise InvalidOrder(missing(name))
     if kind.name == SUBSCRIPTIONS:
-        return _subscription(service, given)
+        return _subscription(service, given, hold_posts)
 
     upstream = {name: _lines(given[name]) if name in LIST_FIELDS else given[name] for name in kind.required}
     link = upstream["link"] = _link(given["link"])
@@ -246,8 +251,12 @@ def _web_traffic(given: Mapping[str, str]) -> dict[str, str]:
     return fields
 
 
-def _subscription(service: Service, given: Mapping[str, str]) -> OrderSpec:
-    """Charged upfront as if every post got `max`: the most it can cost."""
+def _subscription(service: Service, given: Mapping[str, str], hold_posts: int) -> OrderSpec:
+    """Held up front as if every post got `max`, settled to what the provider charged.
+
+    `posts` absent or 0 is an unlimited subscription (sent upstream as the
+    client sent it): it is held for `hold_posts` posts.
+    """
     low, high = _whole(given["min"]), _whole(given["max"])
     if not low:
         raise InvalidOrder(BAD_MIN)
@@ -259,10 +268,10 @@ def _subscription(service: Service, given: Mapping[str, str]) -> OrderSpec:
         raise InvalidOrder(Errors.quantity_below(service.min))
     if high > service.max:
         raise InvalidOrder(Errors.quantity_above(service.max))
-    if "posts" not in given:
-        raise InvalidOrder(UNLIMITED_POSTS)
-    posts = _in(given["posts"], range(1, MAX_POSTS + 1), BAD_POSTS)
-    upstream = {"username": given["username"], "min": str(low), "max": str(high), "posts": str(posts)}
+    upstream = {"username": given["username"], "min": str(low), "max": str(high)}
+    posts = _in(given["posts"], range(0, MAX_POSTS + 1), BAD_POSTS) if "posts" in given else 0
+    if "posts" in given:
+        upstream["posts"] = str(posts)
     if "old_posts" in given:
         old_posts = _whole(given["old_posts"])
         if old_posts is None:
@@ -275,7 +284,7 @@ def _subscription(service: Service, given: Mapping[str, str]) -> OrderSpec:
         upstream["delay"] = str(delay)
     if "expiry" in given:
         upstream["expiry"] = _expiry(given["expiry"])
-    quantity = high * posts
+    quantity = high * (posts or hold_posts)
     return OrderSpec(
         quantity=quantity,
         runs=1,
@@ -283,6 +292,7 @@ def _subscription(service: Service, given: Mapping[str, str]) -> OrderSpec:
         link=None,
         charge=charge(service.rate, quantity),
         upstream_fields=upstream,
+        billing="delivery",
     )
 
 

@@ -1,8 +1,10 @@
 """Provider service lists, cached in Redis, with the last good list kept.
 
 A list is fresh for `ttl` seconds. A stale list is served at once while one
-refresh runs in the background; a provider that is down keeps its last good
-list, however old. Only a provider never fetched has no list at all. One
+refresh runs in the background; past `max_age` it is refreshed before it is
+served. A provider that is down keeps its last good list (the catalog stops
+selling from one older than `max_age`: its prices are no longer known). Only
+a provider never fetched has no list at all. One
 refresh per provider runs at a time in this process, and a short Redis
 lease keeps other instances from fetching the same list at the same moment.
 """
@@ -13,6 +15,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from decimal import Decimal
@@ -35,6 +38,7 @@ class Listing:
     provider: str
     fetched_at: float
     services: Mapping[int, UpstreamService]
+    fetch: str = ""  # names one fetch: two fetches can share a clock reading
 
     def age(self, now: float) -> float:
         return now - self.fetched_at
@@ -60,11 +64,13 @@ class Listings:
         providers: Mapping[str, ProviderClient],
         ttl: float,
         clock: Callable[[], float] = time.time,
+        max_age: float = float("inf"),
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.providers = providers
         self.ttl = ttl
+        self.max_age = max_age
         self.clock = clock
         self._parsed: dict[str, Listing] = {}
         self._refreshing: dict[str, asyncio.Task[Listing | None]] = {}
@@ -77,7 +83,10 @@ class Listings:
         listing = await self.cached(provider)
         if listing is None:
             return await self.refresh(provider) if self._may_fetch(provider) else None
-        if listing.age(self.clock()) >= self.ttl and self._may_fetch(provider):
+        age = listing.age(self.clock())
+        if age >= self.ttl and self._may_fetch(provider):
+            if age >= self.max_age:
+                return await self.refresh(provider)
             self._start_refresh(provider)
         return listing
 
@@ -94,16 +103,16 @@ class Listings:
     async def cached(self, provider: str) -> Listing | None:
         """The list in Redis, parsed once per fetch in this process."""
         key = self.keys.catalog(provider)
-        fetched_at = await self.redis.hget(key, "fetched_at")
-        if fetched_at is None:
+        fetch = await self.redis.hget(key, "fetch")
+        if fetch is None:
             return None
         known = self._parsed.get(provider)
-        if known is not None and known.fetched_at == float(fetched_at):
+        if known is not None and known.fetch == fetch:
             return known
-        fetched_at, services = await self.redis.hmget(key, ["fetched_at", "services"])
-        if fetched_at is None or services is None:
+        fetch, fetched_at, services = await self.redis.hmget(key, ["fetch", "fetched_at", "services"])
+        if fetch is None or fetched_at is None or services is None:
             return None
-        listing = Listing(provider, float(fetched_at), _decode(services))
+        listing = Listing(provider, float(fetched_at), _decode(services), fetch)
         self._parsed[provider] = listing
         return listing
 
@@ -146,7 +155,7 @@ class Listings:
     async def store(self, provider: str, services: list[UpstreamService]) -> None:
         await self.redis.hset(
             self.keys.catalog(provider),
-            mapping={"fetched_at": repr(self.clock()), "services": _encode(services)},
+            mapping={"fetched_at": repr(self.clock()), "services": _encode(services), "fetch": uuid.uuid4().hex},
         )
 
     async def settle(self) -> None:

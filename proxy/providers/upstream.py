@@ -18,9 +18,11 @@ Neither ever carries the API key in its text.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -57,8 +59,9 @@ class Budget(Protocol):
     async def take(self, wait: float = 0.0) -> bool: ...
 
 
-# An order may wait this long for the provider's next minute; reads never wait.
-BUDGET_WAIT_SECONDS = {"add": 5.0}
+# How long an order may wait for the provider's request budget or a free
+# connection before it fails over, unless the provider's config says.
+ORDER_WAIT_SECONDS = 5.0
 
 
 # Failures.
@@ -155,6 +158,8 @@ class ItemError:
 
 MISSING_FROM_REPLY = "missing from reply"
 UNREADABLE_ITEM = "unreadable reply item"
+# Our own words for an item we could not read: never shown to a client.
+INTERNAL_ITEM_ERRORS = frozenset({MISSING_FROM_REPLY, UNREADABLE_ITEM})
 # The one "unreadable" value, told apart from a provider's error by identity.
 _UNREADABLE = ItemError(UNREADABLE_ITEM)
 
@@ -184,6 +189,14 @@ class ProviderClient:
     `request_format` picks a form-encoded or JSON body for POST; with
     `method="GET"` the fields go in the query string (and the API key into
     the URL: keep the `httpx` logger above INFO, as it logs request URLs).
+
+    At most `max_connections` requests are under way at once. A request first
+    takes its slot: one from the rate `budget`, then a free connection. An
+    order waits for both at most `order_wait` seconds, a read no longer than
+    the pool timeout; one that gets no slot was never sent (`ProviderRefused`
+    with `local`). So everything that can wait happens before `add` calls its
+    `before_send`, and the connection pool itself never makes a sent request
+    wait.
     """
 
     def __init__(
@@ -196,8 +209,9 @@ class ProviderClient:
         request_format: Literal["form", "json"] = "form",
         method: Literal["POST", "GET"] = "POST",
         transport: httpx.AsyncBaseTransport | None = None,
-        limits: httpx.Limits | None = None,
+        max_connections: int = 20,
         budget: Budget | None = None,
+        order_wait: float = ORDER_WAIT_SECONDS,
     ) -> None:
         if request_format not in ("form", "json"):
             raise ValueError(f"request_format must be 'form' or 'json', not {request_format!r}")
@@ -208,6 +222,10 @@ class ProviderClient:
             raise ValueError(f"provider {name!r}: not an http(s) URL")
         self.name = name
         self.budget = budget
+        self.order_wait = order_wait
+        self._slots = asyncio.Semaphore(max_connections)
+        pool_wait = timeout.pool if isinstance(timeout, httpx.Timeout) else timeout
+        self._pool_wait = 60.0 if pool_wait is None else float(pool_wait)
         self.request_format = request_format
         self.method = method
         self._api_key = api_key
@@ -215,11 +233,9 @@ class ProviderClient:
         self._secrets = tuple(
             secret for secret in {api_key, quote(api_key, safe=""), quote_plus(api_key)} if secret
         )
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"limits": httpx.Limits(max_connections=max_connections)}
         if transport is not None:
             options["transport"] = transport
-        if limits is not None:
-            options["limits"] = limits
         self._client = httpx.AsyncClient(
             timeout=timeout,
             follow_redirects=False,
@@ -252,15 +268,21 @@ class ProviderClient:
             logger.warning("%s: services: skipped %d malformed entries", self.name, skipped)
         return services
 
-    async def add(self, fields: Mapping[str, str | int]) -> int:
+    async def add(
+        self, fields: Mapping[str, str | int], before_send: Callable[[], Awaitable[object]] | None = None
+    ) -> int:
         """Place an order; the provider's order ID.
 
-        Only `ProviderRefused` means no order was placed.
+        Only `ProviderRefused` means no order was placed. `before_send` is
+        awaited once the request has its slot, just before it leaves; if it
+        raises, nothing is sent and its exception propagates.
         """
         reserved = sorted({"key", "action"} & set(fields))
         if reserved:
             raise ValueError(f"add fields may not set {reserved}")
-        payload = await self._call("add", fields, answer_keys=ORDER_ID_KEYS)
+        payload = await self._call(
+            "add", fields, answer_keys=ORDER_ID_KEYS, wait=self.order_wait, before_send=before_send
+        )
         order = _order_id(payload)
         if order is None:
             raise self._unknown("add", "reply has no usable order ID")
@@ -318,30 +340,47 @@ class ProviderClient:
         params: Mapping[str, object] | None = None,
         *,
         answer_keys: Sequence[str] = (),
+        wait: float | None = None,
+        before_send: Callable[[], Awaitable[object]] | None = None,
     ) -> Any:
         """Send one request; its JSON reply, or raise a typed failure.
 
+        `wait` bounds the time spent waiting for a budget and a connection
+        (reads: none for the budget, the pool timeout for a connection).
         `answer_keys` name the success fields of the action: a reply with
         both an error and one of those is contradictory, hence unknown.
         """
-        if self.budget is not None and not await self.budget.take(wait=BUDGET_WAIT_SECONDS.get(action, 0.0)):
-            error = self._refused(action, "not sent: this minute's request budget is spent")
-            error.local = True
-            raise error
-        request = self._request(action, params or {})
+        deadline = time.monotonic() + (self._pool_wait if wait is None else wait)
+        if self.budget is not None and not await self.budget.take(wait=wait or 0.0):
+            raise self._not_sent(action, "this minute's request budget is spent")
         try:
-            response = await self._client.send(request)
-        except httpx.PoolTimeout as exc:
-            error = self._refused(action, f"not sent: {self._describe(exc)}")
-            error.local = True
-            raise error from None
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise self._refused(action, f"not sent: {self._describe(exc)}") from None
-        except httpx.TimeoutException as exc:
-            raise self._unknown(action, f"no reply in time: {self._describe(exc)}") from None
-        except httpx.HTTPError as exc:
-            raise self._unknown(action, f"failed after sending: {self._describe(exc)}") from None
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise self._not_sent(action, "no free connection in time") from None
+        try:
+            if before_send is not None:
+                await before_send()
+            request = self._request(action, params or {})
+            try:
+                response = await self._client.send(request)
+            except httpx.PoolTimeout as exc:
+                raise self._not_sent(action, self._describe(exc)) from None
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise self._refused(action, f"not sent: {self._describe(exc)}") from None
+            except httpx.TimeoutException as exc:
+                raise self._unknown(action, f"no reply in time: {self._describe(exc)}") from None
+            except httpx.HTTPError as exc:
+                raise self._unknown(action, f"failed after sending: {self._describe(exc)}") from None
+        finally:
+            self._slots.release()
         return self._read(action, response, answer_keys)
+
+    def _not_sent(self, action: str, why: str) -> ProviderRefused:
+        """A request that never left because of us: no sign of trouble at the provider."""
+        error = self._refused(action, f"not sent: {why}")
+        error.local = True
+        return error
 
     def _request(self, action: str, params: Mapping[str, object]) -> httpx.Request:
         fields = {"key": self._api_key, "action": action, **params}

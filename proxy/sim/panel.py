@@ -38,6 +38,7 @@ from proxy.vocabulary import (
     BULK_LIMIT,
     CANCELED,
     COMPLETED,
+    EXPIRED,
     FINAL_ORDER_STATUSES,
     IN_PROGRESS,
     LIST_FIELDS,
@@ -122,7 +123,11 @@ class SimOrder:
 
     @property
     def final(self) -> bool:
-        return self.status in FINAL_ORDER_STATUSES
+        return self.status in FINAL_ORDER_STATUSES or self.status == EXPIRED
+
+    @property
+    def unlimited(self) -> bool:
+        return self.service.type == SUBSCRIPTIONS and not _int_or_none(self.fields.get("posts") or "0")
 
     def reply(self, currency: str) -> dict[str, str]:
         return {
@@ -367,7 +372,9 @@ class Panel:
         if order.final:
             raise ValueError(f"order {order_id} is already {order.status}")
         order.pinned = True
-        if status in FINAL_ORDER_STATUSES:
+        if status in FINAL_ORDER_STATUSES or status == EXPIRED:
+            if remains is None and order.service.type == SUBSCRIPTIONS and status != CANCELED:
+                remains = order.outcome_remains
             if remains is None:
                 remains = {COMPLETED: 0, CANCELED: order.quantity}.get(status, order.quantity // 2)
             if not 0 <= remains <= order.quantity:
@@ -476,16 +483,18 @@ class Panel:
         if low is None or high is None or low > high:
             raise PanelError(Errors.INCORRECT_REQUEST)
         self._check_bounds(service, low, high)
-        posts = _positive(fields["posts"]) if fields.get("posts") else 1
+        posts = _int_or_none(fields["posts"]) if fields.get("posts") else 0
         delay = _int_or_none(fields["delay"]) if fields.get("delay") else 0
-        if posts is None or delay not in SUBSCRIPTION_DELAYS:
+        if posts is None or posts < 0 or delay not in SUBSCRIPTION_DELAYS:
             raise PanelError(Errors.INCORRECT_REQUEST)
         if fields.get("expiry"):
             try:
                 datetime.strptime(fields["expiry"], "%d/%m/%Y")
             except ValueError:
                 raise PanelError(Errors.INCORRECT_REQUEST) from None
-        # Debited up front: the most the posts can cost.
+        if not posts:  # unlimited: nothing up front, each post is billed as it is delivered
+            return _Validated(quantity=0, charge=Decimal(0))
+        # Debited up front: the most the posts can cost; what is not delivered is refunded.
         quantity = high * posts
         return _Validated(quantity=quantity, charge=self._round_charge(quantity * service.rate / 1000))
 
@@ -502,7 +511,7 @@ class Panel:
     def _new_order(
         self, key: str, service: SimService, fields: dict[str, str], checked: _Validated
     ) -> SimOrder:
-        outcome, remains = self._draw_outcome(service, checked.quantity)
+        outcome, remains = self._draw_outcome(service, checked.quantity, fields)
         order = SimOrder(
             id=self._next_order,
             key=key,
@@ -522,9 +531,11 @@ class Panel:
         self._schedule(order.created, "order", order.id)
         return order
 
-    def _draw_outcome(self, service: SimService, quantity: int) -> tuple[str, int]:
+    def _draw_outcome(self, service: SimService, quantity: int, fields: Mapping[str, str]) -> tuple[str, int]:
         if service.type == SUBSCRIPTIONS:
-            return COMPLETED, 0
+            posts = _int_or_none(fields.get("posts") or "0") or 0
+            per_post = self.random.randint(int(fields["min"]), int(fields["max"]))
+            return COMPLETED, max(0, quantity - posts * per_post)  # remains: what was held, not delivered
         draw = self.random.random()
         if draw < self.cancel_ratio:
             return CANCELED, quantity
@@ -546,17 +557,27 @@ class Panel:
         if order.stage == 1:
             order.status = ACTIVE if subscription else IN_PROGRESS
             order.remains = max(order.outcome_remains, order.quantity // 2)
-        elif subscription and not order.fields.get("posts"):
-            return  # unlimited: active until canceled or forced
+        elif subscription and order.unlimited:
+            self._deliver_post(order)  # active until canceled or forced, billing each post
         else:
             self._settle(order)
             return
         self._schedule(order.created, "order", order.id, order.stage)
 
+    def _deliver_post(self, order: SimOrder) -> None:
+        """One post of an unlimited subscription: billed now."""
+        per_post = self.random.randint(int(order.fields["min"]), int(order.fields["max"]))
+        cost = self._round_charge(per_post * order.service.rate / 1000)
+        order.charge += cost
+        order.quantity += per_post
+        self._accounts[order.key] -= cost
+
     def _settle(self, order: SimOrder) -> None:
         """Give the order its final status and refund what was not delivered."""
         order.status, order.remains = order.outcome, order.outcome_remains
-        if order.status in (PARTIAL, CANCELED):
+        if order.unlimited:  # billed per post delivered: nothing held, nothing to refund
+            order.remains = 0
+        elif order.status in (PARTIAL, CANCELED, EXPIRED) or (order.service.type == SUBSCRIPTIONS and order.remains):
             order.refund = floor_to(order.charge * order.remains / order.quantity, self.precision)
             self._accounts[order.key] += order.refund
         self._open_orders.discard(order.id)
