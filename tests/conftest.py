@@ -1,13 +1,15 @@
 """Shared fixtures: a real Redis, a config, and a router wired to simulated panels.
 
-Tests run against the Redis at 127.0.0.1:6379 when one answers, else against
-an embedded redis-server started for the session. Each test writes under its
-own key prefix and deletes its keys afterwards, so runs sharing a server do
-not meet.
+Tests run against the Redis that SMM_PROXY_TEST_REDIS_URL names, else DB 15
+of 127.0.0.1:6379 when one answers (never a user's DB 0), else against an
+embedded redis-server started for the session. Each test writes under its own
+key prefix and deletes its keys afterwards, so runs sharing a server do not
+meet.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -18,18 +20,19 @@ from support import FakeClock, Harness, router_config
 
 from proxy.store import EmbeddedRedis, Keys, connect
 
-LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+LOCAL_REDIS = "redis://127.0.0.1:6379/15"
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
+    url = os.environ.get("SMM_PROXY_TEST_REDIS_URL", LOCAL_REDIS)
     try:
-        redis.Redis.from_url(LOCAL_REDIS, socket_connect_timeout=0.5).ping()
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
     except redis.RedisError:
-        with EmbeddedRedis() as url:
-            yield url
+        with EmbeddedRedis() as embedded:
+            yield embedded
         return
-    yield LOCAL_REDIS
+    yield url
 
 
 @pytest.fixture
@@ -58,6 +61,7 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredi
 async def make_router(redis_url, key_prefix, redis_client):
     """Build a `Harness`; `make_router(config_raw, settings=...)` in a test."""
     import httpx
+    from faults import FaultPlan, FaultyRedis, FaultyTransport
 
     from proxy.config import parse_config
     from proxy.edge.app import create_app
@@ -68,18 +72,38 @@ async def make_router(redis_url, key_prefix, redis_client):
 
     opened = []
 
-    async def build(raw: dict | None = None, **settings: object) -> Harness:
-        clock = FakeClock()
-        panels = {
+    async def build(
+        raw: dict | None = None,
+        *,
+        prefix: str | None = None,
+        redis_plan: FaultPlan | None = None,
+        upstream_plan: FaultPlan | None = None,
+        clock: FakeClock | None = None,
+        panels: dict | None = None,
+        url: str | None = None,
+        **settings: object,
+    ) -> Harness:
+        """A router on simulated panels. `redis_plan` and `upstream_plan` inject
+        faults; `prefix` (default: the test's) keeps several routers apart, or
+        puts two on one Redis; `clock` may be shared or skewed; `panels` may be
+        another harness's, for two instances of the router; `url` is another
+        way to the same Redis (a proxy that can fail)."""
+        clock = clock or FakeClock()
+        panels = panels or {
             "echomark": build_panel("echomark", clock=clock, step_seconds=10, first_order_id=5000),
             "korean": build_panel("korean", clock=clock, step_seconds=10, first_order_id=9000, seed=1),
         }
         transports = {name: httpx.ASGITransport(app=create_panel_app(p)) for name, p in panels.items()}
+        if upstream_plan is not None:
+            transports = {name: FaultyTransport(t, upstream_plan) for name, t in transports.items()}
+        redis_client = connect(url or redis_url)
+        if redis_plan is not None:
+            redis_client = FaultyRedis.with_plan(redis_client.connection_pool, redis_plan)
         config = parse_config(raw or router_config(), {})
         runtime = Runtime(
-            Settings(key_prefix=key_prefix, **settings),
+            Settings(key_prefix=prefix or key_prefix, **settings),
             config,
-            connect(redis_url),
+            redis_client,
             transports=transports,
             clock=clock,
         )
@@ -90,4 +114,9 @@ async def make_router(redis_url, key_prefix, redis_client):
     yield build
     for runtime, http in opened:
         await http.aclose()
+        prefix = runtime.keys.prefix
+        if prefix != key_prefix:
+            stale = [key async for key in redis_client.scan_iter(match=f"{prefix}*", count=1000)]
+            if stale:
+                await redis_client.delete(*stale)
         await runtime.aclose()

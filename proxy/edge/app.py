@@ -210,13 +210,19 @@ async def render_metrics(runtime: Runtime) -> str:
         "# HELP smm_proxy_orders_total Orders by outcome of their placement.",
         "# TYPE smm_proxy_orders_total counter",
     ]
-    for outcome in ("placed", "unknown", "failed", "duplicate", "attention"):
+    for outcome in ("placed", "unknown", "failed", "duplicate", "attention", "late_accept", "claimed_twice"):
         lines.append(f'smm_proxy_orders_total{{outcome="{outcome}"}} {counters.get(f"orders_{outcome}", 0)}')
+    blocked = await runtime.health.blocked(runtime.providers)
+    lines += [
+        "# HELP smm_proxy_provider_blocked 1 while a provider is out of routing (it bills in another currency).",
+        "# TYPE smm_proxy_provider_blocked gauge",
+        *(f'smm_proxy_provider_blocked{{provider="{name}"}} {int(name in blocked)}' for name in runtime.providers),
+    ]
     for group, meaning in (
         ("unknown", "Orders whose outcome is unknown, waiting for an operator."),
         ("open", "Placed orders not yet final."),
         ("inflight", "Orders being sent upstream."),
-        ("attention", "Final orders whose refund an operator must decide."),
+        ("attention", "Orders an operator must look at (see their attention note)."),
     ):
         lines += [
             f"# HELP smm_proxy_orders_{group} {meaning}",

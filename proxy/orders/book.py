@@ -144,13 +144,18 @@ return {'ok'}
 # KEYS: order, balance, ledger, lease, duplicate, inflight, unknown, open, attention
 # ARGV: event, lease token, lease ms, refund target (minor, "" for none),
 #       status version ("" unless a status read), attention reason, memo,
-#       field, value, ...
+#       call ID, field, value, ...
+# A call ID seen last on the record is a retry of a call that applied (its
+# reply was lost): it answers the record as it is and changes nothing.
 TRANSITION_SCRIPT = MOVE_MONEY + _INDEXES + """
 local TABLE = %(table)s
 local record = KEYS[1]
 local state = redis.call('HGET', record, 'state')
 if not state then
   return {'missing'}
+end
+if redis.call('HGET', record, 'call') == ARGV[8] then
+  return {'ok', state, redis.call('HGETALL', record)}
 end
 local rule = TABLE[state] and TABLE[state][ARGV[1]]
 if not rule then
@@ -170,16 +175,16 @@ if ARGV[5] ~= '' then
   redis.call('HINCRBY', record, 'v', 1)
 end
 local note = ''
-if #ARGV > 7 then
+if #ARGV > 8 then
   if rule.write then
-    redis.call('HSET', record, unpack(ARGV, 8))
+    redis.call('HSET', record, unpack(ARGV, 9))
   else
-    for i = 8, #ARGV, 2 do
+    for i = 9, #ARGV, 2 do
       note = note .. ' ' .. ARGV[i] .. '=' .. ARGV[i + 1]
     end
   end
 end
-redis.call('HSET', record, 'state', rule.target)
+redis.call('HSET', record, 'state', rule.target, 'call', ARGV[8])
 local id = redis.call('HGET', record, 'id')
 local charge = tonumber(redis.call('HGET', record, 'charge'))
 local refunded = tonumber(redis.call('HGET', record, 'refunded') or '0')
@@ -429,6 +434,11 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def new_call() -> str:
+    """A name for one transition call, kept across its retries."""
+    return uuid.uuid4().hex
+
+
 def attempts_json(attempts: Iterable[Attempt]) -> str:
     return json.dumps([a.__dict__ for a in attempts])
 
@@ -515,6 +525,10 @@ class OrderBook:
         reply = await self._idempotent(lambda: self._reserve(keys=keys, args=args))
         if reply[0] == "ok":
             return Reservation(order_id, False, Order.from_record({k: str(v) for k, v in record.items()}))
+        try:  # no order was made: its owner entry is litter (harmless if it stays)
+            await self.redis.hdel(self.keys.order_owner(order_id), str(order_id))
+        except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+            pass
         if reply[0] == "duplicate":
             return Reservation(int(reply[1]), True)
         if reply[0] == "mismatch":
@@ -613,14 +627,16 @@ class OrderBook:
         attention: str = "",
         version: int | None = None,
         memo: str = "",
+        call: str | None = None,
     ) -> Order:
         """Apply `event` to `order` as the state table says; the order after.
 
         `refund_to` raises the order's total refund to that amount where the
         rule moves money by target; `attention` queues it for an operator with
         that reason; `version` (for status reads) drops the answer if another
-        status was applied since the order was read. Raises `StateChanged`
-        when the table does not allow the event now.
+        status was applied since the order was read. `call` names this call:
+        repeating it (after a lost reply) never applies it twice. Raises
+        `StateChanged` when the table does not allow the event now.
         """
         client = order.client
         keys = [
@@ -639,6 +655,7 @@ class OrderBook:
             "" if version is None else version,
             attention,
             memo or f"order {order.id} {event}",
+            call or new_call(),
             *_flatten({**(fields or {}), "updated": repr(self.clock())}),
         ]
         reply = await self._transition(keys=keys, args=args)

@@ -30,8 +30,8 @@ from redis.exceptions import RedisError
 
 from proxy.catalog import RouteOption, Service
 from proxy.money import ceil_to, to_minor
-from proxy.orders.book import Attempt, Order, OrderBook, StateChanged, attempts_json
-from proxy.orders.states import ACCEPT, EXHAUST, FAILED, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED, rule
+from proxy.orders.book import Attempt, Order, OrderBook, StateChanged, attempts_json, new_call
+from proxy.orders.states import ACCEPT, EXHAUST, FAILED, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED
 from proxy.providers.health import Health
 from proxy.providers.upstream import OutcomeUnknown, ProviderClient, ProviderRefused
 from proxy.vocabulary import SUBSCRIPTIONS, Errors
@@ -86,7 +86,12 @@ class Router:
         self.currencies = currencies
 
     async def candidates(self, service: Service, order: Order, per_run: int) -> list[RouteOption]:
-        routable = await self.health.routable(option.provider for option in service.routes)
+        names = [option.provider for option in service.routes]
+        try:
+            routable = await self.health.routable(names)
+        except (RedisError, OSError) as exc:  # advisory: fail open, the submit will tell if Redis is away
+            log.warning("order %s: provider health not read (%s); trying every route", order.id, type(exc).__name__)
+            routable = set(names)
         chosen = []
         for option in service.routes:
             if option.provider not in routable or option.provider not in self.providers:
@@ -115,7 +120,7 @@ class Router:
 
             async def submit(option: RouteOption = option) -> None:
                 nonlocal order, submitted
-                order = await self.book.apply(
+                order = await self._record(
                     order,
                     SUBMIT,
                     {
@@ -198,26 +203,10 @@ class Router:
     async def _record(self, order: Order, event: str, fields: dict[str, object], **options: object) -> Order:
         """Apply an event only this task can know of, retrying while Redis falters.
 
-        Before a retry the record is read again: if the event did apply (its
-        reply was lost), it is not applied twice.
+        Every try is the same call: one whose reply was lost is not applied twice.
         """
-        target = rule(order.state, event)
-
-        async def apply() -> Order:
-            return await self.book.apply(order, event, fields, **options)  # type: ignore[arg-type]
-
-        async def applied_already() -> Order | None:
-            current = await self.book.get(order.client, order.id)
-            if (
-                current is not None
-                and target is not None
-                and current.state == target.target
-                and attempts_json(current.attempts) == fields.get("attempts")
-            ):
-                return current
-            return None
-
-        return await self._retrying(order, apply, applied_already)
+        call = new_call()
+        return await self._retrying(order, lambda: self.book.apply(order, event, fields, call=call, **options))
 
     async def _unsent(self, order: Order, sent: str, attempts: list[Attempt]) -> Order:
         """Bring back to `reserved` an order whose submit may have applied
@@ -233,13 +222,9 @@ class Router:
 
         return await self._retrying(order, check)
 
-    async def _retrying(self, order, action, applied_already=None):  # type: ignore[no-untyped-def]
+    async def _retrying(self, order, action):  # type: ignore[no-untyped-def]
         for attempt in range(RECORD_TRIES):
             try:
-                if attempt and applied_already is not None:
-                    done = await applied_already()
-                    if done is not None:
-                        return done
                 return await action()
             except (RedisError, OSError) as exc:
                 if attempt == RECORD_TRIES - 1:

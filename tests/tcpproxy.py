@@ -1,0 +1,73 @@
+"""A TCP proxy to Redis that a test can stop and start: "Redis stopped mid-traffic".
+
+Stopping drops every open connection and refuses new ones; the data stays in
+the Redis behind, as it would across a restart with persistence.
+
+    async with RedisProxy(redis_url) as proxy_url:  # "redis://127.0.0.1:PORT/DB"
+        ...
+        await proxy.stop(); ...; await proxy.start()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from urllib.parse import urlsplit
+
+
+class RedisProxy:
+    def __init__(self, target_url: str) -> None:
+        self.target = urlsplit(target_url)
+        self._server: asyncio.Server | None = None
+        self._port = 0
+        self._streams: set[asyncio.StreamWriter] = set()
+
+    async def _open_target(self):  # type: ignore[no-untyped-def]
+        if self.target.scheme == "unix":
+            return await asyncio.open_unix_connection(self.target.path)
+        return await asyncio.open_connection(self.target.hostname, self.target.port or 6379)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await self._open_target()
+        except OSError:
+            writer.close()
+            return
+        self._streams |= {writer, upstream_writer}
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+        self._streams -= {writer, upstream_writer}
+
+    @property
+    def url(self) -> str:
+        db = self.target.path.strip("/") if self.target.scheme != "unix" else ""
+        if self.target.scheme == "unix":
+            db = dict(p.split("=") for p in self.target.query.split("&") if "=" in p).get("db", "")
+        return f"redis://127.0.0.1:{self._port}/{db or 0}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self._port)
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._streams):
+            writer.transport.abort()
+        self._streams.clear()
+
+    async def __aenter__(self) -> RedisProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

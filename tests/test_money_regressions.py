@@ -1,0 +1,431 @@
+"""The ten ways money went wrong in failure paths (issue 6), each a test.
+
+Each of these failed against the order core before the state table, leases
+and in-script settlement; each checks the money invariants at the end.
+"""
+
+import asyncio
+import json
+from decimal import Decimal
+
+import pytest
+from faults import FaultPlan
+from invariants import check_money, fresh_prefix
+from support import FakeClock, expire_leases, fault, router_config
+from tcpproxy import RedisProxy
+
+from proxy.cli import main
+from proxy.money import ceil_to
+from proxy.ops import sync
+from proxy.orders.book import ClaimConflict
+from proxy.orders.states import FAILED, PLACED, SUBMITTED, UNKNOWN
+from proxy.providers.upstream import UpstreamStatus
+from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL
+
+LINK = "https://instagram.com/p/abc"
+
+
+def config(**overrides):
+    raw = router_config(imports=[{"provider": "echomark", "id_offset": 1000}, {"provider": "korean", "id_offset": 2000}])
+    raw.update(overrides)
+    return raw
+
+
+async def settle(router):
+    await router.runtime.desk.aclose()
+    await expire_leases(router)
+    await sync.recover(router.runtime)
+
+
+# 1. An error after the money moved never reaches the client as an error.
+
+
+async def test_redis_stopped_under_traffic_every_charge_is_answered_with_its_order(make_router, redis_url):
+    async with RedisProxy(redis_url) as proxy:
+        router = await make_router(config(), url=proxy.url, duplicate_window=0)
+        key = await router.client(balance="100")
+        await router.call(key, action="services")
+        for panel in router.panels.values():
+            panel.faults.latency = 0.02
+
+        async def add(i):
+            return await router.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=100)
+
+        tasks = [asyncio.create_task(add(i)) for i in range(80)]
+        await asyncio.sleep(0.05)
+        await proxy.stop()  # Redis goes away mid-traffic ...
+        await asyncio.sleep(0.5)
+        await proxy.start()  # ... and comes back
+        replies = await asyncio.gather(*tasks)
+        await settle(router)
+        orders = await check_money(router, {"alice": Decimal("100")})
+        answered = {r["order"] for r in replies if "order" in r}
+        assert all(set(r) in ({"order"}, {"error"}) for r in replies)
+        kept = {o.id for o in orders if o.net_charge > 0}
+        assert kept <= answered, "money kept for an order the client was not told of"
+        assert {o.id for o in orders if o.state == PLACED} <= answered
+        assert answered <= {o.id for o in orders}
+        assert len(answered) < 80  # the outage did refuse some
+
+
+async def test_a_failure_after_the_charge_is_answered_with_the_order(make_router, monkeypatch):
+    router = await make_router(config())
+    key = await router.client(balance="10")
+    await router.call(key, action="services")
+
+    async def down(*args, **kwargs):
+        raise ConnectionError("metrics store down")
+
+    monkeypatch.setattr(router.runtime.redis, "hincrby", down)  # counters fail: not money
+    assert await router.call(key, action="add", service=1, link=LINK, quantity=1000) == {"order": 1}
+    assert (await router.runtime.book.get("alice", 1)).state == PLACED
+
+    async def bug(*args, **kwargs):
+        raise RuntimeError("a bug after the debit")
+
+    monkeypatch.setattr(router.runtime.router, "place", bug)
+    assert await router.call(key, action="add", service=1, link=LINK + "2", quantity=1000) == {"order": 2}
+    await settle(router)  # never sent: refunded once its lease lapses
+    order = await router.runtime.book.get("alice", 2)
+    assert order.state == FAILED and order.refunded == order.charge
+    await check_money(router, {"alice": Decimal("10")})
+
+
+# 2. The retry fingerprint lives while the first add is in flight.
+
+
+async def test_a_retry_while_the_first_add_is_in_flight_returns_the_first_order(make_router):
+    router = await make_router(config(), duplicate_window=0.3)
+    key = await router.client(balance="10")
+    await router.call(key, action="services")
+    router.panels["echomark"].faults.latency = 0.8
+    first = asyncio.create_task(router.call(key, action="add", service=1, link=LINK, quantity=1000))
+    await asyncio.sleep(0.5)  # longer than the window, and the first add is still in flight
+    retry = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    assert retry == await first == {"order": 1}
+    assert len(router.panels["echomark"].orders) == 1
+    # The window starts when the client has its answer.
+    router.panels["echomark"].faults.latency = 0
+    assert await router.call(key, action="add", service=1, link=LINK, quantity=1000) == {"order": 1}
+    await asyncio.sleep(0.4)
+    again = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    assert "order" in again and again != {"order": 1}
+    assert len(router.panels["echomark"].orders) == 2
+
+
+# 3. An Idempotency-Key reused with different fields is refused.
+
+
+async def test_an_idempotency_key_reused_for_another_order_is_refused(make_router):
+    router = await make_router(config())
+    key = await router.client(balance="10")
+    headers = {"Idempotency-Key": "order-7"}
+    a = {"key": key, "action": "add", "service": "1", "link": LINK, "quantity": "100"}
+    b = {**a, "link": "https://instagram.com/p/other", "quantity": "5000"}
+    first = (await router.http.post("/api/v2", data=a, headers=headers)).json()
+    assert (await router.http.post("/api/v2", data=a, headers=headers)).json() == first
+    assert (await router.http.post("/api/v2", data=b, headers=headers)).json() == {
+        "error": "Idempotency-Key already used for a different request"
+    }
+    assert len(router.panels["echomark"].orders) == 1
+    assert await router.runtime.ledger.balance("alice") == Decimal("10") - Decimal("0.117")
+
+
+# 4. A final order that needs an operator is queued in the same step as its status.
+
+
+@pytest.mark.parametrize("mode", ["error", "lost"])
+async def test_a_final_order_is_never_left_out_of_the_attention_queue(make_router, mode):
+    for n in range(1, 20):
+        plan = FaultPlan()
+        router = await make_router(config(), prefix=fresh_prefix(), redis_plan=plan)
+        key = await router.client(balance="10")
+        reply = await router.call(key, action="add", service=1005, link=LINK)  # a package
+        order = await router.runtime.book.get("alice", reply["order"])
+        no_charge = UpstreamStatus(PARTIAL, None, 10, 500, None, "Partial")
+        plan.arm(n, mode)
+        try:
+            await router.runtime.refresher.apply(order, no_charge)
+        except Exception:
+            pass
+        plan.disarm()
+        after = await router.runtime.book.get("alice", order.id)
+        if after.status == PARTIAL:
+            assert after.attention and await router.runtime.book.ids_in("attention") == [order.id]
+        else:
+            assert not after.attention  # not applied at all: the next read applies it
+            after = await router.runtime.refresher.apply(after, no_charge)
+            assert after.attention
+        await check_money(router, {"alice": Decimal("10")})
+        if not plan.fired:
+            break
+
+
+# 5. Leases, not clocks; late news is recorded.
+
+
+async def test_two_instances_with_clocks_minutes_apart(make_router):
+    prefix = fresh_prefix()
+    a = await make_router(config(), prefix=prefix, status_ttl=5)
+    b_clock = FakeClock(a.clock.now + 600)  # ten minutes ahead
+    b = await make_router(config(), prefix=prefix, status_ttl=5, panels=a.panels, clock=b_clock)
+    key = await a.client(balance="20")
+    await a.call(key, action="services")
+    a.panels["echomark"].faults.latency = 0.5
+    slow = asyncio.create_task(a.call(key, action="add", service=1, link=LINK, quantity=1000))
+    await asyncio.sleep(0.2)
+    assert (await a.runtime.book.get("alice", 1)).state == SUBMITTED
+    assert await sync.recover(b.runtime) == 0  # B's clock says nothing about A's live order
+    assert await slow == {"order": 1}
+    a.panels["echomark"].faults.latency = 0
+    orders = [(await b.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000))["order"] for i in range(3)]
+    for order_id in [1, *orders]:
+        record = await a.runtime.book.get("alice", order_id)
+        a.panels["echomark"].force(record.upstream_order, status=PARTIAL, remains=100)
+    a.clock.advance(6)
+    b.clock.advance(6)
+    ids = ",".join(map(str, [1, *orders]))
+    replies = await asyncio.gather(*(router.call(key, action="status", orders=ids) for router in (a, b) * 5))
+    replies += [await a.call(key, action="status", orders=ids)]
+    await sync.poll_open_orders(a.runtime)
+    await sync.poll_open_orders(b.runtime)
+    assert all(r[i]["status"] == PARTIAL for r in replies[-1:] for i in ids.split(","))
+    refunds = [e for e in await a.runtime.ledger.entries("alice") if e.kind == "refund"]
+    assert len(refunds) == 4 and all(e.amount == Decimal("0.117") for e in refunds)
+    await check_money(a, {"alice": Decimal("20")})
+
+
+async def test_a_late_acceptance_after_a_failed_resolve_goes_to_the_operator(make_router):
+    router = await make_router(config())
+    key = await router.client(balance="10")
+    await router.call(key, action="services")
+    router.panels["echomark"].faults.latency = 0.6
+    adding = asyncio.create_task(router.call(key, action="add", service=1, link=LINK, quantity=1000))
+    await asyncio.sleep(0.2)
+    await expire_leases(router)  # the placing task stalls past its lease ...
+    assert [o.state for o in await router.runtime.book.recover()] == [UNKNOWN]
+    book = router.runtime.book
+    await book.resolve(1, failed=True)  # ... an operator gives up on it ...
+    assert await adding == {"order": 1}  # ... and then the provider's reply arrives
+    order = await book.get("alice", 1)
+    assert order.state == FAILED and order.refunded == order.charge
+    assert order.attention.startswith("accepted upstream after it failed and was refunded")
+    assert "upstream_order=5000" in order.attention
+    assert await book.ids_in("attention") == [1]
+    assert (await book.metrics())["orders_late_accept"] == 1
+    await book.acknowledge(1)
+    assert await book.ids_in("attention") == []
+
+
+# 6. Subscriptions settle to what the provider charged.
+
+
+async def test_a_subscription_settles_to_the_provider_charge_plus_markup(make_router):
+    router = await make_router(config(), status_ttl=1)
+    key = await router.client(balance="100")
+    reply = await router.call(key, action="add", service=1010, username="nasa", min=100, max=200, posts=5)
+    order = await router.runtime.book.get("alice", reply["order"])
+    assert order.charge == Decimal("0.195")  # 5 posts x 200 at 0.15 per 1000, +30 %
+    router.clock.advance(25)
+    await router.call(key, action="status", order=order.id)
+    order = await router.runtime.book.get("alice", order.id)
+    upstream = router.panels["echomark"].orders[order.upstream_order]
+    provider_charged = upstream.charge - upstream.refund
+    assert order.status == COMPLETED and order.upstream_charge == provider_charged < order.cost
+    billed = ceil_to(order.charge * provider_charged / order.cost)
+    assert order.net_charge == billed and order.refunded > 0
+    assert await router.runtime.ledger.balance("alice") == Decimal("100") - billed
+    await check_money(router, {"alice": Decimal("100")})
+
+
+async def test_an_unlimited_subscription_is_held_then_settled(make_router):
+    router = await make_router(config(settlement={"subscription_hold_posts": 4}), status_ttl=1)
+    key = await router.client(balance="100")
+    reply = await router.call(key, action="add", service=1010, username="nasa", min=100, max=200, posts=0)
+    order = await router.runtime.book.get("alice", reply["order"])
+    assert order.charge == Decimal("0.156")  # held: 4 posts x 200 at 0.15 per 1000, +30 %
+    upstream = router.panels["echomark"].orders[order.upstream_order]
+    assert upstream.fields["posts"] == "0" and upstream.charge == 0  # billed per post upstream
+    router.clock.advance(35)  # active, two posts delivered
+    router.panels["echomark"].force(order.upstream_order, status=CANCELED)
+    router.clock.advance(2)
+    assert (await router.call(key, action="status", order=order.id))["status"] == CANCELED
+    order = await router.runtime.book.get("alice", order.id)
+    billed = ceil_to(order.charge * upstream.charge / order.cost)
+    assert 0 < billed < order.charge and order.net_charge == billed
+    await check_money(router, {"alice": Decimal("100")})
+
+
+async def test_a_provider_charging_more_than_the_hold_goes_to_the_operator(make_router):
+    router = await make_router(config(settlement={"subscription_hold_posts": 1}), status_ttl=1)
+    key = await router.client(balance="100")
+    reply = await router.call(key, action="add", service=1010, username="nasa", min=100, max=200)
+    order = await router.runtime.book.get("alice", reply["order"])
+    router.clock.advance(100)  # many posts delivered, far past the one post held
+    router.panels["echomark"].force(order.upstream_order, status=CANCELED)
+    router.clock.advance(2)
+    await router.call(key, action="status", order=order.id)
+    order = await router.runtime.book.get("alice", order.id)
+    assert order.refunded == 0 and "more than the" in order.attention
+    await check_money(router, {"alice": Decimal("100")})
+
+
+# 7. What providers charge, and in which currency, is checked.
+
+
+async def test_a_provider_billing_in_another_currency_is_never_routed_to(make_router):
+    router = await make_router(config())
+    key = await router.client(balance="10")
+    router.panels["echomark"].currency = "EUR"
+    await sync.check_providers(router.runtime)
+    state = await router.runtime.health.state("echomark")
+    assert state.currency == "EUR" and "EUR" in state.blocked
+    services = {s["service"] for s in await router.call(key, action="services")}
+    assert 1 in services and not any(1000 <= s < 2000 for s in services)
+    reply = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    assert (await router.runtime.book.get("alice", reply["order"])).provider == "korean"
+    assert not router.panels["echomark"].orders
+    assert 'smm_proxy_provider_blocked{provider="echomark"} 1' in (await router.http.get("/metrics")).text
+    router.panels["echomark"].currency = "USD"
+    await sync.check_providers(router.runtime)
+    assert not (await router.runtime.health.state("echomark")).blocked
+
+
+async def test_an_upstream_charge_off_the_recorded_cost_goes_to_the_operator(make_router):
+    router = await make_router(config(), status_ttl=1)
+    key = await router.client(balance="10")
+    reply = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    order = await router.runtime.book.get("alice", reply["order"])
+    upstream = router.panels["echomark"].orders[order.upstream_order]
+    upstream.charge *= 2  # the provider bills double its rate
+    router.panels["echomark"].force(order.upstream_order, status=COMPLETED)
+    router.clock.advance(2)
+    await router.call(key, action="status", order=order.id)
+    order = await router.runtime.book.get("alice", order.id)
+    assert order.attention == "the provider charged 1.80 USD for this Completed order, expected about 0.90 USD"
+    assert order.net_charge == order.charge  # the client pays our price all the same
+    assert "smm_proxy_orders_attention 1\n" in (await router.http.get("/metrics")).text
+
+
+# 8. An operator cannot give one upstream order to two of our orders.
+
+
+async def test_resolve_refuses_an_upstream_order_another_order_owns(make_router, redis_url, key_prefix,
+                                                                  monkeypatch, capsys, tmp_path):
+    router = await make_router(config())
+    key = await router.client(balance="10")
+    placed = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    fault(router.panels["echomark"], "html")
+    unknown = await router.call(key, action="add", service=1, link=LINK + "2", quantity=1000)
+    owner = await router.runtime.book.get("alice", placed["order"])
+    with pytest.raises(ClaimConflict):
+        await router.runtime.book.resolve(unknown["order"], upstream_order=owner.upstream_order)
+    cfg = tmp_path / "router.yaml"
+    cfg.write_text(json.dumps(config()))
+    monkeypatch.setenv("SMM_PROXY_REDIS_URL", redis_url)
+    monkeypatch.setenv("SMM_PROXY_KEY_PREFIX", key_prefix)
+    monkeypatch.setenv("SMM_PROXY_CONFIG", str(cfg))
+    argv = ["orders", "resolve", str(unknown["order"]), "--upstream-order", str(owner.upstream_order)]
+    assert await asyncio.to_thread(main, argv) == 2
+    assert f"already belongs to order {owner.id}" in capsys.readouterr().err
+    assert (await router.runtime.book.get("alice", unknown["order"])).state == UNKNOWN
+    router.panels["echomark"].force(owner.upstream_order, status=CANCELED)
+    router.clock.advance(61)
+    await router.call(key, action="status", orders=f"{placed['order']},{unknown['order']}")
+    assert await router.runtime.ledger.balance("alice") == Decimal("10") - Decimal("1.17")  # one refund, not two
+
+
+async def test_an_upstream_id_answered_twice_is_not_believed(make_router):
+    router = await make_router(config())
+    key = await router.client(balance="10")
+    first = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    router.panels["echomark"]._next_order -= 1  # the panel hands out the same ID again
+    second = await router.call(key, action="add", service=1, link=LINK + "2", quantity=1000)
+    order = await router.runtime.book.get("alice", second["order"])
+    assert order.state == UNKNOWN and f"which order {first['order']} owns" in order.attention
+    assert (await router.runtime.book.metrics())["orders_claimed_twice"] == 1
+
+
+# 9. Orders that never left are refunded, not left unknown; every order is listed.
+
+
+async def test_an_order_that_died_waiting_for_a_connection_is_refunded_not_unknown(make_router):
+    raw = config()
+    raw["providers"]["echomark"].update(max_connections=1, order_wait=5)
+    router = await make_router(raw)
+    key = await router.client(balance="10")
+    await router.call(key, action="services")
+    router.panels["echomark"].faults.latency = 0.5
+    first = asyncio.create_task(router.call(key, action="add", service=1, link=LINK, quantity=1000))
+    await asyncio.sleep(0.1)
+    second = asyncio.create_task(router.call(key, action="add", service=1, link=LINK + "2", quantity=1000))
+    await asyncio.sleep(0.1)
+    waiting = await router.runtime.book.get("alice", 2)
+    assert waiting.state == "reserved"  # waiting for a connection, not yet submitted
+    for task in list(router.runtime.desk._placing):  # the process dies
+        task.cancel()
+    second.cancel()
+    await asyncio.gather(first, second, return_exceptions=True)
+    await expire_leases(router)
+    await sync.recover(router.runtime)
+    order = await router.runtime.book.get("alice", 2)
+    assert order.state == FAILED and order.refunded == order.charge
+    listed = [o.id async for o in router.runtime.book.newest()]
+    assert listed == [2, 1]
+
+
+# 10. The time an order waits for a connection is bounded; then it fails over.
+
+
+async def test_an_order_waits_for_a_connection_no_longer_than_its_deadline(make_router):
+    raw = config()
+    raw["providers"]["echomark"].update(max_connections=2, order_wait=0.2)
+    router = await make_router(raw, duplicate_window=0)
+    key = await router.client(balance="100")
+    await router.call(key, action="services")
+    router.panels["echomark"].faults.latency = 1.0
+    replies = await asyncio.gather(
+        *(router.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000) for i in range(10))
+    )
+    orders = [await router.runtime.book.get("alice", r["order"]) for r in replies]
+    assert all(o.state == PLACED for o in orders)
+    assert sorted(o.provider for o in orders) == ["echomark"] * 2 + ["korean"] * 8
+    waited = [o for o in orders if o.provider == "korean"]
+    assert all(o.attempts[0].reason == "add: not sent: no free connection in time" for o in waited)
+    await check_money(router, {"alice": Decimal("100")})
+
+
+# Small protocol gaps.
+
+
+async def test_a_body_without_a_content_type_is_read_as_a_form(make_router):
+    router = await make_router(config())
+    key = await router.client(balance="7")
+    response = await router.http.post("/api/v2", content=f"key={key}&action=balance".encode())
+    assert response.json() == {"balance": "7.00", "currency": "USD"}
+
+
+async def test_internal_words_never_reach_a_client(make_router):
+    router = await make_router(config(), status_ttl=1)
+    key = await router.client(balance="10")
+    await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    await router.call(key, action="add", service=1, link=LINK + "2", quantity=1000)
+    router.clock.advance(30)
+    await router.call(key, action="status", orders="1,2")
+    panel = router.panels["echomark"]
+    original = panel.refill_many
+
+    def forgetful(key_, ids):
+        return original(key_, ids)[:1]  # the panel drops the second item from its reply
+
+    panel.refill_many = forgetful
+    reply = await router.call(key, action="refill", orders="1,2")
+    assert "missing" not in json.dumps(reply) and "unreadable" not in json.dumps(reply)
+
+
+async def test_services_carry_dripfeed_where_the_service_takes_it(make_router):
+    router = await make_router(config())
+    key = await router.client()
+    services = {s["service"]: s for s in await router.call(key, action="services")}
+    assert services[1003]["dripfeed"] is True  # echomark's drip-feed likes
+    assert "dripfeed" not in services[1001]
