@@ -1,6 +1,7 @@
 """The merged catalog: provider listings become our services, priced.
 
-A pure function of the config and the providers' listings. A local
+A pure function of the config and the providers' listings. Names and
+categories pass through `proxy.labels`: nothing in them points at a provider. A local
 service's routes are those whose upstream service exists in its provider's
 latest listing, among the providers we may sell from (a listing too old to
 price from, or a provider blocked for billing in another currency, is not);
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from proxy.config import Config, Markup
+from proxy.labels import Labels, provider_secrets
 from proxy.money import format_amount
 from proxy.pricing import cost_in_currency, sell_rate
 from proxy.providers.listings import Listing
@@ -107,6 +109,7 @@ def _service(
     strategy: str,
     markup: Markup | None,
     overrides: Mapping[str, object],
+    labels: Labels,
 ) -> Service:
     if strategy == "cheapest":
         options = sorted(options, key=lambda option: option.cost)
@@ -117,11 +120,18 @@ def _service(
         value = overrides.get(field)
         return default if value is None else value
 
+    kind = str(pick("type", upstream.type))
+    values = {
+        "name": labels.clean(upstream.name, f"Service {service_id}"),
+        "category": labels.clean(upstream.category, "Other"),
+        "type": kind,
+        "id": str(service_id),
+    }
     return Service(
         id=service_id,
-        name=str(pick("name", upstream.name)),
-        type=str(pick("type", upstream.type)),
-        category=str(pick("category", upstream.category)),
+        name=labels.render(overrides.get("name"), values, values["name"]),  # type: ignore[arg-type]
+        type=kind,
+        category=labels.render(overrides.get("category"), values, values["category"]),  # type: ignore[arg-type]
         rate=sell_rate(config, primary.cost, markup),
         min=int(pick("min", upstream.min)),  # type: ignore[call-overload]
         max=int(pick("max", upstream.max)),  # type: ignore[call-overload]
@@ -139,6 +149,7 @@ def build_catalog(
     """Our services from the providers' listings; only `usable` providers' routes
     (default: all) are sold from."""
     sellable = set(listings) if usable is None else set(usable)
+    labels = Labels(provider_secrets(config.providers.values()))
     services: dict[int, Service] = {}
     unavailable: set[int] = set()
     for local in config.services:
@@ -147,7 +158,7 @@ def build_catalog(
         if options:
             overrides = local.model_dump(include={"name", "type", "category", "min", "max", "refill", "cancel"})
             services[local.id] = _service(
-                config, local.id, options, local.strategy or config.strategy, local.markup, overrides
+                config, local.id, options, local.strategy or config.strategy, local.markup, overrides, labels
             )
         elif _options(config, listings, routes):
             unavailable.add(local.id)
@@ -166,7 +177,8 @@ def build_catalog(
                 unavailable.add(service_id)
                 continue
             options = _options(config, listings, [(rule.provider, upstream.service)])
-            services[service_id] = _service(config, service_id, options, "ordered", rule.markup, {})
+            overrides = {"name": rule.name, "category": rule.category}
+            services[service_id] = _service(config, service_id, options, "ordered", rule.markup, overrides, labels)
     return Catalog(
         {service_id: services[service_id] for service_id in sorted(services)},
         frozenset(unavailable - set(services)),

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from proxy.labels import LabelError, check_template
 from proxy.vocabulary import SERVICE_TYPES
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -124,8 +125,21 @@ class Route(_Model):
     service: int = Field(ge=1, description="The service ID at the provider.")
 
 
+def _label_template(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_template(value)
+    except LabelError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class LocalService(_Model):
-    """A service we sell under our own ID, bought through its routes in order."""
+    """A service we sell under our own ID, bought through its routes in order.
+
+    `name` and `category` are literal, or templates over the primary route's
+    cleaned upstream labels: `{name}`, `{category}`, `{type}`, `{id}`.
+    """
 
     id: int = Field(ge=1)
     routes: list[Route] = Field(min_length=1)
@@ -138,6 +152,8 @@ class LocalService(_Model):
     max: int | None = Field(None, ge=1)
     refill: bool | None = None
     cancel: bool | None = None
+
+    _templates = field_validator("name", "category")(_label_template)
 
     @field_validator("type")
     @classmethod
@@ -158,6 +174,8 @@ class ImportRule(_Model):
 
     Without `ids` or `categories` every service of the provider is imported.
     `categories` are shell-style patterns ("Instagram*"), case-insensitive.
+    `name` and `category` template the labels shown to clients (see
+    `proxy.labels`); by default the upstream's own, cleaned.
     """
 
     provider: str
@@ -165,6 +183,10 @@ class ImportRule(_Model):
     ids: list[int] | None = None
     categories: list[str] | None = None
     markup: Markup | None = None
+    name: str | None = None
+    category: str | None = None
+
+    _templates = field_validator("name", "category")(_label_template)
 
     @model_validator(mode="after")
     def _one_selector(self) -> ImportRule:

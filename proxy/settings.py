@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Seconds after which a provider's service list that could not be "
         "refreshed is too old to sell from."
     )
+    metrics_token: str | None = Field(
+        None, description="If set, /metrics answers only requests with 'Authorization: Bearer <token>'."
+    )
     provider_check_interval: float = Field(
         300.0, gt=0, description="Seconds between checks of each provider's balance and currency."
     )

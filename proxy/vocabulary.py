@@ -59,6 +59,27 @@ class Errors:
         return f"Quantity more than maximal {maximum}"
 
 
+def _folded(text: str) -> str:
+    return " ".join(text.casefold().replace(".", " ").split())
+
+
+_KNOWN_ERRORS = {
+    _folded(message): message
+    for message in (
+        Errors.INVALID_KEY, Errors.INCORRECT_REQUEST, Errors.INCORRECT_SERVICE, Errors.INCORRECT_ORDER,
+        Errors.REFILL_NOT_FOUND, Errors.NOT_ENOUGH_FUNDS, Errors.INCORRECT_LINK, Errors.ACTIVE_ORDER,
+        Errors.REFILL_DISABLED, Errors.REFILL_NOT_COMPLETED, Errors.NOT_ELIGIBLE_FOR_REFILL, Errors.CANNOT_CANCEL,
+    )
+}
+_KNOWN_ERRORS[_folded("Bad link")] = Errors.INCORRECT_LINK
+
+
+def known_error(text: str) -> str | None:
+    """The panel error `text` is, in our spelling, if it is one we know
+    (case, spacing and full stops aside); None for anything else."""
+    return _KNOWN_ERRORS.get(_folded(text))
+
+
 QuantitySource = Literal["field", "comments", "usernames", "flat"]
 
 

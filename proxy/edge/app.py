@@ -1,27 +1,31 @@
 """The HTTP edge: API v2 in, panel-shaped JSON out.
 
-It only translates. Parameters are read from the query string, a form
-(url-encoded or multipart) or a JSON body; the key may also come in an
-`X-Api-Key` header. Every answer is HTTP 200 JSON, errors included, as
-panel clients expect; an unexpected failure is logged and answered with a
-plain error, never a traceback.
+It only translates. Parameters come through the input boundary
+(`proxy.edge.inputs`), which decodes every way a client sends them and
+refuses what is not clean text. Every answer at the API is HTTP 200 JSON,
+errors included, as panel clients expect; every other path and method gets a
+JSON error too, never a redirect or a plain-text page. An unexpected failure
+is logged and answered with a plain error, never a traceback; a store that is
+down is one warning per interval, not a traceback per request.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import hmac
 import logging
+import time
 from collections.abc import AsyncIterator
-from urllib.parse import parse_qsl
 
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Message
 
 from proxy import protocol
+from proxy.edge.inputs import BadInput, ClientGone, header, read_params
 from proxy.money import format_amount
 from proxy.ops import sync
 from proxy.orders.desk import Failure, OrderView
@@ -32,78 +36,14 @@ from proxy.vocabulary import Errors
 
 log = logging.getLogger("proxy.app")
 
-MAX_BODY_BYTES = 1024 * 1024
+INTERNAL_ERROR = "Internal error, please try again later"
+UNAVAILABLE = "Service temporarily unavailable, please try again later"
+# A store outage is logged once per this many seconds.
+OUTAGE_LOG_SECONDS = 10.0
 
 
-TOO_LARGE = "Request too large"
-
-
-class BadBody(Exception):
-    def __init__(self, message: str = Errors.INCORRECT_REQUEST) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-async def read_body(request: Request) -> bytes:
-    """The body, refused past MAX_BODY_BYTES before it is all in memory."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise BadBody(TOO_LARGE)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadBody(TOO_LARGE)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_params(request: Request) -> dict[str, str]:
-    """The call's flat parameters, whatever way the client sent them."""
-    params = dict(request.query_params)
-    if request.method == "POST":
-        content_type = request.headers.get("content-type", "")
-        raw = await read_body(request)
-        if "json" in content_type:
-            try:
-                body = json.loads(raw or b"{}")
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                raise BadBody() from None
-            if not isinstance(body, dict):
-                raise BadBody()
-            for name, value in body.items():
-                if isinstance(value, bool):
-                    params[name] = "1" if value else "0"
-                elif isinstance(value, str | int | float):
-                    params[name] = str(value)
-                elif isinstance(value, list) and all(isinstance(v, str | int) for v in value):
-                    params[name] = ",".join(map(str, value))
-                elif value is not None:
-                    raise BadBody()
-        elif "form" in content_type:
-
-            async def replay() -> Message:
-                return {"type": "http.request", "body": raw, "more_body": False}
-
-            async with Request(request.scope, replay).form() as form:
-                for name, value in form.multi_items():
-                    if isinstance(value, str):
-                        params[name] = value
-        elif not content_type and raw.strip():
-            # Panels read a body sent without a Content-Type as a form: so do we.
-            try:
-                pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
-            except (UnicodeDecodeError, ValueError):
-                raise BadBody() from None
-            params.update(pairs)
-    header_key = request.headers.get("x-api-key")
-    if header_key and not params.get("key"):
-        params["key"] = header_key
-    return params
-
-
-def reply(body: object) -> Response:
-    return JSONResponse(body)
+def reply(body: object, status_code: int = 200) -> Response:
+    return JSONResponse(body, status_code=status_code)
 
 
 class Api:
@@ -111,18 +51,29 @@ class Api:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._outage_logged = 0.0
 
     async def endpoint(self, request: Request) -> Response:
         try:
             return await self.handle(request)
+        except ClientGone:
+            log.debug("client hung up before its request was read")
+            return Response(status_code=499)
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            if now - self._outage_logged >= OUTAGE_LOG_SECONDS:
+                self._outage_logged = now
+                log.warning("store unavailable, answering errors: %s: %s", type(exc).__name__, exc)
+            return reply(protocol.error(UNAVAILABLE))
         except Exception:
             log.exception("unexpected error answering %s", request.method)
-            return reply(protocol.error("Internal error, please try again later"))
+            return reply(protocol.error(INTERNAL_ERROR))
 
     async def handle(self, request: Request) -> Response:
         try:
             params = await read_params(request)
-        except BadBody as exc:
+            idempotency_key = header(request, "idempotency-key")
+        except BadInput as exc:
             return reply(protocol.error(exc.message))
         client = await self.runtime.accounts.authenticate(params.get("key", "").strip())
         if client is None:
@@ -131,7 +82,6 @@ class Api:
             parsed = protocol.parse_request(params)
         except ProtocolError as exc:
             return reply(protocol.error(exc.message))
-        idempotency_key = request.headers.get("idempotency-key", "").strip() or None
         return reply(await self.dispatch(client, parsed, idempotency_key))
 
     async def dispatch(self, client: str, request: protocol.Request, idempotency_key: str | None) -> object:
@@ -203,6 +153,20 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods: the panel's error shape, with the HTTP status."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return reply(protocol.error(Errors.INCORRECT_REQUEST), status)
+
+
+def bearer_ok(request: Request, token: str | None) -> bool:
+    """Whether a request may read an endpoint guarded by `token` (None: open)."""
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 async def render_metrics(runtime: Runtime) -> str:
     """Order counters and working-set sizes, in Prometheus' text format."""
     counters = await runtime.book.metrics()
@@ -255,13 +219,19 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
     api = Api(runtime)
 
     async def metrics(request: Request) -> Response:
+        if not bearer_ok(request, runtime.settings.metrics_token):
+            return reply(protocol.error("Unauthorized"), 401)
         return PlainTextResponse(await render_metrics(runtime), media_type="text/plain; version=0.0.4")
-    return Starlette(
+
+    app = Starlette(
         routes=[
             Route("/api/v2", api.endpoint, methods=["GET", "POST"]),
             Route("/api/v2/", api.endpoint, methods=["GET", "POST"]),
             Route("/healthz", health),
             Route("/metrics", metrics),
         ],
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False
+    return app

@@ -480,7 +480,23 @@ class OrderBook:
         matches one made before. Raises `InsufficientFunds` (nothing
         changes), `DuplicateMismatch` and `UnknownClient`. A reservation whose
         reply was lost is retried safely: the script sees its own record.
+
+        A refusal that a read can already tell (not enough funds, a retry) is
+        answered before an order ID is taken, so a refused add leaves no
+        trace; the script decides all the same, atomically.
         """
+        duplicate_key = self.keys.duplicate(new.client, fingerprint.token if fingerprint else "-")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.balance(new.client))
+            pipe.get(duplicate_key)
+            balance, first = await pipe.execute()
+        if fingerprint is not None and first:
+            first_id, _, payload = first.partition(":")
+            if fingerprint.payload and payload != fingerprint.payload:
+                raise DuplicateMismatch(int(first_id))
+            return Reservation(int(first_id), True)
+        if int(balance or 0) < to_minor(new.charge):
+            raise InsufficientFunds(new.client)
         order_id = await self.redis.incr(self.keys.order_seq)
         # The owner entry first: a record is never without it.
         await self.redis.hset(self.keys.order_owner(order_id), str(order_id), new.client)
@@ -502,7 +518,6 @@ class OrderBook:
         }
         if new.billing != "rate":
             record["billing"] = new.billing
-        duplicate_key = self.keys.duplicate(new.client, fingerprint.token if fingerprint else "-")
         value = ""
         if fingerprint is not None:
             record["duplicate_key"] = duplicate_key

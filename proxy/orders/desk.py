@@ -2,9 +2,10 @@
 
 Each action takes typed input and returns typed results (rendered to the
 panel's JSON at the HTTP edge). A refused `add` raises `ProtocolError`;
-per-item refusals of bulk actions are `Failure`s. Whatever
-upstream says reaches a client only after `Desk.clean`, which drops
-anything naming a provider, its address or its key.
+per-item refusals of bulk actions are `Failure`s. Upstream text reaches a
+client only through an allow-list (`public_error`): a refusal that is one of
+the panel messages we know, and that fits the action, is passed on in our
+spelling; anything else becomes our own generic message.
 
 `add` has one choke point: once the client's money moved, the answer is the
 order's ID, whatever fails afterwards. The only error after the debit is the
@@ -18,11 +19,9 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-
-import httpx
 
 from proxy.catalog import Catalog
 from proxy.config import Config
@@ -42,12 +41,14 @@ from proxy.orders.states import FAILED, RESTATUS
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.validation import OrderSpec, validate_add
 from proxy.protocol import AddRequest, ProtocolError, parse_id
-from proxy.providers.upstream import INTERNAL_ITEM_ERRORS, ItemError, ProviderClient, UpstreamError
-from proxy.vocabulary import COMPLETED, PARTIAL, Errors
+from proxy.providers.upstream import ItemError, ProviderClient, UpstreamError
+from proxy.vocabulary import COMPLETED, PARTIAL, Errors, known_error
 
 log = logging.getLogger("proxy.desk")
 
 REFILL_UNAVAILABLE = "Refill could not be requested now, please try again later"
+# Upstream refusals of a refill a client may be told of (anything else: not eligible).
+REFILL_REFUSALS = (Errors.REFILL_DISABLED, Errors.REFILL_NOT_COMPLETED, Errors.NOT_ELIGIBLE_FOR_REFILL)
 IDEMPOTENCY_KEY_REUSED = "Idempotency-Key already used for a different request"
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 
@@ -88,7 +89,6 @@ class Desk:
         self.refills = refills
         self.providers = providers
         self.duplicate_window = duplicate_window
-        self._secrets = _provider_secrets(config)
         self._placing: set[asyncio.Task[object]] = set()
 
     # -- add -----------------------------------------------------------------
@@ -196,7 +196,7 @@ class Desk:
         for given, order in eligible.items():
             outcome = created[order.id]
             if isinstance(outcome, UpstreamRefusal):
-                results[given] = Failure(self.clean(outcome.message, Errors.NOT_ELIGIBLE_FOR_REFILL))
+                results[given] = Failure(public_error(outcome.message, REFILL_REFUSALS, Errors.NOT_ELIGIBLE_FOR_REFILL))
             elif isinstance(outcome, UpstreamError):
                 results[given] = Failure(REFILL_UNAVAILABLE)
             else:
@@ -241,29 +241,12 @@ class Desk:
                         pass
                 else:
                     message = reply.message if isinstance(reply, ItemError) else Errors.CANNOT_CANCEL
-                    results[given] = Failure(self.clean(message, Errors.CANNOT_CANCEL))
+                    results[given] = Failure(public_error(message, (), Errors.CANNOT_CANCEL))
         return {given: results[given] for given in ids}
 
-    # -- upstream words, cleaned ---------------------------------------------
 
-    def clean(self, message: str, fallback: str) -> str:
-        """An upstream's message, if it says nothing of the upstream."""
-        if message in INTERNAL_ITEM_ERRORS:
-            return fallback
-        folded = message.casefold()
-        if not message.strip() or len(message) > 200 or "http" in folded or "www." in folded:
-            return fallback
-        if any(secret in folded for secret in self._secrets):
-            return fallback
-        return message
-
-
-def _provider_secrets(config: Config) -> tuple[str, ...]:
-    secrets: set[str] = set()
-    for provider in config.providers.values():
-        secrets.add(provider.name.casefold())
-        secrets.add(provider.key.casefold())
-        url = httpx.URL(provider.url)
-        secrets.add(url.host.casefold())
-        secrets.add(url.raw_host.decode("ascii").casefold())
-    return tuple(s for s in secrets if len(s) >= 3)
+def public_error(upstream: str, allowed: Collection[str], fallback: str) -> str:
+    """What a client may be told of an upstream refusal: a known panel message
+    that fits the action, or `fallback`. Never the upstream's own words."""
+    known = known_error(upstream)
+    return known if known in allowed else fallback

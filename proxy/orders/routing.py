@@ -34,13 +34,13 @@ from proxy.orders.book import Attempt, Order, OrderBook, StateChanged, attempts_
 from proxy.orders.states import ACCEPT, EXHAUST, FAILED, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED
 from proxy.providers.health import Health
 from proxy.providers.upstream import OutcomeUnknown, ProviderClient, ProviderRefused
-from proxy.vocabulary import SUBSCRIPTIONS, Errors
+from proxy.vocabulary import SUBSCRIPTIONS, Errors, known_error
 
 log = logging.getLogger("proxy.routing")
 
 # Refusals that are about the client's input, not about the provider: worth
-# telling the client when every route refused.
-CLIENT_ERRORS = (Errors.INCORRECT_LINK, "Bad link", Errors.ACTIVE_ORDER)
+# telling the client (in our spelling) when every route refused.
+CLIENT_ERRORS = (Errors.INCORRECT_LINK, Errors.ACTIVE_ORDER)
 # Refusals that mean the provider cannot sell anything now.
 PROVIDER_TROUBLE = (Errors.NOT_ENOUGH_FUNDS, Errors.INVALID_KEY)
 NO_ROUTE = "Service temporarily unavailable, please try again later"
@@ -141,7 +141,7 @@ class Router:
             except ProviderRefused as refused:
                 attempts[-1] = Attempt(option.provider, "refused", refused.message or refused.reason)
                 last_refusal = refused.message or ""
-                if refused.message in PROVIDER_TROUBLE or (refused.message is None and not refused.local):
+                if known_error(refused.message or "") in PROVIDER_TROUBLE or (refused.message is None and not refused.local):
                     await self._cool(option.provider, refused.reason)
                 if submitted:
                     order = await self._record(order, REFUSE, {"attempts": attempts_json(attempts)})
@@ -175,7 +175,8 @@ class Router:
             order, EXHAUST, {"attempts": attempts_json(attempts)}, memo=f"order {order.id} refused by every route"
         )
         await self.book.tally("orders_failed")
-        message = last_refusal if last_refusal in CLIENT_ERRORS else NO_ROUTE
+        known = known_error(last_refusal)
+        message = known if known in CLIENT_ERRORS else NO_ROUTE
         return Placement(order, error=message)
 
     async def _accepted(self, order: Order, provider: str, upstream_order: int, attempts: list[Attempt]) -> Order:

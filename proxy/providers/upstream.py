@@ -158,8 +158,6 @@ class ItemError:
 
 MISSING_FROM_REPLY = "missing from reply"
 UNREADABLE_ITEM = "unreadable reply item"
-# Our own words for an item we could not read: never shown to a client.
-INTERNAL_ITEM_ERRORS = frozenset({MISSING_FROM_REPLY, UNREADABLE_ITEM})
 # The one "unreadable" value, told apart from a provider's error by identity.
 _UNREADABLE = ItemError(UNREADABLE_ITEM)
 
@@ -646,9 +644,11 @@ def _refill_key(value: object) -> str | None:
 
 
 def _currency(value: object) -> str | None:
-    if not isinstance(value, str) or not value.strip():
+    """A three-letter currency code, or None for anything else."""
+    if not isinstance(value, str):
         return None
-    return value.strip().upper()
+    code = value.strip().upper()
+    return code if len(code) == 3 and code.isascii() and code.isalpha() else None
 
 
 def _text(value: object) -> str:
