@@ -16,11 +16,18 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, settings
 from support import FakeClock, Harness, router_config
 
 from proxy.store import EmbeddedRedis, Keys, connect
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
+
+# Generated hostile requests (tests/test_hostile.py): a CI-sized run by
+# default, a long one with --hypothesis-profile=long.
+_HYPOTHESIS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("default", max_examples=1500, **_HYPOTHESIS)
+settings.register_profile("long", max_examples=12_000, **_HYPOTHESIS)
 
 
 @pytest.fixture(scope="session")
