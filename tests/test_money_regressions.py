@@ -11,14 +11,14 @@ from decimal import Decimal
 import pytest
 from faults import FaultPlan
 from invariants import check_money, fresh_prefix
-from support import FakeClock, expire_leases, fault, router_config
+from support import FakeClock, expire_leases, fault, new_order, router_config
 from tcpproxy import RedisProxy
 
 from proxy.cli import main
 from proxy.money import ceil_to
 from proxy.ops import sync
-from proxy.orders.book import ClaimConflict
-from proxy.orders.states import FAILED, PLACED, SUBMITTED, UNKNOWN
+from proxy.orders.book import ClaimConflict, StateChanged
+from proxy.orders.states import ACCEPT, FAILED, LOSE, PLACED, SUBMIT, SUBMITTED, UNKNOWN
 from proxy.providers.upstream import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL
 
@@ -429,3 +429,241 @@ async def test_services_carry_dripfeed_where_the_service_takes_it(make_router):
     services = {s["service"]: s for s in await router.call(key, action="services")}
     assert services[1003]["dripfeed"] is True  # echomark's drip-feed likes
     assert "dripfeed" not in services[1001]
+
+
+# Found in review: each failed before its fix.
+
+
+async def test_a_live_order_keeps_its_claim_while_it_records_it(make_router):
+    router = await make_router(config())
+    await router.client(balance="10")
+    book = router.runtime.book
+    x = (await book.reserve(new_order(link=LINK + "x"))).order
+    y = (await book.reserve(new_order(link=LINK + "y"))).order
+    x = await book.apply(x, SUBMIT, {"provider": "echomark"})
+    y = await book.apply(y, SUBMIT, {"provider": "echomark"})
+    assert await book.claim(x, "echomark", 777) is None  # X claimed it; its accept is one step behind
+    assert await book.claim(y, "echomark", 777) == x.id
+
+
+async def test_two_concurrent_adds_answered_with_one_upstream_id(make_router):
+    router = await make_router(config(), duplicate_window=0)
+    key = await router.client(balance="10")
+    await router.call(key, action="services")
+    panel, book = router.panels["echomark"], router.runtime.book
+    original_add, original_apply = panel.add, book.apply
+
+    def same_id(key_, fields):
+        reply = original_add(key_, fields)
+        panel._next_order = 5000  # the panel hands the same ID to every add
+        return reply
+
+    async def slow_accept(order, event, *args, **kwargs):
+        if event == "accept":
+            await asyncio.sleep(0.05)
+        return await original_apply(order, event, *args, **kwargs)
+
+    panel.add, book.apply = same_id, slow_accept
+    await asyncio.gather(*(router.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000) for i in range(2)))
+    orders = await check_money(router, {"alice": Decimal("10")})
+    assert sorted(o.state for o in orders) == [PLACED, UNKNOWN]
+
+
+async def test_a_claim_released_while_another_order_looks_at_it(make_router):
+    router = await make_router(config())
+    await router.client(balance="10")
+    book = router.runtime.book
+    x = await book.apply((await book.reserve(new_order(link=LINK + "x"))).order, SUBMIT, {"provider": "echomark"})
+    y = (await book.reserve(new_order(link=LINK + "y"))).order
+    assert await book.claim(x, "echomark", 777) is None
+    x = await book.apply(x, LOSE)  # its accept never recorded: the claim is stale
+    find = book.find
+
+    async def find_then_release(order_id):
+        found = await find(order_id)
+        await book.release_claim(x, "echomark", 777)
+        return found
+
+    book.find = find_then_release
+    assert await book.claim(y, "echomark", 777) is None
+
+
+async def test_a_resolve_that_loses_a_race_keeps_the_placed_orders_claim(make_router):
+    router = await make_router(config())
+    await router.client(balance="10")
+    book = router.runtime.book
+    x = await book.apply((await book.reserve(new_order(link=LINK + "x"))).order, SUBMIT, {"provider": "echomark"})
+    x = await book.apply(x, LOSE)
+    original = book._found
+
+    async def found_then_the_late_reply_lands(order_id):
+        snapshot = await original(order_id)
+        assert await book.claim(snapshot, "echomark", 777) is None
+        await book.apply(snapshot, ACCEPT, {"upstream_order": 777})
+        return snapshot
+
+    book._found = found_then_the_late_reply_lands
+    with pytest.raises(StateChanged):
+        await book.resolve(x.id, upstream_order=777)
+    book._found = original
+    y = await book.apply((await book.reserve(new_order(link=LINK + "y"))).order, SUBMIT, {"provider": "echomark"})
+    assert await book.claim(y, "echomark", 777) == x.id
+
+
+@pytest.mark.parametrize("charge", ["1e30", "123456789012", "-0.05"])
+async def test_an_unusable_upstream_charge_still_settles_by_rate(make_router, charge):
+    router = await make_router(config())
+    key = await router.client(balance="10")
+    await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    order = await router.runtime.book.get("alice", 1)
+    order = await router.runtime.refresher.apply(order, UpstreamStatus(CANCELED, Decimal(charge), 0, 1000, "USD", "x"))
+    assert order.status == CANCELED and order.refunded == order.charge
+    assert "a charge we cannot use" in order.attention
+
+
+async def test_a_negative_upstream_charge_does_not_refund_a_subscription_silently(make_router):
+    router = await make_router(config())
+    key = await router.client(balance="10")
+    reply = await router.call(key, action="add", service=1010, username="someone", min=100, max=200, posts=5)
+    order = await router.runtime.book.get("alice", reply["order"])
+    done = UpstreamStatus(COMPLETED, Decimal("-0.05"), 0, 0, "USD", "Completed")
+    order = await router.runtime.refresher.apply(order, done)
+    assert order.refunded == 0 and "to be decided" in order.attention
+
+
+async def test_a_reservation_whose_every_reply_was_lost_is_answered_with_its_id(make_router):
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    router = await make_router(config())
+    key = await router.client(balance="10")
+    await router.call(key, action="services")
+    book = router.runtime.book
+    script = book._reserve
+
+    async def lost(*args, **kwargs):  # applied every time, its reply lost every time
+        await script(*args, **kwargs)
+        raise RedisTimeoutError("reply lost")
+
+    book._reserve = lost
+    assert await router.call(key, action="add", service=1, link=LINK, quantity=1000) == {"order": 1}
+    await settle(router)
+    order = await book.get("alice", 1)
+    assert order.state == FAILED and order.refunded == order.charge  # never sent: refunded
+    await check_money(router, {"alice": Decimal("10")})
+
+
+async def test_a_reply_that_drips_a_byte_at_a_time_ends_as_unknown():
+    from proxy.providers.upstream import OutcomeUnknown, ProviderClient
+
+    async def drip(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"order": 123}' + b" " * 40
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for i in range(len(body)):
+            writer.write(body[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.close()
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, ProviderClient("p", f"http://127.0.0.1:{port}/api/v2", "k", timeout=0.3) as client:
+        sent = []
+
+        async def before_send():
+            sent.append(True)
+
+        with pytest.raises(OutcomeUnknown, match="no complete reply"):
+            await client.add({"service": 1}, before_send=before_send)  # every byte within 0.3 s; 5 s in all
+    assert sent == [True]
+
+
+async def test_a_balance_reply_without_a_currency_keeps_a_block(make_router):
+    router = await make_router(config())
+    router.panels["echomark"].currency = "EUR"
+    await sync.check_providers(router.runtime)
+    original = router.panels["echomark"].balance
+    router.panels["echomark"].balance = lambda key: {"balance": original(key)["balance"]}
+    await sync.check_providers(router.runtime)
+    assert "EUR" in (await router.runtime.health.state("echomark")).blocked
+
+
+async def test_an_order_the_provider_stops_knowing_goes_to_the_operator(make_router):
+    router = await make_router(config(), status_ttl=1)
+    key = await router.client(balance="10")
+    await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    order = await router.runtime.book.get("alice", 1)
+    router.panels["echomark"]._orders[order.upstream_order].key = "someone else"  # "Incorrect order ID" now
+    for _ in range(5):
+        router.clock.advance(2)
+        await router.call(key, action="status", order=1)
+    order = await router.runtime.book.get("alice", 1)
+    assert order.attention == "5 status reads in a row had nothing on this order upstream"
+    assert order.refunded == 0  # the operator decides
+
+
+class RandomFaults:
+    """Upstream at its worst: random latency, refusals, lost replies and HTML pages."""
+
+    def __init__(self, inner, rng) -> None:
+        self.inner, self.rng = inner, rng
+
+    async def handle_async_request(self, request):
+        import httpx
+        from faults import HTML_PAGE
+
+        roll = self.rng.random()
+        await asyncio.sleep(self.rng.random() * 0.6)
+        if roll < 0.15:
+            raise httpx.ConnectError("refused", request=request)
+        response = await self.inner.handle_async_request(request)
+        if roll < 0.25:
+            await response.aclose()
+            raise httpx.ReadTimeout("lost", request=request)
+        if roll < 0.32:
+            await response.aclose()
+            return httpx.Response(200, text=HTML_PAGE, request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("seed", range(2))
+async def test_two_instances_with_lapsing_leases_and_a_hostile_upstream(make_router, seed):
+    """Instance A cannot renew its leases; B runs recovery ten times a second."""
+    import random
+
+    rng = random.Random(seed)
+    prefix = fresh_prefix()
+    options = dict(prefix=prefix, upstream_cooldown=0, order_lease=1, duplicate_window=0)
+    a = await make_router(config(), **options)
+    b = await make_router(config(), **options, panels=a.panels, clock=a.clock)
+    key = await a.client(balance="100")
+    for router in (a, b):
+        await router.call(key, action="services")
+        for client in router.runtime.providers.values():
+            client._client._transport = RandomFaults(client._client._transport, rng)
+
+    async def never(*args, **kwargs):
+        return 0
+
+    a.runtime.book._renew = never
+    stop = asyncio.Event()
+
+    async def recovery():
+        while not stop.is_set():
+            await sync.recover(b.runtime)
+            await asyncio.sleep(0.1)
+
+    loop = asyncio.create_task(recovery())
+    replies = await asyncio.gather(
+        *(a.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000) for i in range(40))
+    )
+    await a.runtime.desk.aclose()
+    stop.set()
+    await loop
+    await settle(a)
+    orders = await check_money(a, {"alice": Decimal("100")})
+    answered = {r["order"] for r in replies if "order" in r}
+    assert {o.id for o in orders if o.net_charge > 0} <= answered

@@ -319,6 +319,7 @@ class Order:
     cost_currency: str = ""
     upstream_charge: Decimal | None = None  # what the provider last said it charged
     upstream_currency: str = ""
+    misses: int = 0  # status reads in a row whose reply had nothing usable on this order
 
     @property
     def link(self) -> str:
@@ -383,6 +384,7 @@ class Order:
             cost_currency=record.get("cost_currency", ""),
             upstream_charge=amount("upstream_charge"),
             upstream_currency=record.get("upstream_currency", ""),
+            misses=int(record.get("misses", "0")),
         )
 
 
@@ -537,7 +539,19 @@ class OrderBook:
             order_id, to_minor(new.charge), self.token, self.lease_ms, value,
             fingerprint.payload if fingerprint else "", f"order {order_id}", *_flatten(record),
         ]
-        reply = await self._idempotent(lambda: self._reserve(keys=keys, args=args))
+        try:
+            reply = await self._idempotent(lambda: self._reserve(keys=keys, args=args))
+        except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+            # Whether the debit applied is unknown. If it did, the client must
+            # get this order's ID (recovery refunds it: it is never sent).
+            try:
+                exists = await self.redis.exists(self.keys.order(new.client, order_id))
+            except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+                exists = True  # cannot tell: answer as if it did; a phantom ID costs nobody money
+            if not exists:
+                raise
+            log.warning("order %s: reserved, but its store failed; recovery settles it", order_id)
+            return Reservation(order_id, False, None)
         if reply[0] == "ok":
             return Reservation(order_id, False, Order.from_record({k: str(v) for k, v in record.items()}))
         try:  # no order was made: its owner entry is litter (harmless if it stays)
@@ -735,8 +749,10 @@ class OrderBook:
         """Make `order` the owner of `upstream_order` at `provider`.
 
         None when it is ours now; the ID of the other order that owns it
-        otherwise. A claim left by an order that never recorded it (a crash
-        between claim and transition) is taken over.
+        otherwise. An order still in flight owns its claim (it records the
+        upstream ID one step after claiming it). A claim left by an order that
+        did not record it and is no longer in flight (a crash between claim
+        and transition, a failed resolve) is taken over.
         """
         key = self.keys.claims(provider, upstream_order)
         expected = ""
@@ -744,12 +760,12 @@ class OrderBook:
             current = await self._claim(keys=[key], args=[upstream_order, order.id, expected])
             if current in ("ok", str(order.id)):
                 return None
+            if current == "":  # released since we looked: claim it afresh
+                expected = ""
+                continue
             other = await self.find(int(current))
-            if (
-                other is not None
-                and other.provider == provider
-                and other.upstream_order == upstream_order
-                and other.state in (PLACED, UNKNOWN, FAILED)
+            if other is not None and (
+                other.state in IN_FLIGHT or (other.provider == provider and other.upstream_order == upstream_order)
             ):
                 return other.id
             expected = current
@@ -791,7 +807,9 @@ class OrderBook:
                 memo=f"order {order_id} resolved as placed",
             )
         except StateChanged:
-            await self.release_claim(order, order.provider, upstream_order)
+            now = await self.get(order.client, order.id)  # a late reply may have placed it with this very ID
+            if now is None or now.upstream_order != upstream_order:
+                await self.release_claim(order, order.provider, upstream_order)
             raise
 
     async def refund(self, order_id: int, total: Decimal) -> Order:

@@ -120,9 +120,10 @@ class Desk:
             await self.book.tally("orders_duplicate")
             return reservation.order_id
         # The money moved: from here on, the answer is this order's ID.
+        if reservation.order is None:  # reserved, but its store failed: recovery settles it
+            return reservation.order_id
         try:
             order = reservation.order
-            assert order is not None
             # Shielded: a client that hangs up must not stop an order mid-flight.
             task = asyncio.ensure_future(self.router.place(order, service, spec.quantity))
             self._placing.add(task)

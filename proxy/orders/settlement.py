@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from proxy.money import ceil_to, floor_to, format_amount, to_minor
+from proxy.money import MoneyError, ceil_to, floor_to, format_amount, to_minor
 from proxy.orders.book import Order
 from proxy.providers.upstream import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL, SUBSCRIPTIONS
@@ -38,6 +38,11 @@ class Settlement:
     fields: dict[str, object] = field(default_factory=dict)
     refund_to: Decimal | None = None
     attention: str = ""
+
+
+def _shown(amount: Decimal) -> str:
+    text = str(amount)
+    return text if len(text) <= 30 else text[:27] + "..."
 
 
 def by_delivery(order: Order, status: str) -> bool:
@@ -71,30 +76,37 @@ def settle(
     final_statuses: frozenset[str],
 ) -> Settlement:
     fields: dict[str, object] = {"status_at": repr(now)}
-    if result.charge is not None:
-        fields["upstream_charge"] = to_minor(floor_to(result.charge))
+    problems = []
+    reported = result.charge
+    if reported is not None:
+        try:
+            if reported < 0:
+                raise MoneyError("negative")
+            fields["upstream_charge"] = to_minor(floor_to(reported))
+        except (MoneyError, ArithmeticError):
+            problems.append(f"the provider reported a charge we cannot use ({_shown(reported)})")
+            reported = None
     if result.currency:
         fields["upstream_currency"] = result.currency
     if result.status is None:  # a spelling we do not know: keep the status we had
-        return Settlement(fields)
+        return Settlement(fields, attention="; ".join(problems))
     status, remains = result.status, result.remains
     delivery = by_delivery(order, status)
     if remains is None:
         if status == PARTIAL and not delivery:  # a refund needs the remains: ask again later
-            return Settlement(fields)
+            return Settlement(fields, attention="; ".join(problems))
         remains = 0 if status == COMPLETED else order.remains
     remains = max(0, min(remains, order.quantity))
     fields.update(status=status, remains=remains)
     if result.start_count is not None:
         fields["start_count"] = result.start_count
     if status not in final_statuses:
-        return Settlement(fields)
+        return Settlement(fields, attention="; ".join(problems))
 
-    problems = []
     currency = result.currency or order.upstream_currency or provider_currency
     if currency != provider_currency:
         problems.append(f"the provider reported its charge in {currency}, not {provider_currency}")
-    charged = result.charge if result.charge is not None else order.upstream_charge
+    charged = reported if result.charge is not None else order.upstream_charge
     comparable = charged is not None and currency == provider_currency and order.cost is not None
     refund_to: Decimal | None
     if delivery:
@@ -103,7 +115,7 @@ def settle(
             refund_to = None
         else:
             assert charged is not None and order.cost is not None
-            billed = ceil_to(order.charge * charged / order.cost)
+            billed = max(Decimal(0), ceil_to(order.charge * charged / order.cost))
             if billed > order.charge:
                 problems.append(
                     f"the provider charged {format_amount(charged)} {currency}, more than the "

@@ -34,6 +34,9 @@ from proxy.providers.upstream import (
 log = logging.getLogger("proxy.statuses")
 
 _Result = UpstreamStatus | ItemError | None
+# Status reads in a row without news of an order (the provider says it does
+# not know it, or leaves it out) before an operator is asked to look.
+MISSES_FOR_ATTENTION = 5
 
 
 class StatusRefresher:
@@ -129,7 +132,8 @@ class StatusRefresher:
         moving the money it calls for. `asked_at` stamps the status."""
         if result is None:  # the provider did not answer: keep the old status
             return order
-        if isinstance(result, ItemError):  # no news of this order: keep the status, ask again later
+        missed = isinstance(result, ItemError)
+        if missed:  # no news of this order: keep the status, ask again later
             result = UpstreamStatus(None, None, None, None, None, None)
         settlement = settle(
             order,
@@ -139,15 +143,22 @@ class StatusRefresher:
             now=self.clock() if asked_at is None else asked_at,
             final_statuses=FINAL_STATUSES,
         )
+        fields, attention = settlement.fields, settlement.attention
+        if missed:
+            fields["misses"] = order.misses + 1
+            if order.misses + 1 >= MISSES_FOR_ATTENTION:
+                attention = f"{order.misses + 1} status reads in a row had nothing on this order upstream"
+        elif order.misses:
+            fields["misses"] = 0
         try:
             updated = await self.book.apply(
-                order, STATUS, settlement.fields, refund_to=settlement.refund_to,
-                attention=settlement.attention, version=order.version,
+                order, STATUS, fields, refund_to=settlement.refund_to,
+                attention=attention, version=order.version,
                 memo=f"order {order.id} {settlement.fields.get('status', 'status')}",
             )
         except StateChanged:
             return order
-        if settlement.attention and updated.attention and not order.attention:
+        if attention and updated.attention and not order.attention:
             log.warning("order %s needs an operator: %s", order.id, updated.attention)
             await self.book.tally("orders_attention")
         return updated

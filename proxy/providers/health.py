@@ -113,9 +113,10 @@ class Health:
             await self.redis.hset(key, mapping={"error": exc.reason[:200], "checked_at": repr(self.clock())})
             return await self.state(client.name)
         fields = {"balance": str(balance.balance), "checked_at": repr(self.clock()), "error": ""}
-        if balance.currency is None:
+        before = await self.redis.hget(key, "blocked")
+        if balance.currency is None:  # says nothing of the currency: a block stays until one agrees
             fields["currency"] = ""
-            fields["blocked"] = ""
+            fields["blocked"] = before or ""
         elif balance.currency != currency:
             fields["currency"] = balance.currency
             fields["blocked"] = f"its balance is in {balance.currency}, the config says {currency}"
@@ -127,7 +128,6 @@ class Health:
         else:
             fields["currency"] = balance.currency
             fields["blocked"] = ""
-        before = await self.redis.hget(key, "blocked")
         await self.redis.hset(key, mapping=fields)
         if before and not fields["blocked"]:
             log.warning("provider %s unblocked: its balance is in %s again", client.name, currency)

@@ -224,6 +224,13 @@ class ProviderClient:
         self._slots = asyncio.Semaphore(max_connections)
         pool_wait = timeout.pool if isinstance(timeout, httpx.Timeout) else timeout
         self._pool_wait = 60.0 if pool_wait is None else float(pool_wait)
+        # httpx's timeouts bound each read, not a whole reply: one that drips
+        # a byte at a time would never end. This bounds the whole exchange.
+        if isinstance(timeout, httpx.Timeout):
+            parts = [t for t in (timeout.connect, timeout.write, timeout.read) if t is not None]
+            self._total = sum(parts) + 1.0 if len(parts) == 3 else None
+        else:
+            self._total = 3 * float(timeout) + 1.0
         self.request_format = request_format
         self.method = method
         self._api_key = api_key
@@ -361,7 +368,10 @@ class ProviderClient:
                 await before_send()
             request = self._request(action, params or {})
             try:
-                response = await self._client.send(request)
+                async with asyncio.timeout(self._total):
+                    response = await self._client.send(request)
+            except TimeoutError:
+                raise self._unknown(action, f"no complete reply in {self._total:.0f} s") from None
             except httpx.PoolTimeout as exc:
                 raise self._not_sent(action, self._describe(exc)) from None
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
