@@ -1,32 +1,45 @@
-"""The `smm-proxy` command: serve, demo, check, and operator commands.
+"""The `smm-proxy` command: serve, worker, demo, check, and operator commands.
 
 Every command that reads or changes data prints a short human table, or
-JSON with `--json` for scripts. Errors go to stderr with exit status 2.
+JSON with `--json` for scripts. Operator commands go through
+`proxy.ops.operators`, as the admin API does, and are audited. Every refusal
+and usage error goes to stderr with exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import json
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from proxy.accounts.clients import AccountError, Client
-from proxy.accounts.ledger import Entry
+from redis.exceptions import RedisError
+
+from proxy import __version__
 from proxy.config import Config, ConfigError, load_config
-from proxy.money import MoneyError, format_amount, parse_amount
-from proxy.orders.book import GROUPS, ClaimConflict, Order, StateChanged
+from proxy.ops import logs, reports
+from proxy.ops.operators import OperatorError, Operators
+from proxy.ops.reports import GROUPINGS
 from proxy.runtime import Runtime
 from proxy.settings import Settings
+from proxy.store import StoreUnfit, check_store, connect, redacted_url
+
+ACTOR = "cli"
 
 
 class CommandError(Exception):
     """A refusal to print as it is, without a traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors: a clear message and exit status 2 (argparse's own)."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -40,50 +53,35 @@ def _config(settings: Settings) -> Config:
     return load_config(settings.config, settings.environ())
 
 
-def _amount(text: str) -> Decimal:
-    try:
-        return parse_amount(text)
-    except MoneyError as exc:
-        raise CommandError(str(exc)) from None
-
-
 def _print(args: argparse.Namespace, data: Any, human: Callable[[], str]) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else human())
+    print(json.dumps(data, indent=2, ensure_ascii=False) if getattr(args, "json", False) else human())
 
 
-def _client_json(client: Client) -> dict[str, Any]:
-    return {
-        "name": client.name,
-        "balance": format_amount(client.balance),
-        "currency": client.currency,
-        "disabled": client.disabled,
-    }
-
-
-def _entry_json(entry: Entry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "time": entry.time.isoformat(timespec="seconds"),
-        "kind": entry.kind,
-        "amount": format_amount(entry.amount),
-        "balance": format_amount(entry.balance),
-        "ref": entry.ref,
-        "memo": entry.memo,
-    }
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    if not rows:
+def _table(rows: Sequence[Sequence[object]]) -> str:
+    if len(rows) <= 1:
         return "(none)"
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
-async def _with_runtime(args: argparse.Namespace, work: Callable[[Runtime], Awaitable[None]]) -> None:
+def _need_redis(settings: Settings) -> str:
+    if not settings.redis_url:
+        raise CommandError(
+            "SMM_PROXY_REDIS_URL is not set: the router keeps balances and orders in Redis "
+            "(try 'smm-proxy demo' for a self-contained demo)"
+        )
+    return settings.redis_url
+
+
+async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], Awaitable[None]]) -> None:
     settings = _settings(args)
+    url = _need_redis(settings)
     runtime = Runtime.from_settings(settings, _config(settings))
     try:
-        await work(runtime)
+        await work(Operators(runtime))
+    except RedisError as exc:
+        raise CommandError(f"Redis at {redacted_url(url)} failed: {exc}") from None
     finally:
         await runtime.aclose()
 
@@ -91,93 +89,44 @@ async def _with_runtime(args: argparse.Namespace, work: Callable[[Runtime], Awai
 # -- clients ---------------------------------------------------------------
 
 
-async def clients_add(args: argparse.Namespace, runtime: Runtime) -> None:
-    client, api_key = await runtime.accounts.create(args.name, _amount(args.balance))
-    data = {**_client_json(client), "key": api_key}
-    _print(
-        args,
-        data,
-        lambda: f"client {client.name} created, balance {data['balance']} {client.currency}\n"
-        f"API key (shown once, stored hashed): {api_key}",
-    )
+async def clients_add(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.create_client(ACTOR, args.name, args.balance)
+    _print(args, data, lambda: f"client {data['name']} created, balance {data['balance']} {data['currency']}\n"
+                               f"API key (shown once, stored hashed): {data['key']}")
 
 
-async def clients_topup(args: argparse.Namespace, runtime: Runtime) -> None:
-    entry = await runtime.accounts.topup(args.name, _amount(args.amount), ref=args.ref, memo=args.memo)
-    data = {**_entry_json(entry), "applied": not entry.duplicate}
-    note = " (already applied earlier: nothing changed)" if entry.duplicate else ""
+async def clients_topup(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.topup(ACTOR, args.name, args.amount, ref=args.ref, memo=args.memo)
+    note = "" if data["applied"] else " (already applied earlier: nothing changed)"
     _print(args, data, lambda: f"{args.name}: +{data['amount']}, balance {data['balance']}{note}")
 
 
-async def clients_list(args: argparse.Namespace, runtime: Runtime) -> None:
-    clients = await runtime.accounts.all()
+async def clients_list(args: argparse.Namespace, ops: Operators) -> None:
+    clients = await ops.clients()
     rows = [["NAME", "BALANCE", "CURRENCY", "STATE"]] + [
-        [c.name, format_amount(c.balance), c.currency, "disabled" if c.disabled else "active"]
-        for c in clients
+        [c["name"], c["balance"], c["currency"], "disabled" if c["disabled"] else "active"] for c in clients
     ]
-    _print(args, [_client_json(c) for c in clients], lambda: _table(rows))
+    _print(args, clients, lambda: _table(rows))
 
 
-async def clients_disable(args: argparse.Namespace, runtime: Runtime) -> None:
-    client = await runtime.accounts.disable(args.name)
-    _print(args, _client_json(client), lambda: f"client {client.name} disabled")
+async def clients_disable(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.disable_client(ACTOR, args.name)
+    _print(args, data, lambda: f"client {data['name']} disabled")
 
 
-async def clients_ledger(args: argparse.Namespace, runtime: Runtime) -> None:
-    await runtime.accounts.get(args.name)
-    entries = await runtime.ledger.entries(args.name, args.limit)
+async def clients_ledger(args: argparse.Namespace, ops: Operators) -> None:
+    entries = await ops.ledger(args.name, args.limit)
     rows = [["TIME", "KIND", "AMOUNT", "BALANCE", "REF", "MEMO"]] + [
-        [e["time"], e["kind"], e["amount"], e["balance"], e["ref"], e["memo"]]
-        for e in map(_entry_json, entries)
+        [e["time"], e["kind"], e["amount"], e["balance"], e["ref"], e["memo"]] for e in entries
     ]
-    _print(args, [_entry_json(e) for e in entries], lambda: _table(rows))
+    _print(args, entries, lambda: _table(rows))
 
 
 # -- orders ----------------------------------------------------------------
 
 
-def _order_json(order: Order) -> dict[str, Any]:
-    return {
-        "id": order.id,
-        "client": order.client,
-        "service": order.service,
-        "type": order.type,
-        "link": order.link,
-        "quantity": order.quantity,
-        "state": order.state,
-        "status": order.public_status,
-        "remains": order.remains,
-        "charge": format_amount(order.charge),
-        "refunded": format_amount(order.refunded),
-        "provider": order.provider,
-        "upstream_service": order.upstream_service,
-        "upstream_order": order.upstream_order,
-        "attempts": [a.__dict__ for a in order.attempts],
-        "attention": order.attention,
-        "cost": "" if order.cost is None else f"{format_amount(order.cost)} {order.cost_currency}",
-        "upstream_charge": (
-            "" if order.upstream_charge is None
-            else f"{format_amount(order.upstream_charge)} {order.upstream_currency or order.cost_currency}"
-        ),
-        "created": datetime.fromtimestamp(order.created, tz=UTC).isoformat(timespec="seconds"),
-    }
-
-
-async def _find_order(runtime: Runtime, order_id: int) -> Order:
-    order = await runtime.book.find(order_id)
-    if order is None:
-        raise CommandError(f"no order {order_id}")
-    return order
-
-
-async def _order_entries(runtime: Runtime, order: Order) -> list[Entry]:
-    return [e for e in await runtime.ledger.entries(order.client) if e.order == order.id]
-
-
-async def orders_show(args: argparse.Namespace, runtime: Runtime) -> None:
-    order = await _find_order(runtime, args.id)
-    entries = await _order_entries(runtime, order)
-    data = {**_order_json(order), "ledger": [_entry_json(e) for e in entries]}
+async def orders_show(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.order(args.id)
 
     def human() -> str:
         lines = [f"{k:17} {v}" for k, v in data.items() if k not in ("attempts", "ledger")]
@@ -188,103 +137,209 @@ async def orders_show(args: argparse.Namespace, runtime: Runtime) -> None:
     _print(args, data, human)
 
 
-async def orders_list(args: argparse.Namespace, runtime: Runtime) -> None:
-    wanted = (args.state or "").casefold()
-    found: list[Order] = []
-    if wanted in GROUPS:  # a working set: read it, newest first
-        for order_id in reversed(await runtime.book.ids_in(wanted, args.client)):
-            order = await runtime.book.find(order_id)
-            if order is not None:
-                found.append(order)
-            if len(found) >= args.limit:
-                break
-    else:
-        async for order in runtime.book.newest(args.client):
-            if wanted and wanted not in (order.state, order.public_status.casefold()):
-                continue
-            found.append(order)
-            if len(found) >= args.limit:
-                break
+async def orders_list(args: argparse.Namespace, ops: Operators) -> None:
+    found = await ops.orders(args.state, args.client, args.limit)
     rows = [["ID", "CLIENT", "SERVICE", "QTY", "STATE", "STATUS", "CHARGE", "REFUNDED", "PROVIDER", "UPSTREAM"]] + [
-        [str(o.id), o.client, str(o.service), str(o.quantity), o.state, o.public_status,
-         format_amount(o.charge), format_amount(o.refunded), o.provider, str(o.upstream_order or "")]
+        [o["id"], o["client"], o["service"], o["quantity"], o["state"], o["status"], o["charge"], o["refunded"],
+         o["provider"], o["upstream_order"] or ""]
         for o in found
     ]
-    _print(args, [_order_json(o) for o in found], lambda: _table(rows))
+    _print(args, found, lambda: _table(rows))
 
 
-async def orders_resolve(args: argparse.Namespace, runtime: Runtime) -> None:
-    try:
-        order = await runtime.book.resolve(args.id, upstream_order=args.upstream_order, failed=args.failed)
-    except (LookupError, ValueError, ClaimConflict) as exc:
-        raise CommandError(str(exc)) from None
-    except StateChanged as exc:
-        raise CommandError(f"order {args.id} is {exc.state}, not unknown: nothing to resolve") from None
+async def orders_resolve(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.resolve(ACTOR, args.id, upstream_order=args.upstream_order, failed=args.failed)
     verdict = "failed, refunded in full" if args.failed else f"placed as upstream order {args.upstream_order}"
-    _print(args, _order_json(order), lambda: f"order {order.id} resolved: {verdict}")
+    _print(args, data, lambda: f"order {data['id']} resolved: {verdict}")
 
 
-async def orders_refund(args: argparse.Namespace, runtime: Runtime) -> None:
+async def orders_refund(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.refund(ACTOR, args.id, args.total)
+    _print(args, data, lambda: f"order {data['id']}: refunded {data['refunded']} in all")
+
+
+async def orders_ack(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.acknowledge(ACTOR, args.id)
+    _print(args, data, lambda: f"order {data['id']}: attention cleared")
+
+
+# -- providers, reports, admins, audit -------------------------------------
+
+
+async def providers(args: argparse.Namespace, ops: Operators) -> None:
+    rows_data = await ops.providers(check=args.check)
+
+    def human() -> str:
+        rows = [["NAME", "HEALTH", "CURRENCY", "BALANCE", "CHECKED", "SERVICES", "CATALOG AGE", "PRICE CHANGES"]]
+        for p in rows_data:
+            read = p["currency_read"] or "?"
+            currency = p["currency"] if read in (p["currency"], "?") else f"{p['currency']} (reads {read})"
+            age = "never" if p["catalog_age"] is None else f"{p['catalog_age']} s"
+            rows.append([p["name"], p["health"], currency, p["balance"] or "?", p["checked"] or "never",
+                         p["services"], age, len(p["price_changes"])])
+        lines = [_table(rows)]
+        for p in rows_data:
+            lines += [f"  {p['name']}: service {c['service']} {c['from']} -> {c['to']}" for c in p["price_changes"][:5]]
+            if p["check_error"]:
+                lines.append(f"  {p['name']}: last check failed: {p['check_error']}")
+        return "\n".join(lines)
+
+    _print(args, rows_data, human)
+
+
+def since_timestamp(text: str | None) -> float:
     try:
-        order = await runtime.book.refund(args.id, _amount(args.total))
-    except (LookupError, ValueError) as exc:
-        raise CommandError(str(exc)) from None
-    except StateChanged as exc:
-        raise CommandError(f"order {args.id} is {exc.state}: it cannot be refunded now") from None
-    _print(args, _order_json(order), lambda: f"order {order.id}: refunded {format_amount(order.refunded)} in all")
+        return reports.since(text)
+    except ValueError as exc:
+        raise CommandError(f"--{exc}") from None
 
 
-async def orders_ack(args: argparse.Namespace, runtime: Runtime) -> None:
-    try:
-        order = await runtime.book.acknowledge(args.id)
-    except LookupError as exc:
-        raise CommandError(str(exc)) from None
-    _print(args, _order_json(order), lambda: f"order {order.id}: attention cleared")
+async def report(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.report(since_timestamp(args.since), args.by)
+    columns = ["key", "orders", "revenue", "refunds", "cost", "margin"]
+    if args.csv:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows([*data["lines"], data["total"]])
+        print(out.getvalue(), end="")
+        return
+    rows = [[args.by.upper(), "ORDERS", "REVENUE", "REFUNDS", "COST", "MARGIN"]]
+    rows += [[line[c] for c in columns] for line in [*data["lines"], data["total"]]]
+    _print(args, data, lambda: f"since {datetime.fromtimestamp(data['since'], tz=UTC):%Y-%m-%d %H:%M} UTC, "
+                               f"in {data['currency']}\n{_table(rows)}")
 
 
-# -- top-level commands ----------------------------------------------------
+async def admin_add(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.add_admin(ACTOR, args.name)
+    _print(args, data, lambda: f"admin {data['name']} added\ntoken (shown once, stored hashed): {data['token']}")
 
 
-def check(args: argparse.Namespace) -> None:
+async def admin_list(args: argparse.Namespace, ops: Operators) -> None:
+    names = await ops.admins()
+    _print(args, names, lambda: "\n".join(names) or "(none)")
+
+
+async def admin_remove(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.remove_admin(ACTOR, args.name)
+    _print(args, data, lambda: f"admin {args.name} removed")
+
+
+async def audit(args: argparse.Namespace, ops: Operators) -> None:
+    rows_data = await ops.audit_log(args.limit)
+    rows = [["TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"]] + [
+        [r["time"], r["actor"], r["action"], r["target"], json.dumps(r["detail"], ensure_ascii=False)] for r in rows_data
+    ]
+    _print(args, rows_data, lambda: _table(rows))
+
+
+# -- running ---------------------------------------------------------------
+
+
+def check(args: argparse.Namespace) -> int | None:
     settings = _settings(args)
-    config = _config(settings)
+    try:
+        config = _config(settings)
+    except ConfigError as exc:
+        if args.json:
+            print(json.dumps({"config": str(settings.config), "ok": False, "problems": exc.problems}, indent=2))
+            return 2
+        raise
     routes = sum(len(s.routes) for s in config.services)
-    print(
-        f"{settings.config}: OK - {len(config.providers)} providers, {len(config.services)} services "
-        f"({routes} routes), {len(config.imports)} import rules, currency {config.currency}"
-    )
+    data = {"config": str(settings.config), "ok": True, "providers": len(config.providers),
+            "services": len(config.services), "routes": routes, "imports": len(config.imports),
+            "currency": config.currency}
+    _print(args, data, lambda: f"{settings.config}: OK - {len(config.providers)} providers, {len(config.services)} "
+                               f"services ({routes} routes), {len(config.imports)} import rules, currency {config.currency}")
+
+
+def _log_setup(settings: Settings, config: Config) -> None:
+    secrets = [p.key for p in config.providers.values()] + ([settings.metrics_token] if settings.metrics_token else [])
+    logs.configure(settings.log_format, settings.log_level, secrets)
+
+
+def _checked_store(settings: Settings, allow_volatile: bool) -> None:
+    """Refuse a Redis that does not answer or may evict keys; warn if it keeps nothing."""
+    url = _need_redis(settings)
+
+    async def probe() -> list[str]:
+        redis = connect(url)
+        try:
+            return await check_store(redis, allow_volatile)
+        finally:
+            await redis.aclose()
+
+    try:
+        for warning in asyncio.run(probe()):
+            logs_warning(warning)
+    except StoreUnfit as exc:
+        raise CommandError(f"Redis at {redacted_url(url)}: {exc}") from None
+
+
+def logs_warning(message: str) -> None:
+    import logging
+
+    logging.getLogger("proxy.store").warning(message)
 
 
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from .app import create_app
+    from proxy.edge.app import create_app
 
     settings = _settings(args)
     config = _config(settings)
-    if not settings.redis_url:
-        raise CommandError(
-            "SMM_PROXY_REDIS_URL is not set: the router keeps balances and orders in Redis "
-            "(try 'smm-proxy demo' for a self-contained demo)"
-        )
+    _log_setup(settings, config)
+    _checked_store(settings, args.allow_volatile)
     runtime = Runtime.from_settings(settings, config)
     uvicorn.run(
-        create_app(runtime, close_runtime=True, background=True),
+        create_app(runtime, close_runtime=True, background=not args.no_background),
         host=args.host or settings.host,
         port=args.port or settings.port,
-        log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
     )
 
 
-def demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+def worker(args: argparse.Namespace) -> None:
+    """The background work alone (recovery, status polling, provider checks)."""
+    from proxy.ops import sync
 
-    asyncio.run(run_demo(_settings(args), host=args.host, port=args.port))
+    settings = _settings(args)
+    config = _config(settings)
+    _log_setup(settings, config)
+    _checked_store(settings, args.allow_volatile)
+
+    async def run() -> None:
+        runtime = Runtime.from_settings(settings, config)
+        try:
+            async with sync.background(runtime, settings.sync_interval) as task:
+                await task
+        finally:
+            await runtime.aclose()
+
+    asyncio.run(run())
+
+
+def demo(args: argparse.Namespace) -> None:
+    from proxy.demo import run_demo
+
+    settings = _settings(args)
+    logs.configure("console", "info")
+    listener = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((args.host, args.port))
+    except OSError as exc:
+        listener.close()
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror} (try --port)") from None
+    asyncio.run(run_demo(settings, listener))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smm-proxy", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="smm-proxy", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"smm-proxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def command(parent: Any, name: str, help: str, run: Any, *, config: bool = True, json_out: bool = False) -> Any:
         sub = parent.add_parser(name, help=help, description=help)
@@ -298,13 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(commands, "serve", "run the router", serve)
     sub.add_argument("--host")
     sub.add_argument("--port", type=int)
+    sub.add_argument("--no-background", action="store_true",
+                     help="leave recovery and polling to 'smm-proxy worker' (replicas behind a load balancer)")
+    sub.add_argument("--allow-volatile", action="store_true", help="do not warn about a Redis that keeps nothing on disk")
+    sub = command(commands, "worker", "run the background work alone: recovery, status polling, provider checks", worker)
+    sub.add_argument("--allow-volatile", action="store_true")
     sub = command(commands, "demo", "run a self-contained demo with simulated panels", demo, config=False)
     sub.add_argument("--host", default="127.0.0.1")
     sub.add_argument("--port", type=int, default=8080)
-    command(commands, "check", "validate a config file without starting", check)
+    command(commands, "check", "validate a config file without starting", check, json_out=True)
 
     clients = commands.add_parser("clients", help="manage downstream client accounts")
-    actions = clients.add_subparsers(dest="action", required=True)
+    actions = clients.add_subparsers(dest="action", required=True, parser_class=Parser)
     sub = command(actions, "add", "open an account and print its API key once", clients_add, json_out=True)
     sub.add_argument("name")
     sub.add_argument("--balance", default="0", help="opening balance in the deployment currency")
@@ -321,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--limit", type=int, help="only the newest N entries")
 
     orders = commands.add_parser("orders", help="inspect and settle orders")
-    actions = orders.add_subparsers(dest="action", required=True)
+    actions = orders.add_subparsers(dest="action", required=True, parser_class=Parser)
     sub = command(actions, "show", "one order, its attempts and its ledger entries", orders_show, json_out=True)
     sub.add_argument("id", type=int)
     sub = command(actions, "list", "orders, newest first", orders_list, json_out=True)
@@ -343,20 +403,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("total", help="the order's total refund, in the deployment currency")
     sub = command(actions, "ack", "clear an order's attention note once it is dealt with", orders_ack, json_out=True)
     sub.add_argument("id", type=int)
+
+    sub = command(commands, "providers", "each provider's health, balance, currency, catalog and price changes",
+                  providers, json_out=True)
+    sub.add_argument("--check", action="store_true", help="read every provider's balance now")
+    sub = command(commands, "report", "revenue, upstream cost, refunds and margin", report, json_out=True)
+    sub.add_argument("--since", help="7d (default), 24h, 30m, or a date like 2026-11-01")
+    sub.add_argument("--by", choices=GROUPINGS, default="provider")
+    sub.add_argument("--csv", action="store_true", help="print CSV")
+
+    admin = commands.add_parser("admin", help="tokens for the admin HTTP API")
+    actions = admin.add_subparsers(dest="action", required=True, parser_class=Parser)
+    sub = command(actions, "add", "make an admin token and print it once", admin_add, json_out=True)
+    sub.add_argument("name")
+    command(actions, "list", "list admins", admin_list, json_out=True)
+    sub = command(actions, "remove", "revoke an admin's token", admin_remove, json_out=True)
+    sub.add_argument("name")
+    sub = command(commands, "audit", "the operators' audit log, newest first", audit, json_out=True)
+    sub.add_argument("--limit", type=int, default=50)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.run in (check, serve, demo):
-            args.run(args)
+        if args.run in (check, serve, demo, worker):
+            return args.run(args) or 0
         else:
-            asyncio.run(_with_runtime(args, lambda runtime: args.run(args, runtime)))
+            asyncio.run(_with_operators(args, lambda ops: args.run(args, ops)))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (CommandError, AccountError) as exc:
+    except (CommandError, OperatorError) as exc:
         print(f"smm-proxy: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,9 @@ with a balance, then prints what to paste into a terminal.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from proxy.sim.app import create_app as create_panel_app
 from proxy.sim.catalogs import build_panel
 from proxy.sim.panel import DEFAULT_KEY
 from proxy.sim.server import serve_panel
-from proxy.store import EmbeddedRedis, connect
+from proxy.store import EmbeddedRedis, connect, redacted_url
 
 DEMO_CLIENT = "demo"
 DEMO_BALANCE = Decimal("100")
@@ -59,10 +61,12 @@ Press Ctrl+C to stop.
 """
 
 
-async def run_demo(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
+async def run_demo(settings: Settings, listener: socket.socket) -> None:
+    """Run the demo on an already bound `listener`; the banner comes once it serves."""
+    host, port = listener.getsockname()[:2]
     with contextlib.ExitStack() as stack:
         redis_url = settings.redis_url
-        redis_note = redis_url or "embedded redis-server (kept in memory, gone at exit)"
+        redis_note = redis_url and redacted_url(redis_url) or "embedded redis-server (kept in memory, gone at exit)"
         if not redis_url:
             redis_url = stack.enter_context(EmbeddedRedis())
         echomark = build_panel("echomark", step_seconds=DEMO_STEP_SECONDS)
@@ -87,9 +91,14 @@ async def run_demo(settings: Settings, host: str = "127.0.0.1", port: int = 8080
                     api_key = await runtime.accounts.rotate_key(DEMO_CLIENT)
                 await runtime.catalog()  # fetch both service lists before the first client does
                 server = uvicorn.Server(
-                    uvicorn.Config(create_app(runtime, background=True), host=host, port=port, log_level="warning")
+                    uvicorn.Config(create_app(runtime, background=True), log_config=None, access_log=False)
                 )
+                serving = asyncio.create_task(server.serve(sockets=[listener]))
+                while not server.started:
+                    if serving.done():
+                        return await serving
+                    await asyncio.sleep(0.01)
                 print(instructions(f"http://{host}:{port}/api/v2", api_key, redis_note), flush=True)
-                await server.serve()
+                await serving
             finally:
                 await runtime.aclose()

@@ -117,3 +117,19 @@ def parse_request(params: Mapping[str, str]) -> Request:
         ids, _ = _ids(params, "order", "orders")
         return CancelRequest(ids)
     raise ProtocolError(Errors.INCORRECT_REQUEST)
+
+
+_ACTIONS = {
+    ServicesRequest: "services",
+    BalanceRequest: "balance",
+    AddRequest: "add",
+    StatusRequest: "status",
+    RefillRequest: "refill",
+    RefillStatusRequest: "refill_status",
+    CancelRequest: "cancel",
+}
+
+
+def action_of(request: Request) -> str:
+    """The API v2 action a typed request is (for logs and metrics)."""
+    return _ACTIONS[type(request)]

@@ -19,6 +19,7 @@ from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
 from proxy.catalog import Catalog, build_catalog
 from proxy.config import Config
+from proxy.ops.metrics import Metrics
 from proxy.orders.book import OrderBook
 from proxy.orders.desk import Desk
 from proxy.orders.refills import Refills
@@ -52,6 +53,7 @@ class Runtime:
         self.ledger = Ledger(redis, self.keys)
         self.accounts = Accounts(redis, self.keys, self.ledger, config.currency)
         transports = transports or {}
+        self.metrics = Metrics()
         self.providers = {
             name: ProviderClient(
                 name,
@@ -63,8 +65,11 @@ class Runtime:
                 transport=transports.get(name),
                 max_connections=provider.max_connections,
                 order_wait=provider.order_wait,
+                observer=self.metrics.upstream_call,
                 budget=(
-                    RequestBudget(redis, self.keys, name, provider.requests_per_minute, clock)
+                    RequestBudget(
+                        redis, self.keys, name, provider.requests_per_minute, clock, on_wait=self.metrics.budget_wait
+                    )
                     if provider.requests_per_minute
                     else None
                 ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,7 +26,10 @@ class Settings(BaseSettings):
     key_prefix: str = Field("smm:", description="Prefix of every Redis key this router writes.")
     host: str = "127.0.0.1"
     port: int = 8080
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json: one object a line; console: readable lines; auto: console on a terminal."
+    )
 
     catalog_ttl: float = Field(300.0, gt=0, description="Seconds a provider's service list is fresh.")
     status_ttl: float = Field(60.0, gt=0, description="Seconds an order's cached status is fresh.")

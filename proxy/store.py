@@ -7,7 +7,9 @@ caches do.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import shutil
 import subprocess
 import tempfile
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
 
 log = logging.getLogger("proxy.store")
 
@@ -41,6 +44,10 @@ class Keys:
     def applied(self, name: str) -> str:
         """Hash of idempotency reference -> ledger entry, per client."""
         return f"{self.prefix}applied:{{c:{name}}}"
+
+    def totals(self, name: str) -> str:
+        """Running totals of a client's money by kind (charge, refund, topup, paid upstream)."""
+        return f"{self.prefix}totals:{{c:{name}}}"
 
     @property
     def clients(self) -> str:
@@ -110,6 +117,21 @@ class Keys:
     def catalog(self, provider: str) -> str:
         return f"{self.prefix}catalog:{provider}"
 
+    def price_changes(self, provider: str) -> str:
+        return f"{self.prefix}price-changes:{provider}"
+
+    @property
+    def audit(self) -> str:
+        """The operators' audit log (a stream)."""
+        return f"{self.prefix}audit"
+
+    def admin(self, token_hash: str) -> str:
+        return f"{self.prefix}admin:{token_hash}"
+
+    @property
+    def admins(self) -> str:
+        return f"{self.prefix}admins"
+
     def catalog_lock(self, provider: str) -> str:
         return f"{self.prefix}catalog-lock:{provider}"
 
@@ -126,17 +148,42 @@ def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
-async def warn_if_evicting(redis: aioredis.Redis) -> None:
-    """Balances and orders must not live in a Redis that may evict them."""
+class StoreUnfit(Exception):
+    """A Redis the router must not keep money in."""
+
+
+def redacted_url(url: str) -> str:
+    """A Redis URL fit for a message: without its password."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+async def check_store(redis: aioredis.Redis, allow_volatile: bool = False, timeout: float = 5.0) -> list[str]:
+    """Refuse a Redis that does not answer or may evict keys; warnings about the rest.
+
+    Balances, orders and the ledger live in Redis: a policy that evicts keys
+    loses money, and one that keeps nothing on disk loses it at a restart
+    (a warning, unless `allow_volatile`: the demo). A managed Redis that
+    forbids CONFIG is trusted, with a warning.
+    """
     try:
-        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
-    except Exception:  # managed Redis often forbids CONFIG; nothing to check then
-        return
-    if policy and policy != "noeviction":
-        log.warning(
-            "Redis maxmemory-policy is %r: balances and orders may be evicted; use 'noeviction'",
-            policy,
+        async with asyncio.timeout(timeout):
+            await redis.ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise StoreUnfit(f"does not answer ({type(exc).__name__}: {exc})") from None
+    try:
+        config = await redis.config_get("*")
+    except ResponseError:
+        return ["cannot read Redis' CONFIG: make sure it never evicts keys and keeps them on disk"]
+    warnings = []
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        raise StoreUnfit(f"maxmemory-policy is {policy!r}: balances and orders could be evicted; set 'noeviction'")
+    if config.get("appendonly") != "yes" and not config.get("save") and not allow_volatile:
+        warnings.append(
+            "Redis keeps nothing on disk (appendonly no, no save points): a restart loses every balance and order; "
+            "turn on 'appendonly yes' (or pass --allow-volatile)"
         )
+    return warnings
 
 
 def redis_server_binary() -> str:

@@ -3,7 +3,7 @@
 import asyncio
 from decimal import Decimal
 
-from support import expire_leases, fault, new_order, router_config
+from support import expire_leases, fault, metric, new_order, router_config
 
 from proxy.ops import sync
 from proxy.orders.book import FAILED, PLACED, UNKNOWN
@@ -95,7 +95,7 @@ async def test_canceled_subscription_waits_for_an_operator(make_router):
     order = await router.runtime.refresher.apply(order, canceled)
     assert order.refunded == 0 and order.attention
     assert await router.runtime.book.ids_in("attention") == [order.id]
-    assert "smm_proxy_orders_attention 1\n" in (await router.http.get("/metrics")).text
+    assert await metric(router, "smm_proxy_orders_attention") == 1
     order = await router.runtime.book.refund(order.id, charged / 2)
     assert order.refunded == charged / 2 and not order.attention
     assert await router.runtime.book.ids_in("attention") == []

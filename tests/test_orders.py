@@ -8,7 +8,7 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from support import fault, router_config
+from support import fault, metric, router_config
 
 from proxy.orders.book import FAILED, PLACED, UNKNOWN
 
@@ -183,9 +183,8 @@ async def test_garbled_reply_leaves_the_order_unknown_and_sends_it_nowhere_else(
     assert await balance(router) == Decimal("8.83")
     assert await router.runtime.book.count("unknown") == 1
     assert (await router.runtime.book.metrics())["orders_unknown"] == 1
-    metrics = (await router.http.get("/metrics")).text
-    assert "smm_proxy_orders_unknown 1\n" in metrics
-    assert 'smm_proxy_orders_total{outcome="unknown"} 1\n' in metrics
+    assert await metric(router, "smm_proxy_orders_unknown") == 1
+    assert await metric(router, "smm_proxy_orders_total", outcome="unknown") == 1
 
 
 async def test_every_route_refusing_refunds_fully_with_a_clear_error(make_router):

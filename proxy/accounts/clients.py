@@ -27,6 +27,10 @@ class AccountError(ValueError):
     pass
 
 
+class NoSuchClient(AccountError):
+    pass
+
+
 def generate_key() -> str:
     return secrets.token_hex(16)
 
@@ -80,7 +84,7 @@ class Accounts:
     async def get(self, name: str) -> Client:
         record = await self.redis.hgetall(self.keys.client(name))
         if not record.get("key_hash"):
-            raise AccountError(f"no client {name!r}")
+            raise NoSuchClient(f"no client {name!r}")
         return Client(
             name=name,
             balance=await self.ledger.balance(name),

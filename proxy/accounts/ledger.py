@@ -27,18 +27,21 @@ from proxy.store import Keys
 # The one way money moves, included by every script that moves it.
 # `delta` is a Lua number (whole minor units; exact below 2^53), credited if
 # positive, debited if negative. Returns the ledger entry's ID, or false when
-# a debit would overdraw (nothing changes then). Numbers are written with
-# %d: Lua would otherwise print large ones as 1e+15.
+# a debit would overdraw (nothing changes then). The client's running totals
+# by kind (charge, refund, topup), which metrics and reports read, move in
+# the same step. Numbers are written with %d: Lua would otherwise print large
+# ones as 1e+15.
 MOVE_MONEY = """
 local function minor(n)
   return string.format('%d', n)
 end
-local function move_money(balance_key, ledger_key, delta, kind, ref, memo, order)
+local function move_money(balance_key, ledger_key, totals_key, delta, kind, ref, memo, order)
   local after = redis.call('INCRBY', balance_key, minor(delta))
   if after < 0 then
     redis.call('DECRBY', balance_key, minor(delta))
     return false
   end
+  redis.call('HINCRBY', totals_key, kind, minor(math.abs(delta)))
   local entry = {'kind', kind, 'amount', minor(delta), 'balance', minor(after), 'ref', ref, 'memo', memo}
   if order ~= '' then
     entry[#entry + 1] = 'order'
@@ -48,7 +51,7 @@ local function move_money(balance_key, ledger_key, delta, kind, ref, memo, order
 end
 """
 
-# KEYS: client, balance, ledger, applied
+# KEYS: client, balance, ledger, applied, totals
 # ARGV: delta (minor units, signed), ref, kind, memo
 APPLY_SCRIPT = MOVE_MONEY + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -58,7 +61,7 @@ local prior = redis.call('HGET', KEYS[4], ARGV[2])
 if prior then
   return {'duplicate', prior}
 end
-local id = move_money(KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[3], ARGV[2], ARGV[4], '')
+local id = move_money(KEYS[2], KEYS[3], KEYS[5], tonumber(ARGV[1]), ARGV[3], ARGV[2], ARGV[4], '')
 if not id then
   return {'insufficient'}
 end
@@ -120,7 +123,7 @@ class Ledger:
 
     def script_keys(self, client: str) -> list[str]:
         k = self.keys
-        return [k.client(client), k.balance(client), k.ledger(client), k.applied(client)]
+        return [k.client(client), k.balance(client), k.ledger(client), k.applied(client), k.totals(client)]
 
     async def apply(self, client: str, amount: Decimal, *, kind: str, ref: str, memo: str = "") -> Entry:
         """Credit (positive) or debit (negative) `amount`, once per `ref`.

@@ -11,6 +11,7 @@ down is one warning per interval, not a traceback per request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -20,18 +21,22 @@ from collections.abc import AsyncIterator
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy import protocol
+from proxy.edge import admin
+from proxy.edge.context import RequestContext
 from proxy.edge.inputs import BadInput, ClientGone, header, read_params
 from proxy.money import format_amount
-from proxy.ops import sync
+from proxy.ops import logs, sync
+from proxy.ops.metrics import CONTENT_TYPE
+from proxy.ops.operators import Operators
 from proxy.orders.desk import Failure, OrderView
 from proxy.protocol import ProtocolError, parse_id
 from proxy.runtime import Runtime
-from proxy.store import warn_if_evicting
 from proxy.vocabulary import Errors
 
 log = logging.getLogger("proxy.app")
@@ -54,35 +59,50 @@ class Api:
         self._outage_logged = 0.0
 
     async def endpoint(self, request: Request) -> Response:
+        started = time.perf_counter()
+        seen = {"action": "none", "outcome": "ok"}
         try:
-            return await self.handle(request)
+            body = await self.handle(request, seen)
+            if isinstance(body, dict) and set(body) == {"error"} and seen["outcome"] == "ok":
+                seen["outcome"] = "error"
+            return reply(body)
         except ClientGone:
             log.debug("client hung up before its request was read")
+            seen["outcome"] = "gone"
             return Response(status_code=499)
         except (RedisError, OSError) as exc:
             now = time.monotonic()
             if now - self._outage_logged >= OUTAGE_LOG_SECONDS:
                 self._outage_logged = now
                 log.warning("store unavailable, answering errors: %s: %s", type(exc).__name__, exc)
+            seen["outcome"] = "unavailable"
             return reply(protocol.error(UNAVAILABLE))
         except Exception:
             log.exception("unexpected error answering %s", request.method)
+            seen["outcome"] = "internal"
             return reply(protocol.error(INTERNAL_ERROR))
+        finally:
+            self.runtime.metrics.request(seen["action"], seen["outcome"], time.perf_counter() - started)
 
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, request: Request, seen: dict[str, str]) -> object:
         try:
             params = await read_params(request)
             idempotency_key = header(request, "idempotency-key")
         except BadInput as exc:
-            return reply(protocol.error(exc.message))
+            seen["outcome"] = "bad_input"
+            return protocol.error(exc.message)
         client = await self.runtime.accounts.authenticate(params.get("key", "").strip())
         if client is None:
-            return reply(protocol.error(Errors.INVALID_KEY))
+            seen["outcome"] = "unauthorized"
+            return protocol.error(Errors.INVALID_KEY)
         try:
             parsed = protocol.parse_request(params)
         except ProtocolError as exc:
-            return reply(protocol.error(exc.message))
-        return reply(await self.dispatch(client, parsed, idempotency_key))
+            seen["outcome"] = "bad_request"
+            return protocol.error(exc.message)
+        seen["action"] = protocol.action_of(parsed)
+        logs.bind(client=client, action=seen["action"])
+        return await self.dispatch(client, parsed, idempotency_key)
 
     async def dispatch(self, client: str, request: protocol.Request, idempotency_key: str | None) -> object:
         runtime = self.runtime
@@ -150,7 +170,29 @@ def render_status(view: OrderView | Failure) -> dict[str, str]:
 
 
 async def health(request: Request) -> Response:
+    """Alive: the process answers."""
     return JSONResponse({"status": "ok"})
+
+
+READY_TIMEOUT = 0.5
+
+
+async def readiness(runtime: Runtime) -> tuple[bool, dict[str, object]]:
+    """Ready: Redis answers, the config is loaded, a provider can take orders."""
+    checks: dict[str, object] = {"config": f"{len(runtime.config.providers)} providers"}
+    ready = True
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await runtime.redis.ping()
+            routable = await runtime.health.routable(runtime.providers)
+        checks["redis"] = "ok"
+        checks["routable_providers"] = sorted(routable)
+        if not routable:
+            ready = False
+    except (RedisError, OSError, TimeoutError) as exc:
+        checks["redis"] = f"unavailable ({type(exc).__name__})"
+        ready = False
+    return ready, checks
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -167,35 +209,6 @@ def bearer_ok(request: Request, token: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-async def render_metrics(runtime: Runtime) -> str:
-    """Order counters and working-set sizes, in Prometheus' text format."""
-    counters = await runtime.book.metrics()
-    lines = [
-        "# HELP smm_proxy_orders_total Orders by outcome of their placement.",
-        "# TYPE smm_proxy_orders_total counter",
-    ]
-    for outcome in ("placed", "unknown", "failed", "duplicate", "attention", "late_accept", "claimed_twice"):
-        lines.append(f'smm_proxy_orders_total{{outcome="{outcome}"}} {counters.get(f"orders_{outcome}", 0)}')
-    blocked = await runtime.health.blocked(runtime.providers)
-    lines += [
-        "# HELP smm_proxy_provider_blocked 1 while a provider is out of routing (it bills in another currency).",
-        "# TYPE smm_proxy_provider_blocked gauge",
-        *(f'smm_proxy_provider_blocked{{provider="{name}"}} {int(name in blocked)}' for name in runtime.providers),
-    ]
-    for group, meaning in (
-        ("unknown", "Orders whose outcome is unknown, waiting for an operator."),
-        ("open", "Placed orders not yet final."),
-        ("inflight", "Orders being sent upstream."),
-        ("attention", "Orders an operator must look at (see their attention note)."),
-    ):
-        lines += [
-            f"# HELP smm_proxy_orders_{group} {meaning}",
-            f"# TYPE smm_proxy_orders_{group} gauge",
-            f"smm_proxy_orders_{group} {await runtime.book.count(group)}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
 def create_app(runtime: Runtime, *, close_runtime: bool = False, background: bool = False) -> Starlette:
     """The router's ASGI app.
 
@@ -206,7 +219,6 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            await warn_if_evicting(runtime.redis)
             if background:
                 async with sync.background(runtime, runtime.settings.sync_interval):
                     yield
@@ -221,13 +233,24 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
     async def metrics(request: Request) -> Response:
         if not bearer_ok(request, runtime.settings.metrics_token):
             return reply(protocol.error("Unauthorized"), 401)
-        return PlainTextResponse(await render_metrics(runtime), media_type="text/plain; version=0.0.4")
+        try:
+            body = await runtime.metrics.render(runtime)
+        except (RedisError, OSError) as exc:
+            return reply(protocol.error(f"metrics unavailable: the store is down ({type(exc).__name__})"), 503)
+        return Response(body, media_type=CONTENT_TYPE)
+
+    async def ready(request: Request) -> Response:
+        ok, checks = await readiness(runtime)
+        return reply({"status": "ready" if ok else "not ready", **checks}, 200 if ok else 503)
 
     app = Starlette(
+        middleware=[Middleware(RequestContext)],
         routes=[
+            *admin.routes(Operators(runtime)),
             Route("/api/v2", api.endpoint, methods=["GET", "POST"]),
             Route("/api/v2/", api.endpoint, methods=["GET", "POST"]),
             Route("/healthz", health),
+            Route("/readyz", ready),
             Route("/metrics", metrics),
         ],
         exception_handlers={HTTPException: http_error},

@@ -20,6 +20,8 @@ import contextlib
 import logging
 import time
 
+from redis.exceptions import RedisError
+
 from proxy.runtime import Runtime
 
 log = logging.getLogger("proxy.sync")
@@ -58,6 +60,8 @@ async def run_forever(runtime: Runtime, interval: float) -> None:
         for step in (recover, poll_open_orders):
             try:
                 await step(runtime)
+            except (RedisError, OSError) as exc:
+                log.warning("background %s skipped, store unavailable: %s", step.__name__, type(exc).__name__)
             except Exception:
                 log.exception("background %s failed; trying again later", step.__name__)
         if time.monotonic() - checked_at >= runtime.settings.provider_check_interval:

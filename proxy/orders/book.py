@@ -107,7 +107,7 @@ local function reindex(record_key, id, sets)
 end
 """ % {"final": ",".join(f"['{s}']=true" for s in sorted(FINAL_STATUSES))}
 
-# KEYS: client, balance, ledger, order, all, inflight, lease, duplicate
+# KEYS: client, balance, ledger, order, all, inflight, lease, duplicate, totals
 # ARGV: order id, charge (minor), lease token, lease ms, fingerprint value
 #       ("" for none), payload hash ("" unless an Idempotency-Key), memo,
 #       field, value, ...
@@ -128,7 +128,7 @@ if ARGV[5] ~= '' then
     return {'duplicate', id}
   end
 end
-if not move_money(KEYS[2], KEYS[3], -tonumber(ARGV[2]), 'charge', 'order:' .. ARGV[1] .. ':charge', ARGV[7], ARGV[1]) then
+if not move_money(KEYS[2], KEYS[3], KEYS[9], -tonumber(ARGV[2]), 'charge', 'order:' .. ARGV[1] .. ':charge', ARGV[7], ARGV[1]) then
   return {'insufficient'}
 end
 redis.call('HSET', KEYS[4], unpack(ARGV, 8))
@@ -141,7 +141,7 @@ end
 return {'ok'}
 """
 
-# KEYS: order, balance, ledger, lease, duplicate, inflight, unknown, open, attention
+# KEYS: order, balance, ledger, lease, duplicate, inflight, unknown, open, attention, totals
 # ARGV: event, lease token, lease ms, refund target (minor, "" for none),
 #       status version ("" unless a status read), attention reason, memo,
 #       call ID, field, value, ...
@@ -194,10 +194,17 @@ if rule.refund == 'all' then
 elseif rule.refund == 'to' and ARGV[4] ~= '' then
   target = math.min(math.max(tonumber(ARGV[4]), 0), charge)
 end
+local cost_base = tonumber(redis.call('HGET', record, 'cost_base') or '0')
+if rule.target == 'placed' and state ~= 'placed' and cost_base > 0 then
+  redis.call('HINCRBY', KEYS[10], 'paid', minor(cost_base))
+end
 if target and target > refunded then
   local total = minor(target)
-  move_money(KEYS[2], KEYS[3], target - refunded, 'refund', 'order:' .. id .. ':refund:' .. total, ARGV[7], id)
+  move_money(KEYS[2], KEYS[3], KEYS[10], target - refunded, 'refund', 'order:' .. id .. ':refund:' .. total, ARGV[7], id)
   redis.call('HSET', record, 'refunded', total)
+  if state == 'placed' and cost_base > 0 and charge > 0 then
+    redis.call('HINCRBY', KEYS[10], 'paid', minor(-math.floor(cost_base * ((target - refunded) / charge))))
+  end
 end
 local reason = rule.attention
 if reason == '' then
@@ -317,6 +324,7 @@ class Order:
     version: int = 0  # of the status, for dropping answers read before the last one applied
     cost: Decimal | None = None  # what the route's rate said it costs us, in `cost_currency`
     cost_currency: str = ""
+    cost_base: Decimal | None = None  # the same cost in the deployment currency, at the config's rate
     upstream_charge: Decimal | None = None  # what the provider last said it charged
     upstream_currency: str = ""
     misses: int = 0  # status reads in a row whose reply had nothing usable on this order
@@ -382,6 +390,7 @@ class Order:
             version=int(record.get("v", "0")),
             cost=amount("cost"),
             cost_currency=record.get("cost_currency", ""),
+            cost_base=amount("cost_base"),
             upstream_charge=amount("upstream_charge"),
             upstream_currency=record.get("upstream_currency", ""),
             misses=int(record.get("misses", "0")),
@@ -534,6 +543,7 @@ class OrderBook:
             self.keys.orders_of(new.client, "inflight"),
             self.keys.lease(new.client, order_id),
             duplicate_key,
+            self.keys.totals(new.client),
         ]
         args = [
             order_id, to_minor(new.charge), self.token, self.lease_ms, value,
@@ -553,6 +563,7 @@ class OrderBook:
             log.warning("order %s: reserved, but its store failed; recovery settles it", order_id)
             return Reservation(order_id, False, None)
         if reply[0] == "ok":
+            log.info("order %s reserved: %s charged", order_id, new.charge, extra={"order": order_id, "client": new.client})
             return Reservation(order_id, False, Order.from_record({k: str(v) for k, v in record.items()}))
         try:  # no order was made: its owner entry is litter (harmless if it stays)
             await self.redis.hdel(self.keys.order_owner(order_id), str(order_id))
@@ -675,6 +686,7 @@ class OrderBook:
             self.keys.lease(client, order.id),
             order.duplicate_key or self.keys.duplicate(client, "-"),
             *self._sets(client),
+            self.keys.totals(client),
         ]
         args = [
             event,
@@ -689,7 +701,15 @@ class OrderBook:
         ]
         reply = await self._transition(keys=keys, args=args)
         if reply[0] in ("ok", "stale"):
-            return Order.from_record(_pairs(reply[2]))
+            after = Order.from_record(_pairs(reply[2]))
+            if reply[0] == "ok" and (after.state != reply[1] or after.refunded != order.refunded or event != "status"):
+                log.info(
+                    "order %s %s: %s -> %s%s%s", order.id, event, reply[1], after.state,
+                    f", refunded {after.refunded} in all" if after.refunded != order.refunded else "",
+                    f", needs an operator: {after.attention}" if after.attention and not order.attention else "",
+                    extra={"order": order.id, "transition": event, "client": client},
+                )
+            return after
         if reply[0] == "missing":
             raise StateChanged(None)
         raise StateChanged(reply[1], reply[0])
@@ -835,3 +855,16 @@ class OrderBook:
 
     async def metrics(self) -> dict[str, int]:
         return {k: int(v) for k, v in (await self.redis.hgetall(self.keys.metrics)).items()}
+
+    async def totals(self) -> dict[str, Decimal]:
+        """Every client's money by kind, summed: charge, refund, topup, paid (upstream)."""
+        clients = await self.clients()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in clients:
+                pipe.hgetall(self.keys.totals(name))
+            replies = await pipe.execute()
+        summed: dict[str, int] = {}
+        for totals in replies:
+            for kind, amount in totals.items():
+                summed[kind] = summed.get(kind, 0) + int(amount)
+        return {kind: from_minor(amount) for kind, amount in summed.items()}

@@ -25,6 +25,7 @@ from decimal import Decimal
 
 from proxy.catalog import Catalog
 from proxy.config import Config
+from proxy.ops import logs
 from proxy.orders.book import (
     PLACED,
     DuplicateMismatch,
@@ -116,7 +117,9 @@ class Desk:
             raise ProtocolError(Errors.NOT_ENOUGH_FUNDS) from None
         except DuplicateMismatch:
             raise ProtocolError(IDEMPOTENCY_KEY_REUSED) from None
+        logs.bind(order=reservation.order_id)
         if reservation.duplicate:
+            log.info("order %s: a retry of the same add, answered with it", reservation.order_id)
             await self.book.tally("orders_duplicate")
             return reservation.order_id
         # The money moved: from here on, the answer is this order's ID.
@@ -224,6 +227,7 @@ class Desk:
                 results[given] = Failure(Errors.CANNOT_CANCEL)
             else:
                 by_provider[order.provider][given] = order
+        accepted: list[Order] = []
         for provider, group in by_provider.items():
             upstream = self.providers.get(provider)  # None: since removed from the config
             try:
@@ -236,13 +240,18 @@ class Desk:
                 reply = replies.get(order.upstream_order, ItemError(Errors.CANNOT_CANCEL))
                 if reply is True:
                     results[given] = True
-                    try:  # read the outcome (and refund) at the next status request
-                        await self.book.apply(order, RESTATUS, {"status_at": 0})
+                    try:  # the status is stale now: read the outcome (and refund) soon
+                        accepted.append(await self.book.apply(order, RESTATUS, {"status_at": 0}))
                     except StateChanged:
                         pass
                 else:
                     message = reply.message if isinstance(reply, ItemError) else Errors.CANNOT_CANCEL
                     results[given] = Failure(public_error(message, (), Errors.CANNOT_CANCEL))
+        if accepted:  # a provider that cancels at once has refunded already: so do we, in this request
+            try:
+                await self.refresher.refresh(accepted)
+            except Exception as exc:  # the next read (or the poller) settles it
+                log.warning("canceled orders not refreshed: %s", type(exc).__name__)
         return {given: results[given] for given in ids}
 
 

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from proxy.catalog import RouteOption, Service
 from proxy.money import ceil_to, to_minor
+from proxy.ops import logs
 from proxy.orders.book import Attempt, Order, OrderBook, StateChanged, attempts_json, new_call
 from proxy.orders.states import ACCEPT, EXHAUST, FAILED, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED
 from proxy.providers.health import Health
@@ -130,12 +131,14 @@ class Router:
                         "submitted_at": repr(self.book.clock()),
                         "cost": to_minor(provider_cost(option, order.quantity, service.flat)),
                         "cost_currency": self.currencies[option.provider],
+                        "cost_base": to_minor(ceil_to(upstream_cost(option, order.quantity, service.flat))),
                     },
                 )
                 submitted = True
 
             fields = {"service": str(option.upstream.service), **order.fields}
             sent = attempts_json(attempts)
+            logs.bind(provider=option.provider)
             try:
                 upstream_order = await self.providers[option.provider].add(fields, before_send=submit)
             except ProviderRefused as refused:

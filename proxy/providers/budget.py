@@ -28,6 +28,7 @@ class RequestBudget:
         per_minute: int,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] = asyncio.sleep,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -35,6 +36,7 @@ class RequestBudget:
         self.per_minute = per_minute
         self.clock = clock
         self.sleep = sleep
+        self.on_wait = on_wait
 
     async def take(self, wait: float = 0.0) -> bool:
         """Spend one request; False if none is left within `wait` seconds."""
@@ -52,4 +54,6 @@ class RequestBudget:
             next_window = (window + 1) * WINDOW_SECONDS
             if next_window > deadline:
                 return False
+            if self.on_wait is not None:
+                self.on_wait(self.provider)
             await self.sleep(next_window - now)  # type: ignore[misc]

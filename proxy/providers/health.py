@@ -70,6 +70,18 @@ class Health:
             if not cooling and not blocked
         }
 
+    async def cooldowns(self, providers: Iterable[str]) -> dict[str, dict[str, bool]]:
+        """Per provider, whether it cools down for orders and for reads."""
+        names = list(providers)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                for scope in (ORDERS, READS):
+                    pipe.exists(self.keys.cooldown(f"{name}:{scope}"))
+            replies = await pipe.execute()
+        return {
+            name: {ORDERS: bool(replies[2 * i]), READS: bool(replies[2 * i + 1])} for i, name in enumerate(names)
+        }
+
     async def read_failed(self, provider: str, error: UpstreamError) -> None:
         """Cool reads down after a failed read, unless it was no outage: a plain
         JSON refusal, or a call we never sent (our pool or budget was spent)."""

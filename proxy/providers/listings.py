@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 
@@ -28,6 +28,7 @@ from proxy.store import Keys
 log = logging.getLogger("proxy.listings")
 
 LEASE_SECONDS = 30
+PRICE_CHANGES_KEPT = 50
 RETRY_AFTER_FAILURE = 30.0
 
 
@@ -100,6 +101,16 @@ class Listings:
         found = await asyncio.gather(*(self.get(name) for name in names))
         return dict(zip(names, found, strict=True))
 
+    async def ages(self, providers: Iterable[str]) -> dict[str, float | None]:
+        """Seconds since each provider's list was fetched (None: never)."""
+        names = list(providers)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hget(self.keys.catalog(name), "fetched_at")
+            replies = await pipe.execute()
+        now = self.clock()
+        return {name: None if at is None else now - float(at) for name, at in zip(names, replies, strict=True)}
+
     async def cached(self, provider: str) -> Listing | None:
         """The list in Redis, parsed once per fetch in this process."""
         key = self.keys.catalog(provider)
@@ -153,10 +164,32 @@ class Listings:
         return await self.cached(provider)
 
     async def store(self, provider: str, services: list[UpstreamService]) -> None:
+        before = await self.cached(provider)
         await self.redis.hset(
             self.keys.catalog(provider),
             mapping={"fetched_at": repr(self.clock()), "services": _encode(services), "fetch": uuid.uuid4().hex},
         )
+        if before is not None:
+            await self._note_price_changes(provider, before, services)
+
+    async def _note_price_changes(self, provider: str, before: Listing, services: list[UpstreamService]) -> None:
+        """Keep the last PRICE_CHANGES_KEPT rate changes of a provider, for operators."""
+        changes = [
+            json.dumps({"at": self.clock(), "service": s.service, "from": str(old.rate), "to": str(s.rate)})
+            for s in services
+            if (old := before.services.get(s.service)) is not None and old.rate != s.rate
+        ]
+        if changes:
+            key = self.keys.price_changes(provider)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, *changes)
+                pipe.ltrim(key, 0, PRICE_CHANGES_KEPT - 1)
+                await pipe.execute()
+            log.info("provider %s changed %d prices", provider, len(changes))
+
+    async def price_changes(self, provider: str, limit: int = PRICE_CHANGES_KEPT) -> list[dict[str, object]]:
+        """The provider's latest rate changes, newest first."""
+        return [json.loads(item) for item in await self.redis.lrange(self.keys.price_changes(provider), 0, limit - 1)]
 
     async def settle(self) -> None:
         """Wait for the background refreshes under way."""

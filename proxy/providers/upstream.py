@@ -210,6 +210,7 @@ class ProviderClient:
         max_connections: int = 20,
         budget: Budget | None = None,
         order_wait: float = ORDER_WAIT_SECONDS,
+        observer: Callable[[str, str, str, float], None] | None = None,
     ) -> None:
         if request_format not in ("form", "json"):
             raise ValueError(f"request_format must be 'form' or 'json', not {request_format!r}")
@@ -221,6 +222,9 @@ class ProviderClient:
         self.name = name
         self.budget = budget
         self.order_wait = order_wait
+        # Told of every call: (provider, action, outcome, seconds); outcome is
+        # ok, refused, unreachable, not_sent or unknown.
+        self.observer = observer
         self._slots = asyncio.Semaphore(max_connections)
         pool_wait = timeout.pool if isinstance(timeout, httpx.Timeout) else timeout
         self._pool_wait = 60.0 if pool_wait is None else float(pool_wait)
@@ -355,6 +359,28 @@ class ProviderClient:
         `answer_keys` name the success fields of the action: a reply with
         both an error and one of those is contradictory, hence unknown.
         """
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return await self._call_once(action, params, answer_keys, wait, before_send)
+        except ProviderRefused as exc:
+            outcome = "not_sent" if exc.local else ("unreachable" if exc.message is None else "refused")
+            raise
+        except OutcomeUnknown:
+            outcome = "unknown"
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer(self.name, action, outcome, time.monotonic() - started)
+
+    async def _call_once(
+        self,
+        action: str,
+        params: Mapping[str, object] | None,
+        answer_keys: Sequence[str],
+        wait: float | None,
+        before_send: Callable[[], Awaitable[object]] | None,
+    ) -> Any:
         deadline = time.monotonic() + (self._pool_wait if wait is None else wait)
         if self.budget is not None and not await self.budget.take(wait=wait or 0.0):
             raise self._not_sent(action, "this minute's request budget is spent")

@@ -1,0 +1,65 @@
+"""Per request: an ID, the log context, and one access line without the query.
+
+The request ID is the client's `X-Request-ID` when it is a sane token, else
+a new one; it is bound to every log line the request causes (its order's
+placement task included) and returned in the reply's `X-Request-ID` header.
+The access line names the method, the path (never the query string: GET
+clients put their API key there), the status, the time taken and, once the
+endpoint knows them, the client and the action.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.ops import logs
+
+log = logging.getLogger("proxy.access")
+
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id(given: bytes | None) -> str:
+    if given:
+        text = given.decode("latin-1")
+        if _SANE_ID.fullmatch(text):
+            return text
+    return uuid.uuid4().hex[:16]
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        logs.clear()
+        headers = dict(scope.get("headers") or [])
+        rid = request_id(headers.get(b"x-request-id"))
+        logs.bind(request_id=rid)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "%s %s %s", scope["method"], scope["path"], status,
+                extra={"status": status, "ms": round((time.perf_counter() - started) * 1000, 2),
+                       "method": scope["method"], "path": scope["path"]},
+            )

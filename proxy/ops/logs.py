@@ -1,0 +1,128 @@
+"""Logs: one JSON object a line in production, readable lines in a terminal.
+
+Every module logs through the standard `logging` module; `configure` routes
+all of it (ours, uvicorn's, httpx's) through structlog's formatter, which
+adds the time, the level and whatever the request or task has bound with
+`bind` (request ID, client, action, order, provider), and renders JSON or
+console lines.
+
+Nothing logged may hold a key: query strings are never logged (the access
+line has the path only), httpx's own request lines are silenced (they carry
+a GET provider's key in the URL), and a last processor scrubs every
+configured provider key, every `key=` parameter and anything shaped like one
+of our API keys from every line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import structlog
+from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
+
+__all__ = ["bind", "bound", "clear", "configure", "redactor"]
+
+bind = bind_contextvars
+bound = bound_contextvars
+clear = clear_contextvars
+
+_KEY_PARAMETER = re.compile(r"(?i)\b(key|api_key|apikey|token)=([^&\s'\"]+)")
+_API_KEY_SHAPED = re.compile(r"\b[0-9a-f]{32}\b")
+REDACTED = "***"
+
+
+def redactor(secrets: Iterable[str] = ()) -> structlog.types.Processor:
+    """A processor that scrubs keys from every string value of an event."""
+    words = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+    known = re.compile("|".join(re.escape(w) for w in words)) if words else None
+
+    def scrub(text: str) -> str:
+        if known is not None:
+            text = known.sub(REDACTED, text)
+        text = _KEY_PARAMETER.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+        return _API_KEY_SHAPED.sub(REDACTED, text)
+
+    def redact(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        for name, value in event.items():
+            if isinstance(value, str):
+                event[name] = scrub(value)
+        return event
+
+    return redact
+
+
+def _drop_noise(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    event.pop("color_message", None)  # uvicorn's duplicate of the message, with ANSI codes
+    return event
+
+
+def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (), stream: Any = None) -> None:
+    """Route every logger through one handler; `fmt` is "json", "console" or
+    "auto" (console on a terminal, JSON otherwise)."""
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_noise,
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redactor(secrets),
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_smm_proxy", False):
+            root.removeHandler(old)
+    handler._smm_proxy = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # our access line has no query string
+    for name in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("multipart", "python_multipart"):  # a client's broken form is its business, not a warning
+        logging.getLogger(name).setLevel(logging.ERROR)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+@contextlib.contextmanager
+def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]:
+    """Configure JSON logs into a buffer (tests grep what would be written)."""
+    import io
+
+    buffer = io.StringIO()
+    configure("json", level, secrets, stream=buffer)
+    try:
+        yield buffer
+    finally:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if getattr(handler, "_smm_proxy", False):
+                root.removeHandler(handler)

@@ -1,0 +1,131 @@
+"""Metrics in Prometheus' format, with prometheus-client.
+
+Two kinds:
+
+- counted in this process: downstream requests by action and outcome, with
+  latency; upstream calls by provider, action and outcome (ok, refused,
+  unreachable, not_sent, unknown), with latency; rate-budget waits;
+- read from Redis at scrape time (`SharedState`), so every replica reports
+  the same: orders in each working set (alert on `smm_proxy_orders_unknown`
+  and `smm_proxy_orders_attention`), order outcomes, money charged,
+  refunded, topped up and paid upstream (deployment currency), and per
+  provider its cool-downs, block, balance as last read and catalog age.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OUTCOMES = ("placed", "unknown", "failed", "duplicate", "attention", "late_accept", "claimed_twice")
+GROUPS = {
+    "unknown": "Orders whose outcome is unknown, waiting for an operator.",
+    "attention": "Orders an operator must look at (see their attention note).",
+    "open": "Placed orders not yet final.",
+    "inflight": "Orders being sent upstream.",
+}
+MONEY = {"charge": "charged", "refund": "refunded", "topup": "topups", "paid": "paid_upstream"}
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class SharedState(Collector):
+    """What lives in Redis, as read by `refresh` just before a scrape."""
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    async def refresh(self, runtime: Runtime) -> None:
+        book, health = runtime.book, runtime.health
+        families: list[Metric] = []
+        for group, meaning in GROUPS.items():
+            gauge = GaugeMetricFamily(f"smm_proxy_orders_{group}", meaning)
+            gauge.add_metric([], await book.count(group))
+            families.append(gauge)
+        counters = await book.metrics()
+        outcomes = CounterMetricFamily("smm_proxy_orders", "Orders by outcome of their placement.", labels=["outcome"])
+        for outcome in OUTCOMES:
+            outcomes.add_metric([outcome], counters.get(f"orders_{outcome}", 0))
+        families.append(outcomes)
+        totals = await book.totals()
+        money = CounterMetricFamily(
+            "smm_proxy_money", "Money moved, in the deployment currency.", labels=["kind", "currency"]
+        )
+        for kind, name in MONEY.items():
+            money.add_metric([name, runtime.config.currency], float(totals.get(kind, 0)))
+        families.append(money)
+        names = list(runtime.providers)
+        cooling = GaugeMetricFamily("smm_proxy_provider_cooling", "1 while a provider is skipped after a failure.",
+                                    labels=["provider", "scope"])
+        blocked = GaugeMetricFamily("smm_proxy_provider_blocked",
+                                    "1 while a provider is out of routing (it bills in another currency).",
+                                    labels=["provider"])
+        balance = GaugeMetricFamily("smm_proxy_provider_balance", "A provider's balance as last read.",
+                                    labels=["provider", "currency"])
+        age = GaugeMetricFamily("smm_proxy_catalog_age_seconds", "Age of a provider's service list.",
+                                labels=["provider"])
+        cooldowns = await health.cooldowns(names)
+        listings = await runtime.listings.ages(names)
+        for name in names:
+            state = await health.state(name)
+            for scope, cooled in cooldowns[name].items():
+                cooling.add_metric([name, scope], int(cooled))
+            blocked.add_metric([name], int(bool(state.blocked)))
+            if state.balance:
+                balance.add_metric([name, state.currency or runtime.currencies[name]], float(state.balance))
+            if listings.get(name) is not None:
+                age.add_metric([name], listings[name])
+        families += [cooling, blocked, balance, age]
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "smm_proxy_requests", "Downstream API requests by action and outcome.", ["action", "outcome"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "smm_proxy_request_seconds", "Downstream API request latency.", ["action"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.upstream_calls = Counter(
+            "smm_proxy_upstream_calls", "Calls to upstream panels by provider, action and outcome.",
+            ["provider", "action", "outcome"], registry=self.registry,
+        )
+        self.upstream_seconds = Histogram(
+            "smm_proxy_upstream_seconds", "Upstream call latency.", ["provider", "action"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.budget_waits = Counter(
+            "smm_proxy_budget_waits", "Calls that waited for a provider's next minute of budget.", ["provider"],
+            registry=self.registry,
+        )
+        self.shared = SharedState()
+        self.registry.register(self.shared)
+
+    def request(self, action: str, outcome: str, seconds: float) -> None:
+        self.requests.labels(action, outcome).inc()
+        self.request_seconds.labels(action).observe(seconds)
+
+    def upstream_call(self, provider: str, action: str, outcome: str, seconds: float) -> None:
+        self.upstream_calls.labels(provider, action, outcome).inc()
+        self.upstream_seconds.labels(provider, action).observe(seconds)
+
+    def budget_wait(self, provider: str) -> None:
+        self.budget_waits.labels(provider).inc()
+
+    async def render(self, runtime: Runtime) -> bytes:
+        await self.shared.refresh(runtime)
+        return generate_latest(self.registry)

@@ -1,0 +1,301 @@
+"""What operators do, written once: the CLI and the admin API both call here.
+
+Each action takes the acting operator's name (`cli`, or `admin:NAME` for an
+admin token), goes through the same domain functions the router uses
+(accounts, order book, health, reports), writes what changed to the audit
+log (who, what, when), and answers plain JSON-able data. A refusal raises
+`OperatorError` with a message fit to show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from proxy.accounts.clients import AccountError, Client, NoSuchClient
+from proxy.accounts.ledger import Entry
+from proxy.money import MoneyError, format_amount, parse_amount
+from proxy.ops import reports
+from proxy.orders.book import GROUPS, ClaimConflict, Order, StateChanged
+from proxy.providers.upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+
+log = logging.getLogger("proxy.operators")
+
+_ADMIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class OperatorError(Exception):
+    """A refusal, with a message to show the operator."""
+
+
+class NotFound(OperatorError):
+    """No such client, order or admin."""
+
+
+def _refused(exc: Exception) -> OperatorError:
+    return NotFound(str(exc)) if isinstance(exc, NoSuchClient | LookupError) else OperatorError(str(exc))
+
+
+def amount(text: object) -> Decimal:
+    try:
+        return parse_amount(text)
+    except MoneyError as exc:
+        raise OperatorError(str(exc)) from None
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
+
+
+def client_json(client: Client) -> dict[str, Any]:
+    return {"name": client.name, "balance": format_amount(client.balance), "currency": client.currency,
+            "disabled": client.disabled}
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    return {"id": entry.id, "time": entry.time.isoformat(timespec="seconds"), "kind": entry.kind,
+            "amount": format_amount(entry.amount), "balance": format_amount(entry.balance), "ref": entry.ref,
+            "memo": entry.memo, "order": entry.order}
+
+
+def order_json(order: Order) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "client": order.client,
+        "service": order.service,
+        "type": order.type,
+        "link": order.link,
+        "quantity": order.quantity,
+        "state": order.state,
+        "status": order.public_status,
+        "remains": order.remains,
+        "charge": format_amount(order.charge),
+        "refunded": format_amount(order.refunded),
+        "provider": order.provider,
+        "upstream_service": order.upstream_service,
+        "upstream_order": order.upstream_order,
+        "attempts": [a.__dict__ for a in order.attempts],
+        "attention": order.attention,
+        "cost": "" if order.cost is None else f"{format_amount(order.cost)} {order.cost_currency}",
+        "upstream_charge": (
+            "" if order.upstream_charge is None
+            else f"{format_amount(order.upstream_charge)} {order.upstream_currency or order.cost_currency}"
+        ),
+        "created": iso(order.created),
+    }
+
+
+@dataclass
+class Operators:
+    runtime: Runtime
+
+    # -- the audit log ---------------------------------------------------------
+
+    async def audit(self, actor: str, action: str, target: str, **detail: object) -> None:
+        """Record an operator's action (best effort after it: the action itself stands)."""
+        fields = {"actor": actor, "action": action, "target": target, "detail": json.dumps(detail, default=str)}
+        try:
+            await self.runtime.redis.xadd(self.runtime.keys.audit, fields)  # type: ignore[arg-type]
+        except Exception as exc:  # never undo what was done because the log failed
+            log.error("audit log not written for %s %s by %s: %s", action, target, actor, type(exc).__name__)
+        log.info("operator %s: %s %s", actor, action, target, extra={"actor": actor, "detail": detail})
+
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self.runtime.redis.xrevrange(self.runtime.keys.audit, count=limit)
+        return [
+            {"time": iso(int(entry_id.split("-")[0]) / 1000), **{k: v for k, v in fields.items() if k != "detail"},
+             "detail": json.loads(fields.get("detail", "{}"))}
+            for entry_id, fields in rows
+        ]
+
+    # -- clients ---------------------------------------------------------------
+
+    async def create_client(self, actor: str, name: str, balance: object = "0") -> dict[str, Any]:
+        try:
+            client, api_key = await self.runtime.accounts.create(name, amount(balance))
+        except AccountError as exc:
+            raise _refused(exc) from None
+        await self.audit(actor, "client.create", name, balance=format_amount(client.balance))
+        return {**client_json(client), "key": api_key}
+
+    async def topup(self, actor: str, name: str, value: object, ref: str | None = None, memo: str = "") -> dict[str, Any]:
+        try:
+            entry = await self.runtime.accounts.topup(name, amount(value), ref=ref, memo=memo)
+        except AccountError as exc:
+            raise _refused(exc) from None
+        if not entry.duplicate:
+            await self.audit(actor, "client.topup", name, amount=format_amount(entry.amount), ref=ref, memo=memo)
+        return {**entry_json(entry), "applied": not entry.duplicate}
+
+    async def clients(self) -> list[dict[str, Any]]:
+        return [client_json(c) for c in await self.runtime.accounts.all()]
+
+    async def disable_client(self, actor: str, name: str) -> dict[str, Any]:
+        try:
+            client = await self.runtime.accounts.disable(name)
+        except AccountError as exc:
+            raise _refused(exc) from None
+        await self.audit(actor, "client.disable", name)
+        return client_json(client)
+
+    async def ledger(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        try:
+            await self.runtime.accounts.get(name)
+        except AccountError as exc:
+            raise _refused(exc) from None
+        return [entry_json(e) for e in await self.runtime.ledger.entries(name, limit)]
+
+    # -- orders ----------------------------------------------------------------
+
+    async def _order(self, order_id: int) -> Order:
+        order = await self.runtime.book.find(order_id)
+        if order is None:
+            raise NotFound(f"no order {order_id}")
+        return order
+
+    async def order(self, order_id: int) -> dict[str, Any]:
+        order = await self._order(order_id)
+        entries = [e for e in await self.runtime.ledger.entries(order.client) if e.order == order.id]
+        return {**order_json(order), "ledger": [entry_json(e) for e in entries]}
+
+    async def orders(self, state: str | None = None, client: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        wanted = (state or "").casefold()
+        book = self.runtime.book
+        found: list[Order] = []
+        if wanted in GROUPS:  # a working set: read it, newest first
+            for order_id in reversed(await book.ids_in(wanted, client)):
+                if (order := await book.find(order_id)) is not None:
+                    found.append(order)
+                if len(found) >= limit:
+                    break
+        else:
+            async for order in book.newest(client):
+                if wanted and wanted not in (order.state, order.public_status.casefold()):
+                    continue
+                found.append(order)
+                if len(found) >= limit:
+                    break
+        return [order_json(o) for o in found]
+
+    async def resolve(
+        self, actor: str, order_id: int, *, upstream_order: int | None = None, failed: bool = False
+    ) -> dict[str, Any]:
+        try:
+            order = await self.runtime.book.resolve(order_id, upstream_order=upstream_order, failed=failed)
+        except (LookupError, ValueError, ClaimConflict) as exc:
+            raise _refused(exc) from None
+        except StateChanged as exc:
+            raise OperatorError(f"order {order_id} is {exc.state}, not unknown: nothing to resolve") from None
+        verdict = "failed" if failed else f"placed as upstream order {upstream_order}"
+        await self.audit(actor, "order.resolve", str(order_id), verdict=verdict)
+        return order_json(order)
+
+    async def refund(self, actor: str, order_id: int, total: object) -> dict[str, Any]:
+        try:
+            order = await self.runtime.book.refund(order_id, amount(total))
+        except (LookupError, ValueError) as exc:
+            raise _refused(exc) from None
+        except StateChanged as exc:
+            raise OperatorError(f"order {order_id} is {exc.state}: it cannot be refunded now") from None
+        await self.audit(actor, "order.refund", str(order_id), total=format_amount(order.refunded))
+        return order_json(order)
+
+    async def acknowledge(self, actor: str, order_id: int) -> dict[str, Any]:
+        try:
+            order = await self.runtime.book.acknowledge(order_id)
+        except LookupError as exc:
+            raise _refused(exc) from None
+        await self.audit(actor, "order.ack", str(order_id))
+        return order_json(order)
+
+    # -- providers -------------------------------------------------------------
+
+    async def providers(self, check: bool = False) -> list[dict[str, Any]]:
+        """Each provider: health, cool-downs, balance and currency as last read,
+        service count, catalog age, recent price changes. `check` reads them now."""
+        runtime = self.runtime
+        if check:
+            for name, client in runtime.providers.items():
+                try:
+                    await runtime.health.verify(client, runtime.currencies[name])
+                except UpstreamError:
+                    pass
+        names = list(runtime.providers)
+        cooldowns = await runtime.health.cooldowns(names)
+        ages = await runtime.listings.ages(names)
+        rows = []
+        for name in names:
+            state = await runtime.health.state(name)
+            listing = await runtime.listings.cached(name)
+            cooling = [scope for scope, on in cooldowns[name].items() if on]
+            rows.append({
+                "name": name,
+                "health": "blocked" if state.blocked else ("cooling: " + ", ".join(cooling) if cooling else "ok"),
+                "blocked": state.blocked,
+                "currency": runtime.currencies[name],
+                "currency_read": state.currency,
+                "balance": state.balance,
+                "checked": iso(state.checked_at) if state.checked_at else "",
+                "check_error": state.error,
+                "services": len(listing.services) if listing else 0,
+                "catalog_age": None if ages[name] is None else round(ages[name]),
+                "price_changes": await runtime.listings.price_changes(name, 10),
+            })
+        return rows
+
+    # -- reports ---------------------------------------------------------------
+
+    async def report(self, since: float, by: str = "provider") -> dict[str, Any]:
+        try:
+            return (await reports.report(self.runtime, since, by)).as_dict()
+        except ValueError as exc:
+            raise OperatorError(str(exc)) from None
+
+    # -- admin tokens ----------------------------------------------------------
+
+    async def add_admin(self, actor: str, name: str) -> dict[str, Any]:
+        """A token for the admin API; shown once, stored as its SHA-256."""
+        if not _ADMIN_NAME.match(name):
+            raise OperatorError("an admin name is 1-64 letters, digits, '_', '.' or '-'")
+        redis, keys = self.runtime.redis, self.runtime.keys
+        if await redis.hexists(keys.admins, name):
+            raise OperatorError(f"admin {name!r} exists already")
+        token = secrets.token_urlsafe(32)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.admin(digest), name)
+            pipe.hset(keys.admins, name, digest)
+            await pipe.execute()
+        await self.audit(actor, "admin.add", name)
+        return {"name": name, "token": token}
+
+    async def remove_admin(self, actor: str, name: str) -> dict[str, Any]:
+        redis, keys = self.runtime.redis, self.runtime.keys
+        digest = await redis.hget(keys.admins, name)
+        if digest is None:
+            raise NotFound(f"no admin {name!r}")
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.admin(digest))
+            pipe.hdel(keys.admins, name)
+            await pipe.execute()
+        await self.audit(actor, "admin.remove", name)
+        return {"name": name, "removed": True}
+
+    async def admins(self) -> list[str]:
+        return sorted(await self.runtime.redis.hkeys(self.runtime.keys.admins))
+
+    async def admin_of(self, token: str) -> str | None:
+        """The admin a token belongs to, or None."""
+        if not token or len(token) > 200:
+            return None
+        return await self.runtime.redis.get(self.runtime.keys.admin(hashlib.sha256(token.encode()).hexdigest()))

@@ -1,0 +1,139 @@
+"""Money reports: revenue, upstream cost, refunds and margin, grouped.
+
+`report(runtime, since, by)` reads every order created since `since` and adds
+it up by provider, service or client, in the deployment currency:
+
+- revenue: what clients paid, net of refunds;
+- refunds: what was given back;
+- cost: what providers charged us. A final order whose provider reported its
+  charge (in the currency the config expects) costs that, converted; any
+  other placed order costs its recorded cost, less the share refunded to the
+  client (a Partial order's undelivered part is refunded by the provider
+  too); an order whose outcome is unknown costs its whole recorded cost (it
+  may have been bought); a failed order costs nothing;
+- margin: revenue less cost.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from proxy.money import ceil_to, convert, format_amount
+from proxy.orders.book import Order
+from proxy.orders.states import FAILED, IN_FLIGHT, PLACED, UNKNOWN
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+
+GROUPINGS = ("provider", "service", "client")
+# Orders are read newest first; instances' clocks may differ this much.
+CLOCK_SLACK_SECONDS = 300.0
+
+
+_SPAN = re.compile(r"^(\d+)([dhm])$")
+
+
+def since(text: str | None, now: float | None = None) -> float:
+    """A report's start: a span back from now (7d, 24h, 30m) or a date/time
+    (2026-11-01, ISO; UTC unless it says). Default: seven days."""
+    now = time.time() if now is None else now
+    if not text:
+        return now - 7 * 86400
+    span = _SPAN.match(text.strip())
+    if span:
+        count, unit = int(span.group(1)), span.group(2)
+        return now - timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: count}).total_seconds()
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"since {text!r}: give a span like 7d, 24h, 30m or a date like 2026-11-01") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+@dataclass
+class Line:
+    key: str
+    orders: int = 0
+    revenue: Decimal = Decimal(0)
+    refunds: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+
+    @property
+    def margin(self) -> Decimal:
+        return self.revenue - self.cost
+
+    def add(self, revenue: Decimal, refunds: Decimal, cost: Decimal) -> None:
+        self.orders += 1
+        self.revenue += revenue
+        self.refunds += refunds
+        self.cost += cost
+
+    def as_dict(self) -> dict[str, object]:
+        cost = ceil_to(self.cost)  # what we paid, never shown as less: the margin is never flattered
+        return {
+            "key": self.key,
+            "orders": self.orders,
+            "revenue": format_amount(self.revenue),
+            "refunds": format_amount(self.refunds),
+            "cost": format_amount(cost),
+            "margin": format_amount(self.revenue - cost),
+        }
+
+
+@dataclass
+class Report:
+    by: str
+    since: float
+    currency: str
+    lines: list[Line] = field(default_factory=list)
+    total: Line = field(default_factory=lambda: Line("total"))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "by": self.by,
+            "since": self.since,
+            "currency": self.currency,
+            "lines": [line.as_dict() for line in self.lines],
+            "total": self.total.as_dict(),
+        }
+
+
+def order_cost(runtime: Runtime, order: Order) -> Decimal:
+    """What this order cost us upstream, in the deployment currency, as far as we know."""
+    if order.state == FAILED:
+        return Decimal(0)
+    base = order.cost_base if order.cost_base is not None else Decimal(0)
+    if order.state == UNKNOWN or order.state in IN_FLIGHT:
+        return base
+    expected = runtime.currencies.get(order.provider, order.cost_currency)
+    charged_in = order.upstream_currency or expected
+    if order.final and order.upstream_charge is not None and charged_in == expected:
+        return convert(order.upstream_charge, runtime.config.rate_of(expected))
+    if order.state == PLACED and order.charge > 0:
+        return base * order.net_charge / order.charge
+    return base
+
+
+async def report(runtime: Runtime, since: float, by: str = "provider") -> Report:
+    if by not in GROUPINGS:
+        raise ValueError(f"group by one of: {', '.join(GROUPINGS)}")
+    lines: dict[str, Line] = defaultdict(lambda: Line(""))
+    result = Report(by, since, runtime.config.currency)
+    async for order in runtime.book.newest():
+        if order.created < since - CLOCK_SLACK_SECONDS:
+            break
+        if order.created < since:
+            continue
+        key = {"provider": order.provider or "(none)", "service": str(order.service), "client": order.client}[by]
+        cost = order_cost(runtime, order)
+        lines[key].key = key
+        lines[key].add(order.net_charge, order.refunded, cost)
+        result.total.add(order.net_charge, order.refunded, cost)
+    result.lines = sorted(lines.values(), key=lambda line: line.margin, reverse=True)
+    return result
