@@ -14,9 +14,14 @@ them.
 
 from __future__ import annotations
 
+import functools
+import gzip
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+
+import orjson
 
 from proxy.config import Config, Markup
 from proxy.labels import Labels, provider_secrets
@@ -77,6 +82,15 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Listed:
+    """The `services` reply, encoded once per catalog: JSON, gzipped, and its ETag."""
+
+    body: bytes
+    gzipped: bytes
+    etag: str
+
+
+@dataclass(frozen=True)
 class Catalog:
     services: Mapping[int, Service]
     unavailable: frozenset[int] = frozenset()  # ours, but not sellable now
@@ -86,6 +100,11 @@ class Catalog:
 
     def public(self) -> list[dict[str, object]]:
         return [service.public() for service in self.services.values()]
+
+    @functools.cached_property
+    def listed(self) -> Listed:
+        body = orjson.dumps(self.public())
+        return Listed(body, gzip.compress(body, 6, mtime=0), '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
 
 
 def _options(

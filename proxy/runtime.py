@@ -81,6 +81,7 @@ class Runtime:
             redis, self.keys, self.providers, settings.catalog_ttl, clock, max_age=settings.catalog_max_age
         )
         self._catalog: tuple[object, Catalog] | None = None
+        self._catalog_checked = 0.0
         self._withheld: dict[str, str] = {}
         self.health = Health(redis, self.keys, settings.upstream_cooldown, clock)
         self.book = OrderBook(redis, self.keys, clock, lease_seconds=settings.order_lease)
@@ -109,7 +110,12 @@ class Runtime:
 
     async def catalog(self) -> Catalog:
         """The merged catalog, rebuilt only when a provider's listing, or whether
-        we may sell from it, changed."""
+        we may sell from it, changed. Reused without asking Redis for
+        `catalog_recheck` seconds (a cache of a cache: prices and lists)."""
+        now = time.monotonic()
+        if self._catalog is not None and now - self._catalog_checked < self.settings.catalog_recheck:
+            return self._catalog[1]
+        self._catalog_checked = now
         listings = await self.listings.all()
         blocked = await self.health.blocked(listings)
         now = self.clock()

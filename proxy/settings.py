@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         30.0, ge=1, description="Seconds an order being placed stays claimed by its task without a renewal; "
         "recovery takes over only after that."
     )
+    catalog_recheck: float = Field(
+        1.0, ge=0, description="Seconds a process reuses its merged catalog before it looks at Redis again."
+    )
     catalog_max_age: float = Field(
         3600.0, gt=0, description="Seconds after which a provider's service list that could not be "
         "refreshed is too old to sell from."

@@ -95,6 +95,10 @@ class Keys:
     def refill_owner(self, refill_id: int) -> str:
         return f"{self.prefix}refill-owner:{{r:{refill_id // OWNER_BUCKET}}}"
 
+    def due(self, provider: str) -> str:
+        """A provider's open orders ("client:order") by when their status was last read."""
+        return f"{self.prefix}due:{{p:{provider}}}"
+
     def claims(self, provider: str, upstream_order: int) -> str:
         """The bucket hash holding (provider, upstream order) -> our order ID."""
         return f"{self.prefix}claims:{{p:{provider}:{upstream_order // OWNER_BUCKET}}}"

@@ -107,6 +107,7 @@ async def make_router(redis_url, key_prefix, redis_client):
         if redis_plan is not None:
             redis_client = FaultyRedis.with_plan(redis_client.connection_pool, redis_plan)
         config = parse_config(raw or router_config(), {})
+        settings.setdefault("catalog_recheck", 0)  # tests change panels' lists and look at once
         runtime = Runtime(
             Settings(key_prefix=prefix or key_prefix, **settings),
             config,

@@ -134,3 +134,10 @@ def test_demo_refuses_a_taken_port_before_its_banner(capsys):
         taken.close()
     out, err = capsys.readouterr()
     assert code == 2 and "cannot listen" in err and "is running" not in out
+
+
+def test_amounts_that_do_not_fit_the_ledger_are_refused(cli):
+    code, _, err = cli("clients", "add", "frank", "--balance", "1000000000")
+    assert code == 2 and "too large" in err and "Traceback" not in err
+    code, _, err = cli("clients", "add", "frank", "--balance", "0.00000001")
+    assert code == 2 and "decimal places" in err

@@ -320,3 +320,35 @@ async def test_an_order_of_every_service_type_goes_through(make_router):
     # Money: whatever the outcomes, the balance is the opening balance less the net charges.
     net = sum(Decimal(s["charge"]) for s in statuses.values())
     assert await balance(router) == Decimal("1000") - net
+
+
+async def test_single_status_reads_carry_other_due_orders_along(make_router):
+    router = await make_router(config(), status_ttl=5, duplicate_window=0)
+    key = await router.client(balance="1000")
+    ids = []
+    for i in range(250):
+        ids.append((await router.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=100))["order"])
+    router.clock.advance(6)  # every status is stale
+    import random
+
+    rng = random.Random(7)
+    for order_id in rng.sample(ids, 60):
+        assert (await router.call(key, action="status", order=order_id))["status"] == "Pending"
+    assert router.panels["echomark"].calls["status"] == 3  # 250 orders, 100 a call
+
+
+async def test_two_instances_poll_due_orders_without_reading_them_twice(make_router):
+    from invariants import fresh_prefix
+
+    prefix = fresh_prefix()
+    a = await make_router(config(), prefix=prefix, status_ttl=5, duplicate_window=0)
+    b = await make_router(config(), prefix=prefix, status_ttl=5, panels=a.panels, clock=a.clock)
+    key = await a.client(balance="1000")
+    for i in range(250):
+        await a.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=100)
+    a.clock.advance(6)
+    from proxy.ops import sync
+
+    read = await asyncio.gather(sync.poll_due(a.runtime), sync.poll_due(b.runtime))
+    assert sum(read) == 250 and a.panels["echomark"].calls["status"] == 3
+    assert await sync.poll_due(a.runtime) == 0  # nothing due until the statuses age again

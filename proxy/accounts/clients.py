@@ -2,7 +2,13 @@
 
 An API key is shown once, when it is made, and stored only as its SHA-256.
 Keys are 128 random bits, so a fast hash is as safe as a slow one here and
-lets a request find its client with one lookup.
+lets a request find its client with one lookup: the key's hash maps to the
+client's name only while the client is enabled (disabling removes the
+mapping), so authenticating is a single read.
+
+Writes that span hash slots are ordered so that a crash between them leaves
+nothing usable half made: the key mapping, which makes an account usable, is
+written last.
 """
 
 from __future__ import annotations
@@ -68,15 +74,15 @@ class Accounts:
         created = await self.redis.hsetnx(self.keys.client(name), "name", name)
         if not created:
             raise AccountError(f"client {name!r} exists already")
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:  # one slot: the client's
             pipe.hset(
                 self.keys.client(name),
                 mapping={"key_hash": key_hash, "disabled": "0", "created": f"{time.time():.3f}"},
             )
             pipe.set(self.keys.balance(name), 0, nx=True)
-            pipe.set(self.keys.api_key(key_hash), name)
-            pipe.sadd(self.keys.clients, name)
             await pipe.execute()
+        await self.redis.sadd(self.keys.clients, name)
+        await self.redis.set(self.keys.api_key(key_hash), name)
         if balance > 0:
             await self.ledger.apply(name, balance, kind="topup", ref=f"opening:{name}", memo="opening balance")
         return await self.get(name), api_key
@@ -97,12 +103,7 @@ class Accounts:
         """The name of the enabled client owning `api_key`, or None."""
         if not api_key:
             return None
-        name = await self.redis.get(self.keys.api_key(hash_key(api_key)))
-        if name is None:
-            return None
-        if await self.redis.hget(self.keys.client(name), "disabled") != "0":
-            return None
-        return name
+        return await self.redis.get(self.keys.api_key(hash_key(api_key)))
 
     async def topup(self, name: str, amount: Decimal, ref: str | None = None, memo: str = "") -> Entry:
         """Credit `amount`. A retried call with the same `ref` credits once."""
@@ -115,20 +116,23 @@ class Accounts:
 
     async def rotate_key(self, name: str) -> str:
         """Give the client a new API key; the old one stops working at once."""
-        await self.get(name)
+        client = await self.get(name)
         api_key = generate_key()
         old_hash = await self.redis.hget(self.keys.client(name), "key_hash")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.api_key(hash_key(api_key)), name)
-            pipe.hset(self.keys.client(name), "key_hash", hash_key(api_key))
-            if old_hash:
-                pipe.delete(self.keys.api_key(old_hash))
-            await pipe.execute()
+        if old_hash:
+            await self.redis.delete(self.keys.api_key(old_hash))
+        await self.redis.hset(self.keys.client(name), "key_hash", hash_key(api_key))
+        if not client.disabled:
+            await self.redis.set(self.keys.api_key(hash_key(api_key)), name)
         return api_key
 
     async def disable(self, name: str) -> Client:
+        """Refuse the client's key from now on (its mapping is removed)."""
         await self.get(name)
+        key_hash = await self.redis.hget(self.keys.client(name), "key_hash")
         await self.redis.hset(self.keys.client(name), "disabled", "1")
+        if key_hash:
+            await self.redis.delete(self.keys.api_key(key_hash))
         return await self.get(name)
 
     async def names(self) -> list[str]:

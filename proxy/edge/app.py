@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy import protocol
+from proxy.catalog import Listed
 from proxy.edge import admin
 from proxy.edge.context import RequestContext
 from proxy.edge.inputs import BadInput, ClientGone, header, read_params
@@ -42,13 +44,24 @@ from proxy.vocabulary import Errors
 log = logging.getLogger("proxy.app")
 
 INTERNAL_ERROR = "Internal error, please try again later"
-UNAVAILABLE = "Service temporarily unavailable, please try again later"
 # A store outage is logged once per this many seconds.
 OUTAGE_LOG_SECONDS = 10.0
 
 
 def reply(body: object, status_code: int = 200) -> Response:
-    return JSONResponse(body, status_code=status_code)
+    """JSON as panels send it (orjson: the replies are on every request's path)."""
+    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
+
+
+def services_reply(listed: Listed, request: Request) -> Response:
+    """The catalog's bytes as built once: gzipped when the client takes it, 304
+    when it already has this version (If-None-Match)."""
+    headers = {"ETag": listed.etag, "Vary": "Accept-Encoding"}
+    if listed.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(listed.gzipped, media_type="application/json", headers={**headers, "Content-Encoding": "gzip"})
+    return Response(listed.body, media_type="application/json", headers=headers)
 
 
 class Api:
@@ -63,6 +76,8 @@ class Api:
         seen = {"action": "none", "outcome": "ok"}
         try:
             body = await self.handle(request, seen)
+            if isinstance(body, Listed):
+                return services_reply(body, request)
             if isinstance(body, dict) and set(body) == {"error"} and seen["outcome"] == "ok":
                 seen["outcome"] = "error"
             return reply(body)
@@ -76,7 +91,7 @@ class Api:
                 self._outage_logged = now
                 log.warning("store unavailable, answering errors: %s: %s", type(exc).__name__, exc)
             seen["outcome"] = "unavailable"
-            return reply(protocol.error(UNAVAILABLE))
+            return reply(protocol.error(INTERNAL_ERROR))
         except Exception:
             log.exception("unexpected error answering %s", request.method)
             seen["outcome"] = "internal"
@@ -109,7 +124,7 @@ class Api:
         desk = runtime.desk
         match request:
             case protocol.ServicesRequest():
-                return (await runtime.catalog()).public()
+                return (await runtime.catalog()).listed
             case protocol.BalanceRequest():
                 balance = await runtime.ledger.balance(client)
                 return {"balance": format_amount(balance), "currency": runtime.config.currency}

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.accounts.clients import AccountError, Client, NoSuchClient
 from proxy.accounts.ledger import Entry
-from proxy.money import MoneyError, format_amount, parse_amount
+from proxy.money import MoneyError, format_amount, parse_amount, to_minor
 from proxy.ops import reports
 from proxy.orders.book import GROUPS, ClaimConflict, Order, StateChanged
 from proxy.providers.upstream import UpstreamError
@@ -47,10 +47,13 @@ def _refused(exc: Exception) -> OperatorError:
 
 
 def amount(text: object) -> Decimal:
+    """An amount an operator typed: a decimal that fits the ledger (7 places, below 2^53 units)."""
     try:
-        return parse_amount(text)
+        value = parse_amount(text)
+        to_minor(value)
     except MoneyError as exc:
         raise OperatorError(str(exc)) from None
+    return value
 
 
 def iso(timestamp: float) -> str:

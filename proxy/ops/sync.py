@@ -4,8 +4,10 @@
   over: one never sent is refunded, one that may exist upstream becomes
   `unknown` for an operator. Leases expire on Redis' clock, so an instance
   whose clock is off never takes a live order.
-- Status polling: open orders are refreshed in bulk, so Partial and
-  Canceled orders are refunded even when the client never asks.
+- Status polling: due open orders are read in bulk (100 a call, from each
+  provider's due index, claimed so instances share the work), so Partial
+  and Canceled orders are refunded even when the client never asks; every
+  few rounds every client's open orders are swept too.
 - Provider checks: each provider's balance reply is read, and a provider
   billing in another currency than the config says is blocked.
 
@@ -27,6 +29,8 @@ from proxy.runtime import Runtime
 log = logging.getLogger("proxy.sync")
 
 POLL_BATCH = 500
+# Every this many rounds, the open orders of every client are swept too.
+SWEEP_EVERY = 10
 
 
 async def recover(runtime: Runtime) -> int:
@@ -36,8 +40,18 @@ async def recover(runtime: Runtime) -> int:
     return len(settled)
 
 
+async def poll_due(runtime: Runtime) -> int:
+    """Read the due statuses of every provider, 100 orders a call; claims keep
+    instances from reading the same orders in one round."""
+    read = 0
+    for provider in runtime.providers:
+        read += await runtime.refresher.poll(provider)
+    return read
+
+
 async def poll_open_orders(runtime: Runtime) -> int:
-    """Refresh the stale open orders, oldest first; how many were looked at."""
+    """Sweep every client's open orders (a slower path than the due index,
+    which it repairs: an order missing there is put back when it is read)."""
     looked = 0
     for client in await runtime.book.clients():
         ids = await runtime.book.ids_in("open", client)
@@ -56,8 +70,11 @@ async def check_providers(runtime: Runtime) -> None:
 
 async def run_forever(runtime: Runtime, interval: float) -> None:
     checked_at = time.monotonic()
+    rounds = 0
     while True:
-        for step in (recover, poll_open_orders):
+        rounds += 1
+        steps = [recover, poll_due] + ([poll_open_orders] if rounds % SWEEP_EVERY == 1 else [])
+        for step in steps:
             try:
                 await step(runtime)
             except (RedisError, OSError) as exc:

@@ -232,6 +232,17 @@ reindex(record, id, {inflight = KEYS[6], unknown = KEYS[7], open = KEYS[8], atte
 return {'ok', state, redis.call('HGETALL', record)}
 """ % {"table": lua_table()}
 
+# Take up to ARGV[3] due orders read before ARGV[1], and mark them read at
+# ARGV[2], so no other instance takes them too in this round.
+# KEYS: due index; ARGV: threshold, now, limit
+CLAIM_DUE_SCRIPT = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[2], member)
+end
+return due
+"""
+
 # Extend a lease only while it is still ours.
 # KEYS: lease; ARGV: token, ms
 RENEW_SCRIPT = """
@@ -474,6 +485,7 @@ class OrderBook:
         self._transition = redis.register_script(TRANSITION_SCRIPT)
         self._renew = redis.register_script(RENEW_SCRIPT)
         self._claim = redis.register_script(CLAIM_SCRIPT)
+        self._claim_due = redis.register_script(CLAIM_DUE_SCRIPT)
 
     @property
     def lease_ms(self) -> int:
@@ -702,6 +714,8 @@ class OrderBook:
         reply = await self._transition(keys=keys, args=args)
         if reply[0] in ("ok", "stale"):
             after = Order.from_record(_pairs(reply[2]))
+            if reply[0] == "ok" and after.provider and (after.state == PLACED or reply[1] == PLACED):
+                await self.note_due(after)
             if reply[0] == "ok" and (after.state != reply[1] or after.refunded != order.refunded or event != "status"):
                 log.info(
                     "order %s %s: %s -> %s%s%s", order.id, event, reply[1], after.state,
@@ -713,6 +727,41 @@ class OrderBook:
         if reply[0] == "missing":
             raise StateChanged(None)
         raise StateChanged(reply[1], reply[0])
+
+    # -- the due index: which open orders' statuses to read next --------------
+
+    async def note_due(self, order: Order) -> None:
+        """Keep `order` in its provider's due index while it is open (best effort:
+        the poller also walks the open sets now and then)."""
+        key, member = self.keys.due(order.provider), f"{order.client}:{order.id}"
+        try:
+            if order.state == PLACED and not order.final:
+                await self.redis.zadd(key, {member: order.status_at})
+            else:
+                await self.redis.zrem(key, member)
+        except Exception as exc:
+            log.warning("order %s: due index not updated: %s", order.id, type(exc).__name__)
+
+    async def claim_due(self, provider: str, read_before: float, now: float, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` open orders of `provider` whose status was read before
+        `read_before`, claimed for this round: (client, order ID)."""
+        members = await self._claim_due(keys=[self.keys.due(provider)], args=[repr(read_before), repr(now), limit])
+        taken = []
+        for member in members:
+            client, _, order_id = member.rpartition(":")
+            taken.append((client, int(order_id)))
+        return taken
+
+    async def orders_of(self, pairs: Iterable[tuple[str, int]]) -> list[Order]:
+        """Orders by (client, ID), in one round trip."""
+        pairs = list(pairs)
+        if not pairs:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for client, order_id in pairs:
+                pipe.hgetall(self.keys.order(client, order_id))
+            records = await pipe.execute()
+        return [Order.from_record(record) for record in records if record]
 
     # -- leases ----------------------------------------------------------------
 

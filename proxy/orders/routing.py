@@ -188,7 +188,9 @@ class Router:
         An upstream ID that another of our orders already owns is not
         believed: the order waits for an operator as `unknown`.
         """
-        owner = await self._retrying(order, lambda: self.book.claim(order, provider, upstream_order))
+        owner = await self._retrying(
+            order, lambda: self.book.claim(order, provider, upstream_order), f"upstream order {upstream_order} at {provider}"
+        )
         if owner is not None:
             log.error("order %s: %s answered with upstream order %s, which order %s already owns",
                       order.id, provider, upstream_order, owner)
@@ -210,7 +212,9 @@ class Router:
         Every try is the same call: one whose reply was lost is not applied twice.
         """
         call = new_call()
-        return await self._retrying(order, lambda: self.book.apply(order, event, fields, call=call, **options))
+        return await self._retrying(
+            order, lambda: self.book.apply(order, event, fields, call=call, **options), f"{event} {fields}"
+        )
 
     async def _unsent(self, order: Order, sent: str, attempts: list[Attempt]) -> Order:
         """Bring back to `reserved` an order whose submit may have applied
@@ -226,14 +230,14 @@ class Router:
 
         return await self._retrying(order, check)
 
-    async def _retrying(self, order, action):  # type: ignore[no-untyped-def]
+    async def _retrying(self, order, action, what: str = ""):  # type: ignore[no-untyped-def]
         for attempt in range(RECORD_TRIES):
             try:
                 return await action()
             except (RedisError, OSError) as exc:
                 if attempt == RECORD_TRIES - 1:
-                    log.error("order %s: could not record what happened upstream (%s); %s",
-                              order.id, type(exc).__name__, [a.__dict__ for a in order.attempts])
+                    log.error("order %s: could not record what happened upstream (%s): %s",
+                              order.id, type(exc).__name__, what or "a claim")
                     raise
                 await asyncio.sleep(RECORD_PAUSE * 2**attempt)
         raise AssertionError("unreachable")

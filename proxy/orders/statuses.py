@@ -30,6 +30,7 @@ from proxy.providers.upstream import (
     UpstreamError,
     UpstreamStatus,
 )
+from proxy.vocabulary import BULK_LIMIT
 
 log = logging.getLogger("proxy.statuses")
 
@@ -82,13 +83,27 @@ class StatusRefresher:
                 continue
             mine = [o for o in group if (provider, o.upstream_order) not in self._inflight]
             if mine:
+                # Claimed before any await, so concurrent readers join this fetch.
+                loop = asyncio.get_running_loop()
+                for order in mine:
+                    self._inflight[(provider, order.upstream_order)] = loop.create_future()
+                waits += [self._inflight[(provider, o.upstream_order)] for o in group]
+                if len(mine) < BULK_LIMIT:  # one call reads 100: carry other stale orders along
+                    try:
+                        found = await self._also_due(provider, mine, BULK_LIMIT - len(mine))
+                    except BaseException:  # cancelled: wake whoever joined, then go
+                        self._wake([(provider, o.upstream_order) for o in mine])
+                        raise
+                    extras = [o for o in found if (provider, o.upstream_order) not in self._inflight]
+                    for order in extras:
+                        self._inflight[(provider, order.upstream_order)] = loop.create_future()
+                    mine += extras
                 keys = [(provider, order.upstream_order) for order in mine]
-                for key in keys:
-                    self._inflight[key] = asyncio.get_running_loop().create_future()
                 task = asyncio.create_task(self._fetch(provider, mine))
                 self._tasks.add(task)
                 task.add_done_callback(lambda done, keys=keys: self._release(done, keys))
-            waits += [self._inflight[(provider, o.upstream_order)] for o in group]
+            else:
+                waits += [self._inflight[(provider, o.upstream_order)] for o in group]
         if not waits:
             return {o.id: o for o in orders}
         # Shielded: a caller that goes away does not cancel a shared refresh.
@@ -101,9 +116,42 @@ class StatusRefresher:
             fresh.update(await self.book.get_many(client, ids))
         return fresh
 
+    async def _also_due(self, provider: str, taken: list[Order], room: int) -> list[Order]:
+        """Other open orders of `provider` whose status is due, claimed so that
+        no other instance reads them in this round."""
+        now = self.clock()
+        try:
+            claimed = await self.book.claim_due(provider, now - self.ttl, now, room)
+            candidates = await self.book.orders_of(claimed)
+        except Exception as exc:  # an optimisation: the orders asked for are read all the same
+            log.warning("no other due orders of %s carried along: %s", provider, type(exc).__name__)
+            return []
+        have = {o.id for o in taken}
+        return [
+            o for o in candidates
+            if o.id not in have and o.provider == provider and self.stale(o)
+            and (provider, o.upstream_order) not in self._inflight
+        ]
+
+    async def poll(self, provider: str) -> int:
+        """Read every due open order of `provider`, 100 a call; how many were read."""
+        read = 0
+        while True:
+            now = self.clock()
+            orders = [o for o in await self.book.orders_of(
+                await self.book.claim_due(provider, now - self.ttl, now, BULK_LIMIT)
+            ) if o.provider == provider and self.stale(o)]
+            if not orders:
+                return read
+            await self.refresh(orders)
+            read += len(orders)
+
     def _release(self, task: asyncio.Task[None], keys: list[tuple[str, int]]) -> None:
         """Wake every waiter of a finished (or cancelled) fetch."""
         self._tasks.discard(task)
+        self._wake(keys)
+
+    def _wake(self, keys: list[tuple[str, int]]) -> None:
         for key in keys:
             future = self._inflight.pop(key, None)
             if future is not None and not future.done():
@@ -117,7 +165,10 @@ class StatusRefresher:
             )
         except UpstreamError as exc:
             log.warning("statuses from %s not refreshed: %s", provider, exc.reason)
-            await self.health.read_failed(provider, exc)
+            try:
+                await self.health.read_failed(provider, exc)
+            except Exception as store:  # Redis away too: the cool-down is advice, not money
+                log.warning("provider %s not cooled down: %s", provider, type(store).__name__)
             return
         outcomes = await asyncio.gather(
             *(self.apply(order, results.get(order.upstream_order), asked_at) for order in orders),

@@ -1,0 +1,332 @@
+"""The router's performance, side by side with a bare Starlette app: one command.
+
+    .venv/bin/python benchmarks/run.py [--duration 5] [--rounds 3] [--quick]
+
+Needs `wrk` (Debian: apt-get install wrk). Starts everything on loopback:
+an embedded Redis (so no other data is measured), two fast simulated panels
+(one with 5,000 extra services), `smm-proxy serve` as the README starts it,
+and a bare Starlette app that answers the router's own reply bytes from
+memory. Each action is loaded with `wrk -t2 -c16`, bare and router
+alternated `--rounds` times; then the order throughput, the add overhead,
+the upstream amplification of status reads and Redis memory per order are
+measured. It prints one table, each figure beside its target.
+
+Numbers, not assertions: machines are noisy; ratios of runs made side by
+side are less so. docs/benchmarks.md records a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from proxy.store import EmbeddedRedis  # noqa: E402
+
+PYTHON = sys.executable
+SMM = str(Path(PYTHON).parent / "smm-proxy")
+LINK = "https://instagram.com/p/bench"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class Stack(contextlib.ExitStack):
+    def process(self, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+        out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
+        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+
+        def stop() -> None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+        self.callback(stop)
+        return proc
+
+
+def router_config(echomark: int, korean: int) -> str:
+    return f"""
+currency: USD
+exchange_rates: {{KRW: "1380"}}
+markup: {{percent: 30}}
+providers:
+  echomark: {{url: "http://127.0.0.1:{echomark}/api/v2", key: sim-key, currency: USD, max_connections: 64}}
+  korean: {{url: "http://127.0.0.1:{korean}/api/v2", key: sim-key, currency: KRW, max_connections: 64}}
+services:
+  - id: 1
+    routes: [{{provider: echomark, service: 1}}, {{provider: korean, service: 101}}]
+  - id: 2
+    routes: [{{provider: korean, service: 101}}, {{provider: echomark, service: 1}}]
+imports:
+  - {{provider: echomark, id_offset: 1000000}}
+  - {{provider: korean, id_offset: 2000000}}
+"""
+
+
+def wrk(url: str, body: str, headers: dict[str, str], duration: float, connections: int = 16) -> tuple[float, float]:
+    """Requests per second and p50 latency (ms) of a POST under wrk -t2 -cN."""
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    script.write("\n".join(lines) + "\n")
+    script.close()
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    os.unlink(script.name)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1, "s": 1000}[p50.group(2)]
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
+    return rate, float(p50.group(1)) * scale
+
+
+def raw_post(url: str, body: str, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """A reply's bytes as sent (not decompressed) and the headers that shape it."""
+    request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(request) as response:
+        keep = {k: v for k, v in response.headers.items() if k.lower() in ("content-type", "content-encoding", "etag")}
+        return response.read(), keep
+
+
+def form(**fields: object) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: str(v) for k, v in fields.items()})
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def side_by_side(name: str, router_url: str, bare_url: str, body: str, headers: dict[str, str], args) -> dict:
+    bare, routed = [], []
+    for _ in range(args.rounds):
+        bare.append(wrk(bare_url + f"?a={name}", body, headers, args.duration))
+        routed.append(wrk(router_url, body, headers, args.duration))
+    b = statistics.median(r for r, _ in bare), statistics.median(p for _, p in bare)
+    r = statistics.median(r for r, _ in routed), statistics.median(p for _, p in routed)
+    return {"bare_rps": b[0], "bare_p50": b[1], "router_rps": r[0], "router_p50": r[1], "ratio": r[0] / b[0]}
+
+
+async def sequential_adds(router: str, panel: str, key: str, count: int) -> tuple[float, float]:
+    """p50 of an add through the router, and straight to the panel (ms)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        async def timed(url: str, data: dict) -> float:
+            started = time.perf_counter()
+            reply = (await http.post(url, data=data)).json()
+            assert "order" in reply, reply
+            return (time.perf_counter() - started) * 1000
+
+        direct, routed = [], []
+        for i in range(count):
+            fields = {"action": "add", "service": "1", "link": f"{LINK}/{i}", "quantity": "100"}
+            direct.append(await timed(panel, {**fields, "key": "sim-key"}))
+            routed.append(await timed(router, {**fields, "key": key}))
+    return statistics.median(routed), statistics.median(direct)
+
+
+async def amplification(router: str, panels: dict[str, str], key: str, orders: int, reads: int, ttl: float) -> dict:
+    """Single-order status reads over open orders whose statuses go stale."""
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as http:
+        ids: list[int] = []
+        for start in range(0, orders, 50):
+            batch = [
+                http.post(router, data={"key": key, "action": "add", "service": str(1 + i % 2),
+                                        "link": f"{LINK}/amp{i}", "quantity": "100"})
+                for i in range(start, min(orders, start + 50))
+            ]
+            ids += [r.json()["order"] for r in await asyncio.gather(*batch)]
+
+        async def calls() -> int:
+            total = 0
+            for url in panels.values():
+                state = (await http.get(url.replace("/api/v2", "/_sim/state"))).json()
+                total += state["calls"].get("status", 0)
+            return total
+
+        before = await calls()
+        started = time.perf_counter()
+        queue = list(range(reads))
+
+        async def reader() -> None:
+            while queue:
+                queue.pop()
+                order = random.choice(ids)
+                reply = (await http.post(router, data={"key": key, "action": "status", "order": str(order)})).json()
+                assert "status" in reply, reply
+
+        await asyncio.gather(*(reader() for _ in range(16)))
+        elapsed = time.perf_counter() - started
+        made = await calls() - before
+    periods = max(elapsed / ttl, 1.0)
+    return {"orders": orders, "reads": reads, "seconds": elapsed, "calls": made, "per_ttl": made / periods}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s: to see that it runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds = 2, 1
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix="smm-bench-"))
+    results: dict[str, object] = {}
+    with Stack() as stack:
+        redis_url = stack.enter_context(EmbeddedRedis())
+        ports = {name: free_port() for name in ("echomark", "korean", "router", "bare", "amp")}
+        stack.process([PYTHON, str(ROOT / "benchmarks" / "panel.py"), "--port", str(ports["echomark"]),
+                       "--services", "5000"], log=work / "echomark.log")
+        stack.process([PYTHON, str(ROOT / "benchmarks" / "panel.py"), "--port", str(ports["korean"]),
+                       "--preset", "korean", "--first-order", "900000"], log=work / "korean.log")
+        for name in ("echomark", "korean"):
+            wait_for(f"http://127.0.0.1:{ports[name]}/_sim/state")
+        config = work / "router.yaml"
+        config.write_text(router_config(ports["echomark"], ports["korean"]))
+        env = {"SMM_PROXY_REDIS_URL": redis_url, "SMM_PROXY_CONFIG": str(config), "SMM_PROXY_KEY_PREFIX": "bench:",
+               "SMM_PROXY_DUPLICATE_WINDOW": "0", "SMM_PROXY_STATUS_TTL": "3600"}
+        stack.process([SMM, "serve", "--port", str(ports["router"])], env=env, log=work / "router.log")
+        wait_for(f"http://127.0.0.1:{ports['router']}/readyz")
+        made = subprocess.run([SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
+                              env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        key = json.loads(made.stdout)["key"]
+        router = f"http://127.0.0.1:{ports['router']}/api/v2"
+        bare = f"http://127.0.0.1:{ports['bare']}/api/v2"
+
+        bodies = {
+            "services": form(key=key, action="services"),
+            "balance": form(key=key, action="balance"),
+        }
+        placed = [json.loads(raw_post(router, form(key=key, action="add", service=1, link=f"{LINK}/{i}",
+                                                    quantity=100), FORM)[0])["order"] for i in range(100)]
+        bodies["status"] = form(key=key, action="status", order=placed[0])
+        bodies["status_bulk_100"] = form(key=key, action="status", orders=",".join(map(str, placed)))
+        gzip_headers = {**FORM, "Accept-Encoding": "gzip"}
+        replies = {}
+        for name, body in bodies.items():
+            data, headers = raw_post(router, body, FORM)
+            replies[name] = {"body": data.decode("latin-1"), "headers": headers}
+        data, headers = raw_post(router, bodies["services"], gzip_headers)
+        replies["services_gzip"] = {"body": data.decode("latin-1"), "headers": headers}
+        results["services_bytes"] = {"plain": len(replies["services"]["body"]), "gzip": len(data)}
+        (work / "replies.json").write_text(json.dumps(replies))
+        stack.process([PYTHON, str(ROOT / "benchmarks" / "bare.py"), "--port", str(ports["bare"]),
+                       "--replies", str(work / "replies.json")], log=work / "bare.log")
+        wait_for(f"http://127.0.0.1:{ports['bare']}/api/v2?a=balance")
+
+        for name, body, headers in [
+            ("services", bodies["services"], FORM),
+            ("services_gzip", bodies["services"], gzip_headers),
+            ("balance", bodies["balance"], FORM),
+            ("status", bodies["status"], FORM),
+            ("status_bulk_100", bodies["status_bulk_100"], FORM),
+        ]:
+            results[name] = side_by_side(name, router, bare, body, headers, args)
+            print(f"  measured {name}: {results[name]['ratio']:.2f} x bare", flush=True)
+
+        add_body = form(key=key, action="add", service=1, link=LINK, quantity=100)
+        rates = [wrk(router, add_body, FORM, args.duration)[0] for _ in range(args.rounds)]
+        results["add_16"] = statistics.median(rates)
+        routed_p50, direct_p50 = asyncio.run(
+            sequential_adds(router, f"http://127.0.0.1:{ports['echomark']}/api/v2", key, 300)
+        )
+        results["add_overhead"] = {"router_p50": routed_p50, "direct_p50": direct_p50,
+                                   "overhead": routed_p50 - direct_p50}
+
+        # Upstream amplification: another router (same Redis, own prefix) whose statuses go stale every 2 s.
+        amp_env = {**env, "SMM_PROXY_KEY_PREFIX": "bench-amp:", "SMM_PROXY_STATUS_TTL": "2",
+                   "SMM_PROXY_SYNC_INTERVAL": "3600"}
+        stack.process([SMM, "serve", "--port", str(ports["amp"])], env=amp_env, log=work / "amp.log")
+        wait_for(f"http://127.0.0.1:{ports['amp']}/readyz")
+        made = subprocess.run([SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
+                              env={**os.environ, **amp_env}, capture_output=True, text=True, check=True)
+        amp_key = json.loads(made.stdout)["key"]
+        sync_redis = redis.Redis.from_url(redis_url)
+        memory_before = sync_redis.info("memory")["used_memory"]
+        panels = {n: f"http://127.0.0.1:{ports[n]}/api/v2" for n in ("echomark", "korean")}
+        results["amplification"] = asyncio.run(amplification(
+            f"http://127.0.0.1:{ports['amp']}/api/v2", panels, amp_key, 1000, 3000 if args.quick else 10_000, 2.0,
+        ))
+        memory_after = sync_redis.info("memory")["used_memory"]
+        results["memory_per_order"] = (memory_after - memory_before) / 1000
+        sample = sync_redis.keys("bench-amp:order:*")[:1]
+        results["record_bytes"] = sync_redis.memory_usage(sample[0]) if sample else None
+        results["record_encoding"] = sync_redis.object("encoding", sample[0]).decode() if sample else None
+
+    print_table(results, args)
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nraw numbers and logs: {work}")
+
+
+def print_table(r: dict, args) -> None:
+    def row(name: str, key: str, target: float) -> str:
+        x = r[key]
+        ok = "met" if x["ratio"] >= target else "NOT met"
+        return (f"| {name} | {x['bare_rps']:,.0f} req/s, p50 {x['bare_p50']:.1f} ms | {x['router_rps']:,.0f} req/s, "
+                f"p50 {x['router_p50']:.1f} ms | {x['ratio']:.2f} | >= {target} ({ok}) |")
+
+    sizes = r["services_bytes"]
+    amp, over = r["amplification"], r["add_overhead"]
+    print(f"\nwrk -t2 -c16, {args.duration:.0f} s, median of {args.rounds} alternated rounds\n")
+    print("| action | bare Starlette | router | ratio | target |")
+    print("|---|---|---|---|---|")
+    print(row(f"`services`, 5,019 services ({sizes['plain'] / 1e6:.2f} MB)", "services", 0.9))
+    print(row(f"`services`, gzip ({sizes['gzip'] / 1e6:.2f} MB on the wire)", "services_gzip", 0.9))
+    print(row("`balance`", "balance", 0.7))
+    print(row("`status`, one cached order", "status", 0.7))
+    print(row("`status`, 100 cached orders", "status_bulk_100", 0.5))
+    print(f"| `add`, sequential, over calling the panel directly | {over['direct_p50']:.2f} ms | "
+          f"{over['router_p50']:.2f} ms | +{over['overhead']:.2f} ms | <= 1 ms "
+          f"({'met' if over['overhead'] <= 1 else 'NOT met'}) |")
+    print(f"| `add`, 16 concurrent | | {r['add_16']:,.0f} orders/s | | >= 1,500 "
+          f"({'met' if r['add_16'] >= 1500 else 'NOT met'}) |")
+    print(f"| status reads, TTL 2 s, random orders | | {amp['calls']} upstream calls for {amp['reads']:,} reads "
+          f"over {amp['orders']:,} orders in {amp['seconds']:.1f} s | {amp['per_ttl']:.1f} calls per TTL | <= 20 "
+          f"({'met' if amp['per_ttl'] <= 20 else 'NOT met'}) |")
+    per = r["memory_per_order"]
+    print(f"| Redis per stored order | | {per / 1024:.2f} KB (record {r['record_bytes']} B, "
+          f"{r['record_encoding']}) | | <= 1 KB ({'met' if per <= 1024 else 'NOT met'}) |")
+
+
+if __name__ == "__main__":
+    main()
