@@ -107,7 +107,7 @@ def wrk(url: str, body: str, headers: dict[str, str], duration: float, connectio
     script.write("\n".join(lines) + "\n")
     script.close()
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url],
+        ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name, url],
         capture_output=True, text=True, check=True,
     ).stdout
     os.unlink(script.name)
@@ -200,11 +200,40 @@ async def amplification(router: str, panels: dict[str, str], key: str, orders: i
     return {"orders": orders, "reads": reads, "seconds": elapsed, "calls": made, "per_ttl": made / periods}
 
 
+def status_calls(panels: dict[str, str]) -> int:
+    total = 0
+    for url in panels.values():
+        with urllib.request.urlopen(url.replace("/api/v2", "/_sim/state")) as reply:
+            total += json.load(reply)["calls"].get("status", 0)
+    return total
+
+
+def lookup_flatness(redis_url: str, router: str, key: str, order_id: int, args) -> dict[int, float]:
+    """p50 of one cached status as the number of stored orders grows (records copied in)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    record = client.hgetall(f"bench:order:{{c:bench}}:{order_id}")
+    sizes = [1_000, 100_000] + ([1_000_000] if args.million else [])
+    start, p50s = int(client.get("bench:seq:order")) + 1, {}
+    body = form(key=key, action="status", order=order_id)
+    for size in sizes:
+        with client.pipeline(transaction=False) as pipe:
+            for order in range(start, start + max(0, size - start)):
+                pipe.hset(f"bench:order:{{c:bench}}:{order}", mapping={**record, "id": order})
+                pipe.hset(f"bench:owner:{{o:{order // 100}}}", str(order), "bench")
+                if order % 10_000 == 0:
+                    pipe.execute()
+            pipe.execute()
+        start = max(start, size + 1)
+        p50s[size] = wrk(router, body, FORM, max(2.0, args.duration / 2))[1]
+    return p50s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s: to see that it runs")
+    parser.add_argument("--million", action="store_true", help="also time a status lookup among 10^6 stored orders")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 2, 1
@@ -214,7 +243,7 @@ def main() -> None:
     results: dict[str, object] = {}
     with Stack() as stack:
         redis_url = stack.enter_context(EmbeddedRedis())
-        ports = {name: free_port() for name in ("echomark", "korean", "router", "bare", "amp")}
+        ports = {name: free_port() for name in ("echomark", "korean", "router", "bare", "amp", "two")}
         stack.process([PYTHON, str(ROOT / "benchmarks" / "panel.py"), "--port", str(ports["echomark"]),
                        "--services", "5000"], log=work / "echomark.log")
         stack.process([PYTHON, str(ROOT / "benchmarks" / "panel.py"), "--port", str(ports["korean"]),
@@ -265,8 +294,29 @@ def main() -> None:
             print(f"  measured {name}: {results[name]['ratio']:.2f} x bare", flush=True)
 
         add_body = form(key=key, action="add", service=1, link=LINK, quantity=100)
+        sync_redis = redis.Redis.from_url(redis_url)
+        memory_before, seq_before = sync_redis.info("memory")["used_memory"], int(sync_redis.get("bench:seq:order"))
         rates = [wrk(router, add_body, FORM, args.duration)[0] for _ in range(args.rounds)]
         results["add_16"] = statistics.median(rates)
+        stored = int(sync_redis.get("bench:seq:order")) - seq_before
+        results["memory"] = {"orders": stored,
+                             "per_order": (sync_redis.info("memory")["used_memory"] - memory_before) / stored}
+        sample = next(sync_redis.scan_iter(match="bench:order:*", count=1000))
+        results["memory"]["record"] = sync_redis.memory_usage(sample)
+        results["memory"]["encoding"] = sync_redis.object("encoding", sample).decode()
+
+        # The same adds through two worker processes (one per core), against one.
+        two_env = {**env, "SMM_PROXY_KEY_PREFIX": "bench-two:"}
+        made = subprocess.run([SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
+                              env={**os.environ, **two_env}, capture_output=True, text=True, check=True)
+        two_key = json.loads(made.stdout)["key"]
+        stack.process([SMM, "serve", "--port", str(ports["two"]), "--workers", "2"], env=two_env,
+                      log=work / "two.log")
+        wait_for(f"http://127.0.0.1:{ports['two']}/readyz")
+        two_body = form(key=two_key, action="add", service=1, link=LINK, quantity=100)
+        rates = [wrk(f"http://127.0.0.1:{ports['two']}/api/v2", two_body, FORM, args.duration)[0]
+                 for _ in range(args.rounds)]
+        results["add_16_two_workers"] = statistics.median(rates)
         routed_p50, direct_p50 = asyncio.run(
             sequential_adds(router, f"http://127.0.0.1:{ports['echomark']}/api/v2", key, 300)
         )
@@ -281,17 +331,22 @@ def main() -> None:
         made = subprocess.run([SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
                               env={**os.environ, **amp_env}, capture_output=True, text=True, check=True)
         amp_key = json.loads(made.stdout)["key"]
-        sync_redis = redis.Redis.from_url(redis_url)
-        memory_before = sync_redis.info("memory")["used_memory"]
         panels = {n: f"http://127.0.0.1:{ports[n]}/api/v2" for n in ("echomark", "korean")}
         results["amplification"] = asyncio.run(amplification(
             f"http://127.0.0.1:{ports['amp']}/api/v2", panels, amp_key, 1000, 3000 if args.quick else 10_000, 2.0,
         ))
-        memory_after = sync_redis.info("memory")["used_memory"]
-        results["memory_per_order"] = (memory_after - memory_before) / 1000
-        sample = sync_redis.keys("bench-amp:order:*")[:1]
-        results["record_bytes"] = sync_redis.memory_usage(sample[0]) if sample else None
-        results["record_encoding"] = sync_redis.object("encoding", sample[0]).decode() if sample else None
+        # Background polling: two workers, 2 s interval, over the same 1,000 open orders.
+        poll_env = {**amp_env, "SMM_PROXY_SYNC_INTERVAL": "2"}
+        before = status_calls(panels)
+        started = time.monotonic()
+        workers = [stack.process([SMM, "worker", "--allow-volatile"], env=poll_env, log=work / f"worker{i}.log")
+                   for i in range(2)]
+        time.sleep(10.5)
+        for proc in workers:
+            proc.terminate()
+        elapsed = time.monotonic() - started
+        results["polling"] = {"orders": 1000, "calls": status_calls(panels) - before, "intervals": elapsed / 2}
+        results["lookup"] = lookup_flatness(redis_url, router, key, placed[0], args)
 
     print_table(results, args)
     (work / "results.json").write_text(json.dumps(results, indent=2))
@@ -323,9 +378,21 @@ def print_table(r: dict, args) -> None:
     print(f"| status reads, TTL 2 s, random orders | | {amp['calls']} upstream calls for {amp['reads']:,} reads "
           f"over {amp['orders']:,} orders in {amp['seconds']:.1f} s | {amp['per_ttl']:.1f} calls per TTL | <= 20 "
           f"({'met' if amp['per_ttl'] <= 20 else 'NOT met'}) |")
-    per = r["memory_per_order"]
-    print(f"| Redis per stored order | | {per / 1024:.2f} KB (record {r['record_bytes']} B, "
-          f"{r['record_encoding']}) | | <= 1 KB ({'met' if per <= 1024 else 'NOT met'}) |")
+    mem = r["memory"]
+    print(f"| Redis per stored order | | {mem['per_order'] / 1024:.2f} KB over {mem['orders']:,} orders (record "
+          f"{mem['record']} B, {mem['encoding']}) | | <= 1 KB ({'met' if mem['per_order'] <= 1024 else 'NOT met'}) |")
+    poll = r["polling"]
+    per_100 = poll["calls"] / poll["intervals"] / (poll["orders"] / 100)
+    print(f"| background polling, 2 workers, {poll['orders']:,} open orders | | {poll['calls']} upstream calls in "
+          f"{poll['intervals']:.1f} intervals | {per_100:.2f} calls per 100 orders per interval | <= 1 "
+          f"({'met' if per_100 <= 1 else 'NOT met'}) |")
+    two = r["add_16_two_workers"] / r["add_16"]
+    print(f"| `add`, 16 concurrent, 2 workers | | {r['add_16_two_workers']:,.0f} orders/s | {two:.2f} x one worker | "
+          f">= 1.7 ({'met' if two >= 1.7 else 'NOT met'}) |")
+    look = r["lookup"]
+    first, last = min(look), max(look)
+    print("| `status` p50 as stored orders grow | | " + ", ".join(f"{n:,}: {p:.2f} ms" for n, p in look.items())
+          + f" | {look[last] / look[first]:.2f} | flat |")
 
 
 if __name__ == "__main__":

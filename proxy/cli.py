@@ -283,22 +283,39 @@ def logs_warning(message: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    import os
 
-    from proxy.edge.app import create_app
+    import uvicorn
 
     settings = _settings(args)
     config = _config(settings)
     _log_setup(settings, config)
     _checked_store(settings, args.allow_volatile)
-    runtime = Runtime.from_settings(settings, config)
-    uvicorn.run(
-        create_app(runtime, close_runtime=True, background=not args.no_background),
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_config=None,
-        access_log=False,
-    )
+    host, port = args.host or settings.host, args.port or settings.port
+    if args.workers > 1:
+        # Each worker process builds its own app from the environment: hand it what the flags said.
+        os.environ["SMM_PROXY_CONFIG"] = str(settings.config.resolve())
+        if args.no_background:
+            os.environ["SMM_PROXY_BACKGROUND"] = "false"
+        uvicorn.run("proxy.cli:app_from_environment", factory=True, workers=args.workers, host=host, port=port,
+                    log_config=None, access_log=False)
+        return
+    uvicorn.run(app_for(settings, config, background=settings.background and not args.no_background),
+                host=host, port=port, log_config=None, access_log=False)
+
+
+def app_for(settings: Settings, config: Config, background: bool):  # type: ignore[no-untyped-def]
+    from proxy.edge.app import create_app
+
+    return create_app(Runtime.from_settings(settings, config), close_runtime=True, background=background)
+
+
+def app_from_environment():  # type: ignore[no-untyped-def]
+    """The app of one `serve --workers N` process, from the environment alone."""
+    settings = Settings()
+    config = _config(settings)
+    _log_setup(settings, config)
+    return app_for(settings, config, background=settings.background)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -356,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-background", action="store_true",
                      help="leave recovery and polling to 'smm-proxy worker' (replicas behind a load balancer)")
     sub.add_argument("--allow-volatile", action="store_true", help="do not warn about a Redis that keeps nothing on disk")
+    sub.add_argument("--workers", type=int, default=1, help="processes serving the API (one per core)")
     sub = command(commands, "worker", "run the background work alone: recovery, status polling, provider checks", worker)
     sub.add_argument("--allow-volatile", action="store_true")
     sub = command(commands, "demo", "run a self-contained demo with simulated panels", demo, config=False)

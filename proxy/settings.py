@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     upstream_cooldown: float = Field(
         60.0, ge=0, description="Seconds a provider is skipped after it failed."
     )
+    background: bool = Field(
+        True, description="Whether serve also runs recovery, status polling and provider checks "
+        "(false for replicas beside a 'smm-proxy worker')."
+    )
     sync_interval: float = Field(
         30.0, gt=0, description="Seconds between background recovery and status polling rounds."
     )

@@ -395,7 +395,7 @@ class Order:
             provider=record.get("provider", ""),
             upstream_service=int(record.get("upstream_service", "0")),
             upstream_order=int(record.get("upstream_order", "0")),
-            attempts=tuple(Attempt(**a) for a in json.loads(record.get("attempts", "[]"))),
+            attempts=_attempts(record.get("attempts", "[]")),
             duplicate_key=record.get("duplicate_key", ""),
             attention=record.get("attention", ""),
             version=int(record.get("v", "0")),
@@ -457,12 +457,25 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 
 def new_call() -> str:
-    """A name for one transition call, kept across its retries."""
-    return uuid.uuid4().hex
+    """A name for one transition call, kept across its retries (64 random bits)."""
+    return uuid.uuid4().hex[:16]
 
 
 def attempts_json(attempts: Iterable[Attempt]) -> str:
-    return json.dumps([a.__dict__ for a in attempts])
+    """Attempts as the record keeps them: compact JSON, reasons only where there is one."""
+    return json.dumps(
+        [[a.provider, a.outcome, a.reason] if a.reason else [a.provider, a.outcome] for a in attempts],
+        ensure_ascii=False, separators=(",", ":"),
+    )
+
+
+def _attempts(text: str) -> tuple[Attempt, ...]:
+    return tuple(Attempt(**a) if isinstance(a, dict) else Attempt(*a) for a in json.loads(text))
+
+
+def stamp(seconds: float) -> str:
+    """A time for a record: to the millisecond is all anyone reads."""
+    return f"{seconds:.3f}"
 
 
 class OrderBook:
@@ -535,7 +548,7 @@ class OrderBook:
             "state": RESERVED,
             "status": PENDING,
             "remains": new.quantity,
-            "created": repr(self.clock()),
+            "created": stamp(self.clock()),
             "refill": int(new.refill),
             "cancel": int(new.cancel),
         }
@@ -709,7 +722,7 @@ class OrderBook:
             attention,
             memo or f"order {order.id} {event}",
             call or new_call(),
-            *_flatten({**(fields or {}), "updated": repr(self.clock())}),
+            *_flatten(fields or {}),
         ]
         reply = await self._transition(keys=keys, args=args)
         if reply[0] in ("ok", "stale"):

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from proxy.catalog import RouteOption, Service
 from proxy.money import ceil_to, to_minor
 from proxy.ops import logs
-from proxy.orders.book import Attempt, Order, OrderBook, StateChanged, attempts_json, new_call
+from proxy.orders.book import Attempt, Order, OrderBook, StateChanged, attempts_json, new_call, stamp
 from proxy.orders.states import ACCEPT, EXHAUST, FAILED, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED
 from proxy.providers.health import Health
 from proxy.providers.upstream import OutcomeUnknown, ProviderClient, ProviderRefused
@@ -128,7 +128,6 @@ class Router:
                         "provider": option.provider,
                         "upstream_service": option.upstream.service,
                         "attempts": attempts_json(attempts),
-                        "submitted_at": repr(self.book.clock()),
                         "cost": to_minor(provider_cost(option, order.quantity, service.flat)),
                         "cost_currency": self.currencies[option.provider],
                         "cost_base": to_minor(ceil_to(upstream_cost(option, order.quantity, service.flat))),
@@ -201,7 +200,7 @@ class Router:
             )
         placed = await self._record(
             order, ACCEPT,
-            {"upstream_order": upstream_order, "attempts": attempts_json(attempts), "status_at": repr(self.book.clock())},
+            {"upstream_order": upstream_order, "attempts": attempts_json(attempts), "status_at": stamp(self.book.clock())},
         )
         await self.book.tally("orders_late_accept" if placed.state == FAILED else "orders_placed")
         return placed

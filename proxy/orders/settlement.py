@@ -75,7 +75,7 @@ def settle(
     now: float,
     final_statuses: frozenset[str],
 ) -> Settlement:
-    fields: dict[str, object] = {"status_at": repr(now)}
+    fields: dict[str, object] = {"status_at": f"{now:.3f}"}
     problems = []
     reported = result.charge
     if reported is not None:

@@ -62,13 +62,15 @@ class StatusRefresher:
         self._inflight: dict[tuple[str, int], asyncio.Future[_Result]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def stale(self, order: Order) -> bool:
-        """Due for a refresh. A status stamped in the future (another instance's
-        clock runs ahead) counts as stale too: skewed clocks cost a call, not a status."""
+    def stale(self, order: Order, ttl: float | None = None) -> bool:
+        """Due for a refresh (older than `ttl`, by default the status TTL). A
+        status stamped in the future (another instance's clock runs ahead)
+        counts as stale too: skewed clocks cost a call, not a status."""
         if order.state != PLACED or order.final:
             return False
+        ttl = self.ttl if ttl is None else ttl
         age = self.clock() - order.status_at
-        return age >= self.ttl or age < -self.ttl
+        return age >= ttl or age < -self.ttl
 
     async def refresh(self, orders: Iterable[Order]) -> dict[int, Order]:
         """The given orders, the stale ones refreshed from upstream first."""
@@ -120,8 +122,8 @@ class StatusRefresher:
         """Other open orders of `provider` whose status is due, claimed so that
         no other instance reads them in this round."""
         now = self.clock()
-        try:
-            claimed = await self.book.claim_due(provider, now - self.ttl, now, room)
+        try:  # due, or half way there: read together now, they stay in step after
+            claimed = await self.book.claim_due(provider, now - self.ttl / 2, now, room)
             candidates = await self.book.orders_of(claimed)
         except Exception as exc:  # an optimisation: the orders asked for are read all the same
             log.warning("no other due orders of %s carried along: %s", provider, type(exc).__name__)
@@ -129,7 +131,7 @@ class StatusRefresher:
         have = {o.id for o in taken}
         return [
             o for o in candidates
-            if o.id not in have and o.provider == provider and self.stale(o)
+            if o.id not in have and o.provider == provider and self.stale(o, self.ttl / 2)
             and (provider, o.upstream_order) not in self._inflight
         ]
 
