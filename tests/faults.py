@@ -60,7 +60,7 @@ class _FaultyPipeline(Pipeline):
     plan: FaultPlan
 
     async def execute(self, raise_on_error: bool = True):  # type: ignore[override]
-        mode = self.plan.next("pipeline")
+        mode = self.plan.next("pipeline:" + ",".join(str(args[0]) for args, _ in self.command_stack))
         if mode == "error":
             await self.reset()
             raise RedisConnectionError("injected: connection refused")

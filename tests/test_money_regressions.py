@@ -532,22 +532,19 @@ async def test_a_negative_upstream_charge_does_not_refund_a_subscription_silentl
 
 
 async def test_a_reservation_whose_every_reply_was_lost_is_answered_with_its_id(make_router):
-    from redis.exceptions import TimeoutError as RedisTimeoutError
+    class EveryReserveLost(FaultPlan):
+        def next(self, what: str) -> str | None:
+            return "lost" if self.armed and "EVALSHA" in what and "HSET" in what else None
 
-    router = await make_router(config())
+    plan = EveryReserveLost()
+    router = await make_router(config(), redis_plan=plan)
     key = await router.client(balance="10")
     await router.call(key, action="services")
-    book = router.runtime.book
-    script = book._reserve
-
-    async def lost(*args, **kwargs):  # applied every time, its reply lost every time
-        await script(*args, **kwargs)
-        raise RedisTimeoutError("reply lost")
-
-    book._reserve = lost
+    plan.armed = True  # the reservation applies every time, and its reply is lost every time
     assert await router.call(key, action="add", service=1, link=LINK, quantity=1000) == {"order": 1}
+    plan.armed = False
     await settle(router)
-    order = await book.get("alice", 1)
+    order = await router.runtime.book.get("alice", 1)
     assert order.state == FAILED and order.refunded == order.charge  # never sent: refunded
     await check_money(router, {"alice": Decimal("10")})
 

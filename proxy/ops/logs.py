@@ -22,6 +22,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
 
@@ -39,13 +40,17 @@ REDACTED = "***"
 def redactor(secrets: Iterable[str] = ()) -> structlog.types.Processor:
     """A processor that scrubs keys from every string value of an event."""
     words = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-    known = re.compile("|".join(re.escape(w) for w in words)) if words else None
+    # One pass: a known secret, a key= parameter's value, or an API-key-shaped token.
+    pattern = re.compile(
+        "|".join([*(re.escape(w) for w in words), _KEY_PARAMETER.pattern.replace("(?i)", ""), _API_KEY_SHAPED.pattern]),
+        re.IGNORECASE,
+    )
+
+    def replace(match: re.Match[str]) -> str:
+        return f"{match.group(1)}={REDACTED}" if match.group(1) else REDACTED
 
     def scrub(text: str) -> str:
-        if known is not None:
-            text = known.sub(REDACTED, text)
-        text = _KEY_PARAMETER.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
-        return _API_KEY_SHAPED.sub(REDACTED, text)
+        return pattern.sub(replace, text)
 
     def redact(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
         for name, value in event.items():
@@ -54,6 +59,11 @@ def redactor(secrets: Iterable[str] = ()) -> structlog.types.Processor:
         return event
 
     return redact
+
+
+def _json(event: dict[str, Any], **options: Any) -> str:
+    """orjson: a log line is written for every request."""
+    return orjson.dumps(event, default=str).decode()
 
 
 def _drop_noise(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +86,9 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
         _drop_noise,
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_json)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,

@@ -42,6 +42,7 @@ from proxy.accounts.ledger import MOVE_MONEY, UnknownClient
 from proxy.money import from_minor, to_minor
 from proxy.orders.states import (
     ABANDON,
+    ACCEPT,
     ACK,
     FAILED,
     IN_FLIGHT,
@@ -50,7 +51,9 @@ from proxy.orders.states import (
     RESERVED,
     RESOLVE_FAILED,
     RESOLVE_PLACED,
+    RESTATUS,
     STATES,
+    STATUS,
     SUBMITTED,
     UNKNOWN,
     lua_table,
@@ -185,6 +188,9 @@ if #ARGV > 8 then
   end
 end
 redis.call('HSET', record, 'state', rule.target, 'call', ARGV[8])
+if rule.target ~= state or rule.attention ~= '' then
+  redis.call('HINCRBY', KEYS[10], 'n:' .. state .. ':' .. ARGV[1], 1)
+end
 local id = redis.call('HGET', record, 'id')
 local charge = tonumber(redis.call('HGET', record, 'charge'))
 local refunded = tonumber(redis.call('HGET', record, 'refunded') or '0')
@@ -304,8 +310,63 @@ class Attempt:
     reason: str = ""
 
 
+class _Shown:
+    """What a client is shown of an order, for `Order` and `Glance` alike."""
+
+    state: str
+    status: str
+    charge: Decimal
+    refunded: Decimal
+
+    @property
+    def public_status(self) -> str:
+        """What the client is shown: `unknown` looks Pending, `failed` Canceled."""
+        if self.state == PLACED:
+            return self.status
+        if self.state == FAILED:
+            return CANCELED
+        return PENDING
+
+    @property
+    def final(self) -> bool:
+        if self.state == FAILED:
+            return True
+        return self.state == PLACED and self.status in FINAL_STATUSES
+
+    @property
+    def net_charge(self) -> Decimal:
+        return self.charge - self.refunded
+
+
 @dataclass(frozen=True)
-class Order:
+class Glance(_Shown):
+    """The few fields of an order a status read needs, read in one command for many."""
+
+    id: int
+    state: str
+    status: str
+    charge: Decimal
+    refunded: Decimal
+    remains: int
+    start_count: int
+    status_at: float
+    provider: str
+
+
+GLANCE_FIELDS = ("state", "status", "charge", "refunded", "remains", "start_count", "status_at", "provider", "quantity")
+
+# KEYS: order records, all of one client; returns each one's GLANCE_FIELDS.
+GLANCE_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HMGET', key, %s)
+end
+return out
+""" % ", ".join(f"'{name}'" for name in GLANCE_FIELDS)
+
+
+@dataclass(frozen=True)
+class Order(_Shown):
     """One order as its record holds it. Amounts are in the deployment currency
     unless they say otherwise."""
 
@@ -345,28 +406,9 @@ class Order:
         return self.fields.get("link", "")
 
     @property
-    def public_status(self) -> str:
-        """What the client is shown: `unknown` looks Pending, `failed` Canceled."""
-        if self.state == PLACED:
-            return self.status
-        if self.state == FAILED:
-            return CANCELED
-        return PENDING
-
-    @property
-    def final(self) -> bool:
-        if self.state == FAILED:
-            return True
-        return self.state == PLACED and self.status in FINAL_STATUSES
-
-    @property
     def flat(self) -> bool:
         spec = SERVICE_TYPES.get(self.type)
         return spec is not None and spec.flat
-
-    @property
-    def net_charge(self) -> Decimal:
-        return self.charge - self.refunded
 
     @classmethod
     def from_record(cls, record: Mapping[str, str]) -> Order:
@@ -499,6 +541,7 @@ class OrderBook:
         self._renew = redis.register_script(RENEW_SCRIPT)
         self._claim = redis.register_script(CLAIM_SCRIPT)
         self._claim_due = redis.register_script(CLAIM_DUE_SCRIPT)
+        self._glance = redis.register_script(GLANCE_SCRIPT)
 
     @property
     def lease_ms(self) -> int:
@@ -534,8 +577,6 @@ class OrderBook:
         if int(balance or 0) < to_minor(new.charge):
             raise InsufficientFunds(new.client)
         order_id = await self.redis.incr(self.keys.order_seq)
-        # The owner entry first: a record is never without it.
-        await self.redis.hset(self.keys.order_owner(order_id), str(order_id), new.client)
         record = {
             "id": order_id,
             "client": new.client,
@@ -574,8 +615,16 @@ class OrderBook:
             order_id, to_minor(new.charge), self.token, self.lease_ms, value,
             fingerprint.payload if fingerprint else "", f"order {order_id}", *_flatten(record),
         ]
+        async def owner_then_reserve() -> list[str]:
+            # The owner entry first, in the same round trip: Redis runs them in order.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(self.keys.order_owner(order_id), str(order_id), new.client)
+                await self._reserve(keys=keys, args=args, client=pipe)
+                owned, reply = await pipe.execute()
+            return reply
+
         try:
-            reply = await self._idempotent(lambda: self._reserve(keys=keys, args=args))
+            reply = await self._idempotent(owner_then_reserve)
         except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
             # Whether the debit applied is unknown. If it did, the client must
             # get this order's ID (recovery refunds it: it is never sent).
@@ -629,6 +678,25 @@ class OrderBook:
                 pipe.hgetall(self.keys.order(client, order_id))
             records = await pipe.execute()
         return {i: Order.from_record(r) for i, r in zip(ids, records, strict=True) if r}
+
+    async def glance(self, client: str, order_ids: Iterable[int]) -> dict[int, Glance]:
+        """What a status read shows of many orders of one client, in one command."""
+        ids = list(order_ids)
+        if not ids:
+            return {}
+        rows = await self._glance(keys=[self.keys.order(client, i) for i in ids])
+        found = {}
+        for order_id, (state, status, charge, refunded, remains, start, at, provider, quantity) in zip(
+            ids, rows, strict=True
+        ):
+            if state is None:
+                continue
+            found[order_id] = Glance(
+                id=order_id, state=state, status=status or PENDING, charge=from_minor(charge),
+                refunded=from_minor(refunded or "0"), remains=int(remains or quantity),
+                start_count=int(start or "0"), status_at=float(at or "0"), provider=provider or "",
+            )
+        return found
 
     async def owner(self, order_id: int) -> str | None:
         return await self.redis.hget(self.keys.order_owner(order_id), str(order_id))
@@ -724,14 +792,22 @@ class OrderBook:
             call or new_call(),
             *_flatten(fields or {}),
         ]
-        reply = await self._transition(keys=keys, args=args)
+        due = self._due_change(order, event, fields or {})
+        if due is None:
+            reply = await self._transition(keys=keys, args=args)
+        else:  # the due index moves in the same round trip (best effort: the poller repairs it)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._transition(keys=keys, args=args, client=pipe)
+                due(pipe)
+                reply, _ = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, Exception):
+                raise reply
         if reply[0] in ("ok", "stale"):
             after = Order.from_record(_pairs(reply[2]))
-            if reply[0] == "ok" and after.provider and (after.state == PLACED or reply[1] == PLACED):
-                await self.note_due(after)
             if reply[0] == "ok" and (after.state != reply[1] or after.refunded != order.refunded or event != "status"):
                 log.info(
-                    "order %s %s: %s -> %s%s%s", order.id, event, reply[1], after.state,
+                    "order %s %s: %s -> %s%s%s%s", order.id, event, reply[1], after.state,
+                    f" at {after.provider} as upstream order {after.upstream_order}" if event == ACCEPT else "",
                     f", refunded {after.refunded} in all" if after.refunded != order.refunded else "",
                     f", needs an operator: {after.attention}" if after.attention and not order.attention else "",
                     extra={"order": order.id, "transition": event, "client": client},
@@ -742,6 +818,19 @@ class OrderBook:
         raise StateChanged(reply[1], reply[0])
 
     # -- the due index: which open orders' statuses to read next --------------
+
+    def _due_change(self, order: Order, event: str, fields: Mapping[str, object]):  # type: ignore[no-untyped-def]
+        """How `event` moves the order in its provider's due index, if it does."""
+        provider = str(fields.get("provider") or order.provider)
+        if not provider:
+            return None
+        key, member = self.keys.due(provider), f"{order.client}:{order.id}"
+        if event in (ACCEPT, RESOLVE_PLACED, RESTATUS) or (event == STATUS and fields.get("status") not in FINAL_STATUSES):
+            at = float(str(fields.get("status_at", order.status_at) or 0))
+            return lambda pipe: pipe.zadd(key, {member: at})
+        if event == STATUS or order.state == PLACED:
+            return lambda pipe: pipe.zrem(key, member)
+        return None
 
     async def note_due(self, order: Order) -> None:
         """Keep `order` in its provider's due index while it is open (best effort:
@@ -916,10 +1005,23 @@ class OrderBook:
             log.warning("counter %s not counted: %s", name, type(exc).__name__)
 
     async def metrics(self) -> dict[str, int]:
-        return {k: int(v) for k, v in (await self.redis.hgetall(self.keys.metrics)).items()}
+        """Order outcomes: counted by the transition script in each client's totals
+        (state:event pairs), and a few rarer ones counted beside."""
+        counted = {k: int(v) for k, v in (await self.redis.hgetall(self.keys.metrics)).items()}
+        events = {k[2:]: int(v) for k, v in (await self.totals_raw()).items() if k.startswith("n:")}
 
-    async def totals(self) -> dict[str, Decimal]:
-        """Every client's money by kind, summed: charge, refund, topup, paid (upstream)."""
+        def total(*pairs: str) -> int:
+            return sum(events.get(pair, 0) for pair in pairs)
+
+        counted["orders_placed"] = total("submitted:accept", "unknown:accept", "unknown:resolve_placed")
+        counted["orders_unknown"] = total("submitted:lose", "submitted:abandon")
+        counted["orders_failed"] = total("reserved:exhaust", "reserved:abandon", "unknown:resolve_failed",
+                                         "unknown:refuse")
+        counted["orders_late_accept"] = total("failed:accept")
+        return counted
+
+    async def totals_raw(self) -> dict[str, int]:
+        """Every client's running totals, summed (minor units, and counts)."""
         clients = await self.clients()
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in clients:
@@ -929,4 +1031,8 @@ class OrderBook:
         for totals in replies:
             for kind, amount in totals.items():
                 summed[kind] = summed.get(kind, 0) + int(amount)
-        return {kind: from_minor(amount) for kind, amount in summed.items()}
+        return summed
+
+    async def totals(self) -> dict[str, Decimal]:
+        """Every client's money by kind, summed: charge, refund, topup, paid (upstream)."""
+        return {kind: from_minor(n) for kind, n in (await self.totals_raw()).items() if not kind.startswith("n:")}

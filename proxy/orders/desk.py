@@ -30,6 +30,7 @@ from proxy.orders.book import (
     PLACED,
     DuplicateMismatch,
     Fingerprint,
+    Glance,
     InsufficientFunds,
     NewOrder,
     Order,
@@ -168,10 +169,18 @@ class Desk:
         }
 
     async def status(self, client: str, ids: Sequence[str]) -> dict[str, OrderView | Failure]:
+        """What upstream said of the orders, read in one command; whole records
+        only for those whose status is stale and must be read from upstream."""
+        parsed = {given: parse_id(given) for given in ids}
+        seen: dict[int, Glance | Order] = dict(await self.book.glance(client, {i for i in parsed.values() if i}))
+        stale = [order_id for order_id, glance in seen.items() if self.refresher.stale(glance)]
+        if stale:
+            seen.update(await self.refresher.refresh((await self.book.get_many(client, stale)).values()))
         results: dict[str, OrderView | Failure] = {}
-        for given, order in (await self._orders(client, ids)).items():
-            if isinstance(order, Failure):
-                results[given] = order
+        for given, order_id in parsed.items():
+            order = seen.get(order_id) if order_id else None
+            if order is None:
+                results[given] = Failure(Errors.INCORRECT_ORDER)
             else:
                 results[given] = OrderView(
                     charge=order.net_charge,

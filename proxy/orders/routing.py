@@ -32,7 +32,7 @@ from proxy.catalog import RouteOption, Service
 from proxy.money import ceil_to, to_minor
 from proxy.ops import logs
 from proxy.orders.book import Attempt, Order, OrderBook, StateChanged, attempts_json, new_call, stamp
-from proxy.orders.states import ACCEPT, EXHAUST, FAILED, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED
+from proxy.orders.states import ACCEPT, EXHAUST, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED
 from proxy.providers.health import Health
 from proxy.providers.upstream import OutcomeUnknown, ProviderClient, ProviderRefused
 from proxy.vocabulary import SUBSCRIPTIONS, Errors, known_error
@@ -168,15 +168,12 @@ class Router:
                 attempts[-1] = Attempt(option.provider, "unknown", reason)
                 await self._cool(option.provider, reason)
                 order = await self._record(order, LOSE, {"attempts": attempts_json(attempts)})
-                await self.book.tally("orders_unknown")
                 return Placement(order)
-            log.info("order %s placed at %s as upstream order %s", order.id, option.provider, upstream_order)
             attempts[-1] = Attempt(option.provider, "placed")
             return Placement(await self._accepted(order, option.provider, upstream_order, attempts))
         order = await self._record(
             order, EXHAUST, {"attempts": attempts_json(attempts)}, memo=f"order {order.id} refused by every route"
         )
-        await self.book.tally("orders_failed")
         known = known_error(last_refusal)
         message = known if known in CLIENT_ERRORS else NO_ROUTE
         return Placement(order, error=message)
@@ -198,12 +195,10 @@ class Router:
                 order, LOSE, {"attempts": attempts_json(attempts)},
                 attention=f"{provider} answered with upstream order {upstream_order}, which order {owner} owns",
             )
-        placed = await self._record(
+        return await self._record(
             order, ACCEPT,
             {"upstream_order": upstream_order, "attempts": attempts_json(attempts), "status_at": stamp(self.book.clock())},
         )
-        await self.book.tally("orders_late_accept" if placed.state == FAILED else "orders_placed")
-        return placed
 
     async def _record(self, order: Order, event: str, fields: dict[str, object], **options: object) -> Order:
         """Apply an event only this task can know of, retrying while Redis falters.

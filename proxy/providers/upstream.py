@@ -31,6 +31,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 
 from proxy.providers import quirks
+from proxy.providers.transport import AiohttpTransport
 from proxy.vocabulary import BULK_LIMIT
 
 __all__ = [
@@ -242,9 +243,10 @@ class ProviderClient:
         self._secrets = tuple(
             secret for secret in {api_key, quote(api_key, safe=""), quote_plus(api_key)} if secret
         )
-        options: dict[str, Any] = {"limits": httpx.Limits(max_connections=max_connections)}
-        if transport is not None:
-            options["transport"] = transport
+        options: dict[str, Any] = {
+            "limits": httpx.Limits(max_connections=max_connections),
+            "transport": transport or AiohttpTransport(max_connections),
+        }
         self._client = httpx.AsyncClient(
             timeout=timeout,
             follow_redirects=False,
