@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 log = logging.getLogger("proxy.store")
@@ -140,16 +141,30 @@ class Keys:
         return f"{self.prefix}catalog-lock:{provider}"
 
 
+CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
+
+
 def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
     """A pooled client that returns `str` values.
 
     The pool blocks (up to 10 s) when all its connections are busy, so a
-    burst of requests queues for Redis instead of failing.
+    burst of requests queues for Redis instead of failing. A URL starting
+    `redis-cluster://` (or `rediss-cluster://`) names any node of a Redis
+    Cluster: every script and transaction the router runs touches keys of one
+    hash slot, so the same code runs on it.
     """
+    if url.startswith(CLUSTER_SCHEMES):
+        plain = url.replace("-cluster://", "://", 1)
+        # The cluster client's pools do not block when full (they raise): room for bursts instead.
+        return RedisCluster.from_url(plain, decode_responses=True, max_connections=16 * max_connections)  # type: ignore[return-value]
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=10, decode_responses=True
     )
     return aioredis.Redis.from_pool(pool)
+
+
+def is_cluster(redis: object) -> bool:
+    return isinstance(redis, RedisCluster)
 
 
 class StoreUnfit(Exception):
@@ -175,14 +190,19 @@ async def check_store(redis: aioredis.Redis, allow_volatile: bool = False, timeo
     except (RedisError, OSError, TimeoutError) as exc:
         raise StoreUnfit(f"does not answer ({type(exc).__name__}: {exc})") from None
     try:
-        config = await redis.config_get("*")
+        if is_cluster(redis):
+            replies = await redis.config_get("*", target_nodes=RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+            configs = list(replies.values()) if all(isinstance(v, dict) for v in replies.values()) else [replies]
+        else:
+            configs = [await redis.config_get("*")]
     except ResponseError:
         return ["cannot read Redis' CONFIG: make sure it never evicts keys and keeps them on disk"]
     warnings = []
-    policy = config.get("maxmemory-policy", "noeviction")
-    if policy != "noeviction":
-        raise StoreUnfit(f"maxmemory-policy is {policy!r}: balances and orders could be evicted; set 'noeviction'")
-    if config.get("appendonly") != "yes" and not config.get("save") and not allow_volatile:
+    for config in configs:
+        policy = config.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction":
+            raise StoreUnfit(f"maxmemory-policy is {policy!r}: balances and orders could be evicted; set 'noeviction'")
+    if any(c.get("appendonly") != "yes" and not c.get("save") for c in configs) and not allow_volatile:
         warnings.append(
             "Redis keeps nothing on disk (appendonly no, no save points): a restart loses every balance and order; "
             "turn on 'appendonly yes' (or pass --allow-volatile)"

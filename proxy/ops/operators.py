@@ -275,10 +275,8 @@ class Operators:
             raise OperatorError(f"admin {name!r} exists already")
         token = secrets.token_urlsafe(32)
         digest = hashlib.sha256(token.encode()).hexdigest()
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.admin(digest), name)
-            pipe.hset(keys.admins, name, digest)
-            await pipe.execute()
+        await redis.hset(keys.admins, name, digest)
+        await redis.set(keys.admin(digest), name)  # last: the token works once all is in place
         await self.audit(actor, "admin.add", name)
         return {"name": name, "token": token}
 
@@ -287,10 +285,8 @@ class Operators:
         digest = await redis.hget(keys.admins, name)
         if digest is None:
             raise NotFound(f"no admin {name!r}")
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.admin(digest))
-            pipe.hdel(keys.admins, name)
-            await pipe.execute()
+        await redis.delete(keys.admin(digest))  # first: the token stops working at once
+        await redis.hdel(keys.admins, name)
         await self.audit(actor, "admin.remove", name)
         return {"name": name, "removed": True}
 

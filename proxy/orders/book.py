@@ -58,7 +58,7 @@ from proxy.orders.states import (
     UNKNOWN,
     lua_table,
 )
-from proxy.store import OWNER_BUCKET, Keys
+from proxy.store import OWNER_BUCKET, Keys, is_cluster
 from proxy.vocabulary import CANCELED, EXPIRED, FINAL_ORDER_STATUSES, PENDING, SERVICE_TYPES
 
 log = logging.getLogger("proxy.orders")
@@ -536,6 +536,8 @@ class OrderBook:
         self.lease_seconds = lease_seconds
         # Names the instance that holds a lease, for whoever reads the key.
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
+        self.pipelined = not is_cluster(redis)
         self._reserve = redis.register_script(RESERVE_SCRIPT)
         self._transition = redis.register_script(TRANSITION_SCRIPT)
         self._renew = redis.register_script(RENEW_SCRIPT)
@@ -616,6 +618,9 @@ class OrderBook:
             fingerprint.payload if fingerprint else "", f"order {order_id}", *_flatten(record),
         ]
         async def owner_then_reserve() -> list[str]:
+            if not self.pipelined:
+                await self.redis.hset(self.keys.order_owner(order_id), str(order_id), new.client)
+                return await self._reserve(keys=keys, args=args)
             # The owner entry first, in the same round trip: Redis runs them in order.
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(self.keys.order_owner(order_id), str(order_id), new.client)
@@ -793,8 +798,11 @@ class OrderBook:
             *_flatten(fields or {}),
         ]
         due = self._due_change(order, event, fields or {})
-        if due is None:
+        if due is None or not self.pipelined:
             reply = await self._transition(keys=keys, args=args)
+            if due is not None and reply[0] == "ok":
+                with contextlib.suppress(Exception):  # best effort: the poller repairs it
+                    await due(self.redis)
         else:  # the due index moves in the same round trip (best effort: the poller repairs it)
             async with self.redis.pipeline(transaction=False) as pipe:
                 await self._transition(keys=keys, args=args, client=pipe)
@@ -831,18 +839,6 @@ class OrderBook:
         if event == STATUS or order.state == PLACED:
             return lambda pipe: pipe.zrem(key, member)
         return None
-
-    async def note_due(self, order: Order) -> None:
-        """Keep `order` in its provider's due index while it is open (best effort:
-        the poller also walks the open sets now and then)."""
-        key, member = self.keys.due(order.provider), f"{order.client}:{order.id}"
-        try:
-            if order.state == PLACED and not order.final:
-                await self.redis.zadd(key, {member: order.status_at})
-            else:
-                await self.redis.zrem(key, member)
-        except Exception as exc:
-            log.warning("order %s: due index not updated: %s", order.id, type(exc).__name__)
 
     async def claim_due(self, provider: str, read_before: float, now: float, limit: int) -> list[tuple[str, int]]:
         """Up to `limit` open orders of `provider` whose status was read before

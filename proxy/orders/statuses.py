@@ -38,6 +38,8 @@ _Result = UpstreamStatus | ItemError | None
 # Status reads in a row without news of an order (the provider says it does
 # not know it, or leaves it out) before an operator is asked to look.
 MISSES_FOR_ATTENTION = 5
+# A fetch this recent counts as fresh, whatever an older read of the record said.
+JUST_FETCHED_SECONDS = 1.0
 
 
 class StatusRefresher:
@@ -60,6 +62,9 @@ class StatusRefresher:
         self.currencies = currencies
         self.tolerance_percent = tolerance_percent
         self._inflight: dict[tuple[str, int], asyncio.Future[_Result]] = {}
+        # When a fetch of an order finished: a reader that read the record just
+        # before it landed does not start another.
+        self._fetched: dict[tuple[str, int], float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def stale(self, order: Order, ttl: float | None = None) -> bool:
@@ -80,9 +85,15 @@ class StatusRefresher:
             if self.stale(order) and order.provider in self.providers:
                 by_provider[order.provider].append(order)
         waits: list[asyncio.Future[_Result]] = []
+        reread = False  # whether a record may have changed since it was read
         for provider, group in by_provider.items():
             if await self.health.cooling(provider, READS):
                 continue
+            # After the await: a fetch may have finished meanwhile (its answer is in the record).
+            just = self.clock() - JUST_FETCHED_SECONDS
+            unread = [o for o in group if self._fetched.get((provider, o.upstream_order), 0.0) < just]
+            reread = reread or len(unread) < len(group)
+            group = unread
             mine = [o for o in group if (provider, o.upstream_order) not in self._inflight]
             if mine:
                 # Claimed before any await, so concurrent readers join this fetch.
@@ -106,7 +117,7 @@ class StatusRefresher:
                 task.add_done_callback(lambda done, keys=keys: self._release(done, keys))
             else:
                 waits += [self._inflight[(provider, o.upstream_order)] for o in group]
-        if not waits:
+        if not waits and not reread:
             return {o.id: o for o in orders}
         # Shielded: a caller that goes away does not cancel a shared refresh.
         await asyncio.gather(*(asyncio.shield(w) for w in waits))
@@ -154,7 +165,11 @@ class StatusRefresher:
         self._wake(keys)
 
     def _wake(self, keys: list[tuple[str, int]]) -> None:
+        now = self.clock()
+        if len(self._fetched) > 50_000:
+            self._fetched = {k: at for k, at in self._fetched.items() if now - at < JUST_FETCHED_SECONDS}
         for key in keys:
+            self._fetched[key] = now
             future = self._inflight.pop(key, None)
             if future is not None and not future.done():
                 future.set_result(None)
