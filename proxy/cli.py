@@ -158,6 +158,11 @@ async def orders_refund(args: argparse.Namespace, ops: Operators) -> None:
     _print(args, data, lambda: f"order {data['id']}: refunded {data['refunded']} in all")
 
 
+async def orders_archive(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.archive(ACTOR, since_timestamp(args.older_than))
+    _print(args, data, lambda: f"{data['moved']} finished orders from before {data['before']} moved to {data['to']}")
+
+
 async def orders_ack(args: argparse.Namespace, ops: Operators) -> None:
     data = await ops.acknowledge(ACTOR, args.id)
     _print(args, data, lambda: f"order {data['id']}: attention cleared")
@@ -421,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("total", help="the order's total refund, in the deployment currency")
     sub = command(actions, "ack", "clear an order's attention note once it is dealt with", orders_ack, json_out=True)
     sub.add_argument("id", type=int)
+    sub = command(actions, "archive", "move finished orders out of Redis into $SMM_PROXY_ARCHIVE_DIR",
+                  orders_archive, json_out=True)
+    sub.add_argument("--older-than", required=True, help="a span like 90d, or a date like 2026-01-01")
 
     sub = command(commands, "providers", "each provider's health, balance, currency, catalog and price changes",
                   providers, json_out=True)

@@ -20,6 +20,7 @@ from proxy.accounts.ledger import Ledger
 from proxy.catalog import Catalog, build_catalog
 from proxy.config import Config
 from proxy.ops.metrics import Metrics
+from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
 from proxy.orders.desk import Desk
 from proxy.orders.refills import Refills
@@ -86,6 +87,7 @@ class Runtime:
         self.health = Health(redis, self.keys, settings.upstream_cooldown, clock)
         self.book = OrderBook(redis, self.keys, clock, lease_seconds=settings.order_lease)
         self.router = Router(self.book, self.providers, self.health, self.currencies)
+        self.archive = Archive(self.book, settings.archive_dir)
         self.refresher = StatusRefresher(
             self.book, self.providers, self.health, settings.status_ttl, clock,
             currencies=self.currencies, tolerance_percent=config.settlement.charge_tolerance_percent,

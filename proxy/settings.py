@@ -58,6 +58,10 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Seconds after which a provider's service list that could not be "
         "refreshed is too old to sell from."
     )
+    archive_dir: Path = Field(Path("archive"), description="Where finished orders are archived (JSON lines).")
+    archive_after_days: float | None = Field(
+        None, gt=0, description="Archive finished orders older than this many days (the worker, daily); unset: never."
+    )
     metrics_token: str | None = Field(
         None, description="If set, /metrics answers only requests with 'Authorization: Bearer <token>'."
     )

@@ -352,3 +352,26 @@ async def test_two_instances_poll_due_orders_without_reading_them_twice(make_rou
     read = await asyncio.gather(sync.poll_due(a.runtime), sync.poll_due(b.runtime))
     assert sum(read) == 250 and a.panels["echomark"].calls["status"] == 3
     assert await sync.poll_due(a.runtime) == 0  # nothing due until the statuses age again
+
+
+async def test_finished_orders_are_archived_and_still_found(make_router, tmp_path):
+    from proxy.ops.operators import Operators
+
+    router = await make_router(config(), status_ttl=1, archive_dir=tmp_path)
+    key = await router.client(balance="10")
+    for i in range(3):
+        await router.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000)
+    router.panels["echomark"].force((await order(router, 1)).upstream_order, status="Partial", remains=100)
+    router.panels["echomark"].force((await order(router, 2)).upstream_order, status="Completed")
+    router.clock.advance(2)
+    await router.call(key, action="status", orders="1,2,3")
+    before = await balance(router)
+    moved = await router.runtime.archive.archive(router.clock() + 1)
+    assert moved == 2  # order 3 is still open
+    assert await order(router, 1) is None and await router.runtime.book.ids_in("all", "alice") == [3]
+    shown = await Operators(router.runtime).order(1)
+    assert shown["archived"] is True and shown["status"] == "Partial" and shown["refunded"] == "0.117"
+    assert [e["kind"] for e in shown["ledger"]] == ["charge", "refund"]  # the ledger keeps them
+    assert await balance(router) == before
+    assert await router.call(key, action="status", order=1) == {"error": "Incorrect order ID"}
+    assert await router.runtime.archive.archive(router.clock() + 1) == 0  # nothing twice

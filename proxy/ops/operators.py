@@ -167,9 +167,18 @@ class Operators:
         return order
 
     async def order(self, order_id: int) -> dict[str, Any]:
-        order = await self._order(order_id)
+        """One order, from Redis or from the archive, with its ledger entries."""
+        order = await self.runtime.book.find(order_id)
+        archived = order is None and (order := self.runtime.archive.find(order_id)) is not None
+        if order is None:
+            raise NotFound(f"no order {order_id}")
         entries = [e for e in await self.runtime.ledger.entries(order.client) if e.order == order.id]
-        return {**order_json(order), "ledger": [entry_json(e) for e in entries]}
+        return {**order_json(order), "archived": archived, "ledger": [entry_json(e) for e in entries]}
+
+    async def archive(self, actor: str, before: float) -> dict[str, Any]:
+        moved = await self.runtime.archive.archive(before)
+        await self.audit(actor, "orders.archive", str(self.runtime.settings.archive_dir), before=iso(before), moved=moved)
+        return {"moved": moved, "before": iso(before), "to": str(self.runtime.settings.archive_dir)}
 
     async def orders(self, state: str | None = None, client: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         wanted = (state or "").casefold()

@@ -31,6 +31,7 @@ log = logging.getLogger("proxy.sync")
 POLL_BATCH = 500
 # Every this many rounds, the open orders of every client are swept too.
 SWEEP_EVERY = 10
+ARCHIVE_EVERY_SECONDS = 86400.0
 
 
 async def recover(runtime: Runtime) -> int:
@@ -62,6 +63,16 @@ async def poll_open_orders(runtime: Runtime) -> int:
     return looked
 
 
+async def archive_old_orders(runtime: Runtime) -> int:
+    days = runtime.settings.archive_after_days
+    if not days:
+        return 0
+    moved = await runtime.archive.archive(time.time() - days * 86400)
+    if moved:
+        log.info("%d finished orders older than %s days archived", moved, days)
+    return moved
+
+
 async def check_providers(runtime: Runtime) -> None:
     await asyncio.gather(
         *(runtime.health.verify(client, runtime.currencies[name]) for name, client in runtime.providers.items())
@@ -70,10 +81,14 @@ async def check_providers(runtime: Runtime) -> None:
 
 async def run_forever(runtime: Runtime, interval: float) -> None:
     checked_at = time.monotonic()
+    archived_at = 0.0
     rounds = 0
     while True:
         rounds += 1
         steps = [recover, poll_due] + ([poll_open_orders] if rounds % SWEEP_EVERY == 1 else [])
+        if time.monotonic() - archived_at >= ARCHIVE_EVERY_SECONDS:
+            archived_at = time.monotonic()
+            steps.append(archive_old_orders)
         for step in steps:
             try:
                 await step(runtime)

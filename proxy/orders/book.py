@@ -707,9 +707,9 @@ class OrderBook:
         return await self.redis.hget(self.keys.order_owner(order_id), str(order_id))
 
     async def find(self, order_id: int) -> Order | None:
-        """An order by our ID alone (operators)."""
+        """An order by our ID alone (operators); None if unknown or archived."""
         client = await self.owner(order_id)
-        return await self.get(client, order_id) if client else None
+        return await self.get(client, order_id) if client and not client.startswith("~") else None
 
     async def clients(self) -> list[str]:
         return sorted(await self.redis.smembers(self.keys.clients))
@@ -746,7 +746,8 @@ class OrderBook:
             owners = await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET))
             by_client: dict[str, list[int]] = {}
             for order_id, owner in owners.items():
-                by_client.setdefault(owner, []).append(int(order_id))
+                if not owner.startswith("~"):  # archived
+                    by_client.setdefault(owner, []).append(int(order_id))
             found = {}
             for owner, ids in by_client.items():
                 found.update(await self.get_many(owner, ids))
