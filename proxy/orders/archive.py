@@ -65,19 +65,12 @@ class Archive:
             ids = await book.ids_in("all", client)
             for start in range(0, len(ids), batch):
                 found = await book.get_many(client, ids[start : start + batch])
-                records = await self._records(client, [o.id for o in found.values() if self.archivable(o, before)])
+                wanted = [(client, o.id) for o in found.values() if self.archivable(o, before)]
+                records = [record for record in await book.records(wanted) if record]
                 if records:
                     self._write(records)
                     moved += await self._forget_all(client, records)
         return moved
-
-    async def _records(self, client: str, order_ids: list[int]) -> list[dict[str, str]]:
-        if not order_ids:
-            return []
-        async with self.book.redis.pipeline(transaction=False) as pipe:
-            for order_id in order_ids:
-                pipe.hgetall(self.book.keys.order(client, order_id))
-            return [record for record in await pipe.execute() if record]
 
     def _write(self, records: list[dict[str, str]]) -> None:
         """Append, then flush to disk, before anything leaves Redis."""

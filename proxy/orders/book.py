@@ -39,7 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.accounts.ledger import MOVE_MONEY, UnknownClient
-from proxy.money import from_minor, to_minor
+from proxy.money import format_amount, from_minor, to_minor
 from proxy.orders.states import (
     ABANDON,
     ACCEPT,
@@ -642,7 +642,8 @@ class OrderBook:
             log.warning("order %s: reserved, but its store failed; recovery settles it", order_id)
             return Reservation(order_id, False, None)
         if reply[0] == "ok":
-            log.info("order %s reserved: %s charged", order_id, new.charge, extra={"order": order_id, "client": new.client})
+            log.info("order %s reserved: %s charged", order_id, format_amount(new.charge),
+                     extra={"order": order_id, "client": new.client})
             return Reservation(order_id, False, Order.from_record({k: str(v) for k, v in record.items()}))
         try:  # no order was made: its owner entry is litter (harmless if it stays)
             await self.redis.hdel(self.keys.order_owner(order_id), str(order_id))
@@ -674,14 +675,19 @@ class OrderBook:
         record = await self.redis.hgetall(self.keys.order(client, order_id))
         return Order.from_record(record) if record else None
 
+    async def records(self, pairs: Iterable[tuple[str, int]]) -> list[dict[str, str]]:
+        """Raw records by (client, ID), in one round trip (an empty dict: no such order)."""
+        pairs = list(pairs)
+        if not pairs:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for client, order_id in pairs:
+                pipe.hgetall(self.keys.order(client, order_id))
+            return await pipe.execute()
+
     async def get_many(self, client: str, order_ids: Iterable[int]) -> dict[int, Order]:
         ids = list(order_ids)
-        if not ids:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for order_id in ids:
-                pipe.hgetall(self.keys.order(client, order_id))
-            records = await pipe.execute()
+        records = await self.records((client, i) for i in ids)
         return {i: Order.from_record(r) for i, r in zip(ids, records, strict=True) if r}
 
     async def glance(self, client: str, order_ids: Iterable[int]) -> dict[int, Glance]:
@@ -853,14 +859,7 @@ class OrderBook:
 
     async def orders_of(self, pairs: Iterable[tuple[str, int]]) -> list[Order]:
         """Orders by (client, ID), in one round trip."""
-        pairs = list(pairs)
-        if not pairs:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for client, order_id in pairs:
-                pipe.hgetall(self.keys.order(client, order_id))
-            records = await pipe.execute()
-        return [Order.from_record(record) for record in records if record]
+        return [Order.from_record(record) for record in await self.records(pairs) if record]
 
     # -- leases ----------------------------------------------------------------
 
