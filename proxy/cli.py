@@ -13,6 +13,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +33,7 @@ from proxy.settings import Settings
 from proxy.store import StoreUnfit, check_store, connect, redacted_url
 
 ACTOR = "cli"
+log = logging.getLogger("proxy.store")
 
 
 class CommandError(Exception):
@@ -276,15 +278,9 @@ def _checked_store(settings: Settings, allow_volatile: bool) -> None:
 
     try:
         for warning in asyncio.run(probe()):
-            logs_warning(warning)
+            log.warning(warning)
     except StoreUnfit as exc:
         raise CommandError(f"Redis at {redacted_url(url)}: {exc}") from None
-
-
-def logs_warning(message: str) -> None:
-    import logging
-
-    logging.getLogger("proxy.store").warning(message)
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -160,12 +160,6 @@ class Operators:
 
     # -- orders ----------------------------------------------------------------
 
-    async def _order(self, order_id: int) -> Order:
-        order = await self.runtime.book.find(order_id)
-        if order is None:
-            raise NotFound(f"no order {order_id}")
-        return order
-
     async def order(self, order_id: int) -> dict[str, Any]:
         """One order, from Redis or from the archive, with its ledger entries."""
         order = await self.runtime.book.find(order_id)

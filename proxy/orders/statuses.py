@@ -129,31 +129,29 @@ class StatusRefresher:
             fresh.update(await self.book.get_many(client, ids))
         return fresh
 
-    async def _also_due(self, provider: str, taken: list[Order], room: int) -> list[Order]:
-        """Other open orders of `provider` whose status is due, claimed so that
-        no other instance reads them in this round."""
+    async def _claim_due(self, provider: str, age: float, limit: int) -> list[Order]:
+        """Up to `limit` open orders of `provider` whose status is older than
+        `age`, claimed so that no other instance reads them in this round."""
         now = self.clock()
-        try:  # due, or half way there: read together now, they stay in step after
-            claimed = await self.book.claim_due(provider, now - self.ttl / 2, now, room)
-            candidates = await self.book.orders_of(claimed)
+        claimed = await self.book.orders_of(await self.book.claim_due(provider, now - age, now, limit))
+        return [o for o in claimed if o.provider == provider and self.stale(o, age)]
+
+    async def _also_due(self, provider: str, taken: list[Order], room: int) -> list[Order]:
+        """Other open orders of `provider` due, or half way there: read
+        together now, they stay in step after."""
+        try:
+            candidates = await self._claim_due(provider, self.ttl / 2, room)
         except Exception as exc:  # an optimisation: the orders asked for are read all the same
             log.warning("no other due orders of %s carried along: %s", provider, type(exc).__name__)
             return []
         have = {o.id for o in taken}
-        return [
-            o for o in candidates
-            if o.id not in have and o.provider == provider and self.stale(o, self.ttl / 2)
-            and (provider, o.upstream_order) not in self._inflight
-        ]
+        return [o for o in candidates if o.id not in have and (provider, o.upstream_order) not in self._inflight]
 
     async def poll(self, provider: str) -> int:
         """Read every due open order of `provider`, 100 a call; how many were read."""
         read = 0
         while True:
-            now = self.clock()
-            orders = [o for o in await self.book.orders_of(
-                await self.book.claim_due(provider, now - self.ttl, now, BULK_LIMIT)
-            ) if o.provider == provider and self.stale(o)]
+            orders = await self._claim_due(provider, self.ttl, BULK_LIMIT)
             if not orders:
                 return read
             await self.refresh(orders)
