@@ -24,20 +24,17 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from proxy import __version__
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import Config, load_config
+from proxy.errors import CommandError, ConfigError, OperatorError, StoreUnfit
 from proxy.ops import logs, reports
-from proxy.ops.operators import OperatorError, Operators
+from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS
 from proxy.runtime import Runtime
 from proxy.settings import Settings
-from proxy.store import StoreUnfit, check_store, connect, redacted_url
+from proxy.store import check_store, connect, redacted_url
 
 ACTOR = "cli"
 log = logging.getLogger("proxy.store")
-
-
-class CommandError(Exception):
-    """A refusal to print as it is, without a traceback."""
 
 
 class Parser(argparse.ArgumentParser):

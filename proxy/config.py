@@ -29,20 +29,12 @@ from pydantic import (
     model_validator,
 )
 
-from proxy.labels import LabelError, check_template
+from proxy.errors import ConfigError, LabelError
+from proxy.labels import check_template
 from proxy.vocabulary import SERVICE_TYPES
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CURRENCY = r"^[A-Z]{3}$"
-
-
-class ConfigError(ValueError):
-    """An unusable config; `problems` holds one "field: reason" line each."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: invalid config\n" + "\n".join(f"  {p}" for p in problems))
 
 
 class _Model(BaseModel):

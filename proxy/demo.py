@@ -16,9 +16,9 @@ from pathlib import Path
 
 import uvicorn
 
-from proxy.accounts.clients import AccountError
 from proxy.config import load_config
 from proxy.edge.app import create_app
+from proxy.errors import AccountError
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.sim.app import create_app as create_panel_app

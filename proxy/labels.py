@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 
 import httpx
 
+from proxy.errors import LabelError
+
 MAX_LABEL_CHARS = 200
 TEMPLATE_FIELDS = frozenset({"name", "category", "type", "id"})
 
@@ -39,10 +41,6 @@ _SEPARATOR_RUNS = re.compile(r"\s*([,;|])(?:\s*[,;|])+")
 _SPACE_BEFORE = re.compile(r"\s+([,;.!?])")
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|<\s*>")
 _EDGES = " \t-–—|:/\\,;·•*_~"
-
-
-class LabelError(ValueError):
-    pass
 
 
 def check_template(template: str) -> str:

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 
+from proxy.errors import MoneyError
+
 MINOR_DIGITS = 7
 MINOR = Decimal(1).scaleb(-MINOR_DIGITS)  # Decimal("0.0000001")
 MINOR_PER_UNIT = 10**MINOR_DIGITS
 # Amounts pass through Lua scripts in Redis, whose numbers are doubles: exact
 # up to 2**53 minor units (about 900 million of a currency), no further.
 MAX_MINOR = 2**53 - 1
-
-
-class MoneyError(ValueError):
-    """A value that is not a usable amount of money."""
 
 
 def parse_amount(value: object) -> Decimal:

@@ -10,15 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from proxy.errors import ProtocolError
 from proxy.vocabulary import BULK_LIMIT, Errors
-
-
-class ProtocolError(Exception):
-    """A request we refuse; `message` is what the client is told."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)

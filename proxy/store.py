@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
+from proxy.errors import StoreUnfit
+
 log = logging.getLogger("proxy.store")
 
 # IDs per owner-index bucket: small enough for Redis' compact hash encoding.
@@ -165,10 +167,6 @@ def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
 
 def is_cluster(redis: object) -> bool:
     return isinstance(redis, RedisCluster)
-
-
-class StoreUnfit(Exception):
-    """A Redis the router must not keep money in."""
 
 
 def redacted_url(url: str) -> str:

@@ -5,8 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from proxy.accounts.clients import AccountError, Accounts, hash_key
-from proxy.accounts.ledger import InsufficientFunds, Ledger, UnknownClient
+from proxy.accounts.clients import Accounts, hash_key
+from proxy.accounts.ledger import Ledger
+from proxy.errors import AccountError, InsufficientFunds, UnknownClient
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import main
-from proxy.config import ConfigError, load_config, parse_config
+from proxy.config import load_config, parse_config
+from proxy.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_ENV = {"ECHOMARK_API_KEY": "echo-secret", "KOREAN_PANEL_API_KEY": "kr-secret"}

@@ -17,8 +17,8 @@ from faults import FaultPlan
 from invariants import check_money, check_reply, fresh_prefix
 from support import expire_leases, router_config
 
+from proxy.errors import ClaimConflict, StateChanged
 from proxy.ops import sync
-from proxy.orders.book import ClaimConflict, StateChanged
 from proxy.orders.states import FAILED, PLACED, UNKNOWN
 from proxy.vocabulary import CANCELED, PARTIAL
 

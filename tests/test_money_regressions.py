@@ -15,9 +15,9 @@ from support import FakeClock, expire_leases, fault, metric, new_order, router_c
 from tcpproxy import RedisProxy
 
 from proxy.cli import main
+from proxy.errors import ClaimConflict, StateChanged
 from proxy.money import ceil_to
 from proxy.ops import sync
-from proxy.orders.book import ClaimConflict, StateChanged
 from proxy.orders.states import ACCEPT, FAILED, LOSE, PLACED, SUBMIT, SUBMITTED, UNKNOWN
 from proxy.providers.upstream import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL
@@ -550,7 +550,8 @@ async def test_a_reservation_whose_every_reply_was_lost_is_answered_with_its_id(
 
 
 async def test_a_reply_that_drips_a_byte_at_a_time_ends_as_unknown():
-    from proxy.providers.upstream import OutcomeUnknown, ProviderClient
+    from proxy.errors import OutcomeUnknown
+    from proxy.providers.upstream import ProviderClient
 
     async def drip(reader, writer):
         await reader.readuntil(b"\r\n\r\n")

@@ -6,8 +6,9 @@ import socket
 import httpx
 import pytest
 
+from proxy.errors import OutcomeUnknown, ProviderRefused
 from proxy.providers.transport import AiohttpTransport
-from proxy.providers.upstream import OutcomeUnknown, ProviderClient, ProviderRefused
+from proxy.providers.upstream import ProviderClient
 
 
 def closed_port() -> int:

@@ -7,13 +7,11 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
+from proxy.errors import OutcomeUnknown, ProviderRefused, UpstreamError
 from proxy.providers.upstream import (
     ItemError,
-    OutcomeUnknown,
     ProviderClient,
-    ProviderRefused,
     UpstreamBalance,
-    UpstreamError,
     UpstreamService,
     UpstreamStatus,
 )

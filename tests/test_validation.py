@@ -6,8 +6,9 @@ from decimal import Decimal
 import pytest
 
 from proxy.catalog import Service
+from proxy.errors import InvalidOrder
 from proxy.orders import validation as v
-from proxy.orders.validation import InvalidOrder, OrderSpec, validate_add
+from proxy.orders.validation import OrderSpec, validate_add
 from proxy.vocabulary import SERVICE_TYPES
 
 

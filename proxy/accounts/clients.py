@@ -24,17 +24,10 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 
 from proxy.accounts.ledger import Entry, Ledger
+from proxy.errors import AccountError, UnknownClient
 from proxy.store import Keys
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class AccountError(ValueError):
-    pass
-
-
-class NoSuchClient(AccountError):
-    pass
 
 
 def generate_key() -> str:
@@ -90,7 +83,7 @@ class Accounts:
     async def get(self, name: str) -> Client:
         record = await self.redis.hgetall(self.keys.client(name))
         if not record.get("key_hash"):
-            raise NoSuchClient(f"no client {name!r}")
+            raise UnknownClient(name)
         return Client(
             name=name,
             balance=await self.ledger.balance(name),

@@ -21,6 +21,7 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
+from proxy.errors import InsufficientFunds, UnknownClient
 from proxy.money import from_minor, to_minor
 from proxy.store import Keys
 
@@ -68,18 +69,6 @@ end
 redis.call('HSET', KEYS[4], ARGV[2], id)
 return {'ok', id}
 """
-
-
-class LedgerError(Exception):
-    pass
-
-
-class UnknownClient(LedgerError):
-    pass
-
-
-class InsufficientFunds(LedgerError):
-    pass
 
 
 @dataclass(frozen=True)

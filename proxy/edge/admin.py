@@ -25,9 +25,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy.edge.inputs import BadInput, clean
+from proxy.edge.inputs import clean
+from proxy.errors import BadInput, NotFound, OperatorError
 from proxy.ops import logs
-from proxy.ops.operators import NotFound, OperatorError, Operators
+from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS, since
 
 MAX_ADMIN_BODY = 64 * 1024

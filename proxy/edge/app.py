@@ -31,13 +31,14 @@ from proxy import protocol
 from proxy.catalog import Listed
 from proxy.edge import admin
 from proxy.edge.context import RequestContext
-from proxy.edge.inputs import BadInput, ClientGone, header, read_params
+from proxy.edge.inputs import header, read_params
+from proxy.errors import BadInput, ClientGone, OrderRefused, ProtocolError
 from proxy.money import format_amount
 from proxy.ops import logs, sync
 from proxy.ops.metrics import CONTENT_TYPE
 from proxy.ops.operators import Operators
 from proxy.orders.desk import Failure, OrderView
-from proxy.protocol import ProtocolError, parse_id
+from proxy.protocol import parse_id
 from proxy.runtime import Runtime
 from proxy.vocabulary import Errors
 
@@ -131,7 +132,7 @@ class Api:
             case protocol.AddRequest():
                 try:
                     return {"order": await desk.add(client, request, idempotency_key)}
-                except ProtocolError as exc:
+                except OrderRefused as exc:
                     return protocol.error(exc.message)
             case protocol.StatusRequest(ids=ids, bulk=bulk):
                 statuses = {given: render_status(v) for given, v in (await desk.status(client, ids)).items()}

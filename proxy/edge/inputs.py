@@ -34,7 +34,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from proxy.vocabulary import LIST_FIELDS, Errors
+from proxy.errors import BadInput, ClientGone
+from proxy.vocabulary import LIST_FIELDS
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_FIELDS = 64
@@ -53,18 +54,6 @@ _NOT_TEXT = re.compile(
     + "]"
 )
 _NOT_MULTILINE_TEXT = re.compile(_NOT_TEXT.pattern.replace("\x00-\x1f", "\x00-\x08\x0b\x0c\x0e-\x1f"))
-
-
-class BadInput(Exception):
-    """A request refused at the boundary; `message` is what the client is told."""
-
-    def __init__(self, message: str = Errors.INCORRECT_REQUEST) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class ClientGone(Exception):
-    """The client hung up before its request was read."""
 
 
 async def read_params(request: Request) -> dict[str, str]:

@@ -19,12 +19,21 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from proxy.accounts.clients import AccountError, Client, NoSuchClient
+from proxy.accounts.clients import Client
 from proxy.accounts.ledger import Entry
-from proxy.money import MoneyError, format_amount, parse_amount, to_minor
+from proxy.errors import (
+    AccountError,
+    ClaimConflict,
+    MoneyError,
+    NotFound,
+    OperatorError,
+    StateChanged,
+    UnknownClient,
+    UpstreamError,
+)
+from proxy.money import format_amount, parse_amount, to_minor
 from proxy.ops import reports
-from proxy.orders.book import GROUPS, ClaimConflict, Order, StateChanged
-from proxy.providers.upstream import UpstreamError
+from proxy.orders.book import GROUPS, Order
 
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
@@ -34,16 +43,8 @@ log = logging.getLogger("proxy.operators")
 _ADMIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class OperatorError(Exception):
-    """A refusal, with a message to show the operator."""
-
-
-class NotFound(OperatorError):
-    """No such client, order or admin."""
-
-
 def _refused(exc: Exception) -> OperatorError:
-    return NotFound(str(exc)) if isinstance(exc, NoSuchClient | LookupError) else OperatorError(str(exc))
+    return NotFound(str(exc)) if isinstance(exc, UnknownClient | LookupError) else OperatorError(str(exc))
 
 
 def amount(text: object) -> Decimal:

@@ -38,7 +38,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from proxy.accounts.ledger import MOVE_MONEY, UnknownClient
+from proxy.accounts.ledger import MOVE_MONEY
+from proxy.errors import ClaimConflict, DuplicateMismatch, InsufficientFunds, StateChanged, UnknownClient
 from proxy.money import format_amount, from_minor, to_minor
 from proxy.orders.states import (
     ABANDON,
@@ -76,15 +77,11 @@ __all__ = [
     "SUBMITTED",
     "UNKNOWN",
     "Attempt",
-    "ClaimConflict",
-    "DuplicateMismatch",
     "Fingerprint",
-    "InsufficientFunds",
     "NewOrder",
     "Order",
     "OrderBook",
     "Reservation",
-    "StateChanged",
 ]
 
 # Helpers both scripts use: which working set an order belongs in.
@@ -272,35 +269,6 @@ else
 end
 return 'ok'
 """
-
-
-class InsufficientFunds(Exception):
-    pass
-
-
-class DuplicateMismatch(Exception):
-    """An Idempotency-Key seen before with other fields."""
-
-    def __init__(self, order_id: int) -> None:
-        super().__init__(f"idempotency key already used for order {order_id}")
-        self.order_id = order_id
-
-
-class StateChanged(Exception):
-    """An event the order's current state (or lease) does not allow."""
-
-    def __init__(self, state: str | None, reason: str = "state") -> None:
-        super().__init__(f"order is {state or 'missing'}" + ("" if reason == "state" else f" ({reason})"))
-        self.state = state
-        self.reason = reason
-
-
-class ClaimConflict(Exception):
-    """An upstream order another of our orders already owns."""
-
-    def __init__(self, provider: str, upstream_order: int, owner: int) -> None:
-        super().__init__(f"upstream order {upstream_order} at {provider} already belongs to order {owner}")
-        self.owner = owner
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The order actions of API v2 for one client: add, status, refill, cancel.
 
 Each action takes typed input and returns typed results (rendered to the
-panel's JSON at the HTTP edge). A refused `add` raises `ProtocolError`;
+panel's JSON at the HTTP edge). A refused `add` raises `OrderRefused`;
 per-item refusals of bulk actions are `Failure`s. Upstream text reaches a
 client only through an allow-list (`public_error`): a refusal that is one of
 the panel messages we know, and that fits the action, is passed on in our
@@ -25,25 +25,23 @@ from decimal import Decimal
 
 from proxy.catalog import Catalog
 from proxy.config import Config
-from proxy.ops import logs
-from proxy.orders.book import (
-    PLACED,
+from proxy.errors import (
     DuplicateMismatch,
-    Fingerprint,
-    Glance,
     InsufficientFunds,
-    NewOrder,
-    Order,
-    OrderBook,
+    OrderRefused,
+    ProviderRefused,
     StateChanged,
+    UpstreamError,
 )
-from proxy.orders.refills import Refills, UpstreamRefusal
+from proxy.ops import logs
+from proxy.orders.book import PLACED, Fingerprint, Glance, NewOrder, Order, OrderBook
+from proxy.orders.refills import Refills
 from proxy.orders.routing import NO_ROUTE, Router
 from proxy.orders.states import FAILED, RESTATUS
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.validation import OrderSpec, validate_add
-from proxy.protocol import AddRequest, ProtocolError, parse_id
-from proxy.providers.upstream import ItemError, ProviderClient, UpstreamError
+from proxy.protocol import AddRequest, parse_id
+from proxy.providers.upstream import ItemError, ProviderClient
 from proxy.vocabulary import COMPLETED, PARTIAL, Errors, known_error
 
 log = logging.getLogger("proxy.desk")
@@ -99,7 +97,7 @@ class Desk:
         catalog = await self.catalog()
         service = catalog.get(request.service)
         if service is None:
-            raise ProtocolError(NO_ROUTE if request.service in catalog.unavailable else Errors.INCORRECT_SERVICE)
+            raise OrderRefused(NO_ROUTE if request.service in catalog.unavailable else Errors.INCORRECT_SERVICE)
         spec = validate_add(service, request.fields, self.config.settlement.subscription_hold_posts)
         new = NewOrder(
             client=client,
@@ -115,9 +113,9 @@ class Desk:
         try:
             reservation = await self.book.reserve(new, self._fingerprint(service.id, spec, idempotency_key))
         except InsufficientFunds:
-            raise ProtocolError(Errors.NOT_ENOUGH_FUNDS) from None
+            raise OrderRefused(Errors.NOT_ENOUGH_FUNDS) from None
         except DuplicateMismatch:
-            raise ProtocolError(IDEMPOTENCY_KEY_REUSED) from None
+            raise OrderRefused(IDEMPOTENCY_KEY_REUSED) from None
         logs.bind(order=reservation.order_id)
         if reservation.duplicate:
             log.info("order %s: a retry of the same add, answered with it", reservation.order_id)
@@ -138,7 +136,7 @@ class Desk:
             return reservation.order_id
         settled = placement.order
         if placement.error is not None and settled.state == FAILED and settled.refunded == settled.charge:
-            raise ProtocolError(placement.error)  # refunded in full in the same step that failed it
+            raise OrderRefused(placement.error)  # refunded in full in the same step that failed it
         return reservation.order_id
 
     def _fingerprint(self, service: int, spec: OrderSpec, idempotency_key: str | None) -> Fingerprint | None:
@@ -208,7 +206,7 @@ class Desk:
         created = await self.refills.create(list({o.id: o for o in eligible.values()}.values()))
         for given, order in eligible.items():
             outcome = created[order.id]
-            if isinstance(outcome, UpstreamRefusal):
+            if isinstance(outcome, ProviderRefused) and outcome.message:
                 results[given] = Failure(public_error(outcome.message, REFILL_REFUSALS, Errors.NOT_ELIGIBLE_FOR_REFILL))
             elif isinstance(outcome, UpstreamError):
                 results[given] = Failure(REFILL_UNAVAILABLE)

@@ -10,15 +10,10 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from proxy.errors import ProviderRefused, UpstreamError
 from proxy.orders.book import Order
 from proxy.providers.health import READS, Health
-from proxy.providers.upstream import (
-    MISSING_FROM_REPLY,
-    ItemError,
-    ProviderClient,
-    ProviderRefused,
-    UpstreamError,
-)
+from proxy.providers.upstream import MISSING_FROM_REPLY, ItemError, ProviderClient
 from proxy.store import Keys
 from proxy.vocabulary import CANCELED, COMPLETED, PENDING, REJECTED
 
@@ -50,14 +45,6 @@ class Refill:
         )
 
 
-class UpstreamRefusal(Exception):
-    """Upstream said no to one item; `message` is its reason (not yet cleaned)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
 class Refills:
     def __init__(
         self,
@@ -75,12 +62,17 @@ class Refills:
         self.ttl = ttl
         self.clock = clock
 
-    async def create(self, orders: list[Order]) -> dict[int, int | UpstreamRefusal | UpstreamError]:
-        """Ask upstream to refill placed orders; our refill ID per order ID."""
+    async def create(self, orders: list[Order]) -> dict[int, int | UpstreamError]:
+        """Ask upstream to refill placed orders; our refill ID per order ID.
+
+        An order upstream said no to has a `ProviderRefused` with the
+        provider's words in `message` (not yet cleaned for a client); any
+        other `UpstreamError` means we could not ask.
+        """
         by_provider: dict[str, list[Order]] = defaultdict(list)
         for order in orders:
             by_provider[order.provider].append(order)
-        results: dict[int, int | UpstreamRefusal | UpstreamError] = {}
+        results: dict[int, int | UpstreamError] = {}
         for provider, group in by_provider.items():
             client = self.providers.get(provider)
             if client is None:  # since removed from the config
@@ -95,18 +87,15 @@ class Refills:
                 else:
                     replies = await client.refills([o.upstream_order for o in group])
             except UpstreamError as exc:
-                if isinstance(exc, ProviderRefused) and exc.message:
-                    for order in group:
-                        results[order.id] = UpstreamRefusal(exc.message)
-                    continue
-                log.warning("refills at %s failed: %s", provider, exc.reason)
+                if not (isinstance(exc, ProviderRefused) and exc.message):
+                    log.warning("refills at %s failed: %s", provider, exc.reason)
                 for order in group:
                     results[order.id] = exc
                 continue
             for order in group:
                 reply = replies.get(order.upstream_order, ItemError(MISSING_FROM_REPLY))
                 if isinstance(reply, ItemError):
-                    results[order.id] = UpstreamRefusal(reply.message)
+                    results[order.id] = ProviderRefused(provider, f"refill: order {order.upstream_order}", reply.message)
                 else:
                     results[order.id] = await self._record(order, reply)
         return results

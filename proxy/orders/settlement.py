@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from proxy.money import MoneyError, ceil_to, floor_to, format_amount, to_minor
+from proxy.errors import MoneyError
+from proxy.money import ceil_to, floor_to, format_amount, to_minor
 from proxy.orders.book import Order
 from proxy.providers.upstream import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL, SUBSCRIPTIONS

@@ -20,16 +20,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
-from proxy.orders.book import FINAL_STATUSES, PLACED, Order, OrderBook, StateChanged
+from proxy.errors import StateChanged, UpstreamError
+from proxy.orders.book import FINAL_STATUSES, PLACED, Order, OrderBook
 from proxy.orders.settlement import settle
 from proxy.orders.states import STATUS
 from proxy.providers.health import READS, Health
-from proxy.providers.upstream import (
-    ItemError,
-    ProviderClient,
-    UpstreamError,
-    UpstreamStatus,
-)
+from proxy.providers.upstream import ItemError, ProviderClient, UpstreamStatus
 from proxy.vocabulary import BULK_LIMIT
 
 log = logging.getLogger("proxy.statuses")

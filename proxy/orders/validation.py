@@ -18,8 +18,8 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 from proxy.catalog import Service
+from proxy.errors import InvalidOrder
 from proxy.pricing import charge
-from proxy.protocol import ProtocolError
 from proxy.vocabulary import (
     LIST_FIELDS,
     SERVICE_TYPES,
@@ -69,10 +69,6 @@ BAD_EXPIRY = "expiry must be a date written d/m/Y, like 31/12/2025"
 
 def missing(name: str) -> str:
     return f"Missing field: {name}"
-
-
-class InvalidOrder(ProtocolError):
-    """An `add` whose fields we refuse; `message` is what the client is told."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from proxy.providers.upstream import ProviderClient, ProviderRefused, UpstreamError
+from proxy.errors import ProviderRefused, UpstreamError
+from proxy.providers.upstream import ProviderClient
 from proxy.store import Keys
 
 log = logging.getLogger("proxy.providers")

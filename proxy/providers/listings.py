@@ -22,7 +22,8 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from proxy.providers.upstream import ProviderClient, UpstreamError, UpstreamService
+from proxy.errors import UpstreamError
+from proxy.providers.upstream import ProviderClient, UpstreamService
 from proxy.store import Keys
 
 log = logging.getLogger("proxy.listings")

@@ -16,7 +16,8 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from proxy.money import MoneyError, parse_amount
+from proxy.errors import MoneyError
+from proxy.money import parse_amount
 from proxy.vocabulary import (
     ACTIVE,
     CANCELED,

@@ -3,7 +3,8 @@
 `ProviderClient` speaks API v2 to a provider and answers in plain, typed
 values, whatever spelling the provider uses (see `proxy.quirks`).
 
-Failures are typed by what they tell us about the request:
+Failures are typed (`proxy.errors`, the upstream branch) by what they tell
+us about the request:
 
 - `ProviderRefused`: the provider provably did not act on it. The request
   never left (could not connect), or the provider answered `{"error": ...}`.
@@ -30,17 +31,15 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
+from proxy.errors import OutcomeUnknown, ProviderRefused, UpstreamError
 from proxy.providers import quirks
 from proxy.providers.transport import AiohttpTransport
 from proxy.vocabulary import BULK_LIMIT
 
 __all__ = [
     "ItemError",
-    "OutcomeUnknown",
     "ProviderClient",
-    "ProviderRefused",
     "UpstreamBalance",
-    "UpstreamError",
     "UpstreamService",
     "UpstreamStatus",
 ]
@@ -63,46 +62,6 @@ class Budget(Protocol):
 # How long an order may wait for the provider's request budget or a free
 # connection before it fails over, unless the provider's config says.
 ORDER_WAIT_SECONDS = 5.0
-
-
-# Failures.
-
-
-class UpstreamError(Exception):
-    """A call to an upstream panel failed.
-
-    `reason` is short and safe to log: it never quotes a whole body and never
-    contains the API key. `str(error)` is "<provider>: <reason>".
-    """
-
-    def __init__(self, provider: str, reason: str) -> None:
-        super().__init__(f"{provider}: {reason}")
-        self.provider = provider
-        self.reason = reason
-
-
-class ProviderRefused(UpstreamError):
-    """The provider provably did not act: it was never reached, or it said no.
-
-    `message` is the provider's error text (`"Not enough funds on balance"`),
-    verbatim except that an echoed API key is redacted; `None` when the
-    provider was never reached.
-    """
-
-    def __init__(self, provider: str, reason: str, message: str | None = None, local: bool = False) -> None:
-        super().__init__(provider, reason)
-        self.message = message
-        # True when the request never left because of us (our connection pool
-        # was full): no sign of trouble at the provider.
-        self.local = local
-
-
-class OutcomeUnknown(UpstreamError):
-    """The request may have been acted upon, and the reply does not say.
-
-    Never retry an `add` that failed this way, here or elsewhere, without
-    first finding out whether the order exists.
-    """
 
 
 # Results.
