@@ -23,10 +23,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from proxy import __version__
+from proxy import __version__, logs
 from proxy.config import Config, load_config
 from proxy.errors import CommandError, ConfigError, OperatorError, StoreUnfit
-from proxy.ops import logs, reports
+from proxy.ops import reports
 from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS
 from proxy.runtime import Runtime
@@ -34,7 +34,7 @@ from proxy.settings import Settings
 from proxy.store import check_store, connect, redacted_url
 
 ACTOR = "cli"
-log = logging.getLogger("proxy.store")
+log = logging.getLogger(__name__)
 
 
 class Parser(argparse.ArgumentParser):

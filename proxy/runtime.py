@@ -33,7 +33,7 @@ from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
 from proxy.store import Keys, connect
 
-log = logging.getLogger("proxy.runtime")
+log = logging.getLogger(__name__)
 
 
 class Runtime:

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from proxy.errors import StoreUnfit
 
-log = logging.getLogger("proxy.store")
+log = logging.getLogger(__name__)
 
 # IDs per owner-index bucket: small enough for Redis' compact hash encoding.
 OWNER_BUCKET = 100

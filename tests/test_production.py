@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import fault, metric, router_config
 from tcpproxy import RedisProxy
 
-from proxy.ops import logs
+from proxy import logs
 from proxy.ops.operators import Operators
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +113,7 @@ async def test_a_redis_outage_is_one_warning_not_a_traceback_per_request(make_ro
         await proxy.start()
     # Not the no-route message (which comes with a refund): nothing was charged, try again.
     assert all(r == {"error": "Internal error, please try again later"} for r in replies)
-    warnings = [r for r in caplog.records if r.name == "proxy.app"]
+    warnings = [r for r in caplog.records if r.name == "proxy.edge.app"]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING and not warnings[0].exc_info
 
 

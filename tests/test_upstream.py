@@ -302,7 +302,7 @@ async def test_services_skip_malformed_entries(caplog):
         None,
         {**good, "service": 9},
     ]
-    with caplog.at_level(logging.WARNING, logger="proxy.upstream"):
+    with caplog.at_level(logging.WARNING, logger="proxy.providers.upstream"):
         async with client_for(Recorder(reply)) as client:
             services = await client.services()
     assert [service.service for service in services] == [1, 9]
@@ -938,11 +938,11 @@ def test_failures_share_a_base_class():
 
 async def test_each_failure_is_logged_once_and_briefly(caplog):
     page = "<html><body>" + "secret page content " * 1000 + "</body></html>"
-    with caplog.at_level(logging.DEBUG, logger="proxy.upstream"):
+    with caplog.at_level(logging.DEBUG, logger="proxy.providers.upstream"):
         async with client_for(Recorder(body(200, page))) as client:
             with pytest.raises(OutcomeUnknown):
                 await client.add({"service": 1})
-    records = [record for record in caplog.records if record.name == "proxy.upstream"]
+    records = [record for record in caplog.records if record.name == "proxy.providers.upstream"]
     assert len(records) == 1
     assert records[0].levelno == logging.WARNING
     assert "alpha" in records[0].getMessage()
@@ -999,7 +999,7 @@ def echo_key_in_contradiction(request: httpx.Request) -> httpx.Response:
 async def test_api_key_never_appears_in_a_failure(handler, method, caplog):
     # The key's distinctive middle, so that no encoding of it slips through either.
     core = "5ecret-0f-the-reseller"
-    with caplog.at_level(logging.DEBUG, logger="proxy.upstream"):
+    with caplog.at_level(logging.DEBUG, logger="proxy.providers.upstream"):
         async with client_for(handler, method=method) as client:
             with pytest.raises(UpstreamError) as caught:
                 await client.add({"service": 1, "link": "x", "quantity": 100})

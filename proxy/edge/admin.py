@@ -25,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from proxy import logs
 from proxy.edge.inputs import clean
 from proxy.errors import BadInput, NotFound, OperatorError
-from proxy.ops import logs
 from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS, since
 

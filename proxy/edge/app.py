@@ -27,14 +27,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy import protocol
+from proxy import logs, protocol
 from proxy.catalog import Listed
 from proxy.edge import admin
 from proxy.edge.context import RequestContext
 from proxy.edge.inputs import header, read_params
 from proxy.errors import BadInput, ClientGone, OrderRefused, ProtocolError
 from proxy.money import format_amount
-from proxy.ops import logs, sync
+from proxy.ops import sync
 from proxy.ops.metrics import CONTENT_TYPE
 from proxy.ops.operators import Operators
 from proxy.orders.desk import Failure, OrderView
@@ -42,7 +42,7 @@ from proxy.protocol import parse_id
 from proxy.runtime import Runtime
 from proxy.vocabulary import Errors
 
-log = logging.getLogger("proxy.app")
+log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "Internal error, please try again later"
 # A store outage is logged once per this many seconds.

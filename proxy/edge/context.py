@@ -17,8 +17,9 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.ops import logs
+from proxy import logs
 
+# The access log keeps a name of its own, as uvicorn.access does: operators filter on it.
 log = logging.getLogger("proxy.access")
 
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")

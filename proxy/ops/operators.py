@@ -38,7 +38,7 @@ from proxy.orders.book import GROUPS, Order
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
 
-log = logging.getLogger("proxy.operators")
+log = logging.getLogger(__name__)
 
 _ADMIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from proxy.runtime import Runtime
 
-log = logging.getLogger("proxy.sync")
+log = logging.getLogger(__name__)
 
 POLL_BATCH = 500
 # Every this many rounds, the open orders of every client are swept too.

@@ -62,7 +62,7 @@ from proxy.orders.states import (
 from proxy.store import OWNER_BUCKET, Keys, is_cluster
 from proxy.vocabulary import CANCELED, EXPIRED, FINAL_ORDER_STATUSES, PENDING, SERVICE_TYPES
 
-log = logging.getLogger("proxy.orders")
+log = logging.getLogger(__name__)
 
 FINAL_STATUSES = FINAL_ORDER_STATUSES | {EXPIRED}
 GROUPS = ("inflight", "unknown", "open", "attention")

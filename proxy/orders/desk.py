@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from proxy import logs
 from proxy.catalog import Catalog
 from proxy.config import Config
 from proxy.errors import (
@@ -33,7 +34,6 @@ from proxy.errors import (
     StateChanged,
     UpstreamError,
 )
-from proxy.ops import logs
 from proxy.orders.book import PLACED, Fingerprint, Glance, NewOrder, Order, OrderBook
 from proxy.orders.refills import Refills
 from proxy.orders.routing import NO_ROUTE, Router
@@ -44,7 +44,7 @@ from proxy.protocol import AddRequest, parse_id
 from proxy.providers.upstream import ItemError, ProviderClient
 from proxy.vocabulary import COMPLETED, PARTIAL, Errors, known_error
 
-log = logging.getLogger("proxy.desk")
+log = logging.getLogger(__name__)
 
 REFILL_UNAVAILABLE = "Refill could not be requested now, please try again later"
 # Upstream refusals of a refill a client may be told of (anything else: not eligible).

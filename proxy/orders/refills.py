@@ -17,7 +17,7 @@ from proxy.providers.upstream import MISSING_FROM_REPLY, ItemError, ProviderClie
 from proxy.store import Keys
 from proxy.vocabulary import CANCELED, COMPLETED, PENDING, REJECTED
 
-log = logging.getLogger("proxy.refills")
+log = logging.getLogger(__name__)
 
 FINAL_REFILL_STATUSES = frozenset({COMPLETED, REJECTED, CANCELED})
 

@@ -28,17 +28,17 @@ from decimal import Decimal
 
 from redis.exceptions import RedisError
 
+from proxy import logs
 from proxy.catalog import RouteOption, Service
 from proxy.errors import OutcomeUnknown, ProviderRefused, StateChanged
 from proxy.money import ceil_to, to_minor
-from proxy.ops import logs
 from proxy.orders.book import Attempt, Order, OrderBook, attempts_json, new_call, stamp
 from proxy.orders.states import ACCEPT, EXHAUST, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED
 from proxy.providers.health import Health
 from proxy.providers.upstream import ProviderClient
 from proxy.vocabulary import SUBSCRIPTIONS, Errors, known_error
 
-log = logging.getLogger("proxy.routing")
+log = logging.getLogger(__name__)
 
 # Refusals that are about the client's input, not about the provider: worth
 # telling the client (in our spelling) when every route refused.

@@ -28,7 +28,7 @@ from proxy.providers.health import READS, Health
 from proxy.providers.upstream import ItemError, ProviderClient, UpstreamStatus
 from proxy.vocabulary import BULK_LIMIT
 
-log = logging.getLogger("proxy.statuses")
+log = logging.getLogger(__name__)
 
 _Result = UpstreamStatus | ItemError | None
 # Status reads in a row without news of an order (the provider says it does

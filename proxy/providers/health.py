@@ -26,7 +26,7 @@ from proxy.errors import ProviderRefused, UpstreamError
 from proxy.providers.upstream import ProviderClient
 from proxy.store import Keys
 
-log = logging.getLogger("proxy.providers")
+log = logging.getLogger(__name__)
 
 ORDERS = "orders"  # a provider that failed an `add` is skipped for new orders
 READS = "reads"  # one that failed a status read is not asked again for a while

@@ -26,7 +26,7 @@ from proxy.errors import UpstreamError
 from proxy.providers.upstream import ProviderClient, UpstreamService
 from proxy.store import Keys
 
-log = logging.getLogger("proxy.listings")
+log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30
 PRICE_CHANGES_KEPT = 50

@@ -44,7 +44,7 @@ __all__ = [
     "UpstreamStatus",
 ]
 
-logger = logging.getLogger("proxy.upstream")
+log = logging.getLogger(__name__)
 
 USER_AGENT = "smm-proxy/0.1"
 ORDER_ID_KEYS = ("order", "order_id", "id")
@@ -235,7 +235,7 @@ class ProviderClient:
         services = [service for entry in payload if (service := _parse_service(entry))]
         skipped = len(payload) - len(services)
         if skipped:
-            logger.warning("%s: services: skipped %d malformed entries", self.name, skipped)
+            log.warning("%s: services: skipped %d malformed entries", self.name, skipped)
         return services
 
     async def add(
@@ -528,7 +528,7 @@ class ProviderClient:
 
     @staticmethod
     def _logged(error: _Error) -> _Error:
-        logger.warning("%s: %s", type(error).__name__, error)
+        log.warning("%s: %s", type(error).__name__, error)
         return error
 
     def _redact(self, text: str) -> str:

@@ -1,6 +1,8 @@
 """Logs: one JSON object a line in production, readable lines in a terminal.
 
-Every module logs through the standard `logging` module; `configure` routes
+It sits at the bottom, beside `store` and `money`, so the domain can bind
+context and log without importing `proxy.ops`. Every module logs through the
+standard `logging` module, to `logging.getLogger(__name__)`; `configure` routes
 all of it (ours, uvicorn's, httpx's) through structlog's formatter, which
 adds the time, the level and whatever the request or task has bound with
 `bind` (request ID, client, action, order, provider), and renders JSON or
