@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import string
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -30,11 +31,13 @@ from pydantic import (
 )
 
 from proxy.errors import ConfigError, LabelError
-from proxy.labels import check_template
 from proxy.vocabulary import SERVICE_TYPES
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CURRENCY = r"^[A-Z]{3}$"
+# What a label template may name: the primary route's cleaned upstream
+# labels and our service ID (filled in by `proxy.catalog.catalog`).
+TEMPLATE_FIELDS = frozenset({"name", "category", "type", "id"})
 
 
 class _Model(BaseModel):
@@ -117,6 +120,21 @@ class Route(_Model):
     service: int = Field(ge=1, description="The service ID at the provider.")
 
 
+def check_template(template: str) -> str:
+    """A label template, if its fields are ones we fill in."""
+    try:
+        fields = {field for _, field, spec, conv in string.Formatter().parse(template) if field is not None}
+        specs = [spec or conv for _, field, spec, conv in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise LabelError(f"not a usable template ({exc})") from None
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown or any(specs):
+        raise LabelError(
+            f"a template may use only {{name}}, {{category}}, {{type}} and {{id}}, not {', '.join(sorted(unknown)) or 'formats'}"
+        )
+    return template
+
+
 def _label_template(value: str | None) -> str | None:
     if value is None:
         return None
@@ -167,7 +185,7 @@ class ImportRule(_Model):
     Without `ids` or `categories` every service of the provider is imported.
     `categories` are shell-style patterns ("Instagram*"), case-insensitive.
     `name` and `category` template the labels shown to clients (see
-    `proxy.labels`); by default the upstream's own, cleaned.
+    `proxy.catalog.labels`); by default the upstream's own, cleaned.
     """
 
     provider: str

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
-from proxy.catalog import Catalog, build_catalog
+from proxy.catalog.catalog import Catalog, build_catalog
 from proxy.config import Config
 from proxy.ops.metrics import Metrics
 from proxy.orders.archive import Archive

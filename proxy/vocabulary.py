@@ -59,6 +59,15 @@ class Errors:
         return f"Quantity more than maximal {maximum}"
 
 
+def parse_id(text: str) -> int | None:
+    """A positive integer ID (service, order, refill) as a client may write it, else None."""
+    text = text.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    value = int(text)
+    return value if value > 0 else None
+
+
 def _folded(text: str) -> str:
     return " ".join(text.casefold().replace(".", " ").split())
 

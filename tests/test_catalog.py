@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from support import router_config
 
-from proxy.catalog import build_catalog
+from proxy.catalog.catalog import build_catalog
 from proxy.config import parse_config
 from proxy.providers.listings import Listing
 from proxy.providers.upstream import UpstreamService

@@ -5,8 +5,9 @@ from decimal import Decimal
 
 import pytest
 
+from proxy.catalog.labels import Labels, provider_secrets
+from proxy.config import check_template
 from proxy.edge.inputs import MAX_FIELDS
-from proxy.labels import Labels, check_template, provider_secrets
 from proxy.orders.desk import public_error
 from proxy.vocabulary import Errors
 

@@ -2,6 +2,7 @@ from decimal import Decimal
 
 import pytest
 
+from proxy.catalog.pricing import charge, cost_in_currency, sell_rate
 from proxy.config import Markup, parse_config
 from proxy.money import (
     MoneyError,
@@ -12,7 +13,6 @@ from proxy.money import (
     parse_amount,
     to_minor,
 )
-from proxy.pricing import charge, cost_in_currency, sell_rate
 
 
 def config(**overrides):

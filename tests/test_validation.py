@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from proxy.catalog import Service
+from proxy.catalog.catalog import Service
 from proxy.errors import InvalidOrder
 from proxy.orders import validation as v
 from proxy.orders.validation import OrderSpec, validate_add

@@ -27,9 +27,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy import logs, protocol
-from proxy.catalog import Listed
-from proxy.edge import admin
+from proxy import logs
+from proxy.catalog.catalog import Listed
+from proxy.edge import admin, protocol
 from proxy.edge.context import RequestContext
 from proxy.edge.inputs import header, read_params
 from proxy.errors import BadInput, ClientGone, OrderRefused, ProtocolError
@@ -38,9 +38,8 @@ from proxy.ops import sync
 from proxy.ops.metrics import CONTENT_TYPE
 from proxy.ops.operators import Operators
 from proxy.orders.desk import Failure, OrderView
-from proxy.protocol import parse_id
 from proxy.runtime import Runtime
-from proxy.vocabulary import Errors
+from proxy.vocabulary import Errors, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ class Api:
                 return {"balance": format_amount(balance), "currency": runtime.config.currency}
             case protocol.AddRequest():
                 try:
-                    return {"order": await desk.add(client, request, idempotency_key)}
+                    return {"order": await desk.add(client, request.service, request.fields, idempotency_key)}
                 except OrderRefused as exc:
                     return protocol.error(exc.message)
             case protocol.StatusRequest(ids=ids, bulk=bulk):

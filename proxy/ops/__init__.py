@@ -1,0 +1,7 @@
+"""Running the router: background work, metrics, operators and reports.
+
+- `sync`: recovery, status polling, archiving and provider checks.
+- `metrics`: Prometheus metrics, counted here or read from Redis at scrape time.
+- `operators`: every operator action once, audited (the CLI and admin API call it).
+- `reports`: revenue, upstream cost, refunds and margin.
+"""

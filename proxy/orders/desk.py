@@ -19,12 +19,12 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from proxy import logs
-from proxy.catalog import Catalog
+from proxy.catalog.catalog import Catalog
 from proxy.config import Config
 from proxy.errors import (
     DuplicateMismatch,
@@ -40,9 +40,8 @@ from proxy.orders.routing import NO_ROUTE, Router
 from proxy.orders.states import FAILED, RESTATUS
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.validation import OrderSpec, validate_add
-from proxy.protocol import AddRequest, parse_id
 from proxy.providers.upstream import ItemError, ProviderClient
-from proxy.vocabulary import COMPLETED, PARTIAL, Errors, known_error
+from proxy.vocabulary import COMPLETED, PARTIAL, Errors, known_error, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +92,16 @@ class Desk:
 
     # -- add -----------------------------------------------------------------
 
-    async def add(self, client: str, request: AddRequest, idempotency_key: str | None = None) -> int:
+    async def add(
+        self, client: str, service_id: int, fields: Mapping[str, str], idempotency_key: str | None = None
+    ) -> int:
+        """Charge and place an order of `service_id` with the client's `fields`
+        (all but key/action/service); its ID. Raises `OrderRefused`."""
         catalog = await self.catalog()
-        service = catalog.get(request.service)
+        service = catalog.get(service_id)
         if service is None:
-            raise OrderRefused(NO_ROUTE if request.service in catalog.unavailable else Errors.INCORRECT_SERVICE)
-        spec = validate_add(service, request.fields, self.config.settlement.subscription_hold_posts)
+            raise OrderRefused(NO_ROUTE if service_id in catalog.unavailable else Errors.INCORRECT_SERVICE)
+        spec = validate_add(service, fields, self.config.settlement.subscription_hold_posts)
         new = NewOrder(
             client=client,
             service=service.id,

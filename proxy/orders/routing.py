@@ -29,7 +29,7 @@ from decimal import Decimal
 from redis.exceptions import RedisError
 
 from proxy import logs
-from proxy.catalog import RouteOption, Service
+from proxy.catalog.catalog import RouteOption, Service
 from proxy.errors import OutcomeUnknown, ProviderRefused, StateChanged
 from proxy.money import ceil_to, to_minor
 from proxy.orders.book import Attempt, Order, OrderBook, attempts_json, new_call, stamp

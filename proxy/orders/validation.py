@@ -17,9 +17,9 @@ from datetime import datetime
 from decimal import Decimal
 from urllib.parse import urlsplit
 
-from proxy.catalog import Service
+from proxy.catalog.catalog import Service
+from proxy.catalog.pricing import charge
 from proxy.errors import InvalidOrder
-from proxy.pricing import charge
 from proxy.vocabulary import (
     LIST_FIELDS,
     SERVICE_TYPES,

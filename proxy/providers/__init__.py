@@ -1,0 +1,9 @@
+"""The upstream panels we buy from.
+
+- `upstream`: the client for one panel, its request slots and typed failures.
+- `transport`: httpx's API over aiohttp's connection pool.
+- `quirks`: normalising the values real panels send.
+- `listings`: their service lists, cached in Redis.
+- `health`: cool-downs, and blocking a provider that bills in another currency.
+- `budget`: request budgets (rate limits), counted in Redis.
+"""

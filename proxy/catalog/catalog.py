@@ -1,7 +1,7 @@
 """The merged catalog: provider listings become our services, priced.
 
 A pure function of the config and the providers' listings. Names and
-categories pass through `proxy.labels`: nothing in them points at a provider. A local
+categories pass through `proxy.catalog.labels`: nothing in them points at a provider. A local
 service's routes are those whose upstream service exists in its provider's
 latest listing, among the providers we may sell from (a listing too old to
 price from, or a provider blocked for billing in another currency, is not);
@@ -23,10 +23,10 @@ from decimal import Decimal
 
 import orjson
 
+from proxy.catalog.labels import Labels, provider_secrets
+from proxy.catalog.pricing import cost_in_currency, sell_rate
 from proxy.config import Config, Markup
-from proxy.labels import Labels, provider_secrets
 from proxy.money import format_amount
-from proxy.pricing import cost_in_currency, sell_rate
 from proxy.providers.listings import Listing
 from proxy.providers.upstream import UpstreamService
 from proxy.vocabulary import SERVICE_TYPES

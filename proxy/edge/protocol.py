@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from proxy.errors import ProtocolError
-from proxy.vocabulary import BULK_LIMIT, Errors
+from proxy.vocabulary import BULK_LIMIT, Errors, parse_id
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,6 @@ Request = (
 
 def error(message: str) -> dict[str, str]:
     return {"error": message}
-
-
-def parse_id(text: str) -> int | None:
-    """A positive integer ID as a client may write it, else None."""
-    text = text.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
-        return None
-    value = int(text)
-    return value if value > 0 else None
 
 
 def _ids(params: Mapping[str, str], single: str, bulk: str) -> tuple[tuple[str, ...], bool]:

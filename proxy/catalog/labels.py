@@ -16,15 +16,11 @@ and `{id}` (our service ID), e.g. `"{category} (fast)"`.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Iterable, Mapping
 
 import httpx
 
-from proxy.errors import LabelError
-
 MAX_LABEL_CHARS = 200
-TEMPLATE_FIELDS = frozenset({"name", "category", "type", "id"})
 
 _URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s()\[\]{}<>\"']*", re.IGNORECASE)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -41,21 +37,6 @@ _SEPARATOR_RUNS = re.compile(r"\s*([,;|])(?:\s*[,;|])+")
 _SPACE_BEFORE = re.compile(r"\s+([,;.!?])")
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|<\s*>")
 _EDGES = " \t-–—|:/\\,;·•*_~"
-
-
-def check_template(template: str) -> str:
-    """A label template, if its fields are ones we fill in (for the config)."""
-    try:
-        fields = {field for _, field, spec, conv in string.Formatter().parse(template) if field is not None}
-        specs = [spec or conv for _, field, spec, conv in string.Formatter().parse(template) if field is not None]
-    except ValueError as exc:
-        raise LabelError(f"not a usable template ({exc})") from None
-    unknown = fields - TEMPLATE_FIELDS
-    if unknown or any(specs):
-        raise LabelError(
-            f"a template may use only {{name}}, {{category}}, {{type}} and {{id}}, not {', '.join(sorted(unknown)) or 'formats'}"
-        )
-    return template
 
 
 def provider_secrets(providers: Iterable[object]) -> tuple[str, ...]:
