@@ -21,13 +21,15 @@ COMPLETED = "Completed"
 PARTIAL = "Partial"
 CANCELED = "Canceled"
 ORDER_STATUSES = (PENDING, IN_PROGRESS, PROCESSING, COMPLETED, PARTIAL, CANCELED)
-FINAL_ORDER_STATUSES = frozenset({COMPLETED, PARTIAL, CANCELED})
 
 # Subscription statuses.
 ACTIVE = "Active"
 PAUSED = "Paused"
 EXPIRED = "Expired"
 SUBSCRIPTION_STATUSES = (ACTIVE, PAUSED, COMPLETED, EXPIRED, CANCELED)
+
+# After these an order (or a subscription) changes no more.
+FINAL_STATUSES = frozenset({COMPLETED, PARTIAL, CANCELED, EXPIRED})
 
 # Refill statuses.
 REJECTED = "Rejected"

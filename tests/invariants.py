@@ -14,9 +14,9 @@ import uuid
 from collections import defaultdict
 from decimal import Decimal
 
-from proxy.orders.book import FINAL_STATUSES, GROUPS, Order
-from proxy.orders.states import FAILED, IN_FLIGHT, PLACED, UNKNOWN
-from proxy.vocabulary import CANCELED
+from proxy.orders.book import Order
+from proxy.orders.states import FAILED, IN_FLIGHT, PLACED, UNKNOWN, WORKING_SETS
+from proxy.vocabulary import CANCELED, FINAL_STATUSES
 
 
 def fresh_prefix() -> str:
@@ -57,7 +57,7 @@ async def check_money(router, opening: dict[str, Decimal], *, settled: bool = Tr
                 per_order[entry.order] += entry.amount
         for order in mine:
             assert per_order[order.id] == -order.net_charge, order
-        for group in GROUPS:
+        for group in WORKING_SETS:
             members = set(await runtime.book.ids_in(group, client))
             assert members == {o.id for o in mine if group in expected_groups(o)}, (group, members)
         assert set(await runtime.book.ids_in("all", client)) == {o.id for o in mine}

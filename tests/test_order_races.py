@@ -6,8 +6,7 @@ from decimal import Decimal
 from support import expire_leases, fault, metric, new_order, router_config
 
 from proxy.ops import sync
-from proxy.orders.book import FAILED, PLACED, UNKNOWN
-from proxy.orders.states import ACCEPT
+from proxy.orders.states import ACCEPT, FAILED, PLACED, UNKNOWN
 from proxy.providers.upstream import UpstreamStatus
 from proxy.vocabulary import CANCELED, IN_PROGRESS, PARTIAL
 

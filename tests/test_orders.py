@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from support import fault, metric, router_config
 
-from proxy.orders.book import FAILED, PLACED, UNKNOWN
+from proxy.orders.states import FAILED, PLACED, UNKNOWN
 
 LINK = "https://instagram.com/p/abc"
 

@@ -18,8 +18,7 @@ from proxy.cli import main
 from proxy.config import parse_config
 from proxy.edge.app import create_app
 from proxy.ops import sync
-from proxy.orders.book import FAILED, PLACED, UNKNOWN
-from proxy.orders.states import SUBMIT
+from proxy.orders.states import FAILED, PLACED, SUBMIT, UNKNOWN
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.sim.app import create_app as create_panel_app

@@ -21,17 +21,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy.orders.states import WORKING_SETS
+
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("placed", "unknown", "failed", "duplicate", "attention", "late_accept", "claimed_twice")
-GROUPS = {
-    "unknown": "Orders whose outcome is unknown, waiting for an operator.",
-    "attention": "Orders an operator must look at (see their attention note).",
-    "open": "Placed orders not yet final.",
-    "inflight": "Orders being sent upstream.",
-}
 MONEY = {"charge": "charged", "refund": "refunded", "topup": "topups", "paid": "paid_upstream"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -45,9 +41,9 @@ class SharedState(Collector):
     async def refresh(self, runtime: Runtime) -> None:
         book, health = runtime.book, runtime.health
         families: list[Metric] = []
-        for group, meaning in GROUPS.items():
-            gauge = GaugeMetricFamily(f"smm_proxy_orders_{group}", meaning)
-            gauge.add_metric([], await book.count(group))
+        for name, working_set in WORKING_SETS.items():
+            gauge = GaugeMetricFamily(f"smm_proxy_orders_{name}", working_set.meaning)
+            gauge.add_metric([], await book.count(name))
             families.append(gauge)
         counters = await book.metrics()
         outcomes = CounterMetricFamily("smm_proxy_orders", "Orders by outcome of their placement.", labels=["outcome"])

@@ -33,7 +33,8 @@ from proxy.errors import (
 )
 from proxy.money import format_amount, parse_amount, to_minor
 from proxy.ops import reports
-from proxy.orders.book import GROUPS, Order
+from proxy.orders.book import Order
+from proxy.orders.states import WORKING_SETS
 
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
@@ -179,7 +180,7 @@ class Operators:
         wanted = (state or "").casefold()
         book = self.runtime.book
         found: list[Order] = []
-        if wanted in GROUPS:  # a working set: read it, newest first
+        if wanted in WORKING_SETS:  # a working set: read it, newest first
             for order_id in reversed(await book.ids_in(wanted, client)):
                 if (order := await book.find(order_id)) is not None:
                     found.append(order)

@@ -6,7 +6,7 @@ writes such orders, older than a cut-off, to `orders-NNNNNN.jsonl` files in a
 folder (one file per ARCHIVE_FILE_IDS order IDs, so finding one order reads
 one file), flushes them to disk, and only then removes the records and their
 index entries from Redis, each in one script that checks the order has not
-changed since it was read. The ledger keeps every entry: balances and
+changed since it was read (`scripts/forget.lua`). The ledger keeps every entry: balances and
 reports of money never depend on archived records. The owner index keeps a
 marker, so `orders show` knows to look in the archive.
 """
@@ -18,45 +18,25 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from proxy.orders.book import FINAL_STATUSES, GROUPS, Order, OrderBook
-from proxy.orders.states import FAILED, PLACED
+from proxy import scripts
+from proxy.orders.book import Order, OrderBook
+from proxy.orders.states import WORKING_SETS, final, lua_values
 
 ARCHIVE_FILE_IDS = 100_000
 ARCHIVED = "~"  # an owner entry that starts so: the order is in the archive
-
-# KEYS: order, all, inflight, unknown, open, attention; ARGV: the record's call ID as read
-FORGET_SCRIPT = """
-if (redis.call('HGET', KEYS[1], 'call') or '') ~= ARGV[1] then
-  return 0
-end
-local state = redis.call('HGET', KEYS[1], 'state')
-local status = redis.call('HGET', KEYS[1], 'status')
-local final = state == 'failed' or (state == 'placed' and ({%s})[status])
-if not final or (redis.call('HGET', KEYS[1], 'attention') or '') ~= '' then
-  return 0
-end
-local id = redis.call('HGET', KEYS[1], 'id')
-redis.call('DEL', KEYS[1])
-for i = 2, #KEYS do
-  redis.call('ZREM', KEYS[i], id)
-end
-return 1
-""" % ",".join(f"['{s}']=true" for s in sorted(FINAL_STATUSES))
-
 
 class Archive:
     def __init__(self, book: OrderBook, directory: Path) -> None:
         self.book = book
         self.directory = directory
-        self._forget = book.redis.register_script(FORGET_SCRIPT)
+        self._forget = scripts.register(book.redis, "proxy.orders", "forget", lua_values())
 
     def path_for(self, order_id: int) -> Path:
         return self.directory / f"orders-{order_id // ARCHIVE_FILE_IDS:06d}.jsonl"
 
     @staticmethod
     def archivable(order: Order, before: float) -> bool:
-        final = order.state == FAILED or (order.state == PLACED and order.status in FINAL_STATUSES)
-        return final and not order.attention and order.created < before
+        return final(order.state, order.status) and not order.attention and order.created < before
 
     async def archive(self, before: float, batch: int = 500) -> int:
         """Move every finished order created before `before` to the archive; how many moved."""
@@ -89,7 +69,7 @@ class Archive:
         forgotten = 0
         for record in records:
             order_id = int(record["id"])
-            sets = [keys.orders_of(client, "all"), *(keys.orders_of(client, group) for group in GROUPS)]
+            sets = [keys.orders_of(client, "all"), *(keys.orders_of(client, name) for name in WORKING_SETS)]
             if await self._forget(keys=[keys.order(client, order_id), *sets], args=[record.get("call", "")]):
                 forgotten += 1
                 await self.book.redis.hset(keys.order_owner(order_id), str(order_id), ARCHIVED + client)

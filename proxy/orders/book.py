@@ -1,8 +1,8 @@
 """Order records in Redis, and the two scripts that change them.
 
-`RESERVE_SCRIPT` opens an order: it checks the client's duplicate
+`scripts/reserve.lua` opens an order: it checks the client's duplicate
 fingerprint, debits the charge, writes the record, its indexes, the placing
-task's lease and the fingerprint, all in one step. `TRANSITION_SCRIPT`
+task's lease and the fingerprint, all in one step. `scripts/transition.lua`
 applies one event of the state table (`proxy.orders.states`): it checks the
 event against the order's state and lease, writes the fields, moves the money
 the rule calls for, queues the order for an operator, keeps or drops the
@@ -38,44 +38,38 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from proxy.accounts.ledger import MOVE_MONEY
+from proxy import scripts
 from proxy.errors import ClaimConflict, DuplicateMismatch, InsufficientFunds, StateChanged, UnknownClient
 from proxy.money import format_amount, from_minor, to_minor
 from proxy.orders.states import (
     ABANDON,
     ACCEPT,
     ACK,
-    FAILED,
+    COUNTED,
     IN_FLIGHT,
-    PLACED,
+    OUTCOMES,
     REFUND,
     RESERVED,
     RESOLVE_FAILED,
     RESOLVE_PLACED,
-    RESTATUS,
-    STATES,
-    STATUS,
-    SUBMITTED,
     UNKNOWN,
-    lua_table,
+    WORKING_SETS,
+    counter,
+    due_change,
+    final,
+    lua_values,
+    shown_status,
 )
+from proxy.scripts import lua
 from proxy.store import OWNER_BUCKET, Keys, is_cluster
-from proxy.vocabulary import CANCELED, EXPIRED, FINAL_ORDER_STATUSES, PENDING, SERVICE_TYPES
+from proxy.vocabulary import PENDING, SERVICE_TYPES
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = FINAL_ORDER_STATUSES | {EXPIRED}
-GROUPS = ("inflight", "unknown", "open", "attention")
 # A reservation whose reply was lost is asked again this many times in all.
 RESERVE_TRIES = 3
 
 __all__ = [
-    "FAILED",
-    "PLACED",
-    "RESERVED",
-    "STATES",
-    "SUBMITTED",
-    "UNKNOWN",
     "Attempt",
     "Fingerprint",
     "NewOrder",
@@ -83,193 +77,6 @@ __all__ = [
     "OrderBook",
     "Reservation",
 ]
-
-# Helpers both scripts use: which working set an order belongs in.
-_INDEXES = """
-local FINAL = {%(final)s}
-local function reindex(record_key, id, sets)
-  local state = redis.call('HGET', record_key, 'state')
-  local status = redis.call('HGET', record_key, 'status')
-  local attention = redis.call('HGET', record_key, 'attention') or ''
-  local member = {
-    inflight = state == 'reserved' or state == 'submitted',
-    unknown = state == 'unknown',
-    open = state == 'placed' and not FINAL[status],
-    attention = attention ~= '',
-  }
-  for name, key in pairs(sets) do
-    if member[name] then
-      redis.call('ZADD', key, id, id)
-    else
-      redis.call('ZREM', key, id)
-    end
-  end
-end
-""" % {"final": ",".join(f"['{s}']=true" for s in sorted(FINAL_STATUSES))}
-
-# KEYS: client, balance, ledger, order, all, inflight, lease, duplicate, totals
-# ARGV: order id, charge (minor), lease token, lease ms, fingerprint value
-#       ("" for none), payload hash ("" unless an Idempotency-Key), memo,
-#       field, value, ...
-RESERVE_SCRIPT = MOVE_MONEY + """
-if redis.call('EXISTS', KEYS[4]) == 1 then
-  return {'ok'}
-end
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'disabled') == '1' then
-  return {'no_client'}
-end
-if ARGV[5] ~= '' then
-  local first = redis.call('GET', KEYS[8])
-  if first then
-    local id, hash = string.match(first, '^(%d+):?(.*)$')
-    if ARGV[6] ~= '' and hash ~= ARGV[6] then
-      return {'mismatch', id}
-    end
-    return {'duplicate', id}
-  end
-end
-if not move_money(KEYS[2], KEYS[3], KEYS[9], -tonumber(ARGV[2]), 'charge', 'order:' .. ARGV[1] .. ':charge', ARGV[7], ARGV[1]) then
-  return {'insufficient'}
-end
-redis.call('HSET', KEYS[4], unpack(ARGV, 8))
-redis.call('ZADD', KEYS[5], ARGV[1], ARGV[1])
-redis.call('ZADD', KEYS[6], ARGV[1], ARGV[1])
-redis.call('SET', KEYS[7], ARGV[3], 'PX', ARGV[4])
-if ARGV[5] ~= '' then
-  redis.call('SET', KEYS[8], ARGV[5])
-end
-return {'ok'}
-"""
-
-# KEYS: order, balance, ledger, lease, duplicate, inflight, unknown, open, attention, totals
-# ARGV: event, lease token, lease ms, refund target (minor, "" for none),
-#       status version ("" unless a status read), attention reason, memo,
-#       call ID, field, value, ...
-# A call ID seen last on the record is a retry of a call that applied (its
-# reply was lost): it answers the record as it is and changes nothing.
-TRANSITION_SCRIPT = MOVE_MONEY + _INDEXES + """
-local TABLE = %(table)s
-local record = KEYS[1]
-local state = redis.call('HGET', record, 'state')
-if not state then
-  return {'missing'}
-end
-if redis.call('HGET', record, 'call') == ARGV[8] then
-  return {'ok', state, redis.call('HGETALL', record)}
-end
-local rule = TABLE[state] and TABLE[state][ARGV[1]]
-if not rule then
-  return {'state', state}
-end
-local lease = redis.call('GET', KEYS[4])
-if rule.lease == 'hold' and lease and lease ~= ARGV[2] then
-  return {'lease', state}
-end
-if rule.lease == 'free' and lease then
-  return {'leased', state}
-end
-if ARGV[5] ~= '' then
-  if FINAL[redis.call('HGET', record, 'status')] or (redis.call('HGET', record, 'v') or '0') ~= ARGV[5] then
-    return {'stale', state, redis.call('HGETALL', record)}
-  end
-  redis.call('HINCRBY', record, 'v', 1)
-end
-local note = ''
-if #ARGV > 8 then
-  if rule.write then
-    redis.call('HSET', record, unpack(ARGV, 9))
-  else
-    for i = 9, #ARGV, 2 do
-      note = note .. ' ' .. ARGV[i] .. '=' .. ARGV[i + 1]
-    end
-  end
-end
-redis.call('HSET', record, 'state', rule.target, 'call', ARGV[8])
-if rule.target ~= state or rule.attention ~= '' then
-  redis.call('HINCRBY', KEYS[10], 'n:' .. state .. ':' .. ARGV[1], 1)
-end
-local id = redis.call('HGET', record, 'id')
-local charge = tonumber(redis.call('HGET', record, 'charge'))
-local refunded = tonumber(redis.call('HGET', record, 'refunded') or '0')
-local target = nil
-if rule.refund == 'all' then
-  target = charge
-elseif rule.refund == 'to' and ARGV[4] ~= '' then
-  target = math.min(math.max(tonumber(ARGV[4]), 0), charge)
-end
-local cost_base = tonumber(redis.call('HGET', record, 'cost_base') or '0')
-if rule.target == 'placed' and state ~= 'placed' and cost_base > 0 then
-  redis.call('HINCRBY', KEYS[10], 'paid', minor(cost_base))
-end
-if target and target > refunded then
-  local total = minor(target)
-  move_money(KEYS[2], KEYS[3], KEYS[10], target - refunded, 'refund', 'order:' .. id .. ':refund:' .. total, ARGV[7], id)
-  redis.call('HSET', record, 'refunded', total)
-  if state == 'placed' and cost_base > 0 and charge > 0 then
-    redis.call('HINCRBY', KEYS[10], 'paid', minor(-math.floor(cost_base * ((target - refunded) / charge))))
-  end
-end
-local reason = rule.attention
-if reason == '' then
-  reason = ARGV[6]
-end
-if reason == '-' then
-  redis.call('HSET', record, 'attention', '')
-elseif reason ~= '' then
-  redis.call('HSET', record, 'attention', reason .. note)
-end
-local fingerprint = redis.call('GET', KEYS[5])
-if fingerprint and string.match(fingerprint, '^(%%d+)') == id then
-  if rule.duplicate == 'drop' then
-    redis.call('DEL', KEYS[5])
-  elseif rule.duplicate == 'window' then
-    redis.call('PEXPIRE', KEYS[5], redis.call('HGET', record, 'duplicate_ms') or '0')
-  end
-end
-if rule.target ~= 'reserved' and rule.target ~= 'submitted' then
-  redis.call('DEL', KEYS[4])
-elseif rule.lease == 'hold' then
-  redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
-end
-reindex(record, id, {inflight = KEYS[6], unknown = KEYS[7], open = KEYS[8], attention = KEYS[9]})
-return {'ok', state, redis.call('HGETALL', record)}
-""" % {"table": lua_table()}
-
-# Take up to ARGV[3] due orders read before ARGV[1], and mark them read at
-# ARGV[2], so no other instance takes them too in this round.
-# KEYS: due index; ARGV: threshold, now, limit
-CLAIM_DUE_SCRIPT = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-for _, member in ipairs(due) do
-  redis.call('ZADD', KEYS[1], ARGV[2], member)
-end
-return due
-"""
-
-# Extend a lease only while it is still ours.
-# KEYS: lease; ARGV: token, ms
-RENEW_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-# Compare-and-set one claim on an upstream order.
-# KEYS: claims bucket; ARGV: upstream order, new owner ("" to release), expected owner ("" for none)
-CLAIM_SCRIPT = """
-local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-if current ~= ARGV[3] then
-  return current
-end
-if ARGV[2] == '' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-end
-return 'ok'
-"""
-
 
 @dataclass(frozen=True)
 class Attempt:
@@ -288,18 +95,12 @@ class _Shown:
 
     @property
     def public_status(self) -> str:
-        """What the client is shown: `unknown` looks Pending, `failed` Canceled."""
-        if self.state == PLACED:
-            return self.status
-        if self.state == FAILED:
-            return CANCELED
-        return PENDING
+        """What the client is shown (`states.shown_status`)."""
+        return shown_status(self.state, self.status)
 
     @property
     def final(self) -> bool:
-        if self.state == FAILED:
-            return True
-        return self.state == PLACED and self.status in FINAL_STATUSES
+        return final(self.state, self.status)
 
     @property
     def net_charge(self) -> Decimal:
@@ -321,16 +122,7 @@ class Glance(_Shown):
     provider: str
 
 
-GLANCE_FIELDS = ("state", "status", "charge", "refunded", "remains", "start_count", "status_at", "provider", "quantity")
-
-# KEYS: order records, all of one client; returns each one's GLANCE_FIELDS.
-GLANCE_SCRIPT = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  out[i] = redis.call('HMGET', key, %s)
-end
-return out
-""" % ", ".join(f"'{name}'" for name in GLANCE_FIELDS)
+SUMMARY_FIELDS = ("state", "status", "charge", "refunded", "remains", "start_count", "status_at", "provider", "quantity")
 
 
 @dataclass(frozen=True)
@@ -506,19 +298,20 @@ class OrderBook:
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
         self.pipelined = not is_cluster(redis)
-        self._reserve = redis.register_script(RESERVE_SCRIPT)
-        self._transition = redis.register_script(TRANSITION_SCRIPT)
-        self._renew = redis.register_script(RENEW_SCRIPT)
-        self._claim = redis.register_script(CLAIM_SCRIPT)
-        self._claim_due = redis.register_script(CLAIM_DUE_SCRIPT)
-        self._glance = redis.register_script(GLANCE_SCRIPT)
+        facts = lua_values()
+        self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
+        self._transition = scripts.register(redis, "proxy.orders", "transition", facts)
+        self._renew = scripts.register(redis, "proxy.orders", "renew_lease")
+        self._claim = scripts.register(redis, "proxy.orders", "claim")
+        self._claim_due = scripts.register(redis, "proxy.orders", "claim_due")
+        self._glance = scripts.register(redis, "proxy.orders", "summaries", {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)})
 
     @property
     def lease_ms(self) -> int:
         return max(1, int(self.lease_seconds * 1000))
 
     def _sets(self, client: str) -> list[str]:
-        return [self.keys.orders_of(client, group) for group in GROUPS]
+        return [self.keys.orders_of(client, name) for name in WORKING_SETS]
 
     # -- opening an order ------------------------------------------------------
 
@@ -574,12 +367,12 @@ class OrderBook:
             self.keys.client(new.client),
             self.keys.balance(new.client),
             self.keys.ledger(new.client),
+            self.keys.totals(new.client),
             self.keys.order(new.client, order_id),
             self.keys.orders_of(new.client, "all"),
-            self.keys.orders_of(new.client, "inflight"),
             self.keys.lease(new.client, order_id),
             duplicate_key,
-            self.keys.totals(new.client),
+            *self._sets(new.client),
         ]
         args = [
             order_id, to_minor(new.charge), self.token, self.lease_ms, value,
@@ -756,10 +549,10 @@ class OrderBook:
             self.keys.order(client, order.id),
             self.keys.balance(client),
             self.keys.ledger(client),
+            self.keys.totals(client),
             self.keys.lease(client, order.id),
             order.duplicate_key or self.keys.duplicate(client, "-"),
             *self._sets(client),
-            self.keys.totals(client),
         ]
         args = [
             event,
@@ -808,10 +601,11 @@ class OrderBook:
         if not provider:
             return None
         key, member = self.keys.due(provider), f"{order.client}:{order.id}"
-        if event in (ACCEPT, RESOLVE_PLACED, RESTATUS) or (event == STATUS and fields.get("status") not in FINAL_STATUSES):
+        change = due_change(order.state, event, fields.get("status"))
+        if change:
             at = float(str(fields.get("status_at", order.status_at) or 0))
             return lambda pipe: pipe.zadd(key, {member: at})
-        if event == STATUS or order.state == PLACED:
+        if change is False:
             return lambda pipe: pipe.zrem(key, member)
         return None
 
@@ -972,16 +766,9 @@ class OrderBook:
         """Order outcomes: counted by the transition script in each client's totals
         (state:event pairs), and a few rarer ones counted beside."""
         counted = {k: int(v) for k, v in (await self.redis.hgetall(self.keys.metrics)).items()}
-        events = {k[2:]: int(v) for k, v in (await self.totals_raw()).items() if k.startswith("n:")}
-
-        def total(*pairs: str) -> int:
-            return sum(events.get(pair, 0) for pair in pairs)
-
-        counted["orders_placed"] = total("submitted:accept", "unknown:accept", "unknown:resolve_placed")
-        counted["orders_unknown"] = total("submitted:lose", "submitted:abandon")
-        counted["orders_failed"] = total("reserved:exhaust", "reserved:abandon", "unknown:resolve_failed",
-                                         "unknown:refuse")
-        counted["orders_late_accept"] = total("failed:accept")
+        events = await self.totals_raw()
+        for outcome, transitions in OUTCOMES.items():
+            counted[f"orders_{outcome}"] = sum(events.get(counter(*t), 0) for t in transitions)
         return counted
 
     async def totals_raw(self) -> dict[str, int]:
@@ -999,4 +786,4 @@ class OrderBook:
 
     async def totals(self) -> dict[str, Decimal]:
         """Every client's money by kind, summed: charge, refund, topup, paid (upstream)."""
-        return {kind: from_minor(n) for kind, n in (await self.totals_raw()).items() if not kind.startswith("n:")}
+        return {kind: from_minor(n) for kind, n in (await self.totals_raw()).items() if not kind.startswith(COUNTED)}

@@ -34,10 +34,10 @@ from proxy.errors import (
     StateChanged,
     UpstreamError,
 )
-from proxy.orders.book import PLACED, Fingerprint, Glance, NewOrder, Order, OrderBook
+from proxy.orders.book import Fingerprint, Glance, NewOrder, Order, OrderBook
 from proxy.orders.refills import Refills
 from proxy.orders.routing import NO_ROUTE, Router
-from proxy.orders.states import FAILED, RESTATUS
+from proxy.orders.states import FAILED, PLACED, RESTATUS
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.validation import OrderSpec, validate_add
 from proxy.providers.upstream import ItemError, ProviderClient

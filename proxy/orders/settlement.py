@@ -28,7 +28,7 @@ from proxy.errors import MoneyError
 from proxy.money import ceil_to, floor_to, format_amount, to_minor
 from proxy.orders.book import Order
 from proxy.providers.upstream import UpstreamStatus
-from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL, SUBSCRIPTIONS
+from proxy.vocabulary import CANCELED, COMPLETED, FINAL_STATUSES, PARTIAL, SUBSCRIPTIONS
 
 # Below this much, a difference between charges is rounding, not billing.
 ROUNDING_SLACK = Decimal("0.0001")
@@ -74,7 +74,6 @@ def settle(
     provider_currency: str,
     tolerance_percent: Decimal,
     now: float,
-    final_statuses: frozenset[str],
 ) -> Settlement:
     fields: dict[str, object] = {"status_at": f"{now:.3f}"}
     problems = []
@@ -101,7 +100,7 @@ def settle(
     fields.update(status=status, remains=remains)
     if result.start_count is not None:
         fields["start_count"] = result.start_count
-    if status not in final_statuses:
+    if status not in FINAL_STATUSES:
         return Settlement(fields, attention="; ".join(problems))
 
     currency = result.currency or order.upstream_currency or provider_currency

@@ -1,10 +1,11 @@
-"""The order's state machine: one table of state × event → rule.
+"""The order's state machine, and every fact about states, in one place.
 
 Every change of an order goes through `TABLE`, and only through the Lua
-script in `proxy.orders.book`, which reads this same table (rendered to Lua
-by `lua_table`). A caller names an event; it never says which states it
-thinks the order may be in. An event the table does not list for the
-order's current state changes nothing.
+script that applies it (`scripts/transition.lua`), which reads this same
+table: `lua_values` renders it, and every other fact below, into the
+scripts. A caller names an event; it never says which states it thinks the
+order may be in. An event the table does not list for the order's current
+state changes nothing.
 
     reserved ──submit──▶ submitted ──accept──▶ placed ──status──▶ … final
        ▲                    │  │                  (refund by the rule of the status)
@@ -25,12 +26,27 @@ order's current state changes nothing.
 Each rule also says what happens to the money, the client's duplicate
 fingerprint, the lease and the operator's attention queue, so that all of it
 happens in the one atomic step that changes the state.
+
+Besides the table, this module says:
+
+- when an order is final (`final`): failed, or placed with a final upstream
+  status (`vocabulary.FINAL_STATUSES`, the API's word, shared with the
+  simulated panel), and what a client is shown of each state (`shown_status`);
+- which working set (a sorted set of order IDs per client) holds which
+  orders (`WORKING_SETS`);
+- which events move an order in its provider's due index of status reads
+  (`due_change`);
+- which transitions count as which outcome in the metrics (`OUTCOMES`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
+
+from proxy.scripts import lua
+from proxy.vocabulary import CANCELED, FINAL_STATUSES, PENDING
 
 RESERVED = "reserved"
 SUBMITTED = "submitted"
@@ -130,20 +146,106 @@ def rule(state: str, event: str) -> Rule | None:
     return TABLE.get(state, {}).get(event)
 
 
-def _lua_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+# -- final, and what a client sees ------------------------------------------
 
 
-def lua_table() -> str:
-    """`TABLE` as a Lua table constructor, for the transition script."""
-    states = []
-    for state, events in TABLE.items():
-        rules = []
-        for event, r in events.items():
-            rules.append(
-                f"[{_lua_string(event)}]={{target={_lua_string(r.target)},refund={_lua_string(r.refund)},"
-                f"duplicate={_lua_string(r.duplicate)},lease={_lua_string(r.lease)},"
-                f"write={'true' if r.write else 'false'},attention={_lua_string(r.attention)}}}"
-            )
-        states.append(f"[{_lua_string(state)}]={{{','.join(rules)}}}")
-    return "{" + ",".join(states) + "}"
+def final(state: str, status: str) -> bool:
+    """Whether nothing more happens to an order: failed, or placed with a final status."""
+    return state == FAILED or (state == PLACED and status in FINAL_STATUSES)
+
+
+def shown_status(state: str, status: str) -> str:
+    """The status a client is shown: the upstream's once placed; a failed
+    order (refunded in full) is Canceled; until placed (in flight, or unknown
+    to us) it is Pending."""
+    if state == PLACED:
+        return status
+    if state == FAILED:
+        return CANCELED
+    return PENDING
+
+
+# -- working sets --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkingSet:
+    """Which orders one working set holds: those in `states` (only those whose
+    upstream status is not final, if `open_only`), or, for `attention`, those
+    with an attention note, whatever their state."""
+
+    meaning: str
+    states: frozenset[str] = frozenset()
+    open_only: bool = False
+    attention: bool = False
+
+    def holds(self, state: str, status: str, attention: str) -> bool:
+        if self.attention:
+            return attention != ""
+        return state in self.states and not (self.open_only and status in FINAL_STATUSES)
+
+
+# A client's order IDs by what they wait for (`Keys.orders_of`). The scripts
+# keep them in step with the records, in this order of their keys.
+WORKING_SETS: dict[str, WorkingSet] = {
+    "inflight": WorkingSet("Orders being sent upstream.", IN_FLIGHT),
+    "unknown": WorkingSet("Orders whose outcome is unknown, waiting for an operator.", frozenset({UNKNOWN})),
+    "open": WorkingSet("Placed orders not yet final.", frozenset({PLACED}), open_only=True),
+    "attention": WorkingSet("Orders an operator must look at (see their attention note).", attention=True),
+}
+
+
+# -- the due index of status reads ----------------------------------------------
+
+# After these a placed order's status is to be read again soon.
+DUE_EVENTS = frozenset({ACCEPT, RESOLVE_PLACED, RESTATUS})
+
+
+def due_change(state: str, event: str, status: object) -> bool | None:
+    """How `event` on an order in `state` moves it in its provider's due
+    index: True puts it (back) in, False takes it out, None leaves it.
+    `status` is the upstream status a status read brings (None if it
+    brings none: the order stays open)."""
+    if event in DUE_EVENTS or (event == STATUS and status not in FINAL_STATUSES):
+        return True
+    if event == STATUS or state == PLACED:
+        return False
+    return None
+
+
+# -- outcomes, for the metrics ---------------------------------------------------
+
+# The transition script counts, in each client's totals, every transition that
+# changes the state or asks for an operator, under COUNTED + "state:event".
+COUNTED = "n:"
+
+# Outcomes of placing an order, each the transitions that reach it.
+OUTCOMES: dict[str, tuple[tuple[str, str], ...]] = {
+    "placed": ((SUBMITTED, ACCEPT), (UNKNOWN, ACCEPT), (UNKNOWN, RESOLVE_PLACED)),
+    "unknown": ((SUBMITTED, LOSE), (SUBMITTED, ABANDON)),
+    "failed": ((RESERVED, EXHAUST), (RESERVED, ABANDON), (UNKNOWN, RESOLVE_FAILED), (UNKNOWN, REFUSE)),
+    "late_accept": ((FAILED, ACCEPT),),
+}
+
+
+def counter(state: str, event: str) -> str:
+    """The name a transition is counted under in a client's totals."""
+    return f"{COUNTED}{state}:{event}"
+
+
+# -- rendered into the scripts ---------------------------------------------------
+
+
+@functools.cache
+def lua_values() -> dict[str, str]:
+    """Every fact above, as the Lua literals `scripts/states.lua` is rendered with."""
+    return {
+        "TABLE": lua({state: {event: vars(r) for event, r in events.items()} for state, events in TABLE.items()}),
+        "FINAL_STATUSES": lua(FINAL_STATUSES),
+        "IN_FLIGHT": lua(IN_FLIGHT),
+        "PLACED": lua(PLACED),
+        "FAILED": lua(FAILED),
+        "CLEAR": lua(CLEAR),
+        "COUNTED": lua(COUNTED),
+        "WORKING_SETS": lua([{"name": name, **vars(s)} for name, s in WORKING_SETS.items()]),
+    }

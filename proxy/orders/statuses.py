@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
 from proxy.errors import StateChanged, UpstreamError
-from proxy.orders.book import FINAL_STATUSES, PLACED, Order, OrderBook
+from proxy.orders.book import Order, OrderBook
 from proxy.orders.settlement import settle
-from proxy.orders.states import STATUS
+from proxy.orders.states import PLACED, STATUS
 from proxy.providers.health import READS, Health
 from proxy.providers.upstream import ItemError, ProviderClient, UpstreamStatus
 from proxy.vocabulary import BULK_LIMIT
@@ -203,7 +203,6 @@ class StatusRefresher:
             provider_currency=self.currencies.get(order.provider, order.cost_currency),
             tolerance_percent=self.tolerance_percent,
             now=self.clock() if asked_at is None else asked_at,
-            final_statuses=FINAL_STATUSES,
         )
         fields, attention = settlement.fields, settlement.attention
         if missed:

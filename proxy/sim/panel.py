@@ -39,7 +39,7 @@ from proxy.vocabulary import (
     CANCELED,
     COMPLETED,
     EXPIRED,
-    FINAL_ORDER_STATUSES,
+    FINAL_STATUSES,
     IN_PROGRESS,
     LIST_FIELDS,
     PARTIAL,
@@ -123,7 +123,7 @@ class SimOrder:
 
     @property
     def final(self) -> bool:
-        return self.status in FINAL_ORDER_STATUSES or self.status == EXPIRED
+        return self.status in FINAL_STATUSES
 
     @property
     def unlimited(self) -> bool:
@@ -372,7 +372,7 @@ class Panel:
         if order.final:
             raise ValueError(f"order {order_id} is already {order.status}")
         order.pinned = True
-        if status in FINAL_ORDER_STATUSES or status == EXPIRED:
+        if status in FINAL_STATUSES:
             if remains is None and order.service.type == SUBSCRIPTIONS and status != CANCELED:
                 remains = order.outcome_remains
             if remains is None:

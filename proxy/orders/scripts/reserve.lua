@@ -1,0 +1,54 @@
+-- Open an order: check the client and its duplicate fingerprint, debit the
+-- charge, write the record, its indexes, the placing task's lease and the
+-- fingerprint, all in one step. A record that exists already is this very
+-- reservation, retried after its reply was lost: it answers 'ok' again.
+--!include accounts.move_money
+--!include reindex
+
+local client_key = KEYS[1]
+local balance_key = KEYS[2]
+local ledger_key = KEYS[3]
+local totals_key = KEYS[4]
+local order_key = KEYS[5]
+local all_key = KEYS[6]  -- every order of the client
+local lease_key = KEYS[7]
+local duplicate_key = KEYS[8]
+local set_keys = {unpack(KEYS, 9)}  -- the client's working sets, as WORKING_SETS lists them
+
+local order_id = ARGV[1]
+local charge = ARGV[2]  -- minor units
+local lease_token = ARGV[3]
+local lease_ms = ARGV[4]
+local fingerprint = ARGV[5]  -- "<order ID>" or "<order ID>:<payload hash>"; "" for none
+local payload = ARGV[6]  -- the payload hash of an Idempotency-Key; "" for none
+local memo = ARGV[7]
+-- ARGV[8], ARGV[9], ...: the record's fields and values
+
+if redis.call('EXISTS', order_key) == 1 then
+  return {'ok'}
+end
+if redis.call('EXISTS', client_key) == 0 or redis.call('HGET', client_key, 'disabled') == '1' then
+  return {'no_client'}
+end
+if fingerprint ~= '' then
+  local first = redis.call('GET', duplicate_key)
+  if first then
+    local id, hash = string.match(first, '^(%d+):?(.*)$')
+    if payload ~= '' and hash ~= payload then
+      return {'mismatch', id}
+    end
+    return {'duplicate', id}
+  end
+end
+local ref = 'order:' .. order_id .. ':charge'
+if not move_money(balance_key, ledger_key, totals_key, -tonumber(charge), 'charge', ref, memo, order_id) then
+  return {'insufficient'}
+end
+redis.call('HSET', order_key, unpack(ARGV, 8))
+redis.call('ZADD', all_key, order_id, order_id)
+reindex(order_key, order_id, set_keys)
+redis.call('SET', lease_key, lease_token, 'PX', lease_ms)
+if fingerprint ~= '' then
+  redis.call('SET', duplicate_key, fingerprint)
+end
+return {'ok'}
