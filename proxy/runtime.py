@@ -19,13 +19,17 @@ from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
 from proxy.catalog.catalog import Catalog, build_catalog
 from proxy.config import Config
-from proxy.ops.metrics import Metrics
+from proxy.ops.metrics import Metrics, Tallies
 from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
+from proxy.orders.claims import Claims
 from proxy.orders.desk import Desk
+from proxy.orders.due import DueIndex
+from proxy.orders.leases import Leases
 from proxy.orders.refills import Refills
 from proxy.orders.routing import Router
 from proxy.orders.statuses import StatusRefresher
+from proxy.orders.verdicts import Verdicts
 from proxy.providers.budget import RequestBudget
 from proxy.providers.health import Health
 from proxy.providers.listings import Listings
@@ -85,12 +89,20 @@ class Runtime:
         self._catalog_checked = 0.0
         self._withheld: dict[str, str] = {}
         self.health = Health(redis, self.keys, settings.upstream_cooldown, clock)
-        self.book = OrderBook(redis, self.keys, clock, lease_seconds=settings.order_lease)
-        self.router = Router(self.book, self.providers, self.health, self.currencies)
+        self.leases = Leases(redis, self.keys, settings.order_lease)
+        self.due = DueIndex(redis, self.keys)
+        self.book = OrderBook(redis, self.keys, self.leases, self.due, clock)
+        self.claims = Claims(self.book)
+        self.verdicts = Verdicts(self.book, self.claims)
+        self.tallies = Tallies(redis, self.keys, self.book.clients)
+        self.router = Router(
+            self.book, self.leases, self.claims, self.providers, self.health, self.currencies, self.tallies.tally
+        )
         self.archive = Archive(self.book, settings.archive_dir)
         self.refresher = StatusRefresher(
-            self.book, self.providers, self.health, settings.status_ttl, clock,
-            currencies=self.currencies, tolerance_percent=config.settlement.charge_tolerance_percent,
+            self.book, self.due, self.providers, self.health, settings.status_ttl, clock,
+            currencies=self.currencies, tally=self.tallies.tally,
+            tolerance_percent=config.settlement.charge_tolerance_percent,
         )
         self.refills = Refills(redis, self.keys, self.providers, self.health, settings.status_ttl, clock)
         self.desk = Desk(
@@ -102,6 +114,7 @@ class Runtime:
             self.refills,
             self.providers,
             settings.duplicate_window,
+            self.tallies.tally,
         )
 
     @classmethod

@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from decimal import Decimal
 
-from proxy.orders.book import Order
+from proxy.orders.records import Order
 from proxy.orders.states import FAILED, IN_FLIGHT, PLACED, UNKNOWN, WORKING_SETS
 from proxy.vocabulary import CANCELED, FINAL_STATUSES
 

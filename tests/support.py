@@ -76,7 +76,7 @@ def new_order(client="alice", link="https://instagram.com/p/abc", quantity=1000,
     """An order as the desk would open it, for tests that drive the book directly."""
     from decimal import Decimal
 
-    from proxy.orders.book import NewOrder
+    from proxy.orders.records import NewOrder
 
     fields = {"link": link, "quantity": str(quantity)}
     values = dict(client=client, service=1, type="Default", quantity=quantity, fields=fields,

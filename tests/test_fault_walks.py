@@ -164,13 +164,13 @@ async def test_operator_resolve(make_router, where, mode, verdict):
         options = {"failed": True} if verdict == "failed" else {"upstream_order": upstream_order}
         plans[where].arm(n, mode)
         try:
-            await book.resolve(unknown.id, **options)
+            await router.runtime.verdicts.resolve(unknown.id, **options)
         except (OSError, ConnectionError, TimeoutError, StateChanged, ClaimConflict, Exception):
             pass
         plans[where].disarm()
         after = await book.get("alice", unknown.id)
         if after.state == UNKNOWN:  # the operator sees the failure and tries again
-            after = await book.resolve(unknown.id, **options)
+            after = await router.runtime.verdicts.resolve(unknown.id, **options)
         assert after.state == (FAILED if verdict == "failed" else PLACED)
         if verdict == "failed":
             assert after.refunded == after.charge

@@ -205,15 +205,15 @@ async def test_a_late_acceptance_after_a_failed_resolve_goes_to_the_operator(mak
     await expire_leases(router)  # the placing task stalls past its lease ...
     assert [o.state for o in await router.runtime.book.recover()] == [UNKNOWN]
     book = router.runtime.book
-    await book.resolve(1, failed=True)  # ... an operator gives up on it ...
+    await router.runtime.verdicts.resolve(1, failed=True)  # ... an operator gives up on it ...
     assert await adding == {"order": 1}  # ... and then the provider's reply arrives
     order = await book.get("alice", 1)
     assert order.state == FAILED and order.refunded == order.charge
     assert order.attention.startswith("accepted upstream after it failed and was refunded")
     assert "upstream_order=5000" in order.attention
     assert await book.ids_in("attention") == [1]
-    assert (await book.metrics())["orders_late_accept"] == 1
-    await book.acknowledge(1)
+    assert (await router.runtime.tallies.counts())["orders_late_accept"] == 1
+    await router.runtime.verdicts.acknowledge(1)
     assert await book.ids_in("attention") == []
 
 
@@ -319,7 +319,7 @@ async def test_resolve_refuses_an_upstream_order_another_order_owns(make_router,
     unknown = await router.call(key, action="add", service=1, link=LINK + "2", quantity=1000)
     owner = await router.runtime.book.get("alice", placed["order"])
     with pytest.raises(ClaimConflict):
-        await router.runtime.book.resolve(unknown["order"], upstream_order=owner.upstream_order)
+        await router.runtime.verdicts.resolve(unknown["order"], upstream_order=owner.upstream_order)
     cfg = tmp_path / "router.yaml"
     cfg.write_text(json.dumps(config()))
     monkeypatch.setenv("SMM_PROXY_REDIS_URL", redis_url)
@@ -343,7 +343,7 @@ async def test_an_upstream_id_answered_twice_is_not_believed(make_router):
     second = await router.call(key, action="add", service=1, link=LINK + "2", quantity=1000)
     order = await router.runtime.book.get("alice", second["order"])
     assert order.state == UNKNOWN and f"which order {first['order']} owns" in order.attention
-    assert (await router.runtime.book.metrics())["orders_claimed_twice"] == 1
+    assert (await router.runtime.tallies.counts())["orders_claimed_twice"] == 1
 
 
 # 9. Orders that never left are refunded, not left unknown; every order is listed.
@@ -442,8 +442,8 @@ async def test_a_live_order_keeps_its_claim_while_it_records_it(make_router):
     y = (await book.reserve(new_order(link=LINK + "y"))).order
     x = await book.apply(x, SUBMIT, {"provider": "echomark"})
     y = await book.apply(y, SUBMIT, {"provider": "echomark"})
-    assert await book.claim(x, "echomark", 777) is None  # X claimed it; its accept is one step behind
-    assert await book.claim(y, "echomark", 777) == x.id
+    assert await router.runtime.claims.claim(x, "echomark", 777) is None  # X claimed it; its accept is one step behind
+    assert await router.runtime.claims.claim(y, "echomark", 777) == x.id
 
 
 async def test_two_concurrent_adds_answered_with_one_upstream_id(make_router):
@@ -475,17 +475,17 @@ async def test_a_claim_released_while_another_order_looks_at_it(make_router):
     book = router.runtime.book
     x = await book.apply((await book.reserve(new_order(link=LINK + "x"))).order, SUBMIT, {"provider": "echomark"})
     y = (await book.reserve(new_order(link=LINK + "y"))).order
-    assert await book.claim(x, "echomark", 777) is None
+    assert await router.runtime.claims.claim(x, "echomark", 777) is None
     x = await book.apply(x, LOSE)  # its accept never recorded: the claim is stale
     find = book.find
 
     async def find_then_release(order_id):
         found = await find(order_id)
-        await book.release_claim(x, "echomark", 777)
+        await router.runtime.claims.release(x, "echomark", 777)
         return found
 
     book.find = find_then_release
-    assert await book.claim(y, "echomark", 777) is None
+    assert await router.runtime.claims.claim(y, "echomark", 777) is None
 
 
 async def test_a_resolve_that_loses_a_race_keeps_the_placed_orders_claim(make_router):
@@ -494,20 +494,21 @@ async def test_a_resolve_that_loses_a_race_keeps_the_placed_orders_claim(make_ro
     book = router.runtime.book
     x = await book.apply((await book.reserve(new_order(link=LINK + "x"))).order, SUBMIT, {"provider": "echomark"})
     x = await book.apply(x, LOSE)
-    original = book._found
+    verdicts = router.runtime.verdicts
+    original = verdicts._found
 
     async def found_then_the_late_reply_lands(order_id):
         snapshot = await original(order_id)
-        assert await book.claim(snapshot, "echomark", 777) is None
+        assert await router.runtime.claims.claim(snapshot, "echomark", 777) is None
         await book.apply(snapshot, ACCEPT, {"upstream_order": 777})
         return snapshot
 
-    book._found = found_then_the_late_reply_lands
+    verdicts._found = found_then_the_late_reply_lands
     with pytest.raises(StateChanged):
-        await book.resolve(x.id, upstream_order=777)
-    book._found = original
+        await verdicts.resolve(x.id, upstream_order=777)
+    verdicts._found = original
     y = await book.apply((await book.reserve(new_order(link=LINK + "y"))).order, SUBMIT, {"provider": "echomark"})
-    assert await book.claim(y, "echomark", 777) == x.id
+    assert await router.runtime.claims.claim(y, "echomark", 777) == x.id
 
 
 @pytest.mark.parametrize("charge", ["1e30", "123456789012", "-0.05"])
@@ -646,7 +647,7 @@ async def test_two_instances_with_lapsing_leases_and_a_hostile_upstream(make_rou
     async def never(*args, **kwargs):
         return 0
 
-    a.runtime.book._renew = never
+    a.runtime.leases._renew = never
     stop = asyncio.Event()
 
     async def recovery():

@@ -45,7 +45,7 @@ async def test_a_retry_after_a_failed_order_buys_again(make_router):
     data = {"key": key, "action": "add", "service": "1", "link": LINK, "quantity": "1000"}
     first = (await router.http.post("/api/v2", data=data, headers=headers)).json()
     assert (await router.http.post("/api/v2", data=data, headers=headers)).json() == first
-    await router.runtime.book.resolve(first["order"], failed=True)
+    await router.runtime.verdicts.resolve(first["order"], failed=True)
     router.panels["echomark"].faults.mode = None
     router.clock.advance(120)  # past the echomark cool-down caused by the garbled reply
     await router.runtime.redis.delete(router.runtime.keys.cooldown("echomark:orders"))
@@ -95,7 +95,7 @@ async def test_canceled_subscription_waits_for_an_operator(make_router):
     assert order.refunded == 0 and order.attention
     assert await router.runtime.book.ids_in("attention") == [order.id]
     assert await metric(router, "smm_proxy_orders_attention") == 1
-    order = await router.runtime.book.refund(order.id, charged / 2)
+    order = await router.runtime.verdicts.refund(order.id, charged / 2)
     assert order.refunded == charged / 2 and not order.attention
     assert await router.runtime.book.ids_in("attention") == []
     assert await router.runtime.ledger.balance("alice") == Decimal("10") - charged / 2

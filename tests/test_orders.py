@@ -182,7 +182,7 @@ async def test_garbled_reply_leaves_the_order_unknown_and_sends_it_nowhere_else(
     assert (await router.call(key, action="status", order=reply["order"]))["status"] == "Pending"
     assert await balance(router) == Decimal("8.83")
     assert await router.runtime.book.count("unknown") == 1
-    assert (await router.runtime.book.metrics())["orders_unknown"] == 1
+    assert (await router.runtime.tallies.counts())["orders_unknown"] == 1
     assert await metric(router, "smm_proxy_orders_unknown") == 1
     assert await metric(router, "smm_proxy_orders_total", outcome="unknown") == 1
 

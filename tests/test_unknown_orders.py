@@ -170,4 +170,4 @@ async def test_polling_refunds_without_the_client_asking(make_router):
 async def test_resolve_wants_exactly_one_verdict(make_router, verdict):
     router = await make_router(router_config())
     with pytest.raises(ValueError):
-        await router.runtime.book.resolve(1, **verdict)
+        await router.runtime.verdicts.resolve(1, **verdict)

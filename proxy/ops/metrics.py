@@ -14,22 +14,78 @@ Two kinds:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
+import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from proxy.orders.states import WORKING_SETS
+from proxy.money import from_minor
+from proxy.orders import states
+from proxy.store import Keys
 
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-OUTCOMES = ("placed", "unknown", "failed", "duplicate", "attention", "late_accept", "claimed_twice")
+# Outcomes tallied by name beside the counted transitions (`Tallies.tally`).
+TALLIED = ("duplicate", "attention", "claimed_twice")
 MONEY = {"charge": "charged", "refund": "refunded", "topup": "topups", "paid": "paid_upstream"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Tallies:
+    """The counts behind the shared metrics, kept in Redis.
+
+    The transition script counts every transition that changes an order's
+    state (or asks for an operator) in the client's totals, beside the money
+    moved by kind; `counts` turns those into outcomes (`states.OUTCOMES`). A
+    few rarer outcomes are tallied by name beside them (`tally`: a retried
+    add, an order sent to the operator, an upstream ID answered twice), best
+    effort: a count is not money.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, clients: Callable[[], Awaitable[list[str]]]) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.clients = clients
+
+    async def tally(self, name: str, amount: int = 1) -> None:
+        try:
+            await self.redis.hincrby(self.keys.metrics, name, amount)
+        except Exception as exc:
+            log.warning("counter %s not counted: %s", name, type(exc).__name__)
+
+    async def counts(self) -> dict[str, int]:
+        """Order outcomes ("orders_placed", ...) and the tallies beside them."""
+        counted = {k: int(v) for k, v in (await self.redis.hgetall(self.keys.metrics)).items()}
+        transitions = await self.totals_raw()
+        for outcome, reached_by in states.OUTCOMES.items():
+            counted[f"orders_{outcome}"] = sum(transitions.get(states.counter(*t), 0) for t in reached_by)
+        return counted
+
+    async def totals_raw(self) -> dict[str, int]:
+        """Every client's running totals, summed (minor units, and counts)."""
+        clients = await self.clients()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in clients:
+                pipe.hgetall(self.keys.totals(name))
+            replies = await pipe.execute()
+        summed: dict[str, int] = {}
+        for totals in replies:
+            for kind, amount in totals.items():
+                summed[kind] = summed.get(kind, 0) + int(amount)
+        return summed
+
+    async def totals(self) -> dict[str, Decimal]:
+        """Every client's money by kind, summed: charge, refund, topup, paid (upstream)."""
+        return {kind: from_minor(n) for kind, n in (await self.totals_raw()).items() if not kind.startswith(states.COUNTED)}
 
 
 class SharedState(Collector):
@@ -41,16 +97,16 @@ class SharedState(Collector):
     async def refresh(self, runtime: Runtime) -> None:
         book, health = runtime.book, runtime.health
         families: list[Metric] = []
-        for name, working_set in WORKING_SETS.items():
+        for name, working_set in states.WORKING_SETS.items():
             gauge = GaugeMetricFamily(f"smm_proxy_orders_{name}", working_set.meaning)
             gauge.add_metric([], await book.count(name))
             families.append(gauge)
-        counters = await book.metrics()
+        counters = await runtime.tallies.counts()
         outcomes = CounterMetricFamily("smm_proxy_orders", "Orders by outcome of their placement.", labels=["outcome"])
-        for outcome in OUTCOMES:
+        for outcome in (*states.OUTCOMES, *TALLIED):
             outcomes.add_metric([outcome], counters.get(f"orders_{outcome}", 0))
         families.append(outcomes)
-        totals = await book.totals()
+        totals = await runtime.tallies.totals()
         money = CounterMetricFamily(
             "smm_proxy_money", "Money moved, in the deployment currency.", labels=["kind", "currency"]
         )

@@ -33,7 +33,7 @@ from proxy.errors import (
 )
 from proxy.money import format_amount, parse_amount, to_minor
 from proxy.ops import reports
-from proxy.orders.book import Order
+from proxy.orders.records import Order
 from proxy.orders.states import WORKING_SETS
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ _ADMIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _refused(exc: Exception) -> OperatorError:
-    return NotFound(str(exc)) if isinstance(exc, UnknownClient | LookupError) else OperatorError(str(exc))
+    return NotFound(str(exc)) if isinstance(exc, UnknownClient) else OperatorError(str(exc))
 
 
 def amount(text: object) -> Decimal:
@@ -199,8 +199,8 @@ class Operators:
         self, actor: str, order_id: int, *, upstream_order: int | None = None, failed: bool = False
     ) -> dict[str, Any]:
         try:
-            order = await self.runtime.book.resolve(order_id, upstream_order=upstream_order, failed=failed)
-        except (LookupError, ValueError, ClaimConflict) as exc:
+            order = await self.runtime.verdicts.resolve(order_id, upstream_order=upstream_order, failed=failed)
+        except (ValueError, ClaimConflict) as exc:
             raise _refused(exc) from None
         except StateChanged as exc:
             raise OperatorError(f"order {order_id} is {exc.state}, not unknown: nothing to resolve") from None
@@ -210,8 +210,8 @@ class Operators:
 
     async def refund(self, actor: str, order_id: int, total: object) -> dict[str, Any]:
         try:
-            order = await self.runtime.book.refund(order_id, amount(total))
-        except (LookupError, ValueError) as exc:
+            order = await self.runtime.verdicts.refund(order_id, amount(total))
+        except ValueError as exc:
             raise _refused(exc) from None
         except StateChanged as exc:
             raise OperatorError(f"order {order_id} is {exc.state}: it cannot be refunded now") from None
@@ -219,10 +219,7 @@ class Operators:
         return order_json(order)
 
     async def acknowledge(self, actor: str, order_id: int) -> dict[str, Any]:
-        try:
-            order = await self.runtime.book.acknowledge(order_id)
-        except LookupError as exc:
-            raise _refused(exc) from None
+        order = await self.runtime.verdicts.acknowledge(order_id)
         await self.audit(actor, "order.ack", str(order_id))
         return order_json(order)
 

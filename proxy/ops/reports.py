@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from proxy.money import ceil_to, convert, format_amount
-from proxy.orders.book import Order
+from proxy.orders.records import Order
 from proxy.orders.states import FAILED, IN_FLIGHT, PLACED, UNKNOWN
 
 if TYPE_CHECKING:

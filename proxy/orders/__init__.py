@@ -1,7 +1,14 @@
 """Orders, from a client's `add` to their final status and refund.
 
-- `states`: the state machine and every fact about states.
-- `book`: order records in Redis and the scripts that open and change them.
+- `states`: the state machine, and every fact about states (final, working
+  sets, due events, outcomes), rendered into the scripts from there.
+- `records`: an order as Python sees it and as its Redis record holds it.
+- `book`: order records in Redis, the scripts that open and change them
+  (`scripts/*.lua`), and the one way to read them.
+- `leases`: the placing task's lease on an order; recovery waits for it to lapse.
+- `claims`: which of our orders owns each upstream order.
+- `due`: the due index of status reads, per provider.
+- `verdicts`: an operator's verdicts on orders (resolve, refund, acknowledge).
 - `desk`: the API v2 order actions for one client.
 - `validation`: an `add`'s fields per service type, and its charge.
 - `routing`: choosing routes and failing over.

@@ -19,7 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from proxy import scripts
-from proxy.orders.book import Order, OrderBook
+from proxy.orders.book import OrderBook
+from proxy.orders.records import Order
 from proxy.orders.states import WORKING_SETS, final, lua_values
 
 ARCHIVE_FILE_IDS = 100_000

@@ -1,283 +1,69 @@
-"""Order records in Redis, and the two scripts that change them.
+"""Order records in Redis, and the two scripts that open and change them.
 
-`scripts/reserve.lua` opens an order: it checks the client's duplicate
-fingerprint, debits the charge, writes the record, its indexes, the placing
-task's lease and the fingerprint, all in one step. `scripts/transition.lua`
-applies one event of the state table (`proxy.orders.states`): it checks the
-event against the order's state and lease, writes the fields, moves the money
-the rule calls for, queues the order for an operator, keeps or drops the
-fingerprint, and updates the working sets, again in one step. Nothing that
-decides whether money moves happens outside these two scripts.
+`reserve` opens an order (`scripts/reserve.lua`): it checks the client's
+duplicate fingerprint, debits the charge, writes the record, its indexes,
+the placing task's lease and the fingerprint, all in one step. `apply`
+applies one event of the state table (`proxy.orders.states`,
+`scripts/transition.lua`): it checks the event against the order's state and
+lease, writes the fields, moves the money the rule calls for, queues the
+order for an operator, keeps or drops the fingerprint, and updates the
+working sets, again in one step. Nothing that decides whether money moves
+happens outside these two scripts.
+
+Orders are read by (client, ID), the key of a record, through one primitive
+(`records`) and thin readers on it: `get` (one), `get_many` (of one client),
+`load` (of any clients); `find` reads one by our ID alone, through the owner
+index; `summaries` reads only what a status read shows.
 
 Every key these scripts touch carries the client's hash tag, so the layout
 works on Redis Cluster too. Finding an order by our ID alone goes through the
 owner index, written before the order is reserved: an owner entry without a
 record is harmless, a record without an owner entry cannot happen.
 
-Clocks: leases expire on the Redis server's clock; nothing decides whether an
-order is alive by the clock of an instance. Local time is written only as
-information (`created`, `status_at`).
+Clocks: leases expire on the Redis server's clock (`proxy.orders.leases`);
+nothing decides whether an order is alive by the clock of an instance. Local
+time is written only as information (`created`, `status_at`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import NamedTuple
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy import scripts
-from proxy.errors import ClaimConflict, DuplicateMismatch, InsufficientFunds, StateChanged, UnknownClient
-from proxy.money import format_amount, from_minor, to_minor
-from proxy.orders.states import (
-    ABANDON,
-    ACCEPT,
-    ACK,
-    COUNTED,
-    IN_FLIGHT,
-    OUTCOMES,
-    REFUND,
-    RESERVED,
-    RESOLVE_FAILED,
-    RESOLVE_PLACED,
-    UNKNOWN,
-    WORKING_SETS,
-    counter,
-    due_change,
-    final,
-    lua_values,
-    shown_status,
+from proxy.errors import DuplicateMismatch, InsufficientFunds, StateChanged, UnknownClient
+from proxy.money import format_amount, to_minor
+from proxy.orders.due import DueIndex
+from proxy.orders.leases import Leases
+from proxy.orders.records import (
+    SUMMARY_FIELDS,
+    Fingerprint,
+    NewOrder,
+    Order,
+    OrderSummary,
+    Reservation,
+    flatten,
+    new_call,
+    unflatten,
 )
+from proxy.orders.states import ABANDON, ACCEPT, IN_FLIGHT, STATUS, WORKING_SETS, lua_values
 from proxy.scripts import lua
 from proxy.store import OWNER_BUCKET, Keys, is_cluster
-from proxy.vocabulary import PENDING, SERVICE_TYPES
 
 log = logging.getLogger(__name__)
 
 # A reservation whose reply was lost is asked again this many times in all.
 RESERVE_TRIES = 3
-
-__all__ = [
-    "Attempt",
-    "Fingerprint",
-    "NewOrder",
-    "Order",
-    "OrderBook",
-    "Reservation",
-]
-
-@dataclass(frozen=True)
-class Attempt:
-    provider: str
-    outcome: str  # "sent", "refused", "unknown", "placed"
-    reason: str = ""
-
-
-class _Shown:
-    """What a client is shown of an order, for `Order` and `Glance` alike."""
-
-    state: str
-    status: str
-    charge: Decimal
-    refunded: Decimal
-
-    @property
-    def public_status(self) -> str:
-        """What the client is shown (`states.shown_status`)."""
-        return shown_status(self.state, self.status)
-
-    @property
-    def final(self) -> bool:
-        return final(self.state, self.status)
-
-    @property
-    def net_charge(self) -> Decimal:
-        return self.charge - self.refunded
-
-
-@dataclass(frozen=True)
-class Glance(_Shown):
-    """The few fields of an order a status read needs, read in one command for many."""
-
-    id: int
-    state: str
-    status: str
-    charge: Decimal
-    refunded: Decimal
-    remains: int
-    start_count: int
-    status_at: float
-    provider: str
-
-
-SUMMARY_FIELDS = ("state", "status", "charge", "refunded", "remains", "start_count", "status_at", "provider", "quantity")
-
-
-@dataclass(frozen=True)
-class Order(_Shown):
-    """One order as its record holds it. Amounts are in the deployment currency
-    unless they say otherwise."""
-
-    id: int
-    client: str
-    service: int
-    type: str
-    quantity: int  # total units: per-run quantity x runs
-    fields: Mapping[str, str]  # what is sent upstream with `add`
-    charge: Decimal
-    refunded: Decimal
-    state: str
-    status: str  # the upstream status, canonical; meaningful once placed
-    remains: int
-    start_count: int
-    status_at: float
-    created: float
-    refill: bool
-    cancel: bool
-    billing: str = "rate"  # "delivery": settled at the end to what the provider charged
-    provider: str = ""
-    upstream_service: int = 0
-    upstream_order: int = 0
-    attempts: tuple[Attempt, ...] = field(default_factory=tuple)
-    duplicate_key: str = ""
-    attention: str = ""  # why an operator must look at it, if they must
-    version: int = 0  # of the status, for dropping answers read before the last one applied
-    cost: Decimal | None = None  # what the route's rate said it costs us, in `cost_currency`
-    cost_currency: str = ""
-    cost_base: Decimal | None = None  # the same cost in the deployment currency, at the config's rate
-    upstream_charge: Decimal | None = None  # what the provider last said it charged
-    upstream_currency: str = ""
-    misses: int = 0  # status reads in a row whose reply had nothing usable on this order
-
-    @property
-    def link(self) -> str:
-        return self.fields.get("link", "")
-
-    @property
-    def flat(self) -> bool:
-        spec = SERVICE_TYPES.get(self.type)
-        return spec is not None and spec.flat
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, str]) -> Order:
-        def amount(name: str) -> Decimal | None:
-            value = record.get(name, "")
-            return from_minor(value) if value != "" else None
-
-        return cls(
-            id=int(record["id"]),
-            client=record["client"],
-            service=int(record["service"]),
-            type=record["type"],
-            quantity=int(record["quantity"]),
-            fields=json.loads(record.get("fields", "{}")),
-            charge=from_minor(record["charge"]),
-            refunded=from_minor(record.get("refunded", "0")),
-            state=record["state"],
-            status=record.get("status", PENDING),
-            remains=int(record.get("remains", record["quantity"])),
-            start_count=int(record.get("start_count", "0")),
-            status_at=float(record.get("status_at", "0")),
-            created=float(record["created"]),
-            refill=record.get("refill") == "1",
-            cancel=record.get("cancel") == "1",
-            billing=record.get("billing", "rate"),
-            provider=record.get("provider", ""),
-            upstream_service=int(record.get("upstream_service", "0")),
-            upstream_order=int(record.get("upstream_order", "0")),
-            attempts=_attempts(record.get("attempts", "[]")),
-            duplicate_key=record.get("duplicate_key", ""),
-            attention=record.get("attention", ""),
-            version=int(record.get("v", "0")),
-            cost=amount("cost"),
-            cost_currency=record.get("cost_currency", ""),
-            cost_base=amount("cost_base"),
-            upstream_charge=amount("upstream_charge"),
-            upstream_currency=record.get("upstream_currency", ""),
-            misses=int(record.get("misses", "0")),
-        )
-
-
-@dataclass(frozen=True)
-class NewOrder:
-    """What `OrderBook.reserve` needs to open an order."""
-
-    client: str
-    service: int
-    type: str
-    quantity: int
-    fields: Mapping[str, str]
-    charge: Decimal
-    refill: bool
-    cancel: bool
-    billing: str = "rate"
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What makes a retried `add` answer with the first order.
-
-    `token` names it (a hash of the fields, or of the client's
-    Idempotency-Key); `payload` is set for an Idempotency-Key, whose reuse
-    with other fields is refused. `window` is how long it answers once the
-    client has its answer; until then it lives as long as the order is in
-    flight or unknown.
-    """
-
-    token: str
-    window: float
-    payload: str = ""
-
-
-class Reservation(NamedTuple):
-    order_id: int
-    duplicate: bool  # True: the order a retried add made before
-    order: Order | None = None  # the new order, as reserved
-
-
-def _flatten(fields: Mapping[str, object]) -> list[str]:
-    flat: list[str] = []
-    for name, value in fields.items():
-        flat += [name, str(value)]
-    return flat
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def new_call() -> str:
-    """A name for one transition call, kept across its retries (64 random bits)."""
-    return uuid.uuid4().hex[:16]
-
-
-def attempts_json(attempts: Iterable[Attempt]) -> str:
-    """Attempts as the record keeps them: compact JSON, reasons only where there is one."""
-    return json.dumps(
-        [[a.provider, a.outcome, a.reason] if a.reason else [a.provider, a.outcome] for a in attempts],
-        ensure_ascii=False, separators=(",", ":"),
-    )
-
-
-def _attempts(text: str) -> tuple[Attempt, ...]:
-    return tuple(Attempt(**a) if isinstance(a, dict) else Attempt(*a) for a in json.loads(text))
-
-
-def stamp(seconds: float) -> str:
-    """A time for a record: to the millisecond is all anyone reads."""
-    return f"{seconds:.3f}"
+_Reply = TypeVar("_Reply")
 
 
 class OrderBook:
@@ -287,30 +73,24 @@ class OrderBook:
         self,
         redis: aioredis.Redis,
         keys: Keys,
+        leases: Leases,
+        due: DueIndex,
         clock: Callable[[], float] = time.time,
-        lease_seconds: float = 30.0,
     ) -> None:
         self.redis = redis
         self.keys = keys
+        self.leases = leases
+        self.due = due
         self.clock = clock
-        self.lease_seconds = lease_seconds
-        # Names the instance that holds a lease, for whoever reads the key.
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
         self.pipelined = not is_cluster(redis)
         facts = lua_values()
         self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
         self._transition = scripts.register(redis, "proxy.orders", "transition", facts)
-        self._renew = scripts.register(redis, "proxy.orders", "renew_lease")
-        self._claim = scripts.register(redis, "proxy.orders", "claim")
-        self._claim_due = scripts.register(redis, "proxy.orders", "claim_due")
-        self._glance = scripts.register(redis, "proxy.orders", "summaries", {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)})
-
-    @property
-    def lease_ms(self) -> int:
-        return max(1, int(self.lease_seconds * 1000))
+        self._summaries = scripts.register(redis, "proxy.orders", "summaries", {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)})
 
     def _sets(self, client: str) -> list[str]:
+        """The client's working-set keys, in the order the scripts take them."""
         return [self.keys.orders_of(client, name) for name in WORKING_SETS]
 
     # -- opening an order ------------------------------------------------------
@@ -340,24 +120,7 @@ class OrderBook:
         if int(balance or 0) < to_minor(new.charge):
             raise InsufficientFunds(new.client)
         order_id = await self.redis.incr(self.keys.order_seq)
-        record = {
-            "id": order_id,
-            "client": new.client,
-            "service": new.service,
-            "type": new.type,
-            "quantity": new.quantity,
-            "fields": json.dumps(dict(new.fields), ensure_ascii=False, separators=(",", ":")),
-            "charge": to_minor(new.charge),
-            "refunded": 0,
-            "state": RESERVED,
-            "status": PENDING,
-            "remains": new.quantity,
-            "created": stamp(self.clock()),
-            "refill": int(new.refill),
-            "cancel": int(new.cancel),
-        }
-        if new.billing != "rate":
-            record["billing"] = new.billing
+        record = new.record(order_id, self.clock())
         value = ""
         if fingerprint is not None:
             record["duplicate_key"] = duplicate_key
@@ -375,8 +138,8 @@ class OrderBook:
             *self._sets(new.client),
         ]
         args = [
-            order_id, to_minor(new.charge), self.token, self.lease_ms, value,
-            fingerprint.payload if fingerprint else "", f"order {order_id}", *_flatten(record),
+            order_id, to_minor(new.charge), self.leases.token, self.leases.ms, value,
+            fingerprint.payload if fingerprint else "", f"order {order_id}", *flatten(record),
         ]
         async def owner_then_reserve() -> list[str]:
             if not self.pipelined:
@@ -419,7 +182,7 @@ class OrderBook:
         raise UnknownClient(new.client)
 
     @staticmethod
-    async def _idempotent(call):  # type: ignore[no-untyped-def]
+    async def _idempotent(call: Callable[[], Awaitable[_Reply]]) -> _Reply:
         """Run a script that is safe to repeat, again if its reply was lost."""
         for attempt in range(RESERVE_TRIES):
             try:
@@ -432,12 +195,11 @@ class OrderBook:
 
     # -- reading ---------------------------------------------------------------
 
-    async def get(self, client: str, order_id: int) -> Order | None:
-        record = await self.redis.hgetall(self.keys.order(client, order_id))
-        return Order.from_record(record) if record else None
-
     async def records(self, pairs: Iterable[tuple[str, int]]) -> list[dict[str, str]]:
-        """Raw records by (client, ID), in one round trip (an empty dict: no such order)."""
+        """Raw records by (client, ID), in one round trip (an empty dict: no such order).
+
+        The one way orders are read by their key; the readers below build on it.
+        """
         pairs = list(pairs)
         if not pairs:
             return []
@@ -446,31 +208,34 @@ class OrderBook:
                 pipe.hgetall(self.keys.order(client, order_id))
             return await pipe.execute()
 
-    async def get_many(self, client: str, order_ids: Iterable[int]) -> dict[int, Order]:
-        ids = list(order_ids)
-        records = await self.records((client, i) for i in ids)
-        return {i: Order.from_record(r) for i, r in zip(ids, records, strict=True) if r}
+    async def load(self, pairs: Iterable[tuple[str, int]]) -> list[Order]:
+        """The orders that exist among (client, ID) pairs, in the order given."""
+        return [Order.from_record(record) for record in await self.records(pairs) if record]
 
-    async def glance(self, client: str, order_ids: Iterable[int]) -> dict[int, Glance]:
+    async def get(self, client: str, order_id: int) -> Order | None:
+        """One order of one client, or None."""
+        found = await self.load([(client, order_id)])
+        return found[0] if found else None
+
+    async def get_many(self, client: str, order_ids: Iterable[int]) -> dict[int, Order]:
+        """Orders of one client by ID (those that exist)."""
+        return {order.id: order for order in await self.load((client, i) for i in order_ids)}
+
+    async def summaries(self, client: str, order_ids: Iterable[int]) -> dict[int, OrderSummary]:
         """What a status read shows of many orders of one client, in one command."""
         ids = list(order_ids)
         if not ids:
             return {}
-        rows = await self._glance(keys=[self.keys.order(client, i) for i in ids])
+        rows = await self._summaries(keys=[self.keys.order(client, i) for i in ids])
         found = {}
-        for order_id, (state, status, charge, refunded, remains, start, at, provider, quantity) in zip(
-            ids, rows, strict=True
-        ):
-            if state is None:
-                continue
-            found[order_id] = Glance(
-                id=order_id, state=state, status=status or PENDING, charge=from_minor(charge),
-                refunded=from_minor(refunded or "0"), remains=int(remains or quantity),
-                start_count=int(start or "0"), status_at=float(at or "0"), provider=provider or "",
-            )
+        for order_id, row in zip(ids, rows, strict=True):
+            summary = OrderSummary.from_row(order_id, row)
+            if summary is not None:
+                found[order_id] = summary
         return found
 
     async def owner(self, order_id: int) -> str | None:
+        """The client an order ID belongs to (through the owner index)."""
         return await self.redis.hget(self.keys.order_owner(order_id), str(order_id))
 
     async def find(self, order_id: int) -> Order | None:
@@ -491,6 +256,7 @@ class OrderBook:
         return sorted(int(i) for ids in replies for i in ids)
 
     async def count(self, group: str) -> int:
+        """How many orders a working set (or 'all') holds, over every client."""
         clients = await self.clients()
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in clients:
@@ -556,16 +322,16 @@ class OrderBook:
         ]
         args = [
             event,
-            self.token,
-            self.lease_ms,
+            self.leases.token,
+            self.leases.ms,
             "" if refund_to is None else to_minor(refund_to),
             "" if version is None else version,
             attention,
             memo or f"order {order.id} {event}",
             call or new_call(),
-            *_flatten(fields or {}),
+            *flatten(fields or {}),
         ]
-        due = self._due_change(order, event, fields or {})
+        due = self.due.change(order, event, fields or {})
         if due is None or not self.pipelined:
             reply = await self._transition(keys=keys, args=args)
             if due is not None and reply[0] == "ok":
@@ -579,8 +345,8 @@ class OrderBook:
             if isinstance(reply, Exception):
                 raise reply
         if reply[0] in ("ok", "stale"):
-            after = Order.from_record(_pairs(reply[2]))
-            if reply[0] == "ok" and (after.state != reply[1] or after.refunded != order.refunded or event != "status"):
+            after = Order.from_record(unflatten(reply[2]))
+            if reply[0] == "ok" and (after.state != reply[1] or after.refunded != order.refunded or event != STATUS):
                 log.info(
                     "order %s %s: %s -> %s%s%s%s", order.id, event, reply[1], after.state,
                     f" at {after.provider} as upstream order {after.upstream_order}" if event == ACCEPT else "",
@@ -593,57 +359,7 @@ class OrderBook:
             raise StateChanged(None)
         raise StateChanged(reply[1], reply[0])
 
-    # -- the due index: which open orders' statuses to read next --------------
-
-    def _due_change(self, order: Order, event: str, fields: Mapping[str, object]):  # type: ignore[no-untyped-def]
-        """How `event` moves the order in its provider's due index, if it does."""
-        provider = str(fields.get("provider") or order.provider)
-        if not provider:
-            return None
-        key, member = self.keys.due(provider), f"{order.client}:{order.id}"
-        change = due_change(order.state, event, fields.get("status"))
-        if change:
-            at = float(str(fields.get("status_at", order.status_at) or 0))
-            return lambda pipe: pipe.zadd(key, {member: at})
-        if change is False:
-            return lambda pipe: pipe.zrem(key, member)
-        return None
-
-    async def claim_due(self, provider: str, read_before: float, now: float, limit: int) -> list[tuple[str, int]]:
-        """Up to `limit` open orders of `provider` whose status was read before
-        `read_before`, claimed for this round: (client, order ID)."""
-        members = await self._claim_due(keys=[self.keys.due(provider)], args=[repr(read_before), repr(now), limit])
-        taken = []
-        for member in members:
-            client, _, order_id = member.rpartition(":")
-            taken.append((client, int(order_id)))
-        return taken
-
-    async def orders_of(self, pairs: Iterable[tuple[str, int]]) -> list[Order]:
-        """Orders by (client, ID), in one round trip."""
-        return [Order.from_record(record) for record in await self.records(pairs) if record]
-
-    # -- leases ----------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def leased(self, order: Order) -> AsyncIterator[None]:
-        """Renew the order's lease while the caller is placing it."""
-        task = asyncio.create_task(self._keep_lease(order), name=f"lease-{order.id}")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _keep_lease(self, order: Order) -> None:
-        key = self.keys.lease(order.client, order.id)
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                await self._renew(keys=[key], args=[self.token, self.lease_ms])
-            except Exception as exc:  # Redis away: the next try may work; the lease may lapse
-                log.warning("order %s: lease not renewed: %s", order.id, type(exc).__name__)
+    # -- recovery ----------------------------------------------------------------
 
     async def recover(self) -> list[Order]:
         """Take over the in-flight orders whose placing task is gone.
@@ -658,11 +374,7 @@ class OrderBook:
             ids = [int(i) for i in await self.redis.zrange(self.keys.orders_of(client, "inflight"), 0, -1)]
             if not ids:
                 continue
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for order_id in ids:
-                    pipe.exists(self.keys.lease(client, order_id))
-                leased = await pipe.execute()
-            for order_id in (i for i, held in zip(ids, leased, strict=True) if not held):
+            for order_id in await self.leases.lapsed(client, ids):
                 order = await self.get(client, order_id)
                 if order is None or order.state not in IN_FLIGHT:
                     continue
@@ -671,119 +383,3 @@ class OrderBook:
                 except StateChanged:
                     continue
         return settled
-
-    # -- claims on upstream orders ---------------------------------------------
-
-    async def claim(self, order: Order, provider: str, upstream_order: int) -> int | None:
-        """Make `order` the owner of `upstream_order` at `provider`.
-
-        None when it is ours now; the ID of the other order that owns it
-        otherwise. An order still in flight owns its claim (it records the
-        upstream ID one step after claiming it). A claim left by an order that
-        did not record it and is no longer in flight (a crash between claim
-        and transition, a failed resolve) is taken over.
-        """
-        key = self.keys.claims(provider, upstream_order)
-        expected = ""
-        for _ in range(5):
-            current = await self._claim(keys=[key], args=[upstream_order, order.id, expected])
-            if current in ("ok", str(order.id)):
-                return None
-            if current == "":  # released since we looked: claim it afresh
-                expected = ""
-                continue
-            other = await self.find(int(current))
-            if other is not None and (
-                other.state in IN_FLIGHT or (other.provider == provider and other.upstream_order == upstream_order)
-            ):
-                return other.id
-            expected = current
-        raise RuntimeError(f"claim on {provider} {upstream_order} kept changing")
-
-    async def release_claim(self, order: Order, provider: str, upstream_order: int) -> None:
-        await self._claim(keys=[self.keys.claims(provider, upstream_order)], args=[upstream_order, "", order.id])
-
-    # -- operators -------------------------------------------------------------
-
-    async def _found(self, order_id: int) -> Order:
-        order = await self.find(order_id)
-        if order is None:
-            raise LookupError(f"no order {order_id}")
-        return order
-
-    async def resolve(self, order_id: int, *, upstream_order: int | None = None, failed: bool = False) -> Order:
-        """An operator's verdict on an `unknown` order: it exists upstream as
-        `upstream_order`, or it does not (`failed`: refunded in full).
-
-        Refuses an upstream order that another of our orders already owns.
-        """
-        if (upstream_order is None) == (not failed):
-            raise ValueError("give the upstream order ID, or declare the order failed")
-        order = await self._found(order_id)
-        if failed:
-            return await self.apply(order, RESOLVE_FAILED, memo=f"order {order_id} resolved as failed")
-        assert upstream_order is not None
-        if upstream_order <= 0:
-            raise ValueError("an upstream order ID is a positive number")
-        if order.state != UNKNOWN:
-            raise StateChanged(order.state)
-        owner = await self.claim(order, order.provider, upstream_order)
-        if owner is not None:
-            raise ClaimConflict(order.provider, upstream_order, owner)
-        try:
-            return await self.apply(
-                order, RESOLVE_PLACED, {"upstream_order": upstream_order, "status_at": 0},
-                memo=f"order {order_id} resolved as placed",
-            )
-        except StateChanged:
-            now = await self.get(order.client, order.id)  # a late reply may have placed it with this very ID
-            if now is None or now.upstream_order != upstream_order:
-                await self.release_claim(order, order.provider, upstream_order)
-            raise
-
-    async def refund(self, order_id: int, total: Decimal) -> Order:
-        """An operator's refund: raise the order's total refund to `total`."""
-        order = await self._found(order_id)
-        if total > order.charge or total < order.refunded:
-            raise ValueError(
-                f"the total refund must be between {order.refunded} (already refunded) and {order.charge} (charged)"
-            )
-        return await self.apply(order, REFUND, refund_to=total, memo=f"order {order_id} refunded by an operator")
-
-    async def acknowledge(self, order_id: int) -> Order:
-        """An operator has dealt with what the order's attention note said."""
-        return await self.apply(await self._found(order_id), ACK)
-
-    # -- counters (not money: best effort) -------------------------------------
-
-    async def tally(self, name: str, amount: int = 1) -> None:
-        try:
-            await self.redis.hincrby(self.keys.metrics, name, amount)
-        except Exception as exc:
-            log.warning("counter %s not counted: %s", name, type(exc).__name__)
-
-    async def metrics(self) -> dict[str, int]:
-        """Order outcomes: counted by the transition script in each client's totals
-        (state:event pairs), and a few rarer ones counted beside."""
-        counted = {k: int(v) for k, v in (await self.redis.hgetall(self.keys.metrics)).items()}
-        events = await self.totals_raw()
-        for outcome, transitions in OUTCOMES.items():
-            counted[f"orders_{outcome}"] = sum(events.get(counter(*t), 0) for t in transitions)
-        return counted
-
-    async def totals_raw(self) -> dict[str, int]:
-        """Every client's running totals, summed (minor units, and counts)."""
-        clients = await self.clients()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name in clients:
-                pipe.hgetall(self.keys.totals(name))
-            replies = await pipe.execute()
-        summed: dict[str, int] = {}
-        for totals in replies:
-            for kind, amount in totals.items():
-                summed[kind] = summed.get(kind, 0) + int(amount)
-        return summed
-
-    async def totals(self) -> dict[str, Decimal]:
-        """Every client's money by kind, summed: charge, refund, topup, paid (upstream)."""
-        return {kind: from_minor(n) for kind, n in (await self.totals_raw()).items() if not kind.startswith(COUNTED)}

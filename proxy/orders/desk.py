@@ -34,7 +34,8 @@ from proxy.errors import (
     StateChanged,
     UpstreamError,
 )
-from proxy.orders.book import Fingerprint, Glance, NewOrder, Order, OrderBook
+from proxy.orders.book import OrderBook
+from proxy.orders.records import Fingerprint, NewOrder, Order, OrderSummary
 from proxy.orders.refills import Refills
 from proxy.orders.routing import NO_ROUTE, Router
 from proxy.orders.states import FAILED, PLACED, RESTATUS
@@ -79,7 +80,9 @@ class Desk:
         refills: Refills,
         providers: dict[str, ProviderClient],
         duplicate_window: float,
+        tally: Callable[[str], Awaitable[None]],
     ) -> None:
+        self.tally = tally
         self.config = config
         self.catalog = catalog
         self.book = book
@@ -122,7 +125,7 @@ class Desk:
         logs.bind(order=reservation.order_id)
         if reservation.duplicate:
             log.info("order %s: a retry of the same add, answered with it", reservation.order_id)
-            await self.book.tally("orders_duplicate")
+            await self.tally("orders_duplicate")
             return reservation.order_id
         # The money moved: from here on, the answer is this order's ID.
         if reservation.order is None:  # reserved, but its store failed: recovery settles it
@@ -173,8 +176,8 @@ class Desk:
         """What upstream said of the orders, read in one command; whole records
         only for those whose status is stale and must be read from upstream."""
         parsed = {given: parse_id(given) for given in ids}
-        seen: dict[int, Glance | Order] = dict(await self.book.glance(client, {i for i in parsed.values() if i}))
-        stale = [order_id for order_id, glance in seen.items() if self.refresher.stale(glance)]
+        seen: dict[int, OrderSummary] = dict(await self.book.summaries(client, {i for i in parsed.values() if i}))
+        stale = [order_id for order_id, summary in seen.items() if self.refresher.stale(summary)]
         if stale:
             seen.update(await self.refresher.refresh((await self.book.get_many(client, stale)).values()))
         results: dict[str, OrderView | Failure] = {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from proxy.errors import ProviderRefused, UpstreamError
-from proxy.orders.book import Order
+from proxy.orders.records import Order
 from proxy.providers.health import READS, Health
 from proxy.providers.upstream import MISSING_FROM_REPLY, ItemError, ProviderClient
 from proxy.store import Keys

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -32,7 +32,10 @@ from proxy import logs
 from proxy.catalog.catalog import RouteOption, Service
 from proxy.errors import OutcomeUnknown, ProviderRefused, StateChanged
 from proxy.money import ceil_to, to_minor
-from proxy.orders.book import Attempt, Order, OrderBook, attempts_json, new_call, stamp
+from proxy.orders.book import OrderBook
+from proxy.orders.claims import Claims
+from proxy.orders.leases import Leases
+from proxy.orders.records import Attempt, Order, attempts_json, new_call, stamp
 from proxy.orders.states import ACCEPT, EXHAUST, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED
 from proxy.providers.health import Health
 from proxy.providers.upstream import ProviderClient
@@ -78,14 +81,20 @@ class Router:
     def __init__(
         self,
         book: OrderBook,
+        leases: Leases,
+        claims: Claims,
         providers: Mapping[str, ProviderClient],
         health: Health,
         currencies: Mapping[str, str],
+        tally: Callable[[str], Awaitable[None]],
     ) -> None:
         self.book = book
+        self.leases = leases
+        self.claims = claims
         self.providers = providers
         self.health = health
         self.currencies = currencies
+        self.tally = tally
 
     async def candidates(self, service: Service, order: Order, per_run: int) -> list[RouteOption]:
         names = [option.provider for option in service.routes]
@@ -110,7 +119,7 @@ class Router:
 
     async def place(self, order: Order, service: Service, per_run: int) -> Placement:
         """Send a `reserved` order to its routes in turn until one takes it."""
-        async with self.book.leased(order):
+        async with self.leases.leased(order):
             return await self._place(order, service, per_run)
 
     async def _place(self, order: Order, service: Service, per_run: int) -> Placement:
@@ -186,12 +195,12 @@ class Router:
         believed: the order waits for an operator as `unknown`.
         """
         owner = await self._retrying(
-            order, lambda: self.book.claim(order, provider, upstream_order), f"upstream order {upstream_order} at {provider}"
+            order, lambda: self.claims.claim(order, provider, upstream_order), f"upstream order {upstream_order} at {provider}"
         )
         if owner is not None:
             log.error("order %s: %s answered with upstream order %s, which order %s already owns",
                       order.id, provider, upstream_order, owner)
-            await self.book.tally("orders_claimed_twice")
+            await self.tally("orders_claimed_twice")
             return await self._record(
                 order, LOSE, {"attempts": attempts_json(attempts)},
                 attention=f"{provider} answered with upstream order {upstream_order}, which order {owner} owns",

@@ -26,7 +26,7 @@ from decimal import Decimal
 
 from proxy.errors import MoneyError
 from proxy.money import ceil_to, floor_to, format_amount, to_minor
-from proxy.orders.book import Order
+from proxy.orders.records import Order
 from proxy.providers.upstream import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, FINAL_STATUSES, PARTIAL, SUBSCRIPTIONS
 

@@ -17,11 +17,13 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 
 from proxy.errors import StateChanged, UpstreamError
-from proxy.orders.book import Order, OrderBook
+from proxy.orders.book import OrderBook
+from proxy.orders.due import DueIndex
+from proxy.orders.records import Order, OrderSummary
 from proxy.orders.settlement import settle
 from proxy.orders.states import PLACED, STATUS
 from proxy.providers.health import READS, Health
@@ -42,15 +44,19 @@ class StatusRefresher:
     def __init__(
         self,
         book: OrderBook,
+        due: DueIndex,
         providers: Mapping[str, ProviderClient],
         health: Health,
         ttl: float,
         clock: Callable[[], float] = time.time,
         *,
         currencies: Mapping[str, str],
+        tally: Callable[[str], Awaitable[None]],
         tolerance_percent: Decimal = Decimal(1),
     ) -> None:
         self.book = book
+        self.due = due
+        self.tally = tally
         self.providers = providers
         self.health = health
         self.ttl = ttl
@@ -63,7 +69,7 @@ class StatusRefresher:
         self._fetched: dict[tuple[str, int], float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def stale(self, order: Order, ttl: float | None = None) -> bool:
+    def stale(self, order: OrderSummary, ttl: float | None = None) -> bool:
         """Due for a refresh (older than `ttl`, by default the status TTL). A
         status stamped in the future (another instance's clock runs ahead)
         counts as stale too: skewed clocks cost a call, not a status."""
@@ -129,7 +135,7 @@ class StatusRefresher:
         """Up to `limit` open orders of `provider` whose status is older than
         `age`, claimed so that no other instance reads them in this round."""
         now = self.clock()
-        claimed = await self.book.orders_of(await self.book.claim_due(provider, now - age, now, limit))
+        claimed = await self.book.load(await self.due.claim(provider, now - age, now, limit))
         return [o for o in claimed if o.provider == provider and self.stale(o, age)]
 
     async def _also_due(self, provider: str, taken: list[Order], room: int) -> list[Order]:
@@ -221,7 +227,7 @@ class StatusRefresher:
             return order
         if attention and updated.attention and not order.attention:
             log.warning("order %s needs an operator: %s", order.id, updated.attention)
-            await self.book.tally("orders_attention")
+            await self.tally("orders_attention")
         return updated
 
     async def aclose(self) -> None:

@@ -1,0 +1,57 @@
+"""The due index: which open orders' statuses to read next.
+
+Per provider, a sorted set of "client:order" scored by when the order's
+status was last read (`Keys.due`). Status reads claim the oldest from it in
+bulk (`claim`), marking them read so that no other instance takes them in
+the same round. Which events put an order in and take it out is the state
+table's to say (`states.due_change`); the order book moves it with the
+transition, in the same round trip where it can. The index is advice, not
+money: an order missing from it is put back when a sweep of the open orders
+reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from proxy import scripts
+from proxy.orders.records import Order
+from proxy.orders.states import due_change
+from proxy.store import Keys
+
+# Queues one command on a Redis client or pipeline (what it returns is the client's business).
+Change = Callable[[Any], Any]
+
+
+class DueIndex:
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._claim = scripts.register(redis, "proxy.orders", "claim_due")
+
+    def change(self, order: Order, event: str, fields: Mapping[str, object]) -> Change | None:
+        """How `event` moves the order in its provider's due index, if it does."""
+        provider = str(fields.get("provider") or order.provider)
+        if not provider:
+            return None
+        key, member = self.keys.due(provider), f"{order.client}:{order.id}"
+        change = due_change(order.state, event, fields.get("status"))
+        if change:
+            at = float(str(fields.get("status_at", order.status_at) or 0))
+            return lambda pipe: pipe.zadd(key, {member: at})
+        if change is False:
+            return lambda pipe: pipe.zrem(key, member)
+        return None
+
+    async def claim(self, provider: str, read_before: float, now: float, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` open orders of `provider` whose status was read before
+        `read_before`, claimed for this round: (client, order ID)."""
+        members = await self._claim(keys=[self.keys.due(provider)], args=[repr(read_before), repr(now), limit])
+        taken = []
+        for member in members:
+            client, _, order_id = member.rpartition(":")
+            taken.append((client, int(order_id)))
+        return taken

@@ -1,0 +1,253 @@
+"""An order as Python sees it, and as its Redis record holds it.
+
+A record is one hash per order (`Keys.order`): amounts in integer minor
+units, times as seconds to the millisecond, the attempts as compact JSON.
+`Order.from_record` reads one; `NewOrder.record` writes the first version,
+which the reserve script stores. `OrderSummary` is the few fields a status
+read shows, read for many orders in one command (`SUMMARY_FIELDS`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import NamedTuple
+
+from proxy.money import from_minor, to_minor
+from proxy.orders.states import RESERVED, final, shown_status
+from proxy.vocabulary import PENDING, SERVICE_TYPES
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One route tried for an order."""
+
+    provider: str
+    outcome: str  # "sent", "refused", "unknown", "placed"
+    reason: str = ""
+
+
+# The record fields a status read shows, in the order the summaries script reads them.
+SUMMARY_FIELDS = ("state", "status", "charge", "refunded", "remains", "start_count", "status_at", "provider", "quantity")
+
+
+@dataclass(frozen=True)
+class OrderSummary:
+    """What a status read shows of an order, and what follows from it."""
+
+    id: int
+    state: str
+    status: str  # the upstream status, canonical; meaningful once placed
+    charge: Decimal
+    refunded: Decimal
+    remains: int
+    start_count: int
+    status_at: float
+    provider: str
+
+    @property
+    def public_status(self) -> str:
+        """What the client is shown (`states.shown_status`)."""
+        return shown_status(self.state, self.status)
+
+    @property
+    def final(self) -> bool:
+        return final(self.state, self.status)
+
+    @property
+    def net_charge(self) -> Decimal:
+        return self.charge - self.refunded
+
+    @classmethod
+    def from_row(cls, order_id: int, row: Sequence[str | None]) -> OrderSummary | None:
+        """A summary from the values of `SUMMARY_FIELDS`; None for no record."""
+        state, status, charge, refunded, remains, start, at, provider, quantity = row
+        if state is None:
+            return None
+        return cls(
+            id=order_id,
+            state=state,
+            status=status or PENDING,
+            charge=from_minor(charge or "0"),
+            refunded=from_minor(refunded or "0"),
+            remains=int(remains or quantity or "0"),
+            start_count=int(start or "0"),
+            status_at=float(at or "0"),
+            provider=provider or "",
+        )
+
+
+@dataclass(frozen=True)
+class Order(OrderSummary):
+    """One order as its record holds it: the summary, and the rest. Amounts
+    are in the deployment currency unless they say otherwise."""
+
+    client: str
+    service: int
+    type: str
+    quantity: int  # total units: per-run quantity x runs
+    fields: Mapping[str, str]  # what is sent upstream with `add`
+    created: float
+    refill: bool
+    cancel: bool
+    billing: str = "rate"  # "delivery": settled at the end to what the provider charged
+    upstream_service: int = 0
+    upstream_order: int = 0
+    attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+    duplicate_key: str = ""
+    attention: str = ""  # why an operator must look at it, if they must
+    version: int = 0  # of the status, for dropping answers read before the last one applied
+    cost: Decimal | None = None  # what the route's rate said it costs us, in `cost_currency`
+    cost_currency: str = ""
+    cost_base: Decimal | None = None  # the same cost in the deployment currency, at the config's rate
+    upstream_charge: Decimal | None = None  # what the provider last said it charged
+    upstream_currency: str = ""
+    misses: int = 0  # status reads in a row whose reply had nothing usable on this order
+
+    @property
+    def link(self) -> str:
+        return self.fields.get("link", "")
+
+    @property
+    def flat(self) -> bool:
+        spec = SERVICE_TYPES.get(self.type)
+        return spec is not None and spec.flat
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, str]) -> Order:
+        def amount(name: str) -> Decimal | None:
+            value = record.get(name, "")
+            return from_minor(value) if value != "" else None
+
+        return cls(
+            id=int(record["id"]),
+            client=record["client"],
+            service=int(record["service"]),
+            type=record["type"],
+            quantity=int(record["quantity"]),
+            fields=json.loads(record.get("fields", "{}")),
+            charge=from_minor(record["charge"]),
+            refunded=from_minor(record.get("refunded", "0")),
+            state=record["state"],
+            status=record.get("status", PENDING),
+            remains=int(record.get("remains", record["quantity"])),
+            start_count=int(record.get("start_count", "0")),
+            status_at=float(record.get("status_at", "0")),
+            created=float(record["created"]),
+            refill=record.get("refill") == "1",
+            cancel=record.get("cancel") == "1",
+            billing=record.get("billing", "rate"),
+            provider=record.get("provider", ""),
+            upstream_service=int(record.get("upstream_service", "0")),
+            upstream_order=int(record.get("upstream_order", "0")),
+            attempts=_attempts(record.get("attempts", "[]")),
+            duplicate_key=record.get("duplicate_key", ""),
+            attention=record.get("attention", ""),
+            version=int(record.get("v", "0")),
+            cost=amount("cost"),
+            cost_currency=record.get("cost_currency", ""),
+            cost_base=amount("cost_base"),
+            upstream_charge=amount("upstream_charge"),
+            upstream_currency=record.get("upstream_currency", ""),
+            misses=int(record.get("misses", "0")),
+        )
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """What `OrderBook.reserve` needs to open an order."""
+
+    client: str
+    service: int
+    type: str
+    quantity: int
+    fields: Mapping[str, str]
+    charge: Decimal
+    refill: bool
+    cancel: bool
+    billing: str = "rate"
+
+    def record(self, order_id: int, created: float) -> dict[str, object]:
+        """The order's first record, `reserved`."""
+        record: dict[str, object] = {
+            "id": order_id,
+            "client": self.client,
+            "service": self.service,
+            "type": self.type,
+            "quantity": self.quantity,
+            "fields": json.dumps(dict(self.fields), ensure_ascii=False, separators=(",", ":")),
+            "charge": to_minor(self.charge),
+            "refunded": 0,
+            "state": RESERVED,
+            "status": PENDING,
+            "remains": self.quantity,
+            "created": stamp(created),
+            "refill": int(self.refill),
+            "cancel": int(self.cancel),
+        }
+        if self.billing != "rate":
+            record["billing"] = self.billing
+        return record
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What makes a retried `add` answer with the first order.
+
+    `token` names it (a hash of the fields, or of the client's
+    Idempotency-Key); `payload` is set for an Idempotency-Key, whose reuse
+    with other fields is refused. `window` is how long it answers once the
+    client has its answer; until then it lives as long as the order is in
+    flight or unknown.
+    """
+
+    token: str
+    window: float
+    payload: str = ""
+
+
+class Reservation(NamedTuple):
+    """What `OrderBook.reserve` answers."""
+
+    order_id: int
+    duplicate: bool  # True: the order a retried add made before
+    order: Order | None = None  # the new order, as reserved
+
+
+def flatten(fields: Mapping[str, object]) -> list[str]:
+    """Fields as a script's arguments: name, value, name, value..."""
+    flat: list[str] = []
+    for name, value in fields.items():
+        flat += [name, str(value)]
+    return flat
+
+
+def unflatten(flat: Sequence[str]) -> dict[str, str]:
+    """A flat HGETALL reply as a record."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def new_call() -> str:
+    """A name for one transition call, kept across its retries (64 random bits)."""
+    return uuid.uuid4().hex[:16]
+
+
+def attempts_json(attempts: Iterable[Attempt]) -> str:
+    """Attempts as the record keeps them: compact JSON, reasons only where there is one."""
+    return json.dumps(
+        [[a.provider, a.outcome, a.reason] if a.reason else [a.provider, a.outcome] for a in attempts],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _attempts(text: str) -> tuple[Attempt, ...]:
+    return tuple(Attempt(**a) if isinstance(a, dict) else Attempt(*a) for a in json.loads(text))
+
+
+def stamp(seconds: float) -> str:
+    """A time for a record: to the millisecond is all anyone reads."""
+    return f"{seconds:.3f}"
