@@ -7,7 +7,7 @@ from support import router_config
 from proxy.catalog.catalog import build_catalog
 from proxy.config import parse_config
 from proxy.providers.listings import Listing
-from proxy.providers.upstream import UpstreamService
+from proxy.providers.replies import UpstreamService
 
 
 async def rates(router, key):

@@ -19,7 +19,7 @@ from proxy.errors import ClaimConflict, StateChanged
 from proxy.money import ceil_to
 from proxy.ops import sync
 from proxy.orders.states import ACCEPT, FAILED, LOSE, PLACED, SUBMIT, SUBMITTED, UNKNOWN
-from proxy.providers.upstream import UpstreamStatus
+from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL
 
 LINK = "https://instagram.com/p/abc"

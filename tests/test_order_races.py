@@ -7,7 +7,7 @@ from support import expire_leases, fault, metric, new_order, router_config
 
 from proxy.ops import sync
 from proxy.orders.states import ACCEPT, FAILED, PLACED, UNKNOWN
-from proxy.providers.upstream import UpstreamStatus
+from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import CANCELED, IN_PROGRESS, PARTIAL
 
 LINK = "https://instagram.com/p/abc"

@@ -8,13 +8,8 @@ import httpx
 import pytest
 
 from proxy.errors import OutcomeUnknown, ProviderRefused, UpstreamError
-from proxy.providers.upstream import (
-    ItemError,
-    ProviderClient,
-    UpstreamBalance,
-    UpstreamService,
-    UpstreamStatus,
-)
+from proxy.providers.replies import ItemError, UpstreamBalance, UpstreamService, UpstreamStatus
+from proxy.providers.upstream import ProviderClient
 from proxy.vocabulary import (
     CANCELED,
     COMPLETED,

@@ -28,7 +28,7 @@ from proxy.catalog.pricing import cost_in_currency, sell_rate
 from proxy.config import Config, Markup
 from proxy.money import format_amount
 from proxy.providers.listings import Listing
-from proxy.providers.upstream import UpstreamService
+from proxy.providers.replies import UpstreamService
 from proxy.vocabulary import SERVICE_TYPES
 
 

@@ -41,7 +41,8 @@ from proxy.orders.routing import NO_ROUTE, Router
 from proxy.orders.states import FAILED, PLACED, RESTATUS
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.validation import OrderSpec, validate_add
-from proxy.providers.upstream import ItemError, ProviderClient
+from proxy.providers.replies import ItemError
+from proxy.providers.upstream import ProviderClient
 from proxy.vocabulary import COMPLETED, PARTIAL, Errors, known_error, parse_id
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from proxy.errors import ProviderRefused, UpstreamError
 from proxy.orders.records import Order
 from proxy.providers.health import READS, Health
-from proxy.providers.upstream import MISSING_FROM_REPLY, ItemError, ProviderClient
+from proxy.providers.replies import MISSING_FROM_REPLY, ItemError
+from proxy.providers.upstream import ProviderClient
 from proxy.store import Keys
 from proxy.vocabulary import CANCELED, COMPLETED, PENDING, REJECTED
 

@@ -27,7 +27,7 @@ from decimal import Decimal
 from proxy.errors import MoneyError
 from proxy.money import ceil_to, floor_to, format_amount, to_minor
 from proxy.orders.records import Order
-from proxy.providers.upstream import UpstreamStatus
+from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, FINAL_STATUSES, PARTIAL, SUBSCRIPTIONS
 
 # Below this much, a difference between charges is rounding, not billing.

@@ -27,7 +27,8 @@ from proxy.orders.records import Order, OrderSummary
 from proxy.orders.settlement import settle
 from proxy.orders.states import PLACED, STATUS
 from proxy.providers.health import READS, Health
-from proxy.providers.upstream import ItemError, ProviderClient, UpstreamStatus
+from proxy.providers.replies import ItemError, UpstreamStatus
+from proxy.providers.upstream import ProviderClient
 from proxy.vocabulary import BULK_LIMIT
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 
 from proxy.errors import UpstreamError
-from proxy.providers.upstream import ProviderClient, UpstreamService
+from proxy.providers.replies import UpstreamService
+from proxy.providers.upstream import ProviderClient
 from proxy.store import Keys
 
 log = logging.getLogger(__name__)

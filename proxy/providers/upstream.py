@@ -1,7 +1,8 @@
 """The async client for one upstream panel.
 
 `ProviderClient` speaks API v2 to a provider and answers in plain, typed
-values, whatever spelling the provider uses (see `proxy.quirks`).
+values, whatever spelling the provider uses: `proxy.providers.replies` reads
+the replies, `proxy.providers.quirks` normalises their values.
 
 Failures are typed (`proxy.errors`, the upstream branch) by what they tell
 us about the request:
@@ -20,41 +21,53 @@ Neither ever carries the API key in its text.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote, quote_plus
 
 import httpx
 
 from proxy.errors import OutcomeUnknown, ProviderRefused, UpstreamError
 from proxy.providers import quirks
+from proxy.providers.replies import (
+    BALANCE_KEYS,
+    CANCELS,
+    MISSING,
+    ORDER_ID_KEYS,
+    REFILL_STATUSES,
+    REFILLS,
+    STATUSES,
+    UNREADABLE,
+    Bulk,
+    ItemError,
+    Items,
+    Key,
+    UpstreamBalance,
+    UpstreamService,
+    UpstreamStatus,
+    chunks,
+    currency,
+    error_of,
+    json_kind,
+    order_id,
+    parse_service,
+    parse_status,
+)
 from proxy.providers.transport import AiohttpTransport
-from proxy.vocabulary import BULK_LIMIT
 
-__all__ = [
-    "ItemError",
-    "ProviderClient",
-    "UpstreamBalance",
-    "UpstreamService",
-    "UpstreamStatus",
-]
+__all__ = ["ProviderClient"]
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "smm-proxy/0.1"
-ORDER_ID_KEYS = ("order", "order_id", "id")
-BALANCE_KEYS = ("balance", "funds")
 # How much of an upstream error message a reason quotes.
 _QUOTE_CHARS = 200
 
 
 class Budget(Protocol):
-    """How many requests a provider may still get (see `proxy.budget`)."""
+    """How many requests a provider may still get (see `proxy.providers.budget`)."""
 
     async def take(self, wait: float = 0.0) -> bool: ...
 
@@ -64,81 +77,8 @@ class Budget(Protocol):
 ORDER_WAIT_SECONDS = 5.0
 
 
-# Results.
-
-
-@dataclass(frozen=True)
-class UpstreamService:
-    service: int
-    name: str
-    type: str
-    category: str
-    rate: Decimal
-    min: int
-    max: int
-    refill: bool
-    cancel: bool
-    dripfeed: bool
-    description: str | None
-
-
-@dataclass(frozen=True)
-class UpstreamStatus:
-    """An order's state as the provider reports it.
-
-    `status` is canonical (`proxy.vocabulary`), or `None` when the provider's
-    spelling is unknown (kept in `raw_status`): keep the previous status.
-    `remains` is never negative but may exceed the quantity: clamp it.
-    """
-
-    status: str | None
-    charge: Decimal | None
-    start_count: int | None
-    remains: int | None
-    currency: str | None
-    raw_status: str | None
-
-
-@dataclass(frozen=True)
-class UpstreamBalance:
-    balance: Decimal
-    currency: str | None
-
-
-@dataclass(frozen=True)
-class ItemError:
-    """One item of a bulk reply was an error, missing, or unreadable.
-
-    It says only that this call told us nothing usable about the item, not
-    that the order failed: keep what you knew about it.
-    """
-
-    message: str
-
-
-MISSING_FROM_REPLY = "missing from reply"
-UNREADABLE_ITEM = "unreadable reply item"
-# The one "unreadable" value, told apart from a provider's error by identity.
-_UNREADABLE = ItemError(UNREADABLE_ITEM)
-
-_Key = TypeVar("_Key")
 _Result = TypeVar("_Result")
 _Error = TypeVar("_Error", bound=UpstreamError)
-_Missing = object()
-
-
-@dataclass(frozen=True)
-class _Bulk(Generic[_Key]):
-    """How one action takes many IDs and names them in its reply."""
-
-    action: str
-    parameter: str  # "orders": the comma-separated IDs.
-    id_field: str  # "order": an item's ID in a list-shaped reply.
-    answer_field: str  # "status": what a single-item reply holds.
-    read_id: Callable[[object], _Key | None]
-
-
-# The client.
 
 
 class ProviderClient:
@@ -202,6 +142,7 @@ class ProviderClient:
         self._secrets = tuple(
             secret for secret in {api_key, quote(api_key, safe=""), quote_plus(api_key)} if secret
         )
+        self._items = Items(self._redact)
         options: dict[str, Any] = {
             "limits": httpx.Limits(max_connections=max_connections),
             "transport": transport or AiohttpTransport(max_connections),
@@ -231,8 +172,8 @@ class ProviderClient:
         """The provider's services; malformed entries are skipped, not fatal."""
         payload = await self._call("services")
         if not isinstance(payload, list):
-            raise self._unknown("services", f"expected a list, got {_json_kind(payload)}")
-        services = [service for entry in payload if (service := _parse_service(entry))]
+            raise self._unknown("services", f"expected a list, got {json_kind(payload)}")
+        services = [service for entry in payload if (service := parse_service(entry))]
         skipped = len(payload) - len(services)
         if skipped:
             log.warning("%s: services: skipped %d malformed entries", self.name, skipped)
@@ -253,43 +194,43 @@ class ProviderClient:
         payload = await self._call(
             "add", fields, answer_keys=ORDER_ID_KEYS, wait=self.order_wait, before_send=before_send
         )
-        order = _order_id(payload)
+        order = order_id(payload)
         if order is None:
             raise self._unknown("add", "reply has no usable order ID")
         return order
 
     async def status(self, order: int) -> UpstreamStatus:
         payload = await self._call("status", {"order": order})
-        status = _parse_status(payload)
+        status = parse_status(payload)
         if status is None:
             raise self._unknown("status", "reply has no status")
         return status
 
     async def statuses(self, orders: Sequence[int]) -> dict[int, UpstreamStatus | ItemError]:
         """Statuses of many orders, `BULK_LIMIT` per request."""
-        return await self._each(_STATUSES, orders, self._status_item)
+        return await self._each(STATUSES, orders, self._items.status)
 
     async def refill(self, order: int) -> str:
         """Ask for a refill; the provider's refill ID."""
         payload = await self._call("refill", {"order": order})
-        return self._single("refill", self._refill_item(payload))
+        return self._single("refill", self._items.refill(payload))
 
     async def refills(self, orders: Sequence[int]) -> dict[int, str | ItemError]:
-        return await self._each(_REFILLS, orders, self._refill_item)
+        return await self._each(REFILLS, orders, self._items.refill)
 
     async def refill_status(self, refill: str) -> str | None:
         """A refill's canonical status, or `None` if the spelling is unknown."""
         payload = await self._call("refill_status", {"refill": refill})
         if not isinstance(payload, dict) or "status" not in payload:
             raise self._unknown("refill_status", "reply has no status")
-        return self._single("refill_status", self._refill_status_item(payload))
+        return self._single("refill_status", self._items.refill_status(payload))
 
     async def refill_statuses(self, refills: Sequence[str]) -> dict[str, str | None | ItemError]:
-        return await self._each(_REFILL_STATUSES, refills, self._refill_status_item)
+        return await self._each(REFILL_STATUSES, refills, self._items.refill_status)
 
     async def cancel(self, orders: Sequence[int]) -> dict[int, bool | ItemError]:
         """Ask to cancel orders; per order, whether the provider accepted."""
-        return await self._each(_CANCELS, orders, self._cancel_item)
+        return await self._each(CANCELS, orders, self._items.cancel)
 
     async def balance(self) -> UpstreamBalance:
         """The account balance, in the provider's own currency."""
@@ -300,7 +241,7 @@ class ProviderClient:
             amount = quirks.to_amount(payload[key]) if key else None
         if amount is None:
             raise self._unknown("balance", "reply has no readable balance")
-        return UpstreamBalance(balance=amount, currency=_currency(payload.get("currency")))
+        return UpstreamBalance(balance=amount, currency=currency(payload.get("currency")))
 
     # Transport and classification.
 
@@ -394,7 +335,7 @@ class ProviderClient:
             payload = quirks.parse_json(text)
         except ValueError:
             raise self._unknown(action, quirks.describe_body(text, code)) from None
-        error = _error_of(payload)
+        error = error_of(payload)
         if code >= 500:
             said = f" with error {self._quote(error)}" if error is not None else ""
             raise self._unknown(action, f"server error (HTTP {code}){said}")
@@ -405,24 +346,24 @@ class ProviderClient:
                 raise self._unknown(action, f"reply has both an answer and error {quoted}")
             raise self._refused(action, f"provider error {quoted}", self._redact(error))
         if not 200 <= code < 300:
-            raise self._unknown(action, f"unexpected {_json_kind(payload)} (HTTP {code})")
+            raise self._unknown(action, f"unexpected {json_kind(payload)} (HTTP {code})")
         return payload
 
     async def _each(
         self,
-        bulk: _Bulk[_Key],
-        ids: Sequence[_Key],
+        bulk: Bulk[Key],
+        ids: Sequence[Key],
         read_item: Callable[[object], _Result],
-    ) -> dict[_Key, _Result]:
+    ) -> dict[Key, _Result]:
         """A bulk action over any number of IDs, `BULK_LIMIT` per request."""
-        results: dict[_Key, _Result] = {}
-        for chunk in _chunks(ids):
+        results: dict[Key, _Result] = {}
+        for chunk in chunks(ids):
             replies = await self._bulk(bulk, chunk)
             for key in chunk:
-                results[key] = read_item(replies.get(bulk.read_id(key), _Missing))
+                results[key] = read_item(replies.get(bulk.read_id(key), MISSING))
         return results
 
-    async def _bulk(self, bulk: _Bulk[_Key], chunk: list[_Key]) -> dict[_Key, object]:
+    async def _bulk(self, bulk: Bulk[Key], chunk: list[Key]) -> dict[Key, object]:
         """One bulk request; its items keyed by ID, from either reply shape.
 
         Panels answer bulk calls as an object keyed by ID (`status`) or as a
@@ -444,8 +385,8 @@ class ProviderClient:
         elif isinstance(payload, list):
             pairs = ((item.get(bulk.id_field), item) for item in payload if isinstance(item, dict))
         else:
-            raise self._unknown(bulk.action, f"expected a bulk reply, got {_json_kind(payload)}")
-        replies: dict[_Key, object] = {}
+            raise self._unknown(bulk.action, f"expected a bulk reply, got {json_kind(payload)}")
+        replies: dict[Key, object] = {}
         for raw_id, item in pairs:
             key = bulk.read_id(raw_id)
             if key is not None:
@@ -454,7 +395,7 @@ class ProviderClient:
 
     def _single(self, action: str, result: _Result | ItemError) -> _Result:
         """The answer of a single-item call, or the failure its item error means."""
-        if result is _UNREADABLE:
+        if result is UNREADABLE:
             raise self._unknown(action, "reply has no usable answer")
         if isinstance(result, ItemError):
             reason = f"provider error {self._quote(result.message)}"
@@ -462,63 +403,6 @@ class ProviderClient:
         return result
 
     # Reading items.
-
-    def _item_error(self, item: object) -> ItemError | None:
-        if item is _Missing:
-            return ItemError(MISSING_FROM_REPLY)
-        error = _error_of(item)
-        return ItemError(self._redact(error)) if error is not None else None
-
-    def _status_item(self, item: object) -> UpstreamStatus | ItemError:
-        failed = self._item_error(item)
-        if failed:
-            return failed
-        return _parse_status(item) or _UNREADABLE
-
-    def _refill_item(self, item: object) -> str | ItemError:
-        """A refill ID from `{"refill": 1}`, `{"order": 1, "refill": "1"}` or a bare ID."""
-        failed = self._item_error(item)
-        if failed:
-            return failed
-        if isinstance(item, dict):
-            item = item.get("refill")
-            failed = self._item_error(item)
-            if failed:
-                return failed
-        refill = _refill_key(item)
-        return refill if refill is not None else _UNREADABLE
-
-    def _refill_status_item(self, item: object) -> str | None | ItemError:
-        failed = self._item_error(item)
-        if failed:
-            return failed
-        if isinstance(item, dict):
-            if "status" not in item:
-                return _UNREADABLE
-            item = item["status"]
-            failed = self._item_error(item)
-            if failed:
-                return failed
-        if isinstance(item, (dict, list)):
-            return _UNREADABLE
-        return quirks.refill_status(item)
-
-    def _cancel_item(self, item: object) -> bool | ItemError:
-        failed = self._item_error(item)
-        if failed:
-            return failed
-        if isinstance(item, dict):
-            if "cancel" not in item:
-                return _UNREADABLE
-            item = item["cancel"]
-            failed = self._item_error(item)
-            if failed:
-                return failed
-        if isinstance(item, (dict, list)):
-            return _UNREADABLE
-        return quirks.to_bool(item)
-
-    # Failures, logged once and never with the key.
 
     def _refused(self, action: str, reason: str, message: str | None = None) -> ProviderRefused:
         return self._logged(ProviderRefused(self.name, f"{action}: {reason}", message))
@@ -548,120 +432,3 @@ class ProviderClient:
         return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
-# Parsing replies.
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, dict):
-        return "JSON object"
-    if isinstance(value, list):
-        return "JSON list"
-    return "JSON scalar"
-
-
-def _error_of(payload: object) -> str | None:
-    """The error a reply object carries, if any (`{"error": "..."}`).
-
-    An empty or false `error` is no error. A non-text one (`{"error": true,
-    "message": "..."}`) falls back to `message`, then to its JSON text.
-    """
-    if not isinstance(payload, dict) or "error" not in payload:
-        return None
-    error = payload["error"]
-    if isinstance(error, str):
-        return error if error.strip() else None
-    if not error:
-        return None
-    message = payload.get("message")
-    if isinstance(message, str) and message.strip():
-        return message
-    return json.dumps(error, default=str)
-
-
-def _parse_service(entry: object) -> UpstreamService | None:
-    if not isinstance(entry, dict):
-        return None
-    service = quirks.to_int(entry.get("service"))
-    rate = quirks.to_amount(entry.get("rate"))
-    minimum = quirks.to_int(entry.get("min"))
-    maximum = quirks.to_int(entry.get("max"))
-    if service is None or rate is None or rate < 0 or minimum is None or maximum is None:
-        return None
-    description = entry.get("description")
-    return UpstreamService(
-        service=service,
-        name=_text(entry.get("name")),
-        type=quirks.service_type(entry.get("type")),
-        category=_text(entry.get("category")),
-        rate=rate,
-        min=minimum,
-        max=maximum,
-        refill=quirks.to_bool(entry.get("refill")),
-        cancel=quirks.to_bool(entry.get("cancel")),
-        dripfeed=quirks.to_bool(entry.get("dripfeed")),
-        description=None if description is None else _text(description),
-    )
-
-
-def _parse_status(item: object) -> UpstreamStatus | None:
-    if not isinstance(item, dict) or "status" not in item:
-        return None
-    raw = item["status"]
-    if isinstance(raw, (dict, list)):
-        return None
-    return UpstreamStatus(
-        status=quirks.order_status(raw),
-        charge=quirks.to_amount(item.get("charge")),
-        start_count=quirks.to_int(item.get("start_count")),
-        remains=quirks.remains(item.get("remains")),
-        currency=_currency(item.get("currency")),
-        raw_status=None if raw is None else str(raw),
-    )
-
-
-def _order_id(payload: object) -> int | None:
-    """The order ID of an `add` reply, under any of its names; positive or None."""
-    if not isinstance(payload, dict):
-        return None
-    for key in ORDER_ID_KEYS:
-        if payload.get(key) is not None:
-            order = quirks.to_int(payload[key])
-            return order if order is not None and order > 0 else None
-    return None
-
-
-def _refill_key(value: object) -> str | None:
-    """A refill ID as text: `1`, `"1"` and `"1.0"` are all "1"."""
-    number = quirks.to_int(value)
-    if number is not None:
-        return str(number)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    return None
-
-
-def _currency(value: object) -> str | None:
-    """A three-letter currency code, or None for anything else."""
-    if not isinstance(value, str):
-        return None
-    code = value.strip().upper()
-    return code if len(code) == 3 and code.isascii() and code.isalpha() else None
-
-
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    return value.strip() if isinstance(value, str) else str(value)
-
-
-def _chunks(ids: Sequence[_Key]) -> Iterator[list[_Key]]:
-    """Distinct IDs, in order, `BULK_LIMIT` at a time."""
-    unique = list(dict.fromkeys(ids))
-    for start in range(0, len(unique), BULK_LIMIT):
-        yield unique[start : start + BULK_LIMIT]
-
-
-_STATUSES = _Bulk("status", "orders", "order", "status", quirks.to_int)
-_REFILLS = _Bulk("refill", "orders", "order", "refill", quirks.to_int)
-_REFILL_STATUSES = _Bulk("refill_status", "refills", "refill", "status", _refill_key)
-_CANCELS = _Bulk("cancel", "orders", "order", "cancel", quirks.to_int)

@@ -1,0 +1,279 @@
+"""What providers answer, as typed values, and how their replies are read.
+
+Panels all speak API v2, each with its own accent (`proxy.providers.quirks`
+normalises the values): these read whole replies and bulk items into
+`UpstreamService`, `UpstreamStatus`, `UpstreamBalance`, refill IDs and
+cancel flags. Bulk calls come back as an object keyed by ID or a list of
+objects naming their ID (`Bulk` says which action does what); an item that
+is an error, missing or unreadable is an `ItemError`, which says only that
+this call told us nothing about that item. Pure: no I/O.
+
+See docs/api-v2.md for the shapes and the quirks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Generic, TypeVar
+
+from proxy.providers import quirks
+from proxy.vocabulary import BULK_LIMIT
+
+ORDER_ID_KEYS = ("order", "order_id", "id")
+BALANCE_KEYS = ("balance", "funds")
+
+@dataclass(frozen=True)
+class UpstreamService:
+    service: int
+    name: str
+    type: str
+    category: str
+    rate: Decimal
+    min: int
+    max: int
+    refill: bool
+    cancel: bool
+    dripfeed: bool
+    description: str | None
+
+
+@dataclass(frozen=True)
+class UpstreamStatus:
+    """An order's state as the provider reports it.
+
+    `status` is canonical (`proxy.vocabulary`), or `None` when the provider's
+    spelling is unknown (kept in `raw_status`): keep the previous status.
+    `remains` is never negative but may exceed the quantity: clamp it.
+    """
+
+    status: str | None
+    charge: Decimal | None
+    start_count: int | None
+    remains: int | None
+    currency: str | None
+    raw_status: str | None
+
+
+@dataclass(frozen=True)
+class UpstreamBalance:
+    balance: Decimal
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """One item of a bulk reply was an error, missing, or unreadable.
+
+    It says only that this call told us nothing usable about the item, not
+    that the order failed: keep what you knew about it.
+    """
+
+    message: str
+
+
+MISSING_FROM_REPLY = "missing from reply"
+UNREADABLE_ITEM = "unreadable reply item"
+# The one "unreadable" value, told apart from a provider's error by identity.
+UNREADABLE = ItemError(UNREADABLE_ITEM)
+
+# Told apart from any value by identity: an ID that a bulk reply left out.
+MISSING = object()
+
+Key = TypeVar("Key")
+
+
+@dataclass(frozen=True)
+class Bulk(Generic[Key]):
+    """How one action takes many IDs and names them in its reply."""
+
+    action: str
+    parameter: str  # "orders": the comma-separated IDs.
+    id_field: str  # "order": an item's ID in a list-shaped reply.
+    answer_field: str  # "status": what a single-item reply holds.
+    read_id: Callable[[object], Key | None]
+
+
+def json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "JSON object"
+    if isinstance(value, list):
+        return "JSON list"
+    return "JSON scalar"
+
+
+def error_of(payload: object) -> str | None:
+    """The error a reply object carries, if any (`{"error": "..."}`).
+
+    An empty or false `error` is no error. A non-text one (`{"error": true,
+    "message": "..."}`) falls back to `message`, then to its JSON text.
+    """
+    if not isinstance(payload, dict) or "error" not in payload:
+        return None
+    error = payload["error"]
+    if isinstance(error, str):
+        return error if error.strip() else None
+    if not error:
+        return None
+    message = payload.get("message")
+    if isinstance(message, str) and message.strip():
+        return message
+    return json.dumps(error, default=str)
+
+
+def parse_service(entry: object) -> UpstreamService | None:
+    if not isinstance(entry, dict):
+        return None
+    service = quirks.to_int(entry.get("service"))
+    rate = quirks.to_amount(entry.get("rate"))
+    minimum = quirks.to_int(entry.get("min"))
+    maximum = quirks.to_int(entry.get("max"))
+    if service is None or rate is None or rate < 0 or minimum is None or maximum is None:
+        return None
+    description = entry.get("description")
+    return UpstreamService(
+        service=service,
+        name=_text(entry.get("name")),
+        type=quirks.service_type(entry.get("type")),
+        category=_text(entry.get("category")),
+        rate=rate,
+        min=minimum,
+        max=maximum,
+        refill=quirks.to_bool(entry.get("refill")),
+        cancel=quirks.to_bool(entry.get("cancel")),
+        dripfeed=quirks.to_bool(entry.get("dripfeed")),
+        description=None if description is None else _text(description),
+    )
+
+
+def parse_status(item: object) -> UpstreamStatus | None:
+    if not isinstance(item, dict) or "status" not in item:
+        return None
+    raw = item["status"]
+    if isinstance(raw, (dict, list)):
+        return None
+    return UpstreamStatus(
+        status=quirks.order_status(raw),
+        charge=quirks.to_amount(item.get("charge")),
+        start_count=quirks.to_int(item.get("start_count")),
+        remains=quirks.remains(item.get("remains")),
+        currency=currency(item.get("currency")),
+        raw_status=None if raw is None else str(raw),
+    )
+
+
+def order_id(payload: object) -> int | None:
+    """The order ID of an `add` reply, under any of its names; positive or None."""
+    if not isinstance(payload, dict):
+        return None
+    for key in ORDER_ID_KEYS:
+        if payload.get(key) is not None:
+            order = quirks.to_int(payload[key])
+            return order if order is not None and order > 0 else None
+    return None
+
+
+def refill_key(value: object) -> str | None:
+    """A refill ID as text: `1`, `"1"` and `"1.0"` are all "1"."""
+    number = quirks.to_int(value)
+    if number is not None:
+        return str(number)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def currency(value: object) -> str | None:
+    """A three-letter currency code, or None for anything else."""
+    if not isinstance(value, str):
+        return None
+    code = value.strip().upper()
+    return code if len(code) == 3 and code.isascii() and code.isalpha() else None
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    return value.strip() if isinstance(value, str) else str(value)
+
+
+def chunks(ids: Sequence[Key]) -> Iterator[list[Key]]:
+    """Distinct IDs, in order, `BULK_LIMIT` at a time."""
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), BULK_LIMIT):
+        yield unique[start : start + BULK_LIMIT]
+
+
+STATUSES = Bulk("status", "orders", "order", "status", quirks.to_int)
+REFILLS = Bulk("refill", "orders", "order", "refill", quirks.to_int)
+REFILL_STATUSES = Bulk("refill_status", "refills", "refill", "status", refill_key)
+CANCELS = Bulk("cancel", "orders", "order", "cancel", quirks.to_int)
+
+
+class Items:
+    """Reads one item of a bulk reply (or a single reply of the same shape).
+
+    An item that is an error, missing, or unreadable is an `ItemError`; the
+    provider's words in it pass through `redact` (its own API key, echoed
+    back, must not reach a log or a client).
+    """
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        self.redact = redact
+
+    def error(self, item: object) -> ItemError | None:
+        if item is MISSING:
+            return ItemError(MISSING_FROM_REPLY)
+        error = error_of(item)
+        return ItemError(self.redact(error)) if error is not None else None
+
+    def status(self, item: object) -> UpstreamStatus | ItemError:
+        failed = self.error(item)
+        if failed:
+            return failed
+        return parse_status(item) or UNREADABLE
+
+    def refill(self, item: object) -> str | ItemError:
+        """A refill ID from `{"refill": 1}`, `{"order": 1, "refill": "1"}` or a bare ID."""
+        failed = self.error(item)
+        if failed:
+            return failed
+        if isinstance(item, dict):
+            item = item.get("refill")
+            failed = self.error(item)
+            if failed:
+                return failed
+        refill = refill_key(item)
+        return refill if refill is not None else UNREADABLE
+
+    def refill_status(self, item: object) -> str | None | ItemError:
+        failed = self.error(item)
+        if failed:
+            return failed
+        if isinstance(item, dict):
+            if "status" not in item:
+                return UNREADABLE
+            item = item["status"]
+            failed = self.error(item)
+            if failed:
+                return failed
+        if isinstance(item, (dict, list)):
+            return UNREADABLE
+        return quirks.refill_status(item)
+
+    def cancel(self, item: object) -> bool | ItemError:
+        failed = self.error(item)
+        if failed:
+            return failed
+        if isinstance(item, dict):
+            if "cancel" not in item:
+                return UNREADABLE
+            item = item["cancel"]
+            failed = self.error(item)
+            if failed:
+                return failed
+        if isinstance(item, (dict, list)):
+            return UNREADABLE
+        return quirks.to_bool(item)
