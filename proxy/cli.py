@@ -78,7 +78,7 @@ async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], 
     url = _need_redis(settings)
     runtime = Runtime.from_settings(settings, _config(settings))
     try:
-        await work(Operators(runtime))
+        await work(runtime.operators)
     except RedisError as exc:
         raise CommandError(f"Redis at {redacted_url(url)} failed: {exc}") from None
     finally:
@@ -318,8 +318,6 @@ def app_from_environment():  # type: ignore[no-untyped-def]
 
 def worker(args: argparse.Namespace) -> None:
     """The background work alone (recovery, status polling, provider checks)."""
-    from proxy.ops import sync
-
     settings = _settings(args)
     config = _config(settings)
     _log_setup(settings, config)
@@ -328,7 +326,7 @@ def worker(args: argparse.Namespace) -> None:
     async def run() -> None:
         runtime = Runtime.from_settings(settings, config)
         try:
-            async with sync.background(runtime, settings.sync_interval) as task:
+            async with runtime.sync.background(settings.sync_interval) as task:
                 await task
         finally:
             await runtime.aclose()

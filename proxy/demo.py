@@ -89,7 +89,7 @@ async def run_demo(settings: Settings, listener: socket.socket) -> None:
                     _, api_key = await runtime.accounts.create(DEMO_CLIENT, DEMO_BALANCE)
                 except AccountError:  # a demo client left in a real Redis
                     api_key = await runtime.accounts.rotate_key(DEMO_CLIENT)
-                await runtime.catalog()  # fetch both service lists before the first client does
+                await runtime.catalog.current()  # fetch both service lists before the first client does
                 server = uvicorn.Server(
                     uvicorn.Config(create_app(runtime, background=True), log_config=None, access_log=False)
                 )

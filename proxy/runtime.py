@@ -1,14 +1,14 @@
 """Everything a running router holds, built once from settings and config.
 
 The HTTP app and the CLI both work through a `Runtime`: it owns the Redis
-connection, one upstream client per provider, and the domain objects
-(accounts, ledger, listings, catalog). Tests build one with injected
-transports and clocks instead of patching anything.
+connection and one upstream client per provider, and wires the domain
+objects together, each given the collaborators it uses. It only wires:
+what each object does lives in its own module. Tests build one with
+injected transports and clocks instead of patching anything.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 
@@ -17,9 +17,11 @@ import redis.asyncio as aioredis
 
 from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
-from proxy.catalog.catalog import Catalog, build_catalog
+from proxy.catalog.catalog import LiveCatalog
 from proxy.config import Config
-from proxy.ops.metrics import Metrics, Tallies
+from proxy.ops.metrics import Metrics, SharedState, Tallies
+from proxy.ops.operators import Operators
+from proxy.ops.sync import Sync
 from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
@@ -36,8 +38,6 @@ from proxy.providers.listings import Listings
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
 from proxy.store import Keys, connect
-
-log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -85,10 +85,11 @@ class Runtime:
         self.listings = Listings(
             redis, self.keys, self.providers, settings.catalog_ttl, clock, max_age=settings.catalog_max_age
         )
-        self._catalog: tuple[object, Catalog] | None = None
-        self._catalog_checked = 0.0
-        self._withheld: dict[str, str] = {}
         self.health = Health(redis, self.keys, settings.upstream_cooldown, clock)
+        self.catalog = LiveCatalog(
+            config, self.listings, self.health,
+            recheck=settings.catalog_recheck, max_age=settings.catalog_max_age, clock=clock,
+        )
         self.leases = Leases(redis, self.keys, settings.order_lease)
         self.due = DueIndex(redis, self.keys)
         self.book = OrderBook(redis, self.keys, self.leases, self.due, clock)
@@ -107,7 +108,7 @@ class Runtime:
         self.refills = Refills(redis, self.keys, self.providers, self.health, settings.status_ttl, clock)
         self.desk = Desk(
             config,
-            self.catalog,
+            self.catalog.current,
             self.book,
             self.router,
             self.refresher,
@@ -116,44 +117,32 @@ class Runtime:
             settings.duplicate_window,
             self.tallies.tally,
         )
+        self.metrics.share(
+            SharedState(self.book, self.tallies, self.health, self.listings, self.currencies, config.currency)
+        )
+        self.operators = Operators(
+            redis=redis,
+            keys=self.keys,
+            config=config,
+            accounts=self.accounts,
+            ledger=self.ledger,
+            book=self.book,
+            verdicts=self.verdicts,
+            archive=self.archive,
+            health=self.health,
+            listings=self.listings,
+            providers=self.providers,
+        )
+        self.sync = Sync(
+            self.book, self.refresher, self.archive, self.health, self.providers, self.currencies,
+            archive_after_days=settings.archive_after_days, check_interval=settings.provider_check_interval,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, config: Config, **kwargs: object) -> Runtime:
         if not settings.redis_url:
             raise RuntimeError("SMM_PROXY_REDIS_URL is not set")
         return cls(settings, config, connect(settings.redis_url), **kwargs)  # type: ignore[arg-type]
-
-    async def catalog(self) -> Catalog:
-        """The merged catalog, rebuilt only when a provider's listing, or whether
-        we may sell from it, changed. Reused without asking Redis for
-        `catalog_recheck` seconds (a cache of a cache: prices and lists)."""
-        now = time.monotonic()
-        if self._catalog is not None and now - self._catalog_checked < self.settings.catalog_recheck:
-            return self._catalog[1]
-        self._catalog_checked = now
-        listings = await self.listings.all()
-        blocked = await self.health.blocked(listings)
-        now = self.clock()
-        withheld = {}
-        for name, listing in listings.items():
-            if name in blocked:
-                withheld[name] = f"blocked: {blocked[name]}"
-            elif listing is not None and listing.age(now) > self.settings.catalog_max_age:
-                withheld[name] = f"its service list is {listing.age(now):.0f} s old, older than the {self.settings.catalog_max_age:.0f} s allowed"
-        self._say_withheld(withheld)
-        version = (tuple((name, listing and listing.fetch) for name, listing in listings.items()), tuple(withheld))
-        if self._catalog is None or self._catalog[0] != version:
-            usable = [name for name in listings if name not in withheld]
-            self._catalog = (version, build_catalog(self.config, listings, usable))
-        return self._catalog[1]
-
-    def _say_withheld(self, withheld: dict[str, str]) -> None:
-        """Log once when a provider's services stop or start being sold."""
-        for name in withheld.keys() - self._withheld.keys():
-            log.warning("services of provider %s are not sold: %s", name, withheld[name])
-        for name in self._withheld.keys() - withheld.keys():
-            log.warning("services of provider %s are sold again", name)
-        self._withheld = withheld
 
     async def aclose(self) -> None:
         await self.desk.aclose()

@@ -24,7 +24,7 @@ async def test_lists_are_cached_in_redis_and_shared_by_instances(make_router):
     # A second router instance on the same Redis uses the cached lists.
     other = await make_router()
     other.runtime.listings.clock = router.clock
-    assert (await other.runtime.catalog()).get(1).rate == Decimal(first[1])
+    assert (await other.runtime.catalog.current()).get(1).rate == Decimal(first[1])
     assert other.panels["echomark"].calls["services"] == 0
 
 

@@ -18,7 +18,6 @@ from invariants import check_money, check_reply, fresh_prefix
 from support import expire_leases, router_config
 
 from proxy.errors import ClaimConflict, StateChanged
-from proxy.ops import sync
 from proxy.orders.states import FAILED, PLACED, UNKNOWN
 from proxy.vocabulary import CANCELED, PARTIAL
 
@@ -49,7 +48,7 @@ async def settle(router) -> None:
     """Let the dust settle: tasks finish, the leases of dead ones lapse, recovery runs."""
     await router.runtime.desk.aclose()
     await expire_leases(router)
-    await sync.recover(router.runtime)
+    await router.runtime.sync.recover()
 
 
 async def place(router, key):

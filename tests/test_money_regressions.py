@@ -17,7 +17,6 @@ from tcpproxy import RedisProxy
 from proxy.cli import main
 from proxy.errors import ClaimConflict, StateChanged
 from proxy.money import ceil_to
-from proxy.ops import sync
 from proxy.orders.states import ACCEPT, FAILED, LOSE, PLACED, SUBMIT, SUBMITTED, UNKNOWN
 from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL
@@ -34,7 +33,7 @@ def config(**overrides):
 async def settle(router):
     await router.runtime.desk.aclose()
     await expire_leases(router)
-    await sync.recover(router.runtime)
+    await router.runtime.sync.recover()
 
 
 # 1. An error after the money moved never reaches the client as an error.
@@ -175,7 +174,7 @@ async def test_two_instances_with_clocks_minutes_apart(make_router):
     slow = asyncio.create_task(a.call(key, action="add", service=1, link=LINK, quantity=1000))
     await asyncio.sleep(0.2)
     assert (await a.runtime.book.get("alice", 1)).state == SUBMITTED
-    assert await sync.recover(b.runtime) == 0  # B's clock says nothing about A's live order
+    assert await b.runtime.sync.recover() == 0  # B's clock says nothing about A's live order
     assert await slow == {"order": 1}
     a.panels["echomark"].faults.latency = 0
     orders = [(await b.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000))["order"] for i in range(3)]
@@ -187,8 +186,8 @@ async def test_two_instances_with_clocks_minutes_apart(make_router):
     ids = ",".join(map(str, [1, *orders]))
     replies = await asyncio.gather(*(router.call(key, action="status", orders=ids) for router in (a, b) * 5))
     replies += [await a.call(key, action="status", orders=ids)]
-    await sync.poll_open_orders(a.runtime)
-    await sync.poll_open_orders(b.runtime)
+    await a.runtime.sync.poll_open_orders()
+    await b.runtime.sync.poll_open_orders()
     assert all(r[i]["status"] == PARTIAL for r in replies[-1:] for i in ids.split(","))
     refunds = [e for e in await a.runtime.ledger.entries("alice") if e.kind == "refund"]
     assert len(refunds) == 4 and all(e.amount == Decimal("0.117") for e in refunds)
@@ -277,7 +276,7 @@ async def test_a_provider_billing_in_another_currency_is_never_routed_to(make_ro
     router = await make_router(config())
     key = await router.client(balance="10")
     router.panels["echomark"].currency = "EUR"
-    await sync.check_providers(router.runtime)
+    await router.runtime.sync.check_providers()
     state = await router.runtime.health.state("echomark")
     assert state.currency == "EUR" and "EUR" in state.blocked
     services = {s["service"] for s in await router.call(key, action="services")}
@@ -287,7 +286,7 @@ async def test_a_provider_billing_in_another_currency_is_never_routed_to(make_ro
     assert not router.panels["echomark"].orders
     assert await metric(router, "smm_proxy_provider_blocked", provider="echomark") == 1
     router.panels["echomark"].currency = "USD"
-    await sync.check_providers(router.runtime)
+    await router.runtime.sync.check_providers()
     assert not (await router.runtime.health.state("echomark")).blocked
 
 
@@ -367,7 +366,7 @@ async def test_an_order_that_died_waiting_for_a_connection_is_refunded_not_unkno
     second.cancel()
     await asyncio.gather(first, second, return_exceptions=True)
     await expire_leases(router)
-    await sync.recover(router.runtime)
+    await router.runtime.sync.recover()
     order = await router.runtime.book.get("alice", 2)
     assert order.state == FAILED and order.refunded == order.charge
     listed = [o.id async for o in router.runtime.book.newest()]
@@ -580,10 +579,10 @@ async def test_a_reply_that_drips_a_byte_at_a_time_ends_as_unknown():
 async def test_a_balance_reply_without_a_currency_keeps_a_block(make_router):
     router = await make_router(config())
     router.panels["echomark"].currency = "EUR"
-    await sync.check_providers(router.runtime)
+    await router.runtime.sync.check_providers()
     original = router.panels["echomark"].balance
     router.panels["echomark"].balance = lambda key: {"balance": original(key)["balance"]}
-    await sync.check_providers(router.runtime)
+    await router.runtime.sync.check_providers()
     assert "EUR" in (await router.runtime.health.state("echomark")).blocked
 
 
@@ -652,7 +651,7 @@ async def test_two_instances_with_lapsing_leases_and_a_hostile_upstream(make_rou
 
     async def recovery():
         while not stop.is_set():
-            await sync.recover(b.runtime)
+            await b.runtime.sync.recover()
             await asyncio.sleep(0.1)
 
     loop = asyncio.create_task(recovery())

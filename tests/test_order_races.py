@@ -5,7 +5,6 @@ from decimal import Decimal
 
 from support import expire_leases, fault, metric, new_order, router_config
 
-from proxy.ops import sync
 from proxy.orders.states import ACCEPT, FAILED, PLACED, UNKNOWN
 from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import CANCELED, IN_PROGRESS, PARTIAL
@@ -21,7 +20,7 @@ async def test_a_charged_order_is_found_by_recovery_even_if_never_routed(make_ro
     assert await router.runtime.ledger.balance("alice") == Decimal("8.83")
     assert [o.id async for o in book.newest()] == [order_id]  # listed from the start
     await expire_leases(router)
-    assert await sync.recover(router.runtime) == 1
+    assert await router.runtime.sync.recover() == 1
     assert (await book.get("alice", order_id)).state == FAILED
     assert await router.runtime.ledger.balance("alice") == Decimal("10")
 

@@ -347,16 +347,14 @@ async def test_two_instances_poll_due_orders_without_reading_them_twice(make_rou
     for i in range(250):
         await a.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=100)
     a.clock.advance(6)
-    from proxy.ops import sync
-
-    read = await asyncio.gather(sync.poll_due(a.runtime), sync.poll_due(b.runtime))
+    
+    read = await asyncio.gather(a.runtime.sync.poll_due(), b.runtime.sync.poll_due())
     assert sum(read) == 250 and a.panels["echomark"].calls["status"] == 3
-    assert await sync.poll_due(a.runtime) == 0  # nothing due until the statuses age again
+    assert await a.runtime.sync.poll_due() == 0  # nothing due until the statuses age again
 
 
 async def test_finished_orders_are_archived_and_still_found(make_router, tmp_path):
-    from proxy.ops.operators import Operators
-
+    
     router = await make_router(config(), status_ttl=1, archive_dir=tmp_path)
     key = await router.client(balance="10")
     for i in range(3):
@@ -369,7 +367,7 @@ async def test_finished_orders_are_archived_and_still_found(make_router, tmp_pat
     moved = await router.runtime.archive.archive(router.clock() + 1)
     assert moved == 2  # order 3 is still open
     assert await order(router, 1) is None and await router.runtime.book.ids_in("all", "alice") == [3]
-    shown = await Operators(router.runtime).order(1)
+    shown = await router.runtime.operators.order(1)
     assert shown["archived"] is True and shown["status"] == "Partial" and shown["refunded"] == "0.117"
     assert [e["kind"] for e in shown["ledger"]] == ["charge", "refund"]  # the ledger keeps them
     assert await balance(router) == before

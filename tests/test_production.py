@@ -17,7 +17,6 @@ from support import fault, metric, router_config
 from tcpproxy import RedisProxy
 
 from proxy import logs
-from proxy.ops.operators import Operators
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK = "https://instagram.com/p/abc"
@@ -133,7 +132,7 @@ async def test_metrics_parse_and_show_upstream_latency_and_money(make_router):
 
 async def test_the_admin_api_does_what_the_cli_does_and_audits_it(make_router):
     router = await routed(make_router, status_ttl=1)
-    ops = Operators(router.runtime)
+    ops = router.runtime.operators
     token = (await ops.add_admin("cli", "backoffice"))["token"]
     http = router.http
     auth = {"Authorization": f"Bearer {token}"}
@@ -183,7 +182,7 @@ async def test_report_answers_what_each_provider_made_this_week(make_router):
         await router.call(key, action="add", service=service, link=f"{LINK}{i}", quantity=1000)
     router.clock.advance(30)
     await router.call(key, action="status", orders="1,2,3")
-    data = await Operators(router.runtime).report(router.clock() - 7 * 86400, "provider")
+    data = await router.runtime.operators.report(router.clock() - 7 * 86400, "provider")
     lines = {line["key"]: line for line in data["lines"]}
     assert set(lines) == {"echomark", "korean"} and lines["echomark"]["orders"] == 2
     for line in lines.values():

@@ -17,7 +17,6 @@ from support import expire_leases, new_order, router_config
 from proxy.cli import main
 from proxy.config import parse_config
 from proxy.edge.app import create_app
-from proxy.ops import sync
 from proxy.orders.states import FAILED, PLACED, SUBMIT, UNKNOWN
 from proxy.runtime import Runtime
 from proxy.settings import Settings
@@ -143,11 +142,11 @@ async def test_recovery_settles_orders_whose_lease_expired(make_router):
     one = (await book.reserve(new_order())).order
     two = (await book.reserve(new_order(link=LINK + "2"))).order
     two = await book.apply(two, SUBMIT, {"provider": "echomark"})
-    assert await sync.recover(router.runtime) == 0  # leases alive: they may still be in flight
+    assert await router.runtime.sync.recover() == 0  # leases alive: they may still be in flight
     router.clock.advance(3600)  # no local clock decides: only the leases do
-    assert await sync.recover(router.runtime) == 0
+    assert await router.runtime.sync.recover() == 0
     await expire_leases(router)
-    assert await sync.recover(router.runtime) == 2
+    assert await router.runtime.sync.recover() == 2
     assert (await book.get("alice", one.id)).state == FAILED
     assert (await book.get("alice", two.id)).state == UNKNOWN
     assert await router.runtime.ledger.balance("alice") == Decimal("10") - Decimal("1.17")
@@ -161,9 +160,9 @@ async def test_polling_refunds_without_the_client_asking(make_router):
     record = await router.runtime.book.get("alice", 1)
     router.panels["echomark"].force(record.upstream_order, status="Canceled")
     router.clock.advance(2)
-    assert await sync.poll_open_orders(router.runtime) == 1
+    assert await router.runtime.sync.poll_open_orders() == 1
     assert await router.runtime.ledger.balance("alice") == Decimal("10")
-    assert await sync.poll_open_orders(router.runtime) == 0  # final: no longer open
+    assert await router.runtime.sync.poll_open_orders() == 0  # final: no longer open
 
 
 @pytest.mark.parametrize("verdict", [{"upstream_order": 1, "failed": True}, {}])

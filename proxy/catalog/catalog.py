@@ -17,7 +17,9 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-from collections.abc import Iterable, Mapping
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -27,9 +29,12 @@ from proxy.catalog.labels import Labels, provider_secrets
 from proxy.catalog.pricing import cost_in_currency, sell_rate
 from proxy.config import Config, Markup
 from proxy.money import format_amount
-from proxy.providers.listings import Listing
+from proxy.providers.health import Health
+from proxy.providers.listings import Listing, Listings
 from proxy.providers.replies import UpstreamService
 from proxy.vocabulary import SERVICE_TYPES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -202,3 +207,64 @@ def build_catalog(
         {service_id: services[service_id] for service_id in sorted(services)},
         frozenset(unavailable - set(services)),
     )
+
+
+class LiveCatalog:
+    """The catalog as it is now, built from the providers' current listings.
+
+    Rebuilt only when a provider's listing, or whether we may sell from it,
+    changed: a provider blocked for billing in another currency, or whose
+    listing is older than `max_age` seconds, is withheld (its services are
+    not sold, and it is logged once when that starts and stops). Reused
+    without asking Redis for `recheck` seconds (a cache of a cache: prices
+    and lists).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        listings: Listings,
+        health: Health,
+        *,
+        recheck: float,
+        max_age: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.listings = listings
+        self.health = health
+        self.recheck = recheck
+        self.max_age = max_age
+        self.clock = clock
+        self._built: tuple[object, Catalog] | None = None
+        self._checked = 0.0
+        self._withheld: dict[str, str] = {}
+
+    async def current(self) -> Catalog:
+        now = time.monotonic()
+        if self._built is not None and now - self._checked < self.recheck:
+            return self._built[1]
+        self._checked = now
+        listings = await self.listings.all()
+        blocked = await self.health.blocked(listings)
+        now = self.clock()
+        withheld = {}
+        for name, listing in listings.items():
+            if name in blocked:
+                withheld[name] = f"blocked: {blocked[name]}"
+            elif listing is not None and listing.age(now) > self.max_age:
+                withheld[name] = f"its service list is {listing.age(now):.0f} s old, older than the {self.max_age:.0f} s allowed"
+        self._say_withheld(withheld)
+        version = (tuple((name, listing and listing.fetch) for name, listing in listings.items()), tuple(withheld))
+        if self._built is None or self._built[0] != version:
+            usable = [name for name in listings if name not in withheld]
+            self._built = (version, build_catalog(self.config, listings, usable))
+        return self._built[1]
+
+    def _say_withheld(self, withheld: dict[str, str]) -> None:
+        """Log once when a provider's services stop or start being sold."""
+        for name in withheld.keys() - self._withheld.keys():
+            log.warning("services of provider %s are not sold: %s", name, withheld[name])
+        for name in self._withheld.keys() - withheld.keys():
+            log.warning("services of provider %s are sold again", name)
+        self._withheld = withheld

@@ -34,9 +34,7 @@ from proxy.edge.context import RequestContext
 from proxy.edge.inputs import header, read_params
 from proxy.errors import BadInput, ClientGone, OrderRefused, ProtocolError
 from proxy.money import format_amount
-from proxy.ops import sync
 from proxy.ops.metrics import CONTENT_TYPE
-from proxy.ops.operators import Operators
 from proxy.orders.desk import Failure, OrderView
 from proxy.runtime import Runtime
 from proxy.vocabulary import Errors, parse_id
@@ -124,7 +122,7 @@ class Api:
         desk = runtime.desk
         match request:
             case protocol.ServicesRequest():
-                return (await runtime.catalog()).listed
+                return (await runtime.catalog.current()).listed
             case protocol.BalanceRequest():
                 balance = await runtime.ledger.balance(client)
                 return {"balance": format_amount(balance), "currency": runtime.config.currency}
@@ -235,7 +233,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             if background:
-                async with sync.background(runtime, runtime.settings.sync_interval):
+                async with runtime.sync.background(runtime.settings.sync_interval):
                     yield
             else:
                 yield
@@ -249,7 +247,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
         if not bearer_ok(request, runtime.settings.metrics_token):
             return reply(protocol.error("Unauthorized"), 401)
         try:
-            body = await runtime.metrics.render(runtime)
+            body = await runtime.metrics.render()
         except (RedisError, OSError) as exc:
             return reply(protocol.error(f"metrics unavailable: the store is down ({type(exc).__name__})"), 503)
         return Response(body, media_type=CONTENT_TYPE)
@@ -261,7 +259,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
     app = Starlette(
         middleware=[Middleware(RequestContext)],
         routes=[
-            *admin.routes(Operators(runtime)),
+            *admin.routes(runtime.operators),
             Route("/api/v2", api.endpoint, methods=["GET", "POST"]),
             Route("/api/v2/", api.endpoint, methods=["GET", "POST"]),
             Route("/healthz", health),

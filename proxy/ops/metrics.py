@@ -15,9 +15,8 @@ Two kinds:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,10 +25,10 @@ from prometheus_client.registry import Collector
 
 from proxy.money import from_minor
 from proxy.orders import states
+from proxy.orders.book import OrderBook
+from proxy.providers.health import Health
+from proxy.providers.listings import Listings
 from proxy.store import Keys
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -89,31 +88,49 @@ class Tallies:
 
 
 class SharedState(Collector):
-    """What lives in Redis, as read by `refresh` just before a scrape."""
+    """What lives in Redis, as read by `refresh` just before a scrape.
 
-    def __init__(self) -> None:
+    `currencies` names the providers and the currency each bills in;
+    `currency` is the deployment's.
+    """
+
+    def __init__(
+        self,
+        book: OrderBook,
+        tallies: Tallies,
+        health: Health,
+        listings: Listings,
+        currencies: Mapping[str, str],
+        currency: str,
+    ) -> None:
+        self.book = book
+        self.tallies = tallies
+        self.health = health
+        self.listings = listings
+        self.currencies = currencies
+        self.currency = currency
         self.families: list[Metric] = []
 
-    async def refresh(self, runtime: Runtime) -> None:
-        book, health = runtime.book, runtime.health
+    async def refresh(self) -> None:
+        book, health = self.book, self.health
         families: list[Metric] = []
         for name, working_set in states.WORKING_SETS.items():
             gauge = GaugeMetricFamily(f"smm_proxy_orders_{name}", working_set.meaning)
             gauge.add_metric([], await book.count(name))
             families.append(gauge)
-        counters = await runtime.tallies.counts()
+        counters = await self.tallies.counts()
         outcomes = CounterMetricFamily("smm_proxy_orders", "Orders by outcome of their placement.", labels=["outcome"])
         for outcome in (*states.OUTCOMES, *TALLIED):
             outcomes.add_metric([outcome], counters.get(f"orders_{outcome}", 0))
         families.append(outcomes)
-        totals = await runtime.tallies.totals()
+        totals = await self.tallies.totals()
         money = CounterMetricFamily(
             "smm_proxy_money", "Money moved, in the deployment currency.", labels=["kind", "currency"]
         )
         for kind, name in MONEY.items():
-            money.add_metric([name, runtime.config.currency], float(totals.get(kind, 0)))
+            money.add_metric([name, self.currency], float(totals.get(kind, 0)))
         families.append(money)
-        names = list(runtime.providers)
+        names = list(self.currencies)
         cooling = GaugeMetricFamily("smm_proxy_provider_cooling", "1 while a provider is skipped after a failure.",
                                     labels=["provider", "scope"])
         blocked = GaugeMetricFamily("smm_proxy_provider_blocked",
@@ -124,14 +141,14 @@ class SharedState(Collector):
         age = GaugeMetricFamily("smm_proxy_catalog_age_seconds", "Age of a provider's service list.",
                                 labels=["provider"])
         cooldowns = await health.cooldowns(names)
-        listings = await runtime.listings.ages(names)
+        listings = await self.listings.ages(names)
         for name in names:
             state = await health.state(name)
             for scope, cooled in cooldowns[name].items():
                 cooling.add_metric([name, scope], int(cooled))
             blocked.add_metric([name], int(bool(state.blocked)))
             if state.balance:
-                balance.add_metric([name, state.currency or runtime.currencies[name]], float(state.balance))
+                balance.add_metric([name, state.currency or self.currencies[name]], float(state.balance))
             if listings.get(name) is not None:
                 age.add_metric([name], listings[name])
         families += [cooling, blocked, balance, age]
@@ -164,8 +181,12 @@ class Metrics:
             "smm_proxy_budget_waits", "Calls that waited for a provider's next minute of budget.", ["provider"],
             registry=self.registry,
         )
-        self.shared = SharedState()
-        self.registry.register(self.shared)
+        self.shared: SharedState | None = None
+
+    def share(self, shared: SharedState) -> None:
+        """Report what lives in Redis too, read at each scrape."""
+        self.shared = shared
+        self.registry.register(shared)
 
     def request(self, action: str, outcome: str, seconds: float) -> None:
         self.requests.labels(action, outcome).inc()
@@ -178,6 +199,7 @@ class Metrics:
     def budget_wait(self, provider: str) -> None:
         self.budget_waits.labels(provider).inc()
 
-    async def render(self, runtime: Runtime) -> bytes:
-        await self.shared.refresh(runtime)
+    async def render(self) -> bytes:
+        if self.shared is not None:
+            await self.shared.refresh()
         return generate_latest(self.registry)

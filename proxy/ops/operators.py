@@ -14,13 +14,16 @@ import json
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from proxy.accounts.clients import Client
-from proxy.accounts.ledger import Entry
+import redis.asyncio as aioredis
+
+from proxy.accounts.clients import Accounts, Client
+from proxy.accounts.ledger import Entry, Ledger
+from proxy.config import Config
 from proxy.errors import (
     AccountError,
     ClaimConflict,
@@ -33,11 +36,15 @@ from proxy.errors import (
 )
 from proxy.money import format_amount, parse_amount, to_minor
 from proxy.ops import reports
+from proxy.orders.archive import Archive
+from proxy.orders.book import OrderBook
 from proxy.orders.records import Order
 from proxy.orders.states import WORKING_SETS
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
+from proxy.orders.verdicts import Verdicts
+from proxy.providers.health import Health
+from proxy.providers.listings import Listings
+from proxy.providers.upstream import ProviderClient
+from proxy.store import Keys
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +107,35 @@ def order_json(order: Order) -> dict[str, Any]:
     }
 
 
-@dataclass
 class Operators:
-    runtime: Runtime
+    """Every operator action, on the collaborators it works through."""
+
+    def __init__(
+        self,
+        *,
+        redis: aioredis.Redis,
+        keys: Keys,
+        config: Config,
+        accounts: Accounts,
+        ledger: Ledger,
+        book: OrderBook,
+        verdicts: Verdicts,
+        archive: Archive,
+        health: Health,
+        listings: Listings,
+        providers: Mapping[str, ProviderClient],
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._config = config
+        self._accounts = accounts
+        self._ledger = ledger
+        self._book = book
+        self._verdicts = verdicts
+        self._archive = archive
+        self._health = health
+        self._listings = listings
+        self._providers = providers
 
     # -- the audit log ---------------------------------------------------------
 
@@ -110,13 +143,13 @@ class Operators:
         """Record an operator's action (best effort after it: the action itself stands)."""
         fields = {"actor": actor, "action": action, "target": target, "detail": json.dumps(detail, default=str)}
         try:
-            await self.runtime.redis.xadd(self.runtime.keys.audit, fields)  # type: ignore[arg-type]
+            await self._redis.xadd(self._keys.audit, fields)  # type: ignore[arg-type]
         except Exception as exc:  # never undo what was done because the log failed
             log.error("audit log not written for %s %s by %s: %s", action, target, actor, type(exc).__name__)
         log.info("operator %s: %s %s", actor, action, target, extra={"actor": actor, "detail": detail})
 
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self.runtime.redis.xrevrange(self.runtime.keys.audit, count=limit)
+        rows = await self._redis.xrevrange(self._keys.audit, count=limit)
         return [
             {"time": iso(int(entry_id.split("-")[0]) / 1000), **{k: v for k, v in fields.items() if k != "detail"},
              "detail": json.loads(fields.get("detail", "{}"))}
@@ -127,7 +160,7 @@ class Operators:
 
     async def create_client(self, actor: str, name: str, balance: object = "0") -> dict[str, Any]:
         try:
-            client, api_key = await self.runtime.accounts.create(name, amount(balance))
+            client, api_key = await self._accounts.create(name, amount(balance))
         except AccountError as exc:
             raise _refused(exc) from None
         await self.audit(actor, "client.create", name, balance=format_amount(client.balance))
@@ -135,7 +168,7 @@ class Operators:
 
     async def topup(self, actor: str, name: str, value: object, ref: str | None = None, memo: str = "") -> dict[str, Any]:
         try:
-            entry = await self.runtime.accounts.topup(name, amount(value), ref=ref, memo=memo)
+            entry = await self._accounts.topup(name, amount(value), ref=ref, memo=memo)
         except AccountError as exc:
             raise _refused(exc) from None
         if not entry.duplicate:
@@ -143,11 +176,11 @@ class Operators:
         return {**entry_json(entry), "applied": not entry.duplicate}
 
     async def clients(self) -> list[dict[str, Any]]:
-        return [client_json(c) for c in await self.runtime.accounts.all()]
+        return [client_json(c) for c in await self._accounts.all()]
 
     async def disable_client(self, actor: str, name: str) -> dict[str, Any]:
         try:
-            client = await self.runtime.accounts.disable(name)
+            client = await self._accounts.disable(name)
         except AccountError as exc:
             raise _refused(exc) from None
         await self.audit(actor, "client.disable", name)
@@ -155,30 +188,30 @@ class Operators:
 
     async def ledger(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         try:
-            await self.runtime.accounts.get(name)
+            await self._accounts.get(name)
         except AccountError as exc:
             raise _refused(exc) from None
-        return [entry_json(e) for e in await self.runtime.ledger.entries(name, limit)]
+        return [entry_json(e) for e in await self._ledger.entries(name, limit)]
 
     # -- orders ----------------------------------------------------------------
 
     async def order(self, order_id: int) -> dict[str, Any]:
         """One order, from Redis or from the archive, with its ledger entries."""
-        order = await self.runtime.book.find(order_id)
-        archived = order is None and (order := self.runtime.archive.find(order_id)) is not None
+        order = await self._book.find(order_id)
+        archived = order is None and (order := self._archive.find(order_id)) is not None
         if order is None:
             raise NotFound(f"no order {order_id}")
-        entries = [e for e in await self.runtime.ledger.entries(order.client) if e.order == order.id]
+        entries = [e for e in await self._ledger.entries(order.client) if e.order == order.id]
         return {**order_json(order), "archived": archived, "ledger": [entry_json(e) for e in entries]}
 
     async def archive(self, actor: str, before: float) -> dict[str, Any]:
-        moved = await self.runtime.archive.archive(before)
-        await self.audit(actor, "orders.archive", str(self.runtime.settings.archive_dir), before=iso(before), moved=moved)
-        return {"moved": moved, "before": iso(before), "to": str(self.runtime.settings.archive_dir)}
+        moved = await self._archive.archive(before)
+        await self.audit(actor, "orders.archive", str(self._archive.directory), before=iso(before), moved=moved)
+        return {"moved": moved, "before": iso(before), "to": str(self._archive.directory)}
 
     async def orders(self, state: str | None = None, client: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         wanted = (state or "").casefold()
-        book = self.runtime.book
+        book = self._book
         found: list[Order] = []
         if wanted in WORKING_SETS:  # a working set: read it, newest first
             for order_id in reversed(await book.ids_in(wanted, client)):
@@ -199,7 +232,7 @@ class Operators:
         self, actor: str, order_id: int, *, upstream_order: int | None = None, failed: bool = False
     ) -> dict[str, Any]:
         try:
-            order = await self.runtime.verdicts.resolve(order_id, upstream_order=upstream_order, failed=failed)
+            order = await self._verdicts.resolve(order_id, upstream_order=upstream_order, failed=failed)
         except (ValueError, ClaimConflict) as exc:
             raise _refused(exc) from None
         except StateChanged as exc:
@@ -210,7 +243,7 @@ class Operators:
 
     async def refund(self, actor: str, order_id: int, total: object) -> dict[str, Any]:
         try:
-            order = await self.runtime.verdicts.refund(order_id, amount(total))
+            order = await self._verdicts.refund(order_id, amount(total))
         except ValueError as exc:
             raise _refused(exc) from None
         except StateChanged as exc:
@@ -219,7 +252,7 @@ class Operators:
         return order_json(order)
 
     async def acknowledge(self, actor: str, order_id: int) -> dict[str, Any]:
-        order = await self.runtime.verdicts.acknowledge(order_id)
+        order = await self._verdicts.acknowledge(order_id)
         await self.audit(actor, "order.ack", str(order_id))
         return order_json(order)
 
@@ -228,33 +261,33 @@ class Operators:
     async def providers(self, check: bool = False) -> list[dict[str, Any]]:
         """Each provider: health, cool-downs, balance and currency as last read,
         service count, catalog age, recent price changes. `check` reads them now."""
-        runtime = self.runtime
+        currencies = {name: provider.currency for name, provider in self._config.providers.items()}
         if check:
-            for name, client in runtime.providers.items():
+            for name, client in self._providers.items():
                 try:
-                    await runtime.health.verify(client, runtime.currencies[name])
+                    await self._health.verify(client, currencies[name])
                 except UpstreamError:
                     pass
-        names = list(runtime.providers)
-        cooldowns = await runtime.health.cooldowns(names)
-        ages = await runtime.listings.ages(names)
+        names = list(self._providers)
+        cooldowns = await self._health.cooldowns(names)
+        ages = await self._listings.ages(names)
         rows = []
         for name in names:
-            state = await runtime.health.state(name)
-            listing = await runtime.listings.cached(name)
+            state = await self._health.state(name)
+            listing = await self._listings.cached(name)
             cooling = [scope for scope, on in cooldowns[name].items() if on]
             rows.append({
                 "name": name,
                 "health": "blocked" if state.blocked else ("cooling: " + ", ".join(cooling) if cooling else "ok"),
                 "blocked": state.blocked,
-                "currency": runtime.currencies[name],
+                "currency": currencies[name],
                 "currency_read": state.currency,
                 "balance": state.balance,
                 "checked": iso(state.checked_at) if state.checked_at else "",
                 "check_error": state.error,
                 "services": len(listing.services) if listing else 0,
                 "catalog_age": None if ages[name] is None else round(ages[name]),
-                "price_changes": await runtime.listings.price_changes(name, 10),
+                "price_changes": await self._listings.price_changes(name, 10),
             })
         return rows
 
@@ -262,7 +295,7 @@ class Operators:
 
     async def report(self, since: float, by: str = "provider") -> dict[str, Any]:
         try:
-            return (await reports.report(self.runtime, since, by)).as_dict()
+            return (await reports.report(self._book, self._config, since, by)).as_dict()
         except ValueError as exc:
             raise OperatorError(str(exc)) from None
 
@@ -272,7 +305,7 @@ class Operators:
         """A token for the admin API; shown once, stored as its SHA-256."""
         if not _ADMIN_NAME.match(name):
             raise OperatorError("an admin name is 1-64 letters, digits, '_', '.' or '-'")
-        redis, keys = self.runtime.redis, self.runtime.keys
+        redis, keys = self._redis, self._keys
         if await redis.hexists(keys.admins, name):
             raise OperatorError(f"admin {name!r} exists already")
         token = secrets.token_urlsafe(32)
@@ -283,7 +316,7 @@ class Operators:
         return {"name": name, "token": token}
 
     async def remove_admin(self, actor: str, name: str) -> dict[str, Any]:
-        redis, keys = self.runtime.redis, self.runtime.keys
+        redis, keys = self._redis, self._keys
         digest = await redis.hget(keys.admins, name)
         if digest is None:
             raise NotFound(f"no admin {name!r}")
@@ -293,10 +326,10 @@ class Operators:
         return {"name": name, "removed": True}
 
     async def admins(self) -> list[str]:
-        return sorted(await self.runtime.redis.hkeys(self.runtime.keys.admins))
+        return sorted(await self._redis.hkeys(self._keys.admins))
 
     async def admin_of(self, token: str) -> str | None:
         """The admin a token belongs to, or None."""
         if not token or len(token) > 200:
             return None
-        return await self.runtime.redis.get(self.runtime.keys.admin(hashlib.sha256(token.encode()).hexdigest()))
+        return await self._redis.get(self._keys.admin(hashlib.sha256(token.encode()).hexdigest()))

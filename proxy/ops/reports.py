@@ -1,6 +1,6 @@
 """Money reports: revenue, upstream cost, refunds and margin, grouped.
 
-`report(runtime, since, by)` reads every order created since `since` and adds
+`report(book, config, since, by)` reads every order created since `since` and adds
 it up by provider, service or client, in the deployment currency:
 
 - revenue: what clients paid, net of refunds;
@@ -22,14 +22,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
+from proxy.config import Config
 from proxy.money import ceil_to, convert, format_amount
+from proxy.orders.book import OrderBook
 from proxy.orders.records import Order
 from proxy.orders.states import FAILED, IN_FLIGHT, PLACED, UNKNOWN
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 GROUPINGS = ("provider", "service", "client")
 # Orders are read newest first; instances' clocks may differ this much.
@@ -104,34 +102,36 @@ class Report:
         }
 
 
-def order_cost(runtime: Runtime, order: Order) -> Decimal:
+def order_cost(config: Config, order: Order) -> Decimal:
     """What this order cost us upstream, in the deployment currency, as far as we know."""
     if order.state == FAILED:
         return Decimal(0)
     base = order.cost_base if order.cost_base is not None else Decimal(0)
     if order.state == UNKNOWN or order.state in IN_FLIGHT:
         return base
-    expected = runtime.currencies.get(order.provider, order.cost_currency)
+    provider = config.providers.get(order.provider)
+    expected = provider.currency if provider is not None else order.cost_currency
     charged_in = order.upstream_currency or expected
     if order.final and order.upstream_charge is not None and charged_in == expected:
-        return convert(order.upstream_charge, runtime.config.rate_of(expected))
+        return convert(order.upstream_charge, config.rate_of(expected))
     if order.state == PLACED and order.charge > 0:
         return base * order.net_charge / order.charge
     return base
 
 
-async def report(runtime: Runtime, since: float, by: str = "provider") -> Report:
+async def report(book: OrderBook, config: Config, since: float, by: str = "provider") -> Report:
+    """The orders created since `since`, added up by provider, service or client."""
     if by not in GROUPINGS:
         raise ValueError(f"group by one of: {', '.join(GROUPINGS)}")
     lines: dict[str, Line] = defaultdict(lambda: Line(""))
-    result = Report(by, since, runtime.config.currency)
-    async for order in runtime.book.newest():
+    result = Report(by, since, config.currency)
+    async for order in book.newest():
         if order.created < since - CLOCK_SLACK_SECONDS:
             break
         if order.created < since:
             continue
         key = {"provider": order.provider or "(none)", "service": str(order.service), "client": order.client}[by]
-        cost = order_cost(runtime, order)
+        cost = order_cost(config, order)
         lines[key].key = key
         lines[key].add(order.net_charge, order.refunded, cost)
         result.total.add(order.net_charge, order.refunded, cost)

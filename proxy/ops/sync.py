@@ -21,10 +21,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from redis.exceptions import RedisError
 
-from proxy.runtime import Runtime
+from proxy.orders.archive import Archive
+from proxy.orders.book import OrderBook
+from proxy.orders.statuses import StatusRefresher
+from proxy.providers.health import Health
+from proxy.providers.upstream import ProviderClient
 
 log = logging.getLogger(__name__)
 
@@ -34,87 +39,113 @@ SWEEP_EVERY = 10
 ARCHIVE_EVERY_SECONDS = 86400.0
 
 
-async def recover(runtime: Runtime) -> int:
-    settled = await runtime.book.recover()
-    for order in settled:
-        log.warning("order %s was abandoned in flight; now %s", order.id, order.state)
-    return len(settled)
+class Sync:
+    """The background work, on the collaborators it works through.
 
+    `currencies` names the providers and the currency the config says each
+    bills in; `archive_after_days` (None: never) and `check_interval` come
+    from the settings.
+    """
 
-async def poll_due(runtime: Runtime) -> int:
-    """Read the due statuses of every provider, 100 orders a call; claims keep
-    instances from reading the same orders in one round."""
-    read = 0
-    for provider in runtime.providers:
-        read += await runtime.refresher.poll(provider)
-    return read
+    def __init__(
+        self,
+        book: OrderBook,
+        refresher: StatusRefresher,
+        archive: Archive,
+        health: Health,
+        providers: Mapping[str, ProviderClient],
+        currencies: Mapping[str, str],
+        *,
+        archive_after_days: float | None,
+        check_interval: float,
+    ) -> None:
+        self.book = book
+        self.refresher = refresher
+        self.archive = archive
+        self.health = health
+        self.providers = providers
+        self.currencies = currencies
+        self.archive_after_days = archive_after_days
+        self.check_interval = check_interval
 
+    async def recover(self) -> int:
+        settled = await self.book.recover()
+        for order in settled:
+            log.warning("order %s was abandoned in flight; now %s", order.id, order.state)
+        return len(settled)
 
-async def poll_open_orders(runtime: Runtime) -> int:
-    """Sweep every client's open orders (a slower path than the due index,
-    which it repairs: an order missing there is put back when it is read)."""
-    looked = 0
-    for client in await runtime.book.clients():
-        ids = await runtime.book.ids_in("open", client)
-        for start in range(0, len(ids), POLL_BATCH):
-            orders = await runtime.book.get_many(client, ids[start : start + POLL_BATCH])
-            await runtime.refresher.refresh(orders.values())
-            looked += len(orders)
-    return looked
+    async def poll_due(self) -> int:
+        """Read the due statuses of every provider, 100 orders a call; claims keep
+        instances from reading the same orders in one round."""
+        read = 0
+        for provider in self.providers:
+            read += await self.refresher.poll(provider)
+        return read
 
+    async def poll_open_orders(self) -> int:
+        """Sweep every client's open orders (a slower path than the due index,
+        which it repairs: an order missing there is put back when it is read)."""
+        looked = 0
+        for client in await self.book.clients():
+            ids = await self.book.ids_in("open", client)
+            for start in range(0, len(ids), POLL_BATCH):
+                orders = await self.book.get_many(client, ids[start : start + POLL_BATCH])
+                await self.refresher.refresh(orders.values())
+                looked += len(orders)
+        return looked
 
-async def archive_old_orders(runtime: Runtime) -> int:
-    days = runtime.settings.archive_after_days
-    if not days:
-        return 0
-    moved = await runtime.archive.archive(time.time() - days * 86400)
-    if moved:
-        log.info("%d finished orders older than %s days archived", moved, days)
-    return moved
+    async def archive_old_orders(self) -> int:
+        days = self.archive_after_days
+        if not days:
+            return 0
+        moved = await self.archive.archive(time.time() - days * 86400)
+        if moved:
+            log.info("%d finished orders older than %s days archived", moved, days)
+        return moved
 
+    async def check_providers(self) -> None:
+        await asyncio.gather(
+            *(self.health.verify(client, self.currencies[name]) for name, client in self.providers.items())
+        )
 
-async def check_providers(runtime: Runtime) -> None:
-    await asyncio.gather(
-        *(runtime.health.verify(client, runtime.currencies[name]) for name, client in runtime.providers.items())
-    )
+    async def run_forever(self, interval: float) -> None:
+        checked_at = time.monotonic()
+        archived_at = 0.0
+        rounds = 0
+        while True:
+            rounds += 1
+            steps: list[Callable[[], Awaitable[object]]] = [self.recover, self.poll_due]
+            if rounds % SWEEP_EVERY == 1:
+                steps.append(self.poll_open_orders)
+            if time.monotonic() - archived_at >= ARCHIVE_EVERY_SECONDS:
+                archived_at = time.monotonic()
+                steps.append(self.archive_old_orders)
+            for step in steps:
+                try:
+                    await step()
+                except (RedisError, OSError) as exc:
+                    log.warning("background %s skipped, store unavailable: %s", step.__name__, type(exc).__name__)
+                except Exception:
+                    log.exception("background %s failed; trying again later", step.__name__)
+            if time.monotonic() - checked_at >= self.check_interval:
+                checked_at = time.monotonic()
+                try:
+                    await self.check_providers()
+                except Exception:
+                    log.exception("provider checks failed; trying again later")
+            await asyncio.sleep(interval)
 
-
-async def run_forever(runtime: Runtime, interval: float) -> None:
-    checked_at = time.monotonic()
-    archived_at = 0.0
-    rounds = 0
-    while True:
-        rounds += 1
-        steps = [recover, poll_due] + ([poll_open_orders] if rounds % SWEEP_EVERY == 1 else [])
-        if time.monotonic() - archived_at >= ARCHIVE_EVERY_SECONDS:
-            archived_at = time.monotonic()
-            steps.append(archive_old_orders)
-        for step in steps:
-            try:
-                await step(runtime)
-            except (RedisError, OSError) as exc:
-                log.warning("background %s skipped, store unavailable: %s", step.__name__, type(exc).__name__)
-            except Exception:
-                log.exception("background %s failed; trying again later", step.__name__)
-        if time.monotonic() - checked_at >= runtime.settings.provider_check_interval:
-            checked_at = time.monotonic()
-            try:
-                await check_providers(runtime)
-            except Exception:
-                log.exception("provider checks failed; trying again later")
-        await asyncio.sleep(interval)
-
-
-@contextlib.asynccontextmanager
-async def background(runtime: Runtime, interval: float):  # type: ignore[no-untyped-def]
-    try:
-        await check_providers(runtime)
-    except Exception:
-        log.exception("provider checks failed at start")
-    task = asyncio.create_task(run_forever(runtime, interval), name="smm-proxy-sync")
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    @contextlib.asynccontextmanager
+    async def background(self, interval: float) -> AsyncIterator[asyncio.Task[None]]:
+        """Run the work every `interval` seconds while the block runs (checking the providers first)."""
+        try:
+            await self.check_providers()
+        except Exception:
+            log.exception("provider checks failed at start")
+        task = asyncio.create_task(self.run_forever(interval), name="smm-proxy-sync")
+        try:
+            yield task
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
