@@ -38,6 +38,8 @@ _CURRENCY = r"^[A-Z]{3}$"
 # What a label template may name: the primary route's cleaned upstream
 # labels and our service ID (filled in by `proxy.catalog.catalog`).
 TEMPLATE_FIELDS = frozenset({"name", "category", "type", "id"})
+# Posts an unlimited subscription is held for, unless the config says.
+HOLD_POSTS = 10
 
 
 class _Model(BaseModel):
@@ -213,15 +215,16 @@ class ImportRule(_Model):
         return True
 
 
-class Settlement(_Model):
-    """How orders are settled and checked against what providers charge."""
+class SettlementPolicy(_Model):
+    """How orders are settled and checked against what providers charge
+    (the config's `settlement:` section; the settling is `proxy.orders.settlement`)."""
 
     charge_tolerance_percent: Decimal = Field(
         Decimal(1), ge=0, description="An upstream charge further than this from the cost we recorded "
         "puts the order in the operator's attention queue."
     )
     subscription_hold_posts: int = Field(
-        10, ge=1, le=10_000, description="Posts an unlimited subscription is held for (max x this)."
+        HOLD_POSTS, ge=1, le=10_000, description="Posts an unlimited subscription is held for (max x this)."
     )
 
 
@@ -237,7 +240,7 @@ class Config(_Model):
     providers: dict[str, Provider] = Field(min_length=1)
     services: list[LocalService] = Field(default_factory=list)
     imports: list[ImportRule] = Field(default_factory=list)
-    settlement: Settlement = Settlement()
+    settlement: SettlementPolicy = SettlementPolicy()
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -22,10 +22,10 @@ from proxy.config import Config
 from proxy.ops.metrics import Metrics, SharedState, Tallies
 from proxy.ops.operators import Operators
 from proxy.ops.sync import Sync
+from proxy.orders.actions import OrderActions
 from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
-from proxy.orders.desk import Desk
 from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
 from proxy.orders.refills import Refills
@@ -106,8 +106,9 @@ class Runtime:
             tolerance_percent=config.settlement.charge_tolerance_percent,
         )
         self.refills = Refills(redis, self.keys, self.providers, self.health, settings.status_ttl, clock)
-        self.desk = Desk(
-            config,
+        self.actions = OrderActions(
+            config.currency,
+            config.settlement.subscription_hold_posts,
             self.catalog.current,
             self.book,
             self.router,
@@ -145,7 +146,7 @@ class Runtime:
         return cls(settings, config, connect(settings.redis_url), **kwargs)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
-        await self.desk.aclose()
+        await self.actions.aclose()
         await self.refresher.aclose()
         await self.listings.aclose()
         for client in self.providers.values():

@@ -34,6 +34,10 @@ FINAL_STATUSES = frozenset({COMPLETED, PARTIAL, CANCELED, EXPIRED})
 # Refill statuses.
 REJECTED = "Rejected"
 REFILL_STATUSES = (PENDING, IN_PROGRESS, COMPLETED, REJECTED, CANCELED)
+FINAL_REFILL_STATUSES = frozenset({COMPLETED, REJECTED, CANCELED})
+
+# The delays (minutes between posts) a subscription may ask for, as panels list them.
+SUBSCRIPTION_DELAYS = (0, 5, 10, 15, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 360, 420, 480, 540, 600)
 
 
 class Errors:

@@ -73,7 +73,7 @@ def fault(panel, mode, message=None):
 
 
 def new_order(client="alice", link="https://instagram.com/p/abc", quantity=1000, charge="1.17", **overrides):
-    """An order as the desk would open it, for tests that drive the book directly."""
+    """An order as the order actions would open it, for tests that drive the book directly."""
     from decimal import Decimal
 
     from proxy.orders.records import NewOrder

@@ -37,7 +37,7 @@ async def test_stale_list_is_served_while_it_refreshes(make_router):
     )
     router.clock.advance(301)
     assert (await rates(router, key))[1] == "1.17"  # stale answer, at once
-    await router.runtime.listings.settle()
+    await router.runtime.listings.wait_for_refreshes()
     assert (await rates(router, key))[1] == "1.30"  # refreshed: 1.00 + 30 %
     assert router.panels["echomark"].calls["services"] == 2
 
@@ -50,7 +50,7 @@ async def test_provider_down_serves_the_last_good_list(make_router):
         router.panels["echomark"].faults.mode = mode
         router.clock.advance(700)  # stale, and not yet too old to sell from (3600 s)
         assert await rates(router, key) == before
-        await router.runtime.listings.settle()
+        await router.runtime.listings.wait_for_refreshes()
         assert await rates(router, key) == before
 
 
@@ -90,7 +90,7 @@ async def test_failed_provider_is_not_asked_again_at_once(make_router):
     router.clock.advance(301)
     for _ in range(5):
         await rates(router, key)
-        await router.runtime.listings.settle()
+        await router.runtime.listings.wait_for_refreshes()
     assert router.panels["echomark"].calls["services"] == 2
 
 
@@ -114,7 +114,7 @@ async def test_vanished_upstream_service_drops_its_route_then_the_service(make_r
     await router.runtime.listings.refresh("echomark")
     # Now priced from the Korean route: 1250 KRW / 1380 x 1.3, rounded up.
     assert (await rates(router, key))[1] == "1.1776"
-    await router.runtime.listings.settle()  # the korean list's background refresh, started above
+    await router.runtime.listings.wait_for_refreshes()  # the korean list's background refresh, started above
     del router.panels["korean"].catalog[101]
     await router.runtime.listings.refresh("korean")
     found = await rates(router, key)

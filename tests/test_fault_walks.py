@@ -46,7 +46,7 @@ async def prepared(make_router, **settings):
 
 async def settle(router) -> None:
     """Let the dust settle: tasks finish, the leases of dead ones lapse, recovery runs."""
-    await router.runtime.desk.aclose()
+    await router.runtime.actions.aclose()
     await expire_leases(router)
     await router.runtime.sync.recover()
 

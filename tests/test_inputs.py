@@ -8,7 +8,7 @@ import pytest
 from proxy.catalog.labels import Labels, provider_secrets
 from proxy.config import check_template
 from proxy.edge.inputs import MAX_FIELDS
-from proxy.orders.desk import public_error
+from proxy.orders.actions import public_error
 from proxy.vocabulary import Errors
 
 LINK = "https://instagram.com/p/abc"

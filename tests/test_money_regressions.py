@@ -31,7 +31,7 @@ def config(**overrides):
 
 
 async def settle(router):
-    await router.runtime.desk.aclose()
+    await router.runtime.actions.aclose()
     await expire_leases(router)
     await router.runtime.sync.recover()
 
@@ -361,7 +361,7 @@ async def test_an_order_that_died_waiting_for_a_connection_is_refunded_not_unkno
     await asyncio.sleep(0.1)
     waiting = await router.runtime.book.get("alice", 2)
     assert waiting.state == "reserved"  # waiting for a connection, not yet submitted
-    for task in list(router.runtime.desk._placing):  # the process dies
+    for task in list(router.runtime.actions._placing):  # the process dies
         task.cancel()
     second.cancel()
     await asyncio.gather(first, second, return_exceptions=True)
@@ -658,7 +658,7 @@ async def test_two_instances_with_lapsing_leases_and_a_hostile_upstream(make_rou
     replies = await asyncio.gather(
         *(a.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000) for i in range(40))
     )
-    await a.runtime.desk.aclose()
+    await a.runtime.actions.aclose()
     stop.set()
     await loop
     await settle(a)

@@ -35,7 +35,7 @@ from proxy.edge.inputs import header, read_params
 from proxy.errors import BadInput, ClientGone, OrderRefused, ProtocolError
 from proxy.money import format_amount
 from proxy.ops.metrics import CONTENT_TYPE
-from proxy.orders.desk import Failure, OrderView
+from proxy.orders.actions import Failure, OrderView
 from proxy.runtime import Runtime
 from proxy.vocabulary import Errors, parse_id
 
@@ -119,7 +119,7 @@ class Api:
 
     async def dispatch(self, client: str, request: protocol.Request, idempotency_key: str | None) -> object:
         runtime = self.runtime
-        desk = runtime.desk
+        actions = runtime.actions
         match request:
             case protocol.ServicesRequest():
                 return (await runtime.catalog.current()).listed
@@ -128,14 +128,14 @@ class Api:
                 return {"balance": format_amount(balance), "currency": runtime.config.currency}
             case protocol.AddRequest():
                 try:
-                    return {"order": await desk.add(client, request.service, request.fields, idempotency_key)}
+                    return {"order": await actions.add(client, request.service, request.fields, idempotency_key)}
                 except OrderRefused as exc:
                     return protocol.error(exc.message)
             case protocol.StatusRequest(ids=ids, bulk=bulk):
-                statuses = {given: render_status(v) for given, v in (await desk.status(client, ids)).items()}
+                statuses = {given: render_status(v) for given, v in (await actions.status(client, ids)).items()}
                 return statuses if bulk else statuses[ids[0]]
             case protocol.RefillRequest(ids=ids, bulk=bulk):
-                refills = await desk.refill(client, ids)
+                refills = await actions.refill(client, ids)
                 if not bulk:
                     outcome = refills[ids[0]]
                     return render_failure(outcome) if isinstance(outcome, Failure) else {"refill": str(outcome)}
@@ -144,7 +144,7 @@ class Api:
                     for given, outcome in refills.items()
                 ]
             case protocol.RefillStatusRequest(ids=ids, bulk=bulk):
-                statuses = await desk.refill_status(client, ids)
+                statuses = await actions.refill_status(client, ids)
                 if not bulk:
                     outcome = statuses[ids[0]]
                     return render_failure(outcome) if isinstance(outcome, Failure) else {"status": outcome}
@@ -153,7 +153,7 @@ class Api:
                     for given, outcome in statuses.items()
                 ]
             case protocol.CancelRequest(ids=ids):
-                cancels = await desk.cancel(client, ids)
+                cancels = await actions.cancel(client, ids)
                 return [
                     {"order": echo_id(given), "cancel": render_failure(outcome) if isinstance(outcome, Failure) else 1}
                     for given, outcome in cancels.items()

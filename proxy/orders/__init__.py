@@ -9,7 +9,7 @@
 - `claims`: which of our orders owns each upstream order.
 - `due`: the due index of status reads, per provider.
 - `verdicts`: an operator's verdicts on orders (resolve, refund, acknowledge).
-- `desk`: the API v2 order actions for one client.
+- `actions`: the API v2 order actions for one client (`OrderActions`).
 - `validation`: an `add`'s fields per service type, and its charge.
 - `routing`: choosing routes and failing over.
 - `statuses`: batched, shared status refreshes.

@@ -16,11 +16,10 @@ from proxy.providers.health import READS, Health
 from proxy.providers.replies import MISSING_FROM_REPLY, ItemError
 from proxy.providers.upstream import ProviderClient
 from proxy.store import Keys
-from proxy.vocabulary import CANCELED, COMPLETED, PENDING, REJECTED
+from proxy.vocabulary import FINAL_REFILL_STATUSES, PENDING
 
 log = logging.getLogger(__name__)
 
-FINAL_REFILL_STATUSES = frozenset({COMPLETED, REJECTED, CANCELED})
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,12 @@ from urllib.parse import urlsplit
 
 from proxy.catalog.catalog import Service
 from proxy.catalog.pricing import charge
+from proxy.config import HOLD_POSTS
 from proxy.errors import InvalidOrder
 from proxy.vocabulary import (
     LIST_FIELDS,
     SERVICE_TYPES,
+    SUBSCRIPTION_DELAYS,
     SUBSCRIPTIONS,
     Errors,
     ServiceType,
@@ -40,7 +42,6 @@ DEVICES = range(1, 6)
 TRAFFIC_TYPES = range(1, 4)
 KEYWORD_TRAFFIC, REFERRER_TRAFFIC = 1, 2
 MAX_POSTS = 10_000
-DELAYS = (0, 5, 10, 15, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 360, 420, 480, 540, 600)
 EXPIRY_FORMAT = "%d/%m/%Y"
 
 # Messages of our own, where panels have no verbatim one.
@@ -60,10 +61,8 @@ BAD_MIN = "min must be a positive whole number"
 BAD_MAX = "max must be a positive whole number"
 MIN_ABOVE_MAX = "min must not be more than max"
 BAD_POSTS = f"posts must be a whole number from 0 (unlimited) to {MAX_POSTS}"
-# Posts an unlimited subscription is held for, unless the config says.
-HOLD_POSTS = 10
 BAD_OLD_POSTS = "old_posts must be a whole number, 0 or more"
-BAD_DELAY = "delay must be one of " + ", ".join(map(str, DELAYS)) + " (minutes)"
+BAD_DELAY = "delay must be one of " + ", ".join(map(str, SUBSCRIPTION_DELAYS)) + " (minutes)"
 BAD_EXPIRY = "expiry must be a date written d/m/Y, like 31/12/2025"
 
 
@@ -275,7 +274,7 @@ def _subscription(service: Service, given: Mapping[str, str], hold_posts: int) -
         upstream["old_posts"] = str(old_posts)
     if "delay" in given:
         delay = _whole(given["delay"])
-        if delay not in DELAYS:
+        if delay not in SUBSCRIPTION_DELAYS:
             raise InvalidOrder(BAD_DELAY)
         upstream["delay"] = str(delay)
     if "expiry" in given:

@@ -193,7 +193,7 @@ class Listings:
         """The provider's latest rate changes, newest first."""
         return [json.loads(item) for item in await self.redis.lrange(self.keys.price_changes(provider), 0, limit - 1)]
 
-    async def settle(self) -> None:
+    async def wait_for_refreshes(self) -> None:
         """Wait for the background refreshes under way."""
         await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
 

@@ -39,6 +39,7 @@ from proxy.vocabulary import (
     CANCELED,
     COMPLETED,
     EXPIRED,
+    FINAL_REFILL_STATUSES,
     FINAL_STATUSES,
     IN_PROGRESS,
     LIST_FIELDS,
@@ -46,15 +47,12 @@ from proxy.vocabulary import (
     PENDING,
     REJECTED,
     SERVICE_TYPES,
+    SUBSCRIPTION_DELAYS,
     SUBSCRIPTIONS,
     Errors,
 )
 
 DEFAULT_KEY = "sim-key"
-SUBSCRIPTION_DELAYS = frozenset(
-    {0, 5, 10, 15, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 360, 420, 480, 540, 600}
-)
-FINAL_REFILL_STATUSES = frozenset({COMPLETED, REJECTED, CANCELED})
 _LINK = re.compile(r"^(https?://[^\s/]+\S*|@?[\w.\-]+(/\S*)?)$", re.IGNORECASE)
 _LINES = re.compile(r"\r?\n")
 _INTEGER = re.compile(r"-?[0-9]+")

@@ -25,7 +25,6 @@ from decimal import Decimal
 
 from proxy import logs
 from proxy.catalog.catalog import Catalog
-from proxy.config import Config
 from proxy.errors import (
     DuplicateMismatch,
     InsufficientFunds,
@@ -70,10 +69,15 @@ class OrderView:
     currency: str
 
 
-class Desk:
+class OrderActions:
+    """The API v2 order actions for one client at a time: add, status,
+    refill, refill_status, cancel. `currency` is the deployment's;
+    `hold_posts` is how many posts an unlimited subscription is held for."""
+
     def __init__(
         self,
-        config: Config,
+        currency: str,
+        hold_posts: int,
         catalog: Callable[[], Awaitable[Catalog]],
         book: OrderBook,
         router: Router,
@@ -84,7 +88,8 @@ class Desk:
         tally: Callable[[str], Awaitable[None]],
     ) -> None:
         self.tally = tally
-        self.config = config
+        self.currency = currency
+        self.hold_posts = hold_posts
         self.catalog = catalog
         self.book = book
         self.router = router
@@ -105,7 +110,7 @@ class Desk:
         service = catalog.get(service_id)
         if service is None:
             raise OrderRefused(NO_ROUTE if service_id in catalog.unavailable else Errors.INCORRECT_SERVICE)
-        spec = validate_add(service, fields, self.config.settlement.subscription_hold_posts)
+        spec = validate_add(service, fields, self.hold_posts)
         new = NewOrder(
             client=client,
             service=service.id,
@@ -192,7 +197,7 @@ class Desk:
                     start_count=order.start_count,
                     status=order.public_status,
                     remains=order.remains,
-                    currency=self.config.currency,
+                    currency=self.currency,
                 )
         return results
 
