@@ -2,7 +2,7 @@
 
 Shared by both sides of the router (downstream protocol, upstream client) and
 by the simulated panel, so a spelling lives in exactly one place.
-See ../shared/api-v2.md for the contract these come from.
+docs/api-v2.md is our notes on the protocol these words come from.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 `parse_request` turns the flat parameters of a call (already read from a
 form, JSON body or query string by the app) into one typed request, or
-raises `ProtocolError` with the panel-style message to answer.
+raises `ProtocolError` with the panel-style message to answer. The actions,
+their fields and their answers are described in docs/api-v2.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ panel's JSON at the HTTP edge). A refused `add` raises `OrderRefused`;
 per-item refusals of bulk actions are `Failure`s. Upstream text reaches a
 client only through an allow-list (`public_error`): a refusal that is one of
 the panel messages we know, and that fits the action, is passed on in our
-spelling; anything else becomes our own generic message.
+spelling; anything else becomes our own generic message. docs/api-v2.md
+lists the actions and every error string a client can get.
 
 `add` has one choke point: once the client's money moved, the answer is the
 order's ID, whatever fails afterwards. The only error after the debit is the

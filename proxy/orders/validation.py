@@ -2,7 +2,7 @@
 
 `validate_add(service, fields)` reads a client's raw `add` parameters against
 the fields its service type takes (see `vocabulary.SERVICE_TYPES` and the
-"`add` fields by service type" table of ../shared/api-v2.md) and returns an
+"`add` fields by service type" in docs/api-v2.md) and returns an
 `OrderSpec`: what was ordered, what it costs and exactly what to send
 upstream. Bad input raises `InvalidOrder`, whose message is the panel-style
 error to answer the client with. Pure: no I/O, no clock.

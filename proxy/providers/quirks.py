@@ -6,7 +6,7 @@ of "Unknown", HTML where JSON was promised. These pure functions turn such
 values into the canonical words of `proxy.vocabulary` and into plain Python
 types. None of them raises on bad input: a value that cannot be read comes
 back as `None` (or `False`, or as given), and the caller decides what that
-means. See "Upstream quirks a proxy meets" in ../shared/api-v2.md.
+means. docs/api-v2.md lists the quirks ("What upstream panels send").
 """
 
 from __future__ import annotations
