@@ -1,7 +1,8 @@
 """Running the router: background work, metrics, operators and reports.
 
 - `sync`: recovery, status polling, archiving and provider checks.
-- `metrics`: Prometheus metrics, counted here or read from Redis at scrape time.
+- `metrics`: Prometheus metrics, counted here or read from Redis at scrape time,
+  and the order tallies behind them.
 - `operators`: every operator action once, audited (the CLI and admin API call it).
 - `reports`: revenue, upstream cost, refunds and margin.
 """

@@ -249,31 +249,26 @@ class Items:
         return refill if refill is not None else UNREADABLE
 
     def refill_status(self, item: object) -> str | None | ItemError:
-        failed = self.error(item)
-        if failed:
-            return failed
-        if isinstance(item, dict):
-            if "status" not in item:
-                return UNREADABLE
-            item = item["status"]
-            failed = self.error(item)
-            if failed:
-                return failed
-        if isinstance(item, (dict, list)):
-            return UNREADABLE
-        return quirks.refill_status(item)
+        answer = self._answer(item, "status")
+        return answer if isinstance(answer, ItemError) else quirks.refill_status(answer)
 
     def cancel(self, item: object) -> bool | ItemError:
+        answer = self._answer(item, "cancel")
+        return answer if isinstance(answer, ItemError) else quirks.to_bool(answer)
+
+    def _answer(self, item: object, name: str) -> object:
+        """The plain value an item answers, bare or under `name` (`{"cancel": 1}`);
+        an `ItemError` when it is an error or not a plain value."""
         failed = self.error(item)
         if failed:
             return failed
         if isinstance(item, dict):
-            if "cancel" not in item:
+            if name not in item:
                 return UNREADABLE
-            item = item["cancel"]
+            item = item[name]
             failed = self.error(item)
             if failed:
                 return failed
         if isinstance(item, (dict, list)):
             return UNREADABLE
-        return quirks.to_bool(item)
+        return item
