@@ -76,8 +76,8 @@ class Keys:
         return f"{self.prefix}order:{{c:{client}}}:{order_id}"
 
     def orders_of(self, client: str, group: str = "all") -> str:
-        """A client's order IDs: 'all', or a working set: 'inflight' (reserved
-        or submitted), 'unknown', 'open' (placed, not final), 'attention'."""
+        """A client's order IDs: 'all', or one of the working sets
+        (`proxy.orders.states.WORKING_SETS` says which orders each holds)."""
         return f"{self.prefix}orders:{{c:{client}}}:{group}"
 
     def lease(self, client: str, order_id: int) -> str:
