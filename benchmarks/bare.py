@@ -24,9 +24,7 @@ def main() -> None:
     parser.add_argument("--replies", required=True)
     args = parser.parse_args()
     with open(args.replies) as file:
-        replies = {
-            name: (reply["body"].encode("latin-1"), reply["headers"]) for name, reply in json.load(file).items()
-        }
+        replies = {name: (reply["body"].encode("latin-1"), reply["headers"]) for name, reply in json.load(file).items()}
 
     async def endpoint(request: Request) -> Response:
         await request.body()

@@ -108,7 +108,9 @@ def wrk(url: str, body: str, headers: dict[str, str], duration: float, connectio
     script.close()
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name, url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     os.unlink(script.name)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -149,6 +151,7 @@ def side_by_side(name: str, router_url: str, bare_url: str, body: str, headers: 
 async def sequential_adds(router: str, panel: str, key: str, count: int) -> tuple[float, float]:
     """p50 of an add through the router, and straight to the panel (ms)."""
     async with httpx.AsyncClient(timeout=30) as http:
+
         async def timed(url: str, data: dict) -> float:
             started = time.perf_counter()
             reply = (await http.post(url, data=data)).json()
@@ -169,8 +172,16 @@ async def amplification(router: str, panels: dict[str, str], key: str, orders: i
         ids: list[int] = []
         for start in range(0, orders, 50):
             batch = [
-                http.post(router, data={"key": key, "action": "add", "service": str(1 + i % 2),
-                                        "link": f"{LINK}/amp{i}", "quantity": "100"})
+                http.post(
+                    router,
+                    data={
+                        "key": key,
+                        "action": "add",
+                        "service": str(1 + i % 2),
+                        "link": f"{LINK}/amp{i}",
+                        "quantity": "100",
+                    },
+                )
                 for i in range(start, min(orders, start + 50))
             ]
             ids += [r.json()["order"] for r in await asyncio.gather(*batch)]
@@ -244,20 +255,43 @@ def main() -> None:
     with Stack() as stack:
         redis_url = stack.enter_context(EmbeddedRedis())
         ports = {name: free_port() for name in ("echomark", "korean", "router", "bare", "amp", "two")}
-        stack.process([PYTHON, str(ROOT / "benchmarks" / "panel.py"), "--port", str(ports["echomark"]),
-                       "--services", "5000"], log=work / "echomark.log")
-        stack.process([PYTHON, str(ROOT / "benchmarks" / "panel.py"), "--port", str(ports["korean"]),
-                       "--preset", "korean", "--first-order", "900000"], log=work / "korean.log")
+        stack.process(
+            [PYTHON, str(ROOT / "benchmarks" / "panel.py"), "--port", str(ports["echomark"]), "--services", "5000"],
+            log=work / "echomark.log",
+        )
+        stack.process(
+            [
+                PYTHON,
+                str(ROOT / "benchmarks" / "panel.py"),
+                "--port",
+                str(ports["korean"]),
+                "--preset",
+                "korean",
+                "--first-order",
+                "900000",
+            ],
+            log=work / "korean.log",
+        )
         for name in ("echomark", "korean"):
             wait_for(f"http://127.0.0.1:{ports[name]}/_sim/state")
         config = work / "router.yaml"
         config.write_text(router_config(ports["echomark"], ports["korean"]))
-        env = {"SMM_PROXY_REDIS_URL": redis_url, "SMM_PROXY_CONFIG": str(config), "SMM_PROXY_KEY_PREFIX": "bench:",
-               "SMM_PROXY_DUPLICATE_WINDOW": "0", "SMM_PROXY_STATUS_TTL": "3600"}
+        env = {
+            "SMM_PROXY_REDIS_URL": redis_url,
+            "SMM_PROXY_CONFIG": str(config),
+            "SMM_PROXY_KEY_PREFIX": "bench:",
+            "SMM_PROXY_DUPLICATE_WINDOW": "0",
+            "SMM_PROXY_STATUS_TTL": "3600",
+        }
         stack.process([SMM, "serve", "--port", str(ports["router"])], env=env, log=work / "router.log")
         wait_for(f"http://127.0.0.1:{ports['router']}/readyz")
-        made = subprocess.run([SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
-                              env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        made = subprocess.run(
+            [SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         key = json.loads(made.stdout)["key"]
         router = f"http://127.0.0.1:{ports['router']}/api/v2"
         bare = f"http://127.0.0.1:{ports['bare']}/api/v2"
@@ -266,8 +300,12 @@ def main() -> None:
             "services": form(key=key, action="services"),
             "balance": form(key=key, action="balance"),
         }
-        placed = [json.loads(raw_post(router, form(key=key, action="add", service=1, link=f"{LINK}/{i}",
-                                                    quantity=100), FORM)[0])["order"] for i in range(100)]
+        placed = [
+            json.loads(
+                raw_post(router, form(key=key, action="add", service=1, link=f"{LINK}/{i}", quantity=100), FORM)[0]
+            )["order"]
+            for i in range(100)
+        ]
         bodies["status"] = form(key=key, action="status", order=placed[0])
         bodies["status_bulk_100"] = form(key=key, action="status", orders=",".join(map(str, placed)))
         gzip_headers = {**FORM, "Accept-Encoding": "gzip"}
@@ -279,8 +317,17 @@ def main() -> None:
         replies["services_gzip"] = {"body": data.decode("latin-1"), "headers": headers}
         results["services_bytes"] = {"plain": len(replies["services"]["body"]), "gzip": len(data)}
         (work / "replies.json").write_text(json.dumps(replies))
-        stack.process([PYTHON, str(ROOT / "benchmarks" / "bare.py"), "--port", str(ports["bare"]),
-                       "--replies", str(work / "replies.json")], log=work / "bare.log")
+        stack.process(
+            [
+                PYTHON,
+                str(ROOT / "benchmarks" / "bare.py"),
+                "--port",
+                str(ports["bare"]),
+                "--replies",
+                str(work / "replies.json"),
+            ],
+            log=work / "bare.log",
+        )
         wait_for(f"http://127.0.0.1:{ports['bare']}/api/v2?a=balance")
 
         for name, body, headers in [
@@ -299,48 +346,76 @@ def main() -> None:
         rates = [wrk(router, add_body, FORM, args.duration)[0] for _ in range(args.rounds)]
         results["add_16"] = statistics.median(rates)
         stored = int(sync_redis.get("bench:seq:order")) - seq_before
-        results["memory"] = {"orders": stored,
-                             "per_order": (sync_redis.info("memory")["used_memory"] - memory_before) / stored}
+        results["memory"] = {
+            "orders": stored,
+            "per_order": (sync_redis.info("memory")["used_memory"] - memory_before) / stored,
+        }
         sample = next(sync_redis.scan_iter(match="bench:order:*", count=1000))
         results["memory"]["record"] = sync_redis.memory_usage(sample)
         results["memory"]["encoding"] = sync_redis.object("encoding", sample).decode()
 
         # The same adds through two worker processes (one per core), against one.
         two_env = {**env, "SMM_PROXY_KEY_PREFIX": "bench-two:"}
-        made = subprocess.run([SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
-                              env={**os.environ, **two_env}, capture_output=True, text=True, check=True)
+        made = subprocess.run(
+            [SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
+            env={**os.environ, **two_env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         two_key = json.loads(made.stdout)["key"]
-        stack.process([SMM, "serve", "--port", str(ports["two"]), "--workers", "2"], env=two_env,
-                      log=work / "two.log")
+        stack.process([SMM, "serve", "--port", str(ports["two"]), "--workers", "2"], env=two_env, log=work / "two.log")
         wait_for(f"http://127.0.0.1:{ports['two']}/readyz")
         two_body = form(key=two_key, action="add", service=1, link=LINK, quantity=100)
-        rates = [wrk(f"http://127.0.0.1:{ports['two']}/api/v2", two_body, FORM, args.duration)[0]
-                 for _ in range(args.rounds)]
+        rates = [
+            wrk(f"http://127.0.0.1:{ports['two']}/api/v2", two_body, FORM, args.duration)[0] for _ in range(args.rounds)
+        ]
         results["add_16_two_workers"] = statistics.median(rates)
         routed_p50, direct_p50 = asyncio.run(
             sequential_adds(router, f"http://127.0.0.1:{ports['echomark']}/api/v2", key, 300)
         )
-        results["add_overhead"] = {"router_p50": routed_p50, "direct_p50": direct_p50,
-                                   "overhead": routed_p50 - direct_p50}
+        results["add_overhead"] = {
+            "router_p50": routed_p50,
+            "direct_p50": direct_p50,
+            "overhead": routed_p50 - direct_p50,
+        }
 
         # Upstream amplification: another router (same Redis, own prefix) whose statuses go stale every 2 s.
-        amp_env = {**env, "SMM_PROXY_KEY_PREFIX": "bench-amp:", "SMM_PROXY_STATUS_TTL": "2",
-                   "SMM_PROXY_SYNC_INTERVAL": "3600"}
+        amp_env = {
+            **env,
+            "SMM_PROXY_KEY_PREFIX": "bench-amp:",
+            "SMM_PROXY_STATUS_TTL": "2",
+            "SMM_PROXY_SYNC_INTERVAL": "3600",
+        }
         stack.process([SMM, "serve", "--port", str(ports["amp"])], env=amp_env, log=work / "amp.log")
         wait_for(f"http://127.0.0.1:{ports['amp']}/readyz")
-        made = subprocess.run([SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
-                              env={**os.environ, **amp_env}, capture_output=True, text=True, check=True)
+        made = subprocess.run(
+            [SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
+            env={**os.environ, **amp_env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         amp_key = json.loads(made.stdout)["key"]
         panels = {n: f"http://127.0.0.1:{ports[n]}/api/v2" for n in ("echomark", "korean")}
-        results["amplification"] = asyncio.run(amplification(
-            f"http://127.0.0.1:{ports['amp']}/api/v2", panels, amp_key, 1000, 3000 if args.quick else 10_000, 2.0,
-        ))
+        results["amplification"] = asyncio.run(
+            amplification(
+                f"http://127.0.0.1:{ports['amp']}/api/v2",
+                panels,
+                amp_key,
+                1000,
+                3000 if args.quick else 10_000,
+                2.0,
+            )
+        )
         # Background polling: two workers, 2 s interval, over the same 1,000 open orders.
         poll_env = {**amp_env, "SMM_PROXY_SYNC_INTERVAL": "2"}
         before = status_calls(panels)
         started = time.monotonic()
-        workers = [stack.process([SMM, "worker", "--allow-volatile"], env=poll_env, log=work / f"worker{i}.log")
-                   for i in range(2)]
+        workers = [
+            stack.process([SMM, "worker", "--allow-volatile"], env=poll_env, log=work / f"worker{i}.log")
+            for i in range(2)
+        ]
         time.sleep(10.5)
         for proc in workers:
             proc.terminate()
@@ -357,8 +432,10 @@ def print_table(r: dict, args) -> None:
     def row(name: str, key: str, target: float) -> str:
         x = r[key]
         ok = "met" if x["ratio"] >= target else "NOT met"
-        return (f"| {name} | {x['bare_rps']:,.0f} req/s, p50 {x['bare_p50']:.1f} ms | {x['router_rps']:,.0f} req/s, "
-                f"p50 {x['router_p50']:.1f} ms | {x['ratio']:.2f} | >= {target} ({ok}) |")
+        return (
+            f"| {name} | {x['bare_rps']:,.0f} req/s, p50 {x['bare_p50']:.1f} ms | {x['router_rps']:,.0f} req/s, "
+            f"p50 {x['router_p50']:.1f} ms | {x['ratio']:.2f} | >= {target} ({ok}) |"
+        )
 
     sizes = r["services_bytes"]
     amp, over = r["amplification"], r["add_overhead"]
@@ -370,29 +447,44 @@ def print_table(r: dict, args) -> None:
     print(row("`balance`", "balance", 0.7))
     print(row("`status`, one cached order", "status", 0.7))
     print(row("`status`, 100 cached orders", "status_bulk_100", 0.5))
-    print(f"| `add`, sequential, over calling the panel directly | {over['direct_p50']:.2f} ms | "
-          f"{over['router_p50']:.2f} ms | +{over['overhead']:.2f} ms | <= 1 ms "
-          f"({'met' if over['overhead'] <= 1 else 'NOT met'}) |")
-    print(f"| `add`, 16 concurrent | | {r['add_16']:,.0f} orders/s | | >= 1,500 "
-          f"({'met' if r['add_16'] >= 1500 else 'NOT met'}) |")
-    print(f"| status reads, TTL 2 s, random orders | | {amp['calls']} upstream calls for {amp['reads']:,} reads "
-          f"over {amp['orders']:,} orders in {amp['seconds']:.1f} s | {amp['per_ttl']:.1f} calls per TTL | <= 20 "
-          f"({'met' if amp['per_ttl'] <= 20 else 'NOT met'}) |")
+    print(
+        f"| `add`, sequential, over calling the panel directly | {over['direct_p50']:.2f} ms | "
+        f"{over['router_p50']:.2f} ms | +{over['overhead']:.2f} ms | <= 1 ms "
+        f"({'met' if over['overhead'] <= 1 else 'NOT met'}) |"
+    )
+    print(
+        f"| `add`, 16 concurrent | | {r['add_16']:,.0f} orders/s | | >= 1,500 "
+        f"({'met' if r['add_16'] >= 1500 else 'NOT met'}) |"
+    )
+    print(
+        f"| status reads, TTL 2 s, random orders | | {amp['calls']} upstream calls for {amp['reads']:,} reads "
+        f"over {amp['orders']:,} orders in {amp['seconds']:.1f} s | {amp['per_ttl']:.1f} calls per TTL | <= 20 "
+        f"({'met' if amp['per_ttl'] <= 20 else 'NOT met'}) |"
+    )
     mem = r["memory"]
-    print(f"| Redis per stored order | | {mem['per_order'] / 1024:.2f} KB over {mem['orders']:,} orders (record "
-          f"{mem['record']} B, {mem['encoding']}) | | <= 1 KB ({'met' if mem['per_order'] <= 1024 else 'NOT met'}) |")
+    print(
+        f"| Redis per stored order | | {mem['per_order'] / 1024:.2f} KB over {mem['orders']:,} orders (record "
+        f"{mem['record']} B, {mem['encoding']}) | | <= 1 KB ({'met' if mem['per_order'] <= 1024 else 'NOT met'}) |"
+    )
     poll = r["polling"]
     per_100 = poll["calls"] / poll["intervals"] / (poll["orders"] / 100)
-    print(f"| background polling, 2 workers, {poll['orders']:,} open orders | | {poll['calls']} upstream calls in "
-          f"{poll['intervals']:.1f} intervals | {per_100:.2f} calls per 100 orders per interval | <= 1 "
-          f"({'met' if per_100 <= 1 else 'NOT met'}) |")
+    print(
+        f"| background polling, 2 workers, {poll['orders']:,} open orders | | {poll['calls']} upstream calls in "
+        f"{poll['intervals']:.1f} intervals | {per_100:.2f} calls per 100 orders per interval | <= 1 "
+        f"({'met' if per_100 <= 1 else 'NOT met'}) |"
+    )
     two = r["add_16_two_workers"] / r["add_16"]
-    print(f"| `add`, 16 concurrent, 2 workers | | {r['add_16_two_workers']:,.0f} orders/s | {two:.2f} x one worker | "
-          f">= 1.7 ({'met' if two >= 1.7 else 'NOT met'}) |")
+    print(
+        f"| `add`, 16 concurrent, 2 workers | | {r['add_16_two_workers']:,.0f} orders/s | {two:.2f} x one worker | "
+        f">= 1.7 ({'met' if two >= 1.7 else 'NOT met'}) |"
+    )
     look = r["lookup"]
     first, last = min(look), max(look)
-    print("| `status` p50 as stored orders grow | | " + ", ".join(f"{n:,}: {p:.2f} ms" for n, p in look.items())
-          + f" | {look[last] / look[first]:.2f} | flat |")
+    print(
+        "| `status` p50 as stored orders grow | | "
+        + ", ".join(f"{n:,}: {p:.2f} ms" for n, p in look.items())
+        + f" | {look[last] / look[first]:.2f} | flat |"
+    )
 
 
 if __name__ == "__main__":

@@ -90,8 +90,14 @@ async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], 
 
 async def clients_add(args: argparse.Namespace, ops: Operators) -> None:
     data = await ops.create_client(ACTOR, args.name, args.balance)
-    _print(args, data, lambda: f"client {data['name']} created, balance {data['balance']} {data['currency']}\n"
-                               f"API key (shown once, stored hashed): {data['key']}")
+    _print(
+        args,
+        data,
+        lambda: (
+            f"client {data['name']} created, balance {data['balance']} {data['currency']}\n"
+            f"API key (shown once, stored hashed): {data['key']}"
+        ),
+    )
 
 
 async def clients_topup(args: argparse.Namespace, ops: Operators) -> None:
@@ -139,8 +145,18 @@ async def orders_show(args: argparse.Namespace, ops: Operators) -> None:
 async def orders_list(args: argparse.Namespace, ops: Operators) -> None:
     found = await ops.orders(args.state, args.client, args.limit)
     rows = [["ID", "CLIENT", "SERVICE", "QTY", "STATE", "STATUS", "CHARGE", "REFUNDED", "PROVIDER", "UPSTREAM"]] + [
-        [o["id"], o["client"], o["service"], o["quantity"], o["state"], o["status"], o["charge"], o["refunded"],
-         o["provider"], o["upstream_order"] or ""]
+        [
+            o["id"],
+            o["client"],
+            o["service"],
+            o["quantity"],
+            o["state"],
+            o["status"],
+            o["charge"],
+            o["refunded"],
+            o["provider"],
+            o["upstream_order"] or "",
+        ]
         for o in found
     ]
     _print(args, found, lambda: _table(rows))
@@ -179,8 +195,18 @@ async def providers(args: argparse.Namespace, ops: Operators) -> None:
             read = p["currency_read"] or "?"
             currency = p["currency"] if read in (p["currency"], "?") else f"{p['currency']} (reads {read})"
             age = "never" if p["catalog_age"] is None else f"{p['catalog_age']} s"
-            rows.append([p["name"], p["health"], currency, p["balance"] or "?", p["checked"] or "never",
-                         p["services"], age, len(p["price_changes"])])
+            rows.append(
+                [
+                    p["name"],
+                    p["health"],
+                    currency,
+                    p["balance"] or "?",
+                    p["checked"] or "never",
+                    p["services"],
+                    age,
+                    len(p["price_changes"]),
+                ]
+            )
         lines = [_table(rows)]
         for p in rows_data:
             lines += [f"  {p['name']}: service {c['service']} {c['from']} -> {c['to']}" for c in p["price_changes"][:5]]
@@ -210,8 +236,14 @@ async def report(args: argparse.Namespace, ops: Operators) -> None:
         return
     rows = [[args.by.upper(), "ORDERS", "REVENUE", "REFUNDS", "COST", "MARGIN"]]
     rows += [[line[c] for c in columns] for line in [*data["lines"], data["total"]]]
-    _print(args, data, lambda: f"since {datetime.fromtimestamp(data['since'], tz=UTC):%Y-%m-%d %H:%M} UTC, "
-                               f"in {data['currency']}\n{_table(rows)}")
+    _print(
+        args,
+        data,
+        lambda: (
+            f"since {datetime.fromtimestamp(data['since'], tz=UTC):%Y-%m-%d %H:%M} UTC, "
+            f"in {data['currency']}\n{_table(rows)}"
+        ),
+    )
 
 
 async def admin_add(args: argparse.Namespace, ops: Operators) -> None:
@@ -232,7 +264,8 @@ async def admin_remove(args: argparse.Namespace, ops: Operators) -> None:
 async def audit(args: argparse.Namespace, ops: Operators) -> None:
     rows_data = await ops.audit_log(args.limit)
     rows = [["TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"]] + [
-        [r["time"], r["actor"], r["action"], r["target"], json.dumps(r["detail"], ensure_ascii=False)] for r in rows_data
+        [r["time"], r["actor"], r["action"], r["target"], json.dumps(r["detail"], ensure_ascii=False)]
+        for r in rows_data
     ]
     _print(args, rows_data, lambda: _table(rows))
 
@@ -250,11 +283,23 @@ def check(args: argparse.Namespace) -> int | None:
             return 2
         raise
     routes = sum(len(s.routes) for s in config.services)
-    data = {"config": str(settings.config), "ok": True, "providers": len(config.providers),
-            "services": len(config.services), "routes": routes, "imports": len(config.imports),
-            "currency": config.currency}
-    _print(args, data, lambda: f"{settings.config}: OK - {len(config.providers)} providers, {len(config.services)} "
-                               f"services ({routes} routes), {len(config.imports)} import rules, currency {config.currency}")
+    data = {
+        "config": str(settings.config),
+        "ok": True,
+        "providers": len(config.providers),
+        "services": len(config.services),
+        "routes": routes,
+        "imports": len(config.imports),
+        "currency": config.currency,
+    }
+    _print(
+        args,
+        data,
+        lambda: (
+            f"{settings.config}: OK - {len(config.providers)} providers, {len(config.services)} "
+            f"services ({routes} routes), {len(config.imports)} import rules, currency {config.currency}"
+        ),
+    )
 
 
 def _log_setup(settings: Settings, config: Config) -> None:
@@ -295,11 +340,23 @@ def serve(args: argparse.Namespace) -> None:
         os.environ["SMM_PROXY_CONFIG"] = str(settings.config.resolve())
         if args.no_background:
             os.environ["SMM_PROXY_BACKGROUND"] = "false"
-        uvicorn.run("proxy.cli:app_from_environment", factory=True, workers=args.workers, host=host, port=port,
-                    log_config=None, access_log=False)
+        uvicorn.run(
+            "proxy.cli:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
         return
-    uvicorn.run(app_for(settings, config, background=settings.background and not args.no_background),
-                host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        app_for(settings, config, background=settings.background and not args.no_background),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
 
 
 def app_for(settings: Settings, config: Config, background: bool):  # type: ignore[no-untyped-def]
@@ -366,11 +423,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(commands, "serve", "run the router", serve)
     sub.add_argument("--host")
     sub.add_argument("--port", type=int)
-    sub.add_argument("--no-background", action="store_true",
-                     help="leave recovery and polling to 'smm-proxy worker' (replicas behind a load balancer)")
-    sub.add_argument("--allow-volatile", action="store_true", help="do not warn about a Redis that keeps nothing on disk")
+    sub.add_argument(
+        "--no-background",
+        action="store_true",
+        help="leave recovery and polling to 'smm-proxy worker' (replicas behind a load balancer)",
+    )
+    sub.add_argument(
+        "--allow-volatile", action="store_true", help="do not warn about a Redis that keeps nothing on disk"
+    )
     sub.add_argument("--workers", type=int, default=1, help="processes serving the API (one per core)")
-    sub = command(commands, "worker", "run the background work alone: recovery, status polling, provider checks", worker)
+    sub = command(
+        commands, "worker", "run the background work alone: recovery, status polling, provider checks", worker
+    )
     sub.add_argument("--allow-volatile", action="store_true")
     sub = command(commands, "demo", "run a self-contained demo with simulated panels", demo, config=False)
     sub.add_argument("--host", default="127.0.0.1")
@@ -417,12 +481,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("total", help="the order's total refund, in the deployment currency")
     sub = command(actions, "ack", "clear an order's attention note once it is dealt with", orders_ack, json_out=True)
     sub.add_argument("id", type=int)
-    sub = command(actions, "archive", "move finished orders out of Redis into $SMM_PROXY_ARCHIVE_DIR",
-                  orders_archive, json_out=True)
+    sub = command(
+        actions,
+        "archive",
+        "move finished orders out of Redis into $SMM_PROXY_ARCHIVE_DIR",
+        orders_archive,
+        json_out=True,
+    )
     sub.add_argument("--older-than", required=True, help="a span like 90d, or a date like 2026-01-01")
 
-    sub = command(commands, "providers", "each provider's health, balance, currency, catalog and price changes",
-                  providers, json_out=True)
+    sub = command(
+        commands,
+        "providers",
+        "each provider's health, balance, currency, catalog and price changes",
+        providers,
+        json_out=True,
+    )
     sub.add_argument("--check", action="store_true", help="read every provider's balance now")
     sub = command(commands, "report", "revenue, upstream cost, refunds and margin", report, json_out=True)
     sub.add_argument("--since", help="7d (default), 24h, 30m, or a date like 2026-11-01")

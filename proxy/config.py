@@ -94,8 +94,10 @@ class Provider(_Model):
         None, ge=1, description="The panel's rate limit per key; unset: no limit of ours."
     )
     order_wait: float = Field(
-        5.0, gt=0, description="Seconds an order may wait for a request budget or a free connection, "
-        "before it fails over to the next route."
+        5.0,
+        gt=0,
+        description="Seconds an order may wait for a request budget or a free connection, "
+        "before it fails over to the next route.",
     )
 
     @field_validator("timeout", mode="before")
@@ -220,8 +222,10 @@ class SettlementPolicy(_Model):
     (the config's `settlement:` section; the settling is `proxy.orders.settlement`)."""
 
     charge_tolerance_percent: Decimal = Field(
-        Decimal(1), ge=0, description="An upstream charge further than this from the cost we recorded "
-        "puts the order in the operator's attention queue."
+        Decimal(1),
+        ge=0,
+        description="An upstream charge further than this from the cost we recorded "
+        "puts the order in the operator's attention queue.",
     )
     subscription_hold_posts: int = Field(
         HOLD_POSTS, ge=1, le=10_000, description="Posts an unlimited subscription is held for (max x this)."
@@ -246,10 +250,7 @@ class Config(_Model):
     @classmethod
     def _name_providers(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            return {
-                name: {**body, "name": name} if isinstance(body, Mapping) else body
-                for name, body in value.items()
-            }
+            return {name: {**body, "name": name} if isinstance(body, Mapping) else body for name, body in value.items()}
         return value
 
     @field_validator("exchange_rates")
@@ -278,9 +279,7 @@ class Config(_Model):
             seen.add(service.id)
             for r, route in enumerate(service.routes):
                 if route.provider not in self.providers:
-                    problems.append(
-                        f"services[{index}].routes[{r}].provider: unknown provider {route.provider!r}"
-                    )
+                    problems.append(f"services[{index}].routes[{r}].provider: unknown provider {route.provider!r}")
         for index, rule in enumerate(self.imports):
             if rule.provider not in self.providers:
                 problems.append(f"imports[{index}].provider: unknown provider {rule.provider!r}")

@@ -87,8 +87,12 @@ class Runtime:
         )
         self.health = Health(redis, self.keys, settings.upstream_cooldown, clock)
         self.catalog = LiveCatalog(
-            config, self.listings, self.health,
-            recheck=settings.catalog_recheck, max_age=settings.catalog_max_age, clock=clock,
+            config,
+            self.listings,
+            self.health,
+            recheck=settings.catalog_recheck,
+            max_age=settings.catalog_max_age,
+            clock=clock,
         )
         self.leases = Leases(redis, self.keys, settings.order_lease)
         self.due = DueIndex(redis, self.keys)
@@ -101,8 +105,14 @@ class Runtime:
         )
         self.archive = Archive(self.book, settings.archive_dir)
         self.refresher = StatusRefresher(
-            self.book, self.due, self.providers, self.health, settings.status_ttl, clock,
-            currencies=self.currencies, tally=self.tallies.tally,
+            self.book,
+            self.due,
+            self.providers,
+            self.health,
+            settings.status_ttl,
+            clock,
+            currencies=self.currencies,
+            tally=self.tallies.tally,
             tolerance_percent=config.settlement.charge_tolerance_percent,
         )
         self.refills = Refills(redis, self.keys, self.providers, self.health, settings.status_ttl, clock)
@@ -135,8 +145,14 @@ class Runtime:
             providers=self.providers,
         )
         self.sync = Sync(
-            self.book, self.refresher, self.archive, self.health, self.providers, self.currencies,
-            archive_after_days=settings.archive_after_days, check_interval=settings.provider_check_interval,
+            self.book,
+            self.refresher,
+            self.archive,
+            self.health,
+            self.providers,
+            self.currencies,
+            archive_after_days=settings.archive_after_days,
+            check_interval=settings.provider_check_interval,
         )
 
     @classmethod

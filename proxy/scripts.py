@@ -94,8 +94,6 @@ def source(package: str, name: str, values: Mapping[str, str] | None = None) -> 
     return _rendered(package, name, tuple(sorted((values or {}).items())))
 
 
-def register(
-    redis: aioredis.Redis, package: str, name: str, values: Mapping[str, str] | None = None
-) -> AsyncScript:
+def register(redis: aioredis.Redis, package: str, name: str, values: Mapping[str, str] | None = None) -> AsyncScript:
     """The script, ready to call: `await script(keys=[...], args=[...])`."""
     return redis.register_script(source(package, name, values))

@@ -20,9 +20,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SMM_PROXY_", extra="ignore")
 
     config: Path = Field(Path("config/example.yaml"), description="The YAML provider config.")
-    redis_url: str | None = Field(
-        None, description="Redis for records, ledger and caches. Unset: the demo embeds one."
-    )
+    redis_url: str | None = Field(None, description="Redis for records, ledger and caches. Unset: the demo embeds one.")
     key_prefix: str = Field("smm:", description="Prefix of every Redis key this router writes.")
     host: str = "127.0.0.1"
     port: int = 8080
@@ -33,30 +31,35 @@ class Settings(BaseSettings):
 
     catalog_ttl: float = Field(300.0, gt=0, description="Seconds a provider's service list is fresh.")
     status_ttl: float = Field(60.0, gt=0, description="Seconds an order's cached status is fresh.")
-    upstream_cooldown: float = Field(
-        60.0, ge=0, description="Seconds a provider is skipped after it failed."
-    )
+    upstream_cooldown: float = Field(60.0, ge=0, description="Seconds a provider is skipped after it failed.")
     background: bool = Field(
-        True, description="Whether serve also runs recovery, status polling and provider checks "
-        "(false for replicas beside a 'smm-proxy worker')."
+        True,
+        description="Whether serve also runs recovery, status polling and provider checks "
+        "(false for replicas beside a 'smm-proxy worker').",
     )
     sync_interval: float = Field(
         30.0, gt=0, description="Seconds between background recovery and status polling rounds."
     )
     duplicate_window: float = Field(
-        60.0, ge=0, description="Seconds in which a repeated identical add returns the first order, "
-        "counted from the client's answer."
+        60.0,
+        ge=0,
+        description="Seconds in which a repeated identical add returns the first order, "
+        "counted from the client's answer.",
     )
     order_lease: float = Field(
-        30.0, ge=1, description="Seconds an order being placed stays claimed by its task without a renewal; "
-        "recovery takes over only after that."
+        30.0,
+        ge=1,
+        description="Seconds an order being placed stays claimed by its task without a renewal; "
+        "recovery takes over only after that.",
     )
     catalog_recheck: float = Field(
         1.0, ge=0, description="Seconds a process reuses its merged catalog before it looks at Redis again."
     )
     catalog_max_age: float = Field(
-        3600.0, gt=0, description="Seconds after which a provider's service list that could not be "
-        "refreshed is too old to sell from."
+        3600.0,
+        gt=0,
+        description="Seconds after which a provider's service list that could not be "
+        "refreshed is too old to sell from.",
     )
     archive_dir: Path = Field(Path("archive"), description="Where finished orders are archived (JSON lines).")
     archive_after_days: float | None = Field(

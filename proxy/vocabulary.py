@@ -81,9 +81,18 @@ def _folded(text: str) -> str:
 _KNOWN_ERRORS = {
     _folded(message): message
     for message in (
-        Errors.INVALID_KEY, Errors.INCORRECT_REQUEST, Errors.INCORRECT_SERVICE, Errors.INCORRECT_ORDER,
-        Errors.REFILL_NOT_FOUND, Errors.NOT_ENOUGH_FUNDS, Errors.INCORRECT_LINK, Errors.ACTIVE_ORDER,
-        Errors.REFILL_DISABLED, Errors.REFILL_NOT_COMPLETED, Errors.NOT_ELIGIBLE_FOR_REFILL, Errors.CANNOT_CANCEL,
+        Errors.INVALID_KEY,
+        Errors.INCORRECT_REQUEST,
+        Errors.INCORRECT_SERVICE,
+        Errors.INCORRECT_ORDER,
+        Errors.REFILL_NOT_FOUND,
+        Errors.NOT_ENOUGH_FUNDS,
+        Errors.INCORRECT_LINK,
+        Errors.ACTIVE_ORDER,
+        Errors.REFILL_DISABLED,
+        Errors.REFILL_NOT_COMPLETED,
+        Errors.NOT_ELIGIBLE_FOR_REFILL,
+        Errors.CANNOT_CANCEL,
     )
 }
 _KNOWN_ERRORS[_folded("Bad link")] = Errors.INCORRECT_LINK

@@ -48,12 +48,31 @@ class LocalCluster:
             port = _free_port()
             folder = Path(self._dir.name) / str(port)
             folder.mkdir()
-            self.processes.append(subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", "nodes.conf", "--dir", str(folder), "--save", "", "--appendonly", "no",
-                 "--maxmemory-policy", "noeviction"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        binary,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--dir",
+                        str(folder),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--maxmemory-policy",
+                        "noeviction",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
             self.ports.append(port)
         nodes = [redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1) for port in self.ports]
         deadline = time.monotonic() + 15

@@ -79,8 +79,16 @@ def new_order(client="alice", link="https://instagram.com/p/abc", quantity=1000,
     from proxy.orders.records import NewOrder
 
     fields = {"link": link, "quantity": str(quantity)}
-    values = dict(client=client, service=1, type="Default", quantity=quantity, fields=fields,
-                  charge=Decimal(charge), refill=False, cancel=False)
+    values = dict(
+        client=client,
+        service=1,
+        type="Default",
+        quantity=quantity,
+        fields=fields,
+        charge=Decimal(charge),
+        refill=False,
+        cancel=False,
+    )
     values.update(overrides)
     return NewOrder(**values)
 

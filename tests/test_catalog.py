@@ -32,8 +32,10 @@ async def test_stale_list_is_served_while_it_refreshes(make_router):
     router = await make_router()
     key = await router.client()
     await rates(router, key)
-    router.panels["echomark"].catalog[1] = router.panels["echomark"].catalog[1].__class__(
-        **{**router.panels["echomark"].catalog[1].__dict__, "rate": Decimal("1.00")}
+    router.panels["echomark"].catalog[1] = (
+        router.panels["echomark"]
+        .catalog[1]
+        .__class__(**{**router.panels["echomark"].catalog[1].__dict__, "rate": Decimal("1.00")})
     )
     router.clock.advance(301)
     assert (await rates(router, key))[1] == "1.17"  # stale answer, at once
@@ -127,8 +129,16 @@ def listing(provider, *services):
 
 def upstream(service, rate, category="Cat", **kw):
     fields = dict(
-        name=f"S{service}", type="Default", category=category, rate=Decimal(rate), min=10, max=100,
-        refill=False, cancel=False, dripfeed=False, description=None,
+        name=f"S{service}",
+        type="Default",
+        category=category,
+        rate=Decimal(rate),
+        min=10,
+        max=100,
+        refill=False,
+        cancel=False,
+        dripfeed=False,
+        description=None,
     )
     fields.update(kw)
     return UpstreamService(service=service, **fields)
@@ -173,7 +183,9 @@ def test_explicit_services_win_over_imports_and_rules_select():
         {
             "echomark": listing("echomark", upstream(1, "1"), upstream(2, "1"), upstream(3, "1")),
             "korean": listing(
-                "korean", upstream(5, "1380", "Instagram"), upstream(6, "1380", "TikTok"),
+                "korean",
+                upstream(5, "1380", "Instagram"),
+                upstream(6, "1380", "TikTok"),
                 upstream(7, "1380", "instagram likes"),
             ),
         },

@@ -27,6 +27,14 @@ async def test_keys_of_one_order_share_a_slot_and_indexes_spread(make_router):
         await router.call(key, action="add", service=1, link=f"https://instagram.com/p/{i}", quantity=100)
     keys = router.runtime.keys
     client_slot = key_slot(keys.balance("alice").encode())
-    assert {key_slot(k.encode()) for k in (keys.order("alice", 1), keys.ledger("alice"), keys.totals("alice"),
-                                           keys.orders_of("alice", "open"), keys.lease("alice", 1))} == {client_slot}
+    assert {
+        key_slot(k.encode())
+        for k in (
+            keys.order("alice", 1),
+            keys.ledger("alice"),
+            keys.totals("alice"),
+            keys.orders_of("alice", "open"),
+            keys.lease("alice", 1),
+        )
+    } == {client_slot}
     assert len({key_slot(keys.order_owner(i * 100).encode()) for i in range(50)}) > 1

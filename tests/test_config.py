@@ -86,9 +86,7 @@ def test_markup_takes_exactly_one_form():
 
 def test_duplicate_service_ids_and_bad_overrides():
     route = [{"provider": "echo", "service": 1}]
-    found = problems(
-        minimal(services=[{"id": 1, "routes": route}, {"id": 1, "routes": route, "type": "Nonsense"}])
-    )
+    found = problems(minimal(services=[{"id": 1, "routes": route}, {"id": 1, "routes": route, "type": "Nonsense"}]))
     assert any(p.startswith("services[1].type: unknown service type 'Nonsense'") for p in found)
     found = problems(minimal(services=[{"id": 1, "routes": route}, {"id": 1, "routes": route}]))
     assert found == ["services[1].id: 1 is used twice"]

@@ -36,8 +36,12 @@ MAX_STEPS = 200
 async def prepared(make_router, **settings):
     redis_plan, upstream_plan = FaultPlan(), FaultPlan()
     router = await make_router(
-        router_config(), prefix=fresh_prefix(), redis_plan=redis_plan, upstream_plan=upstream_plan,
-        upstream_cooldown=0, **settings,
+        router_config(),
+        prefix=fresh_prefix(),
+        redis_plan=redis_plan,
+        upstream_plan=upstream_plan,
+        upstream_cooldown=0,
+        **settings,
     )
     key = await router.client(balance="10")
     await router.call(key, action="services")  # both service lists fetched before the walk
@@ -131,8 +135,10 @@ async def test_cancel(make_router, where, mode):
         plans[where].arm(n, mode)
         reply = await router.call(key, action="cancel", orders=str(order.id))
         plans[where].disarm()
-        assert reply in ([{"order": order.id, "cancel": 1}], [{"order": order.id, "cancel": {"error": "Cannot cancel"}}]) \
-            or set(reply) == {"error"}
+        assert reply in (
+            [{"order": order.id, "cancel": 1}],
+            [{"order": order.id, "cancel": {"error": "Cannot cancel"}}],
+        ) or set(reply) == {"error"}
         await settle(router)
         router.clock.advance(2)
         await router.call(key, action="status", order=order.id)

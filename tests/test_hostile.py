@@ -42,9 +42,34 @@ from proxy.store import connect
 
 ACTIONS = ["services", "add", "status", "refill", "refill_status", "cancel", "balance"]
 FIELDS = [
-    "service", "link", "quantity", "runs", "interval", "comments", "usernames", "username", "hashtags", "hashtag",
-    "media", "answer_number", "groups", "country", "device", "type_of_traffic", "google_keyword", "referring_url",
-    "min", "max", "posts", "old_posts", "delay", "expiry", "order", "orders", "refill", "refills",
+    "service",
+    "link",
+    "quantity",
+    "runs",
+    "interval",
+    "comments",
+    "usernames",
+    "username",
+    "hashtags",
+    "hashtag",
+    "media",
+    "answer_number",
+    "groups",
+    "country",
+    "device",
+    "type_of_traffic",
+    "google_keyword",
+    "referring_url",
+    "min",
+    "max",
+    "posts",
+    "old_posts",
+    "delay",
+    "expiry",
+    "order",
+    "orders",
+    "refill",
+    "refills",
 ]
 SERVICES = ["1", "2", "1001", "1002", "1003", "1005", "1009", "1010", "2101", "2104", "99999", "0", "-1"]
 
@@ -64,25 +89,41 @@ class World:
             "korean": build_panel("korean", clock=clock, step_seconds=10, first_order_id=9000, seed=1),
         }
         transports = {name: httpx.ASGITransport(app=create_panel_app(p)) for name, p in self.panels.items()}
-        raw = router_config(imports=[{"provider": "echomark", "id_offset": 1000}, {"provider": "korean", "id_offset": 2000}])
+        raw = router_config(
+            imports=[{"provider": "echomark", "id_offset": 1000}, {"provider": "korean", "id_offset": 2000}]
+        )
         self.runtime = Runtime(
-            Settings(key_prefix=self.prefix, status_ttl=1), parse_config(raw, {}), connect(redis_url),
-            transports=transports, clock=clock,
+            Settings(key_prefix=self.prefix, status_ttl=1),
+            parse_config(raw, {}),
+            connect(redis_url),
+            transports=transports,
+            clock=clock,
         )
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(self.runtime)), base_url="http://r")
         _, self.alice = await self.runtime.accounts.create("alice", Decimal("1000"))
         _, self.bob = await self.runtime.accounts.create("bob", Decimal("5"))
         for i in range(3):  # a few orders of each client to ask about
             for key in (self.alice, self.bob):
-                await self.http.post("/api/v2", data={"key": key, "action": "add", "service": "1",
-                                                      "link": f"https://instagram.com/p/{i}", "quantity": "100"})
+                await self.http.post(
+                    "/api/v2",
+                    data={
+                        "key": key,
+                        "action": "add",
+                        "service": "1",
+                        "link": f"https://instagram.com/p/{i}",
+                        "quantity": "100",
+                    },
+                )
 
     async def digest(self) -> tuple:
         keys, redis = self.runtime.keys, self.runtime.redis
         return (
-            await redis.get(keys.balance("alice")), await redis.get(keys.balance("bob")),
-            await redis.xlen(keys.ledger("alice")), await redis.xlen(keys.ledger("bob")),
-            await redis.get(keys.order_seq), await redis.get(keys.refill_seq),
+            await redis.get(keys.balance("alice")),
+            await redis.get(keys.balance("bob")),
+            await redis.xlen(keys.ledger("alice")),
+            await redis.xlen(keys.ledger("bob")),
+            await redis.get(keys.order_seq),
+            await redis.get(keys.refill_seq),
             tuple(len(p.orders) for p in self.panels.values()),
         )
 
@@ -117,10 +158,10 @@ class ErrorLog(logging.Handler):
 
 # Strategies.
 
+
 def mostly(common: st.SearchStrategy, rare: st.SearchStrategy, odds: int = 8) -> st.SearchStrategy:
     """`common`, and one time in `odds` `rare`: hostile, but mostly plausible."""
     return st.integers(min_value=0, max_value=odds - 1).flatmap(lambda i: common if i else rare)
-
 
 
 nasty_text = st.one_of(
@@ -137,38 +178,63 @@ numbers = st.one_of(
 # The fields each action (and each kind of service) takes, to make plausible requests.
 NEEDS = {
     "add": {
-        "1": ["link", "quantity"], "1001": ["link", "quantity"], "2101": ["link", "quantity"],
-        "1003": ["link", "quantity", "runs", "interval"], "1002": ["link", "comments"], "2104": ["link", "comments"],
-        "1005": ["link"], "1010": ["username", "min", "max", "posts", "delay"],
+        "1": ["link", "quantity"],
+        "1001": ["link", "quantity"],
+        "2101": ["link", "quantity"],
+        "1003": ["link", "quantity", "runs", "interval"],
+        "1002": ["link", "comments"],
+        "2104": ["link", "comments"],
+        "1005": ["link"],
+        "1010": ["username", "min", "max", "posts", "delay"],
         "1009": ["link", "quantity", "country", "device", "type_of_traffic", "google_keyword"],
     },
-    "status": [["order"], ["orders"]], "refill": [["order"], ["orders"]], "cancel": [["orders"], ["order"]],
+    "status": [["order"], ["orders"]],
+    "refill": [["order"], ["orders"]],
+    "cancel": [["orders"], ["order"]],
     "refill_status": [["refill"], ["refills"]],
 }
 links = mostly(
     st.sampled_from(["https://instagram.com/p/x", "instagram.com/p/y", "@user", "https://t.me/channel/5"]),
-    st.sampled_from(["not a link", "javascript:alert(1)", "https://" + "a" * 3000 + ".com", "http://[::1", "ftp://x.y"]),
+    st.sampled_from(
+        ["not a link", "javascript:alert(1)", "https://" + "a" * 3000 + ".com", "http://[::1", "ftp://x.y"]
+    ),
     odds=4,
 )
 lists = st.lists(st.sampled_from(["nice", "great", "@a", "#tag", "", " ", "t.me/x"]), max_size=15).map("\r\n".join)
 ids = st.one_of(
-    st.lists(st.one_of(st.integers(min_value=-3, max_value=12).map(str), st.sampled_from(["x", "", " 1", "1.0"])),
-             max_size=105).map(",".join),
+    st.lists(
+        st.one_of(st.integers(min_value=-3, max_value=12).map(str), st.sampled_from(["x", "", " 1", "1.0"])),
+        max_size=105,
+    ).map(",".join),
     st.integers(min_value=0, max_value=10).map(str),
 )
 
 
 def value_for(name: str) -> st.SearchStrategy[str]:
     specific = {
-        "service": st.sampled_from(SERVICES), "link": links, "referring_url": links, "media": links,
-        "comments": lists, "usernames": lists, "hashtags": lists, "groups": lists,
-        "order": ids, "orders": ids, "refill": ids, "refills": ids,
+        "service": st.sampled_from(SERVICES),
+        "link": links,
+        "referring_url": links,
+        "media": links,
+        "comments": lists,
+        "usernames": lists,
+        "hashtags": lists,
+        "groups": lists,
+        "order": ids,
+        "orders": ids,
+        "refill": ids,
+        "refills": ids,
         "expiry": st.sampled_from(["31/12/2030", "1/2/2031", "2030-01-01", "31/02/2030"]),
-        "country": st.sampled_from(["US", "KR", "Germany", "1", ""]), "device": st.sampled_from(["1", "5", "6"]),
-        "type_of_traffic": st.sampled_from(["1", "2", "3", "4"]), "google_keyword": st.sampled_from(["shoes", ""]),
-        "runs": st.sampled_from(["2", "5", "1", "1001"]), "interval": st.sampled_from(["10", "0", "1441"]),
-        "username": st.sampled_from(["nasa", "@nasa", ""]), "posts": st.sampled_from(["0", "5", "10001", ""]),
-        "delay": st.sampled_from(["0", "30", "7"]), "min": st.sampled_from(["50", "100", "0"]),
+        "country": st.sampled_from(["US", "KR", "Germany", "1", ""]),
+        "device": st.sampled_from(["1", "5", "6"]),
+        "type_of_traffic": st.sampled_from(["1", "2", "3", "4"]),
+        "google_keyword": st.sampled_from(["shoes", ""]),
+        "runs": st.sampled_from(["2", "5", "1", "1001"]),
+        "interval": st.sampled_from(["10", "0", "1441"]),
+        "username": st.sampled_from(["nasa", "@nasa", ""]),
+        "posts": st.sampled_from(["0", "5", "10001", ""]),
+        "delay": st.sampled_from(["0", "30", "7"]),
+        "min": st.sampled_from(["50", "100", "0"]),
         "max": st.sampled_from(["100", "200", "6000"]),
     }.get(name, numbers)
     return mostly(specific, nasty_text, odds=25)
@@ -176,7 +242,9 @@ def value_for(name: str) -> st.SearchStrategy[str]:
 
 @st.composite
 def requests(draw) -> dict:
-    key = draw(mostly(st.sampled_from(["alice", "alice", "alice", "bob", "header"]), st.sampled_from(["none", "wrong"]), 12))
+    key = draw(
+        mostly(st.sampled_from(["alice", "alice", "alice", "bob", "header"]), st.sampled_from(["none", "wrong"]), 12)
+    )
     action = draw(mostly(st.sampled_from(ACTIONS + ["add"] * 3), nasty_text, odds=12))
     names = draw(st.lists(mostly(st.sampled_from(FIELDS), st.text(max_size=12), odds=20), max_size=3, unique=True))
     fields = {name: draw(value_for(name)) for name in names}
@@ -192,19 +260,61 @@ def requests(draw) -> dict:
         if draw(mostly(st.just(True), st.just(False), odds=12)):
             fields[name] = draw(value_for(name))
     encoding = draw(mostly(st.sampled_from(["form", "multipart", "json", "get"]), st.just("raw")))
-    json_extras = draw(mostly(st.just({}), st.dictionaries(st.sampled_from(FIELDS), st.one_of(
-        st.integers(min_value=-(10**30), max_value=10**30), st.floats(allow_nan=True, allow_infinity=True),
-        st.booleans(), st.none(), st.lists(st.integers(min_value=0, max_value=20), max_size=5),
-        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-    ), max_size=3), odds=3)) if encoding == "json" else {}
+    json_extras = (
+        draw(
+            mostly(
+                st.just({}),
+                st.dictionaries(
+                    st.sampled_from(FIELDS),
+                    st.one_of(
+                        st.integers(min_value=-(10**30), max_value=10**30),
+                        st.floats(allow_nan=True, allow_infinity=True),
+                        st.booleans(),
+                        st.none(),
+                        st.lists(st.integers(min_value=0, max_value=20), max_size=5),
+                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                    ),
+                    max_size=3,
+                ),
+                odds=3,
+            )
+        )
+        if encoding == "json"
+        else {}
+    )
     raw = draw(st.binary(max_size=200)) if encoding == "raw" else b""
-    content_type = draw(st.sampled_from([
-        None, "application/x-www-form-urlencoded", "multipart/form-data; boundary=zz", "multipart/form-data",
-        "application/json", "text/plain", "application/json; charset=latin-1",
-    ])) if encoding == "raw" else None
-    bad_bytes = draw(mostly(st.none(), st.sampled_from([b"\xff", b"%FF%FE", b"\xc0\xaf"]))) if encoding in ("form", "get") else None
-    return dict(key=key, action=action, fields=fields, encoding=encoding, json_extras=json_extras,
-                raw=raw, content_type=content_type, bad_bytes=bad_bytes)
+    content_type = (
+        draw(
+            st.sampled_from(
+                [
+                    None,
+                    "application/x-www-form-urlencoded",
+                    "multipart/form-data; boundary=zz",
+                    "multipart/form-data",
+                    "application/json",
+                    "text/plain",
+                    "application/json; charset=latin-1",
+                ]
+            )
+        )
+        if encoding == "raw"
+        else None
+    )
+    bad_bytes = (
+        draw(mostly(st.none(), st.sampled_from([b"\xff", b"%FF%FE", b"\xc0\xaf"])))
+        if encoding in ("form", "get")
+        else None
+    )
+    return dict(
+        key=key,
+        action=action,
+        fields=fields,
+        encoding=encoding,
+        json_extras=json_extras,
+        raw=raw,
+        content_type=content_type,
+        bad_bytes=bad_bytes,
+    )
 
 
 def _form_bytes(pairs: dict[str, str], bad: bytes | None) -> bytes:
@@ -218,8 +328,13 @@ def _form_bytes(pairs: dict[str, str], bad: bytes | None) -> bytes:
 def _multipart_bytes(pairs: dict[str, str]) -> bytes:
     body = b""
     for name, value in pairs.items():
-        body += (b"--zz\r\nContent-Disposition: form-data; name=\"" + name.encode("utf-8", "surrogatepass")
-                 + b"\"\r\n\r\n" + value.encode("utf-8", "surrogatepass") + b"\r\n")
+        body += (
+            b'--zz\r\nContent-Disposition: form-data; name="'
+            + name.encode("utf-8", "surrogatepass")
+            + b'"\r\n\r\n'
+            + value.encode("utf-8", "surrogatepass")
+            + b"\r\n"
+        )
     return body + b"--zz--\r\n"
 
 
@@ -249,8 +364,13 @@ async def send(world: World, request: dict) -> httpx.Response:
 
 
 SHAPES = {
-    "services": list, "balance": dict, "add": dict, "status": dict, "refill": (dict, list),
-    "refill_status": (dict, list), "cancel": list,
+    "services": list,
+    "balance": dict,
+    "add": dict,
+    "status": dict,
+    "refill": (dict, list),
+    "refill_status": (dict, list),
+    "cancel": list,
 }
 
 

@@ -68,7 +68,8 @@ async def test_form_parser_errors_are_one_panel_error(world):
     for body, content_type in cases:
         reply = await post(router, body, content_type)
         assert set(reply) == {"error"} and reply["error"] in (
-            Errors.INCORRECT_REQUEST, f"Too many fields: up to {MAX_FIELDS} in one request"
+            Errors.INCORRECT_REQUEST,
+            f"Too many fields: up to {MAX_FIELDS} in one request",
         ), (body[:60], reply)
     assert await digest(router) == before
 
@@ -118,7 +119,9 @@ async def test_line_breaks_and_tabs_are_kept_in_list_fields_and_text_is_nfc(worl
     router, key = world
     decomposed = "cafe\u0301"  # é as e + combining accent
     lines = [f"comment {i}" for i in range(10)]
-    reply = await router.call(key, action="add", service=2104, link=LINK, comments="\r\n".join(lines) + f"\r\ntab\there\n{decomposed}")
+    reply = await router.call(
+        key, action="add", service=2104, link=LINK, comments="\r\n".join(lines) + f"\r\ntab\there\n{decomposed}"
+    )
     order = await router.runtime.book.get("alice", reply["order"])
     assert order.fields["comments"] == "\n".join(lines) + "\ntab\there\ncaf\u00e9"
 
@@ -135,9 +138,17 @@ async def test_a_client_hanging_up_mid_body_is_a_debug_line(world, caplog):
         sent.append(message)
 
     scope = {
-        "type": "http", "method": "POST", "path": "/api/v2", "raw_path": b"/api/v2", "query_string": b"",
-        "headers": [(b"content-type", b"application/x-www-form-urlencoded")], "http_version": "1.1",
-        "scheme": "http", "server": ("router", 80), "client": ("1.2.3.4", 5), "root_path": "",
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v2",
+        "raw_path": b"/api/v2",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("router", 80),
+        "client": ("1.2.3.4", 5),
+        "root_path": "",
     }
     from proxy.edge.app import create_app
 
@@ -151,8 +162,13 @@ async def test_every_path_and_method_answers_json_without_redirects(world):
     router, key = world
     http = router.http
     for method, path, status in [
-        ("GET", "/", 404), ("GET", "/api/v2//", 404), ("POST", "/api/v1", 404), ("GET", "/api", 404),
-        ("PUT", "/api/v2", 405), ("DELETE", "/api/v2/", 405), ("GET", "/favicon.ico", 404),
+        ("GET", "/", 404),
+        ("GET", "/api/v2//", 404),
+        ("POST", "/api/v1", 404),
+        ("GET", "/api", 404),
+        ("PUT", "/api/v2", 405),
+        ("DELETE", "/api/v2/", 405),
+        ("GET", "/favicon.ico", 404),
     ]:
         response = await http.request(method, path)
         assert (response.status_code, response.json()) == (status, {"error": "Incorrect request"}), (method, path)
@@ -220,7 +236,9 @@ def test_label_templates_take_only_known_fields():
 async def test_config_can_template_imported_labels(make_router):
     from support import router_config
 
-    raw = router_config(imports=[{"provider": "korean", "id_offset": 2000, "name": "{name} #{id}", "category": "Korea"}])
+    raw = router_config(
+        imports=[{"provider": "korean", "id_offset": 2000, "name": "{name} #{id}", "category": "Korea"}]
+    )
     router = await make_router(raw)
     key = await router.client()
     services = {s["service"]: s for s in await router.call(key, action="services")}

@@ -58,7 +58,9 @@ class Blabbermouth(httpx.AsyncBaseTransport):
 
 
 async def test_no_reply_holds_anything_upstream(make_router):
-    raw = router_config(imports=[{"provider": "echomark", "id_offset": 1000}, {"provider": "korean", "id_offset": 2000}])
+    raw = router_config(
+        imports=[{"provider": "echomark", "id_offset": 1000}, {"provider": "korean", "id_offset": 2000}]
+    )
     clock = FakeClock()
     panels = {  # upstream order IDs no reply of ours could hold by chance
         "echomark": build_panel("echomark", clock=clock, step_seconds=10, first_order_id=731500),
@@ -106,6 +108,6 @@ async def test_no_reply_holds_anything_upstream(make_router):
     await call(action="add", service=1001, link=LINK + "6", quantity=1000)
     await call(action="cancel", orders=str(replies[-1]["order"]))
     text = json.dumps(replies, ensure_ascii=False)
-    assert not FORBIDDEN.search(text), [text[max(0, m.start() - 80): m.end() + 20] for m in FORBIDDEN.finditer(text)]
+    assert not FORBIDDEN.search(text), [text[max(0, m.start() - 80) : m.end() + 20] for m in FORBIDDEN.finditer(text)]
     assert "Service temporarily unavailable, please try again later" in text  # chatter became our words
     assert len(replies) >= 15

@@ -25,7 +25,9 @@ LINK = "https://instagram.com/p/abc"
 
 
 def config(**overrides):
-    raw = router_config(imports=[{"provider": "echomark", "id_offset": 1000}, {"provider": "korean", "id_offset": 2000}])
+    raw = router_config(
+        imports=[{"provider": "echomark", "id_offset": 1000}, {"provider": "korean", "id_offset": 2000}]
+    )
     raw.update(overrides)
     return raw
 
@@ -309,8 +311,9 @@ async def test_an_upstream_charge_off_the_recorded_cost_goes_to_the_operator(mak
 # 8. An operator cannot give one upstream order to two of our orders.
 
 
-async def test_resolve_refuses_an_upstream_order_another_order_owns(make_router, redis_url, key_prefix,
-                                                                  monkeypatch, capsys, tmp_path):
+async def test_resolve_refuses_an_upstream_order_another_order_owns(
+    make_router, redis_url, key_prefix, monkeypatch, capsys, tmp_path
+):
     router = await make_router(config())
     key = await router.client(balance="10")
     placed = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
@@ -463,7 +466,9 @@ async def test_two_concurrent_adds_answered_with_one_upstream_id(make_router):
         return await original_apply(order, event, *args, **kwargs)
 
     panel.add, book.apply = same_id, slow_accept
-    await asyncio.gather(*(router.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000) for i in range(2)))
+    await asyncio.gather(
+        *(router.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000) for i in range(2))
+    )
     orders = await check_money(router, {"alice": Decimal("10")})
     assert sorted(o.state for o in orders) == [PLACED, UNKNOWN]
 

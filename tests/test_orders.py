@@ -63,8 +63,13 @@ async def test_status_progresses_and_partial_refunds_once(make_router):
         reply = await router.call(key, action="status", order=1)
         router.clock.advance(6)
     # Refund 1.17 x 157 / 1000 = 0.18369: net charge 0.98631.
-    assert reply == {"charge": "0.98631", "start_count": reply["start_count"], "status": "Partial",
-                     "remains": "157", "currency": "USD"}
+    assert reply == {
+        "charge": "0.98631",
+        "start_count": reply["start_count"],
+        "status": "Partial",
+        "remains": "157",
+        "currency": "USD",
+    }
     assert await balance(router) == Decimal("10") - Decimal("0.98631")
     refunds = [e for e in await router.runtime.ledger.entries("alice") if e.kind == "refund"]
     assert [e.amount for e in refunds] == [Decimal("0.18369")]
@@ -289,8 +294,14 @@ ONE_OF_EACH = {
     1018: {"link": LINK, "username": "owner", "comments": "\n".join(f"reply {i}" for i in range(6))},
     1008: {"link": LINK, "quantity": "100", "answer_number": "2"},
     1019: {"link": LINK, "quantity": "100", "groups": "t.me/a\nt.me/b"},
-    1009: {"link": LINK, "quantity": "1000", "country": "KR", "device": "2", "type_of_traffic": "1",
-           "google_keyword": "smm"},
+    1009: {
+        "link": LINK,
+        "quantity": "1000",
+        "country": "KR",
+        "device": "2",
+        "type_of_traffic": "1",
+        "google_keyword": "smm",
+    },
     1010: {"username": "someone", "min": "100", "max": "200", "posts": "5", "delay": "30"},
 }
 
@@ -300,10 +311,22 @@ async def test_an_order_of_every_service_type_goes_through(make_router):
     key = await router.client(balance="1000")
     services = {s["service"]: s for s in await router.call(key, action="services")}
     assert {services[s]["type"] for s in ONE_OF_EACH} == {
-        "Default", "Package", "Custom Comments", "Custom Comments Package", "Mentions",
-        "Mentions with Hashtags", "Mentions Custom List", "Mentions Hashtag", "Mentions User Followers",
-        "Mentions Media Likers", "Comment Likes", "Comment Replies", "Poll", "Invites from Groups",
-        "Web Traffic", "Subscriptions",
+        "Default",
+        "Package",
+        "Custom Comments",
+        "Custom Comments Package",
+        "Mentions",
+        "Mentions with Hashtags",
+        "Mentions Custom List",
+        "Mentions Hashtag",
+        "Mentions User Followers",
+        "Mentions Media Likers",
+        "Comment Likes",
+        "Comment Replies",
+        "Poll",
+        "Invites from Groups",
+        "Web Traffic",
+        "Subscriptions",
     }
     spent = Decimal(0)
     for service, fields in ONE_OF_EACH.items():
@@ -347,14 +370,14 @@ async def test_two_instances_poll_due_orders_without_reading_them_twice(make_rou
     for i in range(250):
         await a.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=100)
     a.clock.advance(6)
-    
+
     read = await asyncio.gather(a.runtime.sync.poll_due(), b.runtime.sync.poll_due())
     assert sum(read) == 250 and a.panels["echomark"].calls["status"] == 3
     assert await a.runtime.sync.poll_due() == 0  # nothing due until the statuses age again
 
 
 async def test_finished_orders_are_archived_and_still_found(make_router, tmp_path):
-    
+
     router = await make_router(config(), status_ttl=1, archive_dir=tmp_path)
     key = await router.client(balance="10")
     for i in range(3):

@@ -30,7 +30,9 @@ async def routed(make_router, **settings):
 
 
 def config(**overrides):
-    raw = router_config(imports=[{"provider": "echomark", "id_offset": 1000}, {"provider": "korean", "id_offset": 2000}])
+    raw = router_config(
+        imports=[{"provider": "echomark", "id_offset": 1000}, {"provider": "korean", "id_offset": 2000}]
+    )
     raw["providers"]["korean"]["method"] = "GET"  # its key travels in the URL's query
     raw["providers"]["korean"]["key"] = "korean-secret-key"
     raw.update(overrides)
@@ -121,8 +123,14 @@ async def test_metrics_parse_and_show_upstream_latency_and_money(make_router):
     key = await router.client(balance="10")
     await router.call(key, action="add", service=1, link=LINK, quantity=1000)
     families = {f.name: f for f in text_string_to_metric_families((await router.http.get("/metrics")).text)}
-    assert {"smm_proxy_requests", "smm_proxy_upstream_seconds", "smm_proxy_money", "smm_proxy_orders_unknown",
-            "smm_proxy_provider_blocked", "smm_proxy_catalog_age_seconds"} <= set(families)
+    assert {
+        "smm_proxy_requests",
+        "smm_proxy_upstream_seconds",
+        "smm_proxy_money",
+        "smm_proxy_orders_unknown",
+        "smm_proxy_provider_blocked",
+        "smm_proxy_catalog_age_seconds",
+    } <= set(families)
     assert await metric(router, "smm_proxy_upstream_seconds_count", provider="echomark", action="add") == 1
     assert await metric(router, "smm_proxy_upstream_calls_total", provider="echomark", action="add", outcome="ok") == 1
     assert await metric(router, "smm_proxy_money_total", kind="charged") == 1.17
@@ -168,8 +176,10 @@ async def test_the_admin_api_does_what_the_cli_does_and_audits_it(make_router):
     assert (await http.post("/admin/clients/acme/disable", headers=auth)).json()["disabled"] is True
     audit = (await http.get("/admin/audit", headers=auth)).json()
     assert [(a["actor"], a["action"]) for a in audit][:4] == [
-        ("admin:backoffice", "client.disable"), ("admin:backoffice", "order.ack"),
-        ("admin:backoffice", "order.refund"), ("admin:backoffice", "order.resolve"),
+        ("admin:backoffice", "client.disable"),
+        ("admin:backoffice", "order.ack"),
+        ("admin:backoffice", "order.refund"),
+        ("admin:backoffice", "order.resolve"),
     ]
     assert (await http.post("/admin/clients", content=b"[1]", headers=auth)).status_code == 400
     assert await router.runtime.ledger.balance("acme") == Decimal("25") - Decimal("1.17") + Decimal("0.5")
@@ -209,8 +219,11 @@ def test_compose_brings_up_durable_redis_two_replicas_a_worker_and_tls():
     caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
     assert "reverse_proxy" in caddyfile and "health_uri /readyz" in caddyfile and "replace key REDACTED" in caddyfile
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        checked = subprocess.run(["docker", "compose", "-f", str(ROOT / "deploy" / "compose.yaml"), "config", "-q"],
-                                 capture_output=True, text=True)
+        checked = subprocess.run(
+            ["docker", "compose", "-f", str(ROOT / "deploy" / "compose.yaml"), "config", "-q"],
+            capture_output=True,
+            text=True,
+        )
         assert checked.returncode == 0, checked.stderr
 
 

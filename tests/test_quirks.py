@@ -65,9 +65,7 @@ def test_order_status_spellings(raw, expected):
     assert quirks.order_status(raw) == expected
 
 
-@pytest.mark.parametrize(
-    "raw", ["", "   ", "Weird", "Complete-ish", 6, -1, "7", True, False, None, 2.5, [], {}]
-)
+@pytest.mark.parametrize("raw", ["", "   ", "Weird", "Complete-ish", 6, -1, "7", True, False, None, 2.5, [], {}])
 def test_order_status_unrecognised_is_none(raw):
     assert quirks.order_status(raw) is None
 
@@ -141,16 +139,12 @@ def test_to_int_refuses_non_integers(value):
     assert quirks.to_int(value) is None
 
 
-@pytest.mark.parametrize(
-    "value", [True, 1, "1", "true", "TRUE", " yes ", "on", Decimal("1"), 1.0]
-)
+@pytest.mark.parametrize("value", [True, 1, "1", "true", "TRUE", " yes ", "on", Decimal("1"), 1.0])
 def test_to_bool_true(value):
     assert quirks.to_bool(value) is True
 
 
-@pytest.mark.parametrize(
-    "value", [False, 0, "0", "", "false", "False", "no", "off", None, 2, "maybe", [], {}]
-)
+@pytest.mark.parametrize("value", [False, 0, "0", "", "false", "False", "no", "off", None, 2, "maybe", [], {}])
 def test_to_bool_false(value):
     assert quirks.to_bool(value) is False
 
@@ -256,9 +250,7 @@ def test_looks_like_html(text):
     assert quirks.looks_like_html(text)
 
 
-@pytest.mark.parametrize(
-    "text", ['{"order": 1}', "[]", "", "Service Unavailable", '{"error": "<b>x</b>"}']
-)
+@pytest.mark.parametrize("text", ['{"order": 1}', "[]", "", "Service Unavailable", '{"error": "<b>x</b>"}'])
 def test_does_not_look_like_html(text):
     assert not quirks.looks_like_html(text)
 
@@ -304,9 +296,7 @@ def test_parse_json_tolerates_a_byte_order_mark():
     assert quirks.parse_json('\ufeff {"order": 1} ') == {"order": 1}
 
 
-@pytest.mark.parametrize(
-    "text", ['{"charge": NaN}', "[Infinity]", "-Infinity", "", "{", "[" * 100_000, "{'a': 1}"]
-)
+@pytest.mark.parametrize("text", ['{"charge": NaN}', "[Infinity]", "-Infinity", "", "{", "[" * 100_000, "{'a': 1}"])
 def test_parse_json_refuses_what_is_not_json(text):
     with pytest.raises(ValueError):
         quirks.parse_json(text)

@@ -78,15 +78,35 @@ def client(panel: Panel) -> httpx.AsyncClient:
 def test_services_reproduce_the_seed_listing() -> None:
     seed = Panel(
         [
-            SimService(1, "Followers", "Default", "First Category", Decimal("0.90"), 50, 10000, refill=True, cancel=True),
+            SimService(
+                1, "Followers", "Default", "First Category", Decimal("0.90"), 50, 10000, refill=True, cancel=True
+            ),
             SimService(2, "Comments", "Custom Comments", "Second Category", Decimal("8"), 10, 1500, cancel=True),
         ]
     )
     assert seed.handle({"key": KEY, "action": "services"}) == [
-        {"service": 1, "name": "Followers", "type": "Default", "category": "First Category",
-         "rate": "0.90", "min": "50", "max": "10000", "refill": True, "cancel": True},
-        {"service": 2, "name": "Comments", "type": "Custom Comments", "category": "Second Category",
-         "rate": "8", "min": "10", "max": "1500", "refill": False, "cancel": True},
+        {
+            "service": 1,
+            "name": "Followers",
+            "type": "Default",
+            "category": "First Category",
+            "rate": "0.90",
+            "min": "50",
+            "max": "10000",
+            "refill": True,
+            "cancel": True,
+        },
+        {
+            "service": 2,
+            "name": "Comments",
+            "type": "Custom Comments",
+            "category": "Second Category",
+            "rate": "8",
+            "min": "10",
+            "max": "1500",
+            "refill": False,
+            "cancel": True,
+        },
     ]
 
 
@@ -175,7 +195,11 @@ def test_cancel_shape_and_full_refund(panel: Panel) -> None:
     ]
     assert panel.accounts[KEY] == Decimal("100") - Decimal("0.012")
     assert call(panel, "status", order=str(order)) | {"start_count": "-"} == {
-        "charge": "0.00", "start_count": "-", "status": "Canceled", "remains": "1000", "currency": "USD"
+        "charge": "0.00",
+        "start_count": "-",
+        "status": "Canceled",
+        "remains": "1000",
+        "currency": "USD",
     }
     # A final order cannot be canceled again; single `order` is accepted too.
     assert call(panel, "cancel", order=str(order)) == [{"order": order, "cancel": {"error": "Cannot cancel"}}]
@@ -267,10 +291,14 @@ LINK = "https://instagram.com/x"
         ({"service": "2", "link": LINK, "comments": "a\nb"}, Errors.quantity_below(10)),
         ({"service": "6", "link": LINK, "quantity": "100"}, "Incorrect request"),
         ({"service": "8", "link": LINK, "quantity": "100", "answer_number": "0"}, "Incorrect request"),
-        ({"service": "9", "link": LINK, "quantity": "500", "country": "US", "device": "6", "type_of_traffic": "3"},
-         "Incorrect request"),
-        ({"service": "9", "link": LINK, "quantity": "500", "country": "US", "device": "1", "type_of_traffic": "1"},
-         "Incorrect request"),
+        (
+            {"service": "9", "link": LINK, "quantity": "500", "country": "US", "device": "6", "type_of_traffic": "3"},
+            "Incorrect request",
+        ),
+        (
+            {"service": "9", "link": LINK, "quantity": "500", "country": "US", "device": "1", "type_of_traffic": "1"},
+            "Incorrect request",
+        ),
         ({"service": "10", "username": "bob", "min": "60", "max": "50"}, "Incorrect request"),
         ({"service": "10", "username": "bob", "min": "10", "max": "50"}, Errors.quantity_below(50)),
         ({"service": "10", "username": "bob", "min": "50", "max": "60", "delay": "7"}, "Incorrect request"),
@@ -287,9 +315,26 @@ def test_valid_orders_of_other_types(panel: Panel) -> None:
         {"service": "6", "link": "@someone", "quantity": "100", "usernames": "a\nb"},
         {"service": "7", "link": LINK, "quantity": "20", "username": "owner"},
         {"service": "8", "link": LINK, "quantity": "100", "answer_number": "2"},
-        {"service": "9", "link": LINK, "quantity": "500", "country": "KR", "device": "5", "type_of_traffic": "2",
-         "referring_url": "https://naver.com", "runs": "2", "interval": "60"},
-        {"service": "10", "username": "bob", "min": "50", "max": "100", "posts": "3", "delay": "30", "expiry": "31/12/2030"},
+        {
+            "service": "9",
+            "link": LINK,
+            "quantity": "500",
+            "country": "KR",
+            "device": "5",
+            "type_of_traffic": "2",
+            "referring_url": "https://naver.com",
+            "runs": "2",
+            "interval": "60",
+        },
+        {
+            "service": "10",
+            "username": "bob",
+            "min": "50",
+            "max": "100",
+            "posts": "3",
+            "delay": "30",
+            "expiry": "31/12/2030",
+        },
     ]
     for fields in accepted:
         assert "order" in call(panel, "add", **fields), fields
@@ -410,7 +455,9 @@ async def test_korean_names_travel_as_utf8(clock: FakeClock) -> None:
 async def test_html_faults(panel: Panel, mode: str, status_code: int, marker: str) -> None:
     panel.faults.mode = mode
     async with client(panel) as http:
-        reply = await http.post("/api/v2", data={"key": KEY, "action": "add", "service": "1", "link": LINK, "quantity": "100"})
+        reply = await http.post(
+            "/api/v2", data={"key": KEY, "action": "add", "service": "1", "link": LINK, "quantity": "100"}
+        )
     assert reply.status_code == status_code and marker in reply.text
     assert reply.headers["content-type"].startswith("text/html")
     assert panel.orders == {} and panel.calls["add"] == 1
@@ -428,7 +475,9 @@ async def test_malformed_json_fault(panel: Panel) -> None:
 
 
 async def test_error_fault_only_for_chosen_actions_and_count(panel: Panel) -> None:
-    panel.faults = Faults(mode="error", error_message="Service is under maintenance", actions=frozenset({"add"}), count=2)
+    panel.faults = Faults(
+        mode="error", error_message="Service is under maintenance", actions=frozenset({"add"}), count=2
+    )
     order = {"key": KEY, "action": "add", "service": "1", "link": LINK, "quantity": "100"}
     async with client(panel) as http:
         balance = await http.post("/api/v2", data={"key": KEY, "action": "balance"})
@@ -445,7 +494,9 @@ async def test_timeout_fault_hangs_without_acting(panel: Panel) -> None:
     panel.faults = Faults(mode="timeout", hang_seconds=0.05)
     started = time.monotonic()
     async with client(panel) as http:
-        reply = await http.post("/api/v2", data={"key": KEY, "action": "add", "service": "1", "link": LINK, "quantity": "100"})
+        reply = await http.post(
+            "/api/v2", data={"key": KEY, "action": "add", "service": "1", "link": LINK, "quantity": "100"}
+        )
     assert time.monotonic() - started >= 0.05
     assert reply.status_code == 504 and panel.orders == {}
     assert panel.accounts[KEY] == Decimal("100")
@@ -455,7 +506,9 @@ async def test_timeout_after_accept_acts_then_hangs(panel: Panel) -> None:
     panel.faults = Faults(mode="timeout_after_accept", hang_seconds=0.05)
     started = time.monotonic()
     async with client(panel) as http:
-        reply = await http.post("/api/v2", data={"key": KEY, "action": "add", "service": "1", "link": LINK, "quantity": "100"})
+        reply = await http.post(
+            "/api/v2", data={"key": KEY, "action": "add", "service": "1", "link": LINK, "quantity": "100"}
+        )
     assert time.monotonic() - started >= 0.05
     assert reply.json() == {"order": 1} and panel.accounts[KEY] == Decimal("99.91")
 
@@ -475,7 +528,9 @@ async def test_timeout_after_accept_on_real_loopback(panel: Panel) -> None:
         assert url.startswith("http://127.0.0.1:") and url.endswith("/api/v2")
         async with httpx.AsyncClient(timeout=httpx.Timeout(5, read=0.2)) as http:
             with pytest.raises(httpx.ReadTimeout):
-                await http.post(url, data={"key": KEY, "action": "add", "service": "1", "link": LINK, "quantity": "100"})
+                await http.post(
+                    url, data={"key": KEY, "action": "add", "service": "1", "link": LINK, "quantity": "100"}
+                )
             assert list(panel.orders) == [1] and panel.accounts[KEY] == Decimal("99.91")
             panel.faults.mode = None
             reply = await http.post(url, data={"key": KEY, "action": "status", "order": "1"})
@@ -528,8 +583,15 @@ def test_quirk_numeric_values(panel: Panel) -> None:
     assert status["charge"] == 0.2781 and status["remains"] == 0 and isinstance(status["start_count"], int)
     assert call(panel, "balance") == {"balance": 99.7219, "currency": "USD"}
     assert call(panel, "services")[1] | {"name": ""} == {
-        "service": 2, "name": "", "type": "Custom Comments", "category": "Instagram Comments",
-        "rate": 8, "min": 10, "max": 1500, "refill": False, "cancel": True,
+        "service": 2,
+        "name": "",
+        "type": "Custom Comments",
+        "category": "Instagram Comments",
+        "rate": 8,
+        "min": 10,
+        "max": 1500,
+        "refill": False,
+        "cancel": True,
     }
     assert call(panel, "refill", order="1") == {"refill": 1}
 

@@ -45,7 +45,7 @@ async def test_a_connection_lost_after_sending_is_unknown(how):
     async def lost(reader, writer):
         await reader.readuntil(b"\r\n\r\n")  # the request arrived: the panel may act on it
         if how == "half_reply":
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"ord")
+            writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{"ord')
             await writer.drain()
         if how == "reset":
             writer.transport.abort()

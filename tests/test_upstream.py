@@ -114,9 +114,7 @@ async def test_get_sends_a_query_string():
 
 async def test_get_keeps_a_query_already_in_the_url():
     recorder = Recorder({"balance": "1", "currency": "USD"})
-    client = ProviderClient(
-        "alpha", URL + "?lang=en", KEY, method="GET", transport=httpx.MockTransport(recorder)
-    )
+    client = ProviderClient("alpha", URL + "?lang=en", KEY, method="GET", transport=httpx.MockTransport(recorder))
     async with client:
         await client.balance()
     assert dict(recorder.requests[0].url.params) == {"lang": "en", "key": KEY, "action": "balance"}
@@ -162,9 +160,7 @@ def test_url_must_be_http(url):
         ProviderClient("alpha", url, KEY)
 
 
-@pytest.mark.parametrize(
-    "options", [{"request_format": "xml"}, {"method": "PUT"}]
-)
+@pytest.mark.parametrize("options", [{"request_format": "xml"}, {"method": "PUT"}])
 def test_options_are_checked(options):
     with pytest.raises(ValueError):
         ProviderClient("alpha", URL, KEY, **options)
@@ -482,9 +478,7 @@ async def test_status_spellings(raw, expected):
     assert status.raw_status == str(raw)
 
 
-@pytest.mark.parametrize(
-    ("remains", "expected"), [("Unknown", None), ("-5", 0), (-5, 0), ("99999", 99999)]
-)
+@pytest.mark.parametrize(("remains", "expected"), [("Unknown", None), ("-5", 0), (-5, 0), ("99999", 99999)])
 async def test_status_remains_quirks(remains, expected):
     async with client_for(Recorder({**SEED_STATUS, "remains": remains})) as client:
         assert (await client.status(1)).remains == expected
@@ -798,9 +792,7 @@ async def test_balance_quirks(reply, expected):
     assert str(balance.balance) == str(expected.balance)
 
 
-@pytest.mark.parametrize(
-    "reply", [{}, {"currency": "USD"}, {"balance": "lots"}, {"balance": None}, [1]]
-)
+@pytest.mark.parametrize("reply", [{}, {"currency": "USD"}, {"balance": "lots"}, {"balance": None}, [1]])
 async def test_balance_unreadable_is_unknown(reply):
     async with client_for(Recorder(reply)) as client:
         with pytest.raises(OutcomeUnknown):
@@ -900,9 +892,7 @@ async def test_unusable_replies_are_unknown(response, reason):
 
 
 async def test_redirects_are_not_followed():
-    recorder = Recorder(
-        httpx.Response(301, headers={"location": "https://elsewhere.example/api/v2"})
-    )
+    recorder = Recorder(httpx.Response(301, headers={"location": "https://elsewhere.example/api/v2"}))
     async with client_for(recorder) as client:
         with pytest.raises(OutcomeUnknown):
             await client.add({"service": 1})

@@ -225,14 +225,28 @@ def test_unknown_type_is_validated_as_default():
 # Fields and errors
 
 
-@pytest.mark.parametrize("fields, name", [({"quantity": "100"}, "link"), ({"link": "  ", "quantity": "1"}, "link"),
-                                          ({"link": LINK}, "quantity"), ({"link": LINK, "quantity": "\t"}, "quantity")])
+@pytest.mark.parametrize(
+    "fields, name",
+    [
+        ({"quantity": "100"}, "link"),
+        ({"link": "  ", "quantity": "1"}, "link"),
+        ({"link": LINK}, "quantity"),
+        ({"link": LINK, "quantity": "\t"}, "quantity"),
+    ],
+)
 def test_missing_required_field(fields, name):
     assert refused(service(), fields) == f"Missing field: {name}"
 
 
-@pytest.mark.parametrize("type_, name", [("Mentions Hashtag", "hashtag"), ("Poll", "answer_number"),
-                                         ("Comment Replies", "username"), ("Invites from Groups", "groups")])
+@pytest.mark.parametrize(
+    "type_, name",
+    [
+        ("Mentions Hashtag", "hashtag"),
+        ("Poll", "answer_number"),
+        ("Comment Replies", "username"),
+        ("Invites from Groups", "groups"),
+    ],
+)
 def test_missing_type_specific_field(type_, name):
     fields = dict(next(case[2] for case in HAPPY if case[0] == type_))
     fields[name] = " \r\n "
@@ -284,9 +298,19 @@ def test_flat_types_ignore_limits():
 
 @pytest.mark.parametrize(
     "link",
-    [LINK, "HTTP://EXAMPLE.COM", "http://example.com:8080/a?b=c#d", "https://[::1]/x", "instagram.com/p/x",
-     "@user", "user.name", "t.me/+abc", "youtube.com/watch?v=x", "www.example.com:8080/x",
-     "https://x.com/" + "a" * 2000],
+    [
+        LINK,
+        "HTTP://EXAMPLE.COM",
+        "http://example.com:8080/a?b=c#d",
+        "https://[::1]/x",
+        "instagram.com/p/x",
+        "@user",
+        "user.name",
+        "t.me/+abc",
+        "youtube.com/watch?v=x",
+        "www.example.com:8080/x",
+        "https://x.com/" + "a" * 2000,
+    ],
 )
 def test_plausible_links(link):
     assert validate_add(service(), {"link": link, "quantity": "1"}).link == link
@@ -294,8 +318,21 @@ def test_plausible_links(link):
 
 @pytest.mark.parametrize(
     "link",
-    ["not a link", "javascript:alert(1)", "http://", "https:///path", "ftp://x.com", "http://exa mple.com",
-     "http://[", "mailto:a@b.c", "a\x00b", "x" * 2049, "https://x.com/" + "a" * 3000, "<script>", "#tag"],
+    [
+        "not a link",
+        "javascript:alert(1)",
+        "http://",
+        "https:///path",
+        "ftp://x.com",
+        "http://exa mple.com",
+        "http://[",
+        "mailto:a@b.c",
+        "a\x00b",
+        "x" * 2049,
+        "https://x.com/" + "a" * 3000,
+        "<script>",
+        "#tag",
+    ],
 )
 def test_implausible_links(link):
     assert refused(service(), {"link": link, "quantity": "1"}) == "Incorrect link"
@@ -356,8 +393,15 @@ def test_blank_dripfeed_fields_are_absent():
 
 
 def test_web_traffic_dripfeed():
-    fields = {"link": LINK, "quantity": "1000", "country": "Germany", "device": "2", "type_of_traffic": "3",
-              "runs": "4", "interval": "60"}
+    fields = {
+        "link": LINK,
+        "quantity": "1000",
+        "country": "Germany",
+        "device": "2",
+        "type_of_traffic": "3",
+        "runs": "4",
+        "interval": "60",
+    }
     spec = validate_add(service("Web Traffic", rate="0.05", dripfeed=True), fields)
     assert (spec.runs, spec.interval, spec.charge) == (4, 60, Decimal("0.2"))
     assert spec.upstream_fields["runs"] == "4"
@@ -377,8 +421,14 @@ def test_web_traffic_conditional_fields():
     assert refused(svc, traffic(type_of_traffic="1")) == "Missing field: google_keyword"
     assert refused(svc, traffic(type_of_traffic="2", google_keyword="kw")) == "Missing field: referring_url"
     spec = validate_add(svc, traffic(type_of_traffic="2", referring_url=" https://ref.example/a ", google_keyword="k"))
-    assert spec.upstream_fields == {"link": LINK, "quantity": "100", "country": "US", "device": "1",
-                                    "type_of_traffic": "2", "referring_url": "https://ref.example/a"}
+    assert spec.upstream_fields == {
+        "link": LINK,
+        "quantity": "100",
+        "country": "US",
+        "device": "1",
+        "type_of_traffic": "2",
+        "referring_url": "https://ref.example/a",
+    }
     spec = validate_add(svc, traffic(google_keyword="k", referring_url="https://r.example"))
     assert "google_keyword" not in spec.upstream_fields and "referring_url" not in spec.upstream_fields
 
@@ -433,8 +483,15 @@ SUBS = service("Subscriptions", rate="0.9", min=50, max=10000)
 
 def test_subscription_minimal():
     spec = validate_add(SUBS, subscription(delay=""))
-    assert spec == OrderSpec(2000, 1, None, None, Decimal("1.8"),
-                             {"username": "nasa", "min": "100", "max": "200", "posts": "10"}, billing="delivery")
+    assert spec == OrderSpec(
+        2000,
+        1,
+        None,
+        None,
+        Decimal("1.8"),
+        {"username": "nasa", "min": "100", "max": "200", "posts": "10"},
+        billing="delivery",
+    )
 
 
 @pytest.mark.parametrize("posts", [None, "", "0", "00"])
@@ -494,8 +551,32 @@ def test_subscription_drops_fields_it_does_not_take():
 
 # Fuzz: odd values anywhere give InvalidOrder or an order, never anything else.
 
-ODD = ["", " ", "-1", "0", "1e3", "٣", "0x10", "1.0", "NaN", "\x00", "\r\n", "\n\n\n", "é", "𝟙", "x" * 10000,
-       "9" * 5000, "http://[", "https://", "@", "../../", "%00", "1/1/1", "29/02/2024", "9999999999999999999999"]
+ODD = [
+    "",
+    " ",
+    "-1",
+    "0",
+    "1e3",
+    "٣",
+    "0x10",
+    "1.0",
+    "NaN",
+    "\x00",
+    "\r\n",
+    "\n\n\n",
+    "é",
+    "𝟙",
+    "x" * 10000,
+    "9" * 5000,
+    "http://[",
+    "https://",
+    "@",
+    "../../",
+    "%00",
+    "1/1/1",
+    "29/02/2024",
+    "9999999999999999999999",
+]
 
 
 def check(svc, fields):

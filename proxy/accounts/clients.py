@@ -103,9 +103,7 @@ class Accounts:
         if amount <= 0:
             raise AccountError("a top-up must be a positive amount")
         await self.get(name)
-        return await self.ledger.apply(
-            name, amount, kind="topup", ref=f"topup:{ref or uuid.uuid4().hex}", memo=memo
-        )
+        return await self.ledger.apply(name, amount, kind="topup", ref=f"topup:{ref or uuid.uuid4().hex}", memo=memo)
 
     async def rotate_key(self, name: str) -> str:
         """Give the client a new API key; the old one stops working at once."""

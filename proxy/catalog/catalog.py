@@ -193,8 +193,10 @@ def build_catalog(
             continue
         for upstream in listing.services.values():
             service_id = rule.id_offset + upstream.service
-            if service_id in explicit or service_id in services or not rule.selects(
-                upstream.service, upstream.category
+            if (
+                service_id in explicit
+                or service_id in services
+                or not rule.selects(upstream.service, upstream.category)
             ):
                 continue
             if rule.provider not in sellable:
@@ -253,7 +255,9 @@ class LiveCatalog:
             if name in blocked:
                 withheld[name] = f"blocked: {blocked[name]}"
             elif listing is not None and listing.age(now) > self.max_age:
-                withheld[name] = f"its service list is {listing.age(now):.0f} s old, older than the {self.max_age:.0f} s allowed"
+                withheld[name] = (
+                    f"its service list is {listing.age(now):.0f} s old, older than the {self.max_age:.0f} s allowed"
+                )
         self._say_withheld(withheld)
         version = (tuple((name, listing and listing.fetch) for name, listing in listings.items()), tuple(withheld))
         if self._built is None or self._built[0] != version:

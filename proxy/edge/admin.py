@@ -91,8 +91,13 @@ async def clients(request: Request, ops: Operators, actor: str) -> Any:
 
 async def topup(request: Request, ops: Operators, actor: str) -> Any:
     body = await _body(request)
-    return await ops.topup(actor, request.path_params["name"], _text(body, "amount"),
-                           ref=_text(body, "ref", False), memo=_text(body, "memo", False) or "")
+    return await ops.topup(
+        actor,
+        request.path_params["name"],
+        _text(body, "amount"),
+        ref=_text(body, "ref", False),
+        memo=_text(body, "memo", False) or "",
+    )
 
 
 async def disable(request: Request, ops: Operators, actor: str) -> Any:
@@ -106,7 +111,9 @@ async def ledger(request: Request, ops: Operators, actor: str) -> Any:
 
 async def orders(request: Request, ops: Operators, actor: str) -> Any:
     query = request.query_params
-    return await ops.orders(query.get("state") or None, query.get("client") or None, _int(query.get("limit"), "limit", 50))
+    return await ops.orders(
+        query.get("state") or None, query.get("client") or None, _int(query.get("limit"), "limit", 50)
+    )
 
 
 async def order(request: Request, ops: Operators, actor: str) -> Any:
@@ -117,7 +124,8 @@ async def resolve(request: Request, ops: Operators, actor: str) -> Any:
     body = await _body(request)
     upstream = body.get("upstream_order")
     return await ops.resolve(
-        actor, _int(request.path_params["id"], "id"),
+        actor,
+        _int(request.path_params["id"], "id"),
         upstream_order=None if upstream is None else _int(str(upstream), "upstream_order"),
         failed=body.get("failed") is True,
     )

@@ -140,7 +140,10 @@ class Api:
                     outcome = refills[ids[0]]
                     return render_failure(outcome) if isinstance(outcome, Failure) else {"refill": str(outcome)}
                 return [
-                    {"order": echo_id(given), "refill": render_failure(outcome) if isinstance(outcome, Failure) else outcome}
+                    {
+                        "order": echo_id(given),
+                        "refill": render_failure(outcome) if isinstance(outcome, Failure) else outcome,
+                    }
                     for given, outcome in refills.items()
                 ]
             case protocol.RefillStatusRequest(ids=ids, bulk=bulk):
@@ -149,7 +152,10 @@ class Api:
                     outcome = statuses[ids[0]]
                     return render_failure(outcome) if isinstance(outcome, Failure) else {"status": outcome}
                 return [
-                    {"refill": echo_id(given), "status": render_failure(outcome) if isinstance(outcome, Failure) else outcome}
+                    {
+                        "refill": echo_id(given),
+                        "status": render_failure(outcome) if isinstance(outcome, Failure) else outcome,
+                    }
                     for given, outcome in statuses.items()
                 ]
             case protocol.CancelRequest(ids=ids):

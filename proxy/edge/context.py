@@ -60,7 +60,14 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             log.info(
-                "%s %s %s", scope["method"], scope["path"], status,
-                extra={"status": status, "ms": round((time.perf_counter() - started) * 1000, 2),
-                       "method": scope["method"], "path": scope["path"]},
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "method": scope["method"],
+                    "path": scope["path"],
+                },
             )

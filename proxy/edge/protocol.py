@@ -55,13 +55,7 @@ class CancelRequest:
 
 
 Request = (
-    ServicesRequest
-    | BalanceRequest
-    | AddRequest
-    | StatusRequest
-    | RefillRequest
-    | RefillStatusRequest
-    | CancelRequest
+    ServicesRequest | BalanceRequest | AddRequest | StatusRequest | RefillRequest | RefillStatusRequest | CancelRequest
 )
 
 

@@ -84,7 +84,9 @@ class Tallies:
 
     async def totals(self) -> dict[str, Decimal]:
         """Every client's money by kind, summed: charge, refund, topup, paid (upstream)."""
-        return {kind: from_minor(n) for kind, n in (await self.totals_raw()).items() if not kind.startswith(states.COUNTED)}
+        return {
+            kind: from_minor(n) for kind, n in (await self.totals_raw()).items() if not kind.startswith(states.COUNTED)
+        }
 
 
 class SharedState(Collector):
@@ -131,15 +133,20 @@ class SharedState(Collector):
             money.add_metric([name, self.currency], float(totals.get(kind, 0)))
         families.append(money)
         names = list(self.currencies)
-        cooling = GaugeMetricFamily("smm_proxy_provider_cooling", "1 while a provider is skipped after a failure.",
-                                    labels=["provider", "scope"])
-        blocked = GaugeMetricFamily("smm_proxy_provider_blocked",
-                                    "1 while a provider is out of routing (it bills in another currency).",
-                                    labels=["provider"])
-        balance = GaugeMetricFamily("smm_proxy_provider_balance", "A provider's balance as last read.",
-                                    labels=["provider", "currency"])
-        age = GaugeMetricFamily("smm_proxy_catalog_age_seconds", "Age of a provider's service list.",
-                                labels=["provider"])
+        cooling = GaugeMetricFamily(
+            "smm_proxy_provider_cooling", "1 while a provider is skipped after a failure.", labels=["provider", "scope"]
+        )
+        blocked = GaugeMetricFamily(
+            "smm_proxy_provider_blocked",
+            "1 while a provider is out of routing (it bills in another currency).",
+            labels=["provider"],
+        )
+        balance = GaugeMetricFamily(
+            "smm_proxy_provider_balance", "A provider's balance as last read.", labels=["provider", "currency"]
+        )
+        age = GaugeMetricFamily(
+            "smm_proxy_catalog_age_seconds", "Age of a provider's service list.", labels=["provider"]
+        )
         cooldowns = await health.cooldowns(names)
         listings = await self.listings.ages(names)
         for name in names:
@@ -162,23 +169,35 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
-            "smm_proxy_requests", "Downstream API requests by action and outcome.", ["action", "outcome"],
+            "smm_proxy_requests",
+            "Downstream API requests by action and outcome.",
+            ["action", "outcome"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(
-            "smm_proxy_request_seconds", "Downstream API request latency.", ["action"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "smm_proxy_request_seconds",
+            "Downstream API request latency.",
+            ["action"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.upstream_calls = Counter(
-            "smm_proxy_upstream_calls", "Calls to upstream panels by provider, action and outcome.",
-            ["provider", "action", "outcome"], registry=self.registry,
+            "smm_proxy_upstream_calls",
+            "Calls to upstream panels by provider, action and outcome.",
+            ["provider", "action", "outcome"],
+            registry=self.registry,
         )
         self.upstream_seconds = Histogram(
-            "smm_proxy_upstream_seconds", "Upstream call latency.", ["provider", "action"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "smm_proxy_upstream_seconds",
+            "Upstream call latency.",
+            ["provider", "action"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.budget_waits = Counter(
-            "smm_proxy_budget_waits", "Calls that waited for a provider's next minute of budget.", ["provider"],
+            "smm_proxy_budget_waits",
+            "Calls that waited for a provider's next minute of budget.",
+            ["provider"],
             registry=self.registry,
         )
         self.shared: SharedState | None = None

@@ -70,14 +70,25 @@ def iso(timestamp: float) -> str:
 
 
 def client_json(client: Client) -> dict[str, Any]:
-    return {"name": client.name, "balance": format_amount(client.balance), "currency": client.currency,
-            "disabled": client.disabled}
+    return {
+        "name": client.name,
+        "balance": format_amount(client.balance),
+        "currency": client.currency,
+        "disabled": client.disabled,
+    }
 
 
 def entry_json(entry: Entry) -> dict[str, Any]:
-    return {"id": entry.id, "time": entry.time.isoformat(timespec="seconds"), "kind": entry.kind,
-            "amount": format_amount(entry.amount), "balance": format_amount(entry.balance), "ref": entry.ref,
-            "memo": entry.memo, "order": entry.order}
+    return {
+        "id": entry.id,
+        "time": entry.time.isoformat(timespec="seconds"),
+        "kind": entry.kind,
+        "amount": format_amount(entry.amount),
+        "balance": format_amount(entry.balance),
+        "ref": entry.ref,
+        "memo": entry.memo,
+        "order": entry.order,
+    }
 
 
 def order_json(order: Order) -> dict[str, Any]:
@@ -100,7 +111,8 @@ def order_json(order: Order) -> dict[str, Any]:
         "attention": order.attention,
         "cost": "" if order.cost is None else f"{format_amount(order.cost)} {order.cost_currency}",
         "upstream_charge": (
-            "" if order.upstream_charge is None
+            ""
+            if order.upstream_charge is None
             else f"{format_amount(order.upstream_charge)} {order.upstream_currency or order.cost_currency}"
         ),
         "created": iso(order.created),
@@ -151,8 +163,11 @@ class Operators:
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = await self._redis.xrevrange(self._keys.audit, count=limit)
         return [
-            {"time": iso(int(entry_id.split("-")[0]) / 1000), **{k: v for k, v in fields.items() if k != "detail"},
-             "detail": json.loads(fields.get("detail", "{}"))}
+            {
+                "time": iso(int(entry_id.split("-")[0]) / 1000),
+                **{k: v for k, v in fields.items() if k != "detail"},
+                "detail": json.loads(fields.get("detail", "{}")),
+            }
             for entry_id, fields in rows
         ]
 
@@ -166,7 +181,9 @@ class Operators:
         await self.audit(actor, "client.create", name, balance=format_amount(client.balance))
         return {**client_json(client), "key": api_key}
 
-    async def topup(self, actor: str, name: str, value: object, ref: str | None = None, memo: str = "") -> dict[str, Any]:
+    async def topup(
+        self, actor: str, name: str, value: object, ref: str | None = None, memo: str = ""
+    ) -> dict[str, Any]:
         try:
             entry = await self._accounts.topup(name, amount(value), ref=ref, memo=memo)
         except AccountError as exc:
@@ -209,7 +226,9 @@ class Operators:
         await self.audit(actor, "orders.archive", str(self._archive.directory), before=iso(before), moved=moved)
         return {"moved": moved, "before": iso(before), "to": str(self._archive.directory)}
 
-    async def orders(self, state: str | None = None, client: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def orders(
+        self, state: str | None = None, client: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
         wanted = (state or "").casefold()
         book = self._book
         found: list[Order] = []
@@ -276,19 +295,21 @@ class Operators:
             state = await self._health.state(name)
             listing = await self._listings.cached(name)
             cooling = [scope for scope, on in cooldowns[name].items() if on]
-            rows.append({
-                "name": name,
-                "health": "blocked" if state.blocked else ("cooling: " + ", ".join(cooling) if cooling else "ok"),
-                "blocked": state.blocked,
-                "currency": currencies[name],
-                "currency_read": state.currency,
-                "balance": state.balance,
-                "checked": iso(state.checked_at) if state.checked_at else "",
-                "check_error": state.error,
-                "services": len(listing.services) if listing else 0,
-                "catalog_age": None if ages[name] is None else round(ages[name]),
-                "price_changes": await self._listings.price_changes(name, 10),
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "health": "blocked" if state.blocked else ("cooling: " + ", ".join(cooling) if cooling else "ok"),
+                    "blocked": state.blocked,
+                    "currency": currencies[name],
+                    "currency_read": state.currency,
+                    "balance": state.balance,
+                    "checked": iso(state.checked_at) if state.checked_at else "",
+                    "check_error": state.error,
+                    "services": len(listing.services) if listing else 0,
+                    "catalog_age": None if ages[name] is None else round(ages[name]),
+                    "price_changes": await self._listings.price_changes(name, 10),
+                }
+            )
         return rows
 
     # -- reports ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from proxy.orders.states import WORKING_SETS, final, lua_values
 ARCHIVE_FILE_IDS = 100_000
 ARCHIVED = "~"  # an owner entry that starts so: the order is in the archive
 
+
 class Archive:
     def __init__(self, book: OrderBook, directory: Path) -> None:
         self.book = book

@@ -138,9 +138,16 @@ class OrderBook:
             *self._sets(new.client),
         ]
         args = [
-            order_id, to_minor(new.charge), self.leases.token, self.leases.ms, value,
-            fingerprint.payload if fingerprint else "", f"order {order_id}", *flatten(record),
+            order_id,
+            to_minor(new.charge),
+            self.leases.token,
+            self.leases.ms,
+            value,
+            fingerprint.payload if fingerprint else "",
+            f"order {order_id}",
+            *flatten(record),
         ]
+
         async def owner_then_reserve() -> list[str]:
             if not self.pipelined:
                 await self.redis.hset(self.keys.order_owner(order_id), str(order_id), new.client)
@@ -166,8 +173,12 @@ class OrderBook:
             log.warning("order %s: reserved, but its store failed; recovery settles it", order_id)
             return Reservation(order_id, False, None)
         if reply[0] == "ok":
-            log.info("order %s reserved: %s charged", order_id, format_amount(new.charge),
-                     extra={"order": order_id, "client": new.client})
+            log.info(
+                "order %s reserved: %s charged",
+                order_id,
+                format_amount(new.charge),
+                extra={"order": order_id, "client": new.client},
+            )
             return Reservation(order_id, False, Order.from_record({k: str(v) for k, v in record.items()}))
         try:  # no order was made: its owner entry is litter (harmless if it stays)
             await self.redis.hdel(self.keys.order_owner(order_id), str(order_id))
@@ -348,7 +359,11 @@ class OrderBook:
             after = Order.from_record(unflatten(reply[2]))
             if reply[0] == "ok" and (after.state != reply[1] or after.refunded != order.refunded or event != STATUS):
                 log.info(
-                    "order %s %s: %s -> %s%s%s%s", order.id, event, reply[1], after.state,
+                    "order %s %s: %s -> %s%s%s%s",
+                    order.id,
+                    event,
+                    reply[1],
+                    after.state,
                     f" at {after.provider} as upstream order {after.upstream_order}" if event == ACCEPT else "",
                     f", refunded {after.refunded} in all" if after.refunded != order.refunded else "",
                     f", needs an operator: {after.attention}" if after.attention and not order.attention else "",

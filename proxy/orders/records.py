@@ -31,7 +31,17 @@ class Attempt:
 
 
 # The record fields a status read shows, in the order the summaries script reads them.
-SUMMARY_FIELDS = ("state", "status", "charge", "refunded", "remains", "start_count", "status_at", "provider", "quantity")
+SUMMARY_FIELDS = (
+    "state",
+    "status",
+    "charge",
+    "refunded",
+    "remains",
+    "start_count",
+    "status_at",
+    "provider",
+    "quantity",
+)
 
 
 @dataclass(frozen=True)

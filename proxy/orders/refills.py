@@ -21,7 +21,6 @@ from proxy.vocabulary import FINAL_REFILL_STATUSES, PENDING
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Refill:
     id: int
@@ -95,7 +94,9 @@ class Refills:
             for order in group:
                 reply = replies.get(order.upstream_order, ItemError(MISSING_FROM_REPLY))
                 if isinstance(reply, ItemError):
-                    results[order.id] = ProviderRefused(provider, f"refill: order {order.upstream_order}", reply.message)
+                    results[order.id] = ProviderRefused(
+                        provider, f"refill: order {order.upstream_order}", reply.message
+                    )
                 else:
                     results[order.id] = await self._record(order, reply)
         return results

@@ -111,8 +111,9 @@ class Router:
                 continue
             cost = upstream_cost(option, order.quantity, service.flat)
             if cost > order.charge:
-                log.info("order %s: route %s skipped, cost %s above charge %s",
-                         order.id, option.provider, cost, order.charge)
+                log.info(
+                    "order %s: route %s skipped, cost %s above charge %s", order.id, option.provider, cost, order.charge
+                )
                 continue
             chosen.append(option)
         return chosen
@@ -153,7 +154,9 @@ class Router:
             except ProviderRefused as refused:
                 attempts[-1] = Attempt(option.provider, "refused", refused.message or refused.reason)
                 last_refusal = refused.message or ""
-                if known_error(refused.message or "") in PROVIDER_TROUBLE or (refused.message is None and not refused.local):
+                if known_error(refused.message or "") in PROVIDER_TROUBLE or (
+                    refused.message is None and not refused.local
+                ):
                     await self._cool(option.provider, refused.reason)
                 if submitted:
                     order = await self._record(order, REFUSE, {"attempts": attempts_json(attempts)})
@@ -173,8 +176,9 @@ class Router:
                 reason = exc.reason if isinstance(exc, OutcomeUnknown) else f"unexpected {type(exc).__name__}"
                 if not isinstance(exc, OutcomeUnknown):
                     log.exception("order %s: unexpected failure sending to %s", order.id, option.provider)
-                log.warning("order %s: outcome unknown at %s (%s); left for an operator",
-                            order.id, option.provider, reason)
+                log.warning(
+                    "order %s: outcome unknown at %s (%s); left for an operator", order.id, option.provider, reason
+                )
                 attempts[-1] = Attempt(option.provider, "unknown", reason)
                 await self._cool(option.provider, reason)
                 order = await self._record(order, LOSE, {"attempts": attempts_json(attempts)})
@@ -195,19 +199,33 @@ class Router:
         believed: the order waits for an operator as `unknown`.
         """
         owner = await self._retrying(
-            order, lambda: self.claims.claim(order, provider, upstream_order), f"upstream order {upstream_order} at {provider}"
+            order,
+            lambda: self.claims.claim(order, provider, upstream_order),
+            f"upstream order {upstream_order} at {provider}",
         )
         if owner is not None:
-            log.error("order %s: %s answered with upstream order %s, which order %s already owns",
-                      order.id, provider, upstream_order, owner)
+            log.error(
+                "order %s: %s answered with upstream order %s, which order %s already owns",
+                order.id,
+                provider,
+                upstream_order,
+                owner,
+            )
             await self.tally("orders_claimed_twice")
             return await self._record(
-                order, LOSE, {"attempts": attempts_json(attempts)},
+                order,
+                LOSE,
+                {"attempts": attempts_json(attempts)},
                 attention=f"{provider} answered with upstream order {upstream_order}, which order {owner} owns",
             )
         return await self._record(
-            order, ACCEPT,
-            {"upstream_order": upstream_order, "attempts": attempts_json(attempts), "status_at": stamp(self.book.clock())},
+            order,
+            ACCEPT,
+            {
+                "upstream_order": upstream_order,
+                "attempts": attempts_json(attempts),
+                "status_at": stamp(self.book.clock()),
+            },
         )
 
     async def _record(self, order: Order, event: str, fields: dict[str, object], **options: object) -> Order:
@@ -240,8 +258,12 @@ class Router:
                 return await action()
             except (RedisError, OSError) as exc:
                 if attempt == RECORD_TRIES - 1:
-                    log.error("order %s: could not record what happened upstream (%s): %s",
-                              order.id, type(exc).__name__, what or "a claim")
+                    log.error(
+                        "order %s: could not record what happened upstream (%s): %s",
+                        order.id,
+                        type(exc).__name__,
+                        what or "a claim",
+                    )
                     raise
                 await asyncio.sleep(RECORD_PAUSE * 2**attempt)
         raise AssertionError("unreachable")

@@ -220,8 +220,12 @@ class StatusRefresher:
             fields["misses"] = 0
         try:
             updated = await self.book.apply(
-                order, STATUS, fields, refund_to=settlement.refund_to,
-                attention=attention, version=order.version,
+                order,
+                STATUS,
+                fields,
+                refund_to=settlement.refund_to,
+                attention=attention,
+                version=order.version,
                 memo=f"order {order.id} {settlement.fields.get('status', 'status')}",
             )
         except StateChanged:

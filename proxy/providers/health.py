@@ -79,9 +79,7 @@ class Health:
                 for scope in (ORDERS, READS):
                     pipe.exists(self.keys.cooldown(f"{name}:{scope}"))
             replies = await pipe.execute()
-        return {
-            name: {ORDERS: bool(replies[2 * i]), READS: bool(replies[2 * i + 1])} for i, name in enumerate(names)
-        }
+        return {name: {ORDERS: bool(replies[2 * i]), READS: bool(replies[2 * i + 1])} for i, name in enumerate(names)}
 
     async def read_failed(self, provider: str, error: UpstreamError) -> None:
         """Cool reads down after a failed read, unless it was no outage: a plain
@@ -91,9 +89,7 @@ class Health:
 
     async def fail(self, provider: str, reason: str, scope: str = ORDERS) -> None:
         if self.cooldown > 0:
-            await self.redis.set(
-                self.keys.cooldown(f"{provider}:{scope}"), reason[:200], px=int(self.cooldown * 1000)
-            )
+            await self.redis.set(self.keys.cooldown(f"{provider}:{scope}"), reason[:200], px=int(self.cooldown * 1000))
 
     # -- verification ----------------------------------------------------------
 
@@ -136,7 +132,9 @@ class Health:
             log.error(
                 "PROVIDER %s BLOCKED: its balance reply says %s but the config prices it in %s; "
                 "no order is routed to it until they agree",
-                client.name, balance.currency, currency,
+                client.name,
+                balance.currency,
+                currency,
             )
         else:
             fields["currency"] = balance.currency

@@ -256,9 +256,7 @@ def parse_json(text: str) -> Any:
     too deep to parse are `ValueError`, like any other malformed JSON.
     """
     try:
-        return json.loads(
-            text.lstrip("\ufeff"), parse_float=Decimal, parse_constant=_reject_constant
-        )
+        return json.loads(text.lstrip("\ufeff"), parse_float=Decimal, parse_constant=_reject_constant)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 

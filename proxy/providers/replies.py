@@ -25,6 +25,7 @@ from proxy.vocabulary import BULK_LIMIT
 ORDER_ID_KEYS = ("order", "order_id", "id")
 BALANCE_KEYS = ("balance", "funds")
 
+
 @dataclass(frozen=True)
 class UpstreamService:
     service: int

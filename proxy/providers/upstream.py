@@ -139,9 +139,7 @@ class ProviderClient:
         self.method = method
         self._api_key = api_key
         # The key as it could be echoed back: raw, or URL-encoded from our request.
-        self._secrets = tuple(
-            secret for secret in {api_key, quote(api_key, safe=""), quote_plus(api_key)} if secret
-        )
+        self._secrets = tuple(secret for secret in {api_key, quote(api_key, safe=""), quote_plus(api_key)} if secret)
         self._items = Items(self._redact)
         options: dict[str, Any] = {
             "limits": httpx.Limits(max_connections=max_connections),
@@ -430,5 +428,3 @@ class ProviderClient:
     def _describe(self, exc: Exception) -> str:
         detail = " ".join(self._redact(str(exc)).split())[:_QUOTE_CHARS]
         return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-
-

@@ -30,15 +30,15 @@ NGINX_500 = (
 )
 NGINX_504 = NGINX_500.replace("500 Internal Server Error", "504 Gateway Time-out")
 MAINTENANCE_PAGE = (
-    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Maintenance</title></head>\n"
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Maintenance</title></head>\n'
     "<body><h1>We'll be back soon!</h1><p>The panel is under maintenance.</p></body></html>\n"
 )
 CLOUDFLARE_CHALLENGE = (
-    "<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment...</title>"
-    "<meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\"></head>"
-    "<body><div class=\"main-wrapper\" role=\"main\"><div class=\"main-content\">"
+    '<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title>'
+    '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8"></head>'
+    '<body><div class="main-wrapper" role="main"><div class="main-content">'
     "<noscript>Enable JavaScript and cookies to continue</noscript></div></div>"
-    "<script src=\"/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1\"></script></body></html>"
+    '<script src="/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1"></script></body></html>'
 )
 CLOUDFLARE_HEADERS = {"server": "cloudflare", "cf-ray": "8a1b2c3d4e5f6789-FRA", "cf-mitigated": "challenge"}
 TRUNCATED_JSON = '{"charge": "0.27819", "start_count": "35'

@@ -46,9 +46,7 @@ from proxy.vocabulary import (
     PROCESSING,
 )
 
-MODES = frozenset(
-    {"timeout", "timeout_after_accept", "http_500", "html", "cloudflare", "malformed_json", "error"}
-)
+MODES = frozenset({"timeout", "timeout_after_accept", "http_500", "html", "cloudflare", "malformed_json", "error"})
 QUIRKS = frozenset(
     {
         "string_ids",
@@ -193,10 +191,7 @@ def _order_status(item: dict[str, Any], quirks: frozenset[str]) -> dict[str, Any
 def _status(reply: dict[str, Any], quirks: frozenset[str]) -> dict[str, Any]:
     if "status" in reply:
         return _order_status(reply, quirks)
-    return {
-        key: item if _is_error(item) else _order_status(item, quirks)
-        for key, item in reply.items()
-    }
+    return {key: item if _is_error(item) else _order_status(item, quirks) for key, item in reply.items()}
 
 
 def _bulk_ids(items: list[dict[str, Any]], id_names: tuple[str, ...]) -> list[dict[str, Any]]:

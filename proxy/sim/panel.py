@@ -181,9 +181,7 @@ class Panel:
     ) -> None:
         self.catalog: dict[int, SimService] = {s.service: s for s in services}
         self.currency = currency
-        self._accounts: dict[str, Decimal] = dict(
-            accounts if accounts is not None else {DEFAULT_KEY: Decimal(1000)}
-        )
+        self._accounts: dict[str, Decimal] = dict(accounts if accounts is not None else {DEFAULT_KEY: Decimal(1000)})
         self.clock = clock
         self.random = random.Random(seed)
         self.step_seconds = step_seconds
@@ -506,9 +504,7 @@ class Panel:
     def _round_charge(self, amount: Decimal) -> Decimal:
         return ceil_to(amount, self.precision)
 
-    def _new_order(
-        self, key: str, service: SimService, fields: dict[str, str], checked: _Validated
-    ) -> SimOrder:
+    def _new_order(self, key: str, service: SimService, fields: dict[str, str], checked: _Validated) -> SimOrder:
         outcome, remains = self._draw_outcome(service, checked.quantity, fields)
         order = SimOrder(
             id=self._next_order,
