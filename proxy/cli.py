@@ -1,39 +1,35 @@
-"""The `smm-proxy` command: serve, worker, demo, check, and operator commands.
+"""The `smm-proxy` command: serve, worker, demo, check, and its argument parser.
 
 Every command that reads or changes data prints a short human table, or
-JSON with `--json` for scripts. Operator commands go through
-`proxy.ops.operators`, as the admin API does, and are audited. Every refusal
-and usage error goes to stderr with exit status 2, never a traceback.
+JSON with `--json` for scripts. The operator commands (`proxy.commands`) go
+through `proxy.ops.operators`, as the admin API does, and are audited. Every
+refusal and usage error goes to stderr with exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import json
 import logging
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from proxy import __version__, logs
+from proxy import __version__, commands, logs
 from proxy.config import Config, load_config
 from proxy.errors import CommandError, ConfigError, OperatorError, StoreUnfit
-from proxy.ops import reports
 from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS
+from proxy.orders.states import STATES, WORKING_SETS
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.store import check_store, connect, redacted_url
 
-ACTOR = "cli"
 log = logging.getLogger(__name__)
 
 
@@ -50,18 +46,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _config(settings: Settings) -> Config:
     return load_config(settings.config, settings.environ())
-
-
-def _print(args: argparse.Namespace, data: Any, human: Callable[[], str]) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False) if getattr(args, "json", False) else human())
-
-
-def _table(rows: Sequence[Sequence[object]]) -> str:
-    if len(rows) <= 1:
-        return "(none)"
-    cells = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
 def _need_redis(settings: Settings) -> str:
@@ -83,191 +67,6 @@ async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], 
         raise CommandError(f"Redis at {redacted_url(url)} failed: {exc}") from None
     finally:
         await runtime.aclose()
-
-
-# -- clients ---------------------------------------------------------------
-
-
-async def clients_add(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.create_client(ACTOR, args.name, args.balance)
-    _print(
-        args,
-        data,
-        lambda: (
-            f"client {data['name']} created, balance {data['balance']} {data['currency']}\n"
-            f"API key (shown once, stored hashed): {data['key']}"
-        ),
-    )
-
-
-async def clients_topup(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.topup(ACTOR, args.name, args.amount, ref=args.ref, memo=args.memo)
-    note = "" if data["applied"] else " (already applied earlier: nothing changed)"
-    _print(args, data, lambda: f"{args.name}: +{data['amount']}, balance {data['balance']}{note}")
-
-
-async def clients_list(args: argparse.Namespace, ops: Operators) -> None:
-    clients = await ops.clients()
-    rows = [["NAME", "BALANCE", "CURRENCY", "STATE"]] + [
-        [c["name"], c["balance"], c["currency"], "disabled" if c["disabled"] else "active"] for c in clients
-    ]
-    _print(args, clients, lambda: _table(rows))
-
-
-async def clients_disable(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.disable_client(ACTOR, args.name)
-    _print(args, data, lambda: f"client {data['name']} disabled")
-
-
-async def clients_ledger(args: argparse.Namespace, ops: Operators) -> None:
-    entries = await ops.ledger(args.name, args.limit)
-    rows = [["TIME", "KIND", "AMOUNT", "BALANCE", "REF", "MEMO"]] + [
-        [e["time"], e["kind"], e["amount"], e["balance"], e["ref"], e["memo"]] for e in entries
-    ]
-    _print(args, entries, lambda: _table(rows))
-
-
-# -- orders ----------------------------------------------------------------
-
-
-async def orders_show(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.order(args.id)
-
-    def human() -> str:
-        lines = [f"{k:17} {v}" for k, v in data.items() if k not in ("attempts", "ledger")]
-        lines += [f"attempt           {a['provider']}: {a['outcome']} {a['reason']}".rstrip() for a in data["attempts"]]
-        lines += [f"ledger            {e['time']} {e['kind']} {e['amount']} ({e['ref']})" for e in data["ledger"]]
-        return "\n".join(lines)
-
-    _print(args, data, human)
-
-
-async def orders_list(args: argparse.Namespace, ops: Operators) -> None:
-    found = await ops.orders(args.state, args.client, args.limit)
-    rows = [["ID", "CLIENT", "SERVICE", "QTY", "STATE", "STATUS", "CHARGE", "REFUNDED", "PROVIDER", "UPSTREAM"]] + [
-        [
-            o["id"],
-            o["client"],
-            o["service"],
-            o["quantity"],
-            o["state"],
-            o["status"],
-            o["charge"],
-            o["refunded"],
-            o["provider"],
-            o["upstream_order"] or "",
-        ]
-        for o in found
-    ]
-    _print(args, found, lambda: _table(rows))
-
-
-async def orders_resolve(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.resolve(ACTOR, args.id, upstream_order=args.upstream_order, failed=args.failed)
-    verdict = "failed, refunded in full" if args.failed else f"placed as upstream order {args.upstream_order}"
-    _print(args, data, lambda: f"order {data['id']} resolved: {verdict}")
-
-
-async def orders_refund(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.refund(ACTOR, args.id, args.total)
-    _print(args, data, lambda: f"order {data['id']}: refunded {data['refunded']} in all")
-
-
-async def orders_archive(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.archive(ACTOR, since_timestamp(args.older_than))
-    _print(args, data, lambda: f"{data['moved']} finished orders from before {data['before']} moved to {data['to']}")
-
-
-async def orders_ack(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.acknowledge(ACTOR, args.id)
-    _print(args, data, lambda: f"order {data['id']}: attention cleared")
-
-
-# -- providers, reports, admins, audit -------------------------------------
-
-
-async def providers(args: argparse.Namespace, ops: Operators) -> None:
-    rows_data = await ops.providers(check=args.check)
-
-    def human() -> str:
-        rows = [["NAME", "HEALTH", "CURRENCY", "BALANCE", "CHECKED", "SERVICES", "CATALOG AGE", "PRICE CHANGES"]]
-        for p in rows_data:
-            read = p["currency_read"] or "?"
-            currency = p["currency"] if read in (p["currency"], "?") else f"{p['currency']} (reads {read})"
-            age = "never" if p["catalog_age"] is None else f"{p['catalog_age']} s"
-            rows.append(
-                [
-                    p["name"],
-                    p["health"],
-                    currency,
-                    p["balance"] or "?",
-                    p["checked"] or "never",
-                    p["services"],
-                    age,
-                    len(p["price_changes"]),
-                ]
-            )
-        lines = [_table(rows)]
-        for p in rows_data:
-            lines += [f"  {p['name']}: service {c['service']} {c['from']} -> {c['to']}" for c in p["price_changes"][:5]]
-            if p["check_error"]:
-                lines.append(f"  {p['name']}: last check failed: {p['check_error']}")
-        return "\n".join(lines)
-
-    _print(args, rows_data, human)
-
-
-def since_timestamp(text: str | None) -> float:
-    try:
-        return reports.since(text)
-    except ValueError as exc:
-        raise CommandError(f"--{exc}") from None
-
-
-async def report(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.report(since_timestamp(args.since), args.by)
-    columns = ["key", "orders", "revenue", "refunds", "cost", "margin"]
-    if args.csv:
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows([*data["lines"], data["total"]])
-        print(out.getvalue(), end="")
-        return
-    rows = [[args.by.upper(), "ORDERS", "REVENUE", "REFUNDS", "COST", "MARGIN"]]
-    rows += [[line[c] for c in columns] for line in [*data["lines"], data["total"]]]
-    _print(
-        args,
-        data,
-        lambda: (
-            f"since {datetime.fromtimestamp(data['since'], tz=UTC):%Y-%m-%d %H:%M} UTC, "
-            f"in {data['currency']}\n{_table(rows)}"
-        ),
-    )
-
-
-async def admin_add(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.add_admin(ACTOR, args.name)
-    _print(args, data, lambda: f"admin {data['name']} added\ntoken (shown once, stored hashed): {data['token']}")
-
-
-async def admin_list(args: argparse.Namespace, ops: Operators) -> None:
-    names = await ops.admins()
-    _print(args, names, lambda: "\n".join(names) or "(none)")
-
-
-async def admin_remove(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.remove_admin(ACTOR, args.name)
-    _print(args, data, lambda: f"admin {args.name} removed")
-
-
-async def audit(args: argparse.Namespace, ops: Operators) -> None:
-    rows_data = await ops.audit_log(args.limit)
-    rows = [["TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"]] + [
-        [r["time"], r["actor"], r["action"], r["target"], json.dumps(r["detail"], ensure_ascii=False)]
-        for r in rows_data
-    ]
-    _print(args, rows_data, lambda: _table(rows))
 
 
 # -- running ---------------------------------------------------------------
@@ -292,7 +91,7 @@ def check(args: argparse.Namespace) -> int | None:
         "imports": len(config.imports),
         "currency": config.currency,
     }
-    _print(
+    commands.show(
         args,
         data,
         lambda: (
@@ -409,7 +208,7 @@ def demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="smm-proxy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"smm-proxy {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    subcommands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def command(parent: Any, name: str, help: str, run: Any, *, config: bool = True, json_out: bool = False) -> Any:
         sub = parent.add_parser(name, help=help, description=help)
@@ -420,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    sub = command(commands, "serve", "run the router", serve)
+    sub = command(subcommands, "serve", "run the router", serve)
     sub.add_argument("--host")
     sub.add_argument("--port", type=int)
     sub.add_argument(
@@ -433,84 +232,96 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--workers", type=int, default=1, help="processes serving the API (one per core)")
     sub = command(
-        commands, "worker", "run the background work alone: recovery, status polling, provider checks", worker
+        subcommands, "worker", "run the background work alone: recovery, status polling, provider checks", worker
     )
     sub.add_argument("--allow-volatile", action="store_true")
-    sub = command(commands, "demo", "run a self-contained demo with simulated panels", demo, config=False)
+    sub = command(subcommands, "demo", "run a self-contained demo with simulated panels", demo, config=False)
     sub.add_argument("--host", default="127.0.0.1")
     sub.add_argument("--port", type=int, default=8080)
-    command(commands, "check", "validate a config file without starting", check, json_out=True)
+    command(subcommands, "check", "validate a config file without starting", check, json_out=True)
 
-    clients = commands.add_parser("clients", help="manage downstream client accounts")
+    clients = subcommands.add_parser("clients", help="manage downstream client accounts")
     actions = clients.add_subparsers(dest="action", required=True, parser_class=Parser)
-    sub = command(actions, "add", "open an account and print its API key once", clients_add, json_out=True)
+    sub = command(actions, "add", "open an account and print its API key once", commands.clients_add, json_out=True)
     sub.add_argument("name")
     sub.add_argument("--balance", default="0", help="opening balance in the deployment currency")
-    sub = command(actions, "topup", "credit an account", clients_topup, json_out=True)
+    sub = command(actions, "topup", "credit an account", commands.clients_topup, json_out=True)
     sub.add_argument("name")
     sub.add_argument("amount")
     sub.add_argument("--ref", help="idempotency reference: a retried top-up with the same ref credits once")
     sub.add_argument("--memo", default="", help="a note kept in the ledger")
-    command(actions, "list", "list accounts and balances", clients_list, json_out=True)
-    sub = command(actions, "disable", "refuse the account's API key from now on", clients_disable, json_out=True)
+    command(actions, "list", "list accounts and balances", commands.clients_list, json_out=True)
+    sub = command(
+        actions, "disable", "refuse the account's API key from now on", commands.clients_disable, json_out=True
+    )
     sub.add_argument("name")
-    sub = command(actions, "ledger", "show an account's ledger", clients_ledger, json_out=True)
+    sub = command(actions, "ledger", "show an account's ledger", commands.clients_ledger, json_out=True)
     sub.add_argument("name")
     sub.add_argument("--limit", type=int, help="only the newest N entries")
 
-    orders = commands.add_parser("orders", help="inspect and settle orders")
+    orders = subcommands.add_parser("orders", help="inspect and settle orders")
     actions = orders.add_subparsers(dest="action", required=True, parser_class=Parser)
-    sub = command(actions, "show", "one order, its attempts and its ledger entries", orders_show, json_out=True)
+    sub = command(
+        actions, "show", "one order, its attempts and its ledger entries", commands.orders_show, json_out=True
+    )
     sub.add_argument("id", type=int)
-    sub = command(actions, "list", "orders, newest first", orders_list, json_out=True)
+    sub = command(actions, "list", "orders, newest first", commands.orders_list, json_out=True)
     sub.add_argument(
         "--state",
-        help="reserved, submitted, placed, unknown, failed, inflight, open, attention, or a status like Partial",
+        help=f"{', '.join(dict.fromkeys([*STATES, *WORKING_SETS]))}, or a status like Partial",
     )
     sub.add_argument("--client")
     sub.add_argument("--limit", type=int, default=50)
-    sub = command(actions, "resolve", "settle an order whose outcome is unknown", orders_resolve, json_out=True)
+    sub = command(
+        actions, "resolve", "settle an order whose outcome is unknown", commands.orders_resolve, json_out=True
+    )
     sub.add_argument("id", type=int)
     verdict = sub.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--upstream-order", type=int, help="the order exists upstream under this ID")
     verdict.add_argument("--failed", action="store_true", help="the order does not exist upstream: refund it")
     sub = command(
-        actions, "refund", "raise an order's total refund (orders that need attention)", orders_refund, json_out=True
+        actions,
+        "refund",
+        "raise an order's total refund (orders that need attention)",
+        commands.orders_refund,
+        json_out=True,
     )
     sub.add_argument("id", type=int)
     sub.add_argument("total", help="the order's total refund, in the deployment currency")
-    sub = command(actions, "ack", "clear an order's attention note once it is dealt with", orders_ack, json_out=True)
+    sub = command(
+        actions, "ack", "clear an order's attention note once it is dealt with", commands.orders_ack, json_out=True
+    )
     sub.add_argument("id", type=int)
     sub = command(
         actions,
         "archive",
         "move finished orders out of Redis into $SMM_PROXY_ARCHIVE_DIR",
-        orders_archive,
+        commands.orders_archive,
         json_out=True,
     )
     sub.add_argument("--older-than", required=True, help="a span like 90d, or a date like 2026-01-01")
 
     sub = command(
-        commands,
+        subcommands,
         "providers",
         "each provider's health, balance, currency, catalog and price changes",
-        providers,
+        commands.providers,
         json_out=True,
     )
     sub.add_argument("--check", action="store_true", help="read every provider's balance now")
-    sub = command(commands, "report", "revenue, upstream cost, refunds and margin", report, json_out=True)
+    sub = command(subcommands, "report", "revenue, upstream cost, refunds and margin", commands.report, json_out=True)
     sub.add_argument("--since", help="7d (default), 24h, 30m, or a date like 2026-11-01")
     sub.add_argument("--by", choices=GROUPINGS, default="provider")
     sub.add_argument("--csv", action="store_true", help="print CSV")
 
-    admin = commands.add_parser("admin", help="tokens for the admin HTTP API")
+    admin = subcommands.add_parser("admin", help="tokens for the admin HTTP API")
     actions = admin.add_subparsers(dest="action", required=True, parser_class=Parser)
-    sub = command(actions, "add", "make an admin token and print it once", admin_add, json_out=True)
+    sub = command(actions, "add", "make an admin token and print it once", commands.admin_add, json_out=True)
     sub.add_argument("name")
-    command(actions, "list", "list admins", admin_list, json_out=True)
-    sub = command(actions, "remove", "revoke an admin's token", admin_remove, json_out=True)
+    command(actions, "list", "list admins", commands.admin_list, json_out=True)
+    sub = command(actions, "remove", "revoke an admin's token", commands.admin_remove, json_out=True)
     sub.add_argument("name")
-    sub = command(commands, "audit", "the operators' audit log, newest first", audit, json_out=True)
+    sub = command(subcommands, "audit", "the operators' audit log, newest first", commands.audit, json_out=True)
     sub.add_argument("--limit", type=int, default=50)
     return parser
 
