@@ -10,7 +10,7 @@ Our exception classes, and which branch of the tree each belongs to:
       · InvalidOrder - its fields are not what its service takes (orders/validation)
     - OperatorError - an operator's action refused (ops/operators)
       · NotFound - no such client, order or admin
-    - CommandError - the command line refuses (cli)
+    - CommandError - the command line refuses (cli, commands)
   + AccountError - a client account cannot do that (accounts)
     - UnknownClient - no such client (or a disabled one, where it matters)
     - InsufficientFunds - a debit would take the balance below zero
@@ -20,7 +20,7 @@ Our exception classes, and which branch of the tree each belongs to:
     - ClaimConflict - another of our orders owns that upstream order
     - OrderRefused (above)
   + ConfigError - an unusable config file (config)
-  + LabelError - a label template we cannot fill in (config, catalog/labels)
+  + LabelError - a label template we cannot fill in (config)
   + MoneyError - a value that is not a usable amount of money (money)
   + StoreUnfit - a Redis the router must not keep money in (store)
   + ClientGone - the client hung up before its request was read (edge)
