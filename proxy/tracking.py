@@ -65,11 +65,20 @@ What it does not promise:
   active expire cycle), which can be later than its TTL: do not cache keys
   whose expiry time must be exact (the router's keys, balances and orders
   have none).
+- SWAPDB is not reported by Redis (6.2, 7.0) as a change of any key: an
+  operator who swaps the router's database must restart it (or `clear()`).
 - Redis Cluster: not tracked (it would need a pair of connections per master,
   kept right across resharding and failover); every read goes to Redis.
 - If Redis cannot write to A as fast as keys change (A's output buffer backed
   up), or the two network paths reorder, point 2 weakens to "as soon as the
   invalidation arrives".
+
+Choosing prefixes: every change of a key under them costs every instance one
+invalidation (about 10 µs of CPU, benchmarks/tracking.py), read or not, so
+track what is read far more often than written (API keys; balances and order
+views are read on every request but written on every add). The cache must
+name the same Redis the loads read (the store's URL); keys are str, as the
+store's decode_responses client uses them.
 
 Memory: at most `max_entries` values and `max_absent` negative entries, each
 in its own LRU, so a flood of unknown keys (the common attack) cannot push the
@@ -382,6 +391,7 @@ class TrackedCache:
             self.stats.discarded += 1
             return
         table, limit = (self._absent, self.max_absent) if value is None else (self._values, self.max_entries)
+        (self._values if value is None else self._absent).pop(key, None)
         if limit == 0:
             return
         table[key] = value
