@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Mapping
 
 import httpx
-import redis.asyncio as aioredis
 
 from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
@@ -37,7 +36,7 @@ from proxy.providers.health import Health
 from proxy.providers.listings import Listings
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
-from proxy.store import Keys, connect
+from proxy.store import Keys, Store, connect
 
 
 class Runtime:
@@ -45,7 +44,7 @@ class Runtime:
         self,
         settings: Settings,
         config: Config,
-        redis: aioredis.Redis,
+        redis: Store,
         *,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
         clock: Callable[[], float] = time.time,
@@ -156,10 +155,10 @@ class Runtime:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, config: Config, **kwargs: object) -> Runtime:
+    def from_settings(cls, settings: Settings, config: Config) -> Runtime:
         if not settings.redis_url:
             raise RuntimeError("SMM_PROXY_REDIS_URL is not set")
-        return cls(settings, config, connect(settings.redis_url), **kwargs)  # type: ignore[arg-type]
+        return cls(settings, config, connect(settings.redis_url))
 
     async def aclose(self) -> None:
         await self.actions.aclose()
