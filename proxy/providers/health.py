@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from proxy.errors import ProviderRefused, UpstreamError
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Keys
+from proxy.store import Keys, Store, maybe_text, text_map
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ class ProviderState:
 
 
 class Health:
-    def __init__(
-        self, redis: aioredis.Redis, keys: Keys, cooldown: float, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, redis: Store, keys: Keys, cooldown: float, clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
         self.keys = keys
         self.cooldown = cooldown
@@ -103,7 +101,7 @@ class Health:
         return {name: reason for name, reason in zip(names, replies, strict=True) if reason}
 
     async def state(self, provider: str) -> ProviderState:
-        record = await self.redis.hgetall(self.keys.provider_state(provider))
+        record = text_map(await self.redis.hgetall(self.keys.provider_state(provider)))
         return ProviderState(
             balance=record.get("balance", ""),
             currency=record.get("currency", ""),
@@ -121,8 +119,12 @@ class Health:
             log.warning("provider %s not verified: %s", client.name, exc.reason)
             await self.redis.hset(key, mapping={"error": exc.reason[:200], "checked_at": repr(self.clock())})
             return await self.state(client.name)
-        fields = {"balance": str(balance.balance), "checked_at": repr(self.clock()), "error": ""}
-        before = await self.redis.hget(key, "blocked")
+        fields: dict[EncodableT, EncodableT] = {
+            "balance": str(balance.balance),
+            "checked_at": repr(self.clock()),
+            "error": "",
+        }
+        before = maybe_text(await self.redis.hget(key, "blocked"))
         if balance.currency is None:  # says nothing of the currency: a block stays until one agrees
             fields["currency"] = ""
             fields["blocked"] = before or ""

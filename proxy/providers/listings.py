@@ -20,12 +20,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 
-import redis.asyncio as aioredis
-
 from proxy.errors import UpstreamError
 from proxy.providers.replies import UpstreamService
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Keys
+from proxy.store import Keys, Store, text
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ def _decode(text: str) -> dict[int, UpstreamService]:
 class Listings:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Store,
         keys: Keys,
         providers: Mapping[str, ProviderClient],
         ttl: float,
@@ -125,7 +123,7 @@ class Listings:
         fetch, fetched_at, services = await self.redis.hmget(key, ["fetch", "fetched_at", "services"])
         if fetch is None or fetched_at is None or services is None:
             return None
-        listing = Listing(provider, float(fetched_at), _decode(services), fetch)
+        listing = Listing(provider, float(fetched_at), _decode(text(services)), text(fetch))
         self._parsed[provider] = listing
         return listing
 
