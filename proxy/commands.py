@@ -140,7 +140,9 @@ async def providers(args: argparse.Namespace, ops: Operators) -> None:
     rows_data = await ops.providers(check=args.check)
 
     def human() -> str:
-        rows = [["NAME", "HEALTH", "CURRENCY", "BALANCE", "CHECKED", "SERVICES", "CATALOG AGE", "PRICE CHANGES"]]
+        rows: list[list[object]] = [
+            ["NAME", "HEALTH", "CURRENCY", "BALANCE", "CHECKED", "SERVICES", "CATALOG AGE", "PRICE CHANGES"]
+        ]
         for p in rows_data:
             read = p["currency_read"] or "?"
             currency = p["currency"] if read in (p["currency"], "?") else f"{p['currency']} (reads {read})"

@@ -18,7 +18,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from decimal import Decimal
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -28,7 +27,7 @@ from proxy.orders import states
 from proxy.orders.book import OrderBook
 from proxy.providers.health import Health
 from proxy.providers.listings import Listings
-from proxy.store import Keys
+from proxy.store import Keys, Store, text_map
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class Tallies:
     effort: a count is not money.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, clients: Callable[[], Awaitable[list[str]]]) -> None:
+    def __init__(self, redis: Store, keys: Keys, clients: Callable[[], Awaitable[list[str]]]) -> None:
         self.redis = redis
         self.keys = keys
         self.clients = clients
@@ -63,7 +62,7 @@ class Tallies:
 
     async def counts(self) -> dict[str, int]:
         """Order outcomes ("orders_placed", ...) and the tallies beside them."""
-        counted = {k: int(v) for k, v in (await self.redis.hgetall(self.keys.metrics)).items()}
+        counted = {k: int(v) for k, v in text_map(await self.redis.hgetall(self.keys.metrics)).items()}
         transitions = await self.totals_raw()
         for outcome, reached_by in states.OUTCOMES.items():
             counted[f"orders_{outcome}"] = sum(transitions.get(states.counter(*t), 0) for t in reached_by)
@@ -156,8 +155,8 @@ class SharedState(Collector):
             blocked.add_metric([name], int(bool(state.blocked)))
             if state.balance:
                 balance.add_metric([name, state.currency or self.currencies[name]], float(state.balance))
-            if listings.get(name) is not None:
-                age.add_metric([name], listings[name])
+            if (listed := listings.get(name)) is not None:
+                age.add_metric([name], listed)
         families += [cooling, blocked, balance, age]
         self.families = families
 

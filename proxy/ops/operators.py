@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from proxy.accounts.clients import Accounts, Client
 from proxy.accounts.ledger import Entry, Ledger
@@ -44,7 +44,7 @@ from proxy.orders.verdicts import Verdicts
 from proxy.providers.health import Health
 from proxy.providers.listings import Listings
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Keys
+from proxy.store import Keys, Store, maybe_text, stream_entries, texts
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Operators:
     def __init__(
         self,
         *,
-        redis: aioredis.Redis,
+        redis: Store,
         keys: Keys,
         config: Config,
         accounts: Accounts,
@@ -153,15 +153,20 @@ class Operators:
 
     async def audit(self, actor: str, action: str, target: str, **detail: object) -> None:
         """Record an operator's action (best effort after it: the action itself stands)."""
-        fields = {"actor": actor, "action": action, "target": target, "detail": json.dumps(detail, default=str)}
+        fields: dict[EncodableT, EncodableT] = {
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "detail": json.dumps(detail, default=str),
+        }
         try:
-            await self._redis.xadd(self._keys.audit, fields)  # type: ignore[arg-type]
+            await self._redis.xadd(self._keys.audit, fields)
         except Exception as exc:  # never undo what was done because the log failed
             log.error("audit log not written for %s %s by %s: %s", action, target, actor, type(exc).__name__)
         log.info("operator %s: %s %s", actor, action, target, extra={"actor": actor, "detail": detail})
 
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self._redis.xrevrange(self._keys.audit, count=limit)
+        rows = stream_entries(await self._redis.xrevrange(self._keys.audit, count=limit))
         return [
             {
                 "time": iso(int(entry_id.split("-")[0]) / 1000),
@@ -306,7 +311,7 @@ class Operators:
                     "checked": iso(state.checked_at) if state.checked_at else "",
                     "check_error": state.error,
                     "services": len(listing.services) if listing else 0,
-                    "catalog_age": None if ages[name] is None else round(ages[name]),
+                    "catalog_age": None if (age := ages[name]) is None else round(age),
                     "price_changes": await self._listings.price_changes(name, 10),
                 }
             )
@@ -338,7 +343,7 @@ class Operators:
 
     async def remove_admin(self, actor: str, name: str) -> dict[str, Any]:
         redis, keys = self._redis, self._keys
-        digest = await redis.hget(keys.admins, name)
+        digest = maybe_text(await redis.hget(keys.admins, name))
         if digest is None:
             raise NotFound(f"no admin {name!r}")
         await redis.delete(keys.admin(digest))  # first: the token stops working at once
@@ -347,10 +352,10 @@ class Operators:
         return {"name": name, "removed": True}
 
     async def admins(self) -> list[str]:
-        return sorted(await self._redis.hkeys(self._keys.admins))
+        return sorted(texts(await self._redis.hkeys(self._keys.admins)))
 
     async def admin_of(self, token: str) -> str | None:
         """The admin a token belongs to, or None."""
         if not token or len(token) > 200:
             return None
-        return await self._redis.get(self._keys.admin(hashlib.sha256(token.encode()).hexdigest()))
+        return maybe_text(await self._redis.get(self._keys.admin(hashlib.sha256(token.encode()).hexdigest())))

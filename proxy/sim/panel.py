@@ -618,7 +618,7 @@ def _lines(text: str) -> list[str]:
 
 def _validate_traffic(fields: dict[str, str]) -> None:
     device, traffic = _int_or_none(fields["device"]), _int_or_none(fields["type_of_traffic"])
-    if device not in range(1, 6) or traffic not in range(1, 4):
+    if device is None or traffic is None or device not in range(1, 6) or traffic not in range(1, 4):
         raise PanelError(Errors.INCORRECT_REQUEST)
     needed = {1: "google_keyword", 2: "referring_url"}.get(traffic)
     if needed and not fields.get(needed, "").strip():
