@@ -141,7 +141,7 @@ async def test_metrics_parse_and_show_upstream_latency_and_money(make_router):
 async def test_the_admin_api_does_what_the_cli_does_and_audits_it(make_router):
     router = await routed(make_router, status_ttl=1)
     ops = router.runtime.operators
-    token = (await ops.add_admin("cli", "backoffice"))["token"]
+    token = (await ops.add_admin("cli", "backoffice")).token
     http = router.http
     auth = {"Authorization": f"Bearer {token}"}
     assert (await http.get("/admin/clients")).status_code == 401
@@ -193,12 +193,12 @@ async def test_report_answers_what_each_provider_made_this_week(make_router):
     router.clock.advance(30)
     await router.call(key, action="status", orders="1,2,3")
     data = await router.runtime.operators.report(router.clock() - 7 * 86400, "provider")
-    lines = {line["key"]: line for line in data["lines"]}
-    assert set(lines) == {"echomark", "korean"} and lines["echomark"]["orders"] == 2
+    lines = {line.key: line for line in data.lines}
+    assert set(lines) == {"echomark", "korean"} and lines["echomark"].orders == 2
     for line in lines.values():
-        assert Decimal(line["margin"]) == Decimal(line["revenue"]) - Decimal(line["cost"])
-        assert Decimal(line["margin"]) >= 0
-    assert Decimal(data["total"]["revenue"]) == Decimal(100) - await router.runtime.ledger.balance("alice")
+        assert Decimal(line.margin) == Decimal(line.revenue) - Decimal(line.cost)
+        assert Decimal(line.margin) >= 0
+    assert Decimal(data.total.revenue) == Decimal(100) - await router.runtime.ledger.balance("alice")
 
 
 # deploy/

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from decimal import Decimal
+from typing import TypedDict
 
 from proxy.errors import UpstreamError
 from proxy.providers.replies import UpstreamService
@@ -43,6 +44,11 @@ class Listing:
 
     def age(self, now: float) -> float:
         return now - self.fetched_at
+
+
+# One change of a service's rate, as operators see it ("from" is a Python
+# keyword: the class is spelled the functional way).
+PriceChange = TypedDict("PriceChange", {"at": float, "service": int, "from": str, "to": str})
 
 
 def _encode(services: list[UpstreamService]) -> str:
@@ -187,9 +193,11 @@ class Listings:
                 await pipe.execute()
             log.info("provider %s changed %d prices", provider, len(changes))
 
-    async def price_changes(self, provider: str, limit: int = PRICE_CHANGES_KEPT) -> list[dict[str, object]]:
+    async def price_changes(self, provider: str, limit: int = PRICE_CHANGES_KEPT) -> list[PriceChange]:
         """The provider's latest rate changes, newest first."""
-        return [json.loads(item) for item in await self.redis.lrange(self.keys.price_changes(provider), 0, limit - 1)]
+        items = await self.redis.lrange(self.keys.price_changes(provider), 0, limit - 1)
+        changes: list[PriceChange] = [json.loads(item) for item in items]
+        return changes
 
     async def wait_for_refreshes(self) -> None:
         """Wait for the background refreshes under way."""

@@ -1,0 +1,277 @@
+"""What each operator action answers: typed values, and the JSON of them.
+
+Every action of `proxy.ops.operators` answers one of these frozen
+dataclasses (or a list of them). Their fields, in order, are the JSON that
+both the CLI's `--json` and the admin API print (`as_json`, the one place it
+is made); the CLI's tables read the same fields by name. Amounts are already
+formatted as the ledger shows them (`money.format_amount`), times as ISO 8601
+in UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from proxy.accounts.clients import Client
+from proxy.accounts.ledger import Entry
+from proxy.money import ceil_to, format_amount
+from proxy.ops.reports import Line, Report
+from proxy.orders.records import Attempt, Order
+from proxy.providers.listings import PriceChange
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
+
+
+# -- clients and their ledgers ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientView:
+    name: str
+    balance: str
+    currency: str
+    disabled: bool
+
+    @classmethod
+    def of(cls, client: Client) -> ClientView:
+        return cls(client.name, format_amount(client.balance), client.currency, client.disabled)
+
+
+@dataclass(frozen=True)
+class NewClient(ClientView):
+    """A client just opened, with its API key: shown this once, stored hashed."""
+
+    key: str
+
+    @classmethod
+    def of_new(cls, client: Client, key: str) -> NewClient:
+        return cls(**vars(ClientView.of(client)), key=key)
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """One ledger entry."""
+
+    id: str
+    time: str
+    kind: str
+    amount: str
+    balance: str
+    ref: str
+    memo: str
+    order: int | None
+
+    @classmethod
+    def of(cls, entry: Entry) -> EntryView:
+        return cls(
+            id=entry.id,
+            time=entry.time.isoformat(timespec="seconds"),
+            kind=entry.kind,
+            amount=format_amount(entry.amount),
+            balance=format_amount(entry.balance),
+            ref=entry.ref,
+            memo=entry.memo,
+            order=entry.order,
+        )
+
+
+@dataclass(frozen=True)
+class TopUp(EntryView):
+    """A top-up's entry; `applied` is False when its reference was applied before."""
+
+    applied: bool
+
+    @classmethod
+    def of_topup(cls, entry: Entry) -> TopUp:
+        return cls(**vars(EntryView.of(entry)), applied=not entry.duplicate)
+
+
+# -- orders ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """One order as an operator sees it: provider, attempts and costs included."""
+
+    id: int
+    client: str
+    service: int
+    type: str
+    link: str
+    quantity: int
+    state: str
+    status: str
+    remains: int
+    charge: str
+    refunded: str
+    provider: str
+    upstream_service: int
+    upstream_order: int
+    attempts: tuple[Attempt, ...]
+    attention: str
+    cost: str  # "" when unknown, else the amount and its currency
+    upstream_charge: str
+    created: str
+
+    @classmethod
+    def of(cls, order: Order) -> OrderView:
+        return cls(
+            id=order.id,
+            client=order.client,
+            service=order.service,
+            type=order.type,
+            link=order.link,
+            quantity=order.quantity,
+            state=order.state,
+            status=order.public_status,
+            remains=order.remains,
+            charge=format_amount(order.charge),
+            refunded=format_amount(order.refunded),
+            provider=order.provider,
+            upstream_service=order.upstream_service,
+            upstream_order=order.upstream_order,
+            attempts=order.attempts,
+            attention=order.attention,
+            cost="" if order.cost is None else f"{format_amount(order.cost)} {order.cost_currency}",
+            upstream_charge=(
+                ""
+                if order.upstream_charge is None
+                else f"{format_amount(order.upstream_charge)} {order.upstream_currency or order.cost_currency}"
+            ),
+            created=iso(order.created),
+        )
+
+
+@dataclass(frozen=True)
+class OrderDetail(OrderView):
+    """One order, from Redis or the archive, with its ledger entries."""
+
+    archived: bool
+    ledger: tuple[EntryView, ...]
+
+    @classmethod
+    def of_found(cls, order: Order, archived: bool, entries: Sequence[Entry]) -> OrderDetail:
+        ledger = tuple(EntryView.of(entry) for entry in entries)
+        return cls(**vars(OrderView.of(order)), archived=archived, ledger=ledger)
+
+
+@dataclass(frozen=True)
+class Archived:
+    moved: int
+    before: str
+    to: str
+
+
+# -- providers and reports -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderView:
+    """A provider's health, its balance and currency as last read, and its catalog."""
+
+    name: str
+    health: str  # "ok", "blocked", or "cooling: " and the scopes
+    blocked: str  # why it is blocked; "" when it is not
+    currency: str  # the config's
+    currency_read: str  # what its balance reply said
+    balance: str
+    checked: str  # when its balance was last read; "" never
+    check_error: str
+    services: int
+    catalog_age: int | None  # seconds; None: never fetched
+    price_changes: tuple[PriceChange, ...]
+
+
+@dataclass(frozen=True)
+class ReportLine:
+    key: str
+    orders: int
+    revenue: str
+    refunds: str
+    cost: str
+    margin: str
+
+    @classmethod
+    def of(cls, line: Line) -> ReportLine:
+        cost = ceil_to(line.cost)  # what we paid, never shown as less: the margin is never flattered
+        return cls(
+            key=line.key,
+            orders=line.orders,
+            revenue=format_amount(line.revenue),
+            refunds=format_amount(line.refunds),
+            cost=format_amount(cost),
+            margin=format_amount(line.revenue - cost),
+        )
+
+
+@dataclass(frozen=True)
+class ReportView:
+    by: str
+    since: float
+    currency: str
+    lines: tuple[ReportLine, ...]
+    total: ReportLine
+
+    @classmethod
+    def of(cls, report: Report) -> ReportView:
+        return cls(
+            by=report.by,
+            since=report.since,
+            currency=report.currency,
+            lines=tuple(ReportLine.of(line) for line in report.lines),
+            total=ReportLine.of(report.total),
+        )
+
+
+# -- admins and the audit log -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewAdmin:
+    """An admin just added, with its token: shown this once, stored hashed."""
+
+    name: str
+    token: str
+
+
+@dataclass(frozen=True)
+class RemovedAdmin:
+    name: str
+    removed: bool = True
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    time: str
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+# -- JSON ----------------------------------------------------------------------------
+
+
+def as_json(answer: object) -> Any:
+    """An answer as JSON-able data: a dataclass as an object of its fields, in
+    order (nested ones too), a list as a list; anything else as it is."""
+    if dataclasses.is_dataclass(answer) and not isinstance(answer, type):
+        return _jsonable(dataclasses.asdict(answer))
+    if isinstance(answer, list | tuple):
+        return [as_json(item) for item in answer]
+    return answer
+
+
+def _jsonable(value: Any) -> Any:
+    """asdict keeps tuples as tuples: JSON has lists."""
+    if isinstance(value, dict):
+        return {name: _jsonable(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
