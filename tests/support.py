@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+# The repository: config/, deploy/ and docs/ are read from here.
+ROOT = Path(__file__).resolve().parent.parent
+
 
 class FakeClock:
     """A clock tests move by hand; shared by the router and the panels."""

@@ -8,8 +8,9 @@ test_orders.py and test_order_races.py, against one.
 
 import pytest
 from cluster import LocalCluster
-from test_order_races import *  # noqa: F403
-from test_orders import *  # noqa: F403  (the same tests, with the fixture below)
+
+from e2e.test_order_races import *  # noqa: F403
+from e2e.test_orders import *  # noqa: F403  (the same tests, with the fixture below)
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,12 @@
 """The smm-proxy operator commands, end to end against a real Redis."""
 
 import json
-from pathlib import Path
 
 import pytest
 import redis
+from support import ROOT
 
 from proxy.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

@@ -8,17 +8,15 @@ import re
 import shutil
 import subprocess
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from support import fault, metric, router_config
+from support import ROOT, fault, metric, router_config
 from tcpproxy import RedisProxy
 
 from proxy import logs
 
-ROOT = Path(__file__).resolve().parent.parent
 LINK = "https://instagram.com/p/abc"
 
 

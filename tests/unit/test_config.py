@@ -1,13 +1,12 @@
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from proxy.cli import main
 from proxy.config import load_config, parse_config
 from proxy.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_ENV = {"ECHOMARK_API_KEY": "echo-secret", "KOREAN_PANEL_API_KEY": "kr-secret"}
 
 
