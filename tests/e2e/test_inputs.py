@@ -5,10 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from proxy.catalog.labels import Labels, provider_secrets
-from proxy.config import check_template
 from proxy.edge.inputs import MAX_FIELDS
-from proxy.orders.actions import public_error
 from proxy.vocabulary import Errors
 
 LINK = "https://instagram.com/p/abc"
@@ -193,44 +190,7 @@ async def test_headers_we_read_must_be_plain_ascii(world):
     assert reply.json() == {"error": "Incorrect request"}
 
 
-# Upstream words and labels.
-
-
-def test_upstream_refusals_pass_only_as_known_panel_messages():
-    allowed = (Errors.REFILL_DISABLED, Errors.NOT_ELIGIBLE_FOR_REFILL)
-    assert public_error("refill is disabled for this service.", allowed, "x") == Errors.REFILL_DISABLED
-    assert public_error("Order 500001 cannot be refilled now", allowed, "x") == "x"
-    assert public_error("Incorrect order ID", allowed, "x") == "x"  # true upstream, but not of our order
-    assert public_error("Refill is disabled at echomark.store:8443", allowed, "x") == "x"
-    assert public_error("Bad link", (Errors.INCORRECT_LINK,), "x") == Errors.INCORRECT_LINK
-
-
-@pytest.mark.parametrize(
-    "raw, clean",
-    [
-        ("Followers by echomark (http://127.0.0.1:8443/api/v2)", "Followers by"),
-        ("Instagram Likes [echomark.store]", "Instagram Likes"),
-        ("Likes - support@panel.example - @panel_bot - t.me/panelchat", "Likes"),
-        ("Views | 오토스타그램.com | xn--9n2bp8qy8dca.com", "Views"),
-        ("TikTok Followers [Refill 30D] ⚡", "TikTok Followers [Refill 30D] ⚡"),
-        ("Spotify Plays 1.5K/day, max 10.000", "Spotify Plays 1.5K/day, max 10.000"),
-        ("http://only.a.link/", "Service 7"),
-        ("localhost:8080 Likes via sim-key", "Likes via"),
-    ],
-)
-def test_labels_lose_everything_that_points_at_a_provider(raw, clean):
-    class Provider:
-        name, key, url = "echomark", "sim-key", "https://echomark.store/api/v2"
-
-    labels = Labels(provider_secrets([Provider()]))
-    assert labels.clean(raw, "Service 7") == clean
-
-
-def test_label_templates_take_only_known_fields():
-    assert check_template("{category} (fast)") == "{category} (fast)"
-    for bad in ("{upstream_id}", "{name!r}", "{name:>10}", "{"):
-        with pytest.raises(ValueError):
-            check_template(bad)
+# Labels from the config.
 
 
 async def test_config_can_template_imported_labels(make_router):
