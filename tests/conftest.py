@@ -5,6 +5,11 @@ of 127.0.0.1:6379 when one answers (never a user's DB 0), else against an
 embedded redis-server started for the session. Each test writes under its own
 key prefix and deletes its keys afterwards, so runs sharing a server do not
 meet.
+
+Which Redis a test gets is the `store` fixture: "single" (the server above)
+unless the test is parametrised over `support.STORES` (`on_every_store`), in
+which case it runs once more on a three-master Redis Cluster, started once
+per session, the first time a test asks for it.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 import redis.asyncio as aioredis
+from cluster import LocalCluster
 from hypothesis import HealthCheck, settings
-from support import FakeClock, Harness, router_config
+from support import STORES, FakeClock, Harness, router_config
 
 from proxy.store import EmbeddedRedis, Keys, connect
 
@@ -31,7 +37,8 @@ settings.register_profile("long", max_examples=12_000, **_HYPOTHESIS)
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_server() -> Iterator[str]:
+    """One Redis server for the session: the configured one, else an embedded one."""
     url = os.environ.get("SMM_PROXY_TEST_REDIS_URL", LOCAL_REDIS)
     try:
         redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
@@ -40,6 +47,27 @@ def redis_url() -> Iterator[str]:
             yield embedded
         return
     yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[str]:
+    """A three-master Redis Cluster for the session (`redis-cluster://` URL)."""
+    with LocalCluster() as url:
+        yield url
+
+
+@pytest.fixture
+def store() -> str:
+    """The kind of Redis a test runs on; tests parametrised over STORES override it."""
+    return "single"
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, store: str) -> str:
+    """The URL of the Redis this test runs on (the cluster is started only if asked for)."""
+    if store not in STORES:
+        raise ValueError(f"no store {store!r}: one of {STORES}")
+    return str(request.getfixturevalue("redis_cluster" if store == "cluster" else "redis_server"))
 
 
 @pytest.fixture

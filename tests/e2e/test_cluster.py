@@ -1,24 +1,16 @@
-"""The order tests again, on a real three-master Redis Cluster.
+"""The key layout that lets the router run on a Redis Cluster.
 
 Every script and transaction the router runs touches keys of one hash slot
 (the client's), and the indexes that grow with orders are split across
-slots, so the same code runs on a cluster: these are the tests of
-test_orders.py and test_order_races.py, against one.
+slots. The order scenarios themselves run on a real three-master cluster
+too: e2e/test_orders.py and e2e/test_order_races.py are parametrised over
+the store (`support.on_every_store`).
 """
 
 import pytest
-from cluster import LocalCluster
-
-from e2e.test_order_races import *  # noqa: F403
-from e2e.test_orders import *  # noqa: F403  (the same tests, with the fixture below)
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    with LocalCluster() as url:
-        yield url
-
-
+@pytest.mark.parametrize("store", ["cluster"])
 async def test_keys_of_one_order_share_a_slot_and_indexes_spread(make_router):
     from redis.cluster import key_slot
 

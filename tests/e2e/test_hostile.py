@@ -141,8 +141,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(redis_url):
-    world = World(redis_url)
+def world(redis_server):
+    world = World(redis_server)
     yield world
     world.close()
 

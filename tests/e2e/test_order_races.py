@@ -3,13 +3,16 @@
 import asyncio
 from decimal import Decimal
 
-from support import expire_leases, fault, metric, new_order, router_config
+from support import expire_leases, fault, metric, new_order, on_every_store, router_config
 
 from proxy.orders.states import ACCEPT, FAILED, PLACED, UNKNOWN
 from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import CANCELED, IN_PROGRESS, PARTIAL
 
 LINK = "https://instagram.com/p/abc"
+
+# Each scenario runs on one Redis server and on a Redis Cluster.
+pytestmark = on_every_store
 
 
 async def test_a_charged_order_is_found_by_recovery_even_if_never_routed(make_router):

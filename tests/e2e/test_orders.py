@@ -8,11 +8,14 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from support import fault, metric, router_config
+from support import fault, metric, on_every_store, router_config
 
 from proxy.orders.states import FAILED, PLACED, UNKNOWN
 
 LINK = "https://instagram.com/p/abc"
+
+# Each scenario runs on one Redis server and on a Redis Cluster.
+pytestmark = on_every_store
 
 
 def config(**overrides):
