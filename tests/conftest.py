@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -94,8 +95,7 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredi
 
 @pytest.fixture
 async def make_router(redis_url, key_prefix, redis_client):
-    """Build a `Harness`; `make_router(config_raw, settings=...)` in a test."""
-    import httpx
+    """Build a `Harness`; `make_router(config_raw, setting=value, ...)` in a test."""
     from faults import FaultPlan, FaultyRedis, FaultyTransport
 
     from proxy.config import parse_config
@@ -116,13 +116,17 @@ async def make_router(redis_url, key_prefix, redis_client):
         clock: FakeClock | None = None,
         panels: dict | None = None,
         url: str | None = None,
+        upstream: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
         **settings: object,
     ) -> Harness:
-        """A router on simulated panels. `redis_plan` and `upstream_plan` inject
-        faults; `prefix` (default: the test's) keeps several routers apart, or
-        puts two on one Redis; `clock` may be shared or skewed; `panels` may be
-        another harness's, for two instances of the router; `url` is another
-        way to the same Redis (a proxy that can fail)."""
+        """A router on simulated panels, its settings given by name (`status_ttl=5`).
+
+        `redis_plan` and `upstream_plan` inject faults; `upstream` wraps each
+        provider's transport (a test's own hostile or chatty upstream);
+        `prefix` (default: the test's) keeps several routers apart, or puts two
+        on one Redis; `clock` may be shared or skewed; `panels` may be another
+        harness's, for two instances of the router; `url` is another way to
+        the same Redis (a proxy that can fail)."""
         clock = clock or FakeClock()
         panels = panels or {
             "echomark": build_panel("echomark", clock=clock, step_seconds=10, first_order_id=5000),
@@ -131,6 +135,8 @@ async def make_router(redis_url, key_prefix, redis_client):
         transports = {name: httpx.ASGITransport(app=create_panel_app(p)) for name, p in panels.items()}
         if upstream_plan is not None:
             transports = {name: FaultyTransport(t, upstream_plan) for name, t in transports.items()}
+        if upstream is not None:
+            transports = {name: upstream(t) for name, t in transports.items()}
         redis_client = connect(url or redis_url)
         if redis_plan is not None:
             redis_client = FaultyRedis.with_plan(redis_client.connection_pool, redis_plan)

@@ -17,8 +17,7 @@ async def test_lists_are_cached_in_redis_and_shared_by_instances(make_router):
     assert router.panels["echomark"].calls["services"] == 1
     assert router.panels["korean"].calls["services"] == 1
     # A second router instance on the same Redis uses the cached lists.
-    other = await make_router()
-    other.runtime.listings.clock = router.clock
+    other = await make_router(clock=router.clock)
     assert (await other.runtime.catalog.current()).get(1).rate == Decimal(first[1])
     assert other.panels["echomark"].calls["services"] == 0
 

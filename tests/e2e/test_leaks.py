@@ -66,10 +66,7 @@ async def test_no_reply_holds_anything_upstream(make_router):
         "echomark": build_panel("echomark", clock=clock, step_seconds=10, first_order_id=731500),
         "korean": build_panel("korean", clock=clock, step_seconds=10, first_order_id=842600, seed=1),
     }
-    router = await make_router(raw, status_ttl=1, panels=panels, clock=clock)
-    runtime = router.runtime
-    for client in runtime.providers.values():
-        client._client._transport = Blabbermouth(client._client._transport)
+    router = await make_router(raw, status_ttl=1, panels=panels, clock=clock, upstream=Blabbermouth)
     key = await router.client(balance="100")
     replies = []
 

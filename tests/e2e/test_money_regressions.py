@@ -9,7 +9,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from faults import FaultPlan
+from faults import FaultPlan, script_call, script_sha
 from invariants import check_money, fresh_prefix
 from support import FakeClock, expire_leases, fault, metric, new_order, router_config
 from tcpproxy import RedisProxy
@@ -17,7 +17,7 @@ from tcpproxy import RedisProxy
 from proxy.cli import main
 from proxy.errors import ClaimConflict, StateChanged
 from proxy.money import ceil_to
-from proxy.orders.states import ACCEPT, FAILED, LOSE, PLACED, SUBMIT, SUBMITTED, UNKNOWN
+from proxy.orders.states import ACCEPT, FAILED, LOSE, PLACED, SUBMIT, SUBMITTED, UNKNOWN, lua_values
 from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, PARTIAL
 
@@ -36,6 +36,16 @@ async def settle(router):
     await router.runtime.actions.aclose()
     await expire_leases(router)
     await router.runtime.sync.recover()
+
+
+RESERVE = script_sha("proxy.orders", "reserve", lua_values())
+CLAIM = script_sha("proxy.orders", "claim")
+RENEW_LEASE = script_sha("proxy.orders", "renew_lease")
+
+
+def calls(commands):
+    """The script calls among commands about to be sent."""
+    return [call for call in map(script_call, commands) if call is not None]
 
 
 # 1. An error after the money moved never reaches the client as an error.
@@ -69,22 +79,30 @@ async def test_redis_stopped_under_traffic_every_charge_is_answered_with_its_ord
         assert len(answered) < 80  # the outage did refuse some
 
 
-async def test_a_failure_after_the_charge_is_answered_with_the_order(make_router, monkeypatch):
-    router = await make_router(config())
+async def test_a_failure_after_the_charge_is_answered_with_the_order(make_router):
+    class AfterTheDebit(FaultPlan):
+        """Counters fail; once `bug_after_reserve`, the first thing after a reservation raises a bug."""
+
+        counters_down = bug_after_reserve = bug_now = False
+
+        async def before(self, commands, pipeline=False):
+            if self.counters_down and [str(c[0]).upper() for c in commands] == ["HINCRBY"]:
+                return "error"
+            if self.bug_now:
+                self.bug_now = False
+                return "bug"
+            if self.bug_after_reserve and any(call.sha == RESERVE for call in calls(commands)):
+                self.bug_after_reserve, self.bug_now = False, True
+            return None
+
+    plan = AfterTheDebit()
+    router = await make_router(config(), redis_plan=plan)
     key = await router.client(balance="10")
     await router.call(key, action="services")
-
-    async def down(*args, **kwargs):
-        raise ConnectionError("metrics store down")
-
-    monkeypatch.setattr(router.runtime.redis, "hincrby", down)  # counters fail: not money
+    plan.counters_down = True  # counters fail: not money
     assert await router.call(key, action="add", service=1, link=LINK, quantity=1000) == {"order": 1}
     assert (await router.runtime.book.get("alice", 1)).state == PLACED
-
-    async def bug(*args, **kwargs):
-        raise RuntimeError("a bug after the debit")
-
-    monkeypatch.setattr(router.runtime.router, "place", bug)
+    plan.bug_after_reserve = True  # placing the order fails with a bug, after the debit
     assert await router.call(key, action="add", service=1, link=LINK + "2", quantity=1000) == {"order": 2}
     await settle(router)  # never sent: refunded once its lease lapses
     order = await router.runtime.book.get("alice", 2)
@@ -341,7 +359,8 @@ async def test_an_upstream_id_answered_twice_is_not_believed(make_router):
     router = await make_router(config())
     key = await router.client(balance="10")
     first = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
-    router.panels["echomark"]._next_order -= 1  # the panel hands out the same ID again
+    first_upstream = (await router.runtime.book.get("alice", first["order"])).upstream_order
+    router.panels["echomark"].hand_out_order_id(first_upstream)  # the panel hands out the same ID again
     second = await router.call(key, action="add", service=1, link=LINK + "2", quantity=1000)
     order = await router.runtime.book.get("alice", second["order"])
     assert order.state == UNKNOWN and f"which order {first['order']} owns" in order.attention
@@ -358,16 +377,17 @@ async def test_an_order_that_died_waiting_for_a_connection_is_refunded_not_unkno
     key = await router.client(balance="10")
     await router.call(key, action="services")
     router.panels["echomark"].faults.latency = 0.5
-    first = asyncio.create_task(router.call(key, action="add", service=1, link=LINK, quantity=1000))
+    requests = [asyncio.create_task(router.call(key, action="add", service=1, link=LINK, quantity=1000))]
     await asyncio.sleep(0.1)
-    second = asyncio.create_task(router.call(key, action="add", service=1, link=LINK + "2", quantity=1000))
+    requests.append(asyncio.create_task(router.call(key, action="add", service=1, link=LINK + "2", quantity=1000)))
     await asyncio.sleep(0.1)
     waiting = await router.runtime.book.get("alice", 2)
     assert waiting.state == "reserved"  # waiting for a connection, not yet submitted
-    for task in list(router.runtime.actions._placing):  # the process dies
+    dying = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in dying:  # the process dies: every task it runs stops where it is
         task.cancel()
-    second.cancel()
-    await asyncio.gather(first, second, return_exceptions=True)
+    await asyncio.gather(*dying, return_exceptions=True)
+    assert all(request.done() for request in requests)
     await expire_leases(router)
     await router.runtime.sync.recover()
     order = await router.runtime.book.get("alice", 2)
@@ -449,23 +469,16 @@ async def test_a_live_order_keeps_its_claim_while_it_records_it(make_router):
 
 
 async def test_two_concurrent_adds_answered_with_one_upstream_id(make_router):
-    router = await make_router(config(), duplicate_window=0)
+    class SlowAccepts(FaultPlan):
+        async def before(self, commands, pipeline=False):
+            if any(call.args[:1] == [ACCEPT] for call in calls(commands)):
+                await asyncio.sleep(0.05)  # an accept is recorded a moment after its claim
+            return None
+
+    router = await make_router(config(), duplicate_window=0, redis_plan=SlowAccepts())
     key = await router.client(balance="10")
     await router.call(key, action="services")
-    panel, book = router.panels["echomark"], router.runtime.book
-    original_add, original_apply = panel.add, book.apply
-
-    def same_id(key_, fields):
-        reply = original_add(key_, fields)
-        panel._next_order = 5000  # the panel hands the same ID to every add
-        return reply
-
-    async def slow_accept(order, event, *args, **kwargs):
-        if event == "accept":
-            await asyncio.sleep(0.05)
-        return await original_apply(order, event, *args, **kwargs)
-
-    panel.add, book.apply = same_id, slow_accept
+    router.panels["echomark"].hand_out_order_id(5000, always=True)  # the panel hands the same ID to every add
     await asyncio.gather(
         *(router.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000) for i in range(2))
     )
@@ -473,44 +486,50 @@ async def test_two_concurrent_adds_answered_with_one_upstream_id(make_router):
     assert sorted(o.state for o in orders) == [PLACED, UNKNOWN]
 
 
+class Meanwhile(FaultPlan):
+    """Runs `action` once, just before the first command `when(commands)` picks is sent."""
+
+    when = action = None
+
+    async def before(self, commands, pipeline=False):
+        if self.action is not None and self.when(commands):
+            action, self.action = self.action, None
+            await action()
+        return None
+
+
 async def test_a_claim_released_while_another_order_looks_at_it(make_router):
-    router = await make_router(config())
+    meanwhile = Meanwhile()
+    router = await make_router(config(), redis_plan=meanwhile)
     await router.client(balance="10")
-    book = router.runtime.book
+    book, claims = router.runtime.book, router.runtime.claims
     x = await book.apply((await book.reserve(new_order(link=LINK + "x"))).order, SUBMIT, {"provider": "echomark"})
     y = (await book.reserve(new_order(link=LINK + "y"))).order
-    assert await router.runtime.claims.claim(x, "echomark", 777) is None
+    assert await claims.claim(x, "echomark", 777) is None
     x = await book.apply(x, LOSE)  # its accept never recorded: the claim is stale
-    find = book.find
-
-    async def find_then_release(order_id):
-        found = await find(order_id)
-        await router.runtime.claims.release(x, "echomark", 777)
-        return found
-
-    book.find = find_then_release
-    assert await router.runtime.claims.claim(y, "echomark", 777) is None
+    record_of_x = router.runtime.keys.order("alice", x.id)
+    meanwhile.when = lambda commands: ("HGETALL", record_of_x) in [tuple(c) for c in commands]
+    meanwhile.action = lambda: claims.release(x, "echomark", 777)  # while y's claim reads x, x lets go
+    assert await claims.claim(y, "echomark", 777) is None
 
 
 async def test_a_resolve_that_loses_a_race_keeps_the_placed_orders_claim(make_router):
-    router = await make_router(config())
+    meanwhile = Meanwhile()
+    router = await make_router(config(), redis_plan=meanwhile)
     await router.client(balance="10")
-    book = router.runtime.book
+    book, verdicts = router.runtime.book, router.runtime.verdicts
     x = await book.apply((await book.reserve(new_order(link=LINK + "x"))).order, SUBMIT, {"provider": "echomark"})
     x = await book.apply(x, LOSE)
-    verdicts = router.runtime.verdicts
-    original = verdicts._found
 
-    async def found_then_the_late_reply_lands(order_id):
-        snapshot = await original(order_id)
-        assert await router.runtime.claims.claim(snapshot, "echomark", 777) is None
-        await book.apply(snapshot, ACCEPT, {"upstream_order": 777})
-        return snapshot
+    async def the_late_reply_lands():
+        assert await router.runtime.claims.claim(x, "echomark", 777) is None
+        await book.apply(x, ACCEPT, {"upstream_order": 777})
 
-    verdicts._found = found_then_the_late_reply_lands
+    # The operator's resolve has read the order; before it claims 777, the late reply lands.
+    meanwhile.when = lambda commands: any(call.sha == CLAIM for call in calls(commands))
+    meanwhile.action = the_late_reply_lands
     with pytest.raises(StateChanged):
         await verdicts.resolve(x.id, upstream_order=777)
-    verdicts._found = original
     y = await book.apply((await book.reserve(new_order(link=LINK + "y"))).order, SUBMIT, {"provider": "echomark"})
     assert await router.runtime.claims.claim(y, "echomark", 777) == x.id
 
@@ -596,7 +615,7 @@ async def test_an_order_the_provider_stops_knowing_goes_to_the_operator(make_rou
     key = await router.client(balance="10")
     await router.call(key, action="add", service=1, link=LINK, quantity=1000)
     order = await router.runtime.book.get("alice", 1)
-    router.panels["echomark"]._orders[order.upstream_order].key = "someone else"  # "Incorrect order ID" now
+    router.panels["echomark"].forget_order(order.upstream_order)  # "Incorrect order ID" now
     for _ in range(5):
         router.clock.advance(2)
         await router.call(key, action="status", order=1)
@@ -606,15 +625,17 @@ async def test_an_order_the_provider_stops_knowing_goes_to_the_operator(make_rou
 
 
 class RandomFaults:
-    """Upstream at its worst: random latency, refusals, lost replies and HTML pages."""
+    """Upstream at its worst, once armed: random latency, refusals, lost replies and HTML pages."""
 
     def __init__(self, inner, rng) -> None:
-        self.inner, self.rng = inner, rng
+        self.inner, self.rng, self.armed = inner, rng, False
 
     async def handle_async_request(self, request):
         import httpx
         from faults import HTML_PAGE
 
+        if not self.armed:
+            return await self.inner.handle_async_request(request)
         roll = self.rng.random()
         await asyncio.sleep(self.rng.random() * 0.6)
         if roll < 0.15:
@@ -637,21 +658,26 @@ async def test_two_instances_with_lapsing_leases_and_a_hostile_upstream(make_rou
     """Instance A cannot renew its leases; B runs recovery ten times a second."""
     import random
 
+    class NoRenewals(FaultPlan):
+        async def before(self, commands, pipeline=False):
+            return "error" if any(call.sha == RENEW_LEASE for call in calls(commands)) else None
+
     rng = random.Random(seed)
+    hostile = []
+
+    def upstream(inner):
+        hostile.append(RandomFaults(inner, rng))
+        return hostile[-1]
+
     prefix = fresh_prefix()
-    options = dict(prefix=prefix, upstream_cooldown=0, order_lease=1, duplicate_window=0)
-    a = await make_router(config(), **options)
+    options = dict(prefix=prefix, upstream_cooldown=0, order_lease=1, duplicate_window=0, upstream=upstream)
+    a = await make_router(config(), **options, redis_plan=NoRenewals())  # A cannot renew its leases
     b = await make_router(config(), **options, panels=a.panels, clock=a.clock)
     key = await a.client(balance="100")
     for router in (a, b):
         await router.call(key, action="services")
-        for client in router.runtime.providers.values():
-            client._client._transport = RandomFaults(client._client._transport, rng)
-
-    async def never(*args, **kwargs):
-        return 0
-
-    a.runtime.leases._renew = never
+    for transport in hostile:
+        transport.armed = True
     stop = asyncio.Event()
 
     async def recovery():

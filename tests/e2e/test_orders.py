@@ -53,12 +53,11 @@ async def test_add_charges_exactly_and_hides_upstream_ids(make_router):
 
 
 async def test_status_progresses_and_partial_refunds_once(make_router):
-    router = await make_router(config())
+    router = await make_router(config(), status_ttl=5)
     key = await router.client(balance="10")
     await router.call(key, action="add", service=1, link=LINK, quantity=1000)
     record = await order(router, 1)
     router.clock.advance(11)
-    router.runtime.refresher.ttl = 5
     assert (await router.call(key, action="status", order=1))["status"] == "In progress"
     router.panels["echomark"].force(record.upstream_order, status="Partial", remains=157)
     router.clock.advance(6)

@@ -23,7 +23,7 @@ LINK = "https://instagram.com/p/abc"
 async def routed(make_router, **settings):
     """A router on the panels, the korean one reached by GET with a key of its own."""
     router = await make_router(config(), **settings)
-    router.panels["korean"]._accounts["korean-secret-key"] = Decimal(1_000_000)
+    router.panels["korean"].open_account("korean-secret-key", Decimal(1_000_000))
     return router
 
 

@@ -579,28 +579,29 @@ async def test_rediss_urls_are_verified_as_redis_py_does(tls_redis, redis_client
 # -- memory and setup ------------------------------------------------------------------
 
 
-async def test_memory_is_bounded_and_the_least_recently_used_go_first(cache, redis_client, tracked) -> None:
-    cache.max_entries, cache.max_absent = 3, 2
-    for n in range(5):
-        await redis_client.set(f"{tracked}{n}", str(n))
-    loads = {n: Loader(redis_client, f"{tracked}{n}") for n in range(5)}
-    for n in (0, 1, 2):
-        await cache.get(loads[n].key, loads[n])
-    await cache.get(loads[0].key, loads[0])  # 0 used again: 1 is now the oldest
-    await cache.get(loads[3].key, loads[3])
-    assert len(cache) == 3
-    for n in (0, 2, 3):
-        await cache.get(loads[n].key, loads[n])
-    assert [loads[n].calls for n in range(4)] == [1, 1, 1, 1]
-    await cache.get(loads[1].key, loads[1])
-    assert loads[1].calls == 2
-    # Unknown keys have their own, smaller room: a flood of them evicts no client.
-    for n in range(100):
-        await cache.get(f"{tracked}unknown{n}", Loader(redis_client, f"{tracked}unknown{n}"))
-    assert len(cache) == 3 + 2
-    for n in (1, 2, 3):
-        await cache.get(loads[n].key, loads[n])
-    assert [loads[n].calls for n in (1, 2, 3)] == [2, 1, 1]
+async def test_memory_is_bounded_and_the_least_recently_used_go_first(redis_url, redis_client, tracked) -> None:
+    async with TrackedCache(redis_url, [tracked], max_entries=3, max_absent=2, **FAST) as cache:
+        assert cache.healthy
+        for n in range(5):
+            await redis_client.set(f"{tracked}{n}", str(n))
+        loads = {n: Loader(redis_client, f"{tracked}{n}") for n in range(5)}
+        for n in (0, 1, 2):
+            await cache.get(loads[n].key, loads[n])
+        await cache.get(loads[0].key, loads[0])  # 0 used again: 1 is now the oldest
+        await cache.get(loads[3].key, loads[3])
+        assert len(cache) == 3
+        for n in (0, 2, 3):
+            await cache.get(loads[n].key, loads[n])
+        assert [loads[n].calls for n in range(4)] == [1, 1, 1, 1]
+        await cache.get(loads[1].key, loads[1])
+        assert loads[1].calls == 2
+        # Unknown keys have their own, smaller room: a flood of them evicts no client.
+        for n in range(100):
+            await cache.get(f"{tracked}unknown{n}", Loader(redis_client, f"{tracked}unknown{n}"))
+        assert len(cache) == 3 + 2
+        for n in (1, 2, 3):
+            await cache.get(loads[n].key, loads[n])
+        assert [loads[n].calls for n in (1, 2, 3)] == [2, 1, 1]
 
 
 def test_overlapping_prefixes_collapse_to_the_shorter_and_none_is_refused() -> None:
