@@ -642,3 +642,29 @@ def test_quirks_on_remains_and_key_names(panel: Panel) -> None:
     assert call(panel, "add", service="1", link=LINK, quantity="100") == {"order_id": 2}
     assert call(panel, "balance") == {"funds": "99.01", "currency": "USD"}
     assert call(panel, "status", order="99") == {"error": "Incorrect order ID"}
+
+
+# Test controls: what tests of the router make a panel do.
+
+
+def test_an_account_is_opened_or_its_balance_set(panel: Panel) -> None:
+    panel.open_account("new-key", Decimal("7"))
+    assert panel.handle({"key": "new-key", "action": "balance"}) == {"balance": "7.00", "currency": "USD"}
+    panel.open_account("new-key", Decimal("2.5"))
+    assert panel.handle({"key": "new-key", "action": "balance"})["balance"] == "2.50"
+
+
+def test_a_panel_can_hand_out_an_id_again_once_or_always(panel: Panel) -> None:
+    first = add_followers(panel)
+    panel.hand_out_order_id(first)
+    assert add_followers(panel) == first  # the next add only
+    assert add_followers(panel) == first + 1
+    panel.hand_out_order_id(500, always=True)
+    assert [add_followers(panel) for _ in range(3)] == [500, 500, 500]
+
+
+def test_a_forgotten_order_is_an_incorrect_order_id(panel: Panel) -> None:
+    order = add_followers(panel)
+    panel.forget_order(order)
+    assert call(panel, "status", order=str(order)) == {"error": Errors.INCORRECT_ORDER}
+    assert call(panel, "status", orders=str(order)) == {str(order): {"error": Errors.INCORRECT_ORDER}}
