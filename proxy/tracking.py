@@ -40,7 +40,7 @@ The guarantee
    lost connection is returned to its caller (it is as fresh as a plain read)
    but not kept: each load holds a per-key ticket that an invalidation marks
    stale, and a global epoch counts flushes and losses.
-2. Redis (checked on 6.2 and 7.0 by tests/test_tracking.py) queues a BCAST
+2. Redis (checked on 6.2 and 7.0 by tests/unit/test_tracking.py) queues a BCAST
    invalidation in the event-loop cycle of the write and writes it to A before
    it writes the reply to the writer. So when the writer has its reply, the
    invalidation is already on its way to us, ahead of anything the writer

@@ -30,7 +30,7 @@ from proxy.store import EmbeddedRedis, Keys, connect
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
 
-# Generated hostile requests (tests/test_hostile.py): a CI-sized run by
+# Generated hostile requests (tests/e2e/test_hostile.py): a CI-sized run by
 # default, a long one with --hypothesis-profile=long.
 _HYPOTHESIS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("default", max_examples=1500, **_HYPOTHESIS)

@@ -14,7 +14,7 @@ ASGI app (simulated panels behind it) and after each:
 
 CI runs the default profile; the long run is documented in the README:
 
-    .venv/bin/python -m pytest tests/test_hostile.py --hypothesis-profile=long
+    .venv/bin/python -m pytest tests/e2e/test_hostile.py --hypothesis-profile=long
 """
 
 from __future__ import annotations
