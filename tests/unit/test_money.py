@@ -37,6 +37,12 @@ def test_minor_units_round_trip_exactly():
         to_minor(Decimal("1e20"))
 
 
+@pytest.mark.parametrize("value", ["1e999999", "-1e999999", "1e-999999", "9" * 400])
+def test_an_amount_beyond_decimals_exponents_is_refused_not_an_overflow(value):
+    with pytest.raises(MoneyError):
+        to_minor(parse_amount(value))
+
+
 def test_rounding_directions():
     assert ceil_to(Decimal("0.123401"), 4) == Decimal("0.1235")
     assert floor_to(Decimal("0.123499"), 4) == Decimal("0.1234")
