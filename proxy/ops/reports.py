@@ -34,24 +34,34 @@ GROUPINGS = ("provider", "service", "client")
 CLOCK_SLACK_SECONDS = 300.0
 
 
-_SPAN = re.compile(r"^(\d+)([dhm])$")
+_SPAN = re.compile(r"^(\d{1,12})([dhm])$")
+# How far back a span may reach: a century (a span further back names no date we can print).
+MAX_SPAN_SECONDS = 100 * 366 * 86400
 
 
 def since(text: str | None, now: float | None = None) -> float:
-    """A report's start: a span back from now (7d, 24h, 30m) or a date/time
-    (2026-11-01, ISO; UTC unless it says). Default: seven days."""
+    """A report's start: a span back from now (7d, 24h, 30m; at most a
+    century) or a date/time (2026-11-01, ISO; UTC unless it says, from 1970
+    on). Default: seven days."""
     now = time.time() if now is None else now
     if not text:
         return now - 7 * 86400
     span = _SPAN.match(text.strip())
     if span:
         count, unit = int(span.group(1)), span.group(2)
-        return now - timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: count}).total_seconds()
+        seconds = count * {"d": 86400, "h": 3600, "m": 60}[unit]
+        if seconds > MAX_SPAN_SECONDS:
+            raise ValueError(f"since {text!r}: a span reaches back at most {MAX_SPAN_SECONDS // 86400} days")
+        return now - timedelta(seconds=seconds).total_seconds()
     try:
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        stamp = moment.timestamp()
+    except (ValueError, OverflowError, OSError):
         raise ValueError(f"since {text!r}: give a span like 7d, 24h, 30m or a date like 2026-11-01") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    if stamp < 0:
+        raise ValueError(f"since {text!r}: a date from 1970 on")
+    return stamp
 
 
 @dataclass

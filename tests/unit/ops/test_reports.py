@@ -23,9 +23,15 @@ def test_since_reads_spans_and_dates():
     assert since("24h", NOW) == NOW - 86400 and since("30m", NOW) == NOW - 1800 and since("2d", NOW) == NOW - 172800
     assert since("2026-11-01", NOW) == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
     assert since("2026-11-01T12:00:00+02:00", NOW) == datetime(2026, 11, 1, 10, tzinfo=UTC).timestamp()
-    for bad in ("7w", "yesterday", "-1d", "1.5d"):
-        with pytest.raises(ValueError, match="give a span like 7d"):
-            since(bad, NOW)
+    for bad in ("7w", "yesterday", "-1d", "1.5d", "1e999999d", "", "NaN", "0001-01-01", "9" * 40 + "d"):
+        if bad:
+            with pytest.raises(ValueError, match="give a span like 7d|a date from 1970 on"):
+                since(bad, NOW)
+    # A span that reaches back further than any date we could print is refused, not an overflow.
+    for far in ("10000000d", "999999999999d", "876000000h"):
+        with pytest.raises(ValueError, match="a span reaches back at most 36600 days"):
+            since(far, NOW)
+    assert since("36600d", NOW) == NOW - 36600 * 86400
 
 
 def order(state: str, status: str = COMPLETED, **overrides: object) -> Order:
