@@ -12,7 +12,8 @@ Nothing logged may hold a key: query strings are never logged (the access
 line has the path only), httpx's own request lines are silenced (they carry
 a GET provider's key in the URL), and a last processor scrubs every
 configured provider key, every `key=` parameter and anything shaped like one
-of our API keys from every line.
+of our API keys from every line, however deep it sits in a field (dicts,
+lists and tuples of an `extra` included).
 """
 
 from __future__ import annotations
@@ -26,14 +27,21 @@ from typing import Any
 
 import orjson
 import structlog
-from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
+from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars, get_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["bind", "bound", "clear", "configure", "redactor"]
+__all__ = ["bind", "bound", "clear", "configure", "current", "redactor"]
 
 bind = bind_contextvars
 bound = bound_contextvars
 clear = clear_contextvars
+
+
+def current(name: str) -> str:
+    """A value bound to the current request or task ("" if none): its request ID, say."""
+    value = get_contextvars().get(name)
+    return "" if value is None else str(value)
+
 
 _KEY_PARAMETER = re.compile(r"(?i)\b(key|api_key|apikey|token)=([^&\s'\"]+)")
 _API_KEY_SHAPED = re.compile(r"\b[0-9a-f]{32}\b")
@@ -55,10 +63,26 @@ def redactor(secrets: Iterable[str] = ()) -> Processor:
     def scrub(text: str) -> str:
         return pattern.sub(replace, text)
 
+    def deep(value: Any, depth: int = 0) -> Any:
+        """Strings scrubbed however deep they sit in dicts, lists, tuples and sets."""
+        if isinstance(value, str):
+            return scrub(value)
+        if depth > 20:  # a structure this deep is not worth logging as it is
+            return REDACTED
+        if isinstance(value, dict):
+            return {scrub(str(k)): deep(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [deep(v, depth + 1) for v in value]
+        if isinstance(value, bytes | bytearray):
+            return scrub(bytes(value).decode("utf-8", "replace"))
+        if value is None or isinstance(value, int | float | bool):
+            return value
+        return scrub(str(value))  # what the renderer would print of it (an exception, a URL ...)
+
     def redact(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
         for name, value in event.items():
-            if isinstance(value, str):
-                event[name] = scrub(value)
+            if not isinstance(value, int | float | bool | type(None)):
+                event[name] = deep(value)
         return event
 
     return redact
