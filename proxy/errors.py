@@ -17,6 +17,7 @@ Our exception classes, and which branch of the tree each belongs to:
   + OrderError - an order cannot do that (orders)
     - StateChanged - the state table does not allow the event now
     - DuplicateMismatch - an Idempotency-Key seen before with other fields
+    - LinkInUse - the client refuses a second open order on one link
     - ClaimConflict - another of our orders owns that upstream order
     - OrderRefused (above)
   + ConfigError - an unusable config file (config)
@@ -121,6 +122,14 @@ class DuplicateMismatch(OrderError):
     def __init__(self, order_id: int) -> None:
         super().__init__(f"idempotency key already used for order {order_id}")
         self.order_id = order_id
+
+
+class LinkInUse(OrderError):
+    """The client has an open order on that link and refuses a second one (its terms)."""
+
+    def __init__(self, client: str) -> None:
+        super().__init__(f"client {client!r} has an open order on that link")
+        self.client = client
 
 
 class ClaimConflict(OrderError):

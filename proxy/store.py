@@ -54,6 +54,15 @@ class Keys:
         """Running totals of a client's money by kind (charge, refund, topup, paid upstream)."""
         return f"{self.prefix}totals:{{c:{name}}}"
 
+    def rates(self, name: str) -> str:
+        """A client's custom rates: service -> rate per 1000 (`proxy.accounts.terms`)."""
+        return f"{self.prefix}rates:{{c:{name}}}"
+
+    def open_links(self, name: str) -> str:
+        """How many open orders the client has on each link (by the link's hash): the
+        order scripts keep it as orders open and end; the reserve script reads it."""
+        return f"{self.prefix}links:{{c:{name}}}"
+
     @property
     def clients(self) -> str:
         return f"{self.prefix}clients"

@@ -5,15 +5,16 @@ balances never below zero and equal to their ledgers, every order's ledger
 entries equal to its net charge, refunds within the charge, failed orders
 refunded in full, no upstream order bought twice or left without an order of
 ours that owns it (placed) or waits for an operator (unknown), and the
-working sets in step with the records.
+working sets and the open-links index in step with the records.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from decimal import Decimal
 
+from proxy.orders.links import link_key
 from proxy.orders.records import Order
 from proxy.orders.states import FAILED, IN_FLIGHT, PLACED, UNKNOWN, WORKING_SETS
 from proxy.vocabulary import CANCELED, FINAL_STATUSES
@@ -61,6 +62,9 @@ async def check_money(router, opening: dict[str, Decimal], *, settled: bool = Tr
             members = set(await runtime.book.ids_in(group, client))
             assert members == {o.id for o in mine if group in expected_groups(o)}, (group, members)
         assert set(await runtime.book.ids_in("all", client)) == {o.id for o in mine}
+        open_links = await runtime.redis.hgetall(runtime.keys.open_links(client))
+        expected = Counter(link_key(o.link) for o in mine if o.link and not o.final)
+        assert {k: int(v) for k, v in open_links.items()} == dict(expected), (client, open_links, expected)
     for order in orders:
         assert 0 <= order.refunded <= order.charge, order
         if order.state == FAILED:

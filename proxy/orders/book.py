@@ -1,7 +1,9 @@
 """Order records in Redis, and the two scripts that open and change them.
 
 `reserve` opens an order (`scripts/reserve.lua`): it checks the client's
-duplicate fingerprint, debits the charge, writes the record, its indexes,
+duplicate fingerprint and, for a client that refuses a second order on a
+link, its open links (`Keys.open_links`, kept by both scripts), debits the
+charge, writes the record, its indexes,
 the placing task's lease and the fingerprint, all in one step. `apply`
 applies one event of the state table (`proxy.orders.states`,
 `scripts/transition.lua`): it checks the event against the order's state and
@@ -40,10 +42,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy import scripts
-from proxy.errors import DuplicateMismatch, InsufficientFunds, StateChanged, UnknownClient
+from proxy.errors import DuplicateMismatch, InsufficientFunds, LinkInUse, StateChanged, UnknownClient
 from proxy.money import format_amount, to_minor
 from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
+from proxy.orders.links import REFUSE, link_key
 from proxy.orders.records import (
     SUMMARY_FIELDS,
     Fingerprint,
@@ -91,8 +94,8 @@ class OrderBook:
         self._summaries = scripts.register(redis, "proxy.orders", "summaries", {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)})
 
     def _sets(self, client: str) -> list[str]:
-        """The client's working-set keys, in the order the scripts take them."""
-        return [self.keys.orders_of(client, name) for name in WORKING_SETS]
+        """The client's working-set keys, then its open-links index, in the order the scripts take them."""
+        return [*(self.keys.orders_of(client, name) for name in WORKING_SETS), self.keys.open_links(client)]
 
     # -- opening an order ------------------------------------------------------
 
@@ -109,19 +112,26 @@ class OrderBook:
         trace; the script decides all the same, atomically.
         """
         duplicate_key = self.keys.duplicate(new.client, fingerprint.token if fingerprint else "-")
+        link = link_key(new.fields.get("link", ""))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(self.keys.balance(new.client))
             pipe.get(duplicate_key)
-            balance, first = await pipe.execute()
+            pipe.hget(self.keys.client(new.client), "same_link")
+            pipe.hget(self.keys.open_links(new.client), link or "-")
+            balance, first, same_link, open_on_link = await pipe.execute()
         if fingerprint is not None and first:
             first_id, _, payload = first.partition(":")
             if fingerprint.payload and payload != fingerprint.payload:
                 raise DuplicateMismatch(int(first_id))
             return Reservation(int(first_id), True)
+        if link and same_link == REFUSE and int(open_on_link or 0) > 0:
+            raise LinkInUse(new.client)
         if int(balance or 0) < to_minor(new.charge):
             raise InsufficientFunds(new.client)
         order_id = await self.redis.incr(self.keys.order_seq)
         record = new.record(order_id, self.clock())
+        if link:
+            record["link_key"] = link
         value = ""
         if fingerprint is not None:
             record["duplicate_key"] = duplicate_key
@@ -146,6 +156,7 @@ class OrderBook:
             value,
             fingerprint.payload if fingerprint else "",
             f"order {order_id}",
+            link,
             *flatten(record),
         ]
 
@@ -193,6 +204,8 @@ class OrderBook:
             raise DuplicateMismatch(int(reply[1]))
         if reply[0] == "insufficient":
             raise InsufficientFunds(new.client)
+        if reply[0] == "same_link":
+            raise LinkInUse(new.client)
         raise UnknownClient(new.client)
 
     @staticmethod

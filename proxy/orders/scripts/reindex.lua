@@ -1,8 +1,12 @@
--- Keeping an order's working sets in step with its record.
+-- Keeping an order's working sets, and its client's open-links index, in step
+-- with its record.
 --!include states
 
 -- Put order `id` in the working sets it belongs to and take it out of the
--- others; `set_keys[i]` is the client's key of WORKING_SETS[i].
+-- others; `set_keys[i]` is the client's key of WORKING_SETS[i]. The key after
+-- them is the client's open-links index (link key -> open orders): an order
+-- with a `link_key` counts there while it is not final, and its `link_held`
+-- says whether it is counted, so applying this twice counts it once.
 local function reindex(order_key, id, set_keys)
   local state = redis.call('HGET', order_key, 'state')
   local status = redis.call('HGET', order_key, 'status')
@@ -12,6 +16,21 @@ local function reindex(order_key, id, set_keys)
       redis.call('ZADD', set_keys[i], id, id)
     else
       redis.call('ZREM', set_keys[i], id)
+    end
+  end
+  local links_key = set_keys[#WORKING_SETS + 1]
+  local link = redis.call('HGET', order_key, 'link_key') or ''
+  if links_key and link ~= '' then
+    local held = redis.call('HGET', order_key, 'link_held') == '1'
+    local open = not is_final(state, status)
+    if open and not held then
+      redis.call('HINCRBY', links_key, link, 1)
+      redis.call('HSET', order_key, 'link_held', '1')
+    elseif held and not open then
+      if redis.call('HINCRBY', links_key, link, -1) <= 0 then
+        redis.call('HDEL', links_key, link)
+      end
+      redis.call('HSET', order_key, 'link_held', '0')
     end
   end
 end

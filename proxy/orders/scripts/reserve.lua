@@ -1,5 +1,6 @@
--- Open an order: check the client and its duplicate fingerprint, debit the
--- charge, write the record, its indexes, the placing task's lease and the
+-- Open an order: check the client, its duplicate fingerprint and (for a client
+-- that refuses a second order on a link) its open links, debit the charge,
+-- write the record, its indexes, the placing task's lease and the
 -- fingerprint, all in one step. A record that exists already is this very
 -- reservation, retried after its reply was lost: it answers 'ok' again.
 --!include accounts.move_money
@@ -13,7 +14,7 @@ local order_key = KEYS[5]
 local all_key = KEYS[6]  -- every order of the client
 local lease_key = KEYS[7]
 local duplicate_key = KEYS[8]
-local set_keys = {unpack(KEYS, 9)}  -- the client's working sets, as WORKING_SETS lists them
+local set_keys = {unpack(KEYS, 9)}  -- the client's working sets, as WORKING_SETS lists them, then its open links
 
 local order_id = ARGV[1]
 local charge = ARGV[2]  -- minor units
@@ -22,7 +23,8 @@ local lease_ms = ARGV[4]
 local fingerprint = ARGV[5]  -- "<order ID>" or "<order ID>:<payload hash>"; "" for none
 local payload = ARGV[6]  -- the payload hash of an Idempotency-Key; "" for none
 local memo = ARGV[7]
--- ARGV[8], ARGV[9], ...: the record's fields and values
+local link = ARGV[8]  -- the order's key in the open-links index; "" for an order without a link
+-- ARGV[9], ARGV[10], ...: the record's fields and values
 
 if redis.call('EXISTS', order_key) == 1 then
   return {'ok'}
@@ -40,11 +42,17 @@ if fingerprint ~= '' then
     return {'duplicate', id}
   end
 end
+if link ~= '' and redis.call('HGET', client_key, 'same_link') == 'refuse' then
+  local links_key = set_keys[#WORKING_SETS + 1]
+  if tonumber(redis.call('HGET', links_key, link) or '0') > 0 then
+    return {'same_link'}
+  end
+end
 local ref = 'order:' .. order_id .. ':charge'
 if not move_money(balance_key, ledger_key, totals_key, -tonumber(charge), 'charge', ref, memo, order_id) then
   return {'insufficient'}
 end
-redis.call('HSET', order_key, unpack(ARGV, 8))
+redis.call('HSET', order_key, unpack(ARGV, 9))
 redis.call('ZADD', all_key, order_id, order_id)
 reindex(order_key, order_id, set_keys)
 redis.call('SET', lease_key, lease_token, 'PX', lease_ms)
