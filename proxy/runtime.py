@@ -126,6 +126,7 @@ class Runtime:
             self.providers,
             settings.duplicate_window,
             self.tallies.tally,
+            terms=self.accounts.terms,
         )
         self.metrics.share(
             SharedState(self.book, self.tallies, self.health, self.listings, self.currencies, config.currency)

@@ -41,10 +41,11 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds between background recovery and status polling rounds."
     )
     duplicate_window: float = Field(
-        60.0,
+        0.0,
         ge=0,
-        description="Seconds in which a repeated identical add returns the first order, "
-        "counted from the client's answer.",
+        description="Seconds in which a repeated identical add returns the first order, counted from the "
+        "client's answer, for clients whose terms do not say (0: never; an identical add is a new order). "
+        "The Idempotency-Key header is always honoured.",
     )
     order_lease: float = Field(
         30.0,

@@ -8,7 +8,12 @@ mapping), so authenticating is a single read.
 
 Writes that span hash slots are ordered so that a crash between them leaves
 nothing usable half made: the key mapping, which makes an account usable, is
-written last.
+written last (and removed first, when a key is replaced or an account is
+disabled).
+
+A client's terms (markup, custom rates, duplicate window, same-link rule:
+`proxy.accounts.terms`) live in its record and rates hash, under its hash
+tag, so the reserve script reads them in the step that decides an order.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
+from redis.typing import EncodableT
+
 from proxy.accounts.ledger import Entry, Ledger
+from proxy.accounts.terms import FIELDS, Terms
 from proxy.errors import AccountError, UnknownClient
-from proxy.store import Keys, Store, maybe_text, texts
+from proxy.money import from_minor
+from proxy.store import Keys, Store, maybe_text, text_map, texts
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -43,6 +52,7 @@ class Client:
     currency: str
     disabled: bool
     created: float
+    terms: Terms = Terms()
 
 
 class Accounts:
@@ -79,16 +89,55 @@ class Accounts:
         return await self.get(name), api_key
 
     async def get(self, name: str) -> Client:
-        record = await self.redis.hgetall(self.keys.client(name))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.client(name))
+            pipe.hgetall(self.keys.rates(name))
+            pipe.get(self.keys.balance(name))
+            raw_record, raw_rates, balance = await pipe.execute()
+        record = text_map(raw_record)
         if not record.get("key_hash"):
             raise UnknownClient(name)
         return Client(
             name=name,
-            balance=await self.ledger.balance(name),
+            balance=from_minor(balance or 0),
             currency=self.currency,
             disabled=record.get("disabled") == "1",
             created=float(record.get("created", 0)),
+            terms=Terms.read(record, text_map(raw_rates)),
         )
+
+    async def terms(self, name: str) -> Terms:
+        """The client's terms, read now (another instance may have changed them)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.client(name), list(FIELDS))
+            pipe.hgetall(self.keys.rates(name))
+            values, rates = await pipe.execute()
+        return Terms.read({k: v for k, v in zip(FIELDS, values, strict=True) if v is not None}, text_map(rates))
+
+    async def set_terms(self, name: str, changes: dict[str, str | None]) -> Client:
+        """Write some of the terms' fields (`terms.FIELDS`); None unsets one (the default again)."""
+        await self.get(name)
+        unknown = set(changes) - set(FIELDS)
+        if unknown:
+            raise AccountError(f"no such terms: {', '.join(sorted(unknown))}")
+        written: dict[EncodableT, EncodableT] = {field: value for field, value in changes.items() if value is not None}
+        cleared = [field for field, value in changes.items() if value is None]
+        async with self.redis.pipeline(transaction=True) as pipe:  # one slot: the client's
+            if written:
+                pipe.hset(self.keys.client(name), mapping=written)
+            if cleared:
+                pipe.hdel(self.keys.client(name), *cleared)
+            await pipe.execute()
+        return await self.get(name)
+
+    async def set_rate(self, name: str, service: int, rate: Decimal | None) -> Client:
+        """A custom rate for one service (None: back to the client's markup)."""
+        await self.get(name)
+        if rate is None:
+            await self.redis.hdel(self.keys.rates(name), str(service))
+        else:
+            await self.redis.hset(self.keys.rates(name), str(service), str(rate))
+        return await self.get(name)
 
     async def authenticate(self, api_key: str) -> str | None:
         """The name of the enabled client owning `api_key`, or None."""
@@ -108,7 +157,7 @@ class Accounts:
         client = await self.get(name)
         api_key = generate_key()
         old_hash = maybe_text(await self.redis.hget(self.keys.client(name), "key_hash"))
-        if old_hash:
+        if old_hash:  # first: the old key stops working whatever happens next
             await self.redis.delete(self.keys.api_key(old_hash))
         await self.redis.hset(self.keys.client(name), "key_hash", hash_key(api_key))
         if not client.disabled:

@@ -14,6 +14,7 @@ them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -27,7 +28,7 @@ from typing import TypeVar
 import orjson
 
 from proxy.catalog.labels import Labels, provider_secrets
-from proxy.catalog.pricing import cost_in_currency, sell_rate
+from proxy.catalog.pricing import Pricing, client_rate, cost_in_currency, sell_rate
 from proxy.config import Config, Markup
 from proxy.money import format_amount
 from proxy.providers.health import Health
@@ -96,13 +97,52 @@ class Listed:
     etag: str
 
 
+# Catalogs priced for clients' own terms kept per catalog (each is rebuilt when a listing changes).
+PRICED_KEPT = 512
+
+
 @dataclass(frozen=True)
 class Catalog:
     services: Mapping[int, Service]
     unavailable: frozenset[int] = frozenset()  # ours, but not sellable now
+    rate_decimals: int = 4
 
     def get(self, service_id: int) -> Service | None:
         return self.services.get(service_id)
+
+    def priced(self, pricing: Pricing) -> Catalog:
+        """This catalog at a client's prices (its markup, its custom rates),
+        built once per catalog and pricing: its `listed` bytes are reused too."""
+        if pricing.standard:
+            return self
+        kept = self._priced
+        found = kept.get(pricing)
+        if found is None:
+            if len(kept) >= PRICED_KEPT:
+                kept.clear()
+            found = kept[pricing] = Catalog(
+                {service_id: self._priced_service(service, pricing) for service_id, service in self.services.items()},
+                self.unavailable,
+                self.rate_decimals,
+            )
+        return found
+
+    def _priced_service(self, service: Service, pricing: Pricing) -> Service:
+        cost = service.routes[0].cost
+        rate = client_rate(service.rate, cost, service.id, pricing, self.rate_decimals)
+        custom = dict(pricing.rates).get(service.id)
+        if custom is not None and rate != custom:
+            log.warning(
+                "a client's custom rate for service %s (%s) is below its cost now: sold at %s",
+                service.id,
+                format_amount(custom),
+                format_amount(rate),
+            )
+        return dataclasses.replace(service, rate=rate)
+
+    @functools.cached_property
+    def _priced(self) -> dict[Pricing, Catalog]:
+        return {}
 
     def public(self) -> list[dict[str, object]]:
         return [service.public() for service in self.services.values()]
@@ -233,6 +273,7 @@ def build_catalog(
     return Catalog(
         {service_id: services[service_id] for service_id in sorted(services)},
         frozenset(unavailable - set(services)),
+        config.rate_decimals,
     )
 
 

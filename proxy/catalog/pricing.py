@@ -3,10 +3,16 @@
 Rates are per 1000 units (flat for packages). Every rounding here goes up,
 so a quoted rate is never below cost plus markup and a charge never below
 the quoted rate.
+
+A client may have terms of its own (`Pricing`): a markup that replaces the
+configured one, and custom rates for single services. A custom rate below
+the service's current cost is never sold: the cost, rounded up, is its floor.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 
 from proxy.config import Config, Markup
@@ -30,3 +36,31 @@ def charge(rate: Decimal, quantity: int, *, flat: bool = False, runs: int = 1) -
     """
     amount = rate if flat else rate * quantity / 1000
     return ceil_to(amount * runs)
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """A client's prices: a markup percentage in place of the configured
+    markup (None: the configured one), and custom rates per service."""
+
+    markup: Decimal | None = None
+    rates: tuple[tuple[int, Decimal], ...] = ()
+
+    @classmethod
+    def of(cls, markup: Decimal | None, rates: Mapping[int, Decimal]) -> Pricing:
+        return cls(markup, tuple(sorted(rates.items())))
+
+    @property
+    def standard(self) -> bool:
+        return self.markup is None and not self.rates
+
+
+def client_rate(rate: Decimal, cost: Decimal, service: int, pricing: Pricing, rate_decimals: int) -> Decimal:
+    """A service's rate for a client: its custom rate (never below `cost`,
+    rounded up), else `cost` marked up by its own markup, else `rate` (ours)."""
+    custom = dict(pricing.rates).get(service)
+    if custom is not None:
+        return max(custom, ceil_to(cost, rate_decimals))
+    if pricing.markup is not None:
+        return ceil_to(cost * (1 + pricing.markup / 100), rate_decimals)
+    return rate

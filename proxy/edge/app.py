@@ -122,7 +122,7 @@ class Api:
         actions = runtime.actions
         match request:
             case protocol.ServicesRequest():
-                return (await runtime.catalog.current()).listed
+                return (await actions.catalog_for(client)).listed
             case protocol.BalanceRequest():
                 balance = await runtime.ledger.balance(client)
                 return {"balance": format_amount(balance), "currency": runtime.config.currency}

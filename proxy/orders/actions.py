@@ -8,7 +8,9 @@ the panel messages we know, and that fits the action, is passed on in our
 spelling; anything else becomes our own generic message. docs/api-v2.md
 lists the actions and every error string a client can get.
 
-`add` has one choke point: once the client's money moved, the answer is the
+`add` prices the order by the client's terms (`proxy.accounts.terms`: its
+markup, custom rates, duplicate window and same-link rule), read with each
+add. It has one choke point: once the client's money moved, the answer is the
 order's ID, whatever fails afterwards. The only error after the debit is the
 one that comes with a full refund in the same step (every route refused).
 """
@@ -25,10 +27,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from proxy import logs
+from proxy.accounts.terms import Terms
 from proxy.catalog.catalog import Catalog
+from proxy.catalog.pricing import Pricing
 from proxy.errors import (
     DuplicateMismatch,
     InsufficientFunds,
+    LinkInUse,
     OrderRefused,
     ProviderRefused,
     StateChanged,
@@ -87,8 +92,11 @@ class OrderActions:
         providers: dict[str, ProviderClient],
         duplicate_window: float,
         tally: Callable[[str], Awaitable[None]],
+        *,
+        terms: Callable[[str], Awaitable[Terms]] | None = None,
     ) -> None:
         self.tally = tally
+        self.terms = terms
         self.currency = currency
         self.hold_posts = hold_posts
         self.catalog = catalog
@@ -107,7 +115,8 @@ class OrderActions:
     ) -> int:
         """Charge and place an order of `service_id` with the client's `fields`
         (all but key/action/service); its ID. Raises `OrderRefused`."""
-        catalog = await self.catalog()
+        terms = await self.client_terms(client)
+        catalog = (await self.catalog()).priced(Pricing.of(terms.markup, terms.rates))
         service = catalog.get(service_id)
         if service is None:
             raise OrderRefused(NO_ROUTE if service_id in catalog.unavailable else Errors.INCORRECT_SERVICE)
@@ -124,9 +133,12 @@ class OrderActions:
             billing=spec.billing,
         )
         try:
-            reservation = await self.book.reserve(new, self._fingerprint(service.id, spec, idempotency_key))
+            fingerprint = self._fingerprint(service.id, spec, idempotency_key, terms.window(self.duplicate_window))
+            reservation = await self.book.reserve(new, fingerprint)
         except InsufficientFunds:
             raise OrderRefused(Errors.NOT_ENOUGH_FUNDS) from None
+        except LinkInUse:
+            raise OrderRefused(Errors.ACTIVE_ORDER) from None
         except DuplicateMismatch:
             raise OrderRefused(IDEMPOTENCY_KEY_REUSED) from None
         logs.bind(order=reservation.order_id)
@@ -152,15 +164,27 @@ class OrderActions:
             raise OrderRefused(placement.error)  # refunded in full in the same step that failed it
         return reservation.order_id
 
-    def _fingerprint(self, service: int, spec: OrderSpec, idempotency_key: str | None) -> Fingerprint | None:
+    def _fingerprint(
+        self, service: int, spec: OrderSpec, idempotency_key: str | None, window: float
+    ) -> Fingerprint | None:
+        """What makes a repeated add the same order: its Idempotency-Key (always),
+        else identical fields within the client's duplicate `window` (0: never)."""
         payload = json.dumps([service, sorted(spec.upstream_fields.items())], ensure_ascii=False)
         digest = hashlib.sha256(payload.encode()).hexdigest()[:32]
         if idempotency_key:
             token = "key:" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
             return Fingerprint(token, IDEMPOTENCY_WINDOW, payload=digest)
-        if self.duplicate_window <= 0:
+        if window <= 0:
             return None
-        return Fingerprint("same:" + digest, self.duplicate_window)
+        return Fingerprint("same:" + digest, window)
+
+    async def client_terms(self, client: str) -> Terms:
+        return await self.terms(client) if self.terms is not None else Terms()
+
+    async def catalog_for(self, client: str) -> Catalog:
+        """The catalog at the client's prices (its `services` reply)."""
+        terms = await self.client_terms(client)
+        return (await self.catalog()).priced(Pricing.of(terms.markup, terms.rates))
 
     async def aclose(self, timeout: float = 30.0) -> None:
         """Let orders being placed finish (up to `timeout`): each holds a client's money."""

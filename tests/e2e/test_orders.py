@@ -145,7 +145,7 @@ async def test_refused_input_changes_nothing(make_router):
 
 
 async def test_repeated_add_returns_the_first_order(make_router):
-    router = await make_router(config())
+    router = await make_router(config(), duplicate_window=60)
     key = await router.client(balance="10")
     first = await router.call(key, action="add", service=1, link=LINK, quantity=100)
     again = await router.call(key, action="add", service=1, link=LINK, quantity=100)

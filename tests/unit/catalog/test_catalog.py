@@ -5,6 +5,7 @@ from decimal import Decimal
 from support import router_config
 
 from proxy.catalog.catalog import build_catalog
+from proxy.catalog.pricing import Pricing
 from proxy.config import parse_config
 from proxy.providers.listings import Listing
 from proxy.providers.replies import UpstreamService
@@ -79,3 +80,22 @@ def test_explicit_services_win_over_imports_and_rules_select():
     )
     assert sorted(catalog.services) == [2005, 2007, 3002]
     assert catalog.get(2005).routes[0].provider == "echomark"
+
+
+def test_a_catalog_at_a_clients_prices_is_built_once_and_replaces_every_markup(caplog):
+    raw = router_config(imports=[{"provider": "echomark", "id_offset": 1000, "markup": {"percent": 50}}])
+    raw["services"][0]["markup"] = {"percent": 80}
+    config = parse_config(raw, {})
+    catalog = build_catalog(
+        config, {"echomark": listing("echomark", upstream(1, "1.00"), upstream(3, "2.00")), "korean": None}
+    )
+    assert (catalog.get(1).rate, catalog.get(1003).rate) == (Decimal("1.80"), Decimal("3.00"))
+    assert catalog.priced(Pricing()) is catalog
+    mine = Pricing.of(Decimal("5"), {1003: Decimal("2.50")})
+    priced = catalog.priced(mine)
+    assert priced is catalog.priced(Pricing.of(Decimal("5"), {1003: Decimal("2.50")}))  # and its bytes with it
+    assert (priced.get(1).rate, priced.get(1003).rate) == (Decimal("1.05"), Decimal("2.50"))
+    assert b'"rate":"1.05"' in priced.listed.body and priced.listed.etag != catalog.listed.etag
+    below = catalog.priced(Pricing.of(None, {1: Decimal("0.50")}))
+    assert below.get(1).rate == Decimal("1.00")  # never below cost: sold at cost
+    assert "below its cost now" in caplog.text

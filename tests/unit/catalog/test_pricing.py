@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 
-from proxy.catalog.pricing import charge, cost_in_currency, sell_rate
+from proxy.catalog.pricing import Pricing, charge, client_rate, cost_in_currency, sell_rate
 from proxy.config import Markup, parse_config
 
 
@@ -46,3 +46,16 @@ def test_charge_per_1000_flat_and_runs():
     assert charge(Decimal("0.00001"), 1) == Decimal("0.0000001")  # rounded up, never free
     assert charge(Decimal("5"), 1, flat=True) == Decimal("5")
     assert charge(Decimal("0.90"), 100, runs=3) == Decimal("0.27")
+
+
+def test_a_clients_own_prices_replace_ours_and_never_go_below_cost():
+    cost = Decimal("0.905797")
+    standard = Pricing()
+    assert standard.standard and client_rate(Decimal("1.18"), cost, 1, standard, 4) == Decimal("1.18")
+    marked = Pricing.of(Decimal("10"), {})
+    assert client_rate(Decimal("1.18"), cost, 1, marked, 4) == Decimal("0.9964")  # 0.99637... rounded up
+    assert client_rate(Decimal("1.18"), cost, 1, Pricing.of(Decimal(0), {}), 4) == Decimal("0.9058")  # at cost
+    custom = Pricing.of(Decimal("10"), {1: Decimal("1.05"), 2: Decimal("0.10")})
+    assert client_rate(Decimal("1.18"), cost, 1, custom, 4) == Decimal("1.05")  # a custom rate wins
+    assert client_rate(Decimal("1.18"), cost, 2, custom, 4) == Decimal("0.9058")  # below cost now: cost
+    assert client_rate(Decimal("1.18"), cost, 3, custom, 4) == Decimal("0.9964")  # no custom rate: its markup
