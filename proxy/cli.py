@@ -105,7 +105,8 @@ def check(args: argparse.Namespace) -> int:
 
 
 def _log_setup(settings: Settings, config: Config) -> None:
-    secrets = [p.key for p in config.providers.values()] + ([settings.metrics_token] if settings.metrics_token else [])
+    secrets = [p.key for p in config.providers.values()]
+    secrets += [settings.metrics_token.get_secret_value()] if settings.metrics_token is not None else []
     logs.configure(settings.log_format, settings.log_level, secrets)
 
 
@@ -153,7 +154,12 @@ def serve(args: argparse.Namespace) -> None:
         )
         return
     uvicorn.run(
-        app_for(settings, config, background=settings.background and not args.no_background),
+        app_for(
+            settings,
+            config,
+            background=settings.background and not args.no_background,
+            metrics_listener=_metrics_socket(settings),
+        ),
         host=host,
         port=port,
         log_config=None,
@@ -161,10 +167,17 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
-def app_for(settings: Settings, config: Config, background: bool) -> Starlette:
+def app_for(
+    settings: Settings, config: Config, background: bool, metrics_listener: socket.socket | None = None
+) -> Starlette:
     from proxy.edge.app import create_app
 
-    return create_app(Runtime.from_settings(settings, config), close_runtime=True, background=background)
+    return create_app(
+        Runtime.from_settings(settings, config),
+        close_runtime=True,
+        background=background,
+        metrics_listener=metrics_listener,
+    )
 
 
 def app_from_environment() -> Starlette:
@@ -172,7 +185,26 @@ def app_from_environment() -> Starlette:
     settings = Settings()
     config = _config(settings)
     _log_setup(settings, config)
+    if settings.metrics_port is not None:
+        log.warning(
+            "serve --workers: no metrics listener of its own (each process would want the port); "
+            "/metrics needs SMM_PROXY_METRICS_TOKEN on the public port"
+        )
     return app_for(settings, config, background=settings.background)
+
+
+def _metrics_socket(settings: Settings) -> socket.socket | None:
+    """The metrics listener's socket, if SMM_PROXY_METRICS_PORT asks for one."""
+    if settings.metrics_port is None:
+        return None
+    from proxy.edge.app import metrics_socket
+
+    try:
+        return metrics_socket(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen for metrics on {settings.metrics_host}:{settings.metrics_port}: {exc.strerror}"
+        ) from None
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -182,10 +214,15 @@ def worker(args: argparse.Namespace) -> None:
     _log_setup(settings, config)
     _checked_store(settings, args.allow_volatile)
 
+    listener = _metrics_socket(settings)
+
     async def run() -> None:
+        from proxy.edge.app import serving_metrics
+
         runtime = Runtime.from_settings(settings, config)
         try:
-            async with runtime.sync.background(settings.sync_interval) as task:
+            async with serving_metrics(runtime, listener), runtime.sync.background(settings.sync_interval) as task:
+                log.info("worker started: background work every %s s", settings.sync_interval)
                 await task
         finally:
             await runtime.aclose()

@@ -153,6 +153,7 @@ class Runtime:
             self.currencies,
             archive_after_days=settings.archive_after_days,
             check_interval=settings.provider_check_interval,
+            observer=self.metrics,
         )
 
     @classmethod

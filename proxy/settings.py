@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,12 +66,30 @@ class Settings(BaseSettings):
     archive_after_days: float | None = Field(
         None, gt=0, description="Archive finished orders older than this many days (the worker, daily); unset: never."
     )
-    metrics_token: str | None = Field(
-        None, description="If set, /metrics answers only requests with 'Authorization: Bearer <token>'."
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="The bearer token /metrics on the public port requires ('Authorization: Bearer <token>'); "
+        "unset or empty: /metrics is not served there.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="The address of the metrics listener of its own (SMM_PROXY_METRICS_PORT)."
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="If set, serve and worker also answer GET /metrics without a token on "
+        "SMM_PROXY_METRICS_HOST:this port (loopback by default); unset: no such listener.",
     )
     provider_check_interval: float = Field(
         300.0, gt=0, description="Seconds between checks of each provider's balance and currency."
     )
+
+    @field_validator("metrics_token", "metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`SMM_PROXY_METRICS_TOKEN=` (as an env file leaves it) is unset, not an empty secret."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @staticmethod
     def environ() -> dict[str, str]:

@@ -114,10 +114,11 @@ async def expire_leases(router) -> int:
 
 
 async def metric(router, name: str, **labels: str) -> float | None:
-    """One sample of the router's /metrics, read with prometheus-client's own parser."""
+    """One sample of the router's metrics (as /metrics renders them), read with
+    prometheus-client's own parser."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = (await router.http.get("/metrics")).text
+    text = (await router.runtime.metrics.render()).decode()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):

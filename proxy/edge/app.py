@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import orjson
+import uvicorn
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -42,6 +44,9 @@ from proxy.vocabulary import Errors, parse_id
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "Internal error, please try again later"
+# Actions that change something: POST only (GET and HEAD never change anything).
+CHANGES = frozenset({"add", "refill", "cancel"})
+READ_ONLY_METHOD = "Send {action} as a POST request: GET and HEAD only read"
 # A store outage is logged once per this many seconds.
 OUTAGE_LOG_SECONDS = 10.0
 
@@ -115,6 +120,9 @@ class Api:
             return protocol.error(exc.message)
         seen["action"] = protocol.action_of(parsed)
         logs.bind(client=client, action=seen["action"])
+        if request.method != "POST" and seen["action"] in CHANGES:
+            seen["outcome"] = "bad_request"
+            return protocol.error(READ_ONLY_METHOD.format(action=seen["action"]))
         return await self.dispatch(client, parsed, idempotency_key)
 
     async def dispatch(self, client: str, request: protocol.Request, idempotency_key: str | None) -> object:
@@ -197,7 +205,10 @@ READY_TIMEOUT = 0.5
 
 
 async def readiness(runtime: Runtime) -> tuple[bool, dict[str, object]]:
-    """Ready: Redis answers, the config is loaded, a provider can take orders."""
+    """Ready: Redis answers, the config is loaded, a provider can take orders.
+
+    The details name providers: `/readyz` on the public port only says
+    ready or not."""
     checks: dict[str, object] = {"config": f"{len(runtime.config.providers)} providers"}
     ready = True
     try:
@@ -220,37 +231,18 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return reply(protocol.error(Errors.INCORRECT_REQUEST), status)
 
 
-def bearer_ok(request: Request, token: str | None) -> bool:
-    """Whether a request may read an endpoint guarded by `token` (None: open)."""
-    if not token:
-        return True
+def bearer_ok(request: Request, token: str) -> bool:
+    """Whether a request carries `token` as its bearer token."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def create_app(runtime: Runtime, *, close_runtime: bool = False, background: bool = False) -> Starlette:
-    """The router's ASGI app.
-
-    With `background` it runs the sync loops (recovery, status polling) while
-    it serves; with `close_runtime` it closes the runtime on shutdown.
-    """
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            if background:
-                async with runtime.sync.background(runtime.settings.sync_interval):
-                    yield
-            else:
-                yield
-        finally:
-            if close_runtime:
-                await runtime.aclose()
-
-    api = Api(runtime)
+def metrics_endpoint(runtime: Runtime, token: str | None) -> Callable[[Request], Awaitable[Response]]:
+    """GET /metrics: with `token`, only for requests that carry it; None: for
+    everyone who reaches it (the listener of its own, on its own address)."""
 
     async def metrics(request: Request) -> Response:
-        if not bearer_ok(request, runtime.settings.metrics_token):
+        if token is not None and not bearer_ok(request, token):
             return reply(protocol.error("Unauthorized"), 401)
         try:
             body = await runtime.metrics.render()
@@ -258,9 +250,96 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
             return reply(protocol.error(f"metrics unavailable: the store is down ({type(exc).__name__})"), 503)
         return Response(body, media_type=CONTENT_TYPE)
 
+    return metrics
+
+
+def metrics_app(runtime: Runtime) -> Starlette:
+    """The metrics listener of its own (`SMM_PROXY_METRICS_HOST`:`SMM_PROXY_METRICS_PORT`):
+    /metrics alone, no token; every other path a JSON 404."""
+    app = Starlette(
+        routes=[Route("/metrics", metrics_endpoint(runtime, None), methods=["GET"])],
+        exception_handlers={HTTPException: http_error},
+    )
+    app.router.redirect_slashes = False
+    return app
+
+
+class _Listener(uvicorn.Server):
+    """A second server in a process that has one: the signals are the first one's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def metrics_socket(host: str, port: int) -> socket.socket:
+    """The metrics listener's socket, bound now: a taken port is refused before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(64)
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serving_metrics(runtime: Runtime, sock: socket.socket | None) -> AsyncIterator[None]:
+    """Answer GET /metrics on `sock` (no token: its address is the guard) while the block runs."""
+    if sock is None:
+        yield
+        return
+    config = uvicorn.Config(metrics_app(runtime), log_config=None, access_log=False, lifespan="off")
+    server = _Listener(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="smm-proxy-metrics")
+    host, port = sock.getsockname()[:2]
+    log.info("metrics on http://%s:%s/metrics", host, port)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await asyncio.wait({task}, timeout=5)
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    close_runtime: bool = False,
+    background: bool = False,
+    metrics_listener: socket.socket | None = None,
+) -> Starlette:
+    """The router's ASGI app.
+
+    With `background` it runs the sync loops (recovery, status polling) while
+    it serves; with `metrics_listener` it answers /metrics on that socket too;
+    with `close_runtime` it closes the runtime on shutdown.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            async with serving_metrics(runtime, metrics_listener):
+                if background:
+                    async with runtime.sync.background(runtime.settings.sync_interval):
+                        yield
+                else:
+                    yield
+        finally:
+            if close_runtime:
+                await runtime.aclose()
+
+    api = Api(runtime)
+    token = runtime.settings.metrics_token
+    # Closed by default: without a token, /metrics is not served on the public port.
+    public_metrics = [] if token is None else [Route("/metrics", metrics_endpoint(runtime, token.get_secret_value()))]
+
     async def ready(request: Request) -> Response:
-        ok, checks = await readiness(runtime)
-        return reply({"status": "ready" if ok else "not ready", **checks}, 200 if ok else 503)
+        ok, _ = await readiness(runtime)
+        return reply({"status": "ready" if ok else "not ready"}, 200 if ok else 503)
 
     app = Starlette(
         middleware=[Middleware(RequestContext)],
@@ -270,7 +349,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
             Route("/api/v2/", api.endpoint, methods=["GET", "POST"]),
             Route("/healthz", health),
             Route("/readyz", ready),
-            Route("/metrics", metrics),
+            *public_metrics,
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

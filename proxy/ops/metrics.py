@@ -4,7 +4,8 @@ Two kinds:
 
 - counted in this process: downstream requests by action and outcome, with
   latency; upstream calls by provider, action and outcome (ok, refused,
-  unreachable, not_sent, unknown), with latency; rate-budget waits;
+  unreachable, not_sent, unknown), with latency; rate-budget waits; rounds
+  of background work, each step's time and failures, the last round's time;
 - read from Redis at scrape time (`SharedState`), so every replica reports
   the same: orders in each working set (alert on `smm_proxy_orders_unknown`
   and `smm_proxy_orders_attention`), order outcomes, money charged,
@@ -18,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from decimal import Decimal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -36,6 +37,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TALLIED = ("duplicate", "attention", "claimed_twice")
 MONEY = {"charge": "charged", "refund": "refunded", "topup": "topups", "paid": "paid_upstream"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
 
 
 class Tallies:
@@ -199,6 +201,25 @@ class Metrics:
             ["provider"],
             registry=self.registry,
         )
+        self.sync_rounds = Counter("smm_proxy_sync_rounds", "Rounds of background work done.", registry=self.registry)
+        self.sync_seconds = Histogram(
+            "smm_proxy_sync_step_seconds",
+            "Time each step of the background work took.",
+            ["step"],
+            buckets=SYNC_BUCKETS,
+            registry=self.registry,
+        )
+        self.sync_failures = Counter(
+            "smm_proxy_sync_step_failures",
+            "Steps of the background work that failed (tried again next round).",
+            ["step"],
+            registry=self.registry,
+        )
+        self.sync_last_round = Gauge(
+            "smm_proxy_sync_last_round_timestamp_seconds",
+            "When this process last finished a round of background work (alert when it stops moving).",
+            registry=self.registry,
+        )
         self.shared: SharedState | None = None
 
     def share(self, shared: SharedState) -> None:
@@ -216,6 +237,15 @@ class Metrics:
 
     def budget_wait(self, provider: str) -> None:
         self.budget_waits.labels(provider).inc()
+
+    def sync_step(self, step: str, seconds: float, ok: bool) -> None:
+        self.sync_seconds.labels(step).observe(seconds)
+        if not ok:
+            self.sync_failures.labels(step).inc()
+
+    def sync_round(self, seconds: float) -> None:
+        self.sync_rounds.inc()
+        self.sync_last_round.set_to_current_time()
 
     async def render(self) -> bytes:
         if self.shared is not None:

@@ -13,6 +13,10 @@
 
 Every step is safe to run on several instances at once: the order book's
 transitions check state, lease and status version in one atomic step.
+
+Each round is logged (one line: what each step did, how long it took) and
+measured (`proxy.ops.metrics`: rounds, step durations and failures, the time
+of the last round), so a worker that stalls or fails shows.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Protocol
 
 from redis.exceptions import RedisError
 
@@ -32,6 +37,15 @@ from proxy.providers.health import Health
 from proxy.providers.upstream import ProviderClient
 
 log = logging.getLogger(__name__)
+
+
+class SyncObserver(Protocol):
+    """What measures the background work (`proxy.ops.metrics.Metrics`)."""
+
+    def sync_step(self, step: str, seconds: float, ok: bool) -> None: ...
+
+    def sync_round(self, seconds: float) -> None: ...
+
 
 POLL_BATCH = 500
 # Every this many rounds, the open orders of every client are swept too.
@@ -58,6 +72,7 @@ class Sync:
         *,
         archive_after_days: float | None,
         check_interval: float,
+        observer: SyncObserver | None = None,
     ) -> None:
         self.book = book
         self.refresher = refresher
@@ -67,6 +82,7 @@ class Sync:
         self.currencies = currencies
         self.archive_after_days = archive_after_days
         self.check_interval = check_interval
+        self.observer = observer
 
     async def recover(self) -> int:
         settled = await self.book.recover()
@@ -120,13 +136,19 @@ class Sync:
             if time.monotonic() - archived_at >= ARCHIVE_EVERY_SECONDS:
                 archived_at = time.monotonic()
                 steps.append(self.archive_old_orders)
+            started, done = time.monotonic(), {}
             for step in steps:
+                step_started, ok = time.monotonic(), False
                 try:
-                    await step()
+                    done[step.__name__] = await step()
+                    ok = True
                 except (RedisError, OSError) as exc:
                     log.warning("background %s skipped, store unavailable: %s", step.__name__, type(exc).__name__)
                 except Exception:
                     log.exception("background %s failed; trying again later", step.__name__)
+                if self.observer is not None:
+                    self.observer.sync_step(step.__name__, time.monotonic() - step_started, ok)
+            self._round_done(rounds, started, done, len(steps))
             if time.monotonic() - checked_at >= self.check_interval:
                 checked_at = time.monotonic()
                 try:
@@ -134,6 +156,20 @@ class Sync:
                 except Exception:
                     log.exception("provider checks failed; trying again later")
             await asyncio.sleep(interval)
+
+    def _round_done(self, rounds: int, started: float, done: dict[str, object], steps: int) -> None:
+        seconds = time.monotonic() - started
+        if self.observer is not None:
+            self.observer.sync_round(seconds)
+        did = ", ".join(f"{name} {value}" for name, value in done.items() if isinstance(value, int))
+        log.info(
+            "background round %d: %s in %.0f ms%s",
+            rounds,
+            did or "nothing done",
+            seconds * 1000,
+            "" if len(done) == steps else f" ({steps - len(done)} steps failed)",
+            extra={"round": rounds, "ms": round(seconds * 1000, 1), **{k: v for k, v in done.items() if v is not None}},
+        )
 
     @contextlib.asynccontextmanager
     async def background(self, interval: float) -> AsyncIterator[asyncio.Task[None]]:

@@ -1,6 +1,7 @@
 """The downstream API v2 edge: services, balance, keys and request shapes."""
 
 import json
+from decimal import Decimal
 
 from faults import FaultPlan
 
@@ -128,3 +129,19 @@ async def test_oversized_body_is_refused_with_an_error_reply(make_router):
         response = await send()
         assert response.status_code == 200
         assert response.json() == {"error": "Request too large"}
+
+
+LINK = "https://instagram.com/p/abc"
+
+
+async def test_get_and_head_never_change_anything_on_the_api(make_router):
+    router = await make_router()
+    key = await router.client("alice", balance="10")
+    for action, extra in (("add", {"service": 1, "link": LINK, "quantity": 1000}), ("cancel", {"orders": "1"})):
+        params = {"key": key, "action": action, **extra}
+        got = await router.http.get("/api/v2", params=params)
+        assert got.json() == {"error": f"Send {action} as a POST request: GET and HEAD only read"}
+        head = await router.http.head("/api/v2", params=params)
+        assert head.status_code == 200 and head.content == b""
+    assert not router.panels["echomark"].orders and await router.runtime.ledger.balance("alice") == Decimal("10")
+    assert (await router.http.get("/api/v2", params={"key": key, "action": "balance"})).json()["balance"] == "10.00"

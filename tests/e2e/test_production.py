@@ -91,11 +91,11 @@ async def test_readyz_follows_redis_within_a_second(make_router, redis_url, capl
         router = await make_router(url=proxy.url)
         assert (await router.http.get("/healthz")).json() == {"status": "ok"}
         ready = await router.http.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert ready.status_code == 200 and ready.json() == {"status": "ready"}  # no provider named
         await proxy.stop()
         started = asyncio.get_running_loop().time()
         down = await router.http.get("/readyz")
-        assert down.status_code == 503 and down.json()["redis"].startswith("unavailable")
+        assert down.status_code == 503 and down.json() == {"status": "not ready"}
         assert asyncio.get_running_loop().time() - started < 1.0
         assert (await router.http.get("/healthz")).status_code == 200  # alive all the same
         await proxy.start()
@@ -117,10 +117,11 @@ async def test_a_redis_outage_is_one_warning_not_a_traceback_per_request(make_ro
 
 
 async def test_metrics_parse_and_show_upstream_latency_and_money(make_router):
-    router = await routed(make_router)
+    router = await routed(make_router, metrics_token="scrape-token-1")
     key = await router.client(balance="10")
     await router.call(key, action="add", service=1, link=LINK, quantity=1000)
-    families = {f.name: f for f in text_string_to_metric_families((await router.http.get("/metrics")).text)}
+    scraped = await router.http.get("/metrics", headers={"Authorization": "Bearer scrape-token-1"})
+    families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
     assert {
         "smm_proxy_requests",
         "smm_proxy_upstream_seconds",
@@ -134,6 +135,56 @@ async def test_metrics_parse_and_show_upstream_latency_and_money(make_router):
     assert await metric(router, "smm_proxy_money_total", kind="charged") == 1.17
     assert await metric(router, "smm_proxy_money_total", kind="paid_upstream") == 0.9
     assert await metric(router, "smm_proxy_requests_total", action="add", outcome="ok") == 1
+
+
+@pytest.mark.parametrize("token", [None, "", "   "])
+async def test_metrics_are_closed_on_the_public_port_unless_a_token_is_set(make_router, token):
+    settings = {} if token is None else {"metrics_token": token}  # an empty SMM_PROXY_METRICS_TOKEN= is unset
+    router = await make_router(**settings)
+    assert router.runtime.settings.metrics_token is None
+    response = await router.http.get("/metrics")
+    assert response.status_code == 404 and "smm_proxy" not in response.text
+
+
+async def test_metrics_with_a_token_answer_only_those_that_carry_it(make_router):
+    router = await make_router(metrics_token="scrape-me")
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic c2NyYXBlLW1l"}):
+        response = await router.http.get("/metrics", headers=headers)
+        assert response.status_code == 401 and "smm_proxy" not in response.text
+    assert (await router.http.get("/metrics", headers={"Authorization": "Bearer scrape-me"})).status_code == 200
+
+
+async def test_the_metrics_listener_of_its_own_answers_metrics_alone(make_router):
+    import httpx
+
+    from proxy.edge.app import metrics_socket, serving_metrics
+
+    router = await make_router()
+    sock = metrics_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    async with serving_metrics(router.runtime, sock):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            scraped = await http.get("/metrics")
+            assert scraped.status_code == 200 and "smm_proxy_orders_unknown" in scraped.text
+            for path in ("/admin/clients", "/api/v2", "/readyz", "/metrics/"):
+                response = await http.get(path)
+                assert response.status_code == 404 and response.headers["content-type"] == "application/json"
+    sock.close()
+
+
+async def test_the_worker_logs_its_rounds_and_measures_them(make_router, caplog):
+    router = await make_router()
+    caplog.set_level(logging.INFO, logger="proxy.ops.sync")
+    async with router.runtime.sync.background(0.01):
+        for _ in range(100):
+            if await metric(router, "smm_proxy_sync_rounds_total"):
+                break
+            await asyncio.sleep(0.01)
+    assert await metric(router, "smm_proxy_sync_rounds_total") >= 1
+    assert await metric(router, "smm_proxy_sync_step_seconds_count", step="recover") >= 1
+    assert await metric(router, "smm_proxy_sync_last_round_timestamp_seconds") > 0
+    rounds = [r for r in caplog.records if r.getMessage().startswith("background round 1:")]
+    assert rounds and "recover 0" in rounds[0].getMessage() and rounds[0].levelno == logging.INFO
 
 
 async def test_the_admin_api_does_what_the_cli_does_and_audits_it(make_router):
