@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from proxy import __version__, commands, logs
-from proxy.config import Config, load_config
+from proxy.config import UNSET_KEY, Config, load_config
 from proxy.errors import CommandError, ConfigError, OperatorError, StoreUnfit
 from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS
+from proxy.ops.roles import READ, ROLES
+from proxy.ops.search import MAX_ROWS
 from proxy.orders.states import STATES, WORKING_SETS
 from proxy.runtime import Runtime
 from proxy.settings import Settings
@@ -59,12 +61,16 @@ def _need_redis(settings: Settings) -> str:
     return settings.redis_url
 
 
-async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], Awaitable[None]]) -> None:
+async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], Awaitable[int | None]]) -> int | None:
+    """Run an operator command. It needs no provider key unless it calls a
+    provider (`Config.missing_keys`), and logs what it changes (stderr)."""
     settings = _settings(args)
     url = _need_redis(settings)
-    runtime = Runtime.from_settings(settings, _config(settings))
+    config = load_config(settings.config, settings.environ(), keys_optional=True)
+    _log_setup(settings, config)
+    runtime = Runtime.from_settings(settings, config)
     try:
-        await work(runtime.operators)
+        return await work(runtime.operators)
     except RedisError as exc:
         raise CommandError(f"Redis at {redacted_url(url)} failed: {exc}") from None
     finally:
@@ -105,8 +111,8 @@ def check(args: argparse.Namespace) -> int:
 
 
 def _log_setup(settings: Settings, config: Config) -> None:
-    secrets = [p.key for p in config.providers.values()]
-    secrets += [settings.metrics_token.get_secret_value()] if settings.metrics_token is not None else []
+    secrets = [p.key for p in config.providers.values() if p.key != UNSET_KEY]
+    secrets += [s.get_secret_value() for s in (settings.metrics_token, settings.audit_secret) if s is not None]
     logs.configure(settings.log_format, settings.log_level, secrets)
 
 
@@ -285,40 +291,87 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(actions, "add", "open an account and print its API key once", commands.clients_add, json_out=True)
     sub.add_argument("name")
     sub.add_argument("--balance", default="0", help="opening balance in the deployment currency")
+    reason(sub)
     sub = command(actions, "topup", "credit an account", commands.clients_topup, json_out=True)
     sub.add_argument("name")
     sub.add_argument("amount")
     sub.add_argument("--ref", help="idempotency reference: a retried top-up with the same ref credits once")
     sub.add_argument("--memo", default="", help="a note kept in the ledger")
-    command(actions, "list", "list accounts and balances", commands.clients_list, json_out=True)
+    reason(sub)
     sub = command(
-        actions, "disable", "refuse the account's API key from now on", commands.clients_disable, json_out=True
+        actions,
+        "adjust",
+        "correct a balance by a signed amount (undo a wrong top-up); never below zero",
+        commands.clients_adjust,
+        json_out=True,
     )
     sub.add_argument("name")
+    sub.add_argument("amount", help="signed, in the deployment currency: -25 takes 25 back")
+    sub.add_argument("--reason", required=True, help="why: kept in the ledger and the audit log")
+    sub.add_argument("--ref", help="idempotency reference: a retried adjustment with the same ref moves money once")
+    command(actions, "list", "list accounts, balances and terms", commands.clients_list, json_out=True)
+    for name, help_text, run in (
+        ("disable", "refuse the account's API key from now on", commands.clients_disable),
+        ("enable", "take the account's API key again", commands.clients_enable),
+        ("rotate-key", "give the account a new API key, printed once; the old one stops", commands.clients_rotate_key),
+    ):
+        sub = command(actions, name, help_text, run, json_out=True)
+        sub.add_argument("name")
+        reason(sub)
+    sub = command(
+        actions, "set", "set a client's own terms ('default' gives one back)", commands.clients_set, json_out=True
+    )
+    sub.add_argument("name")
+    sub.add_argument("--markup", help="percent in place of the configured markup, e.g. 15 (or 'default')")
+    sub.add_argument(
+        "--duplicate-window",
+        help="seconds in which an identical add returns the first order (0: never; or 'default')",
+    )
+    sub.add_argument(
+        "--same-link", choices=["allow", "refuse", "default"], help="refuse a second open order on one link"
+    )
+    reason(sub)
+    sub = command(
+        actions,
+        "rate",
+        "a client's custom rate for one service (never below cost)",
+        commands.clients_rate,
+        json_out=True,
+    )
+    sub.add_argument("name")
+    sub.add_argument("service", help="our service ID")
+    sub.add_argument("rate", nargs="?", help="per 1000, in the deployment currency")
+    sub.add_argument("--clear", action="store_true", help="drop the custom rate: the client's markup again")
+    reason(sub)
     sub = command(actions, "ledger", "show an account's ledger", commands.clients_ledger, json_out=True)
     sub.add_argument("name")
-    sub.add_argument("--limit", type=int, help="only the newest N entries")
+    sub.add_argument("--limit", type=count, help="only the newest N entries")
 
     orders = subcommands.add_parser("orders", help="inspect and settle orders")
     actions = orders.add_subparsers(dest="action", required=True, parser_class=Parser)
     sub = command(
         actions, "show", "one order, its attempts and its ledger entries", commands.orders_show, json_out=True
     )
-    sub.add_argument("id", type=int)
+    sub.add_argument("id", type=order_id)
     sub = command(actions, "list", "orders, newest first", commands.orders_list, json_out=True)
     sub.add_argument(
         "--state",
         help=f"{', '.join(dict.fromkeys([*STATES, *WORKING_SETS]))}, or a status like Partial",
     )
     sub.add_argument("--client")
-    sub.add_argument("--limit", type=int, default=50)
+    sub.add_argument("--link", help="orders on this link (https://www.x.com/a/ and x.com/a are one)")
+    sub.add_argument("--upstream-order", type=order_id, help="the order a provider knows under this ID")
+    sub.add_argument("--since", help="created since: 7d, 24h, 30m or a date like 2026-11-01")
+    sub.add_argument("--until", help="created until: as --since")
+    sub.add_argument("--limit", type=count, default=50, help=f"at most this many (1 to {MAX_ROWS})")
     sub = command(
         actions, "resolve", "settle an order whose outcome is unknown", commands.orders_resolve, json_out=True
     )
-    sub.add_argument("id", type=int)
+    sub.add_argument("id", type=order_id)
     verdict = sub.add_mutually_exclusive_group(required=True)
-    verdict.add_argument("--upstream-order", type=int, help="the order exists upstream under this ID")
+    verdict.add_argument("--upstream-order", type=order_id, help="the order exists upstream under this ID")
     verdict.add_argument("--failed", action="store_true", help="the order does not exist upstream: refund it")
+    reason(sub)
     sub = command(
         actions,
         "refund",
@@ -326,12 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
         commands.orders_refund,
         json_out=True,
     )
-    sub.add_argument("id", type=int)
+    sub.add_argument("id", type=order_id)
     sub.add_argument("total", help="the order's total refund, in the deployment currency")
+    reason(sub)
     sub = command(
         actions, "ack", "clear an order's attention note once it is dealt with", commands.orders_ack, json_out=True
     )
-    sub.add_argument("id", type=int)
+    sub.add_argument("id", type=order_id)
+    reason(sub)
     sub = command(
         actions,
         "archive",
@@ -340,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         json_out=True,
     )
     sub.add_argument("--older-than", required=True, help="a span like 90d, or a date like 2026-01-01")
+    reason(sub)
 
     sub = command(
         subcommands,
@@ -358,12 +414,49 @@ def build_parser() -> argparse.ArgumentParser:
     actions = admin.add_subparsers(dest="action", required=True, parser_class=Parser)
     sub = command(actions, "add", "make an admin token and print it once", commands.admin_add, json_out=True)
     sub.add_argument("name")
-    command(actions, "list", "list admins", commands.admin_list, json_out=True)
+    sub.add_argument(
+        "--role",
+        choices=ROLES,
+        default=READ,
+        help="read: reads only; operator: orders and client money too; owner: everything (default: read)",
+    )
+    sub.add_argument("--expires", help="the token's life: 90d, 12h, 30m (default: never)")
+    reason(sub)
+    command(actions, "list", "admins: role, expiry, last use", commands.admin_list, json_out=True)
     sub = command(actions, "remove", "revoke an admin's token", commands.admin_remove, json_out=True)
     sub.add_argument("name")
-    sub = command(subcommands, "audit", "the operators' audit log, newest first", commands.audit, json_out=True)
-    sub.add_argument("--limit", type=int, default=50)
+    reason(sub)
+    audit = command(subcommands, "audit", "the operators' audit log, newest first", commands.audit, json_out=True)
+    audit.add_argument("--limit", type=count, default=50)
+    actions = audit.add_subparsers(dest="action", required=False, parser_class=Parser)
+    sub = command(actions, "list", "the audit log, newest first", commands.audit, json_out=True)
+    sub.add_argument("--limit", type=count, default=50)
+    command(
+        actions,
+        "verify",
+        "check the audit log's hash chain: exit 0 intact, 1 naming the first bad entry",
+        commands.audit_verify,
+        json_out=True,
+    )
     return parser
+
+
+def reason(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", default="", help="why: kept in the audit log")
+
+
+def count(text: str) -> int:
+    """A --limit: a whole number from 1 to MAX_ROWS."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 6 and 1 <= int(text) <= MAX_ROWS):
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_ROWS}, not {text!r}")
+    return int(text)
+
+
+def order_id(text: str) -> int:
+    """An order ID: a positive whole number written in ASCII digits."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18 and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"a positive whole number, not {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -371,8 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.run in (check, serve, demo, worker):
             return args.run(args) or 0
-        else:
-            asyncio.run(_with_operators(args, lambda ops: args.run(args, ops)))
+        return asyncio.run(_with_operators(args, lambda ops: args.run(args, ops))) or 0
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

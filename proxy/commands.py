@@ -1,10 +1,12 @@
 """The operator commands of `smm-proxy`: clients, orders, providers, report,
 admin and audit.
 
-Each calls `proxy.ops.operators` (as the admin API does, audited under the
-actor "cli") and prints a short human table from the typed answer, or its
-JSON with `--json` (`proxy.ops.answers.as_json`, as the admin API answers).
-`proxy.cli` parses the arguments and runs them.
+Each calls `proxy.ops.operators` (as the admin API does), acting as
+`cli:<the operating-system user>` with the owner's role (whoever holds the
+Redis URL holds every power), and prints a short human table from the typed
+answer, or its JSON with `--json` (`proxy.ops.answers.as_json`, as the admin
+API answers). `proxy.cli` parses the arguments and runs them; a command may
+answer an exit status (`audit verify`: 1 when the chain is broken).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import getpass
 import io
 import json
+import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -21,8 +25,17 @@ from proxy.errors import CommandError
 from proxy.ops import reports
 from proxy.ops.answers import ReportLine, as_json
 from proxy.ops.operators import Operators
+from proxy.ops.roles import Actor
 
-ACTOR = "cli"
+
+def operating_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's user without a name
+        return f"uid{os.getuid()}"
+
+
+ACTOR = Actor(f"cli:{operating_user()}")
 
 
 def show(args: argparse.Namespace, data: object, human: Callable[[], str]) -> None:
@@ -41,7 +54,7 @@ def table(rows: Sequence[Sequence[object]]) -> str:
 
 
 async def clients_add(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.create_client(ACTOR, args.name, args.balance)
+    data = await ops.create_client(ACTOR, args.name, args.balance, args.reason)
     show(
         args,
         data,
@@ -53,28 +66,76 @@ async def clients_add(args: argparse.Namespace, ops: Operators) -> None:
 
 
 async def clients_topup(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.topup(ACTOR, args.name, args.amount, ref=args.ref, memo=args.memo)
+    data = await ops.topup(ACTOR, args.name, args.amount, ref=args.ref, memo=args.memo, reason=args.reason)
     note = "" if data.applied else " (already applied earlier: nothing changed)"
     show(args, data, lambda: f"{args.name}: +{data.amount}, balance {data.balance}{note}")
 
 
+async def clients_adjust(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.adjust(ACTOR, args.name, args.amount, args.reason, ref=args.ref)
+    note = "" if data.applied else " (already applied earlier: nothing changed)"
+    sign = "" if data.amount.startswith("-") else "+"
+    show(args, data, lambda: f"{args.name}: {sign}{data.amount} ({data.memo}), balance {data.balance}{note}")
+
+
+def _terms(c: object) -> str:
+    markup, window, same_link, rates = (getattr(c, n) for n in ("markup", "duplicate_window", "same_link", "rates"))
+    parts = [f"markup {markup}%" if markup else "", f"window {window:g}s" if window is not None else ""]
+    parts += ["same link refused" if same_link == "refuse" else "", f"{len(rates)} custom rates" if rates else ""]
+    return ", ".join(part for part in parts if part) or "default"
+
+
 async def clients_list(args: argparse.Namespace, ops: Operators) -> None:
     clients = await ops.clients()
-    rows = [["NAME", "BALANCE", "CURRENCY", "STATE"]] + [
-        [c.name, c.balance, c.currency, "disabled" if c.disabled else "active"] for c in clients
+    rows = [["NAME", "BALANCE", "CURRENCY", "STATE", "TERMS"]] + [
+        [c.name, c.balance, c.currency, "disabled" if c.disabled else "active", _terms(c)] for c in clients
     ]
     show(args, clients, lambda: table(rows))
 
 
 async def clients_disable(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.disable_client(ACTOR, args.name)
+    data = await ops.disable_client(ACTOR, args.name, args.reason)
     show(args, data, lambda: f"client {data.name} disabled")
+
+
+async def clients_enable(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.enable_client(ACTOR, args.name, args.reason)
+    show(args, data, lambda: f"client {data.name} enabled")
+
+
+async def clients_rotate_key(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.rotate_key(ACTOR, args.name, args.reason)
+    show(
+        args,
+        data,
+        lambda: f"client {args.name}: new API key (shown once, stored hashed; the old one no longer works): {data.key}",
+    )
+
+
+async def clients_set(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.set_terms(
+        ACTOR,
+        args.name,
+        markup=args.markup,
+        duplicate_window=args.duplicate_window,
+        same_link=args.same_link,
+        reason=args.reason,
+    )
+    show(args, data, lambda: f"client {data.name}: {_terms(data)}")
+
+
+async def clients_rate(args: argparse.Namespace, ops: Operators) -> None:
+    if (args.rate is None) == (not args.clear):
+        raise CommandError("give a RATE, or --clear to drop the custom rate")
+    data = await ops.set_rate(ACTOR, args.name, args.service, None if args.clear else args.rate, reason=args.reason)
+    rate = data.rates.get(str(args.service))
+    show(args, data, lambda: f"client {data.name}: service {args.service} at {rate or 'its markup'}")
 
 
 async def clients_ledger(args: argparse.Namespace, ops: Operators) -> None:
     entries = await ops.ledger(args.name, args.limit)
-    rows = [["TIME", "KIND", "AMOUNT", "BALANCE", "REF", "MEMO"]] + [
-        [e.time, e.kind, e.amount, e.balance, e.ref, e.memo] for e in entries
+    rows = [["TIME", "KIND", "AMOUNT", "BALANCE", "REF", "MEMO", "BY"]] + [
+        [e.time, e.kind, e.amount, e.balance, e.ref, e.memo, e.actor] for e in entries
     ]
     show(args, entries, lambda: table(rows))
 
@@ -96,7 +157,15 @@ async def orders_show(args: argparse.Namespace, ops: Operators) -> None:
 
 
 async def orders_list(args: argparse.Namespace, ops: Operators) -> None:
-    found = await ops.orders(args.state, args.client, args.limit)
+    found = await ops.orders(
+        args.state,
+        args.client,
+        args.limit,
+        link=args.link,
+        upstream_order=args.upstream_order,
+        since=None if args.since is None else since_timestamp(args.since, "since"),
+        until=None if args.until is None else since_timestamp(args.until, "until"),
+    )
     rows = [["ID", "CLIENT", "SERVICE", "QTY", "STATE", "STATUS", "CHARGE", "REFUNDED", "PROVIDER", "UPSTREAM"]] + [
         [
             o.id,
@@ -116,23 +185,23 @@ async def orders_list(args: argparse.Namespace, ops: Operators) -> None:
 
 
 async def orders_resolve(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.resolve(ACTOR, args.id, upstream_order=args.upstream_order, failed=args.failed)
+    data = await ops.resolve(ACTOR, args.id, upstream_order=args.upstream_order, failed=args.failed, reason=args.reason)
     verdict = "failed, refunded in full" if args.failed else f"placed as upstream order {args.upstream_order}"
     show(args, data, lambda: f"order {data.id} resolved: {verdict}")
 
 
 async def orders_refund(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.refund(ACTOR, args.id, args.total)
+    data = await ops.refund(ACTOR, args.id, args.total, args.reason)
     show(args, data, lambda: f"order {data.id}: refunded {data.refunded} in all")
 
 
 async def orders_archive(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.archive(ACTOR, since_timestamp(args.older_than))
+    data = await ops.archive(ACTOR, since_timestamp(args.older_than, "older-than"), args.reason)
     show(args, data, lambda: f"{data.moved} finished orders from before {data.before} moved to {data.to}")
 
 
 async def orders_ack(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.acknowledge(ACTOR, args.id)
+    data = await ops.acknowledge(ACTOR, args.id, args.reason)
     show(args, data, lambda: f"order {data.id}: attention cleared")
 
 
@@ -172,11 +241,11 @@ async def providers(args: argparse.Namespace, ops: Operators) -> None:
     show(args, rows_data, human)
 
 
-def since_timestamp(text: str | None) -> float:
+def since_timestamp(text: str | None, option: str = "since") -> float:
     try:
         return reports.since(text)
     except ValueError as exc:
-        raise CommandError(f"--{exc}") from None
+        raise CommandError(f"--{option}: {exc}") from None
 
 
 async def report(args: argparse.Namespace, ops: Operators) -> None:
@@ -201,23 +270,55 @@ async def report(args: argparse.Namespace, ops: Operators) -> None:
 
 
 async def admin_add(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.add_admin(ACTOR, args.name)
-    show(args, data, lambda: f"admin {data.name} added\ntoken (shown once, stored hashed): {data.token}")
+    data = await ops.add_admin(ACTOR, args.name, args.role, args.expires, args.reason)
+    life = f", expires {data.expires}" if data.expires else ""
+    show(
+        args,
+        data,
+        lambda: f"admin {data.name} added ({data.role}{life})\ntoken (shown once, stored hashed): {data.token}",
+    )
 
 
 async def admin_list(args: argparse.Namespace, ops: Operators) -> None:
-    names = await ops.admins()
-    show(args, names, lambda: "\n".join(names) or "(none)")
+    admins = await ops.admins()
+    rows = [["NAME", "ROLE", "EXPIRES", "LAST USED", "STATE"]] + [
+        [
+            a.name,
+            a.role or "-",
+            a.expires or "never",
+            a.last_used or "never",
+            "expired" if a.expired else ("active" if a.registered else "UNREGISTERED: opens nothing, remove it"),
+        ]
+        for a in admins
+    ]
+    show(args, admins, lambda: table(rows))
 
 
 async def admin_remove(args: argparse.Namespace, ops: Operators) -> None:
-    data = await ops.remove_admin(ACTOR, args.name)
+    data = await ops.remove_admin(ACTOR, args.name, args.reason)
     show(args, data, lambda: f"admin {args.name} removed")
 
 
 async def audit(args: argparse.Namespace, ops: Operators) -> None:
     rows_data = await ops.audit_log(args.limit)
-    rows = [["TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"]] + [
-        [r.time, r.actor, r.action, r.target, json.dumps(r.detail, ensure_ascii=False)] for r in rows_data
+    rows = [["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "REASON", "DETAIL"]] + [
+        [r.seq, r.time, r.actor, r.action, r.target, r.reason, json.dumps(r.detail, ensure_ascii=False)]
+        for r in rows_data
     ]
     show(args, rows_data, lambda: table(rows))
+
+
+async def audit_verify(args: argparse.Namespace, ops: Operators) -> int:
+    """Exit 0 when the chain is intact, 1 naming the first bad entry."""
+    data = await ops.verify_audit()
+    keyed = "keyed with SMM_PROXY_AUDIT_SECRET" if data.keyed else "not keyed (SMM_PROXY_AUDIT_SECRET unset)"
+
+    def human() -> str:
+        if data.intact:
+            return f"audit log intact: {data.entries} entries, head at {data.head}, {keyed}"
+        where = f"entry {data.bad_seq}" if data.bad_seq else "the log"
+        at = f" (stream ID {data.bad_id})" if data.bad_id else ""
+        return f"audit log BROKEN at {where}{at}: {data.problem}"
+
+    show(args, data, human)
+    return 0 if data.intact else 1

@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -245,6 +246,14 @@ class Config(_Model):
     services: list[LocalService] = Field(default_factory=list)
     imports: list[ImportRule] = Field(default_factory=list)
     settlement: SettlementPolicy = SettlementPolicy()
+    # Provider keys whose environment variables were not set, where a command
+    # that calls no provider loaded the config anyway (`load_config(..., keys_optional=True)`).
+    _missing_keys: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def missing_keys(self) -> tuple[str, ...]:
+        """The environment variables of provider keys this config was loaded without."""
+        return self._missing_keys
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -335,14 +344,32 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return text or "config"
 
 
-def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config") -> Config:
+# A provider key whose variable is not set, when keys are optional: never sent
+# (the commands that load a config so call no provider).
+UNSET_KEY = "(unset)"
+_MISSING_KEY = re.compile(r"^providers\.[^.]+\.key: environment variable (\w+) is not set$")
+
+
+def parse_config(
+    raw: Any, environ: Mapping[str, str], source: str = "config", *, keys_optional: bool = False
+) -> Config:
+    """A validated config. With `keys_optional`, a provider key whose variable
+    is not set is not a problem (`Config.missing_keys` names them): operator
+    commands that call no provider need no provider keys in the shell."""
     if not isinstance(raw, Mapping):
         raise ConfigError(source, ["config: the file must hold a mapping at the top level"])
     tree, problems = interpolate(raw, environ)
+    missing: list[str] = []
+    if problems and keys_optional:
+        missing = [m.group(1) for p in problems if (m := _MISSING_KEY.match(p))]
+        if len(missing) == len(problems):
+            tree, problems = interpolate(raw, {**environ, **dict.fromkeys(missing, UNSET_KEY)})
     if problems:
         raise ConfigError(source, problems)
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
+        config._missing_keys = tuple(dict.fromkeys(missing))
+        return config
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
@@ -353,7 +380,7 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config") -
         raise ConfigError(source, lines) from None
 
 
-def load_config(path: Path | str, environ: Mapping[str, str]) -> Config:
+def load_config(path: Path | str, environ: Mapping[str, str], *, keys_optional: bool = False) -> Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -363,4 +390,4 @@ def load_config(path: Path | str, environ: Mapping[str, str]) -> Config:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
-    return parse_config(raw, environ, str(path))
+    return parse_config(raw, environ, str(path), keys_optional=keys_optional)

@@ -10,6 +10,8 @@ Our exception classes, and which branch of the tree each belongs to:
       · InvalidOrder - its fields are not what its service takes (orders/validation)
     - OperatorError - an operator's action refused (ops/operators)
       · NotFound - no such client, order or admin
+      · Forbidden - the actor's role may not do that (ops/roles)
+      · Invalid - a value the operator gave is not one we take (ops)
     - CommandError - the command line refuses (cli, commands)
   + AccountError - a client account cannot do that (accounts)
     - UnknownClient - no such client (or a disabled one, where it matters)
@@ -71,6 +73,15 @@ class OperatorError(Refusal):
 
 class NotFound(OperatorError):
     """No such client, order or admin."""
+
+
+class Forbidden(OperatorError):
+    """The actor's role may not do that (`proxy.ops.roles`)."""
+
+
+class Invalid(OperatorError):
+    """A value the operator gave is not one we take (an amount, a number, a
+    name, a choice): bad input, where other operator errors are refusals."""
 
 
 class CommandError(Refusal):

@@ -18,6 +18,8 @@ from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
 from proxy.catalog.catalog import LiveCatalog
 from proxy.config import Config
+from proxy.ops.admins import Admins
+from proxy.ops.audit import AuditLog
 from proxy.ops.metrics import Metrics, SharedState, Tallies
 from proxy.ops.operators import Operators
 from proxy.ops.sync import Sync
@@ -131,18 +133,24 @@ class Runtime:
         self.metrics.share(
             SharedState(self.book, self.tallies, self.health, self.listings, self.currencies, config.currency)
         )
+        self.audit = AuditLog(
+            redis, self.keys, settings.audit_secret.get_secret_value() if settings.audit_secret else None, clock
+        )
+        self.admins = Admins(redis, self.keys, clock)
         self.operators = Operators(
-            redis=redis,
-            keys=self.keys,
             config=config,
             accounts=self.accounts,
             ledger=self.ledger,
             book=self.book,
+            claims=self.claims,
             verdicts=self.verdicts,
             archive=self.archive,
             health=self.health,
             listings=self.listings,
             providers=self.providers,
+            audit=self.audit,
+            admins=self.admins,
+            missing_keys=config.missing_keys,
         )
         self.sync = Sync(
             self.book,

@@ -81,11 +81,16 @@ class Settings(BaseSettings):
         description="If set, serve and worker also answer GET /metrics without a token on "
         "SMM_PROXY_METRICS_HOST:this port (loopback by default); unset: no such listener.",
     )
+    audit_secret: SecretStr | None = Field(
+        None,
+        description="Keys the audit log's hash chain (HMAC-SHA256): someone with write access to Redis "
+        "but not this secret cannot rewrite the log unnoticed. Unset: plain SHA-256.",
+    )
     provider_check_interval: float = Field(
         300.0, gt=0, description="Seconds between checks of each provider's balance and currency."
     )
 
-    @field_validator("metrics_token", "metrics_port", mode="before")
+    @field_validator("metrics_token", "audit_secret", "metrics_port", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`SMM_PROXY_METRICS_TOKEN=` (as an env file leaves it) is unset, not an empty secret."""

@@ -138,17 +138,33 @@ class Keys:
     def price_changes(self, provider: str) -> str:
         return f"{self.prefix}price-changes:{provider}"
 
+    # The operators' audit log and its chain's head: one hash tag, for the append script.
     @property
     def audit(self) -> str:
-        """The operators' audit log (a stream)."""
-        return f"{self.prefix}audit"
-
-    def admin(self, token_hash: str) -> str:
-        return f"{self.prefix}admin:{token_hash}"
+        """The operators' audit log (a stream; `proxy.ops.audit`)."""
+        return f"{self.prefix}{{audit}}:log"
 
     @property
+    def audit_head(self) -> str:
+        """The audit chain's head: the last entry's number and hash, and their MAC."""
+        return f"{self.prefix}{{audit}}:head"
+
+    # Admin tokens (`proxy.ops.admins`): one hash tag, so the registry and its
+    # index change together.
+    @property
     def admins(self) -> str:
-        return f"{self.prefix}admins"
+        """The registry: admin name -> its record (token hash, role, expiry)."""
+        return f"{self.prefix}{{admins}}:registry"
+
+    @property
+    def admin_tokens(self) -> str:
+        """Token hash -> admin name, for finding a token's admin in one read."""
+        return f"{self.prefix}{{admins}}:tokens"
+
+    @property
+    def admins_used(self) -> str:
+        """Admin name -> when its token was last used (written at most once a minute)."""
+        return f"{self.prefix}{{admins}}:used"
 
     def catalog_lock(self, provider: str) -> str:
         return f"{self.prefix}catalog-lock:{provider}"

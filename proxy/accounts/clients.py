@@ -37,6 +37,11 @@ from proxy.store import Keys, Store, maybe_text, text_map, texts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise AccountError("a client name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+
+
 def generate_key() -> str:
     return secrets.token_hex(16)
 
@@ -64,10 +69,7 @@ class Accounts:
 
     async def create(self, name: str, balance: Decimal = Decimal(0)) -> tuple[Client, str]:
         """Open an account; returns it and its API key, which is not stored."""
-        if not _NAME.match(name):
-            raise AccountError(
-                "a client name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
-            )
+        check_name(name)
         if balance < 0:
             raise AccountError("the opening balance cannot be negative")
         api_key = generate_key()
@@ -152,6 +154,14 @@ class Accounts:
         await self.get(name)
         return await self.ledger.apply(name, amount, kind="topup", ref=f"topup:{ref or uuid.uuid4().hex}", memo=memo)
 
+    async def adjust(self, name: str, amount: Decimal, *, ref: str, reason: str, actor: str) -> Entry:
+        """Credit or debit `amount` (an operator's correction), once per `ref`;
+        never below zero (`InsufficientFunds`, nothing moves)."""
+        if amount == 0:
+            raise AccountError("an adjustment moves money: give a non-zero amount")
+        await self.get(name)
+        return await self.ledger.apply(name, amount, kind="adjust", ref=f"adjust:{ref}", memo=reason, actor=actor)
+
     async def rotate_key(self, name: str) -> str:
         """Give the client a new API key; the old one stops working at once."""
         client = await self.get(name)
@@ -162,7 +172,23 @@ class Accounts:
         await self.redis.hset(self.keys.client(name), "key_hash", hash_key(api_key))
         if not client.disabled:
             await self.redis.set(self.keys.api_key(hash_key(api_key)), name)
+            await self._unless_disabled(name, hash_key(api_key))
         return api_key
+
+    async def enable(self, name: str) -> Client:
+        """Take the client's key again (its mapping is restored; its key is unchanged)."""
+        await self.get(name)
+        key_hash = maybe_text(await self.redis.hget(self.keys.client(name), "key_hash"))
+        await self.redis.hset(self.keys.client(name), "disabled", "0")
+        if key_hash:
+            await self.redis.set(self.keys.api_key(key_hash), name)
+            await self._unless_disabled(name, key_hash)
+        return await self.get(name)
+
+    async def _unless_disabled(self, name: str, key_hash: str) -> None:
+        """A mapping just written stays only if nobody disabled the client meanwhile."""
+        if maybe_text(await self.redis.hget(self.keys.client(name), "disabled")) == "1":
+            await self.redis.delete(self.keys.api_key(key_hash))
 
     async def disable(self, name: str) -> Client:
         """Refuse the client's key from now on (its mapping is removed)."""

@@ -8,22 +8,31 @@ includes (top-ups here, `scripts/apply.lua`; order charges and refunds in
 and refuses a debit that would take the balance below zero, however many
 requests race.
 
-Top-ups carry a reference (`ref`) that makes them idempotent: applying the
-same reference twice returns the first entry and moves nothing. Order money
+Top-ups and operators' adjustments (kind `adjust`, signed, never below
+zero, with the operator's reason as the memo and the operator as `actor`)
+carry a reference (`ref`) that makes them idempotent: applying the same
+reference twice returns the first entry and moves nothing. Order money
 needs no such table: the order record itself says what was charged and
 refunded, and its scripts move only the difference.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from proxy import scripts
 from proxy.errors import InsufficientFunds, UnknownClient
 from proxy.money import from_minor, to_minor
-from proxy.store import Keys, Store, stream_entries
+from proxy.store import Keys, Store, maybe_text, stream_entries
+
+# An application whose reply was lost is asked again this many times in all.
+APPLY_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class Entry:
     memo: str
     order: int | None = None
     duplicate: bool = False
+    actor: str = ""  # the operator who moved it, for top-ups and adjustments
 
     @property
     def time(self) -> datetime:
@@ -56,6 +66,7 @@ class Entry:
             memo=fields.get("memo", ""),
             order=int(order) if order else None,
             duplicate=duplicate,
+            actor=fields.get("actor", ""),
         )
 
 
@@ -65,7 +76,9 @@ class Ledger:
         self.keys = keys
         self._apply = scripts.register(redis, "proxy.accounts", "apply")
 
-    async def apply(self, client: str, amount: Decimal, *, kind: str, ref: str, memo: str = "") -> Entry:
+    async def apply(
+        self, client: str, amount: Decimal, *, kind: str, ref: str, memo: str = "", actor: str = ""
+    ) -> Entry:
         """Credit (positive) or debit (negative) `amount`, once per `ref`.
 
         Raises `InsufficientFunds` when a debit would take the balance below
@@ -73,16 +86,31 @@ class Ledger:
         """
         k = self.keys
         keys = [k.client(client), k.balance(client), k.ledger(client), k.applied(client), k.totals(client)]
-        reply = await self._apply(keys=keys, args=[to_minor(amount), ref, kind, memo])
+        args: list[str | int] = [to_minor(amount), ref, kind, memo, actor]
+        lost = False
+        for attempt in range(APPLY_TRIES):  # safe to repeat: the reference applies once
+            try:
+                reply = await self._apply(keys=keys, args=args)
+                break
+            except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+                if attempt == APPLY_TRIES - 1:
+                    raise
+                lost = True
+                await asyncio.sleep(0.05 * 4**attempt)
         outcome = reply[0]
         if outcome == "no_client":
             raise UnknownClient(client)
         if outcome == "insufficient":
             raise InsufficientFunds(client)
         entry = await self.entry(client, reply[1])
-        if outcome == "duplicate":
+        if outcome == "duplicate" and not lost:  # after a lost reply, it may be this very call's
             return Entry(**{**entry.__dict__, "duplicate": True})
         return entry
+
+    async def applied(self, client: str, ref: str) -> Entry | None:
+        """The entry a reference was applied as, if it was."""
+        entry_id = maybe_text(await self.redis.hget(self.keys.applied(client), ref))
+        return None if entry_id is None else await self.entry(client, entry_id)
 
     async def entry(self, client: str, entry_id: str) -> Entry:
         [(found_id, fields)] = stream_entries(await self.redis.xrange(self.keys.ledger(client), entry_id, entry_id))

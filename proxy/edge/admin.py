@@ -1,41 +1,77 @@
 """The admin HTTP API under /admin/: what the CLI does, for a reseller's own panel.
 
 Every request carries `Authorization: Bearer <token>`, a token made with
-`smm-proxy admin add NAME` (stored as its SHA-256); every change is written
-to the audit log under `admin:NAME`. Bodies are JSON objects; answers are
-the operators' answers as JSON (`proxy.ops.answers.as_json`, the same the
-CLI prints with `--json`), errors `{"error": ...}` with a 4xx status.
+`smm-proxy admin add NAME --role read|operator|owner [--expires 90d]`. A
+token counts only through the admin registry (`proxy.ops.admins`), until it
+expires; each route needs the role the matrix says for its action
+(`proxy.ops.roles.NEEDS`): a read token gets 403 on anything but reads.
+Changes are audited under `admin:NAME`, with the source address and the
+request ID. GET and HEAD only read, on every route.
 
-    GET  /admin/clients                    POST /admin/clients {name, balance}
+Bodies are JSON objects of at most 64 KiB (read in pieces, refused as soon
+as they pass it); answers are the operators' answers as JSON
+(`proxy.ops.answers.as_json`, the same the CLI prints with `--json`),
+errors `{"error": ...}`: 400 bad input, 401 no valid token, 403 the role may
+not, 404 not found, 405 method, 409 refused, 413 too large, 503 the store
+is down (one warning a while in the log, not a traceback a request).
+
+    GET  /admin/clients                      POST /admin/clients {name, balance?}          (owner)
     POST /admin/clients/{name}/topup {amount, ref?, memo?}
-    POST /admin/clients/{name}/disable     GET  /admin/clients/{name}/ledger?limit=
-    GET  /admin/orders?state=&client=&limit=
-    GET  /admin/orders/{id}                POST /admin/orders/{id}/resolve {upstream_order | failed: true}
-    POST /admin/orders/{id}/refund {total} POST /admin/orders/{id}/ack
-    GET  /admin/providers?check=1          GET  /admin/report?since=7d&by=provider
-    GET  /admin/audit?limit=
+    POST /admin/clients/{name}/adjust {amount, reason, ref?}
+    POST /admin/clients/{name}/disable       POST /admin/clients/{name}/enable
+    POST /admin/clients/{name}/rotate-key    (owner; answers {"name", "key"})
+    POST /admin/clients/{name}/terms {markup?, duplicate_window?, same_link?}
+    POST /admin/clients/{name}/rates {service, rate | clear: true}
+    GET  /admin/clients/{name}/ledger?limit=
+    GET  /admin/orders?state=&client=&link=&upstream_order=&since=&until=&limit=
+    GET  /admin/orders/{id}                  POST /admin/orders/{id}/resolve {upstream_order | failed: true}
+    POST /admin/orders/{id}/refund {total}   POST /admin/orders/{id}/ack
+    GET  /admin/providers                    POST /admin/providers/check
+    GET  /admin/report?since=7d&by=provider  GET  /admin/ready (readiness, with providers)
+    GET  /admin/audit?limit=                 GET  /admin/audit/verify
+    GET  /admin/admins                       POST /admin/admins {name, role, expires?}      (owner)
+    POST /admin/admins/{name}/remove                                                       (owner)
+
+Every change takes an optional `reason`, kept in the audit log.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from redis.exceptions import RedisError
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy import logs
 from proxy.edge.inputs import clean
-from proxy.errors import BadInput, NotFound, OperatorError
+from proxy.errors import BadInput, Forbidden, Invalid, NotFound, OperatorError
 from proxy.ops.answers import as_json
 from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS, since
+from proxy.ops.roles import Actor, may, needs
+
+log = logging.getLogger(__name__)
 
 MAX_ADMIN_BODY = 64 * 1024
+TOO_LARGE = "Request too large"
+UNAVAILABLE = "the store is unavailable: try again later"
+# A store outage is logged once per this many seconds.
+OUTAGE_LOG_SECONDS = 10.0
 
-Handler = Callable[[Request, Operators, str], Awaitable[object]]
+Handler = Callable[[Request, Operators, Actor], Awaitable[object]]
+Readiness = Callable[[], Awaitable[tuple[bool, dict[str, object]]]]
+
+
+class TooLarge(BadInput):
+    def __init__(self) -> None:
+        super().__init__(TOO_LARGE)
 
 
 def _error(message: str, status: int) -> Response:
@@ -43,9 +79,20 @@ def _error(message: str, status: int) -> Response:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_ADMIN_BODY:
-        raise BadInput("Request too large")
+    """The JSON object a change sends, read in pieces: refused past 64 KiB before it is all in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_ADMIN_BODY:
+        raise TooLarge()
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_ADMIN_BODY:
+                raise TooLarge()
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BadInput("the body was cut off") from None
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:
@@ -57,6 +104,8 @@ async def _body(request: Request) -> dict[str, Any]:
     for value in body.values():
         if isinstance(value, str):
             clean(value)
+        elif isinstance(value, float) and value != value:
+            raise BadInput("values must be text, numbers or booleans")
         elif value is not None and not isinstance(value, int | float | bool):
             raise BadInput("values must be text, numbers or booleans")
     return body
@@ -78,20 +127,37 @@ def _text(body: dict[str, Any], name: str, required: bool = True) -> str | None:
         if required:
             raise BadInput(f"{name} is required")
         return None
+    if isinstance(value, bool):
+        raise BadInput(f"{name} must be text or a number")
     return str(value)
 
 
-# Handlers: (request, operators, actor) -> data.
+def _reason(body: dict[str, Any]) -> str:
+    return _text(body, "reason", False) or ""
 
 
-async def clients(request: Request, ops: Operators, actor: str) -> object:
-    if request.method == "GET":
-        return await ops.clients()
+def _when(text: str | None, name: str) -> float | None:
+    if not text:
+        return None
+    try:
+        return since(text)
+    except ValueError as exc:
+        raise BadInput(f"{name}: {exc}") from None
+
+
+# -- handlers: (request, operators, actor) -> an answer ---------------------------------
+
+
+async def list_clients(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.clients()
+
+
+async def create_client(request: Request, ops: Operators, actor: Actor) -> object:
     body = await _body(request)
-    return await ops.create_client(actor, _text(body, "name") or "", body.get("balance", "0"))
+    return await ops.create_client(actor, _text(body, "name") or "", body.get("balance", "0"), _reason(body))
 
 
-async def topup(request: Request, ops: Operators, actor: str) -> object:
+async def topup(request: Request, ops: Operators, actor: Actor) -> object:
     body = await _body(request)
     return await ops.topup(
         actor,
@@ -99,30 +165,71 @@ async def topup(request: Request, ops: Operators, actor: str) -> object:
         _text(body, "amount"),
         ref=_text(body, "ref", False),
         memo=_text(body, "memo", False) or "",
+        reason=_reason(body),
     )
 
 
-async def disable(request: Request, ops: Operators, actor: str) -> object:
-    return await ops.disable_client(actor, request.path_params["name"])
+async def adjust(request: Request, ops: Operators, actor: Actor) -> object:
+    body = await _body(request)
+    name = request.path_params["name"]
+    return await ops.adjust(actor, name, _text(body, "amount"), _reason(body), ref=_text(body, "ref", False))
 
 
-async def ledger(request: Request, ops: Operators, actor: str) -> object:
+async def disable(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.disable_client(actor, request.path_params["name"], _reason(await _body(request)))
+
+
+async def enable(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.enable_client(actor, request.path_params["name"], _reason(await _body(request)))
+
+
+async def rotate_key(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.rotate_key(actor, request.path_params["name"], _reason(await _body(request)))
+
+
+async def terms(request: Request, ops: Operators, actor: Actor) -> object:
+    body = await _body(request)
+    return await ops.set_terms(
+        actor,
+        request.path_params["name"],
+        markup=_text(body, "markup", False),
+        duplicate_window=_text(body, "duplicate_window", False),
+        same_link=_text(body, "same_link", False),
+        reason=_reason(body),
+    )
+
+
+async def rates(request: Request, ops: Operators, actor: Actor) -> object:
+    body = await _body(request)
+    clear = body.get("clear") is True
+    rate = None if clear else _text(body, "rate")
+    return await ops.set_rate(actor, request.path_params["name"], _text(body, "service"), rate, reason=_reason(body))
+
+
+async def ledger(request: Request, ops: Operators, actor: Actor) -> object:
     limit = request.query_params.get("limit")
-    return await ops.ledger(request.path_params["name"], _int(limit, "limit") if limit else None)
+    return await ops.ledger(request.path_params["name"], None if limit is None else limit)
 
 
-async def orders(request: Request, ops: Operators, actor: str) -> object:
+async def orders(request: Request, ops: Operators, actor: Actor) -> object:
     query = request.query_params
+    upstream = query.get("upstream_order")
     return await ops.orders(
-        query.get("state") or None, query.get("client") or None, _int(query.get("limit"), "limit", 50)
+        query.get("state") or None,
+        query.get("client") or None,
+        query.get("limit") or 50,
+        link=query.get("link") or None,
+        upstream_order=None if not upstream else _int(upstream, "upstream_order"),
+        since=_when(query.get("since"), "since"),
+        until=_when(query.get("until"), "until"),
     )
 
 
-async def order(request: Request, ops: Operators, actor: str) -> object:
+async def order(request: Request, ops: Operators, actor: Actor) -> object:
     return await ops.order(_int(request.path_params["id"], "id"))
 
 
-async def resolve(request: Request, ops: Operators, actor: str) -> object:
+async def resolve(request: Request, ops: Operators, actor: Actor) -> object:
     body = await _body(request)
     upstream = body.get("upstream_order")
     return await ops.resolve(
@@ -130,68 +237,158 @@ async def resolve(request: Request, ops: Operators, actor: str) -> object:
         _int(request.path_params["id"], "id"),
         upstream_order=None if upstream is None else _int(str(upstream), "upstream_order"),
         failed=body.get("failed") is True,
+        reason=_reason(body),
     )
 
 
-async def refund(request: Request, ops: Operators, actor: str) -> object:
+async def refund(request: Request, ops: Operators, actor: Actor) -> object:
     body = await _body(request)
-    return await ops.refund(actor, _int(request.path_params["id"], "id"), _text(body, "total"))
+    return await ops.refund(actor, _int(request.path_params["id"], "id"), _text(body, "total"), _reason(body))
 
 
-async def ack(request: Request, ops: Operators, actor: str) -> object:
-    return await ops.acknowledge(actor, _int(request.path_params["id"], "id"))
+async def ack(request: Request, ops: Operators, actor: Actor) -> object:
+    body = await _body(request)
+    return await ops.acknowledge(actor, _int(request.path_params["id"], "id"), _reason(body))
 
 
-async def providers(request: Request, ops: Operators, actor: str) -> object:
-    return await ops.providers(check=request.query_params.get("check") in ("1", "true"))
+async def providers(request: Request, ops: Operators, actor: Actor) -> object:
+    if "check" in request.query_params:
+        raise BadInput("checking the providers changes what the router knows of them: POST /admin/providers/check")
+    return await ops.providers()
 
 
-async def report(request: Request, ops: Operators, actor: str) -> object:
+async def check_providers(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.providers(check=True)
+
+
+async def report(request: Request, ops: Operators, actor: Actor) -> object:
     by = request.query_params.get("by", "provider")
     if by not in GROUPINGS:
         raise BadInput(f"by must be one of {', '.join(GROUPINGS)}")
-    try:
-        start = since(request.query_params.get("since"))
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
-    return await ops.report(start, by)
+    return await ops.report(_when(request.query_params.get("since"), "since") or since(None), by)
 
 
-async def audit(request: Request, ops: Operators, actor: str) -> object:
-    return await ops.audit_log(_int(request.query_params.get("limit"), "limit", 100))
+async def audit(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.audit_log(request.query_params.get("limit") or 100)
 
 
-def routes(ops: Operators) -> list[Route]:
-    def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
+async def verify_audit(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.verify_audit()
+
+
+async def list_admins(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.admins()
+
+
+async def add_admin(request: Request, ops: Operators, actor: Actor) -> object:
+    body = await _body(request)
+    return await ops.add_admin(
+        actor, _text(body, "name") or "", _text(body, "role") or "", _text(body, "expires", False), _reason(body)
+    )
+
+
+async def remove_admin(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.remove_admin(actor, request.path_params["name"], _reason(await _body(request)))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    method: str  # "GET" (HEAD too) or "POST"
+    action: str  # its name in the role matrix (`proxy.ops.roles.NEEDS`)
+    handler: Handler
+
+
+ENDPOINTS = (
+    Endpoint("/admin/clients", "GET", "clients.list", list_clients),
+    Endpoint("/admin/clients", "POST", "client.create", create_client),
+    Endpoint("/admin/clients/{name}/topup", "POST", "client.topup", topup),
+    Endpoint("/admin/clients/{name}/adjust", "POST", "client.adjust", adjust),
+    Endpoint("/admin/clients/{name}/disable", "POST", "client.disable", disable),
+    Endpoint("/admin/clients/{name}/enable", "POST", "client.enable", enable),
+    Endpoint("/admin/clients/{name}/rotate-key", "POST", "client.rotate_key", rotate_key),
+    Endpoint("/admin/clients/{name}/terms", "POST", "client.terms", terms),
+    Endpoint("/admin/clients/{name}/rates", "POST", "client.rate", rates),
+    Endpoint("/admin/clients/{name}/ledger", "GET", "client.ledger", ledger),
+    Endpoint("/admin/orders", "GET", "orders.list", orders),
+    Endpoint("/admin/orders/{id}", "GET", "order.show", order),
+    Endpoint("/admin/orders/{id}/resolve", "POST", "order.resolve", resolve),
+    Endpoint("/admin/orders/{id}/refund", "POST", "order.refund", refund),
+    Endpoint("/admin/orders/{id}/ack", "POST", "order.ack", ack),
+    Endpoint("/admin/providers", "GET", "providers.list", providers),
+    Endpoint("/admin/providers/check", "POST", "providers.check", check_providers),
+    Endpoint("/admin/report", "GET", "report", report),
+    Endpoint("/admin/audit", "GET", "audit.list", audit),
+    Endpoint("/admin/audit/verify", "GET", "audit.verify", verify_audit),
+    Endpoint("/admin/admins", "GET", "admins.list", list_admins),
+    Endpoint("/admin/admins", "POST", "admin.add", add_admin),
+    Endpoint("/admin/admins/{name}/remove", "POST", "admin.remove", remove_admin),
+)
+
+
+class _Outage:
+    """Logs a store outage once per OUTAGE_LOG_SECONDS, not a traceback per request."""
+
+    def __init__(self) -> None:
+        self.logged = -OUTAGE_LOG_SECONDS
+
+    def warn(self, exc: BaseException) -> Response:
+        now = time.monotonic()
+        if now - self.logged >= OUTAGE_LOG_SECONDS:
+            self.logged = now
+            log.warning("admin API: store unavailable, answering 503: %s: %s", type(exc).__name__, exc)
+        return _error(UNAVAILABLE, 503)
+
+
+def source_of(request: Request) -> str:
+    """Where a request came from: the peer, and what a proxy in front says it forwarded."""
+    peer = request.client.host if request.client else ""
+    forwarded = request.headers.get("x-forwarded-for", "")[:200]
+    return f"{peer} (forwarded for {forwarded})" if forwarded and forwarded.isprintable() else peer
+
+
+def routes(ops: Operators, readiness: Readiness | None = None) -> list[Route]:
+    outage = _Outage()
+
+    def guarded(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        async def respond(request: Request) -> Response:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            admin = await ops.admin_of(token.strip()) if scheme.lower() == "bearer" else None
+            try:
+                admin = await ops.admins_registry.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+            except (RedisError, OSError) as exc:
+                return outage.warn(exc)
             if admin is None:
                 return _error("Unauthorized", 401)
-            actor = f"admin:{admin}"
-            logs.bind(actor=actor)
+            if admin.expired(ops.admins_registry.clock()):
+                return _error("Unauthorized: this token has expired", 401)
+            actor = Actor(f"admin:{admin.name}", admin.role, source_of(request), logs.current("request_id"))
+            logs.bind(actor=actor.name)
+            if not may(admin.role, endpoint.action):
+                log.warning("admin %s (%s) may not %s", admin.name, admin.role, endpoint.action)
+                return _error(f"Forbidden: {endpoint.action} needs the {needs(endpoint.action)} role", 403)
             try:
-                return JSONResponse(as_json(await handler(request, ops, actor)))
+                await ops.admins_registry.touch(admin)
+                return JSONResponse(as_json(await endpoint.handler(request, ops, actor)))
+            except TooLarge as exc:
+                return _error(exc.message, 413)
             except BadInput as exc:
                 return _error(exc.message, 400)
+            except Forbidden as exc:
+                return _error(str(exc), 403)
+            except Invalid as exc:
+                return _error(str(exc), 400)
             except NotFound as exc:
                 return _error(str(exc), 404)
             except OperatorError as exc:
                 return _error(str(exc), 409)
+            except (RedisError, OSError) as exc:
+                return outage.warn(exc)
 
-        return endpoint
+        return respond
 
-    return [
-        Route("/admin/clients", guarded(clients), methods=["GET", "POST"]),
-        Route("/admin/clients/{name}/topup", guarded(topup), methods=["POST"]),
-        Route("/admin/clients/{name}/disable", guarded(disable), methods=["POST"]),
-        Route("/admin/clients/{name}/ledger", guarded(ledger), methods=["GET"]),
-        Route("/admin/orders", guarded(orders), methods=["GET"]),
-        Route("/admin/orders/{id}", guarded(order), methods=["GET"]),
-        Route("/admin/orders/{id}/resolve", guarded(resolve), methods=["POST"]),
-        Route("/admin/orders/{id}/refund", guarded(refund), methods=["POST"]),
-        Route("/admin/orders/{id}/ack", guarded(ack), methods=["POST"]),
-        Route("/admin/providers", guarded(providers), methods=["GET"]),
-        Route("/admin/report", guarded(report), methods=["GET"]),
-        Route("/admin/audit", guarded(audit), methods=["GET"]),
-    ]
+    async def ready(request: Request, ops: Operators, actor: Actor) -> object:
+        ok, checks = await readiness() if readiness is not None else (True, {})
+        return {"status": "ready" if ok else "not ready", **checks}
+
+    endpoints = [*ENDPOINTS, Endpoint("/admin/ready", "GET", "ready", ready)]
+    return [Route(e.path, guarded(e), methods=[e.method], name=f"{e.method} {e.path}") for e in endpoints]

@@ -207,8 +207,8 @@ READY_TIMEOUT = 0.5
 async def readiness(runtime: Runtime) -> tuple[bool, dict[str, object]]:
     """Ready: Redis answers, the config is loaded, a provider can take orders.
 
-    The details name providers: `/readyz` on the public port only says
-    ready or not."""
+    The details name providers: only `/admin/ready` (a token's) shows them;
+    `/readyz` on the public port says ready or not."""
     checks: dict[str, object] = {"config": f"{len(runtime.config.providers)} providers"}
     ready = True
     try:
@@ -344,7 +344,7 @@ def create_app(
     app = Starlette(
         middleware=[Middleware(RequestContext)],
         routes=[
-            *admin.routes(runtime.operators),
+            *admin.routes(runtime.operators, lambda: readiness(runtime)),
             Route("/api/v2", api.endpoint, methods=["GET", "POST"]),
             Route("/api/v2/", api.endpoint, methods=["GET", "POST"]),
             Route("/healthz", health),

@@ -19,6 +19,8 @@ from typing import Any
 from proxy.accounts.clients import Client
 from proxy.accounts.ledger import Entry
 from proxy.money import ceil_to, format_amount
+from proxy.ops.admins import Admin
+from proxy.ops.audit import Check, Record
 from proxy.ops.reports import Line, Report
 from proxy.orders.records import Attempt, Order
 from proxy.providers.listings import PriceChange
@@ -33,14 +35,30 @@ def iso(timestamp: float) -> str:
 
 @dataclass(frozen=True)
 class ClientView:
+    """A client, its balance and its terms ("" / None: the deployment's)."""
+
     name: str
     balance: str
     currency: str
     disabled: bool
+    markup: str  # percent; "" for the configured markup
+    duplicate_window: float | None  # seconds; None for SMM_PROXY_DUPLICATE_WINDOW
+    same_link: str  # "allow" or "refuse"
+    rates: dict[str, str]  # service -> custom rate per 1000
 
     @classmethod
     def of(cls, client: Client) -> ClientView:
-        return cls(client.name, format_amount(client.balance), client.currency, client.disabled)
+        terms = client.terms
+        return cls(
+            client.name,
+            format_amount(client.balance),
+            client.currency,
+            client.disabled,
+            "" if terms.markup is None else f"{terms.markup.normalize():f}",
+            terms.duplicate_window,
+            terms.same_link,
+            {str(service): format_amount(rate) for service, rate in terms.rates.items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -55,8 +73,15 @@ class NewClient(ClientView):
 
 
 @dataclass(frozen=True)
+class NewKey:
+    """A client's new API key: shown this once, stored hashed; the old one no longer works."""
+
+    key: str
+
+
+@dataclass(frozen=True)
 class EntryView:
-    """One ledger entry."""
+    """One ledger entry; `actor` is the operator who moved it (top-ups, adjustments)."""
 
     id: str
     time: str
@@ -66,6 +91,7 @@ class EntryView:
     ref: str
     memo: str
     order: int | None
+    actor: str
 
     @classmethod
     def of(cls, entry: Entry) -> EntryView:
@@ -78,12 +104,14 @@ class EntryView:
             ref=entry.ref,
             memo=entry.memo,
             order=entry.order,
+            actor=entry.actor,
         )
 
 
 @dataclass(frozen=True)
 class TopUp(EntryView):
-    """A top-up's entry; `applied` is False when its reference was applied before."""
+    """A top-up's (or an adjustment's) entry; `applied` is False when its
+    reference was applied before (nothing changed)."""
 
     applied: bool
 
@@ -237,7 +265,33 @@ class NewAdmin:
     """An admin just added, with its token: shown this once, stored hashed."""
 
     name: str
+    role: str
+    expires: str  # "" never
     token: str
+
+
+@dataclass(frozen=True)
+class AdminView:
+    """An admin in the registry, or an index entry without one (`registered`
+    False: its token opens nothing; `admin remove` deletes it)."""
+
+    name: str
+    role: str
+    expires: str  # "" never
+    expired: bool
+    last_used: str  # "" never (written at most once a minute)
+    registered: bool
+
+    @classmethod
+    def of(cls, admin: Admin, now: float) -> AdminView:
+        return cls(
+            admin.name,
+            admin.role,
+            iso(admin.expires) if admin.expires is not None else "",
+            admin.expired(now),
+            iso(admin.last_used) if admin.last_used is not None else "",
+            admin.registered,
+        )
 
 
 @dataclass(frozen=True)
@@ -248,11 +302,56 @@ class RemovedAdmin:
 
 @dataclass(frozen=True)
 class AuditEntry:
+    """One entry of the audit log: its place in the chain, who, what, why."""
+
+    seq: int
     time: str
     actor: str
+    role: str
     action: str
     target: str
+    reason: str
     detail: dict[str, Any]
+    source: str
+    request_id: str
+    hash: str
+
+    @classmethod
+    def of(cls, record: Record) -> AuditEntry:
+        try:
+            at = iso(float(record.at))
+        except ValueError:
+            at = record.at
+        return cls(
+            record.seq,
+            at,
+            record.actor,
+            record.role,
+            record.action,
+            record.target,
+            record.reason,
+            record.details,
+            record.source,
+            record.request_id,
+            record.hash,
+        )
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    """What `audit verify` found: the chain `intact`, or its first bad entry."""
+
+    intact: bool
+    entries: int
+    keyed: bool  # the hashes are keyed with SMM_PROXY_AUDIT_SECRET (someone with Redis alone cannot forge them)
+    head: int
+    bad_seq: int | None
+    bad_id: str
+    problem: str
+
+    @classmethod
+    def of(cls, check: Check) -> AuditCheck:
+        return cls(check.intact, check.entries, check.keyed, check.head, check.bad_seq, check.bad_id, check.problem)
 
 
 # -- JSON ----------------------------------------------------------------------------

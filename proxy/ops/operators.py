@@ -1,47 +1,66 @@
 """What operators do, written once: the CLI and the admin API both call here.
 
-Each action takes the acting operator's name (`cli`, or `admin:NAME` for an
-admin token), goes through the same domain functions the router uses
-(accounts, order book, health, reports), writes what changed to the audit
-log (who, what, when), and answers a typed value (`proxy.ops.answers`,
-which also makes the JSON of it). A refusal raises `OperatorError` with a
-message fit to show.
+Each change takes the acting operator (`proxy.ops.roles.Actor`: `cli:alice`,
+or `admin:NAME` with its role, source address and request ID; a bare name is
+a local owner), checks the role matrix, and is audited before it happens:
+
+1. the input is checked, and what a read can already refuse is refused
+   (nothing is written then);
+2. the audit entry is chained to the log (`proxy.ops.audit`); if it cannot
+   be written, the action does not happen;
+3. the action runs, keyed so a retry cannot apply it twice (a top-up or an
+   adjustment by its reference; one without a reference by its audit
+   entry's number); if it is refused after all, an entry `<action>.failed`
+   follows, naming the first;
+4. one log line says what was done, with the audit entry's number and hash
+   (a copy of the chain kept outside Redis), and the order where there is one.
+
+Reads take no actor: the admin API checks the role of each route against the
+same matrix (`proxy.ops.roles.NEEDS`). Every action answers a typed value
+(`proxy.ops.answers`); a refusal raises `OperatorError` with a message fit to
+show.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
+import dataclasses
 import logging
-import re
-import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
+from typing import TypeVar
 
-from redis.typing import EncodableT
-
-from proxy.accounts.clients import Accounts
+from proxy.accounts.clients import Accounts, Client, check_name
 from proxy.accounts.ledger import Ledger
+from proxy.accounts.terms import SAME_LINK
+from proxy.catalog.catalog import build_catalog
 from proxy.config import Config
 from proxy.errors import (
     AccountError,
     ClaimConflict,
+    InsufficientFunds,
+    Invalid,
     MoneyError,
     NotFound,
     OperatorError,
+    ProxyError,
     StateChanged,
     UnknownClient,
     UpstreamError,
 )
 from proxy.money import format_amount, parse_amount, to_minor
 from proxy.ops import reports
+from proxy.ops.admins import Admins, expiry_seconds
 from proxy.ops.answers import (
+    AdminView,
     Archived,
+    AuditCheck,
     AuditEntry,
     ClientView,
     EntryView,
     NewAdmin,
     NewClient,
+    NewKey,
     OrderDetail,
     OrderView,
     ProviderView,
@@ -50,19 +69,26 @@ from proxy.ops.answers import (
     TopUp,
     iso,
 )
+from proxy.ops.audit import AuditLog, Record
+from proxy.ops.roles import READ, Actor, as_actor
+from proxy.ops.search import Search, rows, search
 from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
+from proxy.orders.claims import Claims
 from proxy.orders.records import Order
-from proxy.orders.states import WORKING_SETS
+from proxy.orders.states import ACK, REFUND, UNKNOWN, rule
 from proxy.orders.verdicts import Verdicts
 from proxy.providers.health import Health
 from proxy.providers.listings import Listings
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Keys, Store, maybe_text, stream_entries, texts
 
 log = logging.getLogger(__name__)
 
-_ADMIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_REASON = 1000
+MAX_MARKUP_PERCENT = Decimal(1000)
+MAX_WINDOW_SECONDS = 7 * 86400
+DEFAULT = "default"  # a term set to this is the deployment's again
+_T = TypeVar("_T")
 
 
 def _refused(exc: Exception) -> OperatorError:
@@ -75,7 +101,33 @@ def amount(text: object) -> Decimal:
         value = parse_amount(text)
         to_minor(value)
     except MoneyError as exc:
-        raise OperatorError(str(exc)) from None
+        raise Invalid(str(exc)) from None
+    return value
+
+
+def reason_text(value: object, required: bool = False) -> str:
+    """A reason an operator gave: one line of printable text, at most MAX_REASON characters."""
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or len(text) > MAX_REASON or not text.isprintable():
+        raise Invalid(f"a reason is one line of text, at most {MAX_REASON} characters")
+    if required and not text:
+        raise Invalid("give a reason: the ledger and the audit log keep it")
+    return text
+
+
+def whole(value: object, name: str) -> int:
+    """A positive whole number an operator typed (an ID): ASCII digits, at most 18 of them."""
+    text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18 and int(text) > 0):
+        raise Invalid(f"{name} must be a positive whole number, not {value!r}")
+    return int(text)
+
+
+def reference(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 200 or not value.isprintable() or value != value.strip():
+        raise Invalid("a reference is printable text of at most 200 characters")
     return value
 
 
@@ -85,95 +137,302 @@ class Operators:
     def __init__(
         self,
         *,
-        redis: Store,
-        keys: Keys,
         config: Config,
         accounts: Accounts,
         ledger: Ledger,
         book: OrderBook,
+        claims: Claims,
         verdicts: Verdicts,
         archive: Archive,
         health: Health,
         listings: Listings,
         providers: Mapping[str, ProviderClient],
+        audit: AuditLog,
+        admins: Admins,
+        missing_keys: tuple[str, ...] = (),
     ) -> None:
-        self._redis = redis
-        self._keys = keys
         self._config = config
         self._accounts = accounts
         self._ledger = ledger
         self._book = book
+        self._claims = claims
         self._verdicts = verdicts
         self._archive = archive
         self._health = health
         self._listings = listings
         self._providers = providers
+        self._audit = audit
+        self.admins_registry = admins
+        self._missing_keys = missing_keys
 
     # -- the audit log ---------------------------------------------------------
 
-    async def audit(self, actor: str, action: str, target: str, **detail: object) -> None:
-        """Record an operator's action (best effort after it: the action itself stands)."""
-        fields: dict[EncodableT, EncodableT] = {
-            "actor": actor,
+    async def _audited(
+        self,
+        actor: Actor | str,
+        action: str,
+        target: str,
+        act: Callable[[Record], Awaitable[_T]],
+        *,
+        reason: str = "",
+        order: int | None = None,
+        detail: Mapping[str, object] | None = None,
+    ) -> _T:
+        """Check the role, write the audit entry, then act (see the module's docstring)."""
+        who = as_actor(actor)
+        who.check(action)
+        entry = await self._audit.append(who, action, target, reason, detail)
+        try:
+            result = await act(entry)
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, ProxyError) else type(exc).__name__
+            with contextlib.suppress(Exception):  # best effort: the first entry stands either way
+                await self._audit.append(who, f"{action}.failed", target, "", {"entry": entry.seq, "error": error})
+            raise
+        extra: dict[str, object] = {
+            "actor": who.name,
+            "role": who.role,
             "action": action,
             "target": target,
-            "detail": json.dumps(detail, default=str),
+            "audit_seq": entry.seq,
+            "audit_hash": entry.hash,
+            "detail": dict(detail or {}),
         }
-        try:
-            await self._redis.xadd(self._keys.audit, fields)
-        except Exception as exc:  # never undo what was done because the log failed
-            log.error("audit log not written for %s %s by %s: %s", action, target, actor, type(exc).__name__)
-        log.info("operator %s: %s %s", actor, action, target, extra={"actor": actor, "detail": detail})
+        if order is not None:
+            extra["order"] = order
+        log.info("operator %s: %s %s", who.name, action, target, extra=extra)
+        return result
 
-    async def audit_log(self, limit: int = 100) -> list[AuditEntry]:
-        rows = stream_entries(await self._redis.xrevrange(self._keys.audit, count=limit))
-        return [
-            AuditEntry(
-                time=iso(int(entry_id.split("-")[0]) / 1000),
-                actor=fields.get("actor", ""),
-                action=fields.get("action", ""),
-                target=fields.get("target", ""),
-                detail=json.loads(fields.get("detail", "{}")),
-            )
-            for entry_id, fields in rows
-        ]
+    async def audit_log(self, limit: object = 100) -> list[AuditEntry]:
+        return [AuditEntry.of(record) for record in await self._audit.newest(rows(limit))]
+
+    async def verify_audit(self) -> AuditCheck:
+        return AuditCheck.of(await self._audit.verify())
 
     # -- clients ---------------------------------------------------------------
 
-    async def create_client(self, actor: str, name: str, balance: object = "0") -> NewClient:
+    async def create_client(self, actor: Actor | str, name: str, balance: object = "0", reason: str = "") -> NewClient:
+        opening = amount(balance)
+        why = reason_text(reason)
         try:
-            client, api_key = await self._accounts.create(name, amount(balance))
+            check_name(name)
         except AccountError as exc:
-            raise _refused(exc) from None
-        await self.audit(actor, "client.create", name, balance=format_amount(client.balance))
-        return NewClient.of_new(client, api_key)
+            raise Invalid(str(exc)) from None
+        if opening < 0:
+            raise Invalid("the opening balance cannot be negative")
 
-    async def topup(self, actor: str, name: str, value: object, ref: str | None = None, memo: str = "") -> TopUp:
-        try:
-            entry = await self._accounts.topup(name, amount(value), ref=ref, memo=memo)
-        except AccountError as exc:
-            raise _refused(exc) from None
-        if not entry.duplicate:
-            await self.audit(actor, "client.topup", name, amount=format_amount(entry.amount), ref=ref, memo=memo)
-        return TopUp.of_topup(entry)
+        async def act(entry: Record) -> NewClient:
+            try:
+                client, api_key = await self._accounts.create(name, opening)
+            except AccountError as exc:
+                raise _refused(exc) from None
+            return NewClient.of_new(client, api_key)
+
+        if await self._exists(name):
+            raise OperatorError(f"client {name!r} exists already")
+        return await self._audited(
+            actor, "client.create", name, act, reason=why, detail={"balance": format_amount(opening)}
+        )
+
+    async def topup(
+        self, actor: Actor | str, name: str, value: object, ref: str | None = None, memo: str = "", reason: str = ""
+    ) -> TopUp:
+        credit, ref, why = amount(value), reference(ref), reason_text(reason)
+        if credit <= 0:
+            raise Invalid("a top-up must be a positive amount")
+        note = reason_text(memo)
+        await self._client(name)
+        if ref is not None and (done := await self._ledger.applied(name, f"topup:{ref}")) is not None:
+            return TopUp.of_topup(dataclasses.replace(done, duplicate=True))
+
+        async def act(entry: Record) -> TopUp:
+            try:
+                made = await self._accounts.topup(name, credit, ref=ref or f"audit-{entry.seq}", memo=note)
+            except AccountError as exc:
+                raise _refused(exc) from None
+            return TopUp.of_topup(made)
+
+        detail = {"amount": format_amount(credit), "ref": ref, "memo": note}
+        return await self._audited(actor, "client.topup", name, act, reason=why, detail=detail)
+
+    async def adjust(
+        self, actor: Actor | str, name: str, value: object, reason: object, ref: str | None = None
+    ) -> TopUp:
+        """Correct a client's balance by a signed amount (undo a wrong top-up), never below zero."""
+        delta, ref, why = amount(value), reference(ref), reason_text(reason, required=True)
+        if delta == 0:
+            raise Invalid("an adjustment moves money: give a non-zero amount")
+        await self._client(name)
+        if ref is not None and (done := await self._ledger.applied(name, f"adjust:{ref}")) is not None:
+            return TopUp.of_topup(dataclasses.replace(done, duplicate=True))
+        if (balance := await self._ledger.balance(name)) + delta < 0:
+            raise OperatorError(self._overdraw(name, balance, delta))
+        who = as_actor(actor)
+
+        async def act(entry: Record) -> TopUp:
+            try:
+                made = await self._accounts.adjust(
+                    name, delta, ref=ref or f"audit-{entry.seq}", reason=why, actor=who.name
+                )
+            except InsufficientFunds:
+                raise OperatorError(self._overdraw(name, await self._ledger.balance(name), delta)) from None
+            except AccountError as exc:
+                raise _refused(exc) from None
+            return TopUp.of_topup(made)
+
+        detail = {"amount": format_amount(delta), "ref": ref}
+        return await self._audited(who, "client.adjust", name, act, reason=why, detail=detail)
+
+    @staticmethod
+    def _overdraw(name: str, balance: Decimal, delta: Decimal) -> str:
+        return (
+            f"the balance of {name!r} is {format_amount(balance)}: an adjustment of "
+            f"{format_amount(delta)} would take it below zero"
+        )
 
     async def clients(self) -> list[ClientView]:
         return [ClientView.of(c) for c in await self._accounts.all()]
 
-    async def disable_client(self, actor: str, name: str) -> ClientView:
+    async def disable_client(self, actor: Actor | str, name: str, reason: str = "") -> ClientView:
+        await self._client(name)
+        return await self._audited(
+            actor,
+            "client.disable",
+            name,
+            lambda _: self._view(self._accounts.disable(name)),
+            reason=reason_text(reason),
+        )
+
+    async def enable_client(self, actor: Actor | str, name: str, reason: str = "") -> ClientView:
+        await self._client(name)
+        return await self._audited(
+            actor, "client.enable", name, lambda _: self._view(self._accounts.enable(name)), reason=reason_text(reason)
+        )
+
+    async def rotate_key(self, actor: Actor | str, name: str, reason: str = "") -> NewKey:
+        """A new API key for the client, shown once; the old one stops working at once."""
+        await self._client(name)
+
+        async def act(entry: Record) -> NewKey:
+            return NewKey(await self._accounts.rotate_key(name))
+
+        return await self._audited(actor, "client.rotate_key", name, act, reason=reason_text(reason))
+
+    async def set_terms(
+        self,
+        actor: Actor | str,
+        name: str,
+        *,
+        markup: object = None,
+        duplicate_window: object = None,
+        same_link: object = None,
+        reason: str = "",
+    ) -> ClientView:
+        """Change some of a client's terms; "default" gives one back to the deployment's."""
+        changes: dict[str, str | None] = {}
+        if markup is not None:
+            changes["markup"] = self._markup(markup)
+        if duplicate_window is not None:
+            changes["duplicate_window"] = self._window(duplicate_window)
+        if same_link is not None:
+            if same_link not in (*SAME_LINK, DEFAULT):
+                raise Invalid(f"same_link is one of {', '.join(SAME_LINK)}, not {same_link!r}")
+            changes["same_link"] = None if same_link == DEFAULT else str(same_link)
+        if not changes:
+            raise Invalid("give at least one term to set: markup, duplicate_window, same_link")
+        await self._client(name)
+        shown = {field: DEFAULT if value is None else value for field, value in changes.items()}
+        return await self._audited(
+            actor,
+            "client.terms",
+            name,
+            lambda _: self._view(self._accounts.set_terms(name, changes)),
+            reason=reason_text(reason),
+            detail=shown,
+        )
+
+    @staticmethod
+    def _markup(value: object) -> str | None:
+        if value == DEFAULT:
+            return None
         try:
-            client = await self._accounts.disable(name)
+            percent = parse_amount(value)
+        except MoneyError:
+            raise Invalid(f"markup {value!r}: a percentage like 15 or 7.5, or 'default'") from None
+        if not 0 <= percent <= MAX_MARKUP_PERCENT or percent != percent.quantize(Decimal("0.0001")):
+            raise Invalid(f"markup {value!r}: from 0 to {MAX_MARKUP_PERCENT} percent, at most 4 decimals")
+        return f"{percent.normalize():f}"
+
+    @staticmethod
+    def _window(value: object) -> str | None:
+        if value == DEFAULT:
+            return None
+        text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        if not (text.isascii() and text.isdigit() and len(text) <= 7 and int(text) <= MAX_WINDOW_SECONDS):
+            raise Invalid(
+                f"duplicate window {value!r}: whole seconds from 0 (never) to {MAX_WINDOW_SECONDS}, or 'default'"
+            )
+        return str(int(text))
+
+    async def set_rate(
+        self, actor: Actor | str, name: str, service: object, rate: object = None, *, reason: str = ""
+    ) -> ClientView:
+        """A custom rate for one service (None: back to the client's markup); refused below its cost now."""
+        service_id = whole(service, "service")
+        await self._client(name)
+        value = None if rate is None else amount(rate)
+        if value is not None:
+            if value <= 0:
+                raise Invalid("a rate is a positive amount per 1000")
+            cost = await self._cost(service_id)
+            if value < cost:
+                raise OperatorError(
+                    f"{format_amount(value)} is below the cost of service {service_id} now "
+                    f"({format_amount(cost)} per 1000): never sold below cost"
+                )
+        return await self._audited(
+            actor,
+            "client.rate",
+            name,
+            lambda _: self._view(self._accounts.set_rate(name, service_id, value)),
+            reason=reason_text(reason),
+            detail={"service": service_id, "rate": DEFAULT if value is None else format_amount(value)},
+        )
+
+    async def _cost(self, service_id: int) -> Decimal:
+        """What a service costs us now (its primary route), from the service lists Redis holds."""
+        listings = {name: await self._listings.cached(name) for name in self._config.providers}
+        service = build_catalog(self._config, listings).get(service_id)
+        if service is None:
+            raise OperatorError(f"no service {service_id} is sold now (or its cost is unknown): no rate for it")
+        return service.routes[0].cost
+
+    async def ledger(self, name: str, limit: object = None) -> list[EntryView]:
+        count = None if limit is None else rows(limit)
+        await self._client(name)
+        return [EntryView.of(e) for e in await self._ledger.entries(name, count)]
+
+    async def _client(self, name: str) -> ClientView:
+        if not isinstance(name, str) or not name:
+            raise NotFound("no client ''")
+        try:
+            return ClientView.of(await self._accounts.get(name))
         except AccountError as exc:
             raise _refused(exc) from None
-        await self.audit(actor, "client.disable", name)
-        return ClientView.of(client)
 
-    async def ledger(self, name: str, limit: int | None = None) -> list[EntryView]:
+    async def _exists(self, name: str) -> bool:
         try:
             await self._accounts.get(name)
+        except UnknownClient:
+            return False
+        return True
+
+    @staticmethod
+    async def _view(changed: Awaitable[Client]) -> ClientView:
+        try:
+            return ClientView.of(await changed)
         except AccountError as exc:
             raise _refused(exc) from None
-        return [EntryView.of(e) for e in await self._ledger.entries(name, limit)]
 
     # -- orders ----------------------------------------------------------------
 
@@ -186,57 +445,115 @@ class Operators:
         entries = [e for e in await self._ledger.entries(order.client) if e.order == order.id]
         return OrderDetail.of_found(order, archived, entries)
 
-    async def archive(self, actor: str, before: float) -> Archived:
-        moved = await self._archive.archive(before)
-        await self.audit(actor, "orders.archive", str(self._archive.directory), before=iso(before), moved=moved)
-        return Archived(moved, iso(before), str(self._archive.directory))
+    async def archive(self, actor: Actor | str, before: float, reason: str = "") -> Archived:
+        async def act(entry: Record) -> Archived:
+            moved = await self._archive.archive(before)
+            return Archived(moved, iso(before), str(self._archive.directory))
 
-    async def orders(self, state: str | None = None, client: str | None = None, limit: int = 50) -> list[OrderView]:
-        wanted = (state or "").casefold()
-        book = self._book
-        found: list[Order] = []
-        if wanted in WORKING_SETS:  # a working set: read it, newest first
-            for order_id in reversed(await book.ids_in(wanted, client)):
-                if (order := await book.find(order_id)) is not None:
-                    found.append(order)
-                if len(found) >= limit:
-                    break
-        else:
-            async for order in book.newest(client):
-                if wanted and wanted not in (order.state, order.public_status.casefold()):
-                    continue
-                found.append(order)
-                if len(found) >= limit:
-                    break
-        return [OrderView.of(o) for o in found]
+        target = str(self._archive.directory)
+        return await self._audited(
+            actor, "orders.archive", target, act, reason=reason_text(reason), detail={"before": iso(before)}
+        )
+
+    async def orders(
+        self,
+        state: str | None = None,
+        client: str | None = None,
+        limit: object = 50,
+        *,
+        link: str | None = None,
+        upstream_order: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[OrderView]:
+        query = Search(state or "", client or None, link or "", upstream_order, since, until, rows(limit))
+        return [OrderView.of(o) for o in await search(self._book, self._claims, self._providers, query)]
 
     async def resolve(
-        self, actor: str, order_id: int, *, upstream_order: int | None = None, failed: bool = False
+        self,
+        actor: Actor | str,
+        order_id: int,
+        *,
+        upstream_order: int | None = None,
+        failed: bool = False,
+        reason: str = "",
     ) -> OrderView:
-        try:
-            order = await self._verdicts.resolve(order_id, upstream_order=upstream_order, failed=failed)
-        except (ValueError, ClaimConflict) as exc:
-            raise _refused(exc) from None
-        except StateChanged as exc:
-            raise OperatorError(f"order {order_id} is {exc.state}, not unknown: nothing to resolve") from None
+        if (upstream_order is None) == (not failed):
+            raise Invalid("give the upstream order ID, or declare the order failed")
+        if upstream_order is not None and upstream_order <= 0:
+            raise Invalid("an upstream order ID is a positive number")
+        found = await self._order(order_id)
+        if found.state != UNKNOWN:
+            raise OperatorError(f"order {order_id} is {found.state}, not unknown: nothing to resolve")
+
+        async def act(entry: Record) -> OrderView:
+            try:
+                return OrderView.of(
+                    await self._verdicts.resolve(order_id, upstream_order=upstream_order, failed=failed)
+                )
+            except (ValueError, ClaimConflict) as exc:
+                raise _refused(exc) from None
+            except StateChanged as exc:
+                raise OperatorError(f"order {order_id} is {exc.state}, not unknown: nothing to resolve") from None
+
         verdict = "failed" if failed else f"placed as upstream order {upstream_order}"
-        await self.audit(actor, "order.resolve", str(order_id), verdict=verdict)
-        return OrderView.of(order)
+        return await self._audited(
+            actor,
+            "order.resolve",
+            str(order_id),
+            act,
+            reason=reason_text(reason),
+            order=order_id,
+            detail={"verdict": verdict},
+        )
 
-    async def refund(self, actor: str, order_id: int, total: object) -> OrderView:
-        try:
-            order = await self._verdicts.refund(order_id, amount(total))
-        except ValueError as exc:
-            raise _refused(exc) from None
-        except StateChanged as exc:
-            raise OperatorError(f"order {order_id} is {exc.state}: it cannot be refunded now") from None
-        await self.audit(actor, "order.refund", str(order_id), total=format_amount(order.refunded))
-        return OrderView.of(order)
+    async def refund(self, actor: Actor | str, order_id: int, total: object, reason: str = "") -> OrderView:
+        value = amount(total)
+        found = await self._order(order_id)
+        if rule(found.state, REFUND) is None:
+            raise OperatorError(f"order {order_id} is {found.state}: it cannot be refunded now")
+        if not found.refunded <= value <= found.charge:
+            raise OperatorError(
+                f"the total refund must be between {found.refunded} (already refunded) and {found.charge} (charged)"
+            )
 
-    async def acknowledge(self, actor: str, order_id: int) -> OrderView:
-        order = await self._verdicts.acknowledge(order_id)
-        await self.audit(actor, "order.ack", str(order_id))
-        return OrderView.of(order)
+        async def act(entry: Record) -> OrderView:
+            try:
+                return OrderView.of(await self._verdicts.refund(order_id, value))
+            except ValueError as exc:
+                raise _refused(exc) from None
+            except StateChanged as exc:
+                raise OperatorError(f"order {order_id} is {exc.state}: it cannot be refunded now") from None
+
+        return await self._audited(
+            actor,
+            "order.refund",
+            str(order_id),
+            act,
+            reason=reason_text(reason),
+            order=order_id,
+            detail={"total": format_amount(value)},
+        )
+
+    async def acknowledge(self, actor: Actor | str, order_id: int, reason: str = "") -> OrderView:
+        found = await self._order(order_id)
+        if rule(found.state, ACK) is None:
+            raise OperatorError(f"order {order_id} is {found.state}: nothing to acknowledge")
+
+        async def act(entry: Record) -> OrderView:
+            try:
+                return OrderView.of(await self._verdicts.acknowledge(order_id))
+            except StateChanged as exc:
+                raise OperatorError(f"order {order_id} is {exc.state}: nothing to acknowledge") from None
+
+        return await self._audited(actor, "order.ack", str(order_id), act, reason=reason_text(reason), order=order_id)
+
+    async def _order(self, order_id: int) -> Order:
+        whole(order_id, "an order ID")
+        found = await self._book.find(order_id)
+        if found is None:
+            raise NotFound(f"no order {order_id}")
+        return found
 
     # -- providers -------------------------------------------------------------
 
@@ -245,6 +562,10 @@ class Operators:
         service count, catalog age, recent price changes. `check` reads them now."""
         currencies = {name: provider.currency for name, provider in self._config.providers.items()}
         if check:
+            if self._missing_keys:
+                raise OperatorError(
+                    "--check calls the providers: set " + ", ".join(self._missing_keys) + " in the environment"
+                )
             for name, client in self._providers.items():
                 try:
                     await self._health.verify(client, currencies[name])
@@ -253,12 +574,12 @@ class Operators:
         names = list(self._providers)
         cooldowns = await self._health.cooldowns(names)
         ages = await self._listings.ages(names)
-        rows = []
+        found = []
         for name in names:
             state = await self._health.state(name)
             listing = await self._listings.cached(name)
             cooling = [scope for scope, on in cooldowns[name].items() if on]
-            rows.append(
+            found.append(
                 ProviderView(
                     name=name,
                     health="blocked" if state.blocked else ("cooling: " + ", ".join(cooling) if cooling else "ok"),
@@ -273,7 +594,7 @@ class Operators:
                     price_changes=tuple(await self._listings.price_changes(name, 10)),
                 )
             )
-        return rows
+        return found
 
     # -- reports ---------------------------------------------------------------
 
@@ -285,35 +606,32 @@ class Operators:
 
     # -- admin tokens ----------------------------------------------------------
 
-    async def add_admin(self, actor: str, name: str) -> NewAdmin:
-        """A token for the admin API; shown once, stored as its SHA-256."""
-        if not _ADMIN_NAME.match(name):
-            raise OperatorError("an admin name is 1-64 letters, digits, '_', '.' or '-'")
-        redis, keys = self._redis, self._keys
-        if await redis.hexists(keys.admins, name):
+    async def add_admin(
+        self, actor: Actor | str, name: str, role: str = READ, expires: str | None = None, reason: str = ""
+    ) -> NewAdmin:
+        """A token for the admin API with a role (and a life, if given); shown once, stored hashed."""
+        self.admins_registry.check(name, role)
+        life = None if expires is None else expiry_seconds(expires)
+
+        async def act(entry: Record) -> NewAdmin:
+            admin, token = await self.admins_registry.add(name, role, life)
+            return NewAdmin(admin.name, admin.role, iso(admin.expires) if admin.expires else "", token)
+
+        detail = {"role": role, "expires": expires or ""}
+        if any(a.name == name and a.registered for a in await self.admins_registry.all()):
             raise OperatorError(f"admin {name!r} exists already")
-        token = secrets.token_urlsafe(32)
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        await redis.hset(keys.admins, name, digest)
-        await redis.set(keys.admin(digest), name)  # last: the token works once all is in place
-        await self.audit(actor, "admin.add", name)
-        return NewAdmin(name, token)
+        return await self._audited(actor, "admin.add", name, act, reason=reason_text(reason), detail=detail)
 
-    async def remove_admin(self, actor: str, name: str) -> RemovedAdmin:
-        redis, keys = self._redis, self._keys
-        digest = maybe_text(await redis.hget(keys.admins, name))
-        if digest is None:
+    async def remove_admin(self, actor: Actor | str, name: str, reason: str = "") -> RemovedAdmin:
+        if not any(a.name == name for a in await self.admins_registry.all()):
             raise NotFound(f"no admin {name!r}")
-        await redis.delete(keys.admin(digest))  # first: the token stops working at once
-        await redis.hdel(keys.admins, name)
-        await self.audit(actor, "admin.remove", name)
-        return RemovedAdmin(name)
 
-    async def admins(self) -> list[str]:
-        return sorted(texts(await self._redis.hkeys(self._keys.admins)))
+        async def act(entry: Record) -> RemovedAdmin:
+            await self.admins_registry.remove(name)
+            return RemovedAdmin(name)
 
-    async def admin_of(self, token: str) -> str | None:
-        """The admin a token belongs to, or None."""
-        if not token or len(token) > 200:
-            return None
-        return maybe_text(await self._redis.get(self._keys.admin(hashlib.sha256(token.encode()).hexdigest())))
+        return await self._audited(actor, "admin.remove", name, act, reason=reason_text(reason))
+
+    async def admins(self) -> list[AdminView]:
+        now = self.admins_registry.clock()
+        return [AdminView.of(admin, now) for admin in await self.admins_registry.all()]

@@ -10,6 +10,8 @@ from being refunded twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from proxy import scripts
 from proxy.orders.book import OrderBook
 from proxy.orders.records import Order
@@ -54,3 +56,14 @@ class Claims:
     async def release(self, order: Order, provider: str, upstream_order: int) -> None:
         """Give up `order`'s claim on `upstream_order` (only if it still holds it)."""
         await self._claim(keys=[self.keys.claims(provider, upstream_order)], args=[upstream_order, "", order.id])
+
+    async def owners(self, providers: Iterable[str], upstream_order: int) -> list[int]:
+        """Our orders that own `upstream_order` at any of `providers` (an operator's search)."""
+        names = list(providers)
+        if not names:
+            return []
+        async with self.book.redis.pipeline(transaction=False) as pipe:
+            for provider in names:
+                pipe.hget(self.keys.claims(provider, upstream_order), str(upstream_order))
+            replies = await pipe.execute()
+        return sorted({int(owner) for owner in replies if owner})

@@ -186,3 +186,33 @@ async def test_operator_resolve(make_router, where, mode, verdict):
         await check_money(router, OPENING)
         if not plans[where].fired:
             break
+
+
+@pytest.mark.parametrize("mode", ["error", "lost"])
+async def test_an_operators_adjustment(make_router, mode):
+    """Over the admin API: whatever fails, the money moves at most once, never
+    below zero, never without its audit entry; the same request again (its
+    reference) finishes the job exactly once, and the audit chain holds."""
+    for n in walk():
+        router, _, plans = await prepared(make_router)
+        ops = router.runtime.operators
+        auth = {"Authorization": f"Bearer {(await ops.add_admin('cli', 'desk', 'operator')).token}"}
+        body = {"amount": "-4", "reason": "a top-up typed twice", "ref": "fix-1"}
+        plans["redis"].arm(n, mode)
+        reply = await router.http.post("/admin/clients/alice/adjust", json=body, headers=auth)
+        plans["redis"].disarm()
+        assert reply.status_code in (200, 503), reply.text
+        adjusts = [e for e in await router.runtime.ledger.entries("alice") if e.kind == "adjust"]
+        audited = [e for e in await ops.audit_log() if e.action == "client.adjust"]
+        assert len(adjusts) <= 1 and (not adjusts or audited), (n, adjusts, audited)
+        if reply.status_code == 200:
+            assert len(adjusts) == 1 and reply.json()["balance"] == "6.00"
+        again = await router.http.post("/admin/clients/alice/adjust", json=body, headers=auth)
+        assert again.status_code == 200 and again.json()["balance"] == "6.00"
+        [adjust] = [e for e in await router.runtime.ledger.entries("alice") if e.kind == "adjust"]
+        assert (adjust.amount, adjust.actor, adjust.memo) == (Decimal("-4"), "admin:desk", "a top-up typed twice")
+        await check_money(router, {"alice": Decimal("6")})
+        assert (await ops.verify_audit()).intact
+        if not plans["redis"].fired:
+            break
+    assert n > 3

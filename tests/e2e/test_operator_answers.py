@@ -10,8 +10,8 @@ from proxy import commands
 
 LINK = "https://instagram.com/p/abc"
 
-CLIENT = ["name", "balance", "currency", "disabled"]
-ENTRY = ["id", "time", "kind", "amount", "balance", "ref", "memo", "order"]
+CLIENT = ["name", "balance", "currency", "disabled", "markup", "duplicate_window", "same_link", "rates"]
+ENTRY = ["id", "time", "kind", "amount", "balance", "ref", "memo", "order", "actor"]
 ORDER = [
     "id",
     "client",
@@ -50,7 +50,9 @@ PROVIDER = [
 PRICE_CHANGE = ["at", "service", "from", "to"]
 REPORT = ["by", "since", "currency", "lines", "total"]
 REPORT_LINE = ["key", "orders", "revenue", "refunds", "cost", "margin"]
-AUDIT = ["time", "actor", "action", "target", "detail"]
+AUDIT = ["seq", "time", "actor", "role", "action", "target", "reason", "detail", "source", "request_id", "hash"]
+ADMIN = ["name", "role", "expires", "expired", "last_used", "registered"]
+CHECK = ["intact", "entries", "keyed", "head", "bad_seq", "bad_id", "problem"]
 
 
 def printed(answer, capsys) -> object:
@@ -63,8 +65,8 @@ async def test_the_admin_api_and_the_cli_answer_the_same_json_shapes(make_router
     raw = router_config(imports=[{"provider": "echomark", "id_offset": 1000}])
     router = await make_router(raw, status_ttl=1, archive_dir=tmp_path)
     ops, http = router.runtime.operators, router.http
-    added = await ops.add_admin("cli", "backoffice")
-    assert list(printed(added, capsys)) == ["name", "token"]
+    added = await ops.add_admin("cli", "backoffice", "owner")
+    assert list(printed(added, capsys)) == ["name", "role", "expires", "token"]
     auth = {"Authorization": f"Bearer {added.token}"}
 
     async def admin(method: str, path: str, **options: object) -> object:
@@ -113,8 +115,18 @@ async def test_the_admin_api_and_the_cli_answer_the_same_json_shapes(make_router
         assert list(await admin("POST", path, json=body)) == ORDER
     assert list(await admin("POST", "/admin/orders/1/ack")) == ORDER
     assert list(await admin("POST", "/admin/clients/acme/disable")) == CLIENT
+    assert list(await admin("POST", "/admin/clients/acme/enable")) == CLIENT
+    assert list(await admin("POST", "/admin/clients/acme/terms", json={"markup": "10"})) == CLIENT
+    assert list(await admin("POST", "/admin/clients/acme/rates", json={"service": 1, "rate": "5"})) == CLIENT
+    adjusted = await admin("POST", "/admin/clients/acme/adjust", json={"amount": "-1", "reason": "typo"})
+    assert list(adjusted) == [*ENTRY, "applied"] and adjusted["kind"] == "adjust"
+    assert list(await admin("POST", "/admin/clients/acme/rotate-key")) == ["key"]
+    assert list(printed(await ops.rotate_key("cli", "acme"), capsys)) == ["key"]
     audit = await admin("GET", "/admin/audit")
     assert printed(await ops.audit_log(), capsys) == audit and {tuple(entry) for entry in audit} == {tuple(AUDIT)}
+    verified = await admin("GET", "/admin/audit/verify")
+    assert printed(await ops.verify_audit(), capsys) == verified and list(verified) == CHECK
     assert list(printed(await ops.archive("cli", router.clock() + 1), capsys)) == ["moved", "before", "to"]
-    assert printed(await ops.admins(), capsys) == ["backoffice"]
+    admins = await admin("GET", "/admin/admins")
+    assert printed(await ops.admins(), capsys) == admins and [list(a) for a in admins] == [ADMIN]
     assert printed(await ops.remove_admin("cli", "backoffice"), capsys) == {"name": "backoffice", "removed": True}

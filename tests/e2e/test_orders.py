@@ -144,6 +144,21 @@ async def test_refused_input_changes_nothing(make_router):
     assert not router.panels["echomark"].orders and not router.panels["korean"].orders
 
 
+async def test_an_identical_add_is_a_new_order_unless_the_client_chose_a_window(make_router):
+    router = await make_router(config())
+    key = await router.client(balance="10")
+    # A panel relaying two customers' identical orders gets two orders.
+    first = await router.call(key, action="add", service=1, link=LINK, quantity=100)
+    second = await router.call(key, action="add", service=1, link=LINK, quantity=100)
+    assert first != second and len(router.panels["echomark"].orders) == 2
+    # A client that chose a duplicate window gets its retries answered with the first order.
+    await router.runtime.operators.set_terms("cli:test", "alice", duplicate_window="60")
+    third = await router.call(key, action="add", service=1, link=LINK, quantity=100)
+    assert await router.call(key, action="add", service=1, link=LINK, quantity=100) == third
+    assert len(router.panels["echomark"].orders) == 3
+    assert await balance(router) == Decimal("10") - 3 * Decimal("0.117")
+
+
 async def test_repeated_add_returns_the_first_order(make_router):
     router = await make_router(config(), duplicate_window=60)
     key = await router.client(balance="10")

@@ -89,9 +89,12 @@ async def test_a_request_id_is_taken_or_made_and_returned(make_router):
 async def test_readyz_follows_redis_within_a_second(make_router, redis_url, caplog):
     async with RedisProxy(redis_url) as proxy:
         router = await make_router(url=proxy.url)
+        token = (await router.runtime.operators.add_admin("cli", "monitor", "read")).token
         assert (await router.http.get("/healthz")).json() == {"status": "ok"}
         ready = await router.http.get("/readyz")
         assert ready.status_code == 200 and ready.json() == {"status": "ready"}  # no provider named
+        details = await router.http.get("/admin/ready", headers={"Authorization": f"Bearer {token}"})
+        assert details.json()["routable_providers"] == ["echomark", "korean"]
         await proxy.stop()
         started = asyncio.get_running_loop().time()
         down = await router.http.get("/readyz")
@@ -187,10 +190,34 @@ async def test_the_worker_logs_its_rounds_and_measures_them(make_router, caplog)
     assert rounds and "recover 0" in rounds[0].getMessage() and rounds[0].levelno == logging.INFO
 
 
+async def test_admin_api_operator_lines_carry_the_order(make_router):
+    router = await routed(make_router)
+    key = await router.client(balance="10")
+    fault(router.panels["echomark"], "html")
+    await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    token = (await router.runtime.operators.add_admin("cli", "desk", "operator")).token
+    with logs.captured("info") as buffer:
+        response = await router.http.post(
+            "/admin/orders/1/resolve",
+            json={"failed": True, "reason": "not at the provider"},
+            headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-77"},
+        )
+    assert response.status_code == 200
+    [line] = [json.loads(text) for text in buffer.getvalue().splitlines() if '"operator admin:desk' in text]
+    assert (line["order"], line["action"], line["actor"], line["request_id"]) == (
+        1,
+        "order.resolve",
+        "admin:desk",
+        "req-77",
+    )
+    [entry, *_] = await router.runtime.operators.audit_log()
+    assert (entry.request_id, entry.reason, entry.seq) == ("req-77", "not at the provider", line["audit_seq"])
+
+
 async def test_the_admin_api_does_what_the_cli_does_and_audits_it(make_router):
     router = await routed(make_router, status_ttl=1)
     ops = router.runtime.operators
-    token = (await ops.add_admin("cli", "backoffice")).token
+    token = (await ops.add_admin("cli", "backoffice", "owner")).token
     http = router.http
     auth = {"Authorization": f"Bearer {token}"}
     assert (await http.get("/admin/clients")).status_code == 401
@@ -217,7 +244,8 @@ async def test_the_admin_api_does_what_the_cli_does_and_audits_it(make_router):
     assert (await http.post("/admin/orders/1/ack", headers=auth)).status_code == 200
     ledger = (await http.get("/admin/clients/acme/ledger", headers=auth)).json()
     assert [e["kind"] for e in ledger] == ["topup", "topup", "charge", "charge", "refund", "refund"]
-    providers = (await http.get("/admin/providers", params={"check": "1"}, headers=auth)).json()
+    assert (await http.get("/admin/providers", params={"check": "1"}, headers=auth)).status_code == 400
+    providers = (await http.post("/admin/providers/check", headers=auth)).json()
     assert {p["name"]: p["currency_read"] for p in providers} == {"echomark": "USD", "korean": "KRW"}
     report = (await http.get("/admin/report", params={"since": "1d", "by": "client"}, headers=auth)).json()
     assert report["total"]["revenue"] == "0.67" and report["lines"][0]["key"] == "acme"

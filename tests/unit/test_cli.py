@@ -6,6 +6,7 @@ import pytest
 import redis
 from support import ROOT
 
+from proxy import commands
 from proxy.cli import main
 
 
@@ -18,7 +19,10 @@ def cli(redis_url, key_prefix, monkeypatch, capsys):
     monkeypatch.setenv("KOREAN_PANEL_API_KEY", "y")
 
     def run(*argv):
-        code = main(list(argv))
+        try:
+            code = main(list(argv))
+        except SystemExit as exited:  # argparse's usage errors: exit 2 with a message
+            code = exited.code
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -42,7 +46,18 @@ def test_clients_lifecycle_with_json(cli):
     assert json.loads(out)["balance"] == "75.50" and json.loads(out)["applied"] is False
 
     code, out, _ = cli("clients", "list", "--json")
-    assert json.loads(out) == [{"name": "acme", "balance": "75.50", "currency": "USD", "disabled": False}]
+    assert json.loads(out) == [
+        {
+            "name": "acme",
+            "balance": "75.50",
+            "currency": "USD",
+            "disabled": False,
+            "markup": "",
+            "duplicate_window": None,
+            "same_link": "allow",
+            "rates": {},
+        }
+    ]
 
     code, out, _ = cli("clients", "ledger", "acme", "--json")
     ledger = json.loads(out)
@@ -108,14 +123,23 @@ def test_serve_refuses_a_redis_it_cannot_trust(cli, monkeypatch):
 
 
 def test_admin_tokens_and_audit(cli):
-    code, out, _ = cli("admin", "add", "backoffice", "--json")
+    code, out, _ = cli("admin", "add", "backoffice", "--role", "operator", "--expires", "90d", "--json")
     token = json.loads(out)["token"]
     assert code == 0 and len(token) > 30
-    assert cli("admin", "list", "--json")[1].strip() == json.dumps(["backoffice"], indent=2)
-    cli("clients", "add", "erin", "--balance", "5")
+    [listed] = json.loads(cli("admin", "list", "--json")[1])
+    assert (listed["name"], listed["role"], listed["expired"], listed["last_used"]) == (
+        "backoffice",
+        "operator",
+        False,
+        "",
+    )
+    assert listed["expires"] > listed["last_used"]
+    cli("clients", "add", "erin", "--balance", "5", "--reason", "signed up")
     code, out, _ = cli("audit", "--json")
-    actions = [(row["actor"], row["action"], row["target"]) for row in json.loads(out)]
-    assert actions == [("cli", "client.create", "erin"), ("cli", "admin.add", "backoffice")]
+    actions = [(row["actor"], row["action"], row["target"], row["reason"]) for row in json.loads(out)]
+    me = commands.ACTOR.name
+    assert me.startswith("cli:") and len(me) > 4
+    assert actions == [(me, "client.create", "erin", "signed up"), (me, "admin.add", "backoffice", "")]
     assert cli("admin", "remove", "backoffice")[0] == 0
     assert cli("admin", "remove", "backoffice")[0] == 2
 
@@ -139,3 +163,153 @@ def test_amounts_that_do_not_fit_the_ledger_are_refused(cli):
     assert code == 2 and "too large" in err and "Traceback" not in err
     code, _, err = cli("clients", "add", "frank", "--balance", "0.00000001")
     assert code == 2 and "decimal places" in err
+
+
+# -- terms, undo, audit, search: the commands of issue 14 ---------------------------------
+
+
+def test_a_wrong_topup_is_undone_with_a_reason_the_ledger_and_the_audit_show(cli):
+    cli("clients", "add", "gina", "--balance", "10")
+    cli("clients", "topup", "gina", "100")  # meant 10
+    code, out, _ = cli(
+        "clients", "adjust", "gina", "-90", "--reason", "top-up typed as 100", "--ref", "fix-1", "--json"
+    )
+    undone = json.loads(out)
+    assert code == 0 and (undone["kind"], undone["amount"], undone["balance"]) == ("adjust", "-90.00", "20.00")
+    assert undone["memo"] == "top-up typed as 100" and undone["actor"] == commands.ACTOR.name and undone["applied"]
+    code, out, _ = cli("clients", "adjust", "gina", "-90", "--reason", "again", "--ref", "fix-1", "--json")
+    assert code == 0 and json.loads(out)["applied"] is False and json.loads(out)["balance"] == "20.00"
+    code, _, err = cli("clients", "adjust", "gina", "-20.01", "--reason", "too much")
+    assert code == 2 and "would take it below zero" in err
+    code, _, err = cli("clients", "adjust", "gina", "5")
+    assert code == 2 and "--reason" in err
+    ledger = json.loads(cli("clients", "ledger", "gina", "--json")[1])
+    assert [(e["kind"], e["amount"], e["memo"]) for e in ledger][-1] == ("adjust", "-90.00", "top-up typed as 100")
+    [entry, *_] = json.loads(cli("audit", "--json")[1])
+    assert (entry["action"], entry["target"], entry["reason"], entry["detail"]["amount"]) == (
+        "client.adjust",
+        "gina",
+        "top-up typed as 100",
+        "-90.00",
+    )
+
+
+def test_a_client_is_enabled_again_and_its_key_rotated(cli, redis_url, key_prefix):
+    key = json.loads(cli("clients", "add", "hana", "--json")[1])["key"]
+    cli("clients", "disable", "hana", "--reason", "chargeback")
+    assert json.loads(cli("clients", "enable", "hana", "--json")[1])["disabled"] is False
+    code, out, _ = cli("clients", "rotate-key", "hana", "--json")
+    new = json.loads(out)
+    assert code == 0 and list(new) == ["key"] and len(new["key"]) == 32 and new["key"] != key
+    code, out, _ = cli("clients", "rotate-key", "hana")
+    assert "shown once" in out and new["key"] not in out
+
+
+def test_terms_are_set_shown_and_refused_when_absurd(cli):
+    cli("clients", "add", "ivy")
+    code, out, _ = cli(
+        "clients", "set", "ivy", "--markup", "12.5", "--duplicate-window", "60", "--same-link", "refuse", "--json"
+    )
+    shown = json.loads(out)
+    assert code == 0 and (shown["markup"], shown["duplicate_window"], shown["same_link"]) == ("12.5", 60.0, "refuse")
+    assert "markup 12.5%, window 60s, same link refused" in cli("clients", "list")[1]
+    assert json.loads(cli("clients", "set", "ivy", "--markup", "default", "--json")[1])["markup"] == ""
+    for option, value in [
+        ("--markup", "-1"),
+        ("--markup", "1e999999"),
+        ("--markup", "NaN"),
+        ("--markup", ""),
+        ("--duplicate-window", "-1"),
+        ("--duplicate-window", "1e999999"),
+        ("--duplicate-window", "1.5"),
+    ]:
+        code, _, err = cli("clients", "set", "ivy", option, value)
+        assert code == 2 and "Traceback" not in err, (option, value, err)
+    code, _, err = cli("clients", "set", "ivy")
+    assert code == 2 and "give at least one term" in err
+    code, _, err = cli("clients", "rate", "ivy", "1", "5")
+    assert code == 2 and "no service 1 is sold now" in err  # no service list cached: its cost is unknown
+    for args in (["1"], ["1", "5", "--clear"], ["-1", "5"], ["1e999999", "5"], ["1", "NaN"], ["1", "1e999999"]):
+        code, _, err = cli("clients", "rate", "ivy", *args)
+        assert code == 2 and "Traceback" not in err, args
+
+
+def test_hostile_values_are_a_message_and_exit_2_never_a_traceback(cli):
+    cli("clients", "add", "jo", "--balance", "5")
+    for argv in (
+        ["clients", "topup", "jo", "1e999999"],
+        ["clients", "adjust", "jo", "1e999999", "--reason", "x"],
+        ["clients", "adjust", "jo", "NaN", "--reason", "x"],
+        ["clients", "adjust", "jo", "0", "--reason", "x"],
+        ["clients", "adjust", "jo", "1", "--reason", ""],
+        ["clients", "add", "kim", "--balance", "1e999999"],
+        ["orders", "refund", "1", "1e999999"],
+        ["orders", "list", "--limit", "0"],
+        ["orders", "list", "--limit", "-1"],
+        ["orders", "list", "--limit", "1e999999"],
+        ["orders", "list", "--state", "bogus"],
+        ["orders", "list", "--since", "10000000d"],
+        ["orders", "list", "--until", "yesterday"],
+        ["orders", "list", "--upstream-order", "-5"],
+        ["orders", "show", "-1"],
+        ["orders", "show", "1e999999"],
+        ["clients", "ledger", "jo", "--limit", "0"],
+        ["report", "--since", "10000000d"],
+        ["orders", "archive", "--older-than", "10000000d"],
+        ["admin", "add", "x", "--expires", "1e999999d"],
+        ["admin", "add", "x", "--role", "root"],
+        ["audit", "--limit", "0"],
+    ):
+        code, out, err = cli(*argv)
+        assert code == 2 and "Traceback" not in err and err.strip(), argv
+    assert json.loads(cli("clients", "list", "--json")[1])[0]["balance"] == "5.00"
+
+
+def test_orders_are_found_by_link_upstream_order_and_time(cli, redis_url, key_prefix):
+    code, out, _ = cli("orders", "list", "--link", "https://instagram.com/p/x", "--since", "7d", "--until", "1m")
+    assert code == 0 and out.strip() == "(none)"
+    code, out, _ = cli("orders", "list", "--upstream-order", "5000", "--json")
+    assert code == 0 and json.loads(out) == []
+
+
+def test_the_audit_verifies_and_a_deleted_entry_is_caught(cli, redis_url, key_prefix):
+    for name in ("lee", "max", "ned"):
+        cli("clients", "add", name)
+    code, out, _ = cli("audit", "verify")
+    assert code == 0 and "audit log intact: 3 entries, head at 3" in out
+    sync = redis.Redis.from_url(redis_url, decode_responses=True)
+    [(second, _)] = sync.xrange(f"{key_prefix}{{audit}}:log", count=2)[1:]
+    sync.xdel(f"{key_prefix}{{audit}}:log", second)
+    sync.close()
+    code, out, _ = cli("audit", "verify", "--json")
+    check = json.loads(out)
+    assert code == 1 and (check["intact"], check["bad_seq"]) == (False, 3)
+    assert "entries before it are missing (2): deleted" in check["problem"]
+    code, out, _ = cli("audit", "verify")
+    assert code == 1 and "audit log BROKEN at entry 3" in out
+
+
+def test_operator_commands_need_no_provider_keys_unless_they_call_a_provider(cli, monkeypatch):
+    monkeypatch.delenv("ECHOMARK_API_KEY")
+    monkeypatch.delenv("KOREAN_PANEL_API_KEY")
+    assert cli("clients", "add", "olga", "--balance", "3")[0] == 0
+    for argv in (["clients", "list"], ["orders", "list"], ["providers"], ["report"], ["audit", "verify"]):
+        code, _, err = cli(*argv)
+        assert code == 0, (argv, err)
+    code, _, err = cli("providers", "--check")
+    assert code == 2 and "set ECHOMARK_API_KEY, KOREAN_PANEL_API_KEY in the environment" in err
+
+
+def test_an_operator_action_writes_a_log_line_and_a_read_writes_none(cli, monkeypatch):
+    monkeypatch.setenv("SMM_PROXY_LOG_FORMAT", "json")
+    _, _, err = cli("clients", "add", "pia", "--balance", "2", "--reason", "new reseller")
+    [line] = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert (line["action"], line["target"], line["actor"], line["audit_seq"]) == (
+        "client.create",
+        "pia",
+        commands.ACTOR.name,
+        1,
+    )
+    assert len(line["audit_hash"]) == 64
+    _, _, err = cli("clients", "list")
+    assert err == ""

@@ -8,13 +8,14 @@
 -- debit would overdraw (nothing changes then). The client's running totals
 -- by kind (charge, refund, topup), which metrics and reports read, move in
 -- the same step. Numbers are written with %d: Lua would otherwise print
--- large ones as 1e+15.
+-- large ones as 1e+15. `extra`, if given, is a list of more fields and values
+-- for the entry (an operator's adjustment: who made it).
 
 local function minor(n)
   return string.format('%d', n)
 end
 
-local function move_money(balance_key, ledger_key, totals_key, delta, kind, ref, memo, order)
+local function move_money(balance_key, ledger_key, totals_key, delta, kind, ref, memo, order, extra)
   local after = redis.call('INCRBY', balance_key, minor(delta))
   if after < 0 then
     redis.call('DECRBY', balance_key, minor(delta))
@@ -25,6 +26,9 @@ local function move_money(balance_key, ledger_key, totals_key, delta, kind, ref,
   if order ~= '' then
     entry[#entry + 1] = 'order'
     entry[#entry + 1] = order
+  end
+  for _, value in ipairs(extra or {}) do
+    entry[#entry + 1] = value
   end
   return redis.call('XADD', ledger_key, '*', unpack(entry))
 end

@@ -4,11 +4,20 @@ numbers it accepts, and which refusal is which status."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+
 import httpx
 import pytest
+from faults import FaultPlan, FaultyRedis
 from starlette.applications import Starlette
+from support import router_config
 
+from proxy.config import parse_config
 from proxy.edge import admin
+from proxy.runtime import Runtime
+from proxy.settings import Settings
+from proxy.store import connect
 
 
 @pytest.fixture
@@ -20,7 +29,7 @@ async def api(runtime):
 
 @pytest.fixture
 async def auth(runtime) -> dict[str, str]:
-    added = await runtime.operators.add_admin("cli", "backoffice")
+    added = await runtime.operators.add_admin("cli", "backoffice", "owner")
     return {"Authorization": f"Bearer {added.token}"}
 
 
@@ -54,7 +63,7 @@ async def test_changes_are_audited_under_the_admins_name(api, auth, runtime):
         (b'{"name": {"nested": 1}}', "values must be text, numbers or booleans"),
         (b'{"name": ["a"]}', "values must be text, numbers or booleans"),
         (b'{"name": "a\\u0000b"}', None),  # refused by the input boundary's own words
-        (b"{" + b'"pad": "' + b"x" * (64 * 1024) + b'"}', "Request too large"),
+        (b'{"name": "acme", "balance": NaN}', "values must be text, numbers or booleans"),
     ],
 )
 async def test_a_body_that_is_not_a_small_flat_json_object_is_a_400(api, auth, runtime, content, message):
@@ -77,8 +86,16 @@ async def test_an_empty_body_is_an_empty_object(api, auth):
         ("/admin/orders/-1", "id must be a whole number"),
         ("/admin/orders/١٢", "id must be a whole number"),  # digits, but not ASCII ones
         ("/admin/orders/" + "9" * 19, "id must be a whole number"),
-        ("/admin/orders?limit=ten", "limit must be a whole number"),
-        ("/admin/audit?limit=1.5", "limit must be a whole number"),
+        ("/admin/orders?limit=ten", "limit must be a whole number from 1 to 1000, not 'ten'"),
+        ("/admin/audit?limit=1.5", "limit must be a whole number from 1 to 1000, not '1.5'"),
+        ("/admin/orders?limit=0", "limit must be a whole number from 1 to 1000, not '0'"),
+        ("/admin/orders?limit=-1", "limit must be a whole number from 1 to 1000, not '-1'"),
+        ("/admin/orders?limit=1e999999", "limit must be a whole number from 1 to 1000, not '1e999999'"),
+        ("/admin/clients/acme/ledger?limit=0", "limit must be a whole number from 1 to 1000, not '0'"),
+        ("/admin/orders?state=bogus", None),
+        ("/admin/orders?since=10000000d", None),
+        ("/admin/report?since=10000000d", None),
+        ("/admin/orders?upstream_order=-5", "upstream_order must be a whole number"),
         ("/admin/report?by=colour", "by must be one of provider, service, client"),
         ("/admin/report?since=last+week", None),
     ],
@@ -97,7 +114,7 @@ async def test_not_found_is_404_and_a_refused_action_409(api, auth):
     again = await api.post("/admin/clients", json={"name": "acme"}, headers=auth)
     assert (again.status_code, again.json()) == (409, {"error": "client 'acme' exists already"})
     topup = await api.post("/admin/clients/acme/topup", json={"amount": "-1"}, headers=auth)
-    assert topup.status_code == 409
+    assert (topup.status_code, topup.json()) == (400, {"error": "a top-up must be a positive amount"})
     missing = await api.post("/admin/clients/acme/topup", json={}, headers=auth)
     assert (missing.status_code, missing.json()) == (400, {"error": "amount is required"})
 
@@ -119,4 +136,191 @@ async def test_a_resolve_takes_an_upstream_id_or_failed_true_only(api, auth):
     response = await api.post("/admin/orders/1/resolve", json={"upstream_order": "x1"}, headers=auth)
     assert (response.status_code, response.json()) == (400, {"error": "upstream_order must be a whole number"})
     response = await api.post("/admin/orders/1/resolve", json={"failed": "yes"}, headers=auth)
-    assert response.status_code == 409  # "yes" is not true: no verdict given
+    assert response.status_code == 400  # "yes" is not true: no verdict given
+
+
+# -- roles, tokens, methods, bodies, outages ----------------------------------------------
+
+
+async def token(runtime, name: str, role: str, expires: str | None = None) -> dict[str, str]:
+    made = await runtime.operators.add_admin("cli", name, role, expires)
+    return {"Authorization": f"Bearer {made.token}"}
+
+
+CHANGES = [
+    ("/admin/clients", {"name": "mallory", "balance": "5"}),
+    ("/admin/clients/acme/topup", {"amount": "5"}),
+    ("/admin/clients/acme/adjust", {"amount": "5", "reason": "x"}),
+    ("/admin/clients/acme/disable", {}),
+    ("/admin/clients/acme/enable", {}),
+    ("/admin/clients/acme/rotate-key", {}),
+    ("/admin/clients/acme/terms", {"markup": "0"}),
+    ("/admin/clients/acme/rates", {"service": 1, "rate": "9"}),
+    ("/admin/orders/1/resolve", {"failed": True}),
+    ("/admin/orders/1/refund", {"total": "0"}),
+    ("/admin/orders/1/ack", {}),
+    ("/admin/providers/check", {}),
+    ("/admin/admins", {"name": "eve", "role": "owner"}),
+    ("/admin/admins/backoffice/remove", {}),
+]
+
+
+async def snapshot(runtime) -> tuple:
+    return (
+        await runtime.operators.clients(),
+        await runtime.ledger.entries("acme"),
+        [a.name for a in await runtime.admins.all()],
+        [e.seq for e in await runtime.operators.audit_log()],
+    )
+
+
+async def test_a_read_token_reads_and_gets_403_on_every_change_which_changes_nothing(api, auth, runtime):
+    await runtime.operators.create_client("cli", "acme", "10")
+    reader = await token(runtime, "monitor", "read")
+    for path in ("/admin/clients", "/admin/orders", "/admin/audit", "/admin/audit/verify", "/admin/report"):
+        assert (await api.get(path, headers=reader)).status_code == 200, path
+    assert (await api.get("/admin/admins", headers=reader)).status_code == 403  # who holds tokens: the owner's
+    before = await snapshot(runtime)
+    for path, body in CHANGES:
+        response = await api.post(path, json=body, headers=reader)
+        assert response.status_code == 403 and response.json()["error"].startswith("Forbidden"), path
+    assert await snapshot(runtime) == before
+
+
+async def test_an_operator_moves_money_and_settles_orders_but_makes_no_clients_keys_or_admins(api, runtime):
+    await runtime.operators.create_client("cli", "acme", "10")
+    operator = await token(runtime, "desk", "operator")
+    adjusted = await api.post("/admin/clients/acme/adjust", json={"amount": "-4", "reason": "typo"}, headers=operator)
+    assert adjusted.status_code == 200 and adjusted.json()["balance"] == "6.00"
+    assert adjusted.json()["actor"] == "admin:desk"
+    for path, body in [CHANGES[0], CHANGES[5], CHANGES[12], CHANGES[13]]:
+        assert (await api.post(path, json=body, headers=operator)).status_code == 403, path
+    [entry, *_] = await runtime.operators.audit_log()
+    assert (entry.actor, entry.role, entry.action, entry.reason) == ("admin:desk", "operator", "client.adjust", "typo")
+    assert entry.source == "127.0.0.1" and entry.request_id == ""
+
+
+async def test_an_expired_token_opens_nothing(api, runtime, clock):
+    expiring = await token(runtime, "temp", "owner", "1h")
+    assert (await api.get("/admin/clients", headers=expiring)).status_code == 200
+    clock.advance(3600)
+    response = await api.get("/admin/clients", headers=expiring)
+    assert (response.status_code, response.json()) == (401, {"error": "Unauthorized: this token has expired"})
+
+
+async def test_a_token_hash_written_straight_into_redis_opens_nothing(api, auth, runtime):
+    forged = "x" * 43
+    await runtime.redis.hset(runtime.keys.admin_tokens, hashlib.sha256(forged.encode()).hexdigest(), "backoffice")
+    assert (await api.get("/admin/clients", headers={"Authorization": f"Bearer {forged}"})).status_code == 401
+    listed = (await api.get("/admin/admins", headers=auth)).json()
+    assert [(a["name"], a["registered"]) for a in listed] == [("backoffice", True), ("backoffice", False)]
+
+
+async def test_last_use_is_written_at_most_once_a_minute(api, auth, runtime):
+    for _ in range(5):
+        assert (await api.get("/admin/clients", headers=auth)).status_code == 200
+    [admin] = await runtime.operators.admins()
+    assert admin.last_used != ""
+    await runtime.redis.hdel(runtime.keys.admins_used, "backoffice")
+    for _ in range(5):
+        await api.get("/admin/clients", headers=auth)
+    assert (await runtime.operators.admins())[0].last_used == ""  # within the minute: not written again
+
+
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+async def test_head_and_get_never_change_anything_on_any_route(api, auth, runtime, method):
+    await runtime.operators.create_client("cli", "acme", "10")
+    before = await snapshot(runtime)
+    for path, body in CHANGES:
+        if path in ("/admin/clients", "/admin/admins"):
+            continue  # a read lives there too (below)
+        response = await api.request(method, path, json=body, headers=auth)
+        assert response.status_code == 405, (method, path)
+    response = await api.request(method, "/admin/clients", json={"name": "mallory", "balance": "5"}, headers=auth)
+    assert response.status_code == 200  # a read, whatever body it carries
+    assert await snapshot(runtime) == before
+
+
+async def test_a_huge_body_is_refused_once_it_passes_the_limit_without_being_read_whole(api, auth, runtime):
+    sent = 0
+
+    async def hundred_megabytes():
+        nonlocal sent
+        chunk = b"x" * 65536
+        for _ in range(1600):
+            sent += len(chunk)
+            yield chunk
+
+    response = await api.post("/admin/clients", content=hundred_megabytes(), headers=auth)
+    assert (response.status_code, response.json()) == (413, {"error": "Request too large"})
+    assert sent <= 3 * 65536  # read up to the limit, not 100 MB
+    declared = await api.post("/admin/clients", content=b"{}", headers={**auth, "content-length": str(10**8)})
+    assert declared.status_code == 413
+    assert await runtime.operators.clients() == []
+
+
+async def test_with_redis_down_the_admin_api_answers_json_503_and_warns_once(redis_url, key_prefix, clock, caplog):
+    plan = FaultPlan()
+    redis = FaultyRedis.with_plan(connect(redis_url).connection_pool, plan)
+    runtime = Runtime(Settings(key_prefix=key_prefix), parse_config(router_config(), {}), redis, clock=clock)
+    made = await runtime.operators.add_admin("cli", "backoffice", "owner")
+    app = Starlette(routes=admin.routes(runtime.operators))
+
+    class Down(FaultPlan):
+        async def before(self, commands, pipeline=False):
+            return "error"
+
+    runtime.redis.plan = Down(armed=True)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as client:
+            for headers in ({"Authorization": f"Bearer {made.token}"}, {"Authorization": "Bearer wrong"}, {}):
+                for path in ("/admin/clients", "/admin/orders"):
+                    response = await client.get(path, headers=headers)
+                    if headers:
+                        assert (response.status_code, response.json()) == (503, {"error": admin.UNAVAILABLE})
+                    else:
+                        assert response.status_code == 401  # no token: nothing to look up
+    finally:
+        runtime.redis.plan = plan
+        await runtime.aclose()
+    warnings = [r for r in caplog.records if r.name == "proxy.edge.admin"]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING and not warnings[0].exc_info
+
+
+AMOUNTS = ["1e999999", "-1e999999", "0", "", "NaN", "Infinity", "9" * 5000, "1.00000001", "abc", "1,5"]
+# Each field of each change, with values it must refuse (a 4xx, nothing changed).
+HOSTILE = [
+    *[("/admin/clients/acme/adjust", {"reason": "x"}, "amount", v) for v in AMOUNTS],
+    *[("/admin/clients/acme/adjust", {"amount": "1"}, "reason", v) for v in ["", "x" * 1001, "a\nb"]],
+    *[("/admin/clients/acme/adjust", {"amount": "1", "reason": "x"}, "ref", v) for v in ["x" * 201, " pad"]],
+    *[("/admin/clients/acme/topup", {}, "amount", v) for v in [*AMOUNTS, "-1"]],
+    *[("/admin/clients/acme/terms", {}, "markup", v) for v in ["-1", "1e999999", "NaN", "", "1001", "1.00001"]],
+    *[("/admin/clients/acme/terms", {}, "duplicate_window", v) for v in ["-1", "1e999999", "NaN", "", "604801"]],
+    *[("/admin/clients/acme/terms", {}, "same_link", v) for v in ["", "maybe", "REFUSE"]],
+    *[("/admin/clients/acme/rates", {"rate": "5"}, "service", v) for v in ["-1", "0", "", "1e999999", "9" * 30]],
+    *[("/admin/clients/acme/rates", {"service": 1}, "rate", v) for v in AMOUNTS],
+    *[("/admin/admins", {"name": "x", "role": "read"}, "expires", v) for v in ["0d", "-1d", "", "1e999999d", "3651d"]],
+    *[("/admin/admins", {"name": "x"}, "role", v) for v in ["", "root", "OWNER"]],
+    *[("/admin/admins", {"role": "read"}, "name", v) for v in ["", "-x", "a b", "x" * 65]],
+    *[("/admin/clients", {"name": "new"}, "balance", v) for v in ["-1", "1e999999", "NaN", ""]],
+    *[("/admin/orders/1/refund", {}, "total", v) for v in AMOUNTS],
+]
+
+
+@pytest.mark.parametrize("path, body, field, value", HOSTILE)
+async def test_hostile_values_are_a_4xx_and_change_nothing(api, auth, runtime, path, body, field, value):
+    await runtime.operators.create_client("cli", "acme", "10")
+    before = await snapshot(runtime)
+    response = await api.post(path, json={**body, field: value}, headers=auth)
+    assert 400 <= response.status_code < 500 and set(response.json()) == {"error"}, response.text
+    assert await snapshot(runtime) == before
+
+
+@pytest.mark.parametrize("value", ["1e999999", "-1", "0", "", "NaN", "x" * 5000])
+async def test_hostile_queries_are_a_400_or_an_answer_never_a_500(api, auth, runtime, value):
+    for query in ("limit", "upstream_order", "since", "until", "state", "link", "client"):
+        response = await api.get("/admin/orders", params={query: value}, headers=auth)
+        assert response.status_code in (200, 400), (query, response.text)
+    for path in ("/admin/audit", "/admin/clients/acme/ledger"):
+        response = await api.get(path, params={"limit": value}, headers=auth)
+        assert response.status_code in (200, 400, 404), (path, response.text)

@@ -19,9 +19,22 @@ def test_a_new_client_is_the_client_and_its_key_in_that_order():
         "balance": "20.00",
         "currency": "USD",
         "disabled": False,
+        "markup": "",
+        "duplicate_window": None,
+        "same_link": "allow",
+        "rates": {},
         "key": "k" * 32,
     }
-    assert list(as_json([ClientView.of(client)])[0]) == ["name", "balance", "currency", "disabled"]
+    assert list(as_json([ClientView.of(client)])[0]) == [
+        "name",
+        "balance",
+        "currency",
+        "disabled",
+        "markup",
+        "duplicate_window",
+        "same_link",
+        "rates",
+    ]
 
 
 def test_nested_answers_become_objects_and_lists():

@@ -7,11 +7,12 @@ import hashlib
 from decimal import Decimal
 
 import pytest
-from faults import FaultPlan, FaultyRedis
+from faults import FaultPlan, FaultyRedis, script_call, script_sha
+from redis.exceptions import RedisError
 from support import new_order, router_config
 
 from proxy.config import parse_config
-from proxy.errors import NotFound, OperatorError
+from proxy.errors import Invalid, NotFound, OperatorError
 from proxy.ops.operators import amount
 from proxy.orders.states import ACCEPT, LOSE, STATUS, SUBMIT
 from proxy.runtime import Runtime
@@ -66,6 +67,8 @@ async def test_refusals_are_messages_and_an_unknown_client_is_not_found(runtime)
         ops.create_client(ACTOR, "neg", "-1"),
         ops.topup(ACTOR, "acme", "-5"),
         ops.topup(ACTOR, "acme", "lots"),
+        ops.topup(ACTOR, "acme", "1e999999"),
+        ops.create_client(ACTOR, "huge", "1e999999"),
     ):
         with pytest.raises(OperatorError) as refused:
             await attempt
@@ -75,7 +78,7 @@ async def test_refusals_are_messages_and_an_unknown_client_is_not_found(runtime)
             await attempt
     with pytest.raises(NotFound, match="no order 42"):
         await ops.order(42)
-    assert await audit(runtime) == [(ACTOR, "client.create", "acme", {"balance": "0.00"})]
+    assert await audit(runtime) == [(ACTOR, "client.create", "acme", {"balance": "0.00"})]  # refusals write nothing
 
 
 async def orders_of_every_kind(runtime):
@@ -102,7 +105,13 @@ async def test_orders_are_listed_by_working_set_status_or_client_newest_first(ru
     assert [o.id for o in await ops.orders("PLACED")] == [canceled.id]
     assert [o.id for o in await ops.orders(client="alice")] == [lost.id, reserved.id]
     assert [o.id for o in await ops.orders(limit=1)] == [canceled.id]
-    assert await ops.orders("nonsense") == []
+    for state in ("nonsense", "bogus", ""):
+        if state:
+            with pytest.raises(Invalid, match=f"state '{state}': one of reserved, submitted"):
+                await ops.orders(state)
+    for limit in (0, -1, "1e999999", "", 1001, "NaN"):
+        with pytest.raises(Invalid, match="limit must be a whole number from 1 to 1000"):
+            await ops.orders(limit=limit)
     shown = await ops.order(lost.id)
     assert (shown.state, shown.status, shown.provider, shown.archived) == ("unknown", "Pending", "echomark", False)
     assert [e.kind for e in shown.ledger] == ["charge"]
@@ -124,31 +133,70 @@ async def test_verdicts_are_audited_and_their_refusals_explained(runtime):
         await ops.refund(ACTOR, canceled.id, "99")
     assert (await ops.refund(ACTOR, canceled.id, "0.5")).refunded == "0.50"
     assert (await ops.acknowledge(ACTOR, canceled.id)).attention == ""
-    assert [a[1:3] for a in await audit(runtime)] == [
+    # Refusals a read can tell write nothing; the claim conflict is found once the
+    # entry is written, so a ".failed" entry follows it, naming it.
+    entries = await runtime.operators.audit_log()
+    assert [(e.action, e.target) for e in entries] == [
         ("order.ack", str(canceled.id)),
         ("order.refund", str(canceled.id)),
         ("order.resolve", str(lost.id)),
+        ("order.resolve.failed", str(lost.id)),
+        ("order.resolve", str(lost.id)),
     ]
+    assert entries[3].detail == {
+        "entry": entries[4].seq,
+        "error": f"upstream order 5000 at echomark already belongs to order {canceled.id}",
+    }
+
+
+async def admin_of(runtime, token):
+    found = await runtime.admins.authenticate(token)
+    return None if found is None else (found.name, found.role)
 
 
 async def test_admin_tokens_are_shown_once_and_stored_hashed(runtime):
     ops = runtime.operators
-    added = await ops.add_admin(ACTOR, "backoffice")
-    assert await ops.admin_of(added.token) == "backoffice"
+    added = await ops.add_admin(ACTOR, "backoffice", "operator")
+    assert await admin_of(runtime, added.token) == ("backoffice", "operator")
     stored = await runtime.redis.hget(runtime.keys.admins, "backoffice")
-    assert stored == hashlib.sha256(added.token.encode()).hexdigest() and added.token not in stored
+    assert hashlib.sha256(added.token.encode()).hexdigest() in stored and added.token not in stored
     for name in ("", "a" * 65, "back office", "-x"):
-        with pytest.raises(OperatorError, match="an admin name is"):
+        with pytest.raises(Invalid, match="an admin name is"):
             await ops.add_admin(ACTOR, name)
+    for role in ("", "root", "OWNER"):
+        with pytest.raises(Invalid, match="a role is one of read, operator, owner"):
+            await ops.add_admin(ACTOR, "x", role)
+    for expires in ("0d", "-1d", "1e999999d", "", "NaN", "forever", "3651d"):
+        with pytest.raises(Invalid, match="expires"):
+            await ops.add_admin(ACTOR, "x", "read", expires)
     with pytest.raises(OperatorError, match="exists already"):
         await ops.add_admin(ACTOR, "backoffice")
     for token in ("", "x" * 201, added.token + "x"):
-        assert await ops.admin_of(token) is None
-    assert await ops.admins() == ["backoffice"]
+        assert await admin_of(runtime, token) is None
+    assert [(a.name, a.role, a.registered) for a in await ops.admins()] == [("backoffice", "operator", True)]
     assert (await ops.remove_admin(ACTOR, "backoffice")).removed
-    assert await ops.admin_of(added.token) is None and await ops.admins() == []
+    assert await admin_of(runtime, added.token) is None and await ops.admins() == []
     with pytest.raises(NotFound):
         await ops.remove_admin(ACTOR, "backoffice")
+
+
+async def test_a_token_counts_only_through_the_registry_and_only_until_it_expires(runtime, clock):
+    ops = runtime.operators
+    made = await ops.add_admin(ACTOR, "temp", "owner", "1h")
+    assert (await runtime.admins.authenticate(made.token)).expired(clock()) is False
+    clock.advance(3601)
+    assert (await runtime.admins.authenticate(made.token)).expired(clock()) is True
+    assert [(a.name, a.expired) for a in await ops.admins()] == [("temp", True)]
+    # A token hash written straight into Redis opens nothing, and is shown and removable.
+    forged = "forged-token-" + "x" * 30
+    await runtime.redis.hset(runtime.keys.admin_tokens, hashlib.sha256(forged.encode()).hexdigest(), "temp")
+    await runtime.redis.hset(runtime.keys.admin_tokens, hashlib.sha256(b"other").hexdigest(), "ghost")
+    assert await admin_of(runtime, forged) is None and await admin_of(runtime, "other") is None
+    shown = [(a.name, a.registered) for a in await ops.admins()]
+    assert shown == [("ghost", False), ("temp", True), ("temp", False)]
+    await ops.remove_admin(ACTOR, "ghost")
+    await ops.remove_admin(ACTOR, "temp")
+    assert await ops.admins() == [] and await runtime.redis.hlen(runtime.keys.admin_tokens) == 0
 
 
 async def test_providers_and_reports_for_operators(runtime, panels):
@@ -165,16 +213,22 @@ async def test_providers_and_reports_for_operators(runtime, panels):
     assert (await ops.report(0, "client")).total.orders == 0
 
 
-async def test_an_action_stands_when_its_audit_entry_cannot_be_written(redis_url, key_prefix, redis_client, clock):
+async def test_no_action_happens_when_its_audit_entry_cannot_be_written(redis_url, key_prefix, redis_client, clock):
+    audit_append = script_sha("proxy.ops", "audit_append")
+
     class AuditDown(FaultPlan):
         async def before(self, commands, pipeline=False):
-            return "error" if str(commands[0][0]).upper() == "XADD" and not pipeline else None
+            call = None if pipeline else script_call(commands[0])
+            return "error" if call is not None and call.sha == audit_append else None
 
     redis = FaultyRedis.with_plan(connect(redis_url).connection_pool, AuditDown())
     runtime = Runtime(Settings(key_prefix=key_prefix), parse_config(router_config(), {}), redis, clock=clock)
     try:
-        added = await runtime.operators.add_admin(ACTOR, "backoffice")
-        assert await runtime.operators.admin_of(added.token) == "backoffice"
+        with pytest.raises(RedisError):
+            await runtime.operators.add_admin(ACTOR, "backoffice")
+        with pytest.raises(RedisError):
+            await runtime.operators.create_client(ACTOR, "acme", "5")
+        assert await runtime.admins.all() == [] and await runtime.accounts.all() == []
         assert await runtime.operators.audit_log() == []
     finally:
         await runtime.aclose()
