@@ -287,19 +287,59 @@ def test_compose_brings_up_durable_redis_two_replicas_a_worker_and_tls():
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "--appendfsync everysec" in redis_command
     assert "--maxmemory-policy noeviction" in redis_command
+    assert "--requirepass ${REDIS_PASSWORD:?" in redis_command  # no Redis without its password
     assert "redis-data:/data" in services["redis"]["volumes"] and "redis-data" in compose["volumes"]
-    assert services["router"]["deploy"]["replicas"] == 2
-    assert services["router"]["command"] == ["serve", "--no-background"]
+    replicas = [name for name in services if name.startswith("router-")]
+    assert replicas == ["router-1", "router-2"]
+    for name in replicas:
+        assert services[name]["command"] == ["serve", "--no-background"]
     assert services["worker"]["command"] == ["worker"]
     assert "443:443" in services["caddy"]["ports"]
-    assert "redis://redis:6379/0" == services["router"]["environment"]["SMM_PROXY_REDIS_URL"]
-    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
-    assert "reverse_proxy" in caddyfile and "health_uri /readyz" in caddyfile and "replace key REDACTED" in caddyfile
+    for name in (*replicas, "worker"):
+        environment = services[name]["environment"]
+        assert environment["SMM_PROXY_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+        # The archive is absolute and on a volume every container shares.
+        assert environment["SMM_PROXY_ARCHIVE_DIR"] == "/var/lib/smm-proxy/archive"
+        assert "archive:/var/lib/smm-proxy/archive" in services[name]["volumes"]
+        assert "ports" not in services[name]  # nothing but Caddy is published
+    assert "archive" in compose["volumes"]
+    assert "python" in " ".join(services["worker"]["healthcheck"]["test"])  # a check that runs: its metrics
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         checked = subprocess.run(
             ["docker", "compose", "-f", str(ROOT / "deploy" / "compose.yaml"), "config", "-q"],
             capture_output=True,
             text=True,
+            env={"REDIS_PASSWORD": "x", "PATH": "/usr/bin:/bin"},
+        )
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_every_container_is_hardened_and_rotates_its_logs():
+    services = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]
+    for name, service in services.items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert service["logging"]["options"]["max-size"] and service["logging"]["options"]["max-file"], name
+    assert services["caddy"]["cap_add"] == ["NET_BIND_SERVICE"]
+    assert services["redis"]["user"] == "999:999"
+
+
+def test_caddy_checks_readiness_of_named_upstreams_and_never_proxies_metrics():
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert not re.search(r"^\s*dynamic ", caddyfile, re.M)  # Caddy runs active health checks only for static upstreams
+    assert re.search(r"^\s*to router-1:8080 router-2:8080$", caddyfile, re.M)
+    assert "health_uri /readyz" in caddyfile and "replace key REDACTED" in caddyfile
+    assert re.search(r"handle /metrics\*\s*\{\s*respond [^\n]* 404", caddyfile)
+    env = (ROOT / "deploy" / "env.example").read_text()
+    assert re.search(r"^REDIS_PASSWORD=$", env, re.M) and re.search(r"^SMM_PROXY_AUDIT_SECRET=$", env, re.M)
+    assert not re.search(r"^SMM_PROXY_METRICS_TOKEN=", env, re.M)  # commented out: an empty one is unset anyway
+    if shutil.which("caddy"):
+        checked = subprocess.run(
+            ["caddy", "adapt", "--config", str(ROOT / "deploy" / "Caddyfile"), "--adapter", "caddyfile"],
+            capture_output=True,
+            text=True,
+            env={"SMM_PROXY_DOMAIN": "api.example.com", "PATH": "/usr/bin:/bin"},
         )
         assert checked.returncode == 0, checked.stderr
 
@@ -317,3 +357,15 @@ def test_systemd_units_restart(unit):
     parsed.read(ROOT / "deploy" / "systemd" / unit)
     assert parsed["Service"]["Restart"] in ("on-failure", "always")
     assert parsed["Service"]["User"] == "smm-proxy" and "smm-proxy" in parsed["Service"]["ExecStart"]
+
+
+@pytest.mark.parametrize("unit", ["smm-proxy.service", "smm-proxy-worker.service"])
+def test_systemd_units_write_only_their_state_directory_and_hold_no_capabilities(unit):
+    text = (ROOT / "deploy" / "systemd" / unit).read_text()
+    settings = dict(re.findall(r"^(\w+)=(.*)$", text, re.M))
+    # ProtectSystem=strict makes / read-only: the archive must live where the unit may write.
+    assert settings["ProtectSystem"] == "strict" and settings["StateDirectory"] == "smm-proxy"
+    assert settings["WorkingDirectory"] == "/var/lib/smm-proxy"
+    assert "Environment=SMM_PROXY_ARCHIVE_DIR=/var/lib/smm-proxy/archive" in text
+    assert settings["CapabilityBoundingSet"] == "" and settings["NoNewPrivileges"] == "yes"
+    assert re.search(r"^Environment=SMM_PROXY_METRICS_PORT=\d+$", text, re.M)
