@@ -22,13 +22,13 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
 
-__all__ = ["bind", "bound", "clear", "configure", "redactor"]
+__all__ = ["Emit", "bind", "bound", "clear", "configure", "no_events", "redactor"]
 
 bind = bind_contextvars
 bound = bound_contextvars
@@ -140,3 +140,16 @@ def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]
         for handler in list(root.handlers):
             if getattr(handler, "_smm_proxy", False):
                 root.removeHandler(handler)
+
+
+class Emit(Protocol):
+    """Tells operators of something that happened (`proxy.ops.events` writes
+    it to the event stream): a kind such as "provider.ejected", what it is
+    about (a provider, an order), one line, and details. Best effort: it
+    never raises, so the domain calls it without a second thought."""
+
+    async def __call__(self, kind: str, subject: str, message: str, **detail: object) -> None: ...
+
+
+async def no_events(kind: str, subject: str, message: str, **detail: object) -> None:
+    """An `Emit` that tells nobody (components built without an event stream)."""

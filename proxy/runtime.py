@@ -9,8 +9,10 @@ injected transports and clocks instead of patching anything.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 
 import httpx
 import redis.asyncio as aioredis
@@ -19,6 +21,7 @@ from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
 from proxy.catalog.catalog import LiveCatalog
 from proxy.config import Config
+from proxy.ops.events import EventLog, Webhook
 from proxy.ops.metrics import Metrics, SharedState, Tallies
 from proxy.ops.operators import Operators
 from proxy.ops.sync import Sync
@@ -29,12 +32,15 @@ from proxy.orders.claims import Claims
 from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
 from proxy.orders.refills import Refills
-from proxy.orders.routing import Router
+from proxy.orders.routing import Router, RoutingRules
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.verdicts import Verdicts
 from proxy.providers.budget import RequestBudget
-from proxy.providers.health import Health
+from proxy.providers.funds import Funds
+from proxy.providers.health import Health, thresholds_from
 from proxy.providers.listings import Listings
+from proxy.providers.outcomes import Outcomes
+from proxy.providers.refusals import Refusals
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
 from proxy.store import Keys, connect
@@ -48,7 +54,9 @@ class Runtime:
         redis: aioredis.Redis,
         *,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -59,6 +67,16 @@ class Runtime:
         self.accounts = Accounts(redis, self.keys, self.ledger, config.currency)
         transports = transports or {}
         self.metrics = Metrics()
+        self.events = EventLog(redis, self.keys, settings.events_length)
+        emit = self.events.emit
+        self.currencies = {name: provider.currency for name, provider in config.providers.items()}
+        self.funds = Funds(
+            redis, self.keys, {n: p.low_balance for n, p in config.providers.items()}, self.currencies, clock, emit
+        )
+        self.health = Health(
+            redis, self.keys, thresholds_from(config, settings.upstream_cooldown), self.funds, clock, emit
+        )
+        self.outcomes = Outcomes(redis, self.keys, config.routing.outcome_window)
         self.providers = {
             name: ProviderClient(
                 name,
@@ -71,9 +89,16 @@ class Runtime:
                 max_connections=provider.max_connections,
                 order_wait=provider.order_wait,
                 observer=self.metrics.upstream_call,
+                on_read_ok=self.health.read_ok,
                 budget=(
                     RequestBudget(
-                        redis, self.keys, name, provider.requests_per_minute, clock, on_wait=self.metrics.budget_wait
+                        redis,
+                        self.keys,
+                        name,
+                        provider.requests_per_minute,
+                        clock,
+                        on_wait=self.metrics.budget_wait,
+                        read_share_percent=provider.read_share_percent,
                     )
                     if provider.requests_per_minute
                     else None
@@ -81,11 +106,17 @@ class Runtime:
             )
             for name, provider in config.providers.items()
         }
-        self.currencies = {name: provider.currency for name, provider in config.providers.items()}
         self.listings = Listings(
-            redis, self.keys, self.providers, settings.catalog_ttl, clock, max_age=settings.catalog_max_age
+            redis,
+            self.keys,
+            self.providers,
+            settings.catalog_ttl,
+            clock,
+            max_age=settings.catalog_max_age,
+            change_percent=price_limits(config),
+            emit=emit,
+            on_price_change=self.metrics.price_change,
         )
-        self.health = Health(redis, self.keys, settings.upstream_cooldown, clock)
         self.catalog = LiveCatalog(
             config,
             self.listings,
@@ -101,7 +132,17 @@ class Runtime:
         self.verdicts = Verdicts(self.book, self.claims)
         self.tallies = Tallies(redis, self.keys, self.book.clients)
         self.router = Router(
-            self.book, self.leases, self.claims, self.providers, self.health, self.currencies, self.tallies.tally
+            self.book,
+            self.leases,
+            self.claims,
+            self.providers,
+            self.health,
+            self.currencies,
+            self.tallies.tally,
+            outcomes=self.outcomes,
+            rules=routing_rules(config),
+            rng=rng,
+            emit=emit,
         )
         self.archive = Archive(self.book, settings.archive_dir)
         self.refresher = StatusRefresher(
@@ -144,6 +185,11 @@ class Runtime:
             listings=self.listings,
             providers=self.providers,
         )
+        self.webhook = (
+            Webhook(redis, self.keys, settings.webhook_url, settings.webhook_secret or "", transport=webhook_transport)
+            if settings.webhook_url
+            else None
+        )
         self.sync = Sync(
             self.book,
             self.refresher,
@@ -153,6 +199,7 @@ class Runtime:
             self.currencies,
             archive_after_days=settings.archive_after_days,
             check_interval=settings.provider_check_interval,
+            webhook=self.webhook,
         )
 
     @classmethod
@@ -165,6 +212,24 @@ class Runtime:
         await self.actions.aclose()
         await self.refresher.aclose()
         await self.listings.aclose()
+        if self.webhook is not None:
+            await self.webhook.aclose()
         for client in self.providers.values():
             await client.aclose()
         await self.redis.aclose()
+
+
+def routing_rules(config: Config) -> RoutingRules:
+    return RoutingRules(
+        max_ejected_percent=config.health.max_ejected_percent,
+        explore_percent=float(config.routing.explore_percent),
+        refusals=Refusals.from_config(config),
+    )
+
+
+def price_limits(config: Config) -> dict[str, Decimal]:
+    """Each provider's price gate: its own percentage, else the config's."""
+    return {
+        name: p.price_change_percent if p.price_change_percent is not None else config.prices.change_percent
+        for name, p in config.providers.items()
+    }

@@ -109,6 +109,32 @@ class Keys:
     def cooldown(self, provider: str) -> str:
         return f"{self.prefix}cooldown:{provider}"
 
+    def health(self, provider: str, scope: str) -> str:
+        """A provider's consecutive failures and ejection, for orders or for reads."""
+        return f"{self.prefix}health:{{p:{provider}}}:{scope}"
+
+    def outcomes(self, provider: str) -> str:
+        """A provider's decayed outcome counts per upstream service."""
+        return f"{self.prefix}outcomes:{{p:{provider}}}"
+
+    def held_prices(self, provider: str) -> str:
+        """Upstream services whose price change waits for an operator: the last approved rate and the new one."""
+        return f"{self.prefix}held-prices:{{p:{provider}}}"
+
+    def removed_services(self, provider: str) -> str:
+        """Upstream services gone from a provider's list, with their last rate (to tell a return)."""
+        return f"{self.prefix}removed:{{p:{provider}}}"
+
+    @property
+    def events(self) -> str:
+        """The operators' event stream."""
+        return f"{self.prefix}events"
+
+    @property
+    def limits(self) -> str:
+        """The prefix of the per-client limits (kept by the `limits` library)."""
+        return f"{self.prefix}limits"
+
     def provider_state(self, provider: str) -> str:
         """What the last check of a provider read: balance, currency, a block."""
         return f"{self.prefix}provider:{provider}"

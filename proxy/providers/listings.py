@@ -7,6 +7,14 @@ selling from one older than `max_age`: its prices are no longer known). Only
 a provider never fetched has no list at all. One
 refresh per provider runs at a time in this process, and a short Redis
 lease keeps other instances from fetching the same list at the same moment.
+
+Price changes pass a gate. Each new list is compared with the last: a rate
+that moved within `change_percent` of its last approved rate is followed
+(our price follows with the markup; logged and counted); one that moved
+further is held: the catalog keeps pricing it at the last approved rate
+(routing never sells it below its current cost all the same), an event
+tells operators, and it waits for `approve` (`smm-proxy providers approve`).
+Services that vanish from a list, and that come back, are reported too.
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
 import redis.asyncio as aioredis
 
 from proxy.errors import UpstreamError
+from proxy.logs import Emit, no_events
 from proxy.providers.replies import UpstreamService
 from proxy.providers.upstream import ProviderClient
 from proxy.store import Keys
@@ -42,6 +51,7 @@ class Listing:
     fetched_at: float
     services: Mapping[int, UpstreamService]
     fetch: str = ""  # names one fetch: two fetches can share a clock reading
+    held: Mapping[int, Decimal] = field(default_factory=dict)  # the approved rate of services whose change is held
 
     def age(self, now: float) -> float:
         return now - self.fetched_at
@@ -68,8 +78,15 @@ class Listings:
         ttl: float,
         clock: Callable[[], float] = time.time,
         max_age: float = float("inf"),
+        *,
+        change_percent: Mapping[str, Decimal] | None = None,
+        emit: Emit = no_events,
+        on_price_change: Callable[[str, str], None] | None = None,
     ) -> None:
         self.redis = redis
+        self.change_percent = dict(change_percent or {})
+        self.emit = emit
+        self.on_price_change = on_price_change
         self.keys = keys
         self.providers = providers
         self.ttl = ttl
@@ -125,7 +142,8 @@ class Listings:
         fetch, fetched_at, services = await self.redis.hmget(key, ["fetch", "fetched_at", "services"])
         if fetch is None or fetched_at is None or services is None:
             return None
-        listing = Listing(provider, float(fetched_at), _decode(services), fetch)
+        held = {service: Decimal(str(h["approved"])) for service, h in (await self.held(provider)).items()}
+        listing = Listing(provider, float(fetched_at), _decode(services), fetch, held)
         self._parsed[provider] = listing
         return listing
 
@@ -167,12 +185,133 @@ class Listings:
 
     async def store(self, provider: str, services: list[UpstreamService]) -> None:
         before = await self.cached(provider)
+        if before is not None:  # the gate first: a new list is never sold from before its changes are judged
+            await self._gate(provider, before, services)
         await self.redis.hset(
             self.keys.catalog(provider),
             mapping={"fetched_at": repr(self.clock()), "services": _encode(services), "fetch": uuid.uuid4().hex},
         )
         if before is not None:
             await self._note_price_changes(provider, before, services)
+
+    # -- the price gate ----------------------------------------------------------
+
+    async def held(self, provider: str) -> dict[int, dict[str, object]]:
+        """Services whose price change waits for an operator: approved and proposed rate, since when."""
+        raw = await self.redis.hgetall(self.keys.held_prices(provider))
+        return {int(service): json.loads(value) for service, value in raw.items()}
+
+    async def _gate(self, provider: str, before: Listing, services: list[UpstreamService]) -> None:
+        limit = self.change_percent.get(provider, Decimal(20))
+        held = await self.held(provider)
+        removed = {
+            int(k): Decimal(v) for k, v in (await self.redis.hgetall(self.keys.removed_services(provider))).items()
+        }
+        now = self.clock()
+        hold: dict[int, str] = {}
+        release: list[int] = []
+        back: list[int] = []
+        for service in services:
+            old = before.services.get(service.service)
+            base: Decimal | None = old.rate if old is not None else removed.get(service.service)
+            if old is None and service.service in removed:
+                back.append(service.service)
+                await self.emit(
+                    "service.readded",
+                    provider,
+                    f"{provider} lists service {service.service} again, at {service.rate} (was {base})",
+                    service=service.service,
+                    rate=str(service.rate),
+                    was=str(base),
+                )
+            if base is None:  # a new service: nothing to compare with
+                continue
+            approved = Decimal(str(held[service.service]["approved"])) if service.service in held else base
+            if service.rate == approved:
+                if service.service in held:
+                    release.append(service.service)
+                continue
+            change = abs(service.rate - approved) * 100 / approved if approved > 0 else Decimal("Infinity")
+            if change <= limit:
+                if service.service in held:
+                    release.append(service.service)
+                if service.rate != base:
+                    log.info(
+                        "provider %s: service %s %s -> %s (%+.1f%%), followed",
+                        provider,
+                        service.service,
+                        base,
+                        service.rate,
+                        (service.rate - base) * 100 / base if base else 0,
+                    )
+                    self._count(provider, "followed")
+                continue
+            previous = held.get(service.service)
+            hold[service.service] = json.dumps(
+                {
+                    "approved": str(approved),
+                    "proposed": str(service.rate),
+                    "at": previous["at"] if previous and previous["proposed"] == str(service.rate) else now,
+                }
+            )
+            if previous is None or previous["proposed"] != str(service.rate):
+                self._count(provider, "held")
+                log.warning(
+                    "PRICE CHANGE HELD: provider %s service %s %s -> %s (beyond %s%%); sold at the approved "
+                    "rate, never below cost, until an operator approves",
+                    provider,
+                    service.service,
+                    approved,
+                    service.rate,
+                    limit,
+                )
+                await self.emit(
+                    "price.held",
+                    provider,
+                    f"{provider} service {service.service}: {approved} -> {service.rate} is beyond "
+                    f"{limit}%: held until approved",
+                    service=service.service,
+                    approved=str(approved),
+                    proposed=str(service.rate),
+                )
+        listed = {service.service for service in services}
+        gone = {number: old.rate for number, old in before.services.items() if number not in listed}
+        for number, rate in gone.items():
+            await self.emit(
+                "service.removed",
+                provider,
+                f"{provider} no longer lists service {number} (last at {rate})",
+                service=number,
+                rate=str(rate),
+            )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if hold:
+                pipe.hset(self.keys.held_prices(provider), mapping=hold)  # type: ignore[arg-type]
+            stale = [s for s in release if s not in hold] + [s for s in held if s in gone]
+            if stale:
+                pipe.hdel(self.keys.held_prices(provider), *map(str, stale))
+            if gone:
+                pipe.hset(self.keys.removed_services(provider), mapping={str(k): str(v) for k, v in gone.items()})
+            if back:
+                pipe.hdel(self.keys.removed_services(provider), *map(str, back))
+            await pipe.execute()
+
+    def _count(self, provider: str, outcome: str) -> None:
+        if self.on_price_change is not None:
+            self.on_price_change(provider, outcome)
+
+    async def approve(self, provider: str, services: Sequence[int] = ()) -> list[dict[str, object]]:
+        """Approve held price changes (all of the provider's, or those of
+        `services`); what was approved. The catalog follows at once."""
+        held = await self.held(provider)
+        chosen = [s for s in (services or list(held)) if s in held]
+        if not chosen:
+            return []
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.held_prices(provider), *map(str, chosen))
+            pipe.hset(self.keys.catalog(provider), "fetch", uuid.uuid4().hex)  # every catalog rebuilds
+            await pipe.execute()
+        return [{"service": s, "from": held[s]["approved"], "to": held[s]["proposed"]} for s in chosen]
 
     async def _note_price_changes(self, provider: str, before: Listing, services: list[UpstreamService]) -> None:
         """Keep the last PRICE_CHANGES_KEPT rate changes of a provider, for operators."""
