@@ -31,6 +31,7 @@ from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
 from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
+from proxy.orders.observe import OrderWatch
 from proxy.orders.refills import Refills
 from proxy.orders.routing import Router, RoutingRules
 from proxy.orders.statuses import StatusRefresher
@@ -145,6 +146,15 @@ class Runtime:
             emit=emit,
         )
         self.archive = Archive(self.book, settings.archive_dir)
+        self.watch = OrderWatch(
+            self.outcomes,
+            self.book,
+            stuck_after=config.routing.stuck_after,
+            stuck_after_by_service={s.id: s.stuck_after for s in config.services if s.stuck_after},
+            tally=self.tallies.tally,
+            emit=emit,
+            clock=clock,
+        )
         self.refresher = StatusRefresher(
             self.book,
             self.due,
@@ -155,6 +165,7 @@ class Runtime:
             currencies=self.currencies,
             tally=self.tallies.tally,
             tolerance_percent=config.settlement.charge_tolerance_percent,
+            on_status=self.watch,
         )
         self.refills = Refills(redis, self.keys, self.providers, self.health, settings.status_ttl, clock)
         self.actions = OrderActions(
@@ -184,6 +195,9 @@ class Runtime:
             health=self.health,
             listings=self.listings,
             providers=self.providers,
+            events=self.events,
+            outcomes=self.outcomes,
+            reload=self.reload,
         )
         self.webhook = (
             Webhook(redis, self.keys, settings.webhook_url, settings.webhook_secret or "", transport=webhook_transport)
@@ -201,6 +215,12 @@ class Runtime:
             check_interval=settings.provider_check_interval,
             webhook=self.webhook,
         )
+
+    async def reload(self) -> dict[str, object]:
+        """Read the config file again (SIGHUP, the admin API); see `proxy.reload`."""
+        from proxy.reload import reload_runtime
+
+        return await reload_runtime(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, config: Config, **kwargs: object) -> Runtime:

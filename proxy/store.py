@@ -117,6 +117,10 @@ class Keys:
         """A provider's decayed outcome counts per upstream service."""
         return f"{self.prefix}outcomes:{{p:{provider}}}"
 
+    def stuck(self, provider: str) -> str:
+        """Our orders at a provider counted as stuck (their final outcome does not count again)."""
+        return f"{self.prefix}stuck:{{p:{provider}}}"
+
     def held_prices(self, provider: str) -> str:
         """Upstream services whose price change waits for an operator: the last approved rate and the new one."""
         return f"{self.prefix}held-prices:{{p:{provider}}}"

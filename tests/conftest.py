@@ -88,6 +88,8 @@ async def make_router(redis_url, key_prefix, redis_client):
         clock: FakeClock | None = None,
         panels: dict | None = None,
         url: str | None = None,
+        rng: object = None,
+        webhook_transport: object = None,
         **settings: object,
     ) -> Harness:
         """A router on simulated panels. `redis_plan` and `upstream_plan` inject
@@ -114,6 +116,8 @@ async def make_router(redis_url, key_prefix, redis_client):
             redis_client,
             transports=transports,
             clock=clock,
+            rng=rng,
+            webhook_transport=webhook_transport,
         )
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://router")
         opened.append((runtime, http))

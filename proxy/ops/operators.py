@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -36,6 +36,7 @@ from proxy.errors import (
 )
 from proxy.money import format_amount, parse_amount, to_minor
 from proxy.ops import reports
+from proxy.ops.events import EventLog
 from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
 from proxy.orders.records import Order
@@ -43,6 +44,7 @@ from proxy.orders.states import WORKING_SETS
 from proxy.orders.verdicts import Verdicts
 from proxy.providers.health import Health
 from proxy.providers.listings import Listings
+from proxy.providers.outcomes import Outcomes
 from proxy.providers.upstream import ProviderClient
 from proxy.store import Keys
 
@@ -136,6 +138,9 @@ class Operators:
         health: Health,
         listings: Listings,
         providers: Mapping[str, ProviderClient],
+        events: EventLog | None = None,
+        outcomes: Outcomes | None = None,
+        reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -148,6 +153,9 @@ class Operators:
         self._health = health
         self._listings = listings
         self._providers = providers
+        self._events = events
+        self._outcomes = outcomes
+        self._reload = reload
 
     # -- the audit log ---------------------------------------------------------
 
@@ -278,8 +286,10 @@ class Operators:
     # -- providers -------------------------------------------------------------
 
     async def providers(self, check: bool = False) -> list[dict[str, Any]]:
-        """Each provider: health, cool-downs, balance and currency as last read,
-        service count, catalog age, recent price changes. `check` reads them now."""
+        """Each provider: health (ejections for orders and reads), balance and
+        currency as last read and the age of that reading, whether it is low on
+        funds, service count, catalog age, recent and held price changes, and
+        the outcomes of its routes. `check` reads the balances now."""
         currencies = {name: provider.currency for name, provider in self._config.providers.items()}
         if check:
             for name, client in self._providers.items():
@@ -291,26 +301,87 @@ class Operators:
         cooldowns = await self._health.cooldowns(names)
         ages = await self._listings.ages(names)
         rows = []
+        now = self._health.clock()
         for name in names:
             state = await self._health.state(name)
             listing = await self._listings.cached(name)
             cooling = [scope for scope, on in cooldowns[name].items() if on]
+            ejections = await self._health.ejections(name)
+            health = "ejected: " + ", ".join(cooling) if cooling else ("low balance" if state.low else "ok")
+            outcomes = await self._outcomes.of_provider(name) if self._outcomes else {}
             rows.append(
                 {
                     "name": name,
-                    "health": "blocked" if state.blocked else ("cooling: " + ", ".join(cooling) if cooling else "ok"),
+                    "health": "blocked" if state.blocked else health,
                     "blocked": state.blocked,
+                    "ejections": {
+                        scope: {
+                            "failures": e.failures,
+                            "ejections": e.ejections,
+                            "until": iso(e.until) if e.ejected else "",
+                            "reason": e.reason,
+                        }
+                        for scope, e in ejections.items()
+                    },
                     "currency": currencies[name],
                     "currency_read": state.currency,
                     "balance": state.balance,
+                    "funds": "" if state.funds is None else format_amount(state.funds),
+                    "low_balance": format_amount(self._config.providers[name].low_balance),
+                    "low": state.low,
+                    "balance_age": round(now - state.funds_at) if state.funds_at else None,
                     "checked": iso(state.checked_at) if state.checked_at else "",
                     "check_error": state.error,
                     "services": len(listing.services) if listing else 0,
                     "catalog_age": None if ages[name] is None else round(ages[name]),
                     "price_changes": await self._listings.price_changes(name, 10),
+                    "held_prices": [
+                        {"service": service, **held} for service, held in (await self._listings.held(name)).items()
+                    ],
+                    "outcomes": {str(service): rates.as_dict() for service, rates in outcomes.items()},
                 }
             )
         return rows
+
+    async def approve_prices(self, actor: str, provider: str, services: Sequence[int] = ()) -> dict[str, Any]:
+        """Approve held price changes of a provider (all, or those of `services`)."""
+        if provider not in self._providers:
+            raise NotFound(f"no provider {provider!r}")
+        held = await self._listings.held(provider)
+        unknown = [s for s in services if s not in held]
+        if unknown:
+            raise OperatorError(f"no held price change of {provider} service {', '.join(map(str, unknown))}")
+        approved = await self._listings.approve(provider, services)
+        for change in approved:
+            await self.audit(actor, "price.approve", f"{provider}:{change['service']}", **change)
+            if self._events is not None:
+                await self._events.emit(
+                    "price.approved",
+                    provider,
+                    f"{provider} service {change['service']}: {change['from']} -> {change['to']} approved by {actor}",
+                    actor=actor,
+                    **change,
+                )
+        return {"provider": provider, "approved": approved}
+
+    # -- events and the config -------------------------------------------------
+
+    async def events(
+        self, since: float | None = None, limit: int = 100, kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        if self._events is None:
+            return []
+        if not 1 <= limit <= 10_000:
+            raise OperatorError("limit must be between 1 and 10000")
+        return await self._events.read(since, limit, kind)
+
+    async def reload_config(self, actor: str) -> dict[str, Any]:
+        """Read the config file again; a bad one is refused and the running one kept."""
+        if self._reload is None:
+            raise OperatorError("this process cannot reload its config")
+        result = await self._reload()
+        await self.audit(actor, "config.reload", str(result.get("config", "")), **result)
+        return result
 
     # -- reports ---------------------------------------------------------------
 

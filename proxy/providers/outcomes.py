@@ -102,6 +102,21 @@ class Outcomes:
             ],
         )
 
+    async def stuck(self, provider: str, service: int, order: int) -> bool:
+        """Count an order stuck upstream against its route, once: False if it was counted before."""
+        if not await self.redis.sadd(self.keys.stuck(provider), str(order)):
+            return False
+        await self.record(provider, service, STUCK, 0.0)
+        return True
+
+    async def finished(
+        self, provider: str, service: int, order: int, kind: str, delivered: float, seconds: float | None
+    ) -> None:
+        """An order turned final: its outcome counts, unless it counted as stuck already."""
+        if await self.redis.srem(self.keys.stuck(provider), str(order)):
+            return
+        await self.record(provider, service, kind, delivered, seconds)
+
     async def rates(self, routes: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Rates]:
         """The rates of each (provider, upstream service), in one round trip."""
         pairs = list(dict.fromkeys(routes))
