@@ -9,6 +9,7 @@ injected transports and clocks instead of patching anything.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -18,9 +19,10 @@ import httpx
 import redis.asyncio as aioredis
 
 from proxy.accounts.clients import Accounts
+from proxy.accounts.fair_use import FairUse, storage_for
 from proxy.accounts.ledger import Ledger
 from proxy.catalog.catalog import LiveCatalog
-from proxy.config import Config
+from proxy.config import Config, Provider
 from proxy.ops.events import EventLog, Webhook
 from proxy.ops.metrics import Metrics, SharedState, Tallies
 from proxy.ops.operators import Operators
@@ -67,6 +69,7 @@ class Runtime:
         self.ledger = Ledger(redis, self.keys)
         self.accounts = Accounts(redis, self.keys, self.ledger, config.currency)
         transports = transports or {}
+        self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use)
         self.metrics = Metrics()
         self.events = EventLog(redis, self.keys, settings.events_length)
         emit = self.events.emit
@@ -78,35 +81,9 @@ class Runtime:
             redis, self.keys, thresholds_from(config, settings.upstream_cooldown), self.funds, clock, emit
         )
         self.outcomes = Outcomes(redis, self.keys, config.routing.outcome_window)
-        self.providers = {
-            name: ProviderClient(
-                name,
-                provider.url,
-                provider.key,
-                timeout=provider.timeout.to_httpx(),
-                request_format=provider.format,
-                method=provider.method,
-                transport=transports.get(name),
-                max_connections=provider.max_connections,
-                order_wait=provider.order_wait,
-                observer=self.metrics.upstream_call,
-                on_read_ok=self.health.read_ok,
-                budget=(
-                    RequestBudget(
-                        redis,
-                        self.keys,
-                        name,
-                        provider.requests_per_minute,
-                        clock,
-                        on_wait=self.metrics.budget_wait,
-                        read_share_percent=provider.read_share_percent,
-                    )
-                    if provider.requests_per_minute
-                    else None
-                ),
-            )
-            for name, provider in config.providers.items()
-        }
+        self.transports = dict(transports)
+        self.background_tasks: set[asyncio.Task[object]] = set()
+        self.providers = {name: provider_client(self, name, provider) for name, provider in config.providers.items()}
         self.listings = Listings(
             redis,
             self.keys,
@@ -179,6 +156,7 @@ class Runtime:
             self.providers,
             settings.duplicate_window,
             self.tallies.tally,
+            fair_use=self.fair_use,
         )
         self.metrics.share(
             SharedState(self.book, self.tallies, self.health, self.listings, self.currencies, config.currency)
@@ -229,6 +207,8 @@ class Runtime:
         return cls(settings, config, connect(settings.redis_url), **kwargs)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
+        for task in list(self.background_tasks):
+            task.cancel()
         await self.actions.aclose()
         await self.refresher.aclose()
         await self.listings.aclose()
@@ -253,3 +233,33 @@ def price_limits(config: Config) -> dict[str, Decimal]:
         name: p.price_change_percent if p.price_change_percent is not None else config.prices.change_percent
         for name, p in config.providers.items()
     }
+
+
+def provider_client(runtime: Runtime, name: str, provider: Provider) -> ProviderClient:
+    """The client for one provider of the config, wired to the runtime's health, budget and metrics."""
+    return ProviderClient(
+        name,
+        provider.url,
+        provider.key,
+        timeout=provider.timeout.to_httpx(),
+        request_format=provider.format,
+        method=provider.method,
+        transport=runtime.transports.get(name),
+        max_connections=provider.max_connections,
+        order_wait=provider.order_wait,
+        observer=runtime.metrics.upstream_call,
+        on_read_ok=runtime.health.read_ok,
+        budget=(
+            RequestBudget(
+                runtime.redis,
+                runtime.keys,
+                name,
+                provider.requests_per_minute,
+                runtime.clock,
+                on_wait=runtime.metrics.budget_wait,
+                read_share_percent=provider.read_share_percent,
+            )
+            if provider.requests_per_minute
+            else None
+        ),
+    )

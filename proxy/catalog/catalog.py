@@ -277,6 +277,11 @@ class LiveCatalog:
             self._built = (version, build_catalog(self.config, listings, usable))
         return self._built[1]
 
+    def replace(self, config: Config) -> None:
+        """A reloaded config: the next read rebuilds the catalog from it."""
+        self.config = config
+        self._built = None
+
     def _say_withheld(self, withheld: dict[str, str]) -> None:
         """Log once when a provider's services stop or start being sold."""
         for name in withheld.keys() - self._withheld.keys():

@@ -12,6 +12,9 @@ JSON, errors `{"error": ...}` with a 4xx status.
     GET  /admin/orders/{id}                POST /admin/orders/{id}/resolve {upstream_order | failed: true}
     POST /admin/orders/{id}/refund {total} POST /admin/orders/{id}/ack
     GET  /admin/providers?check=1          GET  /admin/report?since=7d&by=provider
+    POST /admin/providers/{name}/approve {services?: "1,2"}   (held price changes; all if none named)
+    GET  /admin/events?since=1h&limit=&kind=   (the operators' event stream, newest first)
+    POST /admin/config/reload              (a bad file: 400 with its problems; the running config stays)
     GET  /admin/audit?limit=
 """
 
@@ -155,6 +158,36 @@ async def report(request: Request, ops: Operators, actor: str) -> Any:
     return await ops.report(start, by)
 
 
+async def approve(request: Request, ops: Operators, actor: str) -> Any:
+    body = await _body(request)
+    services = body.get("services")
+    if services is None:
+        services = []
+    elif isinstance(services, str):
+        services = [part for part in services.replace(",", " ").split() if part]
+    else:
+        services = [services]
+    return await ops.approve_prices(actor, request.path_params["name"], [_int(str(s), "services") for s in services])
+
+
+async def events(request: Request, ops: Operators, actor: str) -> Any:
+    query = request.query_params
+    start = None
+    if query.get("since"):
+        try:
+            start = since(query.get("since"))
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    return await ops.events(start, _int(query.get("limit"), "limit", 100), query.get("kind") or None)
+
+
+async def reload_config(request: Request, ops: Operators, actor: str) -> Any:
+    result = await ops.reload_config(actor)
+    if not result.get("ok"):
+        raise BadInput("config not reloaded, the running one stays: " + "; ".join(result.get("problems", [])))
+    return result
+
+
 async def audit(request: Request, ops: Operators, actor: str) -> Any:
     return await ops.audit_log(_int(request.query_params.get("limit"), "limit", 100))
 
@@ -191,5 +224,8 @@ def routes(ops: Operators) -> list[Route]:
         Route("/admin/orders/{id}/ack", guarded(ack), methods=["POST"]),
         Route("/admin/providers", guarded(providers), methods=["GET"]),
         Route("/admin/report", guarded(report), methods=["GET"]),
+        Route("/admin/providers/{name}/approve", guarded(approve), methods=["POST"]),
+        Route("/admin/events", guarded(events), methods=["GET"]),
+        Route("/admin/config/reload", guarded(reload_config), methods=["POST"]),
         Route("/admin/audit", guarded(audit), methods=["GET"]),
     ]

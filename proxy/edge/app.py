@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from redis.exceptions import RedisError
@@ -28,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy import logs
+from proxy.accounts.fair_use import TOO_MANY_REQUESTS
 from proxy.catalog.catalog import Listed
 from proxy.edge import admin, protocol
 from proxy.edge.context import RequestContext
@@ -108,6 +110,9 @@ class Api:
         if client is None:
             seen["outcome"] = "unauthorized"
             return protocol.error(Errors.INVALID_KEY)
+        if not await self.runtime.fair_use.request(client):
+            seen["outcome"] = "limited"
+            return protocol.error(TOO_MANY_REQUESTS)
         try:
             parsed = protocol.parse_request(params)
         except ProtocolError as exc:
@@ -228,6 +233,22 @@ def bearer_ok(request: Request, token: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+def reload_on_hangup(runtime: Runtime) -> Callable[[], None]:
+    """Reload the config on SIGHUP (where signals can be caught); a function that stops it."""
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        task: asyncio.Task[object] = loop.create_task(runtime.reload())
+        runtime.background_tasks.add(task)
+        task.add_done_callback(runtime.background_tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # not the main thread, or no SIGHUP
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
 def create_app(runtime: Runtime, *, close_runtime: bool = False, background: bool = False) -> Starlette:
     """The router's ASGI app.
 
@@ -237,6 +258,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hangup = reload_on_hangup(runtime)
         try:
             if background:
                 async with runtime.sync.background(runtime.settings.sync_interval):
@@ -244,6 +266,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
             else:
                 yield
         finally:
+            hangup()
             if close_runtime:
                 await runtime.aclose()
 

@@ -138,12 +138,14 @@ class Webhook:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
         consumer: str | None = None,
+        retry_base: float = RETRY_BASE_SECONDS,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.url = url
         self.secret = secret
         self.consumer = consumer or uuid.uuid4().hex[:12]
+        self.retry_base = retry_base
         self._client = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
         self._grouped = False
 
@@ -172,7 +174,7 @@ class Webhook:
                 log.error("webhook: event %s given up after %d deliveries", entry_id, times)
                 dropped += 1
                 continue
-            wait = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** (times - 1))
+            wait = min(RETRY_CAP_SECONDS, self.retry_base * 2 ** (times - 1))
             if idle < wait * 1000:
                 continue
             claimed = await self.redis.xclaim(self.keys.events, GROUP, self.consumer, int(wait * 1000), [entry_id])

@@ -157,6 +157,10 @@ class Operators:
         self._outcomes = outcomes
         self._reload = reload
 
+    def replace_config(self, config: Config) -> None:
+        """A reloaded config."""
+        self._config = config
+
     # -- the audit log ---------------------------------------------------------
 
     async def audit(self, actor: str, action: str, target: str, **detail: object) -> None:
