@@ -180,11 +180,15 @@ def worker(args: argparse.Namespace) -> None:
     _checked_store(settings, args.allow_volatile)
 
     async def run() -> None:
+        from proxy.edge.app import reload_on_hangup
+
         runtime = Runtime.from_settings(settings, config)
+        stop_reloading = reload_on_hangup(runtime)
         try:
             async with runtime.sync.background(settings.sync_interval) as task:
                 await task
         finally:
+            stop_reloading()
             await runtime.aclose()
 
     asyncio.run(run())
