@@ -5,4 +5,6 @@
   and the order tallies behind them.
 - `operators`: every operator action once, audited (the CLI and admin API call it).
 - `reports`: revenue, upstream cost, refunds and margin.
+- `events`: the operators' event stream (the domain writes it through
+  `proxy.logs.Emit`) and the signed webhook that delivers it.
 """
