@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from proxy.config import Config, Provider, load_config
 from proxy.errors import ConfigError
+from proxy.providers.upstream import ProviderClient
 
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
@@ -106,10 +108,10 @@ def apply(runtime: Runtime, config: Config) -> dict[str, object]:
     return {"added": added, "replaced": replaced, "removed": removed}
 
 
-async def _close_later(clients: list[object]) -> None:
+async def _close_later(clients: Sequence[ProviderClient]) -> None:
     await asyncio.sleep(CLOSE_AFTER_SECONDS)
     for client in clients:
         try:
-            await client.aclose()  # type: ignore[attr-defined]
+            await client.aclose()
         except Exception as exc:
             log.warning("a replaced provider client did not close cleanly: %s", type(exc).__name__)

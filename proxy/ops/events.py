@@ -26,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import redis.asyncio as aioredis
@@ -94,7 +94,10 @@ class EventLog:
         found: list[dict[str, Any]] = []
         high = "+"
         while len(found) < limit:
-            rows = await self.redis.xrevrange(self.keys.events, max=high, min=low, count=max(limit, 100))
+            rows = cast(
+                list[tuple[str, dict[str, str]]],
+                await self.redis.xrevrange(self.keys.events, max=high, min=low, count=max(limit, 100)),
+            )
             if not rows:
                 break
             for entry_id, fields in rows:
@@ -177,7 +180,10 @@ class Webhook:
             wait = min(RETRY_CAP_SECONDS, self.retry_base * 2 ** (times - 1))
             if idle < wait * 1000:
                 continue
-            claimed = await self.redis.xclaim(self.keys.events, GROUP, self.consumer, int(wait * 1000), [entry_id])
+            claimed = cast(
+                list[tuple[str, dict[str, str] | None]],
+                await self.redis.xclaim(self.keys.events, GROUP, self.consumer, int(wait * 1000), [entry_id]),
+            )
             for claimed_id, fields in claimed:
                 if fields is None:  # trimmed away meanwhile
                     await self.redis.xack(self.keys.events, GROUP, claimed_id)
@@ -186,7 +192,10 @@ class Webhook:
                     delivered += 1
                 else:
                     failed += 1
-        replies = await self.redis.xreadgroup(GROUP, self.consumer, {self.keys.events: ">"}, count=BATCH)
+        replies = cast(
+            list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
+            await self.redis.xreadgroup(GROUP, self.consumer, {self.keys.events: ">"}, count=BATCH),
+        )
         for _, entries in replies or []:
             for entry_id, fields in entries:
                 if await self._post(entry_id, fields):

@@ -27,8 +27,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import cast
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from proxy import scripts
 from proxy.config import Config
@@ -246,7 +248,7 @@ class Health:
     # -- reading ---------------------------------------------------------------
 
     async def ejection(self, provider: str, scope: str = ORDERS) -> Ejection:
-        return _ejection(await self.redis.hgetall(self.keys.health(provider, scope)))
+        return _ejection(cast(dict[str, str], await self.redis.hgetall(self.keys.health(provider, scope))))
 
     async def cooling(self, provider: str, scope: str = ORDERS) -> bool:
         """Whether the provider is ejected from `scope` now."""
@@ -302,7 +304,7 @@ class Health:
         return {name: reason for name, reason in zip(names, replies, strict=True) if reason}
 
     async def state(self, provider: str) -> ProviderState:
-        return _state(await self.redis.hgetall(self.keys.provider_state(provider)))
+        return _state(cast(dict[str, str], await self.redis.hgetall(self.keys.provider_state(provider))))
 
     # -- verification ----------------------------------------------------------
 
@@ -315,8 +317,12 @@ class Health:
             log.warning("provider %s not verified: %s", client.name, exc.reason)
             await self.redis.hset(key, mapping={"error": exc.reason[:200], "checked_at": repr(self.clock())})
             return await self.state(client.name)
-        fields = {"balance": str(balance.balance), "checked_at": repr(self.clock()), "error": ""}
-        before = await self.redis.hget(key, "blocked")
+        fields: dict[EncodableT, EncodableT] = {
+            "balance": str(balance.balance),
+            "checked_at": repr(self.clock()),
+            "error": "",
+        }
+        before = cast(str | None, await self.redis.hget(key, "blocked"))
         if balance.currency is None:  # says nothing of the currency: a block stays until one agrees
             fields["currency"] = ""
             fields["blocked"] = before or ""

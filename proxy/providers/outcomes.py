@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -130,7 +131,7 @@ class Outcomes:
 
     async def of_provider(self, provider: str) -> dict[int, Rates]:
         """Every route of the provider with a history, by upstream service."""
-        raw = await self.redis.hgetall(self.keys.outcomes(provider))
+        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.outcomes(provider)))
         by_service: dict[int, dict[str, float]] = {}
         for field, value in raw.items():
             service, _, name = field.partition(":")
