@@ -1,39 +1,14 @@
 """The new operator commands end to end: events, providers approve."""
 
 import json
-from pathlib import Path
 
-import pytest
 import redis
+from test_cli import cli  # noqa: F401, F811  (the fixture: the commands against a real Redis)
 
-from proxy.cli import main
 from proxy.store import Keys
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture
-def cli(redis_url, key_prefix, monkeypatch, capsys):
-    monkeypatch.setenv("SMM_PROXY_REDIS_URL", redis_url)
-    monkeypatch.setenv("SMM_PROXY_KEY_PREFIX", key_prefix)
-    monkeypatch.setenv("SMM_PROXY_CONFIG", str(ROOT / "config" / "example.yaml"))
-    monkeypatch.setenv("ECHOMARK_API_KEY", "x")
-    monkeypatch.setenv("KOREAN_PANEL_API_KEY", "y")
-
-    def run(*argv):
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    sync = redis.Redis.from_url(redis_url)
-    stale = list(sync.scan_iter(match=f"{key_prefix}*"))
-    if stale:
-        sync.delete(*stale)
-    sync.close()
-
-
-def test_events_and_price_approvals_from_the_command_line(cli, redis_url, key_prefix):
+def test_events_and_price_approvals_from_the_command_line(cli, redis_url, key_prefix):  # noqa: F811
     keys = Keys(key_prefix)
     store = redis.Redis.from_url(redis_url, decode_responses=True)
     held = {"approved": "0.90", "proposed": "2.00", "at": 1.0}

@@ -75,21 +75,16 @@ class Funds:
         limit = f"{format_amount(threshold)} {currency}".strip()
         if outcome == "low":
             log.warning("PROVIDER %s LOW ON FUNDS: about %s left, below %s; no new orders", provider, left, limit)
-            await self.emit(
-                "provider.low_balance",
-                provider,
-                f"{provider} has about {left} left, below its low_balance of {limit}: it gets no new orders",
-                balance=format_amount(from_minor(funds)),
-                currency=currency,
-                threshold=format_amount(threshold),
-            )
+            kind, told = "provider.low_balance", f"{provider} has about {left} left, below its low_balance of {limit}"
+            told += ": it gets no new orders"
         else:
             log.warning("provider %s has funds again: about %s, at or above %s", provider, left, limit)
-            await self.emit(
-                "provider.balance_recovered",
-                provider,
-                f"{provider} has about {left} again, at or above its low_balance of {limit}",
-                balance=format_amount(from_minor(funds)),
-                currency=currency,
-                threshold=format_amount(threshold),
-            )
+            kind, told = "provider.balance_recovered", f"{provider} has about {left} again, at or above {limit}"
+        await self.emit(
+            kind,
+            provider,
+            told,
+            balance=format_amount(from_minor(funds)),
+            currency=currency,
+            threshold=format_amount(threshold),
+        )
