@@ -16,7 +16,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -30,6 +30,9 @@ from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.store import check_store, connect, redacted_url
 
+if TYPE_CHECKING:  # the app is imported when it is served, not for every command
+    from starlette.applications import Starlette
+
 log = logging.getLogger(__name__)
 
 
@@ -38,10 +41,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {}
     if getattr(args, "config", None):
-        overrides["config"] = Path(args.config)
-    return Settings(**overrides)
+        return Settings(config=Path(args.config))
+    return Settings()
 
 
 def _config(settings: Settings) -> Config:
@@ -72,7 +74,7 @@ async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], 
 # -- running ---------------------------------------------------------------
 
 
-def check(args: argparse.Namespace) -> int | None:
+def check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         config = _config(settings)
@@ -99,6 +101,7 @@ def check(args: argparse.Namespace) -> int | None:
             f"services ({routes} routes), {len(config.imports)} import rules, currency {config.currency}"
         ),
     )
+    return 0
 
 
 def _log_setup(settings: Settings, config: Config) -> None:
@@ -158,13 +161,13 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
-def app_for(settings: Settings, config: Config, background: bool):  # type: ignore[no-untyped-def]
+def app_for(settings: Settings, config: Config, background: bool) -> Starlette:
     from proxy.edge.app import create_app
 
     return create_app(Runtime.from_settings(settings, config), close_runtime=True, background=background)
 
 
-def app_from_environment():  # type: ignore[no-untyped-def]
+def app_from_environment() -> Starlette:
     """The app of one `serve --workers N` process, from the environment alone."""
     settings = Settings()
     config = _config(settings)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from proxy.config import Config, Provider, load_config
 from proxy.errors import ConfigError
+from proxy.ops.answers import ConfigReload
 from proxy.providers.upstream import ProviderClient
 
 if TYPE_CHECKING:
@@ -45,28 +46,28 @@ def _same_client(old: Provider, new: Provider) -> bool:
     return all(getattr(old, name) == getattr(new, name) for name in (*_CONNECTION, *_BUDGET))
 
 
-async def reload_runtime(runtime: Runtime) -> dict[str, object]:
+async def reload_runtime(runtime: Runtime) -> ConfigReload:
     """Load the config file again and put it in place; what happened."""
     path = runtime.settings.config
     try:
         config = load_config(path, runtime.settings.environ())
     except ConfigError as exc:
         log.error("config %s not reloaded, the running one stays:\n%s", path, exc)
-        return {"config": str(path), "ok": False, "problems": exc.problems}
+        return ConfigReload(str(path), ok=False, problems=tuple(exc.problems))
     if config.currency != runtime.config.currency:
         problem = (
             f"currency: {runtime.config.currency} -> {config.currency} cannot change while running "
             "(every balance is kept in it)"
         )
         log.error("config %s not reloaded, the running one stays: %s", path, problem)
-        return {"config": str(path), "ok": False, "problems": [problem]}
+        return ConfigReload(str(path), ok=False, problems=(problem,))
     changed = apply(runtime, config)
     log.warning("config %s reloaded: %s", path, ", ".join(f"{k} {v}" for k, v in changed.items() if v) or "no change")
     await runtime.events.emit("config.reloaded", str(path), f"config {path} reloaded", **changed)
-    return {"config": str(path), "ok": True, **changed}
+    return ConfigReload(str(path), ok=True, **changed)
 
 
-def apply(runtime: Runtime, config: Config) -> dict[str, object]:
+def apply(runtime: Runtime, config: Config) -> dict[str, tuple[str, ...]]:
     """Put a validated config in place; the providers added, replaced and removed."""
     from proxy.providers.health import thresholds_from
     from proxy.runtime import price_limits, provider_client, routing_rules
@@ -105,7 +106,7 @@ def apply(runtime: Runtime, config: Config) -> dict[str, object]:
     runtime.fair_use.configure(config.fair_use)
     runtime.catalog.replace(config)
     runtime.operators.replace_config(config)
-    return {"added": added, "replaced": replaced, "removed": removed}
+    return {"added": tuple(added), "replaced": tuple(replaced), "removed": tuple(removed)}
 
 
 async def _close_later(clients: Sequence[ProviderClient]) -> None:

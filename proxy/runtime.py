@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 import httpx
-import redis.asyncio as aioredis
 
 from proxy.accounts.clients import Accounts
 from proxy.accounts.fair_use import FairUse, storage_for
 from proxy.accounts.ledger import Ledger
 from proxy.catalog.catalog import LiveCatalog
 from proxy.config import Config, Provider
+from proxy.ops.answers import ConfigReload
 from proxy.ops.events import EventLog, Webhook
 from proxy.ops.metrics import Metrics, SharedState, Tallies
 from proxy.ops.operators import Operators
@@ -46,7 +46,7 @@ from proxy.providers.outcomes import Outcomes
 from proxy.providers.refusals import Refusals
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
-from proxy.store import Keys, connect
+from proxy.store import Keys, Store, connect
 
 
 class Runtime:
@@ -54,7 +54,7 @@ class Runtime:
         self,
         settings: Settings,
         config: Config,
-        redis: aioredis.Redis,
+        redis: Store,
         *,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
         webhook_transport: httpx.AsyncBaseTransport | None = None,
@@ -194,17 +194,17 @@ class Runtime:
             webhook=self.webhook,
         )
 
-    async def reload(self) -> dict[str, object]:
+    async def reload(self) -> ConfigReload:
         """Read the config file again (SIGHUP, the admin API); see `proxy.reload`."""
         from proxy.reload import reload_runtime
 
         return await reload_runtime(self)
 
     @classmethod
-    def from_settings(cls, settings: Settings, config: Config, **kwargs: object) -> Runtime:
+    def from_settings(cls, settings: Settings, config: Config) -> Runtime:
         if not settings.redis_url:
             raise RuntimeError("SMM_PROXY_REDIS_URL is not set")
-        return cls(settings, config, connect(settings.redis_url), **kwargs)  # type: ignore[arg-type]
+        return cls(settings, config, connect(settings.redis_url))
 
     async def aclose(self) -> None:
         for task in list(self.background_tasks):

@@ -17,6 +17,7 @@ money.
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from limits import RateLimitItem, parse_many
@@ -24,7 +25,7 @@ from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from proxy.config import FairUse as FairUsePolicy
-from proxy.store import Keys, is_cluster
+from proxy.store import Keys, Store
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +34,17 @@ TOO_MANY_REFILLS = "Too many refill requests for this order, please try again la
 TOO_MANY_CANCELS = "Too many cancel requests for this order, please try again later"
 
 
-def storage_for(redis: aioredis.Redis, keys: Keys) -> Storage:
+def storage_for(redis: Store, keys: Keys) -> Storage:
     """The `limits` storage on our Redis: our connection pool, or (on a
     cluster) a cluster client of its own to the same nodes."""
-    if is_cluster(redis):
-        startup = redis.nodes_manager.startup_nodes.values()  # type: ignore[attr-defined]
+    if not isinstance(redis, aioredis.Redis):  # a cluster
+        startup = redis.nodes_manager.startup_nodes.values()
         nodes = ",".join(f"{node.host}:{node.port}" for node in startup)
         return RedisClusterStorage(f"async+redis+cluster://{nodes}", implementation="redispy", key_prefix=keys.limits)
-    return RedisStorage(
-        "async+redis://",
-        implementation="redispy",
-        connection_pool=redis.connection_pool,  # type: ignore[arg-type]
-        key_prefix=keys.limits,
-    )
+    # limits documents `connection_pool` among the options it hands redis-py,
+    # but types those options float | str | bool: the pool has to pass as Any.
+    pool = cast(Any, redis.connection_pool)
+    return RedisStorage("async+redis://", implementation="redispy", connection_pool=pool, key_prefix=keys.limits)
 
 
 class FairUse:

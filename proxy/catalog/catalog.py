@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 import orjson
 
@@ -138,25 +139,41 @@ def _options(
     return options
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """What the config says of a service in place of what its upstream says
+    (None: the upstream's). `name` and `category` may be templates (`labels`)."""
+
+    name: str | None = None
+    category: str | None = None
+    type: str | None = None
+    min: int | None = None
+    max: int | None = None
+    refill: bool | None = None
+    cancel: bool | None = None
+
+
+_T = TypeVar("_T")
+
+
+def _or(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
+
+
 def _service(
     config: Config,
     service_id: int,
     options: list[RouteOption],
     strategy: str,
     markup: Markup | None,
-    overrides: Mapping[str, object],
+    overrides: Overrides,
     labels: Labels,
 ) -> Service:
     if strategy == "cheapest":
         options = sorted(options, key=lambda option: option.cost)
     primary = options[0]
     upstream = primary.upstream
-
-    def pick(field: str, default: object) -> object:
-        value = overrides.get(field)
-        return default if value is None else value
-
-    kind = str(pick("type", upstream.type))
+    kind = _or(overrides.type, upstream.type)
     values = {
         "name": labels.clean(upstream.name, f"Service {service_id}"),
         "category": labels.clean(upstream.category, "Other"),
@@ -165,14 +182,14 @@ def _service(
     }
     return Service(
         id=service_id,
-        name=labels.render(overrides.get("name"), values, values["name"]),  # type: ignore[arg-type]
+        name=labels.render(overrides.name, values, values["name"]),
         type=kind,
-        category=labels.render(overrides.get("category"), values, values["category"]),  # type: ignore[arg-type]
+        category=labels.render(overrides.category, values, values["category"]),
         rate=sell_rate(config, primary.priced_at, markup),
-        min=int(pick("min", upstream.min)),  # type: ignore[call-overload]
-        max=int(pick("max", upstream.max)),  # type: ignore[call-overload]
-        refill=bool(pick("refill", upstream.refill)),
-        cancel=bool(pick("cancel", upstream.cancel)),
+        min=_or(overrides.min, upstream.min),
+        max=_or(overrides.max, upstream.max),
+        refill=_or(overrides.refill, upstream.refill),
+        cancel=_or(overrides.cancel, upstream.cancel),
         dripfeed=upstream.dripfeed,
         routes=tuple(options),
         strategy=strategy,
@@ -192,7 +209,15 @@ def build_catalog(
         routes = [(r.provider, r.service) for r in local.routes]
         options = _options(config, listings, (r for r in routes if r[0] in sellable))
         if options:
-            overrides = local.model_dump(include={"name", "type", "category", "min", "max", "refill", "cancel"})
+            overrides = Overrides(
+                name=local.name,
+                category=local.category,
+                type=local.type,
+                min=local.min,
+                max=local.max,
+                refill=local.refill,
+                cancel=local.cancel,
+            )
             services[local.id] = _service(
                 config, local.id, options, local.strategy or config.strategy, local.markup, overrides, labels
             )
@@ -215,7 +240,7 @@ def build_catalog(
                 unavailable.add(service_id)
                 continue
             options = _options(config, listings, [(rule.provider, upstream.service)])
-            overrides = {"name": rule.name, "category": rule.category}
+            overrides = Overrides(name=rule.name, category=rule.category)
             services[service_id] = _service(config, service_id, options, "ordered", rule.markup, overrides, labels)
     return Catalog(
         {service_id: services[service_id] for service_id in sorted(services)},

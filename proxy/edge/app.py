@@ -142,26 +142,26 @@ class Api:
             case protocol.RefillRequest(ids=ids, bulk=bulk):
                 refills = await actions.refill(client, ids)
                 if not bulk:
-                    outcome = refills[ids[0]]
-                    return render_failure(outcome) if isinstance(outcome, Failure) else {"refill": str(outcome)}
+                    made = refills[ids[0]]
+                    return render_failure(made) if isinstance(made, Failure) else {"refill": str(made)}
                 return [
                     {
                         "order": echo_id(given),
-                        "refill": render_failure(outcome) if isinstance(outcome, Failure) else outcome,
+                        "refill": render_failure(made) if isinstance(made, Failure) else made,
                     }
-                    for given, outcome in refills.items()
+                    for given, made in refills.items()
                 ]
             case protocol.RefillStatusRequest(ids=ids, bulk=bulk):
-                statuses = await actions.refill_status(client, ids)
+                refill_statuses = await actions.refill_status(client, ids)
                 if not bulk:
-                    outcome = statuses[ids[0]]
+                    outcome = refill_statuses[ids[0]]
                     return render_failure(outcome) if isinstance(outcome, Failure) else {"status": outcome}
                 return [
                     {
                         "refill": echo_id(given),
                         "status": render_failure(outcome) if isinstance(outcome, Failure) else outcome,
                     }
-                    for given, outcome in statuses.items()
+                    for given, outcome in refill_statuses.items()
                 ]
             case protocol.CancelRequest(ids=ids):
                 cancels = await actions.cancel(client, ids)
@@ -246,7 +246,11 @@ def reload_on_hangup(runtime: Runtime) -> Callable[[], None]:
         loop.add_signal_handler(signal.SIGHUP, reload)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # not the main thread, or no SIGHUP
         return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+    def stop() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return stop
 
 
 def create_app(runtime: Runtime, *, close_runtime: bool = False, background: bool = False) -> Starlette:

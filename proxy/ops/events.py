@@ -8,8 +8,9 @@ operator's attention, a config reload. `EventLog.emit` is the domain's
 it never stands in the way of an order.
 
 `Webhook` delivers the stream to `SMM_PROXY_WEBHOOK_URL`, in the background:
-each event is POSTed as JSON with `X-Smm-Proxy-Signature: sha256=<HMAC-SHA256
-of the body with SMM_PROXY_WEBHOOK_SECRET>`, through a consumer group so that
+each event is POSTed as JSON (`proxy.ops.answers.EventView`, as operators
+read it) with `X-Smm-Proxy-Signature: sha256=<HMAC-SHA256 of the body with
+SMM_PROXY_WEBHOOK_SECRET>`, through a consumer group so that
 every instance shares the work and each event is delivered (at least) once;
 a failed delivery is retried with growing pauses, then given up and logged.
 """
@@ -23,16 +24,15 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, cast
 
 import httpx
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT
 
-from proxy.store import Keys
+from proxy.ops.answers import EventView, as_json
+from proxy.store import Keys, Store, claimed_entries, group_entries, stream_entries
 
 log = logging.getLogger(__name__)
 
@@ -46,63 +46,41 @@ MAX_ATTEMPTS = 10
 BATCH = 50
 
 
-def _iso(entry_id: str) -> str:
-    millis = int(entry_id.split("-")[0])
-    return datetime.fromtimestamp(millis / 1000, tz=UTC).isoformat(timespec="seconds")
-
-
-def event_json(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
-    return {
-        "id": entry_id,
-        "time": _iso(entry_id),
-        "kind": fields.get("kind", ""),
-        "subject": fields.get("subject", ""),
-        "message": fields.get("message", ""),
-        "detail": json.loads(fields.get("detail") or "{}"),
-    }
-
-
 class EventLog:
     """The event stream: written by the domain (`emit`), read by operators."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, length: int = STREAM_LENGTH) -> None:
+    def __init__(self, redis: Store, keys: Keys, length: int = STREAM_LENGTH) -> None:
         self.redis = redis
         self.keys = keys
         self.length = length
 
     async def emit(self, kind: str, subject: str, message: str, **detail: object) -> None:
-        fields = {
+        fields: dict[EncodableT, EncodableT] = {
             "kind": kind,
             "subject": subject,
             "message": message[:500],
             "detail": json.dumps(detail, default=str),
         }
         try:
-            await self.redis.xadd(
-                self.keys.events,
-                fields,  # type: ignore[arg-type]
-                maxlen=self.length,
-                approximate=True,
-            )
+            await self.redis.xadd(self.keys.events, fields, maxlen=self.length, approximate=True)
         except Exception as exc:  # an event is news, not money: never in the way
             log.warning("event %s about %s not recorded: %s", kind, subject, type(exc).__name__)
 
-    async def read(self, since: float | None = None, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
+    async def read(self, since: float | None = None, limit: int = 100, kind: str | None = None) -> list[EventView]:
         """Events newest first: at most `limit`, none older than `since` (a
         timestamp), only those whose kind starts with `kind` if given."""
         low = "-" if since is None else f"{max(0, int(since * 1000))}-0"
-        found: list[dict[str, Any]] = []
+        found: list[EventView] = []
         high = "+"
         while len(found) < limit:
-            rows = cast(
-                list[tuple[str, dict[str, str]]],
-                await self.redis.xrevrange(self.keys.events, max=high, min=low, count=max(limit, 100)),
+            rows = stream_entries(
+                await self.redis.xrevrange(self.keys.events, max=high, min=low, count=max(limit, 100))
             )
             if not rows:
                 break
             for entry_id, fields in rows:
                 if kind is None or fields.get("kind", "").startswith(kind):
-                    found.append(event_json(entry_id, fields))
+                    found.append(EventView.of_entry(entry_id, fields))
                     if len(found) >= limit:
                         break
             last = rows[-1][0]
@@ -133,7 +111,7 @@ class Webhook:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Store,
         keys: Keys,
         url: str,
         secret: str,
@@ -180,11 +158,8 @@ class Webhook:
             wait = min(RETRY_CAP_SECONDS, self.retry_base * 2 ** (times - 1))
             if idle < wait * 1000:
                 continue
-            claimed = cast(
-                list[tuple[str, dict[str, str] | None]],
-                await self.redis.xclaim(self.keys.events, GROUP, self.consumer, int(wait * 1000), [entry_id]),
-            )
-            for claimed_id, fields in claimed:
+            claimed = await self.redis.xclaim(self.keys.events, GROUP, self.consumer, int(wait * 1000), [entry_id])
+            for claimed_id, fields in claimed_entries(claimed):
                 if fields is None:  # trimmed away meanwhile
                     await self.redis.xack(self.keys.events, GROUP, claimed_id)
                     continue
@@ -192,20 +167,16 @@ class Webhook:
                     delivered += 1
                 else:
                     failed += 1
-        replies = cast(
-            list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
-            await self.redis.xreadgroup(GROUP, self.consumer, {self.keys.events: ">"}, count=BATCH),
-        )
-        for _, entries in replies or []:
-            for entry_id, fields in entries:
-                if await self._post(entry_id, fields):
-                    delivered += 1
-                else:
-                    failed += 1
+        replies = await self.redis.xreadgroup(GROUP, self.consumer, {self.keys.events: ">"}, count=BATCH)
+        for new_id, fields in group_entries(replies):
+            if await self._post(new_id, fields):
+                delivered += 1
+            else:
+                failed += 1
         return Delivery(delivered, failed, dropped)
 
-    async def _post(self, entry_id: str, fields: dict[str, str]) -> bool:
-        body = json.dumps(event_json(entry_id, fields), separators=(",", ":")).encode()
+    async def _post(self, entry_id: str, fields: Mapping[str, str]) -> bool:
+        body = json.dumps(as_json(EventView.of_entry(entry_id, fields)), separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(body, self.secret),

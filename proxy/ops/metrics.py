@@ -21,7 +21,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from decimal import Decimal
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -31,7 +30,7 @@ from proxy.orders import states
 from proxy.orders.book import OrderBook
 from proxy.providers.health import Health
 from proxy.providers.listings import Listings
-from proxy.store import Keys
+from proxy.store import Keys, Store, text_map
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class Tallies:
     effort: a count is not money.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, clients: Callable[[], Awaitable[list[str]]]) -> None:
+    def __init__(self, redis: Store, keys: Keys, clients: Callable[[], Awaitable[list[str]]]) -> None:
         self.redis = redis
         self.keys = keys
         self.clients = clients
@@ -66,7 +65,7 @@ class Tallies:
 
     async def counts(self) -> dict[str, int]:
         """Order outcomes ("orders_placed", ...) and the tallies beside them."""
-        counted = {k: int(v) for k, v in (await self.redis.hgetall(self.keys.metrics)).items()}
+        counted = {k: int(v) for k, v in text_map(await self.redis.hgetall(self.keys.metrics)).items()}
         transitions = await self.totals_raw()
         for outcome, reached_by in states.OUTCOMES.items():
             counted[f"orders_{outcome}"] = sum(transitions.get(states.counter(*t), 0) for t in reached_by)
@@ -185,8 +184,8 @@ class SharedState(Collector):
             held.add_metric([name], len(await self.listings.held(name)))
             if state.balance:
                 balance.add_metric([name, state.currency or self.currencies[name]], float(state.balance))
-            if listings.get(name) is not None:
-                age.add_metric([name], listings[name])
+            if (listed := listings.get(name)) is not None:
+                age.add_metric([name], listed)
         families += [cooling, ejected, blocked, low, balance, balance_age, age, held]
         self.families = families
 

@@ -290,4 +290,4 @@ def public_error(upstream: str, allowed: Collection[str], fallback: str) -> str:
     """What a client may be told of an upstream refusal: a known panel message
     that fits the action, or `fallback`. Never the upstream's own words."""
     known = known_error(upstream)
-    return known if known in allowed else fallback
+    return known if known is not None and known in allowed else fallback

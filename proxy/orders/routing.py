@@ -37,6 +37,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
@@ -64,6 +65,8 @@ NO_ROUTE = "Service temporarily unavailable, please try again later"
 # Recording what only the placing task knows: tries, and the pause between them.
 RECORD_TRIES = 4
 RECORD_PAUSE = 0.25
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -324,14 +327,18 @@ class Router:
             },
         )
 
-    async def _record(self, order: Order, event: str, fields: dict[str, object], **options: object) -> Order:
+    async def _record(
+        self, order: Order, event: str, fields: dict[str, object], *, memo: str = "", attention: str = ""
+    ) -> Order:
         """Apply an event only this task can know of, retrying while Redis falters.
 
         Every try is the same call: one whose reply was lost is not applied twice.
         """
         call = new_call()
         return await self._retrying(
-            order, lambda: self.book.apply(order, event, fields, call=call, **options), f"{event} {fields}"
+            order,
+            lambda: self.book.apply(order, event, fields, call=call, memo=memo, attention=attention),
+            f"{event} {fields}",
         )
 
     async def _unsent(self, order: Order, sent: str, attempts: list[Attempt]) -> Order:
@@ -348,7 +355,7 @@ class Router:
 
         return await self._retrying(order, check)
 
-    async def _retrying(self, order, action, what: str = ""):  # type: ignore[no-untyped-def]
+    async def _retrying(self, order: Order, action: Callable[[], Awaitable[_T]], what: str = "") -> _T:
         for attempt in range(RECORD_TRIES):
             try:
                 return await action()

@@ -14,6 +14,7 @@ is dropped (the record's status version), whatever the instances' clocks say.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -120,7 +121,7 @@ class StatusRefresher:
                 keys = [(provider, order.upstream_order) for order in mine]
                 task = asyncio.create_task(self._fetch(provider, mine))
                 self._tasks.add(task)
-                task.add_done_callback(lambda done, keys=keys: self._release(done, keys))
+                task.add_done_callback(functools.partial(self._release, keys=keys))
             else:
                 waits += [self._inflight[(provider, o.upstream_order)] for o in group]
         if not waits and not reread:
@@ -205,11 +206,11 @@ class StatusRefresher:
         if result is None:  # the provider did not answer: keep the old status
             return order
         missed = isinstance(result, ItemError)
-        if missed:  # no news of this order: keep the status, ask again later
-            result = UpstreamStatus(None, None, None, None, None, None)
+        # No news of this order (an item error): keep the status, ask again later.
+        read = UpstreamStatus(None, None, None, None, None, None) if isinstance(result, ItemError) else result
         settlement = settle(
             order,
-            result,
+            read,
             provider_currency=self.currencies.get(order.provider, order.cost_currency),
             tolerance_percent=self.tolerance_percent,
             now=self.clock() if asked_at is None else asked_at,

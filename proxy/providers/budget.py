@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-
-import redis.asyncio as aioredis
+from collections.abc import Awaitable, Callable
 
 from proxy import scripts
-from proxy.store import Keys
+from proxy.store import Keys, Store
 
 WINDOW_SECONDS = 60
 
@@ -26,12 +24,12 @@ WINDOW_SECONDS = 60
 class RequestBudget:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Store,
         keys: Keys,
         provider: str,
         per_minute: int,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], object] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_wait: Callable[[str], None] | None = None,
         read_share_percent: int = 100,
     ) -> None:
@@ -61,4 +59,4 @@ class RequestBudget:
                 return False
             if self.on_wait is not None:
                 self.on_wait(self.provider)
-            await self.sleep(next_window - now)  # type: ignore[misc]
+            await self.sleep(next_window - now)

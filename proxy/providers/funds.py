@@ -21,12 +21,10 @@ import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
-import redis.asyncio as aioredis
-
 from proxy import scripts
 from proxy.logs import Emit, no_events
 from proxy.money import format_amount, from_minor, to_minor
-from proxy.store import Keys
+from proxy.store import Keys, Store
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ log = logging.getLogger(__name__)
 class Funds:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Store,
         keys: Keys,
         thresholds: Mapping[str, Decimal],
         currencies: Mapping[str, str],

@@ -27,9 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import cast
 
-import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
 from proxy import scripts
@@ -39,7 +37,7 @@ from proxy.logs import Emit, no_events
 from proxy.money import from_minor
 from proxy.providers.funds import Funds
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Keys
+from proxy.store import Keys, Store, maybe_text, text_map
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +139,7 @@ def _ejection(record: Mapping[str, str]) -> Ejection:
 class Health:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Store,
         keys: Keys,
         thresholds: Mapping[str, Thresholds],
         funds: Funds,
@@ -248,11 +246,11 @@ class Health:
     # -- reading ---------------------------------------------------------------
 
     async def ejection(self, provider: str, scope: str = ORDERS) -> Ejection:
-        return _ejection(cast(dict[str, str], await self.redis.hgetall(self.keys.health(provider, scope))))
+        return _ejection(text_map(await self.redis.hgetall(self.keys.health(provider, scope))))
 
     async def cooling(self, provider: str, scope: str = ORDERS) -> bool:
         """Whether the provider is ejected from `scope` now."""
-        return bool(float(await self.redis.hget(self.keys.health(provider, scope), "until") or 0))
+        return bool(float(maybe_text(await self.redis.hget(self.keys.health(provider, scope), "until")) or 0))
 
     async def route_states(self, providers: Iterable[str]) -> dict[str, RouteState]:
         """What routing needs of each provider, in one round trip."""
@@ -304,7 +302,7 @@ class Health:
         return {name: reason for name, reason in zip(names, replies, strict=True) if reason}
 
     async def state(self, provider: str) -> ProviderState:
-        return _state(cast(dict[str, str], await self.redis.hgetall(self.keys.provider_state(provider))))
+        return _state(text_map(await self.redis.hgetall(self.keys.provider_state(provider))))
 
     # -- verification ----------------------------------------------------------
 
@@ -322,7 +320,7 @@ class Health:
             "checked_at": repr(self.clock()),
             "error": "",
         }
-        before = cast(str | None, await self.redis.hget(key, "blocked"))
+        before = maybe_text(await self.redis.hget(key, "blocked"))
         if balance.currency is None:  # says nothing of the currency: a block stays until one agrees
             fields["currency"] = ""
             fields["blocked"] = before or ""

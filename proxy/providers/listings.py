@@ -27,14 +27,15 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from typing import TypedDict
 
-import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from proxy.errors import UpstreamError
 from proxy.logs import Emit, no_events
 from proxy.providers.replies import UpstreamService
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Keys
+from proxy.store import Keys, Store, text, text_map
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,21 @@ class Listing:
         return now - self.fetched_at
 
 
+# One change of a service's rate, as operators see it ("from" is a Python
+# keyword: the class is spelled the functional way).
+PriceChange = TypedDict("PriceChange", {"at": float, "service": int, "from": str, "to": str})
+# A held change approved: the rate our price was made from, and the one it follows now.
+ApprovedPrice = TypedDict("ApprovedPrice", {"service": int, "from": str, "to": str})
+
+
+class HeldPrice(TypedDict):
+    """A change beyond the gate, waiting for an operator (stored as JSON per service)."""
+
+    approved: str  # the last approved rate: our price is still made from it
+    proposed: str  # the provider's new rate
+    at: float  # since when it has waited
+
+
 def _encode(services: list[UpstreamService]) -> str:
     return json.dumps([{**asdict(s), "rate": str(s.rate)} for s in services])
 
@@ -72,7 +88,7 @@ def _decode(text: str) -> dict[int, UpstreamService]:
 class Listings:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Store,
         keys: Keys,
         providers: Mapping[str, ProviderClient],
         ttl: float,
@@ -142,8 +158,8 @@ class Listings:
         fetch, fetched_at, services = await self.redis.hmget(key, ["fetch", "fetched_at", "services"])
         if fetch is None or fetched_at is None or services is None:
             return None
-        held = {service: Decimal(str(h["approved"])) for service, h in (await self.held(provider)).items()}
-        listing = Listing(provider, float(fetched_at), _decode(services), fetch, held)
+        held = {service: Decimal(h["approved"]) for service, h in (await self.held(provider)).items()}
+        listing = Listing(provider, float(fetched_at), _decode(text(services)), text(fetch), held)
         self._parsed[provider] = listing
         return listing
 
@@ -196,19 +212,21 @@ class Listings:
 
     # -- the price gate ----------------------------------------------------------
 
-    async def held(self, provider: str) -> dict[int, dict[str, object]]:
+    async def held(self, provider: str) -> dict[int, HeldPrice]:
         """Services whose price change waits for an operator: approved and proposed rate, since when."""
-        raw = await self.redis.hgetall(self.keys.held_prices(provider))
-        return {int(service): json.loads(value) for service, value in raw.items()}
+        raw = text_map(await self.redis.hgetall(self.keys.held_prices(provider)))
+        held: dict[int, HeldPrice] = {int(service): json.loads(value) for service, value in raw.items()}
+        return held
 
     async def _gate(self, provider: str, before: Listing, services: list[UpstreamService]) -> None:
         limit = self.change_percent.get(provider, Decimal(20))
         held = await self.held(provider)
         removed = {
-            int(k): Decimal(v) for k, v in (await self.redis.hgetall(self.keys.removed_services(provider))).items()
+            int(k): Decimal(v)
+            for k, v in text_map(await self.redis.hgetall(self.keys.removed_services(provider))).items()
         }
         now = self.clock()
-        hold: dict[int, str] = {}
+        hold: dict[EncodableT, EncodableT] = {}  # service -> its HeldPrice as JSON
         release: list[int] = []
         back: list[int] = []
         for service in services:
@@ -226,7 +244,7 @@ class Listings:
                 )
             if base is None:  # a new service: nothing to compare with
                 continue
-            approved = Decimal(str(held[service.service]["approved"])) if service.service in held else base
+            approved = Decimal(held[service.service]["approved"]) if service.service in held else base
             if service.rate == approved:
                 if service.service in held:
                     release.append(service.service)
@@ -247,13 +265,12 @@ class Listings:
                     self._count(provider, "followed")
                 continue
             previous = held.get(service.service)
-            hold[service.service] = json.dumps(
-                {
-                    "approved": str(approved),
-                    "proposed": str(service.rate),
-                    "at": previous["at"] if previous and previous["proposed"] == str(service.rate) else now,
-                }
-            )
+            waiting: HeldPrice = {
+                "approved": str(approved),
+                "proposed": str(service.rate),
+                "at": previous["at"] if previous and previous["proposed"] == str(service.rate) else now,
+            }
+            hold[str(service.service)] = json.dumps(waiting)
             if previous is None or previous["proposed"] != str(service.rate):
                 self._count(provider, "held")
                 log.warning(
@@ -286,8 +303,8 @@ class Listings:
             )
         async with self.redis.pipeline(transaction=False) as pipe:
             if hold:
-                pipe.hset(self.keys.held_prices(provider), mapping=hold)  # type: ignore[arg-type]
-            stale = [s for s in release if s not in hold] + [s for s in held if s in gone]
+                pipe.hset(self.keys.held_prices(provider), mapping=hold)
+            stale = [s for s in release if str(s) not in hold] + [s for s in held if s in gone]
             if stale:
                 pipe.hdel(self.keys.held_prices(provider), *map(str, stale))
             if gone:
@@ -300,7 +317,7 @@ class Listings:
         if self.on_price_change is not None:
             self.on_price_change(provider, outcome)
 
-    async def approve(self, provider: str, services: Sequence[int] = ()) -> list[dict[str, object]]:
+    async def approve(self, provider: str, services: Sequence[int] = ()) -> list[ApprovedPrice]:
         """Approve held price changes (all of the provider's, or those of
         `services`); what was approved. The catalog follows at once."""
         held = await self.held(provider)
@@ -328,9 +345,11 @@ class Listings:
                 await pipe.execute()
             log.info("provider %s changed %d prices", provider, len(changes))
 
-    async def price_changes(self, provider: str, limit: int = PRICE_CHANGES_KEPT) -> list[dict[str, object]]:
+    async def price_changes(self, provider: str, limit: int = PRICE_CHANGES_KEPT) -> list[PriceChange]:
         """The provider's latest rate changes, newest first."""
-        return [json.loads(item) for item in await self.redis.lrange(self.keys.price_changes(provider), 0, limit - 1)]
+        items = await self.redis.lrange(self.keys.price_changes(provider), 0, limit - 1)
+        changes: list[PriceChange] = [json.loads(item) for item in items]
+        return changes
 
     async def wait_for_refreshes(self) -> None:
         """Wait for the background refreshes under way."""

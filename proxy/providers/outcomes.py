@@ -19,12 +19,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
-
-import redis.asyncio as aioredis
 
 from proxy import scripts
-from proxy.store import Keys
+from proxy.store import Keys, Store, text_map
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +60,9 @@ class Rates:
     def mean_seconds(self) -> float | None:
         return self.seconds / self.timed if self.timed else None
 
-    def as_dict(self) -> dict[str, object]:
-        def pct(count: float) -> float | None:
-            share = self.share(count)
-            return None if share is None else round(100 * share, 1)
-
-        mean = self.mean_seconds
-        return {
-            "orders": round(self.orders, 1),
-            "completed_pct": pct(self.completed),
-            "partial_pct": pct(self.partial),
-            "canceled_pct": pct(self.canceled),
-            "stuck_pct": pct(self.stuck),
-            "delivered_pct": pct(self.delivered),
-            "mean_completion_seconds": None if mean is None else round(mean),
-        }
-
 
 class Outcomes:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, window: int = 100) -> None:
+    def __init__(self, redis: Store, keys: Keys, window: int = 100) -> None:
         self.redis = redis
         self.keys = keys
         self.window = window
@@ -131,7 +112,7 @@ class Outcomes:
 
     async def of_provider(self, provider: str) -> dict[int, Rates]:
         """Every route of the provider with a history, by upstream service."""
-        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.outcomes(provider)))
+        raw = text_map(await self.redis.hgetall(self.keys.outcomes(provider)))
         by_service: dict[int, dict[str, float]] = {}
         for field, value in raw.items():
             service, _, name = field.partition(":")

@@ -368,7 +368,8 @@ class ProviderClient:
         for chunk in chunks(ids):
             replies = await self._bulk(bulk, chunk)
             for key in chunk:
-                results[key] = read_item(replies.get(bulk.read_id(key), MISSING))
+                wanted = bulk.read_id(key)  # our own ID, as the reply spells it
+                results[key] = read_item(MISSING if wanted is None else replies.get(wanted, MISSING))
         return results
 
     async def _bulk(self, bulk: Bulk[Key], chunk: list[Key]) -> dict[Key, object]:
