@@ -1,6 +1,7 @@
 """Fixtures of the unit layer, on a real Redis and without HTTP: the order
-layer's collaborators (a ledger with a client, the order book, ...), and a
-whole runtime on scripted upstreams for the modules that work through it."""
+layer's collaborators (a ledger with a client, the order book, provider
+health, ...), the command line, and a whole runtime on scripted upstreams
+for the modules that work through it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-from support import FakeClock, router_config
+import redis
+from support import ROOT, FakeClock, router_config
 from upstreams import ScriptedPanel
 
 from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
+from proxy.cli import main
 from proxy.config import parse_config
 from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
@@ -80,6 +83,32 @@ def health(redis_client, keys, clock, funds) -> Health:
     (the config's default is 3), so a test sees a failure's effect at once."""
     one = Thresholds(consecutive_failures=1, base_ejection_seconds=60, max_ejection_seconds=900)
     return Health(redis_client, keys, {"echomark": one, "korean": one}, funds, clock)
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(redis_url, key_prefix, monkeypatch, capsys):
+    """`smm-proxy` as an operator runs it (`code, out, err = cli("clients", "list")`),
+    against this test's Redis and prefix, with config/example.yaml."""
+    monkeypatch.setenv("SMM_PROXY_REDIS_URL", redis_url)
+    monkeypatch.setenv("SMM_PROXY_KEY_PREFIX", key_prefix)
+    monkeypatch.setenv("SMM_PROXY_CONFIG", str(ROOT / "config" / "example.yaml"))
+    monkeypatch.setenv("ECHOMARK_API_KEY", "x")
+    monkeypatch.setenv("KOREAN_PANEL_API_KEY", "y")
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield run
+    sync = redis.Redis.from_url(redis_url)
+    stale = list(sync.scan_iter(match=f"{key_prefix}*"))
+    if stale:
+        sync.delete(*stale)
+    sync.close()
 
 
 # -- a whole runtime, on scripted upstreams --------------------------------------------

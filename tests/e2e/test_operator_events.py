@@ -15,7 +15,7 @@ LINK = "https://instagram.com/p/abc"
 
 
 async def admin(router) -> dict:
-    token = (await router.runtime.operators.add_admin("cli", "ops"))["token"]
+    token = (await router.runtime.operators.add_admin("cli", "ops")).token
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -31,8 +31,8 @@ async def test_events_are_one_stream_for_the_cli_and_the_admin_api(make_router):
     fault(router.panels["echomark"], "error", "Panel overloaded")
     await router.call(key, action="add", service=1, link=LINK, quantity=1000)
     found = await router.runtime.operators.events()
-    assert [e["kind"] for e in found] == ["provider.ejected"]
-    assert found[0]["subject"] == "echomark" and found[0]["detail"]["scope"] == "orders"
+    assert [e.kind for e in found] == ["provider.ejected"]
+    assert found[0].subject == "echomark" and found[0].detail["scope"] == "orders"
     headers = await admin(router)
     answer = await router.http.get("/admin/events?since=1h&kind=provider.", headers=headers)
     assert answer.status_code == 200 and [e["kind"] for e in answer.json()] == ["provider.ejected"]
@@ -102,13 +102,13 @@ async def test_a_price_rise_beyond_the_gate_is_held_until_approved(make_router, 
     reply = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
     order = await router.runtime.book.find(reply["order"])
     assert order.provider == "korean"  # echomark would cost 2.00 > 1.235 charged
-    held = [e for e in await router.runtime.operators.events() if e["kind"] == "price.held"]
-    assert len(held) == 1 and held[0]["detail"] == {"service": 1, "approved": "0.95", "proposed": "2.00"}
+    held = await router.runtime.operators.events(kind="price.held")
+    assert len(held) == 1 and held[0].detail == {"service": 1, "approved": "0.95", "proposed": "2.00"}
     router.clock.advance(2)
     await router.runtime.listings.refresh("echomark")  # still held: not told twice
-    assert len([e for e in await router.runtime.operators.events() if e["kind"] == "price.held"]) == 1
-    rows = {r["name"]: r for r in await router.runtime.operators.providers()}
-    assert rows["echomark"]["held_prices"][0]["proposed"] == "2.00"
+    assert len(await router.runtime.operators.events(kind="price.held")) == 1
+    rows = {r.name: r for r in await router.runtime.operators.providers()}
+    assert rows["echomark"].held_prices[0].proposed == "2.00"
     headers = await admin(router)
     bad = await router.http.post("/admin/providers/echomark/approve", json={"services": "77"}, headers=headers)
     assert bad.status_code == 409
@@ -116,7 +116,7 @@ async def test_a_price_rise_beyond_the_gate_is_held_until_approved(make_router, 
     assert done.status_code == 200 and done.json()["approved"] == [{"service": 1, "from": "0.95", "to": "2.00"}]
     assert {s["service"]: s for s in await router.call(key, action="services")}[1]["rate"] == "2.60"
     audit = await router.runtime.operators.audit_log()
-    assert audit[0]["action"] == "price.approve" and audit[0]["actor"] == "admin:ops"
+    assert (audit[0].action, audit[0].actor) == ("price.approve", "admin:ops")
 
 
 async def test_removed_and_readded_services_are_reported(make_router):
@@ -130,7 +130,7 @@ async def test_removed_and_readded_services_are_reported(make_router):
     echomark.catalog[4] = gone
     router.clock.advance(2)
     await router.runtime.listings.refresh("echomark")
-    kinds = [e["kind"] for e in reversed(await router.runtime.operators.events())]
+    kinds = [e.kind for e in reversed(await router.runtime.operators.events())]
     assert kinds == ["service.removed", "service.readded"]
 
 
@@ -163,6 +163,6 @@ async def test_a_config_reload_takes_a_good_file_and_keeps_the_running_one_for_a
     path.write_text(yaml.safe_dump(changed))
     refused = await router.http.post("/admin/config/reload", headers=headers)
     assert refused.status_code == 400 and "cannot change while running" in refused.json()["error"]
-    kinds = [e["kind"] for e in await router.runtime.operators.events()]
+    kinds = [e.kind for e in await router.runtime.operators.events()]
     assert kinds == ["config.reloaded"]
-    assert [a["action"] for a in await router.runtime.operators.audit_log()][:3] == ["config.reload"] * 3
+    assert [a.action for a in await router.runtime.operators.audit_log()][:3] == ["config.reload"] * 3

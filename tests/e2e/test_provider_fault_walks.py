@@ -11,7 +11,8 @@ import pytest
 from faults import FaultPlan
 from invariants import check_money, check_reply, fresh_prefix
 from support import router_config
-from test_fault_walks import MAX_STEPS, WHERE_AND_HOW, settle
+
+from e2e.test_fault_walks import MAX_STEPS, WHERE_AND_HOW, settle
 
 LINK = "https://instagram.com/p/abc"
 OPENING = {"alice": Decimal("10")}
