@@ -33,6 +33,7 @@ from proxy import logs
 from proxy.edge.inputs import clean
 from proxy.errors import BadInput, NotFound, OperatorError
 from proxy.ops.answers import as_json
+from proxy.ops.events import READ_LIMIT
 from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS, since
 
@@ -181,7 +182,10 @@ async def events(request: Request, ops: Operators, actor: str) -> object:
             start = since(query.get("since"))
         except ValueError as exc:
             raise BadInput(str(exc)) from None
-    return await ops.events(start, _int(query.get("limit"), "limit", 100), query.get("kind") or None)
+    limit = _int(query.get("limit"), "limit", 100)
+    if not 1 <= limit <= READ_LIMIT:
+        raise BadInput(f"limit must be between 1 and {READ_LIMIT}")
+    return await ops.events(start, limit, query.get("kind") or None)
 
 
 async def reload_config(request: Request, ops: Operators, actor: str) -> object:

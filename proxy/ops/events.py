@@ -37,6 +37,8 @@ from proxy.store import Keys, Store, claimed_entries, group_entries, stream_entr
 log = logging.getLogger(__name__)
 
 STREAM_LENGTH = 10_000
+# The most events one read answers.
+READ_LIMIT = 10_000
 GROUP = "webhook"
 SIGNATURE_HEADER = "X-Smm-Proxy-Signature"
 # Retries: the n-th waits base x 2^(n-1) seconds, at most the cap, up to MAX_ATTEMPTS deliveries.

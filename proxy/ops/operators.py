@@ -56,7 +56,7 @@ from proxy.ops.answers import (
     TopUp,
     iso,
 )
-from proxy.ops.events import EventLog
+from proxy.ops.events import READ_LIMIT, EventLog
 from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
 from proxy.orders.records import Order
@@ -333,8 +333,8 @@ class Operators:
     async def events(self, since: float | None = None, limit: int = 100, kind: str | None = None) -> list[EventView]:
         if self._events is None:
             return []
-        if not 1 <= limit <= 10_000:
-            raise OperatorError("limit must be between 1 and 10000")
+        if not 1 <= limit <= READ_LIMIT:
+            raise OperatorError(f"limit must be between 1 and {READ_LIMIT}")
         return await self._events.read(since, limit, kind)
 
     async def reload_config(self, actor: str) -> ConfigReload:
