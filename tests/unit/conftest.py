@@ -145,7 +145,10 @@ def panels() -> dict[str, ScriptedPanel]:
 @pytest.fixture
 async def runtime(redis_url, key_prefix, redis_client, panels, clock, tmp_path) -> AsyncIterator[Runtime]:
     """Every component wired as `serve` wires them, on the scripted panels: no HTTP, no server."""
-    settings = Settings(key_prefix=key_prefix, archive_dir=tmp_path / "archive", catalog_recheck=0)
+    # Its config is given, not read: the file its settings name does not exist (a reload is refused).
+    settings = Settings(
+        key_prefix=key_prefix, archive_dir=tmp_path / "archive", catalog_recheck=0, config=tmp_path / "none.yaml"
+    )
     built = Runtime(
         settings,
         parse_config(router_config(), {}),
