@@ -2,7 +2,9 @@
 
 A config names the upstream panels (providers), the deployment's currency
 and exchange rates, the markup, the local services with their routes, and
-import rules that expose whole provider catalogs under an ID offset.
+import rules that expose whole provider catalogs under an ID offset; the
+policies (health, refusals, prices, routing, fair use, settlement) are
+sections of their own, modelled in `proxy.policies`.
 `config/example.yaml` shows every option.
 
 `load_config(path, environ)` returns a validated `Config` or raises
@@ -21,34 +23,29 @@ from typing import Any, Literal
 
 import httpx
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from proxy.errors import ConfigError, LabelError
-from proxy.vocabulary import SERVICE_TYPES, known_error
+from proxy.policies import (
+    FairUsePolicy,
+    HealthOverride,
+    HealthPolicy,
+    PricePolicy,
+    RefusalRule,
+    RoutingPolicy,
+    Section,
+    SettlementPolicy,
+)
+from proxy.vocabulary import SERVICE_TYPES
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CURRENCY = r"^[A-Z]{3}$"
 # What a label template may name: the primary route's cleaned upstream
 # labels and our service ID (filled in by `proxy.catalog.catalog`).
 TEMPLATE_FIELDS = frozenset({"name", "category", "type", "id"})
-# Posts an unlimited subscription is held for, unless the config says.
-HOLD_POSTS = 10
-# What a refusal rule may tell a client: a panel string, or one of our own words.
-REFUSAL_MESSAGE_CHARS = 200
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Markup(_Model):
+class Markup(Section):
     """Exactly one of a percentage of cost, or a fixed amount per 1000 units.
 
     The fixed amount is in the deployment currency; for packages (charged
@@ -71,7 +68,7 @@ class Markup(_Model):
         return cost + self.per_1000
 
 
-class Timeouts(_Model):
+class Timeouts(Section):
     connect: float = Field(5.0, gt=0)
     read: float = Field(30.0, gt=0)
     write: float = Field(10.0, gt=0)
@@ -81,151 +78,7 @@ class Timeouts(_Model):
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
 
 
-class HealthPolicy(_Model):
-    """When a failing provider is ejected from routing, and for how long
-    (the config's `health:`; `proxy.providers.health` applies it). Envoy's
-    outlier detection is the model."""
-
-    consecutive_failures: int = Field(
-        3, ge=1, le=1000, description="Failures in a row (per provider, orders and reads apart) that eject it."
-    )
-    base_ejection_seconds: float | None = Field(
-        None,
-        ge=0,
-        description="The first ejection's length, doubled with each ejection in a row; "
-        "unset: SMM_PROXY_UPSTREAM_COOLDOWN (60). 0: never eject.",
-    )
-    max_ejection_seconds: float = Field(900.0, gt=0, description="The longest an ejection lasts.")
-    max_ejected_percent: int = Field(
-        50,
-        ge=0,
-        le=100,
-        description="At most this share of a service's routes is left out for being ejected "
-        "(at least one); the rest are still tried.",
-    )
-
-
-class HealthOverride(_Model):
-    """Per provider: any of the health policy's thresholds, else the global ones."""
-
-    consecutive_failures: int | None = Field(None, ge=1, le=1000)
-    base_ejection_seconds: float | None = Field(None, ge=0)
-    max_ejection_seconds: float | None = Field(None, gt=0)
-
-
-RefusalAction = Literal["next_route", "refuse", "hold"]
-
-
-class RefusalRule(_Model):
-    """What one upstream refusal of an `add` means.
-
-    Matched on the provider's words by exactly one of `exact` (whole text,
-    case and spacing aside), `contains` (case-insensitive) or `pattern` (a
-    regular expression, searched case-insensitively). `action`:
-
-    - `next_route`: try the service's next route;
-    - `refuse`: refund and tell the client `message` (a panel's standard
-      words by default), trying no other route;
-    - `hold`: keep the order (the client sees Pending) for an operator.
-
-    `health`: whether it means "this provider cannot sell now" (counted
-    towards its ejection) rather than "this order cannot be done there".
-    `funds`: whether it says the provider's balance is short (it gets no
-    order its balance as read does not cover until a read shows more).
-    """
-
-    exact: str | None = Field(None, min_length=1, max_length=500)
-    contains: str | None = Field(None, min_length=1, max_length=500)
-    pattern: str | None = Field(None, min_length=1, max_length=500)
-    action: RefusalAction
-    message: str | None = Field(None, min_length=1, max_length=REFUSAL_MESSAGE_CHARS)
-    health: bool = False
-    funds: bool = False
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
-        return value
-
-    @model_validator(mode="after")
-    def _one_match(self) -> RefusalRule:
-        given = [name for name in ("exact", "contains", "pattern") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of 'exact', 'contains' or 'pattern'")
-        if self.message is not None and self.action != "refuse":
-            raise ValueError("'message' is for action 'refuse' only")
-        if self.message is not None and (not self.message.isprintable() or "://" in self.message):
-            raise ValueError("'message' must be one printable line without URLs")
-        return self
-
-    def matches(self, text: str) -> bool:
-        if self.exact is not None:
-            return _fold(text) == _fold(self.exact)
-        if self.contains is not None:
-            return _fold(self.contains) in _fold(text)
-        assert self.pattern is not None
-        return re.search(self.pattern, text, re.IGNORECASE) is not None
-
-    def client_message(self, upstream: str) -> str:
-        """What a `refuse` tells the client: the rule's words, or the panel's standard ones."""
-        return self.message or known_error(upstream) or "Incorrect request"
-
-
-def _fold(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
-class PricePolicy(_Model):
-    """How upstream price changes are followed (the config's `prices:`)."""
-
-    change_percent: Decimal = Field(
-        Decimal(20),
-        ge=0,
-        description="A cost change within this share follows with the markup; beyond it the "
-        "service is held at its last approved cost until an operator approves.",
-    )
-
-
-class RoutingPolicy(_Model):
-    """What `strategy: best` learns from (the config's `routing:`)."""
-
-    explore_percent: Decimal = Field(
-        Decimal(5), ge=0, le=100, description="Orders sent to another route than the best, to keep learning."
-    )
-    outcome_window: int = Field(
-        100, ge=1, le=100_000, description="About how many recent final orders a route's rates are drawn from."
-    )
-    stuck_after: float = Field(
-        86400.0, gt=0, description="Seconds an order may stay Pending upstream before it counts as stuck."
-    )
-
-
-class FairUse(_Model):
-    """Limits per client, shared by every instance (the config's `fair_use:`),
-    written as `limits` does: "600/minute", "10/second;600/minute"."""
-
-    requests: str = Field("600/minute", description="API requests per client.")
-    refills_per_order: str = Field("2/hour", description="refill requests per order.")
-    cancels_per_order: str = Field("2/hour", description="cancel requests per order.")
-
-    @field_validator("requests", "refills_per_order", "cancels_per_order")
-    @classmethod
-    def _parses(cls, value: str) -> str:
-        from limits import parse_many
-
-        try:
-            parse_many(value)
-        except ValueError as exc:
-            raise ValueError(f"not a rate like '600/minute' ({exc})") from None
-        return value
-
-
-class Provider(_Model):
+class Provider(Section):
     """One upstream panel. `name` is filled in from its key in `providers`."""
 
     name: str
@@ -288,7 +141,7 @@ class Provider(_Model):
 Strategy = Literal["ordered", "cheapest", "best"]
 
 
-class Route(_Model):
+class Route(Section):
     provider: str
     service: int = Field(ge=1, description="The service ID at the provider.")
 
@@ -317,7 +170,7 @@ def _label_template(value: str | None) -> str | None:
         raise ValueError(str(exc)) from None
 
 
-class LocalService(_Model):
+class LocalService(Section):
     """A service we sell under our own ID, bought through its routes in order.
 
     `name` and `category` are literal, or templates over the primary route's
@@ -353,7 +206,7 @@ class LocalService(_Model):
         return self
 
 
-class ImportRule(_Model):
+class ImportRule(Section):
     """Expose a provider's services as ours under `id_offset + upstream ID`.
 
     Without `ids` or `categories` every service of the provider is imported.
@@ -387,22 +240,7 @@ class ImportRule(_Model):
         return True
 
 
-class SettlementPolicy(_Model):
-    """How orders are settled and checked against what providers charge
-    (the config's `settlement:` section; the settling is `proxy.orders.settlement`)."""
-
-    charge_tolerance_percent: Decimal = Field(
-        Decimal(1),
-        ge=0,
-        description="An upstream charge further than this from the cost we recorded "
-        "puts the order in the operator's attention queue.",
-    )
-    subscription_hold_posts: int = Field(
-        HOLD_POSTS, ge=1, le=10_000, description="Posts an unlimited subscription is held for (max x this)."
-    )
-
-
-class Config(_Model):
+class Config(Section):
     currency: str = Field("USD", pattern=_CURRENCY)
     exchange_rates: dict[str, Decimal] = Field(
         default_factory=dict,
@@ -421,7 +259,7 @@ class Config(_Model):
     )
     routing: RoutingPolicy = RoutingPolicy()
     prices: PricePolicy = PricePolicy()
-    fair_use: FairUse = FairUse()
+    fair_use: FairUsePolicy = FairUsePolicy()
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -24,7 +24,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from proxy.config import FairUse as FairUsePolicy
+from proxy.policies import FairUsePolicy
 from proxy.store import Keys, Store
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from proxy.config import Config, RefusalRule
+from proxy.config import Config
+from proxy.policies import RefusalRule
 from proxy.vocabulary import Errors
 
 DEFAULT_RULES: tuple[RefusalRule, ...] = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.accounts.fair_use import FairUse, storage_for
-from proxy.config import FairUse as FairUsePolicy
+from proxy.policies import FairUsePolicy
 from proxy.store import connect
 
 

@@ -13,9 +13,9 @@ from support import new_order
 from upstreams import ScriptedPanel, html
 
 from proxy.catalog.catalog import RouteOption, Service
-from proxy.config import RefusalRule
 from proxy.orders.routing import NO_ROUTE, Router, RoutingRules
 from proxy.orders.states import FAILED, PLACED, SUBMITTED, UNKNOWN
+from proxy.policies import RefusalRule
 from proxy.providers.refusals import Refusals
 from proxy.providers.replies import UpstreamService
 from proxy.vocabulary import Errors

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import RefusalRule
+from proxy.policies import RefusalRule
 from proxy.providers.refusals import UNKNOWN, Refusals
 from proxy.vocabulary import Errors
 
