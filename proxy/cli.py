@@ -223,14 +223,16 @@ def worker(args: argparse.Namespace) -> None:
     listener = _metrics_socket(settings)
 
     async def run() -> None:
-        from proxy.edge.app import serving_metrics
+        from proxy.edge.app import reload_on_hangup, serving_metrics
 
         runtime = Runtime.from_settings(settings, config)
+        stop_reloading = reload_on_hangup(runtime)
         try:
             async with serving_metrics(runtime, listener), runtime.sync.background(settings.sync_interval) as task:
                 log.info("worker started: background work every %s s", settings.sync_interval)
                 await task
         finally:
+            stop_reloading()
             await runtime.aclose()
 
     asyncio.run(run())
@@ -405,6 +407,24 @@ def build_parser() -> argparse.ArgumentParser:
         json_out=True,
     )
     sub.add_argument("--check", action="store_true", help="read every provider's balance now")
+    sub.set_defaults(action=None)
+    approvals = sub.add_subparsers(dest="action", required=False, parser_class=Parser)
+    approve = command(
+        approvals,
+        "approve",
+        "approve held price changes of a provider (all of them, or the services named)",
+        commands.providers,
+        json_out=True,
+    )
+    approve.add_argument("provider")
+    approve.add_argument("services", nargs="*", type=order_id, help="upstream service IDs (default: every held one)")
+    reason(approve)
+    sub = command(
+        subcommands, "events", "what happened to providers and orders, newest first", commands.events, json_out=True
+    )
+    sub.add_argument("--since", help="1h, 7d, or a date like 2026-11-01")
+    sub.add_argument("--limit", type=count, default=50)
+    sub.add_argument("--kind", help="only kinds starting with this, e.g. provider. or order.stuck")
     sub = command(subcommands, "report", "revenue, upstream cost, refunds and margin", commands.report, json_out=True)
     sub.add_argument("--since", help="7d (default), 24h, 30m, or a date like 2026-11-01")
     sub.add_argument("--by", choices=GROUPINGS, default="provider")

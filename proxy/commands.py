@@ -209,36 +209,75 @@ async def orders_ack(args: argparse.Namespace, ops: Operators) -> None:
 
 
 async def providers(args: argparse.Namespace, ops: Operators) -> None:
+    if getattr(args, "action", None) == "approve":
+        await providers_approve(args, ops)
+        return
     rows_data = await ops.providers(check=args.check)
 
     def human() -> str:
         rows: list[list[object]] = [
-            ["NAME", "HEALTH", "CURRENCY", "BALANCE", "CHECKED", "SERVICES", "CATALOG AGE", "PRICE CHANGES"]
+            ["NAME", "HEALTH", "CURRENCY", "BALANCE", "BALANCE AGE", "SERVICES", "CATALOG AGE", "HELD PRICES"]
         ]
         for p in rows_data:
             read = p.currency_read or "?"
             currency = p.currency if read in (p.currency, "?") else f"{p.currency} (reads {read})"
             age = "never" if p.catalog_age is None else f"{p.catalog_age} s"
+            balance = p.funds or p.balance or "?"
             rows.append(
                 [
                     p.name,
                     p.health,
                     currency,
-                    p.balance or "?",
-                    p.checked or "never",
+                    f"{balance} (low below {p.low_balance})" if p.low else balance,
+                    "never" if p.balance_age is None else f"{p.balance_age} s",
                     p.services,
                     age,
-                    len(p.price_changes),
+                    len(p.held_prices),
                 ]
             )
         lines = [table(rows)]
         for p in rows_data:
+            for scope, e in p.ejections.items():
+                if e.until:
+                    lines.append(f"  {p.name}: ejected from {scope} until {e.until}: {e.reason}")
+            lines += [
+                f"  {p.name}: service {h.service} held at {h.approved} (now {h.proposed}): "
+                f"smm-proxy providers approve {p.name} {h.service}"
+                for h in p.held_prices
+            ]
             lines += [f"  {p.name}: service {c['service']} {c['from']} -> {c['to']}" for c in p.price_changes[:5]]
+            for service, r in p.outcomes.items():
+                lines.append(
+                    f"  {p.name}: service {service}: {r.completed_pct}% completed, {r.partial_pct}% partial, "
+                    f"{r.canceled_pct}% canceled, {r.stuck_pct}% stuck of ~{r.orders} orders; "
+                    f"completes in {r.mean_completion_seconds or '?'} s"
+                )
             if p.check_error:
                 lines.append(f"  {p.name}: last check failed: {p.check_error}")
         return "\n".join(lines)
 
     show(args, rows_data, human)
+
+
+async def providers_approve(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.approve_prices(ACTOR, args.provider, args.services, args.reason)
+    show(
+        args,
+        data,
+        lambda: (
+            "\n".join(
+                f"{data.provider} service {c['service']}: {c['from']} -> {c['to']} approved" for c in data.approved
+            )
+            or "nothing was held"
+        ),
+    )
+
+
+async def events(args: argparse.Namespace, ops: Operators) -> None:
+    start = since_timestamp(args.since) if args.since else None
+    found = await ops.events(start, args.limit, args.kind)
+    rows = [["TIME", "KIND", "SUBJECT", "MESSAGE"]] + [[e.time, e.kind, e.subject, e.message] for e in found]
+    show(args, found, lambda: table(rows))
 
 
 def since_timestamp(text: str | None, option: str = "since") -> float:

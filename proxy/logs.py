@@ -23,14 +23,14 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars, get_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["bind", "bound", "clear", "configure", "current", "redactor"]
+__all__ = ["Emit", "bind", "bound", "clear", "configure", "current", "no_events", "redactor"]
 
 bind = bind_contextvars
 bound = bound_contextvars
@@ -168,3 +168,16 @@ def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]
         for handler in list(root.handlers):
             if isinstance(handler, _Handler):
                 root.removeHandler(handler)
+
+
+class Emit(Protocol):
+    """Tells operators of something that happened (`proxy.ops.events` writes
+    it to the event stream): a kind such as "provider.ejected", what it is
+    about (a provider, an order), one line, and details. Best effort: it
+    never raises, so the domain calls it without a second thought."""
+
+    async def __call__(self, kind: str, subject: str, message: str, **detail: object) -> None: ...
+
+
+async def no_events(kind: str, subject: str, message: str, **detail: object) -> None:
+    """An `Emit` that tells nobody (components built without an event stream)."""

@@ -9,17 +9,23 @@ injected transports and clocks instead of patching anything.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 
 import httpx
 
 from proxy.accounts.clients import Accounts
+from proxy.accounts.fair_use import FairUse, storage_for
 from proxy.accounts.ledger import Ledger
 from proxy.catalog.catalog import LiveCatalog
-from proxy.config import Config
+from proxy.config import Config, Provider
 from proxy.ops.admins import Admins
+from proxy.ops.answers import ConfigReload
 from proxy.ops.audit import AuditLog
+from proxy.ops.events import EventLog, Webhook
 from proxy.ops.metrics import Metrics, SharedState, Tallies
 from proxy.ops.operators import Operators
 from proxy.ops.sync import Sync
@@ -29,13 +35,17 @@ from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
 from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
+from proxy.orders.observe import OrderWatch
 from proxy.orders.refills import Refills
-from proxy.orders.routing import Router
+from proxy.orders.routing import Router, RoutingRules
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.verdicts import Verdicts
 from proxy.providers.budget import RequestBudget
-from proxy.providers.health import Health
+from proxy.providers.funds import Funds
+from proxy.providers.health import Health, thresholds_from
 from proxy.providers.listings import Listings
+from proxy.providers.outcomes import Outcomes
+from proxy.providers.refusals import Refusals
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
 from proxy.store import Keys, Store, connect
@@ -49,7 +59,9 @@ class Runtime:
         redis: Store,
         *,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -59,34 +71,32 @@ class Runtime:
         self.ledger = Ledger(redis, self.keys)
         self.accounts = Accounts(redis, self.keys, self.ledger, config.currency)
         transports = transports or {}
+        self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use)
         self.metrics = Metrics()
-        self.providers = {
-            name: ProviderClient(
-                name,
-                provider.url,
-                provider.key,
-                timeout=provider.timeout.to_httpx(),
-                request_format=provider.format,
-                method=provider.method,
-                transport=transports.get(name),
-                max_connections=provider.max_connections,
-                order_wait=provider.order_wait,
-                observer=self.metrics.upstream_call,
-                budget=(
-                    RequestBudget(
-                        redis, self.keys, name, provider.requests_per_minute, clock, on_wait=self.metrics.budget_wait
-                    )
-                    if provider.requests_per_minute
-                    else None
-                ),
-            )
-            for name, provider in config.providers.items()
-        }
+        self.events = EventLog(redis, self.keys, settings.events_length)
+        emit = self.events.emit
         self.currencies = {name: provider.currency for name, provider in config.providers.items()}
-        self.listings = Listings(
-            redis, self.keys, self.providers, settings.catalog_ttl, clock, max_age=settings.catalog_max_age
+        self.funds = Funds(
+            redis, self.keys, {n: p.low_balance for n, p in config.providers.items()}, self.currencies, clock, emit
         )
-        self.health = Health(redis, self.keys, settings.upstream_cooldown, clock)
+        self.health = Health(
+            redis, self.keys, thresholds_from(config, settings.upstream_cooldown), self.funds, clock, emit
+        )
+        self.outcomes = Outcomes(redis, self.keys, config.routing.outcome_window)
+        self.transports = dict(transports)
+        self.background_tasks: set[asyncio.Task[object]] = set()
+        self.providers = {name: provider_client(self, name, provider) for name, provider in config.providers.items()}
+        self.listings = Listings(
+            redis,
+            self.keys,
+            self.providers,
+            settings.catalog_ttl,
+            clock,
+            max_age=settings.catalog_max_age,
+            change_percent=price_limits(config),
+            emit=emit,
+            on_price_change=self.metrics.price_change,
+        )
         self.catalog = LiveCatalog(
             config,
             self.listings,
@@ -102,9 +112,28 @@ class Runtime:
         self.verdicts = Verdicts(self.book, self.claims)
         self.tallies = Tallies(redis, self.keys, self.book.clients)
         self.router = Router(
-            self.book, self.leases, self.claims, self.providers, self.health, self.currencies, self.tallies.tally
+            self.book,
+            self.leases,
+            self.claims,
+            self.providers,
+            self.health,
+            self.currencies,
+            self.tallies.tally,
+            outcomes=self.outcomes,
+            rules=routing_rules(config),
+            rng=rng,
+            emit=emit,
         )
         self.archive = Archive(self.book, settings.archive_dir)
+        self.watch = OrderWatch(
+            self.outcomes,
+            self.book,
+            stuck_after=config.routing.stuck_after,
+            stuck_after_by_service={s.id: s.stuck_after for s in config.services if s.stuck_after},
+            tally=self.tallies.tally,
+            emit=emit,
+            clock=clock,
+        )
         self.refresher = StatusRefresher(
             self.book,
             self.due,
@@ -115,6 +144,7 @@ class Runtime:
             currencies=self.currencies,
             tally=self.tallies.tally,
             tolerance_percent=config.settlement.charge_tolerance_percent,
+            on_status=self.watch,
         )
         self.refills = Refills(redis, self.keys, self.providers, self.health, settings.status_ttl, clock)
         self.actions = OrderActions(
@@ -128,6 +158,7 @@ class Runtime:
             self.providers,
             settings.duplicate_window,
             self.tallies.tally,
+            fair_use=self.fair_use,
             terms=self.accounts.terms,
         )
         self.metrics.share(
@@ -148,9 +179,18 @@ class Runtime:
             health=self.health,
             listings=self.listings,
             providers=self.providers,
+            events=self.events,
+            outcomes=self.outcomes,
+            reload=self.reload,
             audit=self.audit,
             admins=self.admins,
             missing_keys=config.missing_keys,
+            config_path=str(settings.config),
+        )
+        self.webhook = (
+            Webhook(redis, self.keys, settings.webhook_url, settings.webhook_secret or "", transport=webhook_transport)
+            if settings.webhook_url
+            else None
         )
         self.sync = Sync(
             self.book,
@@ -161,8 +201,15 @@ class Runtime:
             self.currencies,
             archive_after_days=settings.archive_after_days,
             check_interval=settings.provider_check_interval,
+            webhook=self.webhook,
             observer=self.metrics,
         )
+
+    async def reload(self) -> ConfigReload:
+        """Read the config file again (SIGHUP, the admin API); see `proxy.reload`."""
+        from proxy.reload import reload_runtime
+
+        return await reload_runtime(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, config: Config) -> Runtime:
@@ -171,9 +218,59 @@ class Runtime:
         return cls(settings, config, connect(settings.redis_url))
 
     async def aclose(self) -> None:
+        for task in list(self.background_tasks):
+            task.cancel()
         await self.actions.aclose()
         await self.refresher.aclose()
         await self.listings.aclose()
+        if self.webhook is not None:
+            await self.webhook.aclose()
         for client in self.providers.values():
             await client.aclose()
         await self.redis.aclose()
+
+
+def routing_rules(config: Config) -> RoutingRules:
+    return RoutingRules(
+        max_ejected_percent=config.health.max_ejected_percent,
+        explore_percent=float(config.routing.explore_percent),
+        refusals=Refusals.from_config(config),
+    )
+
+
+def price_limits(config: Config) -> dict[str, Decimal]:
+    """Each provider's price gate: its own percentage, else the config's."""
+    return {
+        name: p.price_change_percent if p.price_change_percent is not None else config.prices.change_percent
+        for name, p in config.providers.items()
+    }
+
+
+def provider_client(runtime: Runtime, name: str, provider: Provider) -> ProviderClient:
+    """The client for one provider of the config, wired to the runtime's health, budget and metrics."""
+    return ProviderClient(
+        name,
+        provider.url,
+        provider.key,
+        timeout=provider.timeout.to_httpx(),
+        request_format=provider.format,
+        method=provider.method,
+        transport=runtime.transports.get(name),
+        max_connections=provider.max_connections,
+        order_wait=provider.order_wait,
+        observer=runtime.metrics.upstream_call,
+        on_read_ok=runtime.health.read_ok,
+        budget=(
+            RequestBudget(
+                runtime.redis,
+                runtime.keys,
+                name,
+                provider.requests_per_minute,
+                runtime.clock,
+                on_wait=runtime.metrics.budget_wait,
+                read_share_percent=provider.read_share_percent,
+            )
+            if provider.requests_per_minute
+            else None
+        ),
+    )

@@ -21,6 +21,7 @@ from typing import Any, TypeGuard
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
+from redis.typing import XClaimResponse, XReadGroupResponse
 
 from proxy.errors import StoreUnfit
 
@@ -120,6 +121,36 @@ class Keys:
     def cooldown(self, provider: str) -> str:
         return f"{self.prefix}cooldown:{provider}"
 
+    def health(self, provider: str, scope: str) -> str:
+        """A provider's consecutive failures and ejection, for orders or for reads."""
+        return f"{self.prefix}health:{{p:{provider}}}:{scope}"
+
+    def outcomes(self, provider: str) -> str:
+        """A provider's decayed outcome counts per upstream service."""
+        return f"{self.prefix}outcomes:{{p:{provider}}}"
+
+    def stuck(self, provider: str) -> str:
+        """Our orders at a provider counted as stuck (their final outcome does not count again)."""
+        return f"{self.prefix}stuck:{{p:{provider}}}"
+
+    def held_prices(self, provider: str) -> str:
+        """Upstream services whose price change waits for an operator: the last approved rate and the new one."""
+        return f"{self.prefix}held-prices:{{p:{provider}}}"
+
+    def removed_services(self, provider: str) -> str:
+        """Upstream services gone from a provider's list, with their last rate (to tell a return)."""
+        return f"{self.prefix}removed:{{p:{provider}}}"
+
+    @property
+    def events(self) -> str:
+        """The operators' event stream."""
+        return f"{self.prefix}events"
+
+    @property
+    def limits(self) -> str:
+        """The prefix of the per-client limits (kept by the `limits` library)."""
+        return f"{self.prefix}limits"
+
     def provider_state(self, provider: str) -> str:
         """What the last check of a provider read: balance, currency, a block."""
         return f"{self.prefix}provider:{provider}"
@@ -211,6 +242,26 @@ def stream_entries(
 ) -> list[tuple[str, dict[str, str]]]:
     """The entries of an XRANGE or XREVRANGE reply: (ID, fields)."""
     return [(text(entry_id), text_map(fields)) for entry_id, fields in rows or () if entry_id is not None]
+
+
+def claimed_entries(rows: XClaimResponse | None) -> list[tuple[str, dict[str, str] | None]]:
+    """The entries of an XCLAIM reply: (ID, fields), the fields None for an
+    entry trimmed from the stream meanwhile."""
+    found: list[tuple[str, dict[str, str] | None]] = []
+    for row in rows or ():
+        if isinstance(row, bytes | str):
+            raise TypeError("an XCLAIM reply of IDs alone (JUSTID): the entries were asked for")
+        entry_id, fields = row
+        if entry_id is not None:
+            found.append((text(entry_id), None if fields is None else text_map(fields)))
+    return found
+
+
+def group_entries(reply: XReadGroupResponse | None) -> list[tuple[str, dict[str, str]]]:
+    """The entries of an XREADGROUP reply, of every stream read: (ID, fields)."""
+    if isinstance(reply, dict):
+        raise TypeError("an XREADGROUP reply in RESP3: our connections speak RESP2")
+    return [entry for _, entries in reply or () for entry in stream_entries(entries)]
 
 
 # What every component is handed: one server's client, or a Redis Cluster's

@@ -15,6 +15,7 @@ per session, the first time a test asks for it.
 from __future__ import annotations
 
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -117,12 +118,16 @@ async def make_router(redis_url, key_prefix, redis_client):
         panels: dict | None = None,
         url: str | None = None,
         upstream: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+        rng: random.Random | None = None,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
         **settings: object,
     ) -> Harness:
         """A router on simulated panels, its settings given by name (`status_ttl=5`).
 
         `redis_plan` and `upstream_plan` inject faults; `upstream` wraps each
-        provider's transport (a test's own hostile or chatty upstream);
+        provider's transport (a test's own hostile or chatty upstream); `rng`
+        (a seeded `random.Random`) decides strategy best's exploring;
+        `webhook_transport` answers the event webhook's POSTs;
         `prefix` (default: the test's) keeps several routers apart, or puts two
         on one Redis; `clock` may be shared or skewed; `panels` may be another
         harness's, for two instances of the router; `url` is another way to
@@ -148,6 +153,8 @@ async def make_router(redis_url, key_prefix, redis_client):
             redis_client,
             transports=transports,
             clock=clock,
+            rng=rng,
+            webhook_transport=webhook_transport,
         )
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://router")
         opened.append((runtime, http))

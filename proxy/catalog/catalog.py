@@ -1,7 +1,10 @@
 """The merged catalog: provider listings become our services, priced.
 
 A pure function of the config and the providers' listings. Names and
-categories pass through `proxy.catalog.labels`: nothing in them points at a provider. A local
+categories pass through `proxy.catalog.labels`: nothing in them points at a provider.
+A route whose upstream price change is held for an operator
+(`proxy.providers.listings`) is priced at its last approved cost; routing
+still never sends an order where the current cost exceeds the charge. A local
 service's routes are those whose upstream service exists in its provider's
 latest listing, among the providers we may sell from (a listing too old to
 price from, or a provider blocked for billing in another currency, is not);
@@ -46,6 +49,12 @@ class RouteOption:
     provider: str
     upstream: UpstreamService
     cost: Decimal  # per 1000 (or flat), in the deployment currency, unrounded
+    # What our price is made from: the cost, or the last approved one while a change is held.
+    price_cost: Decimal | None = None
+
+    @property
+    def priced_at(self) -> Decimal:
+        return self.cost if self.price_cost is None else self.price_cost
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,10 @@ def _options(
         if upstream is None:
             continue
         currency = config.providers[provider].currency
-        options.append(RouteOption(provider, upstream, cost_in_currency(config, upstream.rate, currency)))
+        cost = cost_in_currency(config, upstream.rate, currency)
+        approved = listing.held.get(upstream_id) if listing else None
+        held = cost_in_currency(config, approved, currency) if approved is not None else None
+        options.append(RouteOption(provider, upstream, cost, held))
     return options
 
 
@@ -213,7 +225,7 @@ def _service(
         name=labels.render(overrides.name, values, values["name"]),
         type=kind,
         category=labels.render(overrides.category, values, values["category"]),
-        rate=sell_rate(config, primary.cost, markup),
+        rate=sell_rate(config, primary.priced_at, markup),
         min=_or(overrides.min, upstream.min),
         max=_or(overrides.max, upstream.max),
         refill=_or(overrides.refill, upstream.refill),
@@ -330,6 +342,11 @@ class LiveCatalog:
             usable = [name for name in listings if name not in withheld]
             self._built = (version, build_catalog(self.config, listings, usable))
         return self._built[1]
+
+    def replace(self, config: Config) -> None:
+        """A reloaded config: the next read rebuilds the catalog from it."""
+        self.config = config
+        self._built = None
 
     def _say_withheld(self, withheld: dict[str, str]) -> None:
         """Log once when a provider's services stop or start being sold."""

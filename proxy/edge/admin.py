@@ -31,6 +31,9 @@ is down (one warning a while in the log, not a traceback a request).
     GET  /admin/audit?limit=                 GET  /admin/audit/verify
     GET  /admin/admins                       POST /admin/admins {name, role, expires?}      (owner)
     POST /admin/admins/{name}/remove                                                       (owner)
+    POST /admin/providers/{name}/approve {services?: "1,2"}   (held price changes; all if none named)
+    GET  /admin/events?since=1h&limit=&kind=   (the operators' event stream, newest first)
+    POST /admin/config/reload              (owner; a bad file: 400 with its problems, the running config stays)
 
 Every change takes an optional `reason`, kept in the audit log.
 """
@@ -53,6 +56,7 @@ from proxy import logs
 from proxy.edge.inputs import clean
 from proxy.errors import BadInput, Forbidden, Invalid, NotFound, OperatorError
 from proxy.ops.answers import as_json
+from proxy.ops.events import READ_LIMIT
 from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS, since
 from proxy.ops.roles import Actor, may, needs
@@ -291,6 +295,34 @@ async def remove_admin(request: Request, ops: Operators, actor: Actor) -> object
     return await ops.remove_admin(actor, request.path_params["name"], _reason(await _body(request)))
 
 
+async def approve(request: Request, ops: Operators, actor: Actor) -> object:
+    body = await _body(request)
+    given = body.get("services")
+    if given is None:
+        named: list[object] = []
+    elif isinstance(given, str):
+        named = [part for part in given.replace(",", " ").split() if part]
+    else:
+        named = [given]
+    services = [_int(str(s), "services") for s in named]
+    return await ops.approve_prices(actor, request.path_params["name"], services, _reason(body))
+
+
+async def events(request: Request, ops: Operators, actor: Actor) -> object:
+    query = request.query_params
+    limit = _int(query.get("limit"), "limit", 100)
+    if not 1 <= limit <= READ_LIMIT:
+        raise BadInput(f"limit must be between 1 and {READ_LIMIT}")
+    return await ops.events(_when(query.get("since"), "since"), limit, query.get("kind") or None)
+
+
+async def reload_config(request: Request, ops: Operators, actor: Actor) -> object:
+    result = await ops.reload_config(actor, _reason(await _body(request)))
+    if not result.ok:
+        raise BadInput("config not reloaded, the running one stays: " + "; ".join(result.problems))
+    return result
+
+
 @dataclass(frozen=True)
 class Endpoint:
     path: str
@@ -323,6 +355,9 @@ ENDPOINTS = (
     Endpoint("/admin/admins", "GET", "admins.list", list_admins),
     Endpoint("/admin/admins", "POST", "admin.add", add_admin),
     Endpoint("/admin/admins/{name}/remove", "POST", "admin.remove", remove_admin),
+    Endpoint("/admin/providers/{name}/approve", "POST", "price.approve", approve),
+    Endpoint("/admin/events", "GET", "events.list", events),
+    Endpoint("/admin/config/reload", "POST", "config.reload", reload_config),
 )
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -30,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy import logs
+from proxy.accounts.fair_use import TOO_MANY_REQUESTS
 from proxy.catalog.catalog import Listed
 from proxy.edge import admin, protocol
 from proxy.edge.context import RequestContext
@@ -113,6 +115,9 @@ class Api:
         if client is None:
             seen["outcome"] = "unauthorized"
             return protocol.error(Errors.INVALID_KEY)
+        if not await self.runtime.fair_use.request(client):
+            seen["outcome"] = "limited"
+            return protocol.error(TOO_MANY_REQUESTS)
         try:
             parsed = protocol.parse_request(params)
         except ProtocolError as exc:
@@ -237,6 +242,26 @@ def bearer_ok(request: Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+def reload_on_hangup(runtime: Runtime) -> Callable[[], None]:
+    """Reload the config on SIGHUP (where signals can be caught); a function that stops it."""
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        task: asyncio.Task[object] = loop.create_task(runtime.reload())
+        runtime.background_tasks.add(task)
+        task.add_done_callback(runtime.background_tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # not the main thread, or no SIGHUP
+        return lambda: None
+
+    def stop() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return stop
+
+
 def metrics_endpoint(runtime: Runtime, token: str | None) -> Callable[[Request], Awaitable[Response]]:
     """GET /metrics: with `token`, only for requests that carry it; None: for
     everyone who reaches it (the listener of its own, on its own address)."""
@@ -321,6 +346,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hangup = reload_on_hangup(runtime)
         try:
             async with serving_metrics(runtime, metrics_listener):
                 if background:
@@ -329,6 +355,7 @@ def create_app(
                 else:
                     yield
         finally:
+            hangup()
             if close_runtime:
                 await runtime.aclose()
 

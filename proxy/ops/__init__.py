@@ -7,4 +7,6 @@
 - `answers`: what each operator action answers, typed, and its JSON (one shape
   for the CLI's --json and the admin API).
 - `reports`: revenue, upstream cost, refunds and margin.
+- `events`: the operators' event stream (the domain writes it through
+  `proxy.logs.Emit`) and the signed webhook that delivers it.
 """

@@ -11,7 +11,8 @@ in UTC.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,9 @@ from proxy.ops.admins import Admin
 from proxy.ops.audit import Check, Record
 from proxy.ops.reports import Line, Report
 from proxy.orders.records import Attempt, Order
-from proxy.providers.listings import PriceChange
+from proxy.providers.health import Ejection
+from proxy.providers.listings import ApprovedPrice, HeldPrice, PriceChange
+from proxy.providers.outcomes import Rates
 
 
 def iso(timestamp: float) -> str:
@@ -200,20 +203,98 @@ class Archived:
 
 
 @dataclass(frozen=True)
+class EjectionView:
+    """A provider's health in one scope (orders or reads)."""
+
+    failures: int  # in a row
+    ejections: int  # in a row
+    until: str  # while ejected: when a probe may bring it back; "" when it is not
+    reason: str
+
+    @classmethod
+    def of(cls, ejection: Ejection) -> EjectionView:
+        until = iso(ejection.until) if ejection.ejected else ""
+        return cls(ejection.failures, ejection.ejections, until, ejection.reason)
+
+
+@dataclass(frozen=True)
+class HeldPriceView:
+    """An upstream price change beyond the gate, waiting for an operator."""
+
+    service: int
+    approved: str  # the rate our price is still made from
+    proposed: str  # the provider's new rate
+    at: float  # since when
+
+    @classmethod
+    def of(cls, service: int, held: HeldPrice) -> HeldPriceView:
+        return cls(service, held["approved"], held["proposed"], held["at"])
+
+
+@dataclass(frozen=True)
+class RouteOutcomes:
+    """What became of the orders one route (provider, upstream service) took,
+    about its last `routing.outcome_window` final ones: shares in percent
+    (None: no history yet)."""
+
+    orders: float
+    completed_pct: float | None
+    partial_pct: float | None
+    canceled_pct: float | None
+    stuck_pct: float | None
+    delivered_pct: float | None
+    mean_completion_seconds: int | None
+
+    @classmethod
+    def of(cls, rates: Rates) -> RouteOutcomes:
+        def pct(count: float) -> float | None:
+            share = rates.share(count)
+            return None if share is None else round(100 * share, 1)
+
+        mean = rates.mean_seconds
+        return cls(
+            orders=round(rates.orders, 1),
+            completed_pct=pct(rates.completed),
+            partial_pct=pct(rates.partial),
+            canceled_pct=pct(rates.canceled),
+            stuck_pct=pct(rates.stuck),
+            delivered_pct=pct(rates.delivered),
+            mean_completion_seconds=None if mean is None else round(mean),
+        )
+
+
+@dataclass(frozen=True)
 class ProviderView:
-    """A provider's health, its balance and currency as last read, and its catalog."""
+    """A provider's health (ejections for orders and reads), its balance and
+    currency as last read and what we know of its funds since, its catalog,
+    its price changes (recent, and held for approval) and its routes' outcomes."""
 
     name: str
-    health: str  # "ok", "blocked", or "cooling: " and the scopes
+    health: str  # "ok", "blocked", "low balance", or "ejected: " and the scopes
     blocked: str  # why it is blocked; "" when it is not
+    ejections: dict[str, EjectionView]  # by scope
     currency: str  # the config's
     currency_read: str  # what its balance reply said
-    balance: str
+    balance: str  # as last read
+    funds: str  # the balance as read, less what we sent it since; "" unknown
+    low_balance: str  # below this it gets no new orders
+    low: bool
+    balance_age: int | None  # seconds since the balance was read; None: never
     checked: str  # when its balance was last read; "" never
     check_error: str
     services: int
     catalog_age: int | None  # seconds; None: never fetched
     price_changes: tuple[PriceChange, ...]
+    held_prices: tuple[HeldPriceView, ...]
+    outcomes: dict[str, RouteOutcomes]  # by upstream service ID
+
+
+@dataclass(frozen=True)
+class PriceApproval:
+    """Held price changes an operator approved: the catalog follows them at once."""
+
+    provider: str
+    approved: tuple[ApprovedPrice, ...]
 
 
 @dataclass(frozen=True)
@@ -352,6 +433,46 @@ class AuditCheck:
     @classmethod
     def of(cls, check: Check) -> AuditCheck:
         return cls(check.intact, check.entries, check.keyed, check.head, check.bad_seq, check.bad_id, check.problem)
+
+
+# -- events and the config ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One event of the operators' stream (`proxy.ops.events`); also the body
+    the webhook POSTs."""
+
+    id: str
+    time: str
+    kind: str
+    subject: str
+    message: str
+    detail: dict[str, Any]
+
+    @classmethod
+    def of_entry(cls, entry_id: str, fields: Mapping[str, str]) -> EventView:
+        return cls(
+            id=entry_id,
+            time=iso(int(entry_id.split("-")[0]) / 1000),
+            kind=fields.get("kind", ""),
+            subject=fields.get("subject", ""),
+            message=fields.get("message", ""),
+            detail=json.loads(fields.get("detail") or "{}"),
+        )
+
+
+@dataclass(frozen=True)
+class ConfigReload:
+    """What a config reload did: a refused file's problems (the running config
+    stays), or the providers a good one added, replaced and removed."""
+
+    config: str  # the file
+    ok: bool
+    problems: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
 
 
 # -- JSON ----------------------------------------------------------------------------

@@ -10,7 +10,10 @@ Two kinds:
   the same: orders in each working set (alert on `smm_proxy_orders_unknown`
   and `smm_proxy_orders_attention`), order outcomes, money charged,
   refunded, topped up and paid upstream (deployment currency), and per
-  provider its cool-downs, block, balance as last read and catalog age.
+  provider its ejections (`smm_proxy_provider_ejected`, and the older name
+  `smm_proxy_provider_cooling`), block, balance as last read (and its age),
+  whether it is low on funds, catalog age and price changes held for an
+  operator.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Outcomes tallied by name beside the counted transitions (`Tallies.tally`).
-TALLIED = ("duplicate", "attention", "claimed_twice")
+TALLIED = ("duplicate", "attention", "claimed_twice", "stuck")
 MONEY = {"charge": "charged", "refund": "refunded", "topup": "topups", "paid": "paid_upstream"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
@@ -135,7 +138,27 @@ class SharedState(Collector):
         families.append(money)
         names = list(self.currencies)
         cooling = GaugeMetricFamily(
-            "smm_proxy_provider_cooling", "1 while a provider is skipped after a failure.", labels=["provider", "scope"]
+            "smm_proxy_provider_cooling",
+            "1 while a provider is ejected (the older name of smm_proxy_provider_ejected).",
+            labels=["provider", "scope"],
+        )
+        ejected = GaugeMetricFamily(
+            "smm_proxy_provider_ejected",
+            "1 while a provider is ejected for failures in a row, for orders or reads.",
+            labels=["provider", "scope"],
+        )
+        low = GaugeMetricFamily(
+            "smm_proxy_provider_low_balance",
+            "1 while a provider's balance is below its low_balance: it gets no new orders.",
+            labels=["provider"],
+        )
+        balance_age = GaugeMetricFamily(
+            "smm_proxy_provider_balance_age_seconds", "Age of a provider's last balance reading.", labels=["provider"]
+        )
+        held = GaugeMetricFamily(
+            "smm_proxy_price_changes_held",
+            "Upstream services whose price change waits for an operator's approval.",
+            labels=["provider"],
         )
         blocked = GaugeMetricFamily(
             "smm_proxy_provider_blocked",
@@ -150,16 +173,22 @@ class SharedState(Collector):
         )
         cooldowns = await health.cooldowns(names)
         listings = await self.listings.ages(names)
+        now = health.clock()
         for name in names:
             state = await health.state(name)
             for scope, cooled in cooldowns[name].items():
                 cooling.add_metric([name, scope], int(cooled))
+                ejected.add_metric([name, scope], int(cooled))
             blocked.add_metric([name], int(bool(state.blocked)))
+            low.add_metric([name], int(state.low))
+            if state.funds_at:
+                balance_age.add_metric([name], max(0.0, now - state.funds_at))
+            held.add_metric([name], len(await self.listings.held(name)))
             if state.balance:
                 balance.add_metric([name, state.currency or self.currencies[name]], float(state.balance))
             if (listed := listings.get(name)) is not None:
                 age.add_metric([name], listed)
-        families += [cooling, blocked, balance, age]
+        families += [cooling, ejected, blocked, low, balance, balance_age, age, held]
         self.families = families
 
     def collect(self) -> Iterator[Metric]:
@@ -220,6 +249,12 @@ class Metrics:
             "When this process last finished a round of background work (alert when it stops moving).",
             registry=self.registry,
         )
+        self.price_changes = Counter(
+            "smm_proxy_price_changes",
+            "Upstream price changes by provider and outcome: followed (within the gate) or held.",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
         self.shared: SharedState | None = None
 
     def share(self, shared: SharedState) -> None:
@@ -234,6 +269,9 @@ class Metrics:
     def upstream_call(self, provider: str, action: str, outcome: str, seconds: float) -> None:
         self.upstream_calls.labels(provider, action, outcome).inc()
         self.upstream_seconds.labels(provider, action).observe(seconds)
+
+    def price_change(self, provider: str, outcome: str) -> None:
+        self.price_changes.labels(provider, outcome).inc()
 
     def budget_wait(self, provider: str) -> None:
         self.budget_waits.labels(provider).inc()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import TypeVar
 
@@ -57,19 +57,26 @@ from proxy.ops.answers import (
     AuditCheck,
     AuditEntry,
     ClientView,
+    ConfigReload,
+    EjectionView,
     EntryView,
+    EventView,
+    HeldPriceView,
     NewAdmin,
     NewClient,
     NewKey,
     OrderDetail,
     OrderView,
+    PriceApproval,
     ProviderView,
     RemovedAdmin,
     ReportView,
+    RouteOutcomes,
     TopUp,
     iso,
 )
 from proxy.ops.audit import AuditLog, Record
+from proxy.ops.events import READ_LIMIT, EventLog
 from proxy.ops.roles import READ, Actor, as_actor
 from proxy.ops.search import Search, rows, search
 from proxy.orders.archive import Archive
@@ -79,7 +86,8 @@ from proxy.orders.records import Order
 from proxy.orders.states import ACK, REFUND, UNKNOWN, rule
 from proxy.orders.verdicts import Verdicts
 from proxy.providers.health import Health
-from proxy.providers.listings import Listings
+from proxy.providers.listings import ApprovedPrice, Listings
+from proxy.providers.outcomes import Outcomes
 from proxy.providers.upstream import ProviderClient
 
 log = logging.getLogger(__name__)
@@ -89,6 +97,14 @@ MAX_MARKUP_PERCENT = Decimal(1000)
 MAX_WINDOW_SECONDS = 7 * 86400
 DEFAULT = "default"  # a term set to this is the deployment's again
 _T = TypeVar("_T")
+
+
+class NotReloaded(OperatorError):
+    """A config reload refused: the running config stays (`result` says why)."""
+
+    def __init__(self, result: ConfigReload) -> None:
+        super().__init__("config not reloaded, the running one stays: " + "; ".join(result.problems))
+        self.result = result
 
 
 def _refused(exc: Exception) -> OperatorError:
@@ -149,7 +165,11 @@ class Operators:
         providers: Mapping[str, ProviderClient],
         audit: AuditLog,
         admins: Admins,
+        events: EventLog | None = None,
+        outcomes: Outcomes | None = None,
+        reload: Callable[[], Awaitable[ConfigReload]] | None = None,
         missing_keys: tuple[str, ...] = (),
+        config_path: str = "config",
     ) -> None:
         self._config = config
         self._accounts = accounts
@@ -164,6 +184,14 @@ class Operators:
         self._audit = audit
         self.admins_registry = admins
         self._missing_keys = missing_keys
+        self._config_path = config_path
+        self._events = events
+        self._outcomes = outcomes
+        self._reload = reload
+
+    def replace_config(self, config: Config) -> None:
+        """A reloaded config."""
+        self._config = config
 
     # -- the audit log ---------------------------------------------------------
 
@@ -558,8 +586,10 @@ class Operators:
     # -- providers -------------------------------------------------------------
 
     async def providers(self, check: bool = False) -> list[ProviderView]:
-        """Each provider: health, cool-downs, balance and currency as last read,
-        service count, catalog age, recent price changes. `check` reads them now."""
+        """Each provider: health (ejections for orders and reads), balance and
+        currency as last read and the age of that reading, whether it is low on
+        funds, service count, catalog age, recent and held price changes, and
+        the outcomes of its routes. `check` reads the balances now."""
         currencies = {name: provider.currency for name, provider in self._config.providers.items()}
         if check:
             if self._missing_keys:
@@ -575,26 +605,106 @@ class Operators:
         cooldowns = await self._health.cooldowns(names)
         ages = await self._listings.ages(names)
         found = []
+        now = self._health.clock()
         for name in names:
             state = await self._health.state(name)
             listing = await self._listings.cached(name)
-            cooling = [scope for scope, on in cooldowns[name].items() if on]
+            ejected = [scope for scope, on in cooldowns[name].items() if on]
+            health = "ejected: " + ", ".join(ejected) if ejected else ("low balance" if state.low else "ok")
+            outcomes = await self._outcomes.of_provider(name) if self._outcomes else {}
             found.append(
                 ProviderView(
                     name=name,
-                    health="blocked" if state.blocked else ("cooling: " + ", ".join(cooling) if cooling else "ok"),
+                    health="blocked" if state.blocked else health,
                     blocked=state.blocked,
+                    ejections={scope: EjectionView.of(e) for scope, e in (await self._health.ejections(name)).items()},
                     currency=currencies[name],
                     currency_read=state.currency,
                     balance=state.balance,
+                    funds="" if state.funds is None else format_amount(state.funds),
+                    low_balance=format_amount(self._config.providers[name].low_balance),
+                    low=state.low,
+                    balance_age=round(now - state.funds_at) if state.funds_at else None,
                     checked=iso(state.checked_at) if state.checked_at else "",
                     check_error=state.error,
                     services=len(listing.services) if listing else 0,
                     catalog_age=None if (age := ages[name]) is None else round(age),
                     price_changes=tuple(await self._listings.price_changes(name, 10)),
+                    held_prices=tuple(
+                        HeldPriceView.of(service, held) for service, held in (await self._listings.held(name)).items()
+                    ),
+                    outcomes={str(service): RouteOutcomes.of(rates) for service, rates in outcomes.items()},
                 )
             )
         return found
+
+    async def approve_prices(
+        self, actor: Actor | str, provider: str, services: Sequence[int] = (), reason: str = ""
+    ) -> PriceApproval:
+        """Approve held price changes of a provider (all, or those of `services`)."""
+        if provider not in self._providers:
+            raise NotFound(f"no provider {provider!r}")
+        held = await self._listings.held(provider)
+        unknown = [s for s in services if s not in held]
+        if unknown:
+            raise OperatorError(f"no held price change of {provider} service {', '.join(map(str, unknown))}")
+        who, why = as_actor(actor), reason_text(reason)
+        approved: list[ApprovedPrice] = []
+        for service in services or sorted(held):  # one audited step each: its entry names its change
+            change = {"service": service, "from": held[service]["approved"], "to": held[service]["proposed"]}
+            approved += await self._audited(
+                who,
+                "price.approve",
+                f"{provider}:{service}",
+                self._approval(who, provider, service),
+                reason=why,
+                detail=change,
+            )
+        return PriceApproval(provider, tuple(approved))
+
+    def _approval(self, who: Actor, provider: str, service: int) -> Callable[[Record], Awaitable[list[ApprovedPrice]]]:
+        async def act(entry: Record) -> list[ApprovedPrice]:
+            approved = await self._listings.approve(provider, [service])
+            if self._events is not None:
+                for change in approved:
+                    await self._events.emit(
+                        "price.approved",
+                        provider,
+                        f"{provider} service {change['service']}: {change['from']} -> {change['to']} "
+                        f"approved by {who.name}",
+                        actor=who.name,
+                        **change,
+                    )
+            return approved
+
+        return act
+
+    # -- events and the config -------------------------------------------------
+
+    async def events(self, since: float | None = None, limit: int = 100, kind: str | None = None) -> list[EventView]:
+        if self._events is None:
+            return []
+        if not 1 <= limit <= READ_LIMIT:
+            raise Invalid(f"limit must be between 1 and {READ_LIMIT}")
+        return await self._events.read(since, limit, kind)
+
+    async def reload_config(self, actor: Actor | str, reason: str = "") -> ConfigReload:
+        """Read the config file again; a bad one is refused and the running one kept
+        (its audit entry is then followed by a `config.reload.failed` one)."""
+        if self._reload is None:
+            raise OperatorError("this process cannot reload its config")
+        reload = self._reload
+
+        async def act(entry: Record) -> ConfigReload:
+            result = await reload()
+            if not result.ok:
+                raise NotReloaded(result)
+            return result
+
+        try:
+            return await self._audited(actor, "config.reload", self._config_path, act, reason=reason_text(reason))
+        except NotReloaded as refused:
+            return refused.result
 
     # -- reports ---------------------------------------------------------------
 

@@ -7,9 +7,10 @@ same name its audit entry carries. `NEEDS` says the least role each needs:
   audit and its verification, readiness details); nothing else;
 - `operator`: reads, and the day's work on orders and client money: top-ups,
   adjustments, disabling and enabling clients, their terms and rates,
-  settling orders, archiving, checking providers now;
+  settling orders, archiving, checking providers now, approving held
+  price changes;
 - `owner`: everything, and alone: admins, opening clients, rotating a
-  client's key.
+  client's key, reloading the config.
 
 An action the matrix does not name needs an owner: a new action is closed
 until someone decides who may do it. The command line acts as an owner (it
@@ -43,6 +44,7 @@ NEEDS: dict[str, str] = {
     "report": READ,
     "audit.list": READ,
     "audit.verify": READ,
+    "events.list": READ,
     "ready": READ,
     # orders and client money
     "client.topup": OPERATOR,
@@ -56,12 +58,14 @@ NEEDS: dict[str, str] = {
     "order.ack": OPERATOR,
     "orders.archive": OPERATOR,
     "providers.check": OPERATOR,
+    "price.approve": OPERATOR,
     # the owner's alone
     "client.create": OWNER,
     "client.rotate_key": OWNER,
     "admins.list": OWNER,
     "admin.add": OWNER,
     "admin.remove": OWNER,
+    "config.reload": OWNER,
 }
 
 

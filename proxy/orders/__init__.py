@@ -13,6 +13,7 @@
 - `validation`: an `add`'s fields per service type, and its charge.
 - `routing`: choosing routes and failing over.
 - `statuses`: batched, shared status refreshes.
+- `observe`: after a status: outcomes to the route's rates, stuck orders flagged.
 - `settlement`: what a status means for the money.
 - `refills`: our refill IDs mapped to the upstream's.
 - `archive`: finished orders moved out of Redis.

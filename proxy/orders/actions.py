@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from proxy import logs
+from proxy.accounts.fair_use import TOO_MANY_CANCELS, TOO_MANY_REFILLS, FairUse
 from proxy.accounts.terms import Terms
 from proxy.catalog.catalog import Catalog
 from proxy.catalog.pricing import Pricing
@@ -92,10 +93,12 @@ class OrderActions:
         providers: dict[str, ProviderClient],
         duplicate_window: float,
         tally: Callable[[str], Awaitable[None]],
+        fair_use: FairUse | None = None,
         *,
         terms: Callable[[str], Awaitable[Terms]] | None = None,
     ) -> None:
         self.tally = tally
+        self.fair_use = fair_use
         self.terms = terms
         self.currency = currency
         self.hold_posts = hold_posts
@@ -238,6 +241,8 @@ class OrderActions:
                 results[given] = Failure(Errors.REFILL_DISABLED)
             elif order.state != PLACED or order.status not in (COMPLETED, PARTIAL):
                 results[given] = Failure(Errors.NOT_ELIGIBLE_FOR_REFILL)
+            elif not await self._may("refill", order):
+                results[given] = Failure(TOO_MANY_REFILLS)
             else:
                 eligible[given] = order
         created = await self.refills.create(list({o.id: o for o in eligible.values()}.values()))
@@ -259,6 +264,10 @@ class OrderActions:
             for given, refill_id in parsed.items()
         }
 
+    async def _may(self, action: str, order: Order) -> bool:
+        """Whether this order may be asked upstream for a refill or cancel again (fair use)."""
+        return self.fair_use is None or await self.fair_use.order_action(action, order.client, order.id)
+
     # -- cancel --------------------------------------------------------------
 
     async def cancel(self, client: str, ids: Sequence[str]) -> dict[str, bool | Failure]:
@@ -269,6 +278,8 @@ class OrderActions:
                 results[given] = order
             elif not order.cancel or order.state != PLACED or order.final:
                 results[given] = Failure(Errors.CANNOT_CANCEL)
+            elif not await self._may("cancel", order):
+                results[given] = Failure(TOO_MANY_CANCELS)
             else:
                 by_provider[order.provider][given] = order
         accepted: list[Order] = []

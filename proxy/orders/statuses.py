@@ -55,6 +55,7 @@ class StatusRefresher:
         currencies: Mapping[str, str],
         tally: Callable[[str], Awaitable[None]],
         tolerance_percent: Decimal = Decimal(1),
+        on_status: Callable[[Order, Order], Awaitable[None]] | None = None,
     ) -> None:
         self.book = book
         self.due = due
@@ -65,6 +66,8 @@ class StatusRefresher:
         self.clock = clock
         self.currencies = currencies
         self.tolerance_percent = tolerance_percent
+        # Told of every status applied, before and after (proxy.orders.observe): never raises.
+        self.on_status = on_status
         self._inflight: dict[tuple[str, int], asyncio.Future[_Result]] = {}
         # When a fetch of an order finished: a reader that read the record just
         # before it landed does not start another.
@@ -231,6 +234,8 @@ class StatusRefresher:
             )
         except StateChanged:
             return order
+        if self.on_status is not None:
+            await self.on_status(order, updated)
         if attention and updated.attention and not order.attention:
             log.warning("order %s needs an operator: %s", order.id, updated.attention)
             await self.tally("orders_attention")

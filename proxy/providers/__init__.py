@@ -5,6 +5,10 @@
 - `transport`: httpx's API over aiohttp's connection pool.
 - `quirks`: normalising the values real panels send.
 - `listings`: their service lists, cached in Redis.
-- `health`: cool-downs, and blocking a provider that bills in another currency.
-- `budget`: request budgets (rate limits), counted in Redis.
+- `health`: failures in a row, ejection and probes; blocking a provider that
+  bills in another currency.
+- `funds`: what we know of each provider's balance, and when it is low.
+- `refusals`: what an upstream refusal means (next route, refuse, hold).
+- `outcomes`: how each route's orders end, for `strategy: best`.
+- `budget`: request budgets (rate limits), orders first, counted in Redis.
 """

@@ -38,16 +38,36 @@ PROVIDER = [
     "name",
     "health",
     "blocked",
+    "ejections",
     "currency",
     "currency_read",
     "balance",
+    "funds",
+    "low_balance",
+    "low",
+    "balance_age",
     "checked",
     "check_error",
     "services",
     "catalog_age",
     "price_changes",
+    "held_prices",
+    "outcomes",
 ]
+EJECTION = ["failures", "ejections", "until", "reason"]
 PRICE_CHANGE = ["at", "service", "from", "to"]
+HELD_PRICE = ["service", "approved", "proposed", "at"]
+ROUTE_OUTCOMES = [
+    "orders",
+    "completed_pct",
+    "partial_pct",
+    "canceled_pct",
+    "stuck_pct",
+    "delivered_pct",
+    "mean_completion_seconds",
+]
+APPROVED = ["service", "from", "to"]
+EVENT = ["id", "time", "kind", "subject", "message", "detail"]
 REPORT = ["by", "since", "currency", "lines", "total"]
 REPORT_LINE = ["key", "orders", "revenue", "refunds", "cost", "margin"]
 AUDIT = ["seq", "time", "actor", "role", "action", "target", "reason", "detail", "source", "request_id", "hash"]
@@ -96,6 +116,7 @@ async def test_the_admin_api_and_the_cli_answer_the_same_json_shapes(make_router
         "/admin/orders": (ops.orders, (), [ORDER]),
         "/admin/orders/1": (ops.order, (1,), [*ORDER, "archived", "ledger"]),
         "/admin/providers": (ops.providers, (), [PROVIDER]),
+        "/admin/events": (ops.events, (), [EVENT]),
         "/admin/report?since=2020-01-01&by=client": (ops.report, (1577836800.0, "client"), REPORT),
     }
     for path, (action, args, shape) in reads.items():
@@ -108,6 +129,10 @@ async def test_the_admin_api_and_the_cli_answer_the_same_json_shapes(make_router
     assert [list(e) for e in order["ledger"]] == [ENTRY]
     providers = await admin("GET", "/admin/providers")
     assert [list(c) for c in providers[0]["price_changes"]] == [PRICE_CHANGE]
+    assert {scope: list(e) for scope, e in providers[0]["ejections"].items()} == {"orders": EJECTION, "reads": EJECTION}
+    assert [list(h) for h in providers[0]["held_prices"]] == [HELD_PRICE]
+    approved = await admin("POST", "/admin/providers/echomark/approve", json={})
+    assert list(approved) == ["provider", "approved"] and [list(a) for a in approved["approved"]] == [APPROVED]
     report = await admin("GET", "/admin/report?since=2020-01-01&by=client")
     assert [list(line) for line in [*report["lines"], report["total"]]] == [REPORT_LINE] * 2
 

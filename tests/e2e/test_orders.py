@@ -236,7 +236,7 @@ async def test_route_at_a_loss_or_wrong_quantity_is_skipped(make_router):
     key = await router.client(balance="10")
     korean = router.panels["korean"].catalog[101]
     router.panels["korean"].catalog[101] = korean.__class__(**{**korean.__dict__, "rate": Decimal("2000")})
-    fault(router.panels["echomark"], "error")
+    fault(router.panels["echomark"], "error", "Service is disabled")  # "Incorrect request" refuses at once
     reply = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
     assert reply == {"error": "Service temporarily unavailable, please try again later"}
     assert not router.panels["korean"].orders  # 2000 KRW = 1.45 USD > 1.17: skipped

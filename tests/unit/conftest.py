@@ -1,6 +1,7 @@
 """Fixtures of the unit layer, on a real Redis and without HTTP: the order
-layer's collaborators (a ledger with a client, the order book, ...), and a
-whole runtime on scripted upstreams for the modules that work through it."""
+layer's collaborators (a ledger with a client, the order book, provider
+health, ...), the command line, and a whole runtime on scripted upstreams
+for the modules that work through it."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-from support import FakeClock, router_config
+import redis
+from support import ROOT, FakeClock, router_config
 from upstreams import ScriptedPanel
 
 from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
+from proxy.cli import main
 from proxy.config import parse_config
 from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
 from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
 from proxy.orders.verdicts import Verdicts
+from proxy.providers.funds import Funds
+from proxy.providers.health import Health, Thresholds
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.store import connect
@@ -66,6 +71,49 @@ def verdicts(book, claims) -> Verdicts:
     return Verdicts(book, claims)
 
 
+@pytest.fixture
+def funds(redis_client, keys, clock) -> Funds:
+    """What we know of the two providers' balances; no low-balance threshold."""
+    return Funds(redis_client, keys, {}, {"echomark": "USD", "korean": "KRW"}, clock)
+
+
+@pytest.fixture
+def health(redis_client, keys, clock, funds) -> Health:
+    """Provider health with one failure enough to eject a provider, for 60 s
+    (the config's default is 3), so a test sees a failure's effect at once."""
+    one = Thresholds(consecutive_failures=1, base_ejection_seconds=60, max_ejection_seconds=900)
+    return Health(redis_client, keys, {"echomark": one, "korean": one}, funds, clock)
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(redis_url, key_prefix, monkeypatch, capsys):
+    """`smm-proxy` as an operator runs it (`code, out, err = cli("clients", "list")`),
+    against this test's Redis and prefix, with config/example.yaml."""
+    monkeypatch.setenv("SMM_PROXY_REDIS_URL", redis_url)
+    monkeypatch.setenv("SMM_PROXY_KEY_PREFIX", key_prefix)
+    monkeypatch.setenv("SMM_PROXY_CONFIG", str(ROOT / "config" / "example.yaml"))
+    monkeypatch.setenv("ECHOMARK_API_KEY", "x")
+    monkeypatch.setenv("KOREAN_PANEL_API_KEY", "y")
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main(list(argv))
+        except SystemExit as exited:  # argparse's usage errors: a message and exit 2
+            code = int(exited.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield run
+    sync = redis.Redis.from_url(redis_url)
+    stale = list(sync.scan_iter(match=f"{key_prefix}*"))
+    if stale:
+        sync.delete(*stale)
+    sync.close()
+
+
 # -- a whole runtime, on scripted upstreams --------------------------------------------
 
 
@@ -100,7 +148,10 @@ def panels() -> dict[str, ScriptedPanel]:
 @pytest.fixture
 async def runtime(redis_url, key_prefix, redis_client, panels, clock, tmp_path) -> AsyncIterator[Runtime]:
     """Every component wired as `serve` wires them, on the scripted panels: no HTTP, no server."""
-    settings = Settings(key_prefix=key_prefix, archive_dir=tmp_path / "archive", catalog_recheck=0)
+    # Its config is given, not read: the file its settings name does not exist (a reload is refused).
+    settings = Settings(
+        key_prefix=key_prefix, archive_dir=tmp_path / "archive", catalog_recheck=0, config=tmp_path / "none.yaml"
+    )
     built = Runtime(
         settings,
         parse_config(router_config(), {}),

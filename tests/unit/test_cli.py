@@ -1,37 +1,13 @@
-"""The smm-proxy operator commands, end to end against a real Redis."""
+"""The smm-proxy operator commands, end to end against a real Redis (the `cli`
+fixture of tests/unit/conftest.py)."""
 
 import json
 
 import pytest
 import redis
-from support import ROOT
 
 from proxy import commands
 from proxy.cli import main
-
-
-@pytest.fixture
-def cli(redis_url, key_prefix, monkeypatch, capsys):
-    monkeypatch.setenv("SMM_PROXY_REDIS_URL", redis_url)
-    monkeypatch.setenv("SMM_PROXY_KEY_PREFIX", key_prefix)
-    monkeypatch.setenv("SMM_PROXY_CONFIG", str(ROOT / "config" / "example.yaml"))
-    monkeypatch.setenv("ECHOMARK_API_KEY", "x")
-    monkeypatch.setenv("KOREAN_PANEL_API_KEY", "y")
-
-    def run(*argv):
-        try:
-            code = main(list(argv))
-        except SystemExit as exited:  # argparse's usage errors: exit 2 with a message
-            code = exited.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    sync = redis.Redis.from_url(redis_url)
-    stale = list(sync.scan_iter(match=f"{key_prefix}*"))
-    if stale:
-        sync.delete(*stale)
-    sync.close()
 
 
 def test_clients_lifecycle_with_json(cli):

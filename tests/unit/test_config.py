@@ -124,3 +124,17 @@ def test_unreadable_and_malformed_files(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(bad, {})
+
+
+def test_unreadable_refusal_rules_are_refused():
+    found = problems(
+        minimal(
+            refusals=[
+                {"pattern": "(unclosed", "action": "refuse"},
+                {"contains": "x", "action": "hold", "message": "y"},
+            ]
+        )
+    )
+    text = "\n".join(found)
+    assert "refusals[0].pattern" in text and "not a regular expression" in text
+    assert "'message' is for action 'refuse' only" in text

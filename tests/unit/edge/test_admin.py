@@ -324,3 +324,49 @@ async def test_hostile_queries_are_a_400_or_an_answer_never_a_500(api, auth, run
     for path in ("/admin/audit", "/admin/clients/acme/ledger"):
         response = await api.get(path, params={"limit": value}, headers=auth)
         assert response.status_code in (200, 400, 404), (path, response.text)
+
+
+async def test_an_approval_names_services_as_a_list_in_text_a_number_or_none(api, auth, runtime, panels, clock):
+    await runtime.listings.refresh("echomark")
+    same = {"name": "F", "type": "Default", "category": "C", "min": "10", "max": "10000"}
+    panels["echomark"].on("services", [{**same, "service": 1, "rate": "2.00"}, {**same, "service": 3, "rate": "0.90"}])
+    clock.advance(301)
+    await runtime.listings.refresh("echomark")  # both held: +122 % and +80 %
+    path = "/admin/providers/echomark/approve"
+    bad = await api.post(path, json={"services": "1, x"}, headers=auth)
+    assert (bad.status_code, bad.json()) == (400, {"error": "services must be a whole number"})
+    assert (await api.post(path, json={"services": "7"}, headers=auth)).status_code == 409
+    assert (await api.post("/admin/providers/nobody/approve", headers=auth)).status_code == 404
+    one = await api.post(path, json={"services": 3}, headers=auth)
+    assert [a["service"] for a in one.json()["approved"]] == [3]
+    rest = await api.post(path, headers=auth)  # none named: every held one
+    assert rest.json() == {"provider": "echomark", "approved": [{"service": 1, "from": "0.90", "to": "2.00"}]}
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("limit=x", "limit must be a whole number"),
+        ("limit=0", "limit must be between 1 and 10000"),
+        ("since=soon", None),
+    ],
+)
+async def test_events_take_their_options_from_the_query(api, auth, runtime, query, message):
+    response = await api.get(f"/admin/events?{query}", headers=auth)
+    assert response.status_code == 400
+    if message is not None:
+        assert response.json() == {"error": message}
+
+
+async def test_events_answer_newest_first(api, auth, runtime):
+    await runtime.events.emit("provider.ejected", "echomark", "ejected")
+    await runtime.events.emit("price.held", "korean", "held")
+    kinds = [e["kind"] for e in (await api.get("/admin/events?since=1h&kind=p", headers=auth)).json()]
+    assert kinds == ["price.held", "provider.ejected"]
+
+
+async def test_a_reload_refused_is_a_400_with_its_problems(api, auth):
+    response = await api.post("/admin/config/reload", headers=auth)  # the runtime's config file does not exist
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("config not reloaded, the running one stays: ")
+    assert "cannot read the file" in response.json()["error"]

@@ -11,7 +11,6 @@ from support import new_order
 from proxy.ops.metrics import Metrics, SharedState, Tallies
 from proxy.orders import states
 from proxy.orders.states import ACCEPT, EXHAUST, LOSE, SUBMIT
-from proxy.providers.health import Health
 from proxy.providers.listings import Listings
 from proxy.providers.replies import UpstreamService
 
@@ -62,9 +61,10 @@ async def test_a_tally_that_cannot_be_written_is_no_error(tallies, redis_client,
     assert "counter orders_duplicate not counted" in caplog.text
 
 
-async def test_a_scrape_reads_what_lives_in_redis(book, alice, tallies, redis_client, keys, clock):
+async def test_a_scrape_reads_what_lives_in_redis(book, alice, tallies, redis_client, keys, clock, health, funds):
     await some_orders(book)
-    health = Health(redis_client, keys, cooldown=60, clock=clock)
+    funds.thresholds["echomark"] = Decimal("5")
+    await funds.read("echomark", Decimal("4.5"))  # below its low_balance
     await health.fail("korean", "down")
     listings = Listings(redis_client, keys, {}, ttl=300, clock=clock)
     await listings.store(
@@ -84,6 +84,13 @@ async def test_a_scrape_reads_what_lives_in_redis(book, alice, tallies, redis_cl
     assert found[("smm_proxy_money_total", (("currency", "USD"), ("kind", "paid_upstream")))] == 0.9
     assert found[("smm_proxy_provider_cooling", (("provider", "korean"), ("scope", "orders")))] == 1
     assert found[("smm_proxy_provider_cooling", (("provider", "echomark"), ("scope", "orders")))] == 0
+    assert found[("smm_proxy_provider_ejected", (("provider", "korean"), ("scope", "orders")))] == 1
+    assert found[("smm_proxy_provider_ejected", (("provider", "korean"), ("scope", "reads")))] == 0
+    assert found[("smm_proxy_provider_low_balance", (("provider", "echomark"),))] == 1
+    assert found[("smm_proxy_provider_low_balance", (("provider", "korean"),))] == 0
+    assert found[("smm_proxy_provider_balance_age_seconds", (("provider", "echomark"),))] == 42
+    assert ("smm_proxy_provider_balance_age_seconds", (("provider", "korean"),)) not in found  # never read
+    assert found[("smm_proxy_price_changes_held", (("provider", "echomark"),))] == 0
     assert found[("smm_proxy_provider_blocked", (("provider", "echomark"),))] == 0
     assert found[("smm_proxy_catalog_age_seconds", (("provider", "echomark"),))] == 42
     assert ("smm_proxy_catalog_age_seconds", (("provider", "korean"),)) not in found  # never fetched

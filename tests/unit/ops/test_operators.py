@@ -232,3 +232,56 @@ async def test_no_action_happens_when_its_audit_entry_cannot_be_written(redis_ur
         assert await runtime.operators.audit_log() == []
     finally:
         await runtime.aclose()
+
+
+async def a_held_price_change(runtime, panels, clock) -> None:
+    """echomark's service 1 moves from 0.90 to 2.00 between two reads of its list: held."""
+    await runtime.listings.refresh("echomark")
+    same = {"name": "F", "type": "Default", "category": "C", "min": "10", "max": "10000"}
+    panels["echomark"].on("services", [{**same, "service": 1, "rate": "2.00"}, {**same, "service": 3, "rate": "0.50"}])
+    clock.advance(301)
+    await runtime.listings.refresh("echomark")
+
+
+async def test_held_price_changes_are_shown_and_approved_audited_and_told(runtime, panels, clock):
+    ops = runtime.operators
+    await a_held_price_change(runtime, panels, clock)
+    [row] = [p for p in await ops.providers() if p.name == "echomark"]
+    assert [(h.service, h.approved, h.proposed) for h in row.held_prices] == [(1, "0.90", "2.00")]
+    with pytest.raises(NotFound, match="no provider 'nobody'"):
+        await ops.approve_prices(ACTOR, "nobody")
+    with pytest.raises(OperatorError, match="no held price change of echomark service 3"):
+        await ops.approve_prices(ACTOR, "echomark", [3])
+    approved = await ops.approve_prices(ACTOR, "echomark", [1])
+    assert (approved.provider, approved.approved) == ("echomark", ({"service": 1, "from": "0.90", "to": "2.00"},))
+    assert (await ops.approve_prices(ACTOR, "echomark")).approved == ()  # nothing held any more
+    assert (await audit(runtime))[0] == (
+        ACTOR,
+        "price.approve",
+        "echomark:1",
+        {"service": 1, "from": "0.90", "to": "2.00"},
+    )
+    assert [e.kind for e in await ops.events()] == ["price.approved", "price.held"]
+
+
+async def test_events_are_read_within_bounds(runtime):
+    ops = runtime.operators
+    await runtime.events.emit("provider.ejected", "echomark", "ejected")
+    assert [e.kind for e in await ops.events(kind="provider.")] == ["provider.ejected"]
+    for limit in (0, 10_001):
+        with pytest.raises(OperatorError, match="limit must be between 1 and 10000"):
+            await ops.events(limit=limit)
+
+
+async def test_a_provider_row_shows_its_ejections_funds_and_routes(runtime, panels):
+    ops = runtime.operators
+    await runtime.health.fail("korean", "down")
+    await runtime.health.fail("korean", "down")
+    await runtime.health.fail("korean", "down")  # the config's default: three in a row
+    await runtime.outcomes.record("echomark", 1, "c", 1.0, 40)
+    rows = {p.name: p for p in await ops.providers(check=True)}
+    korean, echomark = rows["korean"], rows["echomark"]
+    assert korean.health == "ejected: orders" and korean.ejections["orders"].reason == "down"
+    assert korean.ejections["orders"].until and not korean.ejections["reads"].until
+    assert (echomark.health, echomark.funds, echomark.low, echomark.balance_age) == ("ok", "100.00", False, 0)
+    assert echomark.outcomes["1"].completed_pct == 100.0 and echomark.outcomes["1"].mean_completion_seconds == 40

@@ -10,7 +10,6 @@ from upstreams import ScriptedPanel
 from proxy.errors import ProviderRefused, UpstreamError
 from proxy.orders.refills import Refills
 from proxy.orders.states import ACCEPT, SUBMIT
-from proxy.providers.health import Health
 from proxy.vocabulary import COMPLETED, IN_PROGRESS, PENDING
 
 TTL = 60.0
@@ -22,9 +21,9 @@ def echomark() -> ScriptedPanel:
 
 
 @pytest.fixture
-async def refills(redis_client, keys, clock, echomark):
+async def refills(redis_client, keys, clock, echomark, health):
     client = echomark.client()
-    yield Refills(redis_client, keys, {"echomark": client}, Health(redis_client, keys, 60, clock), TTL, clock)
+    yield Refills(redis_client, keys, {"echomark": client}, health, TTL, clock)
     await client.aclose()
 
 

@@ -13,9 +13,10 @@ from support import new_order
 from upstreams import ScriptedPanel, html
 
 from proxy.catalog.catalog import RouteOption, Service
-from proxy.orders.routing import NO_ROUTE, Router
+from proxy.orders.routing import NO_ROUTE, Router, RoutingRules
 from proxy.orders.states import FAILED, PLACED, SUBMITTED, UNKNOWN
-from proxy.providers.health import Health
+from proxy.policies import RefusalRule
+from proxy.providers.refusals import Refusals
 from proxy.providers.replies import UpstreamService
 from proxy.vocabulary import Errors
 
@@ -45,11 +46,6 @@ def tallied() -> list[str]:
 
 
 @pytest.fixture
-def health(redis_client, keys, clock) -> Health:
-    return Health(redis_client, keys, cooldown=60, clock=clock)
-
-
-@pytest.fixture
 async def router(book, leases, claims, panels, health, tallied):
     providers = {name: panel.client() for name, panel in panels.items()}
 
@@ -59,6 +55,10 @@ async def router(book, leases, claims, panels, health, tallied):
     yield Router(book, leases, claims, providers, health, {"echomark": "USD", "korean": "KRW"}, tally)
     for client in providers.values():
         await client.aclose()
+
+
+async def no_tally(name: str) -> None:
+    pass
 
 
 async def reserved(book):
@@ -86,18 +86,44 @@ async def test_the_first_route_that_takes_it_places_it(router, book, alice, pane
 
 
 async def test_a_refusal_fails_over_and_only_provider_trouble_benches_the_provider(router, book, alice, panels, health):
-    panels["echomark"].on("add", {"error": "Incorrect link"})
+    panels["echomark"].on("add", {"error": "Service is disabled"})
     panels["korean"].on("add", {"order": 9000})
     order = (await router.place(await reserved(book), service(ECHOMARK, KOREAN), 1000)).order
     assert order.state == PLACED and order.provider == "korean" and order.cost_currency == "KRW"
     assert [(a.provider, a.outcome, a.reason) for a in order.attempts] == [
-        ("echomark", "refused", "Incorrect link"),
+        ("echomark", "refused", "Service is disabled"),
         ("korean", "placed", ""),
     ]
-    assert not await health.cooling("echomark")  # the link's fault, not the provider's
+    assert not await health.cooling("echomark")  # this order's trouble there, not the provider's
     panels["echomark"].on("add", {"error": "Not enough funds on balance"})
     await router.place(await reserved(book), service(ECHOMARK, KOREAN), 1000)
     assert await health.cooling("echomark")
+
+
+async def test_a_refusal_no_route_could_overcome_is_told_to_the_client_at_once(router, book, alice, panels, ledger):
+    panels["echomark"].on("add", {"error": "Incorrect link"})
+    placement = await router.place(await reserved(book), service(ECHOMARK, KOREAN), 1000)
+    assert placement.order.state == FAILED and placement.error == Errors.INCORRECT_LINK
+    assert not panels["korean"].requests  # a retry elsewhere could never succeed
+    assert await ledger.balance("alice") == Decimal("10")
+
+
+async def test_a_refusal_a_rule_holds_waits_for_an_operator(book, leases, claims, panels, health, alice, ledger):
+    rules = RoutingRules(refusals=Refusals({"echomark": [RefusalRule(contains="review", action="hold")]}))
+    providers = {name: panel.client() for name, panel in panels.items()}
+    router = Router(
+        book, leases, claims, providers, health, {"echomark": "USD", "korean": "KRW"}, no_tally, rules=rules
+    )
+    panels["echomark"].on("add", {"error": "Order is under manual review"})
+    try:
+        placement = await router.place(await reserved(book), service(ECHOMARK, KOREAN), 1000)
+    finally:
+        for client in providers.values():
+            await client.aclose()
+    assert placement.order.state == UNKNOWN and placement.error is None
+    assert placement.order.attention.startswith("held: echomark refused it")
+    assert not panels["korean"].requests and not await health.cooling("echomark")
+    assert await ledger.balance("alice") == Decimal("10") - CHARGE  # it waits, charged, for a verdict
 
 
 async def test_a_connection_that_never_opened_fails_over_and_cools_the_provider(router, book, alice, panels, health):
@@ -121,13 +147,14 @@ async def test_an_outcome_we_cannot_tell_is_sent_nowhere_else(router, book, alic
     assert await ledger.balance("alice") == Decimal("10") - CHARGE  # it may exist: the charge stays
 
 
-async def test_when_every_route_refuses_the_order_fails_and_is_refunded(router, book, alice, panels, ledger):
-    panels["echomark"].on("add", {"error": "Incorrect link"})
+async def test_when_every_route_refuses_the_order_fails_and_is_refunded(router, book, alice, panels, ledger, health):
+    panels["echomark"].on("add", {"error": "Service is disabled"})
     panels["korean"].on("add", {"error": "Something about panel-x.example"})
     placement = await router.place(await reserved(book), service(ECHOMARK, KOREAN), 1000)
     assert placement.order.state == FAILED and placement.order.refunded == CHARGE
     assert placement.error == NO_ROUTE  # the last refusal is no panel message we pass on
     assert await ledger.balance("alice") == Decimal("10")
+    await health.succeed("korean")  # words no rule knows ejected it; a probe brings it back
     panels["korean"].on("add", {"error": "incorrect link."})
     placement = await router.place(await reserved(book), service(ECHOMARK, KOREAN), 1000)
     assert placement.error == Errors.INCORRECT_LINK  # the client's input: told, in our spelling

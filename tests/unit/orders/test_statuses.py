@@ -13,7 +13,7 @@ from upstreams import ScriptedPanel
 
 from proxy.orders.states import ACCEPT, SUBMIT, UNKNOWN
 from proxy.orders.statuses import MISSES_FOR_ATTENTION, StatusRefresher
-from proxy.providers.health import READS, Health
+from proxy.providers.health import READS
 from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, IN_PROGRESS, PARTIAL
 
@@ -32,13 +32,12 @@ def tallied() -> list[str]:
 
 
 @pytest.fixture
-async def refresher(book, due, redis_client, keys, clock, echomark, tallied):
+async def refresher(book, due, health, clock, echomark, tallied):
     client = echomark.client()
 
     async def tally(name: str) -> None:
         tallied.append(name)
 
-    health = Health(redis_client, keys, cooldown=60, clock=clock)
     refresher = StatusRefresher(
         book, due, {"echomark": client}, health, TTL, clock, currencies={"echomark": "USD"}, tally=tally
     )
@@ -120,25 +119,22 @@ async def test_an_order_the_provider_stops_knowing_goes_to_the_operator(refreshe
     assert (await refresher.refresh([order]))[order.id].misses == 0
 
 
-async def test_a_provider_that_fails_a_read_is_not_read_again_at_once(
-    refresher, book, alice, clock, echomark, redis_client, keys
-):
+async def test_a_provider_that_fails_a_read_is_not_read_again_at_once(refresher, book, alice, clock, echomark, health):
     order = await placed(book, clock, 5000)
     echomark.on("status", httpx.ConnectError, statuses())
     clock.advance(TTL)
     assert (await refresher.refresh([order]))[order.id].status == "Pending"  # kept
-    health = Health(redis_client, keys, cooldown=60, clock=clock)
     assert await health.cooling("echomark", READS)
     assert (await refresher.refresh([order]))[order.id].status == "Pending"
     assert len(echomark.asked("status")) == 1  # cooling: not asked
 
 
-async def test_a_plain_refusal_benches_no_one(refresher, book, alice, clock, echomark, redis_client, keys):
+async def test_a_plain_refusal_benches_no_one(refresher, book, alice, clock, echomark, health):
     order = await placed(book, clock, 5000)
     echomark.on("status", {"error": "Incorrect request"})
     clock.advance(TTL)
     await refresher.refresh([order])
-    assert not await Health(redis_client, keys, cooldown=60, clock=clock).cooling("echomark", READS)
+    assert not await health.cooling("echomark", READS)
 
 
 async def test_a_partial_is_refunded_by_its_remains_and_an_odd_charge_reported(refresher, book, alice, clock, ledger):
