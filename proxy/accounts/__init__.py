@@ -1,6 +1,9 @@
 """Client accounts and their money.
 
-- `clients`: accounts, hashed API keys, enabling and disabling.
+- `clients`: accounts, hashed API keys, enabling, disabling and rotating them,
+  operators' adjustments, and each client's terms as Redis holds them.
+- `terms`: a client's own terms (markup, custom rates, duplicate window,
+  same-link rule).
 - `fair_use`: how often a client may call us, and refill or cancel one order.
 - `ledger`: balances and their ledger stream; `scripts/move_money.lua` is the
   one Lua fragment through which every script moves money.

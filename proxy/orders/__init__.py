@@ -17,4 +17,5 @@
 - `settlement`: what a status means for the money.
 - `refills`: our refill IDs mapped to the upstream's.
 - `archive`: finished orders moved out of Redis.
+- `links`: one page is one link; the key of a client's open-links index.
 """
