@@ -27,6 +27,7 @@ Redis Cluster): `Keys.audit` (the stream) and `Keys.audit_head`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -71,21 +72,8 @@ class Record:
     hash: str
 
     def fields(self) -> dict[str, str]:
-        return {
-            "seq": str(self.seq),
-            "prev": self.prev,
-            "at": self.at,
-            "actor": self.actor,
-            "role": self.role,
-            "action": self.action,
-            "target": self.target,
-            "reason": self.reason,
-            "detail": self.detail,
-            "source": self.source,
-            "request_id": self.request_id,
-            "alg": self.alg,
-            "hash": self.hash,
-        }
+        """The entry as the stream holds it: every field but the stream ID, as text."""
+        return {name: str(getattr(self, name)) for name in STORED}
 
     @property
     def details(self) -> dict[str, Any]:
@@ -97,41 +85,19 @@ class Record:
 
     @classmethod
     def read(cls, entry_id: str, fields: Mapping[str, str]) -> Record:
-        seq = fields.get("seq", "")
-        return cls(
-            id=entry_id,
-            seq=int(seq) if seq.isdigit() else 0,
-            prev=fields.get("prev", ""),
-            at=fields.get("at", ""),
-            actor=fields.get("actor", ""),
-            role=fields.get("role", ""),
-            action=fields.get("action", ""),
-            target=fields.get("target", ""),
-            reason=fields.get("reason", ""),
-            detail=fields.get("detail", ""),
-            source=fields.get("source", ""),
-            request_id=fields.get("request_id", ""),
-            alg=fields.get("alg", ""),
-            hash=fields.get("hash", ""),
-        )
+        """An entry from the stream; a field it lacks is empty (and `verify` says so)."""
+        values = {name: fields.get(name, "") for name in STORED}
+        seq = values.pop("seq")
+        return cls(id=entry_id, seq=int(seq) if seq.isdigit() else 0, **values)
+
+
+# The fields an entry stores, in the order its hash covers them (the hash last, not covered).
+STORED = tuple(f.name for f in dataclasses.fields(Record) if f.name != "id")
 
 
 def _canonical(record: Record) -> bytes:
-    """What an entry's hash covers: every field but the hash, in a fixed order."""
-    values = [
-        record.seq,
-        record.prev,
-        record.at,
-        record.actor,
-        record.role,
-        record.action,
-        record.target,
-        record.reason,
-        record.detail,
-        record.source,
-        record.request_id,
-        record.alg,
-    ]
+    """What an entry's hash covers: every stored field but the hash, in a fixed order."""
+    values = [getattr(record, name) for name in STORED if name != "hash"]
     return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()
 
 
