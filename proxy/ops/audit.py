@@ -27,10 +27,13 @@ Redis Cluster): `Keys.audit` (the stream) and `Keys.audit_head`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
 import json
+import random
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,8 +48,9 @@ from proxy.store import Keys, Store, maybe_text, stream_entries
 
 KEYED = "hmac-sha256"
 PLAIN = "sha256"
-# Tries to append while other operators append too (each try re-reads the head).
-APPEND_TRIES = 20
+# Tries to append while other operators append too (each try re-reads the head,
+# after a random pause that grows: racing appenders spread out instead of colliding again).
+APPEND_TRIES = 50
 PAGE = 1000
 # What a field may hold: a reason or target longer than this is cut.
 MAX_TEXT = 1000
@@ -68,6 +72,7 @@ class Record:
     detail: str  # JSON
     source: str
     request_id: str
+    nonce: str  # random: two identical actions in one millisecond are still two entries (two heads)
     alg: str
     hash: str
 
@@ -150,7 +155,9 @@ class AuditLog:
         """
         alg = KEYED if self._secret else PLAIN
         text = json.dumps(dict(detail or {}), sort_keys=True, default=str, ensure_ascii=False)
-        for _ in range(APPEND_TRIES):
+        for attempt in range(APPEND_TRIES):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, 0.001 * 2 ** min(attempt, 6)))
             current = maybe_text(await self.redis.get(self.keys.audit_head)) or ""
             seq, prev = _parse_head(current)
             unsigned = Record(
@@ -166,6 +173,7 @@ class AuditLog:
                 detail=text,
                 source=actor.source[:MAX_TEXT],
                 request_id=actor.request_id,
+                nonce=secrets.token_hex(8),
                 alg=alg,
                 hash="",
             )

@@ -139,3 +139,12 @@ async def test_an_append_whose_reply_is_lost_is_written_once(redis_url, keys, re
     check = await audit.verify()
     assert (check.intact, check.entries) == (True, 1)
     await redis.aclose()
+
+
+async def test_identical_actions_in_one_millisecond_are_two_entries(audit):
+    """Two operators doing the same thing at the same instant: two entries, two heads (the
+    compare-and-set must not take one for a retry of the other)."""
+    same = [audit.append(ANN, "client.topup", "acme", "", {"amount": "1.00"}) for _ in range(8)]
+    written = await asyncio.gather(*same)  # the clock is a FakeClock: every entry has the same time
+    assert sorted(r.seq for r in written) == list(range(1, 9))
+    assert (await audit.verify()).entries == 8
