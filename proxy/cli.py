@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -147,6 +148,7 @@ def serve(args: argparse.Namespace) -> None:
             port=port,
             log_config=None,
             access_log=False,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
         )
         return
     uvicorn.run(
@@ -155,6 +157,9 @@ def serve(args: argparse.Namespace) -> None:
         port=port,
         log_config=None,
         access_log=False,
+        # SIGTERM: requests in flight get half the grace; the app's shutdown
+        # (orders being placed finish or are handed over) the other half.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
     )
 
 

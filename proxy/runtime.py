@@ -9,8 +9,10 @@ injected transports and clocks instead of patching anything.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import httpx
 import redis.asyncio as aioredis
@@ -38,6 +40,8 @@ from proxy.providers.listings import Listings
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
 from proxy.store import Keys, connect
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -127,6 +131,7 @@ class Runtime:
             self.providers,
             settings.duplicate_window,
             self.tallies.tally,
+            add_wait=settings.add_wait,
         )
         self.metrics.share(
             SharedState(self.book, self.tallies, self.health, self.listings, self.currencies, config.currency)
@@ -159,12 +164,31 @@ class Runtime:
     def from_settings(cls, settings: Settings, config: Config, **kwargs: object) -> Runtime:
         if not settings.redis_url:
             raise RuntimeError("SMM_PROXY_REDIS_URL is not set")
-        return cls(settings, config, connect(settings.redis_url), **kwargs)  # type: ignore[arg-type]
+        return cls(settings, config, connect(settings.redis_url, timeout=settings.redis_timeout), **kwargs)  # type: ignore[arg-type]
 
-    async def aclose(self) -> None:
-        await self.actions.aclose()
-        await self.refresher.aclose()
-        await self.listings.aclose()
+    async def aclose(self, grace: float | None = None) -> None:
+        """Close everything, within `grace` seconds (default: half the shutdown
+        grace, the half a served router has left once its requests had theirs):
+        orders being placed finish, or are handed over."""
+        grace = self.settings.shutdown_grace / 2 if grace is None else grace
+        await self.actions.aclose(timeout=grace)
+        for closing in (self.refresher.aclose(), self.listings.aclose()):
+            await bounded(closing, CLOSE_SECONDS, "closing")
         for client in self.providers.values():
-            await client.aclose()
-        await self.redis.aclose()
+            await bounded(client.aclose(), CLOSE_SECONDS, f"closing {client.name}")
+        await bounded(self.redis.aclose(), CLOSE_SECONDS, "closing Redis")
+
+
+# Seconds each of the last steps of a shutdown may take.
+CLOSE_SECONDS = 1.0
+
+
+async def bounded(work: Awaitable[object], seconds: float, what: str) -> None:
+    """Await `work` for at most `seconds` (shutdown never hangs on a step)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        log.warning("%s took longer than %s s; left behind", what, seconds)
+    elif not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("%s failed: %s", what, type(error).__name__)

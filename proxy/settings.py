@@ -71,6 +71,21 @@ class Settings(BaseSettings):
     provider_check_interval: float = Field(
         300.0, gt=0, description="Seconds between checks of each provider's balance and currency."
     )
+    add_wait: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an add waits for its order to be placed before it answers with the order's ID "
+        "all the same (placing goes on; the order shows Pending until it is placed or refunded).",
+    )
+    shutdown_grace: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds from SIGTERM to the end of the process: requests in flight get half, orders still "
+        "being placed then finish or are handed over (leases given up, taken over at once).",
+    )
+    redis_timeout: float = Field(
+        10.0, gt=0, description="Seconds any one Redis command may take before it fails (no await without a deadline)."
+    )
 
     @staticmethod
     def environ() -> dict[str, str]:

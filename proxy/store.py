@@ -146,11 +146,13 @@ class Keys:
 CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
 
 
-def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
+def connect(url: str, max_connections: int = 64, timeout: float = 10.0) -> aioredis.Redis:
     """A pooled client that returns `str` values.
 
-    The pool blocks (up to 10 s) when all its connections are busy, so a
-    burst of requests queues for Redis instead of failing. A URL starting
+    The pool blocks (up to `timeout` seconds) when all its connections are
+    busy, so a burst of requests queues for Redis instead of failing. No
+    command waits longer than `timeout` for its reply, or for a connection to
+    open: a socket timeout bounds each, which a swallowed cancel cannot undo. A URL starting
     `redis-cluster://` (or `rediss-cluster://`) names any node of a Redis
     Cluster: every script and transaction the router runs touches keys of one
     hash slot, so the same code runs on it.
@@ -158,9 +160,20 @@ def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
     if url.startswith(CLUSTER_SCHEMES):
         plain = url.replace("-cluster://", "://", 1)
         # The cluster client's pools do not block when full (they raise): room for bursts instead.
-        return RedisCluster.from_url(plain, decode_responses=True, max_connections=16 * max_connections)  # type: ignore[return-value]
+        return RedisCluster.from_url(  # type: ignore[return-value]
+            plain,
+            decode_responses=True,
+            max_connections=16 * max_connections,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=10, decode_responses=True
+        url,
+        max_connections=max_connections,
+        timeout=timeout,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
     )
     return aioredis.Redis.from_pool(pool)
 

@@ -37,6 +37,8 @@ POLL_BATCH = 500
 # Every this many rounds, the open orders of every client are swept too.
 SWEEP_EVERY = 10
 ARCHIVE_EVERY_SECONDS = 86400.0
+# Seconds a stopping background loop is waited for.
+STOP_SECONDS = 1.0
 
 
 class Sync:
@@ -67,6 +69,7 @@ class Sync:
         self.currencies = currencies
         self.archive_after_days = archive_after_days
         self.check_interval = check_interval
+        self.stopping = False
 
     async def recover(self) -> int:
         settled = await self.book.recover()
@@ -112,7 +115,7 @@ class Sync:
         checked_at = time.monotonic()
         archived_at = 0.0
         rounds = 0
-        while True:
+        while not self.stopping:
             rounds += 1
             steps: list[Callable[[], Awaitable[object]]] = [self.recover, self.poll_due]
             if rounds % SWEEP_EVERY == 1:
@@ -121,6 +124,8 @@ class Sync:
                 archived_at = time.monotonic()
                 steps.append(self.archive_old_orders)
             for step in steps:
+                if self.stopping:
+                    return
                 try:
                     await step()
                 except (RedisError, OSError) as exc:
@@ -146,6 +151,10 @@ class Sync:
         try:
             yield task
         finally:
+            self.stopping = True
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # A cancel that lands inside a Redis command may be swallowed: the
+            # loop then stops at its next step (`stopping`); nobody waits longer.
+            await asyncio.wait({task}, timeout=STOP_SECONDS)
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                log.warning("background work ended with %s", type(error).__name__)

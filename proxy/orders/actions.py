@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from proxy import logs
 from proxy.catalog.catalog import Catalog
@@ -37,7 +38,7 @@ from proxy.errors import (
 from proxy.orders.book import OrderBook
 from proxy.orders.records import Fingerprint, NewOrder, Order, OrderSummary
 from proxy.orders.refills import Refills
-from proxy.orders.routing import NO_ROUTE, Router
+from proxy.orders.routing import NO_ROUTE, Placement, Router
 from proxy.orders.states import FAILED, PLACED, RESTATUS
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.validation import OrderSpec, validate_add
@@ -52,6 +53,8 @@ REFILL_UNAVAILABLE = "Refill could not be requested now, please try again later"
 REFILL_REFUSALS = (Errors.REFILL_DISABLED, Errors.REFILL_NOT_COMPLETED, Errors.NOT_ELIGIBLE_FOR_REFILL)
 IDEMPOTENCY_KEY_REUSED = "Idempotency-Key already used for a different request"
 IDEMPOTENCY_WINDOW = 24 * 3600.0
+# Seconds an add waits for its order to be placed before it answers with the ID all the same.
+ADD_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,9 @@ class OrderView:
 class OrderActions:
     """The API v2 order actions for one client at a time: add, status,
     refill, refill_status, cancel. `currency` is the deployment's;
-    `hold_posts` is how many posts an unlimited subscription is held for."""
+    `hold_posts` is how many posts an unlimited subscription is held for;
+    `add_wait` how long an add waits for its order to be placed before it
+    answers with the order's ID all the same (placing goes on)."""
 
     def __init__(
         self,
@@ -87,6 +92,8 @@ class OrderActions:
         providers: dict[str, ProviderClient],
         duplicate_window: float,
         tally: Callable[[str], Awaitable[None]],
+        *,
+        add_wait: float = ADD_WAIT,
     ) -> None:
         self.tally = tally
         self.currency = currency
@@ -98,7 +105,11 @@ class OrderActions:
         self.refills = refills
         self.providers = providers
         self.duplicate_window = duplicate_window
-        self._placing: set[asyncio.Task[object]] = set()
+        self.add_wait = add_wait
+        # Orders being placed, by the task placing each.
+        self._placing: dict[asyncio.Task[Placement], Order] = {}
+        # Done once the router is shutting down (`stop_waiting`).
+        self._stopping: asyncio.Future[None] | None = None
 
     # -- add -----------------------------------------------------------------
 
@@ -107,6 +118,8 @@ class OrderActions:
     ) -> int:
         """Charge and place an order of `service_id` with the client's `fields`
         (all but key/action/service); its ID. Raises `OrderRefused`."""
+        if self._stopping is not None and self._stopping.done():  # shutting down: take no new money
+            raise OrderRefused(NO_ROUTE)
         catalog = await self.catalog()
         service = catalog.get(service_id)
         if service is None:
@@ -139,11 +152,19 @@ class OrderActions:
             return reservation.order_id
         try:
             order = reservation.order
-            # Shielded: a client that hangs up must not stop an order mid-flight.
             task = asyncio.ensure_future(self.router.place(order, service, spec.quantity))
-            self._placing.add(task)
-            task.add_done_callback(self._placing.discard)
-            placement = await asyncio.shield(task)
+            self._placing[task] = order
+            task.add_done_callback(self._placed)
+            # Not cancelled when the client hangs up (asyncio.wait never cancels
+            # what it waits for), and waited for no longer than `add_wait`, or
+            # until the router starts shutting down.
+            waiting: set[asyncio.Future[Any]] = {task, self._stop_signal()}
+            done, _ = await asyncio.wait(waiting, timeout=self.add_wait, return_when=asyncio.FIRST_COMPLETED)
+            if task not in done:
+                log.warning("order %s: still being placed after %s s; answered with its ID", order.id, self.add_wait)
+                task.add_done_callback(self._unwatched)
+                return reservation.order_id
+            placement = task.result()
         except Exception:
             log.exception("order %s: placing failed after the charge; recovery settles it", reservation.order_id)
             return reservation.order_id
@@ -151,6 +172,28 @@ class OrderActions:
         if placement.error is not None and settled.state == FAILED and settled.refunded == settled.charge:
             raise OrderRefused(placement.error)  # refunded in full in the same step that failed it
         return reservation.order_id
+
+    def _placed(self, task: asyncio.Task[Placement]) -> None:
+        self._placing.pop(task, None)
+
+    def _stop_signal(self) -> asyncio.Future[None]:
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_future()
+        return self._stopping
+
+    def stop_waiting(self) -> None:
+        """The router is shutting down: adds waiting for their orders to be
+        placed answer with the IDs now (placing goes on until `aclose`), and
+        new adds are refused before any money moves."""
+        stopping = self._stop_signal()
+        if not stopping.done():
+            stopping.set_result(None)
+
+    @staticmethod
+    def _unwatched(task: asyncio.Task[Placement]) -> None:
+        """A placing task nobody waits for any more ended: say how, if it failed."""
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("placing an order failed after its client was answered", exc_info=error)
 
     def _fingerprint(self, service: int, spec: OrderSpec, idempotency_key: str | None) -> Fingerprint | None:
         payload = json.dumps([service, sorted(spec.upstream_fields.items())], ensure_ascii=False)
@@ -163,9 +206,24 @@ class OrderActions:
         return Fingerprint("same:" + digest, self.duplicate_window)
 
     async def aclose(self, timeout: float = 30.0) -> None:
-        """Let orders being placed finish (up to `timeout`): each holds a client's money."""
-        if self._placing:
-            await asyncio.wait(list(self._placing), timeout=timeout)
+        """Let orders being placed finish (each holds a client's money), for up
+        to half of `timeout`; then stop the rest and hand them over
+        (`Router.hand_over`) in what is left of it."""
+        if not self._placing:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        _, pending = await asyncio.wait(list(self._placing), timeout=timeout / 2)
+        if not pending:
+            return
+        orders = [self._placing[task] for task in pending if task in self._placing]
+        log.warning("%d orders still being placed at shutdown: handing them over", len(orders))
+        for task in pending:
+            task.cancel()
+        # A cancel that lands inside a Redis command may be swallowed: wait a
+        # little for the tasks to stop, never longer.
+        await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()) / 4)
+        await self.router.hand_over(orders, timeout=max(0.0, deadline - loop.time()))
 
     # -- status --------------------------------------------------------------
 

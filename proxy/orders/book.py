@@ -387,14 +387,19 @@ class OrderBook:
         settled = []
         for client in await self.clients():
             ids = [int(i) for i in await self.redis.zrange(self.keys.orders_of(client, "inflight"), 0, -1)]
-            if not ids:
+            if ids:
+                settled += await self.abandon(client, ids)
+        return settled
+
+    async def abandon(self, client: str, order_ids: list[int]) -> list[Order]:
+        """Take over those of the client's orders that are in flight with no lease."""
+        settled = []
+        for order_id in await self.leases.lapsed(client, order_ids):
+            order = await self.get(client, order_id)
+            if order is None or order.state not in IN_FLIGHT:
                 continue
-            for order_id in await self.leases.lapsed(client, ids):
-                order = await self.get(client, order_id)
-                if order is None or order.state not in IN_FLIGHT:
-                    continue
-                try:
-                    settled.append(await self.apply(order, ABANDON, memo=f"order {order_id} abandoned in flight"))
-                except StateChanged:
-                    continue
+            try:
+                settled.append(await self.apply(order, ABANDON, memo=f"order {order_id} abandoned in flight"))
+            except StateChanged:
+                continue
         return settled
