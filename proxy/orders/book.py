@@ -45,6 +45,7 @@ from proxy.money import format_amount, to_minor
 from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
 from proxy.orders.records import (
+    RECENT_CALLS,
     SUMMARY_FIELDS,
     Fingerprint,
     NewOrder,
@@ -86,7 +87,9 @@ class OrderBook:
         self.pipelined = not is_cluster(redis)
         facts = lua_values()
         self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
-        self._transition = scripts.register(redis, "proxy.orders", "transition", facts)
+        self._transition = scripts.register(
+            redis, "proxy.orders", "transition", {**facts, "RECENT_CALLS": lua(RECENT_CALLS)}
+        )
         self._summaries = scripts.register(redis, "proxy.orders", "summaries", {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)})
 
     def _sets(self, client: str) -> list[str]:

@@ -240,6 +240,12 @@ def unflatten(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+# Call IDs a record remembers, newest first (`calls`; `call` is the last):
+# a transition retried after its reply was lost is recognised among them
+# however many others were applied since, up to this many.
+RECENT_CALLS = 8
+
+
 def new_call() -> str:
     """A name for one transition call, kept across its retries (64 random bits)."""
     return uuid.uuid4().hex[:16]
