@@ -108,15 +108,26 @@ if target and target > refunded then
   end
 end
 
--- The operator's queue.
+-- The operator's queue. A rule's own reason is news (an event happened); a
+-- caller's is what a read makes of the order, and one an operator already
+-- dealt with (`dismissed`) does not come back unless it changes.
 local reason = rule.attention
+local derived = false
 if reason == '' then
   reason = attention
+  derived = true
 end
 if reason == CLEAR then
+  local current = redis.call('HGET', order_key, 'attention') or ''
+  if current ~= '' then
+    redis.call('HSET', order_key, 'dismissed', current)
+  end
   redis.call('HSET', order_key, 'attention', '')
 elseif reason ~= '' then
-  redis.call('HSET', order_key, 'attention', reason .. note)
+  reason = reason .. note
+  if not (derived and reason == redis.call('HGET', order_key, 'dismissed')) then
+    redis.call('HSET', order_key, 'attention', reason)
+  end
 end
 
 -- The client's fingerprint, the lease, the working sets.
