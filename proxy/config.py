@@ -40,6 +40,8 @@ _CURRENCY = r"^[A-Z]{3}$"
 TEMPLATE_FIELDS = frozenset({"name", "category", "type", "id"})
 # Posts an unlimited subscription is held for, unless the config says.
 HOLD_POSTS = 10
+# The most old posts (already published, delivered to as well) a subscription may ask for.
+MAX_OLD_POSTS = 100
 
 
 class _Model(BaseModel):
@@ -229,6 +231,13 @@ class SettlementPolicy(_Model):
     )
     subscription_hold_posts: int = Field(
         HOLD_POSTS, ge=1, le=10_000, description="Posts an unlimited subscription is held for (max x this)."
+    )
+    max_old_posts: int = Field(
+        MAX_OLD_POSTS,
+        ge=0,
+        le=10_000,
+        description="The most old posts a subscription may ask for: the provider delivers to (and bills) "
+        "each, so each is held like a new post; above this an add is refused.",
     )
 
 

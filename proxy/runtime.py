@@ -132,6 +132,7 @@ class Runtime:
             settings.duplicate_window,
             self.tallies.tally,
             add_wait=settings.add_wait,
+            max_old_posts=config.settlement.max_old_posts,
         )
         self.metrics.share(
             SharedState(self.book, self.tallies, self.health, self.listings, self.currencies, config.currency)

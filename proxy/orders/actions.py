@@ -27,6 +27,7 @@ from typing import Any
 
 from proxy import logs
 from proxy.catalog.catalog import Catalog
+from proxy.config import MAX_OLD_POSTS
 from proxy.errors import (
     DuplicateMismatch,
     InsufficientFunds,
@@ -76,7 +77,8 @@ class OrderView:
 class OrderActions:
     """The API v2 order actions for one client at a time: add, status,
     refill, refill_status, cancel. `currency` is the deployment's;
-    `hold_posts` is how many posts an unlimited subscription is held for;
+    `hold_posts` is how many posts an unlimited subscription is held for
+    (`max_old_posts` the most old posts a subscription may ask for);
     `add_wait` how long an add waits for its order to be placed before it
     answers with the order's ID all the same (placing goes on)."""
 
@@ -94,6 +96,7 @@ class OrderActions:
         tally: Callable[[str], Awaitable[None]],
         *,
         add_wait: float = ADD_WAIT,
+        max_old_posts: int = MAX_OLD_POSTS,
     ) -> None:
         self.tally = tally
         self.currency = currency
@@ -106,6 +109,7 @@ class OrderActions:
         self.providers = providers
         self.duplicate_window = duplicate_window
         self.add_wait = add_wait
+        self.max_old_posts = max_old_posts
         # Orders being placed, by the task placing each.
         self._placing: dict[asyncio.Task[Placement], Order] = {}
         # Done once the router is shutting down (`stop_waiting`).
@@ -124,7 +128,7 @@ class OrderActions:
         service = catalog.get(service_id)
         if service is None:
             raise OrderRefused(NO_ROUTE if service_id in catalog.unavailable else Errors.INCORRECT_SERVICE)
-        spec = validate_add(service, fields, self.hold_posts)
+        spec = validate_add(service, fields, self.hold_posts, max_old_posts=self.max_old_posts)
         new = NewOrder(
             client=client,
             service=service.id,

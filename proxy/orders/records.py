@@ -116,6 +116,7 @@ class Order(OrderSummary):
     upstream_charge: Decimal | None = None  # what the provider last said it charged
     upstream_currency: str = ""
     misses: int = 0  # status reads in a row whose reply had nothing usable on this order
+    stops: int = 0  # times an unlimited subscription that used its hold was asked to stop upstream
 
     @property
     def link(self) -> str:
@@ -163,6 +164,7 @@ class Order(OrderSummary):
             upstream_charge=amount("upstream_charge"),
             upstream_currency=record.get("upstream_currency", ""),
             misses=int(record.get("misses", "0")),
+            stops=int(record.get("stops", "0")),
         )
 
 

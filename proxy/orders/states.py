@@ -69,6 +69,7 @@ STATUS = "status"  # an upstream status read
 REFUND = "refund"  # an operator's refund
 RESTATUS = "restatus"  # read the status again soon (after a cancel request)
 ACK = "ack"  # an operator has seen what needed attention
+STOP = "stop"  # an unlimited subscription used its hold: asked to stop upstream, read again soon
 
 Refund = Literal["", "all", "to"]
 Duplicate = Literal["", "window", "drop"]
@@ -128,6 +129,7 @@ TABLE: dict[str, dict[str, Rule]] = {
         STATUS: Rule(PLACED, refund="to"),
         REFUND: Rule(PLACED, refund="to", attention=CLEAR),
         RESTATUS: Rule(PLACED),
+        STOP: Rule(PLACED),
         ACCEPT: Rule(PLACED, write=False, attention="accepted upstream a second time"),
         LOSE: Rule(PLACED, write=False),
         REFUSE: Rule(PLACED, write=False),
@@ -198,7 +200,7 @@ WORKING_SETS: dict[str, WorkingSet] = {
 # -- the due index of status reads ----------------------------------------------
 
 # After these a placed order's status is to be read again soon.
-DUE_EVENTS = frozenset({ACCEPT, RESOLVE_PLACED, RESTATUS})
+DUE_EVENTS = frozenset({ACCEPT, RESOLVE_PLACED, RESTATUS, STOP})
 
 
 def due_change(state: str, event: str, status: object) -> bool | None:

@@ -20,16 +20,17 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 
-from proxy.errors import StateChanged, UpstreamError
+from proxy.errors import OutcomeUnknown, ProviderRefused, StateChanged, UpstreamError
+from proxy.money import format_amount
 from proxy.orders.book import OrderBook
 from proxy.orders.due import DueIndex
 from proxy.orders.records import Order, OrderSummary
-from proxy.orders.settlement import settle
-from proxy.orders.states import PLACED, STATUS
+from proxy.orders.settlement import must_stop, settle, unlimited
+from proxy.orders.states import PLACED, STATUS, STOP
 from proxy.providers.health import READS, Health
-from proxy.providers.replies import ItemError, UpstreamStatus
+from proxy.providers.replies import MISSING_FROM_REPLY, ItemError, UpstreamStatus
 from proxy.providers.upstream import ProviderClient
-from proxy.vocabulary import BULK_LIMIT
+from proxy.vocabulary import ACTIVE, BULK_LIMIT, IN_PROGRESS, PAUSED, PROCESSING
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ _Result = UpstreamStatus | ItemError | None
 MISSES_FOR_ATTENTION = 5
 # A fetch this recent counts as fresh, whatever an older read of the record said.
 JUST_FETCHED_SECONDS = 1.0
+# An unlimited subscription asked this many times to stop, still going, goes to an operator.
+STOP_TRIES = 3
+# Statuses of an unlimited subscription under way, whose hold is watched.
+WATCHED_STATUSES = frozenset({ACTIVE, PAUSED, IN_PROGRESS, PROCESSING})
 
 
 class StatusRefresher:
@@ -233,7 +238,56 @@ class StatusRefresher:
         if attention and updated.attention and not order.attention:
             log.warning("order %s needs an operator: %s", order.id, updated.attention)
             await self.tally("orders_attention")
+        if unlimited(updated) and not updated.final:
+            updated = await self._watch_hold(updated)
         return updated
+
+    async def _watch_hold(self, order: Order) -> Order:
+        """Stop an unlimited subscription upstream once it has used its hold
+        (`settlement.must_stop`): ask the provider to cancel it, at each read
+        until it ends; tell an operator if the provider will not, or if what it
+        charged cannot be told."""
+        currency = self.currencies.get(order.provider, order.cost_currency)
+        stop = must_stop(order, currency)
+        if stop is False or (stop is None and order.status not in WATCHED_STATUSES):
+            return order
+        if stop is None:
+            note = "an unlimited subscription whose provider reports no charge we can compare: stop it when it should"
+            return await self._stopped(order, {}, note)
+        upstream = self.providers.get(order.provider)
+        reply: bool | ItemError = ItemError("provider no longer configured")
+        if upstream is not None:
+            try:
+                replies = await upstream.cancel([order.upstream_order])
+                reply = replies.get(order.upstream_order, ItemError(MISSING_FROM_REPLY))
+            except OutcomeUnknown as exc:  # it may have stopped: the next read tells
+                log.warning("order %s: asked to stop, no clear answer: %s", order.id, exc.reason)
+                reply = True
+            except ProviderRefused as exc:
+                reply = ItemError(exc.message or exc.reason)
+            except UpstreamError as exc:
+                reply = ItemError(exc.reason)
+        stops = order.stops + 1
+        note = ""
+        if reply is not True:
+            message = reply.message if isinstance(reply, ItemError) else "it said no"
+            note = (
+                f"an unlimited subscription used its hold of {format_amount(order.cost or Decimal(0))} "
+                f"{order.cost_currency}; the provider did not stop it ({message[:200]}): stop it there"
+            )
+        elif stops >= STOP_TRIES:
+            note = f"an unlimited subscription used its hold; asked {STOP_TRIES} times, the provider still has not stopped it"
+        log.warning("order %s: unlimited subscription used its hold; asked the provider to stop it", order.id)
+        return await self._stopped(order, {"stops": stops}, note)
+
+    async def _stopped(self, order: Order, fields: dict[str, object], note: str) -> Order:
+        try:
+            after = await self.book.apply(order, STOP, fields, attention=note, memo=f"order {order.id} stop")
+        except StateChanged:
+            return order
+        if note and after.attention and not order.attention:
+            await self.tally("orders_attention")
+        return after
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
