@@ -49,7 +49,10 @@ def parse_amount(value: object) -> Decimal:
 
 def to_minor(amount: Decimal) -> int:
     """Exact conversion to minor units; an amount finer than 10⁻⁷ is an error."""
-    scaled = amount.scaleb(MINOR_DIGITS)
+    try:
+        scaled = amount.scaleb(MINOR_DIGITS)
+    except ArithmeticError:  # beyond Decimal's exponents: far too large anyway
+        raise MoneyError(f"{amount} is too large") from None
     if scaled != scaled.to_integral_value():
         raise MoneyError(f"{amount} has more than {MINOR_DIGITS} decimal places")
     minor = int(scaled)
