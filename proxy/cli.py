@@ -299,6 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("id", type=int)
     sub = command(
         actions,
+        "close",
+        "end an order the router cannot finish (placed, or unknown), with the total refund you choose",
+        commands.orders_close,
+        json_out=True,
+    )
+    sub.add_argument("id", type=int)
+    sub.add_argument(
+        "--refund",
+        required=True,
+        help="the order's total refund, from what is refunded already up to its charge (its charge: Canceled)",
+    )
+    sub.add_argument("--reason", default="", help="a note kept with the order and in the audit log")
+    sub = command(
+        actions,
         "archive",
         "move finished orders out of Redis into $SMM_PROXY_ARCHIVE_DIR",
         commands.orders_archive,

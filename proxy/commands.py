@@ -133,6 +133,15 @@ async def orders_ack(args: argparse.Namespace, ops: Operators) -> None:
     show(args, data, lambda: f"order {data['id']}: attention cleared")
 
 
+async def orders_close(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.close(ACTOR, args.id, args.refund, args.reason)
+    show(
+        args,
+        data,
+        lambda: f"order {data['id']} closed: refunded {data['refunded']} in all, the client sees {data['status']}",
+    )
+
+
 # -- providers, reports, admins, audit -------------------------------------
 
 

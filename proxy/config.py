@@ -232,6 +232,27 @@ class SettlementPolicy(_Model):
     subscription_hold_posts: int = Field(
         HOLD_POSTS, ge=1, le=10_000, description="Posts an unlimited subscription is held for (max x this)."
     )
+    unsettled_reads: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Status reads in a row that no rule can settle (an unknown status word, Partial without "
+        "remains, an error for the order) before it goes to an operator with the reply; then it is read at "
+        "the slow rate.",
+    )
+    slow_read_minutes: float = Field(
+        60,
+        gt=0,
+        le=10_080,
+        description="Minutes between reads of an order no rule could settle, and of a final order re-checked.",
+    )
+    recheck_final_hours: float = Field(
+        48,
+        ge=0,
+        le=8_760,
+        description="Hours after it turned final that an order is still re-read (at the slow rate): a provider "
+        "that changes a final status sends it to an operator. 0: never.",
+    )
     max_old_posts: int = Field(
         MAX_OLD_POSTS,
         ge=0,

@@ -102,7 +102,7 @@ class Runtime:
         self.due = DueIndex(redis, self.keys)
         self.book = OrderBook(redis, self.keys, self.leases, self.due, clock)
         self.claims = Claims(self.book)
-        self.verdicts = Verdicts(self.book, self.claims)
+        self.verdicts = Verdicts(self.book, self.claims, clock)
         self.tallies = Tallies(redis, self.keys, self.book.clients)
         self.router = Router(
             self.book, self.leases, self.claims, self.providers, self.health, self.currencies, self.tallies.tally
@@ -118,6 +118,9 @@ class Runtime:
             currencies=self.currencies,
             tally=self.tallies.tally,
             tolerance_percent=config.settlement.charge_tolerance_percent,
+            unsettled_reads=config.settlement.unsettled_reads,
+            slow_read=config.settlement.slow_read_minutes * 60,
+            recheck_final=config.settlement.recheck_final_hours * 3600,
         )
         self.refills = Refills(redis, self.keys, self.providers, self.health, settings.status_ttl, clock)
         self.actions = OrderActions(

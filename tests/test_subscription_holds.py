@@ -117,7 +117,7 @@ async def test_an_unlimited_subscription_the_provider_will_not_stop_goes_to_an_o
         await router.call(key, action="status", order=order_id)
     order = await router.runtime.book.get("alice", order_id)
     assert order.state == PLACED and order.stops >= 1
-    assert "the provider did not stop it (Cannot cancel): stop it there" in order.attention
+    assert "and the provider did not stop it: stop it there | the provider said: Cannot cancel" in order.attention
     assert await router.runtime.book.ids_in("attention") == [order_id]
     await router.runtime.verdicts.acknowledge(order_id)  # seen: the operator stops it at the provider
     router.clock.advance(10)

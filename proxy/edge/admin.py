@@ -11,6 +11,7 @@ JSON, errors `{"error": ...}` with a 4xx status.
     GET  /admin/orders?state=&client=&limit=
     GET  /admin/orders/{id}                POST /admin/orders/{id}/resolve {upstream_order | failed: true}
     POST /admin/orders/{id}/refund {total} POST /admin/orders/{id}/ack
+    POST /admin/orders/{id}/close {refund, reason?}
     GET  /admin/providers?check=1          GET  /admin/report?since=7d&by=provider
     GET  /admin/audit?limit=
 """
@@ -140,6 +141,13 @@ async def ack(request: Request, ops: Operators, actor: str) -> Any:
     return await ops.acknowledge(actor, _int(request.path_params["id"], "id"))
 
 
+async def close(request: Request, ops: Operators, actor: str) -> Any:
+    body = await _body(request)
+    return await ops.close(
+        actor, _int(request.path_params["id"], "id"), _text(body, "refund"), _text(body, "reason", False) or ""
+    )
+
+
 async def providers(request: Request, ops: Operators, actor: str) -> Any:
     return await ops.providers(check=request.query_params.get("check") in ("1", "true"))
 
@@ -189,6 +197,7 @@ def routes(ops: Operators) -> list[Route]:
         Route("/admin/orders/{id}/resolve", guarded(resolve), methods=["POST"]),
         Route("/admin/orders/{id}/refund", guarded(refund), methods=["POST"]),
         Route("/admin/orders/{id}/ack", guarded(ack), methods=["POST"]),
+        Route("/admin/orders/{id}/close", guarded(close), methods=["POST"]),
         Route("/admin/providers", guarded(providers), methods=["GET"]),
         Route("/admin/report", guarded(report), methods=["GET"]),
         Route("/admin/audit", guarded(audit), methods=["GET"]),

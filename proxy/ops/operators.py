@@ -39,7 +39,7 @@ from proxy.ops import reports
 from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
 from proxy.orders.records import Order
-from proxy.orders.states import WORKING_SETS
+from proxy.orders.states import CLOSED, WORKING_SETS
 from proxy.orders.verdicts import Verdicts
 from proxy.providers.health import Health
 from proxy.providers.listings import Listings
@@ -101,7 +101,7 @@ def order_json(order: Order) -> dict[str, Any]:
         "quantity": order.quantity,
         "state": order.state,
         "status": order.public_status,
-        "remains": order.remains,
+        "remains": order.public_remains,
         "charge": format_amount(order.charge),
         "refunded": format_amount(order.refunded),
         "provider": order.provider,
@@ -109,6 +109,7 @@ def order_json(order: Order) -> dict[str, Any]:
         "upstream_order": order.upstream_order,
         "attempts": [a.__dict__ for a in order.attempts],
         "attention": order.attention,
+        **({"closed_reason": order.closed_reason} if order.state == CLOSED else {}),
         "cost": "" if order.cost is None else f"{format_amount(order.cost)} {order.cost_currency}",
         "upstream_charge": (
             ""
@@ -273,6 +274,21 @@ class Operators:
     async def acknowledge(self, actor: str, order_id: int) -> dict[str, Any]:
         order = await self._verdicts.acknowledge(order_id)
         await self.audit(actor, "order.ack", str(order_id))
+        return order_json(order)
+
+    async def close(self, actor: str, order_id: int, total: object, reason: object = "") -> dict[str, Any]:
+        """End an order the router cannot finish, with the total refund the operator chose."""
+        if not isinstance(reason, str) or len(reason) > 1000:
+            raise OperatorError("a reason is text of at most 1000 characters")
+        try:
+            order = await self._verdicts.close(order_id, amount(total), reason)
+        except ValueError as exc:
+            raise _refused(exc) from None
+        except StateChanged as exc:
+            raise OperatorError(
+                f"order {order_id} is {exc.state}: only a placed or unknown order can be closed"
+            ) from None
+        await self.audit(actor, "order.close", str(order_id), refunded=format_amount(order.refunded), reason=reason)
         return order_json(order)
 
     # -- providers -------------------------------------------------------------

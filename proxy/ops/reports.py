@@ -9,8 +9,8 @@ it up by provider, service or client, in the deployment currency:
   charge (in the currency the config expects) costs that, converted; any
   other placed order costs its recorded cost, less the share refunded to the
   client (a Partial order's undelivered part is refunded by the provider
-  too); an order whose outcome is unknown costs its whole recorded cost (it
-  may have been bought); a failed order costs nothing;
+  too; a closed order likewise); an order whose outcome is unknown costs its
+  whole recorded cost (it may have been bought); a failed order costs nothing;
 - margin: revenue less cost.
 """
 
@@ -27,7 +27,7 @@ from proxy.config import Config
 from proxy.money import ceil_to, convert, format_amount
 from proxy.orders.book import OrderBook
 from proxy.orders.records import Order
-from proxy.orders.states import FAILED, IN_FLIGHT, PLACED, UNKNOWN
+from proxy.orders.states import CLOSED, FAILED, IN_FLIGHT, PLACED, UNKNOWN
 
 GROUPINGS = ("provider", "service", "client")
 # Orders are read newest first; instances' clocks may differ this much.
@@ -112,9 +112,9 @@ def order_cost(config: Config, order: Order) -> Decimal:
     provider = config.providers.get(order.provider)
     expected = provider.currency if provider is not None else order.cost_currency
     charged_in = order.upstream_currency or expected
-    if order.final and order.upstream_charge is not None and charged_in == expected:
+    if order.state == PLACED and order.final and order.upstream_charge is not None and charged_in == expected:
         return convert(order.upstream_charge, config.rate_of(expected))
-    if order.state == PLACED and order.charge > 0:
+    if order.state in (PLACED, CLOSED) and order.charge > 0:
         return base * order.net_charge / order.charge
     return base
 

@@ -259,7 +259,7 @@ class OrderActions:
                     charge=order.net_charge,
                     start_count=order.start_count,
                     status=order.public_status,
-                    remains=order.remains,
+                    remains=order.public_remains,
                     currency=self.currency,
                 )
         return results

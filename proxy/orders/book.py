@@ -314,6 +314,7 @@ class OrderBook:
         version: int | None = None,
         memo: str = "",
         call: str | None = None,
+        due_at: float | None = None,
     ) -> Order:
         """Apply `event` to `order` as the state table says; the order after.
 
@@ -321,8 +322,10 @@ class OrderBook:
         rule moves money by target; `attention` queues it for an operator with
         that reason; `version` (for status reads) drops the answer if another
         status was applied since the order was read. `call` names this call:
-        repeating it (after a lost reply) never applies it twice. Raises
-        `StateChanged` when the table does not allow the event now.
+        repeating it (after a lost reply) never applies it twice. `due_at`
+        puts the order in its provider's due index at that score, whatever
+        the table says. Raises `StateChanged` when the table does not allow
+        the event now.
         """
         client = order.client
         keys = [
@@ -345,7 +348,7 @@ class OrderBook:
             call or new_call(),
             *flatten(fields or {}),
         ]
-        due = self.due.change(order, event, fields or {})
+        due = self.due.change(order, event, fields or {}, due_at)
         if due is None or not self.pipelined:
             reply = await self._transition(keys=keys, args=args)
             if due is not None and reply[0] == "ok":

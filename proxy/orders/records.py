@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from proxy.money import from_minor, to_minor
-from proxy.orders.states import RESERVED, final, shown_status
+from proxy.orders.states import RESERVED, final, shown_remains, shown_status
 from proxy.vocabulary import PENDING, SERVICE_TYPES
 
 
@@ -41,6 +41,7 @@ SUMMARY_FIELDS = (
     "status_at",
     "provider",
     "quantity",
+    "misses",
 )
 
 
@@ -57,11 +58,18 @@ class OrderSummary:
     start_count: int
     status_at: float
     provider: str
+    quantity: int  # total units: per-run quantity x runs
+    misses: int  # status reads in a row that no rule could settle
 
     @property
     def public_status(self) -> str:
         """What the client is shown (`states.shown_status`)."""
-        return shown_status(self.state, self.status)
+        return shown_status(self.state, self.status, self.charge, self.refunded)
+
+    @property
+    def public_remains(self) -> int:
+        """What the client is shown as remaining (`states.shown_remains`)."""
+        return shown_remains(self.state, self.remains, self.quantity, self.charge, self.refunded)
 
     @property
     def final(self) -> bool:
@@ -74,7 +82,7 @@ class OrderSummary:
     @classmethod
     def from_row(cls, order_id: int, row: Sequence[str | None]) -> OrderSummary | None:
         """A summary from the values of `SUMMARY_FIELDS`; None for no record."""
-        state, status, charge, refunded, remains, start, at, provider, quantity = row
+        state, status, charge, refunded, remains, start, at, provider, quantity, misses = row
         if state is None:
             return None
         return cls(
@@ -87,6 +95,8 @@ class OrderSummary:
             start_count=int(start or "0"),
             status_at=float(at or "0"),
             provider=provider or "",
+            quantity=int(quantity or "0"),
+            misses=int(misses or "0"),
         )
 
 
@@ -98,7 +108,6 @@ class Order(OrderSummary):
     client: str
     service: int
     type: str
-    quantity: int  # total units: per-run quantity x runs
     fields: Mapping[str, str]  # what is sent upstream with `add`
     created: float
     refill: bool
@@ -115,8 +124,9 @@ class Order(OrderSummary):
     cost_base: Decimal | None = None  # the same cost in the deployment currency, at the config's rate
     upstream_charge: Decimal | None = None  # what the provider last said it charged
     upstream_currency: str = ""
-    misses: int = 0  # status reads in a row whose reply had nothing usable on this order
     stops: int = 0  # times an unlimited subscription that used its hold was asked to stop upstream
+    checked_at: float = 0.0  # when a final order was last re-read (`states.RECHECK`)
+    closed_reason: str = ""  # what the operator who closed it said
 
     @property
     def link(self) -> str:
@@ -165,6 +175,8 @@ class Order(OrderSummary):
             upstream_currency=record.get("upstream_currency", ""),
             misses=int(record.get("misses", "0")),
             stops=int(record.get("stops", "0")),
+            checked_at=float(record.get("checked_at", "0")),
+            closed_reason=record.get("closed_reason", ""),
         )
 
 

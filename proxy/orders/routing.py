@@ -257,14 +257,18 @@ class Router:
             },
         )
 
-    async def _record(self, order: Order, event: str, fields: dict[str, object], **options: object) -> Order:
+    async def _record(
+        self, order: Order, event: str, fields: dict[str, object], *, attention: str = "", memo: str = ""
+    ) -> Order:
         """Apply an event only this task can know of, retrying while Redis falters.
 
         Every try is the same call: one whose reply was lost is not applied twice.
         """
         call = new_call()
         return await self._retrying(
-            order, lambda: self.book.apply(order, event, fields, call=call, **options), f"{event} {fields}"
+            order,
+            lambda: self.book.apply(order, event, fields, call=call, attention=attention, memo=memo),
+            f"{event} {fields}",
         )
 
     async def _unsent(self, order: Order, sent: str, attempts: list[Attempt]) -> Order:

@@ -46,11 +46,18 @@ class Settlement:
     fields: dict[str, object] = field(default_factory=dict)
     refund_to: Decimal | None = None
     attention: str = ""
+    # Why no rule could settle this read (the status was kept as it was), if none could.
+    unsettled: str = ""
 
 
 def _shown(amount: Decimal) -> str:
     text = str(amount)
     return text if len(text) <= 30 else text[:27] + "..."
+
+
+def _shown_text(text: str) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def unlimited(order: Order) -> bool:
@@ -115,12 +122,15 @@ def settle(
     if result.currency:
         fields["upstream_currency"] = result.currency
     if result.status is None:  # a spelling we do not know: keep the status we had
-        return Settlement(fields, attention="; ".join(problems))
+        word = (
+            "no status" if result.raw_status is None else f"a status we do not know ({_shown_text(result.raw_status)})"
+        )
+        return Settlement(fields, attention="; ".join(problems), unsettled=word)
     status, remains = result.status, result.remains
     delivery = by_delivery(order, status)
     if remains is None:
         if status == PARTIAL and not delivery:  # a refund needs the remains: ask again later
-            return Settlement(fields, attention="; ".join(problems))
+            return Settlement(fields, attention="; ".join(problems), unsettled="Partial without usable remains")
         remains = 0 if status == COMPLETED else order.remains
     remains = max(0, min(remains, order.quantity))
     fields.update(status=status, remains=remains)

@@ -18,6 +18,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
 from decimal import Decimal
 
 from proxy.errors import OutcomeUnknown, ProviderRefused, StateChanged, UpstreamError
@@ -26,18 +27,21 @@ from proxy.orders.book import OrderBook
 from proxy.orders.due import DueIndex
 from proxy.orders.records import Order, OrderSummary
 from proxy.orders.settlement import must_stop, settle, unlimited
-from proxy.orders.states import PLACED, STATUS, STOP
+from proxy.orders.states import DETAIL, PLACED, RECHECK, STATUS, STOP
 from proxy.providers.health import READS, Health
 from proxy.providers.replies import MISSING_FROM_REPLY, ItemError, UpstreamStatus
 from proxy.providers.upstream import ProviderClient
-from proxy.vocabulary import ACTIVE, BULK_LIMIT, IN_PROGRESS, PAUSED, PROCESSING
+from proxy.vocabulary import ACTIVE, BULK_LIMIT, FINAL_STATUSES, IN_PROGRESS, PAUSED, PROCESSING
 
 log = logging.getLogger(__name__)
 
 _Result = UpstreamStatus | ItemError | None
-# Status reads in a row without news of an order (the provider says it does
-# not know it, or leaves it out) before an operator is asked to look.
-MISSES_FOR_ATTENTION = 5
+# Defaults of the config's `settlement` section: status reads in a row that
+# no rule can settle before an operator is asked to look; seconds between
+# slow reads; how long a final order is re-checked.
+UNSETTLED_READS = 5
+SLOW_READ_SECONDS = 3600.0
+RECHECK_FINAL_SECONDS = 48 * 3600.0
 # A fetch this recent counts as fresh, whatever an older read of the record said.
 JUST_FETCHED_SECONDS = 1.0
 # An unlimited subscription asked this many times to stop, still going, goes to an operator.
@@ -59,6 +63,9 @@ class StatusRefresher:
         currencies: Mapping[str, str],
         tally: Callable[[str], Awaitable[None]],
         tolerance_percent: Decimal = Decimal(1),
+        unsettled_reads: int = UNSETTLED_READS,
+        slow_read: float = SLOW_READ_SECONDS,
+        recheck_final: float = RECHECK_FINAL_SECONDS,
     ) -> None:
         self.book = book
         self.due = due
@@ -69,6 +76,10 @@ class StatusRefresher:
         self.clock = clock
         self.currencies = currencies
         self.tolerance_percent = tolerance_percent
+        self.unsettled_reads = unsettled_reads
+        # Reads at the slow rate come this much later than ordinary ones.
+        self.slow_delay = max(0.0, slow_read - ttl)
+        self.recheck_final = recheck_final
         self._inflight: dict[tuple[str, int], asyncio.Future[_Result]] = {}
         # When a fetch of an order finished: a reader that read the record just
         # before it landed does not start another.
@@ -76,21 +87,47 @@ class StatusRefresher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def stale(self, order: OrderSummary, ttl: float | None = None) -> bool:
-        """Due for a refresh (older than `ttl`, by default the status TTL). A
-        status stamped in the future (another instance's clock runs ahead)
-        counts as stale too: skewed clocks cost a call, not a status."""
+        """Due for a refresh (older than `ttl`, by default the status TTL; an
+        order no rule could settle lately, at the slow rate). A status stamped
+        in the future (another instance's clock runs ahead) counts as stale
+        too: skewed clocks cost a call, not a status."""
         if order.state != PLACED or order.final:
             return False
         ttl = self.ttl if ttl is None else ttl
+        if order.misses >= self.unsettled_reads:
+            ttl += self.slow_delay
         age = self.clock() - order.status_at
         return age >= ttl or age < -self.ttl
+
+    def recheck_due(self, order: Order, ttl: float | None = None) -> bool:
+        """A final order to read again (at the slow rate, within its re-check
+        window from the read that made it final): has the provider changed its answer?"""
+        if order.state != PLACED or not order.final or not self.in_recheck(order):
+            return False
+        ttl = self.ttl if ttl is None else ttl
+        return self.clock() - max(order.status_at, order.checked_at) >= ttl + self.slow_delay
+
+    def in_recheck(self, order: Order) -> bool:
+        return self.clock() - order.status_at < self.recheck_final
+
+    def due_now(self, order: Order, ttl: float | None = None) -> bool:
+        return self.stale(order, ttl) or self.recheck_due(order, ttl)
+
+    def next_read(self, order: Order) -> float | None:
+        """Where the order belongs in its provider's due index (a score is the
+        time of its last read, as if read at the ordinary rate); None: out."""
+        if order.state != PLACED:
+            return None
+        if order.final:
+            return max(order.status_at, order.checked_at) + self.slow_delay if self.in_recheck(order) else None
+        return order.status_at + (self.slow_delay if order.misses >= self.unsettled_reads else 0.0)
 
     async def refresh(self, orders: Iterable[Order]) -> dict[int, Order]:
         """The given orders, the stale ones refreshed from upstream first."""
         orders = list(orders)
         by_provider: dict[str, list[Order]] = defaultdict(list)
         for order in orders:
-            if self.stale(order) and order.provider in self.providers:
+            if self.due_now(order) and order.provider in self.providers:
                 by_provider[order.provider].append(order)
         waits: list[asyncio.Future[_Result]] = []
         reread = False  # whether a record may have changed since it was read
@@ -138,11 +175,22 @@ class StatusRefresher:
         return fresh
 
     async def _claim_due(self, provider: str, age: float, limit: int) -> list[Order]:
-        """Up to `limit` open orders of `provider` whose status is older than
-        `age`, claimed so that no other instance reads them in this round."""
+        """Up to `limit` orders of `provider` whose status is older than `age`
+        (or whose slow read or re-check is that near), claimed so that no
+        other instance reads them in this round. Claimed ones not due after
+        all go back where they belong, or out."""
         now = self.clock()
-        claimed = await self.book.load(await self.due.claim(provider, now - age, now, limit))
-        return [o for o in claimed if o.provider == provider and self.stale(o, age)]
+        pairs = await self.due.claim(provider, now - age, now, limit)
+        claimed = await self.book.load(pairs)
+        due = [o for o in claimed if o.provider == provider and self.due_now(o, age)]
+        taken = {(o.client, o.id) for o in due}
+        found = {(o.client, o.id): o for o in claimed}
+        later = {pair: self.next_read(found[pair]) if pair in found else None for pair in pairs if pair not in taken}
+        try:
+            await self.due.reschedule(provider, later)
+        except Exception as exc:  # advice, not money: claimed again later
+            log.warning("due index of %s not rescheduled: %s", provider, type(exc).__name__)
+        return due
 
     async def _also_due(self, provider: str, taken: list[Order], room: int) -> list[Order]:
         """Other open orders of `provider` due, or half way there: read
@@ -203,26 +251,39 @@ class StatusRefresher:
 
     async def apply(self, order: Order, result: _Result, asked_at: float | None = None) -> Order:
         """Record what upstream said of `order` (as read before asking),
-        moving the money it calls for. `asked_at` stamps the status."""
+        moving the money it calls for. `asked_at` stamps the status.
+
+        A read no rule can settle (no news of the order, a status word we do
+        not know, Partial without remains) keeps the status; after
+        `unsettled_reads` of them in a row the order goes to an operator with
+        the provider's reply, and is read at the slow rate from then on."""
         if result is None:  # the provider did not answer: keep the old status
             return order
-        missed = isinstance(result, ItemError)
-        if missed:  # no news of this order: keep the status, ask again later
+        now = self.clock() if asked_at is None else asked_at
+        if order.state == PLACED and order.final:
+            return await self._recheck(order, result, now)
+        unsettled, said = "", ""
+        if isinstance(result, ItemError):  # no news of this order: keep the status, ask again later
+            unsettled, said = "nothing usable on this order", result.message
             result = UpstreamStatus(None, None, None, None, None, None)
         settlement = settle(
             order,
             result,
             provider_currency=self.currencies.get(order.provider, order.cost_currency),
             tolerance_percent=self.tolerance_percent,
-            now=self.clock() if asked_at is None else asked_at,
+            now=now,
         )
         fields, attention = settlement.fields, settlement.attention
-        if missed:
-            fields["misses"] = order.misses + 1
-            if order.misses + 1 >= MISSES_FOR_ATTENTION:
-                attention = f"{order.misses + 1} status reads in a row had nothing on this order upstream"
-        elif order.misses:
-            fields["misses"] = 0
+        if settlement.unsettled and not unsettled:
+            unsettled, said = settlement.unsettled, result.raw
+        misses = order.misses + 1 if unsettled else 0
+        if misses != order.misses:
+            fields["misses"] = misses
+        if misses >= self.unsettled_reads:
+            note = f"{self.unsettled_reads} status reads in a row could not be settled ({unsettled})"
+            note += f"{DETAIL}the provider said: {said}" if said else ""
+            attention = "; ".join(a for a in (attention, note) if a)
+        after_fields = {"state": order.state, "status": fields.get("status", order.status), "misses": misses}
         try:
             updated = await self.book.apply(
                 order,
@@ -232,6 +293,7 @@ class StatusRefresher:
                 attention=attention,
                 version=order.version,
                 memo=f"order {order.id} {settlement.fields.get('status', 'status')}",
+                due_at=self._due_after(order, after_fields, now),
             )
         except StateChanged:
             return order
@@ -273,7 +335,8 @@ class StatusRefresher:
             message = reply.message if isinstance(reply, ItemError) else "it said no"
             note = (
                 f"an unlimited subscription used its hold of {format_amount(order.cost or Decimal(0))} "
-                f"{order.cost_currency}; the provider did not stop it ({message[:200]}): stop it there"
+                f"{order.cost_currency} and the provider did not stop it: stop it there"
+                f"{DETAIL}the provider said: {message[:200]}"
             )
         elif stops >= STOP_TRIES:
             note = f"an unlimited subscription used its hold; asked {STOP_TRIES} times, the provider still has not stopped it"
@@ -288,6 +351,40 @@ class StatusRefresher:
         if note and after.attention and not order.attention:
             await self.tally("orders_attention")
         return after
+
+    def _due_after(self, order: Order, after: Mapping[str, object], now: float) -> float | None:
+        """The due score of an order after this read, where it is not the
+        table's (read at the slow rate, or kept for re-checks once final)."""
+        status, misses = str(after["status"]), int(str(after["misses"]))
+        if status in FINAL_STATUSES:
+            return now + self.slow_delay if self.recheck_final > 0 else None
+        return now + self.slow_delay if misses >= self.unsettled_reads else None
+
+    async def _recheck(self, order: Order, result: UpstreamStatus | ItemError, now: float) -> Order:
+        """A final order read again: nothing moves; a provider that now
+        answers another status goes to an operator with both."""
+        note = ""
+        if isinstance(result, UpstreamStatus) and result.status is not None and result.status != order.status:
+            note = (
+                f"the provider changed its answer after the order was final: {order.status} when it was settled, "
+                f"{result.status} now; no money was moved{DETAIL}the provider said: {result.raw or result.raw_status}"
+            )
+        later = replace(order, checked_at=now)
+        try:
+            updated = await self.book.apply(
+                order,
+                RECHECK,
+                {"checked_at": f"{now:.3f}"},
+                attention=note,
+                memo=f"order {order.id} re-checked",
+                due_at=self.next_read(later),
+            )
+        except StateChanged:
+            return order
+        if note and updated.attention and not order.attention:
+            log.warning("order %s needs an operator: %s", order.id, updated.attention)
+            await self.tally("orders_attention")
+        return updated
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

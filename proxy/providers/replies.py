@@ -13,9 +13,10 @@ See docs/api-v2.md for the shapes and the quirks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Generic, TypeVar
 
@@ -56,6 +57,8 @@ class UpstreamStatus:
     remains: int | None
     currency: str | None
     raw_status: str | None
+    # The reply item as sent (redacted, at most RAW_CHARS), for an operator; not part of the value.
+    raw: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class ItemError:
 
 
 MISSING_FROM_REPLY = "missing from reply"
+# How much of a reply item an operator is shown.
+RAW_CHARS = 300
 UNREADABLE_ITEM = "unreadable reply item"
 # The one "unreadable" value, told apart from a provider's error by identity.
 UNREADABLE = ItemError(UNREADABLE_ITEM)
@@ -234,7 +239,19 @@ class Items:
         failed = self.error(item)
         if failed:
             return failed
-        return parse_status(item) or UNREADABLE
+        status = parse_status(item)
+        if status is None:
+            return ItemError(f"{UNREADABLE_ITEM}: {self.raw(item)}")
+        return dataclasses.replace(status, raw=self.raw(item))
+
+    def raw(self, item: object) -> str:
+        """A reply item as an operator may read it: compact JSON, redacted, bounded."""
+        try:
+            text = json.dumps(item, ensure_ascii=False, separators=(",", ":"), default=str)
+        except (TypeError, ValueError):
+            text = repr(item)
+        text = " ".join(self.redact(text).split())
+        return text if len(text) <= RAW_CHARS else text[: RAW_CHARS - 1] + "…"
 
     def refill(self, item: object) -> str | ItemError:
         """A refill ID from `{"refill": 1}`, `{"order": 1, "refill": "1"}` or a bare ID."""

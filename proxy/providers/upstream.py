@@ -56,6 +56,7 @@ from proxy.providers.replies import (
     parse_status,
 )
 from proxy.providers.transport import AiohttpTransport
+from proxy.vocabulary import Errors, known_error
 
 __all__ = ["ProviderClient"]
 
@@ -369,7 +370,15 @@ class ProviderClient:
         about a single ID, some answer with the single-item shape instead.
         """
         joined = ",".join(str(key) for key in chunk)
-        payload = await self._call(bulk.action, {bulk.parameter: joined})
+        try:
+            payload = await self._call(bulk.action, {bulk.parameter: joined})
+        except ProviderRefused as refused:
+            # Asked about one ID, a panel may answer its error for that item at
+            # the top level: about this item, unless it is about our key.
+            if len(chunk) != 1 or refused.message is None or known_error(refused.message) == Errors.INVALID_KEY:
+                raise
+            key = bulk.read_id(chunk[0])
+            return {key: {"error": refused.message}} if key is not None else {}
         if (
             len(chunk) == 1
             and isinstance(payload, dict)

@@ -110,7 +110,7 @@ end
 
 -- The operator's queue. A rule's own reason is news (an event happened); a
 -- caller's is what a read makes of the order, and one an operator already
--- dealt with (`dismissed`) does not come back unless it changes.
+-- dealt with (`dismissed`) does not come back while its headline stays.
 local reason = rule.attention
 local derived = false
 if reason == '' then
@@ -125,7 +125,8 @@ if reason == CLEAR then
   redis.call('HSET', order_key, 'attention', '')
 elseif reason ~= '' then
   reason = reason .. note
-  if not (derived and reason == redis.call('HGET', order_key, 'dismissed')) then
+  local dismissed = redis.call('HGET', order_key, 'dismissed') or ''
+  if not (derived and headline(reason) == headline(dismissed)) then
     redis.call('HSET', order_key, 'attention', reason)
   end
 end
