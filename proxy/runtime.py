@@ -23,6 +23,7 @@ from proxy.catalog.catalog import LiveCatalog
 from proxy.config import Config
 from proxy.ops.metrics import Metrics, SharedState, Tallies
 from proxy.ops.operators import Operators
+from proxy.ops.reports import order_cost
 from proxy.ops.sync import Sync
 from proxy.orders.actions import OrderActions
 from proxy.orders.archive import Archive
@@ -107,7 +108,7 @@ class Runtime:
         self.router = Router(
             self.book, self.leases, self.claims, self.providers, self.health, self.currencies, self.tallies.tally
         )
-        self.archive = Archive(self.book, settings.archive_dir)
+        self.archive = Archive(self.book, settings.archive_dir, cost=lambda order: order_cost(config, order))
         self.refresher = StatusRefresher(
             self.book,
             self.due,

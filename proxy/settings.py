@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,7 +61,11 @@ class Settings(BaseSettings):
         description="Seconds after which a provider's service list that could not be "
         "refreshed is too old to sell from.",
     )
-    archive_dir: Path = Field(Path("archive"), description="Where finished orders are archived (JSON lines).")
+    archive_dir: Path = Field(
+        Path("archive"),
+        description="Where finished orders are archived (JSON lines); a relative path is resolved once, "
+        "against the folder the process starts in, and every folder used is kept in Redis.",
+    )
     archive_after_days: float | None = Field(
         None, gt=0, description="Archive finished orders older than this many days (the worker, daily); unset: never."
     )
@@ -86,6 +90,12 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(
         10.0, gt=0, description="Seconds any one Redis command may take before it fails (no await without a deadline)."
     )
+
+    @field_validator("archive_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Resolved once, here: a process that changes its folder later still means the same one."""
+        return value.expanduser().resolve()
 
     @staticmethod
     def environ() -> dict[str, str]:

@@ -80,6 +80,16 @@ class Keys:
         (`proxy.orders.states.WORKING_SETS` says which orders each holds)."""
         return f"{self.prefix}orders:{{c:{client}}}:{group}"
 
+    def archived(self, client: str, order_id: int) -> str:
+        """The bucket hash holding what Redis keeps of the client's archived
+        orders (`records.ArchivedOrder`): order ID -> compact view."""
+        return f"{self.prefix}archived:{{c:{client}}}:{order_id // OWNER_BUCKET}"
+
+    @property
+    def archive_dirs(self) -> str:
+        """The absolute folders orders were archived to (a set)."""
+        return f"{self.prefix}archive-dirs"
+
     def lease(self, client: str, order_id: int) -> str:
         """Held (and renewed) by the task placing the order; expires if it dies."""
         return f"{self.prefix}lease:{{c:{client}}}:{order_id}"

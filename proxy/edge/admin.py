@@ -12,6 +12,7 @@ JSON, errors `{"error": ...}` with a 4xx status.
     GET  /admin/orders/{id}                POST /admin/orders/{id}/resolve {upstream_order | failed: true}
     POST /admin/orders/{id}/refund {total} POST /admin/orders/{id}/ack
     POST /admin/orders/{id}/close {refund, reason?}
+    POST /admin/orders/archive {older_than}
     GET  /admin/providers?check=1          GET  /admin/report?since=7d&by=provider
     GET  /admin/audit?limit=
 """
@@ -148,6 +149,15 @@ async def close(request: Request, ops: Operators, actor: str) -> Any:
     )
 
 
+async def archive(request: Request, ops: Operators, actor: str) -> Any:
+    body = await _body(request)
+    try:
+        before = since(_text(body, "older_than"))
+    except ValueError as exc:
+        raise BadInput(f"older_than: {exc}") from None
+    return await ops.archive(actor, before)
+
+
 async def providers(request: Request, ops: Operators, actor: str) -> Any:
     return await ops.providers(check=request.query_params.get("check") in ("1", "true"))
 
@@ -193,6 +203,7 @@ def routes(ops: Operators) -> list[Route]:
         Route("/admin/clients/{name}/disable", guarded(disable), methods=["POST"]),
         Route("/admin/clients/{name}/ledger", guarded(ledger), methods=["GET"]),
         Route("/admin/orders", guarded(orders), methods=["GET"]),
+        Route("/admin/orders/archive", guarded(archive), methods=["POST"]),
         Route("/admin/orders/{id}", guarded(order), methods=["GET"]),
         Route("/admin/orders/{id}/resolve", guarded(resolve), methods=["POST"]),
         Route("/admin/orders/{id}/refund", guarded(refund), methods=["POST"]),

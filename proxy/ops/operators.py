@@ -26,6 +26,7 @@ from proxy.accounts.ledger import Entry, Ledger
 from proxy.config import Config
 from proxy.errors import (
     AccountError,
+    ArchiveUnwritable,
     ClaimConflict,
     MoneyError,
     NotFound,
@@ -216,14 +217,17 @@ class Operators:
     async def order(self, order_id: int) -> dict[str, Any]:
         """One order, from Redis or from the archive, with its ledger entries."""
         order = await self._book.find(order_id)
-        archived = order is None and (order := self._archive.find(order_id)) is not None
+        archived = order is None and (order := await self._archive.find(order_id)) is not None
         if order is None:
             raise NotFound(f"no order {order_id}")
         entries = [e for e in await self._ledger.entries(order.client) if e.order == order.id]
         return {**order_json(order), "archived": archived, "ledger": [entry_json(e) for e in entries]}
 
     async def archive(self, actor: str, before: float) -> dict[str, Any]:
-        moved = await self._archive.archive(before)
+        try:
+            moved = await self._archive.archive(before)
+        except ArchiveUnwritable as exc:
+            raise OperatorError(str(exc)) from None
         await self.audit(actor, "orders.archive", str(self._archive.directory), before=iso(before), moved=moved)
         return {"moved": moved, "before": iso(before), "to": str(self._archive.directory)}
 

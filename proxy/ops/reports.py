@@ -26,7 +26,7 @@ from decimal import Decimal
 from proxy.config import Config
 from proxy.money import ceil_to, convert, format_amount
 from proxy.orders.book import OrderBook
-from proxy.orders.records import Order
+from proxy.orders.records import ArchivedOrder, Order
 from proxy.orders.states import CLOSED, FAILED, IN_FLIGHT, PLACED, UNKNOWN
 
 GROUPINGS = ("provider", "service", "client")
@@ -46,7 +46,10 @@ def since(text: str | None, now: float | None = None) -> float:
     span = _SPAN.match(text.strip())
     if span:
         count, unit = int(span.group(1)), span.group(2)
-        return now - timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: count}).total_seconds()
+        try:
+            return now - timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: count}).total_seconds()
+        except OverflowError:
+            raise ValueError(f"since {text!r}: too far back") from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -120,20 +123,29 @@ def order_cost(config: Config, order: Order) -> Decimal:
 
 
 async def report(book: OrderBook, config: Config, since: float, by: str = "provider") -> Report:
-    """The orders created since `since`, added up by provider, service or client."""
+    """The orders created since `since`, added up by provider, service or
+    client; archived orders too, from what Redis keeps of them (their cost as
+    counted when they were archived)."""
     if by not in GROUPINGS:
         raise ValueError(f"group by one of: {', '.join(GROUPINGS)}")
     lines: dict[str, Line] = defaultdict(lambda: Line(""))
     result = Report(by, since, config.currency)
-    async for order in book.newest():
-        if order.created < since - CLOCK_SLACK_SECONDS:
-            break
-        if order.created < since:
-            continue
+
+    def count(order: Order | ArchivedOrder, cost: Decimal) -> None:
         key = {"provider": order.provider or "(none)", "service": str(order.service), "client": order.client}[by]
-        cost = order_cost(config, order)
         lines[key].key = key
         lines[key].add(order.net_charge, order.refunded, cost)
         result.total.add(order.net_charge, order.refunded, cost)
+
+    async for order in book.newest():
+        if order.created < since - CLOCK_SLACK_SECONDS:
+            break
+        if order.created >= since:
+            count(order, order_cost(config, order))
+    async for archived in book.newest_archived():
+        if archived.created < since - CLOCK_SLACK_SECONDS:
+            break
+        if archived.created >= since:
+            count(archived, archived.cost)
     result.lines = sorted(lines.values(), key=lambda line: line.margin, reverse=True)
     return result

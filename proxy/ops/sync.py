@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from redis.exceptions import RedisError
 
+from proxy.errors import ArchiveUnwritable
 from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
 from proxy.orders.statuses import StatusRefresher
@@ -101,7 +102,11 @@ class Sync:
         days = self.archive_after_days
         if not days:
             return 0
-        moved = await self.archive.archive(time.time() - days * 86400)
+        try:
+            moved = await self.archive.archive(time.time() - days * 86400)
+        except ArchiveUnwritable as exc:
+            log.error("finished orders not archived: %s", exc)
+            return 0
         if moved:
             log.info("%d finished orders older than %s days archived", moved, days)
         return moved

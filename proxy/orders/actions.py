@@ -37,7 +37,7 @@ from proxy.errors import (
     UpstreamError,
 )
 from proxy.orders.book import OrderBook
-from proxy.orders.records import Fingerprint, NewOrder, Order, OrderSummary
+from proxy.orders.records import ArchivedOrder, Fingerprint, NewOrder, Order, OrderSummary
 from proxy.orders.refills import Refills
 from proxy.orders.routing import NO_ROUTE, Placement, Router
 from proxy.orders.states import FAILED, PLACED, RESTATUS
@@ -231,11 +231,14 @@ class OrderActions:
 
     # -- status --------------------------------------------------------------
 
-    async def _orders(self, client: str, ids: Sequence[str]) -> dict[str, Order | Failure]:
-        """Orders by the IDs as given; foreign and unknown IDs are failures."""
+    async def _orders(self, client: str, ids: Sequence[str]) -> dict[str, Order | ArchivedOrder | Failure]:
+        """Orders by the IDs as given (archived ones as Redis keeps them);
+        foreign and unknown IDs are failures."""
         parsed = {given: parse_id(given) for given in ids}
-        found = await self.book.get_many(client, {i for i in parsed.values() if i is not None})
-        found = await self.refresher.refresh(found.values())
+        wanted = {i for i in parsed.values() if i is not None}
+        found: dict[int, Order | ArchivedOrder] = {}
+        found.update(await self.refresher.refresh((await self.book.get_many(client, wanted)).values()))
+        found.update(await self.book.archived(client, wanted - found.keys()))
         return {
             given: found[order_id] if order_id in found else Failure(Errors.INCORRECT_ORDER)
             for given, order_id in parsed.items()
@@ -245,10 +248,14 @@ class OrderActions:
         """What upstream said of the orders, read in one command; whole records
         only for those whose status is stale and must be read from upstream."""
         parsed = {given: parse_id(given) for given in ids}
-        seen: dict[int, OrderSummary] = dict(await self.book.summaries(client, {i for i in parsed.values() if i}))
-        stale = [order_id for order_id, summary in seen.items() if self.refresher.stale(summary)]
+        wanted = {i for i in parsed.values() if i}
+        summaries = await self.book.summaries(client, wanted)
+        stale = [order_id for order_id, summary in summaries.items() if self.refresher.stale(summary)]
+        seen: dict[int, OrderSummary | ArchivedOrder] = dict(summaries)
         if stale:
             seen.update(await self.refresher.refresh((await self.book.get_many(client, stale)).values()))
+        if len(seen) < len(wanted):  # archived, or not the client's
+            seen.update(await self.book.archived(client, wanted - seen.keys()))
         results: dict[str, OrderView | Failure] = {}
         for given, order_id in parsed.items():
             order = seen.get(order_id) if order_id else None
@@ -268,7 +275,7 @@ class OrderActions:
 
     async def refill(self, client: str, ids: Sequence[str]) -> dict[str, int | Failure]:
         results: dict[str, int | Failure] = {}
-        eligible: dict[str, Order] = {}
+        eligible: dict[str, Order | ArchivedOrder] = {}
         for given, order in (await self._orders(client, ids)).items():
             if isinstance(order, Failure):
                 results[given] = order
@@ -305,7 +312,7 @@ class OrderActions:
         for given, order in (await self._orders(client, ids)).items():
             if isinstance(order, Failure):
                 results[given] = order
-            elif not order.cancel or order.state != PLACED or order.final:
+            elif isinstance(order, ArchivedOrder) or not order.cancel or order.state != PLACED or order.final:
                 results[given] = Failure(Errors.CANNOT_CANCEL)
             else:
                 by_provider[order.provider][given] = order

@@ -47,6 +47,7 @@ from proxy.orders.leases import Leases
 from proxy.orders.records import (
     RECENT_CALLS,
     SUMMARY_FIELDS,
+    ArchivedOrder,
     Fingerprint,
     NewOrder,
     Order,
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 
 # A reservation whose reply was lost is asked again this many times in all.
 RESERVE_TRIES = 3
+# An owner entry that starts so: the order is archived (`proxy.orders.archive`).
+ARCHIVED = "~"
 _Reply = TypeVar("_Reply")
 
 
@@ -255,7 +258,36 @@ class OrderBook:
     async def find(self, order_id: int) -> Order | None:
         """An order by our ID alone (operators); None if unknown or archived."""
         client = await self.owner(order_id)
-        return await self.get(client, order_id) if client and not client.startswith("~") else None
+        return await self.get(client, order_id) if client and not client.startswith(ARCHIVED) else None
+
+    async def is_archived(self, order_id: int) -> bool:
+        return (await self.owner(order_id) or "").startswith(ARCHIVED)
+
+    async def archived(self, client: str, order_ids: Iterable[int]) -> dict[int, ArchivedOrder]:
+        """What Redis keeps of the client's archived orders among `order_ids` (`ArchivedOrder`)."""
+        ids = sorted(set(order_ids))
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for order_id in ids:
+                pipe.hget(self.keys.archived(client, order_id), str(order_id))
+            views = await pipe.execute()
+        return {i: ArchivedOrder.decode(client, i, v) for i, v in zip(ids, views, strict=True) if v is not None}
+
+    async def newest_archived(self) -> AsyncIterator[ArchivedOrder]:
+        """Archived orders of every client, newest first (through the owner index)."""
+        newest = int(await self.redis.get(self.keys.order_seq) or 0)
+        for bucket in range(newest // OWNER_BUCKET, -1, -1):
+            owners = await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET))
+            by_client: dict[str, list[int]] = {}
+            for order_id, owner in ((str(k), str(v)) for k, v in owners.items()):
+                if owner.startswith(ARCHIVED):
+                    by_client.setdefault(owner[len(ARCHIVED) :], []).append(int(order_id))
+            found: dict[int, ArchivedOrder] = {}
+            for client, ids in by_client.items():
+                found.update(await self.archived(client, ids))
+            for number in sorted(found, reverse=True):
+                yield found[number]
 
     async def clients(self) -> list[str]:
         return sorted(await self.redis.smembers(self.keys.clients))
@@ -293,7 +325,7 @@ class OrderBook:
             owners = await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET))
             by_client: dict[str, list[int]] = {}
             for order_id, owner in owners.items():
-                if not owner.startswith("~"):  # archived
+                if not owner.startswith(ARCHIVED):
                     by_client.setdefault(owner, []).append(int(order_id))
             found = {}
             for owner, ids in by_client.items():
