@@ -149,7 +149,9 @@ async def providers(args: argparse.Namespace, ops: Operators) -> None:
     rows_data = await ops.providers(check=args.check)
 
     def human() -> str:
-        rows = [["NAME", "HEALTH", "CURRENCY", "BALANCE", "CHECKED", "SERVICES", "CATALOG AGE", "PRICE CHANGES"]]
+        rows = [
+            ["NAME", "HEALTH", "CURRENCY", "BALANCE", "CHECKED", "SERVICES", "DISABLED", "CATALOG AGE", "PRICE CHANGES"]
+        ]
         for p in rows_data:
             read = p["currency_read"] or "?"
             currency = p["currency"] if read in (p["currency"], "?") else f"{p['currency']} (reads {read})"
@@ -162,6 +164,7 @@ async def providers(args: argparse.Namespace, ops: Operators) -> None:
                     p["balance"] or "?",
                     p["checked"] or "never",
                     p["services"],
+                    str(len(p["disabled"])),
                     age,
                     len(p["price_changes"]),
                 ]
@@ -169,6 +172,10 @@ async def providers(args: argparse.Namespace, ops: Operators) -> None:
         lines = [table(rows)]
         for p in rows_data:
             lines += [f"  {p['name']}: service {c['service']} {c['from']} -> {c['to']}" for c in p["price_changes"][:5]]
+            lines += [
+                f"  {p['name']}: service {d['service']} not sold: {d['reason']} (rate {d['rate']})"
+                for d in p["disabled"]
+            ]
             if p["check_error"]:
                 lines.append(f"  {p['name']}: last check failed: {p['check_error']}")
         return "\n".join(lines)

@@ -9,7 +9,8 @@ Two kinds:
   the same: orders in each working set (alert on `smm_proxy_orders_unknown`
   and `smm_proxy_orders_attention`), order outcomes, money charged,
   refunded, topped up and paid upstream (deployment currency), and per
-  provider its cool-downs, block, balance as last read and catalog age.
+  provider its cool-downs, block, balance as last read, catalog age and the
+  services it lists with a price we cannot use.
 """
 
 from __future__ import annotations
@@ -147,6 +148,11 @@ class SharedState(Collector):
         age = GaugeMetricFamily(
             "smm_proxy_catalog_age_seconds", "Age of a provider's service list.", labels=["provider"]
         )
+        disabled = GaugeMetricFamily(
+            "smm_proxy_upstream_services_disabled",
+            "Services a provider lists with a price we cannot use (not a number, negative, too large): not sold.",
+            labels=["provider"],
+        )
         cooldowns = await health.cooldowns(names)
         listings = await self.listings.ages(names)
         for name in names:
@@ -158,7 +164,9 @@ class SharedState(Collector):
                 balance.add_metric([name, state.currency or self.currencies[name]], float(state.balance))
             if listings.get(name) is not None:
                 age.add_metric([name], listings[name])
-        families += [cooling, blocked, balance, age]
+            listing = await self.listings.cached(name)
+            disabled.add_metric([name], len(listing.disabled) if listing else 0)
+        families += [cooling, blocked, balance, age, disabled]
         self.families = families
 
     def collect(self) -> Iterator[Metric]:

@@ -299,7 +299,8 @@ class Operators:
 
     async def providers(self, check: bool = False) -> list[dict[str, Any]]:
         """Each provider: health, cool-downs, balance and currency as last read,
-        service count, catalog age, recent price changes. `check` reads them now."""
+        service count, services not sold for their price, catalog age, recent
+        price changes. `check` reads them now."""
         currencies = {name: provider.currency for name, provider in self._config.providers.items()}
         if check:
             for name, client in self._providers.items():
@@ -326,6 +327,10 @@ class Operators:
                     "checked": iso(state.checked_at) if state.checked_at else "",
                     "check_error": state.error,
                     "services": len(listing.services) if listing else 0,
+                    "disabled": [
+                        {"service": d.service, "name": d.name, "rate": d.rate, "reason": d.reason}
+                        for d in (listing.disabled if listing else ())
+                    ],
                     "catalog_age": None if ages[name] is None else round(ages[name]),
                     "price_changes": await self._listings.price_changes(name, 10),
                 }

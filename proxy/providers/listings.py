@@ -4,7 +4,10 @@ A list is fresh for `ttl` seconds. A stale list is served at once while one
 refresh runs in the background; past `max_age` it is refreshed before it is
 served. A provider that is down keeps its last good list (the catalog stops
 selling from one older than `max_age`: its prices are no longer known). Only
-a provider never fetched has no list at all. One
+a provider never fetched has no list at all. A service listed with a price
+we cannot use (not a number, negative, too large for any charge) is kept
+apart (`Listing.disabled`): not sold, logged, counted, shown to operators;
+the rest of the list sells as usual. One
 refresh per provider runs at a time in this process, and a short Redis
 lease keeps other instances from fetching the same list at the same moment.
 """
@@ -16,14 +19,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 import redis.asyncio as aioredis
 
 from proxy.errors import UpstreamError
-from proxy.providers.replies import UpstreamService
+from proxy.providers.replies import DisabledService, UpstreamService
 from proxy.providers.upstream import ProviderClient
 from proxy.store import Keys
 
@@ -42,6 +45,7 @@ class Listing:
     fetched_at: float
     services: Mapping[int, UpstreamService]
     fetch: str = ""  # names one fetch: two fetches can share a clock reading
+    disabled: tuple[DisabledService, ...] = ()  # listed with a price we cannot use: not sold
 
     def age(self, now: float) -> float:
         return now - self.fetched_at
@@ -122,10 +126,18 @@ class Listings:
         known = self._parsed.get(provider)
         if known is not None and known.fetch == fetch:
             return known
-        fetch, fetched_at, services = await self.redis.hmget(key, ["fetch", "fetched_at", "services"])
+        fetch, fetched_at, services, disabled = await self.redis.hmget(
+            key, ["fetch", "fetched_at", "services", "disabled"]
+        )
         if fetch is None or fetched_at is None or services is None:
             return None
-        listing = Listing(provider, float(fetched_at), _decode(services), fetch)
+        listing = Listing(
+            provider,
+            float(fetched_at),
+            _decode(services),
+            fetch,
+            tuple(DisabledService(**item) for item in json.loads(disabled or "[]")),
+        )
         self._parsed[provider] = listing
         return listing
 
@@ -150,13 +162,13 @@ class Listings:
                     break
             return await self.cached(provider)
         try:
-            services = await self.providers[provider].services()
+            services, disabled = await self.providers[provider].listing()
             if not services and await self.cached(provider) is not None:
                 # A panel that lists nothing is more likely broken than empty.
                 log.warning("service list of %s came back empty; keeping the last good one", provider)
                 self._failed_at[provider] = self.clock()
             else:
-                await self.store(provider, services)
+                await self.store(provider, services, disabled)
                 self._failed_at.pop(provider, None)
         except UpstreamError as exc:
             log.warning("service list of %s not refreshed: %s", provider, exc.reason)
@@ -165,12 +177,31 @@ class Listings:
             await self.redis.delete(lease)
         return await self.cached(provider)
 
-    async def store(self, provider: str, services: list[UpstreamService]) -> None:
+    async def store(
+        self, provider: str, services: list[UpstreamService], disabled: Sequence[DisabledService] = ()
+    ) -> None:
+        """Keep a fetched list; the services listed with a price we cannot use
+        are kept apart (not sold; each logged when it first appears)."""
         before = await self.cached(provider)
         await self.redis.hset(
             self.keys.catalog(provider),
-            mapping={"fetched_at": repr(self.clock()), "services": _encode(services), "fetch": uuid.uuid4().hex},
+            mapping={
+                "fetched_at": repr(self.clock()),
+                "services": _encode(services),
+                "disabled": json.dumps([asdict(d) for d in disabled], ensure_ascii=False),
+                "fetch": uuid.uuid4().hex,
+            },
         )
+        known = {d.service for d in before.disabled} if before is not None else set()
+        for item in disabled:
+            if item.service not in known:
+                log.warning(
+                    "provider %s: service %s not sold, %s (rate %s); its other services sell as usual",
+                    provider,
+                    item.service,
+                    item.reason,
+                    item.rate,
+                )
         if before is not None:
             await self._note_price_changes(provider, before, services)
 

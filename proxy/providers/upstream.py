@@ -41,6 +41,7 @@ from proxy.providers.replies import (
     STATUSES,
     UNREADABLE,
     Bulk,
+    DisabledService,
     ItemError,
     Items,
     Key,
@@ -52,8 +53,8 @@ from proxy.providers.replies import (
     error_of,
     json_kind,
     order_id,
-    parse_service,
     parse_status,
+    read_service,
 )
 from proxy.providers.transport import AiohttpTransport
 from proxy.vocabulary import Errors, known_error
@@ -169,14 +170,28 @@ class ProviderClient:
 
     async def services(self) -> list[UpstreamService]:
         """The provider's services; malformed entries are skipped, not fatal."""
+        return (await self.listing())[0]
+
+    async def listing(self) -> tuple[list[UpstreamService], list[DisabledService]]:
+        """The provider's services, and those whose price we cannot use
+        (`DisabledService`: not sold, shown to operators); entries without a
+        usable ID or limits are skipped."""
         payload = await self._call("services")
         if not isinstance(payload, list):
             raise self._unknown("services", f"expected a list, got {json_kind(payload)}")
-        services = [service for entry in payload if (service := parse_service(entry))]
-        skipped = len(payload) - len(services)
+        services, disabled = [], []
+        for entry in payload:
+            read = read_service(entry)
+            if isinstance(read, UpstreamService):
+                services.append(read)
+            elif isinstance(read, DisabledService):
+                disabled.append(read)
+        skipped = len(payload) - len(services) - len(disabled)
         if skipped:
             log.warning("%s: services: skipped %d malformed entries", self.name, skipped)
-        return services
+        if disabled:
+            log.warning("%s: services: %d listed with a price we cannot use", self.name, len(disabled))
+        return services, disabled
 
     async def add(
         self, fields: Mapping[str, str | int], before_send: Callable[[], Awaitable[object]] | None = None
