@@ -168,6 +168,8 @@ class OrderActions:
                 log.warning("order %s: still being placed after %s s; answered with its ID", order.id, self.add_wait)
                 task.add_done_callback(self._unwatched)
                 return reservation.order_id
+            if task.cancelled():  # stopped by a shutdown: handed over, and answered all the same
+                return reservation.order_id
             placement = task.result()
         except Exception:
             log.exception("order %s: placing failed after the charge; recovery settles it", reservation.order_id)
