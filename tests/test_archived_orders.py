@@ -123,9 +123,17 @@ async def test_an_archived_order_costs_redis_little(make_router, tmp_path, redis
     assert (views + claims) / count < 150 < records / count
 
 
-async def run_cli(monkeypatch, env: dict[str, str], cwd: Path, *argv: str) -> int:  # type: ignore[no-untyped-def]
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+def cli_env(monkeypatch, redis_url: str, key_prefix: str, folder: Path, archive_dir: str) -> None:  # type: ignore[no-untyped-def]
+    """The environment the CLI reads: the test's Redis and prefix, a config, the archive folder."""
+    config = folder / "router.yaml"
+    config.write_text(json.dumps(router_config()))
+    monkeypatch.setenv("SMM_PROXY_REDIS_URL", redis_url)
+    monkeypatch.setenv("SMM_PROXY_KEY_PREFIX", key_prefix)
+    monkeypatch.setenv("SMM_PROXY_CONFIG", str(config))
+    monkeypatch.setenv("SMM_PROXY_ARCHIVE_DIR", archive_dir)
+
+
+async def run_cli(monkeypatch, cwd: Path, *argv: str) -> int:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(cwd)
     return await asyncio.to_thread(main, list(argv))
 
@@ -136,21 +144,14 @@ async def test_a_relative_archive_folder_is_found_from_anywhere(
     router = await make_router(router_config(), status_ttl=1, clock=FakeClock(time.time() - 86400))
     key = await router.client(balance="10")
     (order_id,) = await finished(router, key, 1)
-    config = tmp_path / "router.yaml"
-    config.write_text(json.dumps(router_config()))
-    env = {
-        "SMM_PROXY_REDIS_URL": redis_url,
-        "SMM_PROXY_KEY_PREFIX": key_prefix,
-        "SMM_PROXY_CONFIG": str(config),
-        "SMM_PROXY_ARCHIVE_DIR": "archive",
-    }
+    cli_env(monkeypatch, redis_url, key_prefix, tmp_path, "archive")
     here, elsewhere = tmp_path / "deploy", tmp_path / "home"
     here.mkdir()
     elsewhere.mkdir()
-    assert await run_cli(monkeypatch, env, here, "orders", "archive", "--older-than", "0d", "--json") == 0
+    assert await run_cli(monkeypatch, here, "orders", "archive", "--older-than", "0d", "--json") == 0
     assert json.loads(capsys.readouterr().out)["to"] == str(here / "archive")
     assert (here / "archive").is_dir()
-    assert await run_cli(monkeypatch, env, elsewhere, "orders", "show", str(order_id), "--json") == 0
+    assert await run_cli(monkeypatch, elsewhere, "orders", "show", str(order_id), "--json") == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["archived"] is True and shown["status"] == PARTIAL
     assert not (elsewhere / "archive").exists()
@@ -167,15 +168,8 @@ async def test_an_unwritable_archive_folder_is_a_message_not_a_traceback(
     with pytest.raises(OperatorError, match="cannot write the archive in .*a-file/archive: .*nothing was archived"):
         await router.runtime.operators.archive("cli", router.clock() + 1)
     assert (await router.runtime.book.get("alice", order_id)) is not None  # nothing left Redis
-    config = tmp_path / "router.yaml"
-    config.write_text(json.dumps(router_config()))
-    env = {
-        "SMM_PROXY_REDIS_URL": redis_url,
-        "SMM_PROXY_KEY_PREFIX": key_prefix,
-        "SMM_PROXY_CONFIG": str(config),
-        "SMM_PROXY_ARCHIVE_DIR": str(blocker / "archive"),
-    }
-    assert await run_cli(monkeypatch, env, tmp_path, "orders", "archive", "--older-than", "0d") == 2
+    cli_env(monkeypatch, redis_url, key_prefix, tmp_path, str(blocker / "archive"))
+    assert await run_cli(monkeypatch, tmp_path, "orders", "archive", "--older-than", "0d") == 2
     err = capsys.readouterr().err
     assert "cannot write the archive in" in err and "Traceback" not in err
     token = (await router.runtime.operators.add_admin("cli", "backoffice"))["token"]

@@ -14,7 +14,8 @@ tests/test_long_run.py`, which prints its numbers) while:
   stalls: Redis replies pile up, and cancels land mid-command);
 - leases are short (renewed every third of a second), upstream replies take
   a random time, and Redis answers through a proxy that delays each reply a
-  little, so lease renewals are often under way when their order is done;
+  little (tests/tcpproxy.py), so lease renewals are often under way when
+  their order is done;
 - a second router's recovery runs all the while.
 
 Every add must get an answer within its deadline; every order that kept
@@ -31,8 +32,8 @@ from decimal import Decimal
 
 import httpx
 from invariants import check_money, fresh_prefix
-from slowredis import SlowRedisProxy
 from support import expire_leases, router_config
+from tcpproxy import RedisProxy
 
 LINK = "https://instagram.com/p/long"
 ADDS = int(os.environ.get("SMM_PROXY_LONG_RUN", "2000"))
@@ -69,7 +70,7 @@ async def stall_the_loop(rng: random.Random, stop: asyncio.Event, stalls: list[f
 
 async def test_every_charged_add_is_answered_under_cpu_stalls(make_router, redis_url):
     rng = random.Random(12)
-    async with SlowRedisProxy(redis_url, rng, most=0.004) as slow:
+    async with RedisProxy(redis_url, reply_delay=lambda: rng.random() * 0.004) as slow:
         prefix = fresh_prefix()
         options = dict(prefix=prefix, duplicate_window=0, order_lease=1, upstream_cooldown=0, add_wait=ADD_WAIT)
         router = await make_router(router_config(), url=slow.url, **options)

@@ -45,8 +45,33 @@ SUMMARY_FIELDS = (
 )
 
 
+class Shown:
+    """What a client is shown of an order, from the fields every view of one has."""
+
+    state: str
+    status: str
+    charge: Decimal
+    refunded: Decimal
+    remains: int
+    quantity: int
+
+    @property
+    def public_status(self) -> str:
+        """What the client is shown (`states.shown_status`)."""
+        return shown_status(self.state, self.status, self.charge, self.refunded)
+
+    @property
+    def public_remains(self) -> int:
+        """What the client is shown as remaining (`states.shown_remains`)."""
+        return shown_remains(self.state, self.remains, self.quantity, self.charge, self.refunded)
+
+    @property
+    def net_charge(self) -> Decimal:
+        return self.charge - self.refunded
+
+
 @dataclass(frozen=True)
-class OrderSummary:
+class OrderSummary(Shown):
     """What a status read shows of an order, and what follows from it."""
 
     id: int
@@ -62,22 +87,8 @@ class OrderSummary:
     misses: int  # status reads in a row that no rule could settle
 
     @property
-    def public_status(self) -> str:
-        """What the client is shown (`states.shown_status`)."""
-        return shown_status(self.state, self.status, self.charge, self.refunded)
-
-    @property
-    def public_remains(self) -> int:
-        """What the client is shown as remaining (`states.shown_remains`)."""
-        return shown_remains(self.state, self.remains, self.quantity, self.charge, self.refunded)
-
-    @property
     def final(self) -> bool:
         return final(self.state, self.status)
-
-    @property
-    def net_charge(self) -> Decimal:
-        return self.charge - self.refunded
 
     @classmethod
     def from_row(cls, order_id: int, row: Sequence[str | None]) -> OrderSummary | None:
@@ -181,7 +192,7 @@ class Order(OrderSummary):
 
 
 @dataclass(frozen=True)
-class ArchivedOrder:
+class ArchivedOrder(Shown):
     """What Redis keeps of an archived order (the archive file keeps the
     rest): enough to answer its client's `status` and `refill`, and to count
     its money in reports. One line of text, "|"-joined (`encode`), about 45
@@ -205,18 +216,6 @@ class ArchivedOrder:
 
     cancel = False  # archived orders are final
     final = True
-
-    @property
-    def net_charge(self) -> Decimal:
-        return self.charge - self.refunded
-
-    @property
-    def public_status(self) -> str:
-        return shown_status(self.state, self.status, self.charge, self.refunded)
-
-    @property
-    def public_remains(self) -> int:
-        return shown_remains(self.state, self.remains, self.quantity, self.charge, self.refunded)
 
     @classmethod
     def of(cls, order: Order, cost: Decimal) -> ArchivedOrder:
