@@ -35,6 +35,8 @@ from invariants import check_money, fresh_prefix
 from support import expire_leases, router_config
 from tcpproxy import RedisProxy
 
+from proxy.sim.panel import DEFAULT_KEY
+
 LINK = "https://instagram.com/p/long"
 ADDS = int(os.environ.get("SMM_PROXY_LONG_RUN", "2000"))
 CONCURRENCY = 128
@@ -76,6 +78,8 @@ async def test_every_charged_add_is_answered_under_cpu_stalls(make_router, redis
         router = await make_router(router_config(), url=slow.url, **options)
         helper = await make_router(router_config(), panels=router.panels, clock=router.clock, **options)
         key = await router.client(balance=str(ADDS))
+        for panel in router.panels.values():  # the panels never run dry, however long the run
+            panel._accounts[DEFAULT_KEY] = Decimal(10**9)
         await router.call(key, action="services")
         for client in router.runtime.providers.values():
             client._client._transport = RandomLatency(client._client._transport, rng, most=0.6)

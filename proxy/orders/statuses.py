@@ -283,7 +283,6 @@ class StatusRefresher:
             note = f"{self.unsettled_reads} status reads in a row could not be settled ({unsettled})"
             note += f"{DETAIL}the provider said: {said}" if said else ""
             attention = "; ".join(a for a in (attention, note) if a)
-        after_fields = {"state": order.state, "status": fields.get("status", order.status), "misses": misses}
         try:
             updated = await self.book.apply(
                 order,
@@ -293,7 +292,7 @@ class StatusRefresher:
                 attention=attention,
                 version=order.version,
                 memo=f"order {order.id} {settlement.fields.get('status', 'status')}",
-                due_at=self._due_after(order, after_fields, now),
+                due_at=self._due_after(str(fields.get("status", order.status)), misses, now),
             )
         except StateChanged:
             return order
@@ -352,10 +351,10 @@ class StatusRefresher:
             await self.tally("orders_attention")
         return after
 
-    def _due_after(self, order: Order, after: Mapping[str, object], now: float) -> float | None:
-        """The due score of an order after this read, where it is not the
-        table's (read at the slow rate, or kept for re-checks once final)."""
-        status, misses = str(after["status"]), int(str(after["misses"]))
+    def _due_after(self, status: str, misses: int, now: float) -> float | None:
+        """The due score of an order read `now` with this status and count of
+        unsettled reads, where it is not the table's (read at the slow rate,
+        or kept for re-checks once final)."""
         if status in FINAL_STATUSES:
             return now + self.slow_delay if self.recheck_final > 0 else None
         return now + self.slow_delay if misses >= self.unsettled_reads else None
