@@ -324,9 +324,9 @@ class OrderBook:
         for bucket in range(newest // OWNER_BUCKET, -1, -1):
             owners = await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET))
             by_client: dict[str, list[int]] = {}
-            for order_id, owner in owners.items():
+            for number, owner in ((str(k), str(v)) for k, v in owners.items()):
                 if not owner.startswith(ARCHIVED):
-                    by_client.setdefault(owner, []).append(int(order_id))
+                    by_client.setdefault(owner, []).append(int(number))
             found = {}
             for owner, ids in by_client.items():
                 found.update(await self.get_many(owner, ids))

@@ -134,8 +134,8 @@ class Listings:
         listing = Listing(
             provider,
             float(fetched_at),
-            _decode(services),
-            fetch,
+            _decode(str(services)),
+            str(fetch),
             tuple(DisabledService(**item) for item in json.loads(disabled or "[]")),
         )
         self._parsed[provider] = listing
