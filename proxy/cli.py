@@ -17,7 +17,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -31,6 +31,9 @@ from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.store import check_store, connect, redacted_url
 
+if TYPE_CHECKING:  # the app is imported when it is served, not for every command
+    from starlette.applications import Starlette
+
 log = logging.getLogger(__name__)
 
 
@@ -39,10 +42,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {}
     if getattr(args, "config", None):
-        overrides["config"] = Path(args.config)
-    return Settings(**overrides)
+        return Settings(config=Path(args.config))
+    return Settings()
 
 
 def _config(settings: Settings) -> Config:
@@ -73,7 +75,7 @@ async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], 
 # -- running ---------------------------------------------------------------
 
 
-def check(args: argparse.Namespace) -> int | None:
+def check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         config = _config(settings)
@@ -100,6 +102,7 @@ def check(args: argparse.Namespace) -> int | None:
             f"services ({routes} routes), {len(config.imports)} import rules, currency {config.currency}"
         ),
     )
+    return 0
 
 
 def _log_setup(settings: Settings, config: Config) -> None:
@@ -163,13 +166,13 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
-def app_for(settings: Settings, config: Config, background: bool):  # type: ignore[no-untyped-def]
+def app_for(settings: Settings, config: Config, background: bool) -> Starlette:
     from proxy.edge.app import create_app
 
     return create_app(Runtime.from_settings(settings, config), close_runtime=True, background=background)
 
 
-def app_from_environment():  # type: ignore[no-untyped-def]
+def app_from_environment() -> Starlette:
     """The app of one `serve --workers N` process, from the environment alone."""
     settings = Settings()
     config = _config(settings)
@@ -185,11 +188,15 @@ def worker(args: argparse.Namespace) -> None:
     _checked_store(settings, args.allow_volatile)
 
     async def run() -> None:
+        from proxy.edge.app import reload_on_hangup
+
         runtime = Runtime.from_settings(settings, config)
+        stop_reloading = reload_on_hangup(runtime)
         try:
             async with runtime.sync.background(settings.sync_interval) as task:
                 await task
         finally:
+            stop_reloading()
             await runtime.aclose()
 
     asyncio.run(run())
@@ -328,6 +335,23 @@ def build_parser() -> argparse.ArgumentParser:
         json_out=True,
     )
     sub.add_argument("--check", action="store_true", help="read every provider's balance now")
+    sub.set_defaults(action=None)
+    approvals = sub.add_subparsers(dest="action", required=False, parser_class=Parser)
+    approve = command(
+        approvals,
+        "approve",
+        "approve held price changes of a provider (all of them, or the services named)",
+        commands.providers,
+        json_out=True,
+    )
+    approve.add_argument("provider")
+    approve.add_argument("services", nargs="*", type=int, help="upstream service IDs (default: every held one)")
+    sub = command(
+        subcommands, "events", "what happened to providers and orders, newest first", commands.events, json_out=True
+    )
+    sub.add_argument("--since", help="1h, 7d, or a date like 2026-11-01")
+    sub.add_argument("--limit", type=int, default=50)
+    sub.add_argument("--kind", help="only kinds starting with this, e.g. provider. or order.stuck")
     sub = command(subcommands, "report", "revenue, upstream cost, refunds and margin", commands.report, json_out=True)
     sub.add_argument("--since", help="7d (default), 24h, 30m, or a date like 2026-11-01")
     sub.add_argument("--by", choices=GROUPINGS, default="provider")

@@ -2,7 +2,9 @@
 
 A config names the upstream panels (providers), the deployment's currency
 and exchange rates, the markup, the local services with their routes, and
-import rules that expose whole provider catalogs under an ID offset.
+import rules that expose whole provider catalogs under an ID offset; the
+policies (health, refusals, prices, routing, fair use, settlement) are
+sections of their own, modelled in `proxy.policies`.
 `config/example.yaml` shows every option.
 
 `load_config(path, environ)` returns a validated `Config` or raises
@@ -21,16 +23,19 @@ from typing import Any, Literal
 
 import httpx
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from proxy.errors import ConfigError, LabelError
+from proxy.policies import (
+    FairUsePolicy,
+    HealthOverride,
+    HealthPolicy,
+    PricePolicy,
+    RefusalRule,
+    RoutingPolicy,
+    Section,
+    SettlementPolicy,
+)
 from proxy.vocabulary import SERVICE_TYPES
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -38,17 +43,9 @@ _CURRENCY = r"^[A-Z]{3}$"
 # What a label template may name: the primary route's cleaned upstream
 # labels and our service ID (filled in by `proxy.catalog.catalog`).
 TEMPLATE_FIELDS = frozenset({"name", "category", "type", "id"})
-# Posts an unlimited subscription is held for, unless the config says.
-HOLD_POSTS = 10
-# The most old posts (already published, delivered to as well) a subscription may ask for.
-MAX_OLD_POSTS = 100
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Markup(_Model):
+class Markup(Section):
     """Exactly one of a percentage of cost, or a fixed amount per 1000 units.
 
     The fixed amount is in the deployment currency; for packages (charged
@@ -71,7 +68,7 @@ class Markup(_Model):
         return cost + self.per_1000
 
 
-class Timeouts(_Model):
+class Timeouts(Section):
     connect: float = Field(5.0, gt=0)
     read: float = Field(30.0, gt=0)
     write: float = Field(10.0, gt=0)
@@ -81,7 +78,7 @@ class Timeouts(_Model):
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
 
 
-class Provider(_Model):
+class Provider(Section):
     """One upstream panel. `name` is filled in from its key in `providers`."""
 
     name: str
@@ -100,6 +97,26 @@ class Provider(_Model):
         gt=0,
         description="Seconds an order may wait for a request budget or a free connection, "
         "before it fails over to the next route.",
+    )
+    read_share_percent: int = Field(
+        50,
+        ge=0,
+        le=100,
+        description="The share of `requests_per_minute` reads (status, refill, cancel, lists, "
+        "balance) may use; the rest is kept for orders.",
+    )
+    low_balance: Decimal = Field(
+        Decimal(0),
+        ge=0,
+        description="In the provider's currency: below this balance (as last read, less what we "
+        "sent it since) it gets no new orders.",
+    )
+    health: HealthOverride = Field(default_factory=lambda: HealthOverride())
+    refusals: list[RefusalRule] = Field(
+        default_factory=list, description="What its refusals mean, checked before the global and default rules."
+    )
+    price_change_percent: Decimal | None = Field(
+        None, ge=0, description="Overrides the global `prices.change_percent` for this provider."
     )
 
     @field_validator("timeout", mode="before")
@@ -121,7 +138,10 @@ class Provider(_Model):
         return value
 
 
-class Route(_Model):
+Strategy = Literal["ordered", "cheapest", "best"]
+
+
+class Route(Section):
     provider: str
     service: int = Field(ge=1, description="The service ID at the provider.")
 
@@ -150,7 +170,7 @@ def _label_template(value: str | None) -> str | None:
         raise ValueError(str(exc)) from None
 
 
-class LocalService(_Model):
+class LocalService(Section):
     """A service we sell under our own ID, bought through its routes in order.
 
     `name` and `category` are literal, or templates over the primary route's
@@ -159,7 +179,8 @@ class LocalService(_Model):
 
     id: int = Field(ge=1)
     routes: list[Route] = Field(min_length=1)
-    strategy: Literal["ordered", "cheapest"] | None = None
+    strategy: Strategy | None = None
+    stuck_after: float | None = Field(None, gt=0, description="Overrides routing.stuck_after for this service.")
     markup: Markup | None = None
     name: str | None = None
     category: str | None = None
@@ -185,7 +206,7 @@ class LocalService(_Model):
         return self
 
 
-class ImportRule(_Model):
+class ImportRule(Section):
     """Expose a provider's services as ours under `id_offset + upstream ID`.
 
     Without `ids` or `categories` every service of the provider is imported.
@@ -219,50 +240,7 @@ class ImportRule(_Model):
         return True
 
 
-class SettlementPolicy(_Model):
-    """How orders are settled and checked against what providers charge
-    (the config's `settlement:` section; the settling is `proxy.orders.settlement`)."""
-
-    charge_tolerance_percent: Decimal = Field(
-        Decimal(1),
-        ge=0,
-        description="An upstream charge further than this from the cost we recorded "
-        "puts the order in the operator's attention queue.",
-    )
-    subscription_hold_posts: int = Field(
-        HOLD_POSTS, ge=1, le=10_000, description="Posts an unlimited subscription is held for (max x this)."
-    )
-    unsettled_reads: int = Field(
-        5,
-        ge=1,
-        le=100,
-        description="Status reads in a row that no rule can settle (an unknown status word, Partial without "
-        "remains, an error for the order) before it goes to an operator with the reply; then it is read at "
-        "the slow rate.",
-    )
-    slow_read_minutes: float = Field(
-        60,
-        gt=0,
-        le=10_080,
-        description="Minutes between reads of an order no rule could settle, and of a final order re-checked.",
-    )
-    recheck_final_hours: float = Field(
-        48,
-        ge=0,
-        le=8_760,
-        description="Hours after it turned final that an order is still re-read (at the slow rate): a provider "
-        "that changes a final status sends it to an operator. 0: never.",
-    )
-    max_old_posts: int = Field(
-        MAX_OLD_POSTS,
-        ge=0,
-        le=10_000,
-        description="The most old posts a subscription may ask for: the provider delivers to (and bills) "
-        "each, so each is held like a new post; above this an add is refused.",
-    )
-
-
-class Config(_Model):
+class Config(Section):
     currency: str = Field("USD", pattern=_CURRENCY)
     exchange_rates: dict[str, Decimal] = Field(
         default_factory=dict,
@@ -270,11 +248,18 @@ class Config(_Model):
     )
     rate_decimals: int = Field(4, ge=0, le=7, description="Decimal places of the rates we quote.")
     markup: Markup = Markup(percent=Decimal(0))
-    strategy: Literal["ordered", "cheapest"] = "ordered"
+    strategy: Strategy = "ordered"
     providers: dict[str, Provider] = Field(min_length=1)
     services: list[LocalService] = Field(default_factory=list)
     imports: list[ImportRule] = Field(default_factory=list)
     settlement: SettlementPolicy = SettlementPolicy()
+    health: HealthPolicy = HealthPolicy()
+    refusals: list[RefusalRule] = Field(
+        default_factory=list, description="What refusals mean at every provider, before the built-in rules."
+    )
+    routing: RoutingPolicy = RoutingPolicy()
+    prices: PricePolicy = PricePolicy()
+    fair_use: FairUsePolicy = FairUsePolicy()
 
     @field_validator("providers", mode="before")
     @classmethod

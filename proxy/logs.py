@@ -22,13 +22,14 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
+from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["bind", "bound", "clear", "configure", "redactor"]
+__all__ = ["Emit", "bind", "bound", "clear", "configure", "no_events", "redactor"]
 
 bind = bind_contextvars
 bound = bound_contextvars
@@ -39,7 +40,7 @@ _API_KEY_SHAPED = re.compile(r"\b[0-9a-f]{32}\b")
 REDACTED = "***"
 
 
-def redactor(secrets: Iterable[str] = ()) -> structlog.types.Processor:
+def redactor(secrets: Iterable[str] = ()) -> Processor:
     """A processor that scrubs keys from every string value of an event."""
     words = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
     # One pass: a known secret, a key= parameter's value, or an API-key-shaped token.
@@ -54,7 +55,7 @@ def redactor(secrets: Iterable[str] = ()) -> structlog.types.Processor:
     def scrub(text: str) -> str:
         return pattern.sub(replace, text)
 
-    def redact(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def redact(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
         for name, value in event.items():
             if isinstance(value, str):
                 event[name] = scrub(value)
@@ -63,14 +64,18 @@ def redactor(secrets: Iterable[str] = ()) -> structlog.types.Processor:
     return redact
 
 
-def _json(event: dict[str, Any], **options: Any) -> str:
+def _json(event: EventDict, **options: Any) -> str:
     """orjson: a log line is written for every request."""
     return orjson.dumps(event, default=str).decode()
 
 
-def _drop_noise(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _drop_noise(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
     event.pop("color_message", None)  # uvicorn's duplicate of the message, with ANSI codes
     return event
+
+
+class _Handler(logging.StreamHandler[Any]):
+    """Ours: configuring again replaces it, and leaves others' handlers alone."""
 
 
 def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (), stream: Any = None) -> None:
@@ -79,7 +84,7 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
-    shared: list[structlog.types.Processor] = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
@@ -87,7 +92,7 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_noise,
     ]
-    renderer: structlog.types.Processor = (
+    renderer: Processor = (
         structlog.processors.JSONRenderer(serializer=_json)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
@@ -101,13 +106,12 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
+    handler = _Handler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_smm_proxy", False):
+        if isinstance(old, _Handler):
             root.removeHandler(old)
-    handler._smm_proxy = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error"):
@@ -138,5 +142,18 @@ def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]
     finally:
         root = logging.getLogger()
         for handler in list(root.handlers):
-            if getattr(handler, "_smm_proxy", False):
+            if isinstance(handler, _Handler):
                 root.removeHandler(handler)
+
+
+class Emit(Protocol):
+    """Tells operators of something that happened (`proxy.ops.events` writes
+    it to the event stream): a kind such as "provider.ejected", what it is
+    about (a provider, an order), one line, and details. Best effort: it
+    never raises, so the domain calls it without a second thought."""
+
+    async def __call__(self, kind: str, subject: str, message: str, **detail: object) -> None: ...
+
+
+async def no_events(kind: str, subject: str, message: str, **detail: object) -> None:
+    """An `Emit` that tells nobody (components built without an event stream)."""

@@ -27,8 +27,9 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 
-import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+
+from proxy.store import Store
 
 _INCLUDE = re.compile(r"^--!include[ \t]+([\w.]+)[ \t]*$", re.MULTILINE)
 _VALUE = re.compile(r"\{\{ *(\w+) *\}\}")
@@ -94,6 +95,6 @@ def source(package: str, name: str, values: Mapping[str, str] | None = None) -> 
     return _rendered(package, name, tuple(sorted((values or {}).items())))
 
 
-def register(redis: aioredis.Redis, package: str, name: str, values: Mapping[str, str] | None = None) -> AsyncScript:
+def register(redis: Store, package: str, name: str, values: Mapping[str, str] | None = None) -> AsyncScript:
     """The script, ready to call: `await script(keys=[...], args=[...])`."""
     return redis.register_script(source(package, name, values))

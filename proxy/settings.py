@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,7 +31,12 @@ class Settings(BaseSettings):
 
     catalog_ttl: float = Field(300.0, gt=0, description="Seconds a provider's service list is fresh.")
     status_ttl: float = Field(60.0, gt=0, description="Seconds an order's cached status is fresh.")
-    upstream_cooldown: float = Field(60.0, ge=0, description="Seconds a provider is skipped after it failed.")
+    upstream_cooldown: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds a provider is first ejected for after failures in a row (doubled with each "
+        "ejection in a row); the config's health.base_ejection_seconds overrides it. 0: never eject.",
+    )
     background: bool = Field(
         True,
         description="Whether serve also runs recovery, status polling and provider checks "
@@ -90,12 +95,25 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(
         10.0, gt=0, description="Seconds any one Redis command may take before it fails (no await without a deadline)."
     )
+    events_length: int = Field(
+        10_000, ge=100, description="About how many events the operators' event stream keeps (older ones go)."
+    )
+    webhook_url: str | None = Field(None, description="If set, every event is POSTed here as JSON, signed.")
+    webhook_secret: str | None = Field(
+        None, description="The HMAC-SHA256 key of the webhook's X-Smm-Proxy-Signature header (required with the URL)."
+    )
 
     @field_validator("archive_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         """Resolved once, here: a process that changes its folder later still means the same one."""
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _signed_webhook(self) -> Settings:
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError("SMM_PROXY_WEBHOOK_SECRET must be set with SMM_PROXY_WEBHOOK_URL: deliveries are signed")
+        return self
 
     @staticmethod
     def environ() -> dict[str, str]:

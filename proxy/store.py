@@ -1,4 +1,4 @@
-"""Redis: the connection, every key name, and the embedded server.
+"""Redis: the connection, every key name, reading replies, and the embedded server.
 
 Keys a single script touches share a hash tag (`{c:NAME}` for a client), so
 the layout also works on Redis Cluster. Records and the ledger never expire;
@@ -14,11 +14,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
+from redis.typing import XClaimResponse, XReadGroupResponse
 
 from proxy.errors import StoreUnfit
 
@@ -119,6 +122,37 @@ class Keys:
     def cooldown(self, provider: str) -> str:
         return f"{self.prefix}cooldown:{provider}"
 
+    def health(self, provider: str, scope: str) -> str:
+        """A provider's consecutive failures and ejection, for orders or for reads."""
+        return f"{self.prefix}health:{{p:{provider}}}:{scope}"
+
+    def outcomes(self, provider: str) -> str:
+        """A provider's decayed outcome counts per upstream service."""
+        return f"{self.prefix}outcomes:{{p:{provider}}}"
+
+    def stuck(self, provider: str) -> str:
+        """Our orders at a provider counted as stuck (their final outcome does not count again)."""
+        return f"{self.prefix}stuck:{{p:{provider}}}"
+
+    def held_prices(self, provider: str) -> str:
+        """Upstream services whose price change waits for an operator: the last approved rate and the new one."""
+        return f"{self.prefix}held-prices:{{p:{provider}}}"
+
+    def removed_services(self, provider: str) -> str:
+        """Upstream services gone from a provider's list, or listed at a price we cannot use,
+        with their last usable rate (to tell a return, and judge its price)."""
+        return f"{self.prefix}removed:{{p:{provider}}}"
+
+    @property
+    def events(self) -> str:
+        """The operators' event stream."""
+        return f"{self.prefix}events"
+
+    @property
+    def limits(self) -> str:
+        """The prefix of the per-client limits (kept by the `limits` library)."""
+        return f"{self.prefix}limits"
+
     def provider_state(self, provider: str) -> str:
         """What the last check of a provider read: balance, currency, a block."""
         return f"{self.prefix}provider:{provider}"
@@ -153,10 +187,78 @@ class Keys:
         return f"{self.prefix}catalog-lock:{provider}"
 
 
+# -- replies -------------------------------------------------------------------
+# Our connections decode replies (`decode_responses=True`): every value is
+# text. redis-py types a reply `bytes | str` whatever the connection, so these
+# say what ours are, once, where a reply is read.
+
+
+def text(value: bytes | str) -> str:
+    """One value of a reply."""
+    return value if isinstance(value, str) else value.decode()
+
+
+def maybe_text(value: bytes | str | None) -> str | None:
+    """One value of a reply, or None for a missing key or field."""
+    return None if value is None else text(value)
+
+
+def texts(values: Iterable[bytes | str]) -> list[str]:
+    """The members of a set, list or sorted set."""
+    return [text(value) for value in values]
+
+
+def ints(values: Iterable[object]) -> list[int]:
+    """Integer members (order IDs) of a set, or of a range read without scores."""
+    found = []
+    for value in values:
+        if not isinstance(value, bytes | str):
+            raise TypeError(f"not a member of a set: {value!r}")
+        found.append(int(value))
+    return found
+
+
+def text_map(mapping: Mapping[bytes | str, bytes | str] | None) -> dict[str, str]:
+    """A hash (HGETALL), or the fields of a stream entry."""
+    return {text(name): text(value) for name, value in (mapping or {}).items()}
+
+
+def stream_entries(
+    rows: Iterable[tuple[bytes | str | None, Mapping[bytes | str, bytes | str] | None]] | None,
+) -> list[tuple[str, dict[str, str]]]:
+    """The entries of an XRANGE or XREVRANGE reply: (ID, fields)."""
+    return [(text(entry_id), text_map(fields)) for entry_id, fields in rows or () if entry_id is not None]
+
+
+def claimed_entries(rows: XClaimResponse | None) -> list[tuple[str, dict[str, str] | None]]:
+    """The entries of an XCLAIM reply: (ID, fields), the fields None for an
+    entry trimmed from the stream meanwhile."""
+    found: list[tuple[str, dict[str, str] | None]] = []
+    for row in rows or ():
+        if isinstance(row, bytes | str):
+            raise TypeError("an XCLAIM reply of IDs alone (JUSTID): the entries were asked for")
+        entry_id, fields = row
+        if entry_id is not None:
+            found.append((text(entry_id), None if fields is None else text_map(fields)))
+    return found
+
+
+def group_entries(reply: XReadGroupResponse | None) -> list[tuple[str, dict[str, str]]]:
+    """The entries of an XREADGROUP reply, of every stream read: (ID, fields)."""
+    if isinstance(reply, dict):
+        raise TypeError("an XREADGROUP reply in RESP3: our connections speak RESP2")
+    return [entry for _, entries in reply or () for entry in stream_entries(entries)]
+
+
+# What every component is handed: one server's client, or a Redis Cluster's
+# (`connect` gives either). They share the commands the router uses, not a
+# class; the order book pipelines scripts only on one server.
+Store = aioredis.Redis | RedisCluster
+
 CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
 
 
-def connect(url: str, max_connections: int = 64, timeout: float = 10.0) -> aioredis.Redis:
+def connect(url: str, max_connections: int = 64, timeout: float = 10.0) -> Store:
     """A pooled client that returns `str` values.
 
     The pool blocks (up to `timeout` seconds) when all its connections are
@@ -170,7 +272,7 @@ def connect(url: str, max_connections: int = 64, timeout: float = 10.0) -> aiore
     if url.startswith(CLUSTER_SCHEMES):
         plain = url.replace("-cluster://", "://", 1)
         # The cluster client's pools do not block when full (they raise): room for bursts instead.
-        return RedisCluster.from_url(  # type: ignore[return-value]
+        return RedisCluster.from_url(
             plain,
             decode_responses=True,
             max_connections=16 * max_connections,
@@ -188,7 +290,7 @@ def connect(url: str, max_connections: int = 64, timeout: float = 10.0) -> aiore
     return aioredis.Redis.from_pool(pool)
 
 
-def is_cluster(redis: object) -> bool:
+def is_cluster(redis: object) -> TypeGuard[RedisCluster]:
     return isinstance(redis, RedisCluster)
 
 
@@ -197,7 +299,7 @@ def redacted_url(url: str) -> str:
     return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
-async def check_store(redis: aioredis.Redis, allow_volatile: bool = False, timeout: float = 5.0) -> list[str]:
+async def check_store(redis: Store, allow_volatile: bool = False, timeout: float = 5.0) -> list[str]:
     """Refuse a Redis that does not answer or may evict keys; warnings about the rest.
 
     Balances, orders and the ledger live in Redis: a policy that evicts keys
@@ -211,8 +313,10 @@ async def check_store(redis: aioredis.Redis, allow_volatile: bool = False, timeo
     except (RedisError, OSError, TimeoutError) as exc:
         raise StoreUnfit(f"does not answer ({type(exc).__name__}: {exc})") from None
     try:
+        configs: list[Mapping[Any, Any]]
         if is_cluster(redis):
-            replies = await redis.config_get("*", target_nodes=RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+            # One config per primary ({node: {name: value}}), or one for all when they agree.
+            replies: Mapping[Any, Any] = await redis.config_get("*", target_nodes=RedisCluster.PRIMARIES)
             configs = list(replies.values()) if all(isinstance(v, dict) for v in replies.values()) else [replies]
         else:
             configs = [await redis.config_get("*")]

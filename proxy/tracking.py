@@ -40,7 +40,7 @@ The guarantee
    lost connection is returned to its caller (it is as fresh as a plain read)
    but not kept: each load holds a per-key ticket that an invalidation marks
    stale, and a global epoch counts flushes and losses.
-2. Redis (checked on 6.2 and 7.0 by tests/test_tracking.py) queues a BCAST
+2. Redis (checked on 6.2 and 7.0 by tests/unit/test_tracking.py) queues a BCAST
    invalidation in the event-loop cycle of the write and writes it to A before
    it writes the reply to the writer. So when the writer has its reply, the
    invalidation is already on its way to us, ahead of anything the writer
@@ -96,7 +96,7 @@ import random
 import ssl
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
@@ -153,7 +153,8 @@ class _Link(asyncio.Protocol):
         self.unanswered_pings = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream connection's (loop.create_connection); uvloop's is not an asyncio.Transport subclass.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -309,11 +310,11 @@ class TrackedCache:
         if value is not _MISSING:
             self._values.move_to_end(key)
             self.stats.hits += 1
-            return value  # type: ignore[no-any-return]
+            return cast(T, value)  # what `load` returned for this key
         if key in self._absent:
             self._absent.move_to_end(key)
             self.stats.hits += 1
-            return None  # type: ignore[return-value]
+            return cast(T, None)  # `load` returned None for this key
         self.stats.loads += 1
         if not (self._healthy and key.startswith(self.prefixes)):
             return await load()

@@ -5,25 +5,33 @@ of 127.0.0.1:6379 when one answers (never a user's DB 0), else against an
 embedded redis-server started for the session. Each test writes under its own
 key prefix and deletes its keys afterwards, so runs sharing a server do not
 meet.
+
+Which Redis a test gets is the `store` fixture: "single" (the server above)
+unless the test is parametrised over `support.STORES` (`on_every_store`), in
+which case it runs once more on a three-master Redis Cluster, started once
+per session, the first time a test asks for it.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from cluster import LocalCluster
 from hypothesis import HealthCheck, settings
-from support import FakeClock, Harness, router_config
+from support import STORES, FakeClock, Harness, router_config
 
 from proxy.store import EmbeddedRedis, Keys, connect
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
 
-# Generated hostile requests (tests/test_hostile.py): a CI-sized run by
+# Generated hostile requests (tests/e2e/test_hostile.py): a CI-sized run by
 # default, a long one with --hypothesis-profile=long.
 _HYPOTHESIS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("default", max_examples=1500, **_HYPOTHESIS)
@@ -31,7 +39,8 @@ settings.register_profile("long", max_examples=12_000, **_HYPOTHESIS)
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_server() -> Iterator[str]:
+    """One Redis server for the session: the configured one, else an embedded one."""
     url = os.environ.get("SMM_PROXY_TEST_REDIS_URL", LOCAL_REDIS)
     try:
         redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
@@ -40,6 +49,27 @@ def redis_url() -> Iterator[str]:
             yield embedded
         return
     yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[str]:
+    """A three-master Redis Cluster for the session (`redis-cluster://` URL)."""
+    with LocalCluster() as url:
+        yield url
+
+
+@pytest.fixture
+def store() -> str:
+    """The kind of Redis a test runs on; tests parametrised over STORES override it."""
+    return "single"
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, store: str) -> str:
+    """The URL of the Redis this test runs on (the cluster is started only if asked for)."""
+    if store not in STORES:
+        raise ValueError(f"no store {store!r}: one of {STORES}")
+    return str(request.getfixturevalue("redis_cluster" if store == "cluster" else "redis_server"))
 
 
 @pytest.fixture
@@ -66,8 +96,7 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredi
 
 @pytest.fixture
 async def make_router(redis_url, key_prefix, redis_client):
-    """Build a `Harness`; `make_router(config_raw, settings=...)` in a test."""
-    import httpx
+    """Build a `Harness`; `make_router(config_raw, setting=value, ...)` in a test."""
     from faults import FaultPlan, FaultyRedis, FaultyTransport
 
     from proxy.config import parse_config
@@ -88,13 +117,21 @@ async def make_router(redis_url, key_prefix, redis_client):
         clock: FakeClock | None = None,
         panels: dict | None = None,
         url: str | None = None,
+        upstream: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+        rng: random.Random | None = None,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
         **settings: object,
     ) -> Harness:
-        """A router on simulated panels. `redis_plan` and `upstream_plan` inject
-        faults; `prefix` (default: the test's) keeps several routers apart, or
-        puts two on one Redis; `clock` may be shared or skewed; `panels` may be
-        another harness's, for two instances of the router; `url` is another
-        way to the same Redis (a proxy that can fail)."""
+        """A router on simulated panels, its settings given by name (`status_ttl=5`).
+
+        `redis_plan` and `upstream_plan` inject faults; `upstream` wraps each
+        provider's transport (a test's own hostile or chatty upstream); `rng`
+        (a seeded `random.Random`) decides strategy best's exploring;
+        `webhook_transport` answers the event webhook's POSTs;
+        `prefix` (default: the test's) keeps several routers apart, or puts two
+        on one Redis; `clock` may be shared or skewed; `panels` may be another
+        harness's, for two instances of the router; `url` is another way to
+        the same Redis (a proxy that can fail)."""
         clock = clock or FakeClock()
         panels = panels or {
             "echomark": build_panel("echomark", clock=clock, step_seconds=10, first_order_id=5000),
@@ -103,6 +140,8 @@ async def make_router(redis_url, key_prefix, redis_client):
         transports = {name: httpx.ASGITransport(app=create_panel_app(p)) for name, p in panels.items()}
         if upstream_plan is not None:
             transports = {name: FaultyTransport(t, upstream_plan) for name, t in transports.items()}
+        if upstream is not None:
+            transports = {name: upstream(t) for name, t in transports.items()}
         redis_client = connect(url or redis_url)
         if redis_plan is not None:
             redis_client = FaultyRedis.with_plan(redis_client.connection_pool, redis_plan)
@@ -114,6 +153,8 @@ async def make_router(redis_url, key_prefix, redis_client):
             redis_client,
             transports=transports,
             clock=clock,
+            rng=rng,
+            webhook_transport=webhook_transport,
         )
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://router")
         opened.append((runtime, http))

@@ -4,7 +4,15 @@
 a plain command, or a whole pipeline) fails once the plan is armed:
 
 - "error": it is never sent (a connection refused; nothing applied);
-- "lost": it is applied, and its reply is lost (a timeout after sending).
+- "lost": it is applied, and its reply is lost (a timeout after sending);
+- "bug": it is never sent, and an unexpected exception (RuntimeError)
+  comes back instead, as a bug in our code would raise.
+
+A plan sees every command before it is sent (`FaultPlan.before`, with the
+whole command: `script_call` reads a script's keys and arguments), so a
+test can also make a given command wait, or make something else happen
+just before it: the interleavings of a race, injected at the store instead
+of patched into the code.
 
 `FaultyTransport` wraps an httpx transport the same way for upstream calls:
 
@@ -18,6 +26,8 @@ completes without reaching N.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -25,6 +35,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from proxy import scripts
+
+Command = Sequence[object]  # ("EVALSHA", sha, 2, key, key, arg, ...), ("GET", key), ...
 
 
 @dataclass
@@ -55,15 +69,49 @@ class FaultPlan:
             return self.mode
         return None
 
+    async def before(self, commands: Sequence[Command], pipeline: bool = False) -> str | None:
+        """Called before a Redis command (or a pipeline of them) is sent; the
+        fault to inject. Counts it (`next`); a subclass may wait or act first."""
+        if pipeline:
+            return self.next("pipeline:" + ",".join(str(command[0]) for command in commands))
+        return self.next(str(commands[0][0]))
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    sha: str
+    keys: list[str]
+    args: list[str]
+
+
+def script_call(command: Command) -> ScriptCall | None:
+    """A script's call (EVALSHA), read from a command; None for any other command."""
+    if str(command[0]).upper() != "EVALSHA":
+        return None
+    sha, count, rest = str(command[1]), int(str(command[2])), [str(part) for part in command[3:]]
+    return ScriptCall(sha, rest[:count], rest[count:])
+
+
+def script_sha(package: str, name: str, values: dict[str, str] | None = None) -> str:
+    """The SHA a script of ours is called by (EVALSHA), to tell its calls apart."""
+    return hashlib.sha1(scripts.source(package, name, values).encode()).hexdigest()
+
+
+def _injected(mode: str | None) -> None:
+    if mode == "error":
+        raise RedisConnectionError("injected: connection refused")
+    if mode == "bug":
+        raise RuntimeError("injected: a bug")
+
 
 class _FaultyPipeline(Pipeline):
     plan: FaultPlan
 
     async def execute(self, raise_on_error: bool = True):  # type: ignore[override]
-        mode = self.plan.next("pipeline:" + ",".join(str(args[0]) for args, _ in self.command_stack))
-        if mode == "error":
+        mode = await self.plan.before([args for args, _ in self.command_stack], pipeline=True)
+        if mode in ("error", "bug"):
             await self.reset()
-            raise RedisConnectionError("injected: connection refused")
+            _injected(mode)
         result = await super().execute(raise_on_error)
         if mode == "lost":
             raise RedisTimeoutError("injected: reply lost")
@@ -80,9 +128,8 @@ class FaultyRedis(aioredis.Redis):
         return client
 
     async def execute_command(self, *args, **options):  # type: ignore[no-untyped-def]
-        mode = self.plan.next(str(args[0]))
-        if mode == "error":
-            raise RedisConnectionError("injected: connection refused")
+        mode = await self.plan.before([args])
+        _injected(mode)
         result = await super().execute_command(*args, **options)
         if mode == "lost":
             raise RedisTimeoutError("injected: reply lost")

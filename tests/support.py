@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+# The repository: config/, deploy/ and docs/ are read from here.
+ROOT = Path(__file__).resolve().parent.parent
+
+# The kinds of Redis the router runs on: one server, or a Redis Cluster.
+STORES = ("single", "cluster")
+# Runs a test (or, as `pytestmark`, a module) on every kind of Redis.
+on_every_store = pytest.mark.parametrize("store", STORES)
+
 
 class FakeClock:
     """A clock tests move by hand; shared by the router and the panels."""

@@ -21,11 +21,9 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-import redis.asyncio as aioredis
-
 from proxy.accounts.ledger import Entry, Ledger
 from proxy.errors import AccountError, UnknownClient
-from proxy.store import Keys
+from proxy.store import Keys, Store, maybe_text, texts
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -48,7 +46,7 @@ class Client:
 
 
 class Accounts:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, ledger: Ledger, currency: str) -> None:
+    def __init__(self, redis: Store, keys: Keys, ledger: Ledger, currency: str) -> None:
         self.redis = redis
         self.keys = keys
         self.ledger = ledger
@@ -96,7 +94,7 @@ class Accounts:
         """The name of the enabled client owning `api_key`, or None."""
         if not api_key:
             return None
-        return await self.redis.get(self.keys.api_key(hash_key(api_key)))
+        return maybe_text(await self.redis.get(self.keys.api_key(hash_key(api_key))))
 
     async def topup(self, name: str, amount: Decimal, ref: str | None = None, memo: str = "") -> Entry:
         """Credit `amount`. A retried call with the same `ref` credits once."""
@@ -109,7 +107,7 @@ class Accounts:
         """Give the client a new API key; the old one stops working at once."""
         client = await self.get(name)
         api_key = generate_key()
-        old_hash = await self.redis.hget(self.keys.client(name), "key_hash")
+        old_hash = maybe_text(await self.redis.hget(self.keys.client(name), "key_hash"))
         if old_hash:
             await self.redis.delete(self.keys.api_key(old_hash))
         await self.redis.hset(self.keys.client(name), "key_hash", hash_key(api_key))
@@ -120,14 +118,14 @@ class Accounts:
     async def disable(self, name: str) -> Client:
         """Refuse the client's key from now on (its mapping is removed)."""
         await self.get(name)
-        key_hash = await self.redis.hget(self.keys.client(name), "key_hash")
+        key_hash = maybe_text(await self.redis.hget(self.keys.client(name), "key_hash"))
         await self.redis.hset(self.keys.client(name), "disabled", "1")
         if key_hash:
             await self.redis.delete(self.keys.api_key(key_hash))
         return await self.get(name)
 
     async def names(self) -> list[str]:
-        return sorted(await self.redis.smembers(self.keys.clients))
+        return sorted(texts(await self.redis.smembers(self.keys.clients)))
 
     async def all(self) -> list[Client]:
         return [await self.get(name) for name in await self.names()]

@@ -20,12 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import redis.asyncio as aioredis
-
 from proxy import scripts
 from proxy.errors import InsufficientFunds, UnknownClient
 from proxy.money import from_minor, to_minor
-from proxy.store import Keys
+from proxy.store import Keys, Store, stream_entries
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class Entry:
 
 
 class Ledger:
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis: Store, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self._apply = scripts.register(redis, "proxy.accounts", "apply")
@@ -87,7 +85,7 @@ class Ledger:
         return entry
 
     async def entry(self, client: str, entry_id: str) -> Entry:
-        [(found_id, fields)] = await self.redis.xrange(self.keys.ledger(client), entry_id, entry_id)
+        [(found_id, fields)] = stream_entries(await self.redis.xrange(self.keys.ledger(client), entry_id, entry_id))
         return Entry.from_stream(found_id, fields)
 
     async def balance(self, client: str) -> Decimal:
@@ -97,7 +95,7 @@ class Ledger:
         """The client's ledger, oldest first (the newest `limit` entries if given)."""
         key = self.keys.ledger(client)
         if limit is None:
-            rows = await self.redis.xrange(key)
+            rows = stream_entries(await self.redis.xrange(key))
         else:
-            rows = list(reversed(await self.redis.xrevrange(key, count=limit)))
+            rows = stream_entries(await self.redis.xrevrange(key, count=limit))[::-1]
         return [Entry.from_stream(entry_id, fields) for entry_id, fields in rows]

@@ -1,7 +1,10 @@
 """The merged catalog: provider listings become our services, priced.
 
 A pure function of the config and the providers' listings. Names and
-categories pass through `proxy.catalog.labels`: nothing in them points at a provider. A local
+categories pass through `proxy.catalog.labels`: nothing in them points at a provider.
+A route whose upstream price change is held for an operator
+(`proxy.providers.listings`) is priced at its last approved cost; routing
+still never sends an order where the current cost exceeds the charge. A local
 service's routes are those whose upstream service exists in its provider's
 latest listing, among the providers we may sell from (a listing too old to
 price from, or a provider blocked for billing in another currency, is not);
@@ -22,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 import orjson
 
@@ -45,6 +49,12 @@ class RouteOption:
     provider: str
     upstream: UpstreamService
     cost: Decimal  # per 1000 (or flat), in the deployment currency, unrounded
+    # What our price is made from: the cost, or the last approved one while a change is held.
+    price_cost: Decimal | None = None
+
+    @property
+    def priced_at(self) -> Decimal:
+        return self.cost if self.price_cost is None else self.price_cost
 
 
 @dataclass(frozen=True)
@@ -123,8 +133,32 @@ def _options(
         if upstream is None:
             continue
         currency = config.providers[provider].currency
-        options.append(RouteOption(provider, upstream, cost_in_currency(config, upstream.rate, currency)))
+        cost = cost_in_currency(config, upstream.rate, currency)
+        approved = listing.held.get(upstream_id) if listing else None
+        held = cost_in_currency(config, approved, currency) if approved is not None else None
+        options.append(RouteOption(provider, upstream, cost, held))
     return options
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the config says of a service in place of what its upstream says
+    (None: the upstream's). `name` and `category` may be templates (`labels`)."""
+
+    name: str | None = None
+    category: str | None = None
+    type: str | None = None
+    min: int | None = None
+    max: int | None = None
+    refill: bool | None = None
+    cancel: bool | None = None
+
+
+_T = TypeVar("_T")
+
+
+def _or(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
 
 
 def _service(
@@ -133,19 +167,14 @@ def _service(
     options: list[RouteOption],
     strategy: str,
     markup: Markup | None,
-    overrides: Mapping[str, object],
+    overrides: Overrides,
     labels: Labels,
 ) -> Service:
     if strategy == "cheapest":
         options = sorted(options, key=lambda option: option.cost)
     primary = options[0]
     upstream = primary.upstream
-
-    def pick(field: str, default: object) -> object:
-        value = overrides.get(field)
-        return default if value is None else value
-
-    kind = str(pick("type", upstream.type))
+    kind = _or(overrides.type, upstream.type)
     values = {
         "name": labels.clean(upstream.name, f"Service {service_id}"),
         "category": labels.clean(upstream.category, "Other"),
@@ -154,14 +183,14 @@ def _service(
     }
     return Service(
         id=service_id,
-        name=labels.render(overrides.get("name"), values, values["name"]),  # type: ignore[arg-type]
+        name=labels.render(overrides.name, values, values["name"]),
         type=kind,
-        category=labels.render(overrides.get("category"), values, values["category"]),  # type: ignore[arg-type]
-        rate=sell_rate(config, primary.cost, markup),
-        min=int(pick("min", upstream.min)),  # type: ignore[call-overload]
-        max=int(pick("max", upstream.max)),  # type: ignore[call-overload]
-        refill=bool(pick("refill", upstream.refill)),
-        cancel=bool(pick("cancel", upstream.cancel)),
+        category=labels.render(overrides.category, values, values["category"]),
+        rate=sell_rate(config, primary.priced_at, markup),
+        min=_or(overrides.min, upstream.min),
+        max=_or(overrides.max, upstream.max),
+        refill=_or(overrides.refill, upstream.refill),
+        cancel=_or(overrides.cancel, upstream.cancel),
         dripfeed=upstream.dripfeed,
         routes=tuple(options),
         strategy=strategy,
@@ -170,12 +199,14 @@ def _service(
 
 def _priced(config: Config, options: list[RouteOption], markup: Markup | None) -> list[RouteOption]:
     """The options whose price we can quote and charge: one that overflows
-    (an absurd upstream rate, an absurd markup on it) is left out, logged."""
+    (an absurd upstream rate, an absurd markup on it) is left out, logged.
+    Both its current cost and the one our price is made from (a held price
+    change's approved cost) must be chargeable."""
     priced = []
     for option in options:
         try:
-            rate = sell_rate(config, option.cost, markup)
-            to_minor(charge(rate, max(option.upstream.max, 1)))
+            for cost in {option.cost, option.priced_at}:
+                to_minor(charge(sell_rate(config, cost, markup), max(option.upstream.max, 1)))
         except (ArithmeticError, MoneyError):
             log.warning(
                 "provider %s: service %s not sold: its price cannot be charged",
@@ -203,7 +234,15 @@ def build_catalog(
         routes = [(r.provider, r.service) for r in local.routes]
         options = _priced(config, _options(config, listings, (r for r in routes if r[0] in sellable)), local.markup)
         if options:
-            overrides = local.model_dump(include={"name", "type", "category", "min", "max", "refill", "cancel"})
+            overrides = Overrides(
+                name=local.name,
+                category=local.category,
+                type=local.type,
+                min=local.min,
+                max=local.max,
+                refill=local.refill,
+                cancel=local.cancel,
+            )
             services[local.id] = _service(
                 config, local.id, options, local.strategy or config.strategy, local.markup, overrides, labels
             )
@@ -229,7 +268,7 @@ def build_catalog(
             if not options:
                 unavailable.add(service_id)
                 continue
-            overrides = {"name": rule.name, "category": rule.category}
+            overrides = Overrides(name=rule.name, category=rule.category)
             services[service_id] = _service(config, service_id, options, "ordered", rule.markup, overrides, labels)
         for item in listing.disabled:
             if rule.selects(item.service, item.category) and rule.id_offset + item.service not in explicit:
@@ -293,6 +332,11 @@ class LiveCatalog:
             usable = [name for name in listings if name not in withheld]
             self._built = (version, build_catalog(self.config, listings, usable))
         return self._built[1]
+
+    def replace(self, config: Config) -> None:
+        """A reloaded config: the next read rebuilds the catalog from it."""
+        self.config = config
+        self._built = None
 
     def _say_withheld(self, withheld: dict[str, str]) -> None:
         """Log once when a provider's services stop or start being sold."""

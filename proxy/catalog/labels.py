@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 
 import httpx
 
+from proxy.config import Provider
+
 MAX_LABEL_CHARS = 200
 
 _URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s()\[\]{}<>\"']*", re.IGNORECASE)
@@ -39,14 +41,14 @@ _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|<\s*>")
 _EDGES = " \t-–—|:/\\,;·•*_~"
 
 
-def provider_secrets(providers: Iterable[object]) -> tuple[str, ...]:
+def provider_secrets(providers: Iterable[Provider]) -> tuple[str, ...]:
     """What names a provider: its config name, its host (as written and as
     punycode, with and without the port) and its key."""
     found: set[str] = set()
     for provider in providers:
-        found.add(str(provider.name))  # type: ignore[attr-defined]
-        found.add(str(provider.key))  # type: ignore[attr-defined]
-        url = httpx.URL(str(provider.url))  # type: ignore[attr-defined]
+        found.add(provider.name)
+        found.add(provider.key)
+        url = httpx.URL(provider.url)
         for host in (url.host, url.raw_host.decode("ascii")):
             found.add(host)
             if url.port:

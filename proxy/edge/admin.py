@@ -3,7 +3,8 @@
 Every request carries `Authorization: Bearer <token>`, a token made with
 `smm-proxy admin add NAME` (stored as its SHA-256); every change is written
 to the audit log under `admin:NAME`. Bodies are JSON objects; answers are
-JSON, errors `{"error": ...}` with a 4xx status.
+the operators' answers as JSON (`proxy.ops.answers.as_json`, the same the
+CLI prints with `--json`), errors `{"error": ...}` with a 4xx status.
 
     GET  /admin/clients                    POST /admin/clients {name, balance}
     POST /admin/clients/{name}/topup {amount, ref?, memo?}
@@ -14,6 +15,9 @@ JSON, errors `{"error": ...}` with a 4xx status.
     POST /admin/orders/{id}/close {refund, reason?}
     POST /admin/orders/archive {older_than}
     GET  /admin/providers?check=1          GET  /admin/report?since=7d&by=provider
+    POST /admin/providers/{name}/approve {services?: "1,2"}   (held price changes; all if none named)
+    GET  /admin/events?since=1h&limit=&kind=   (the operators' event stream, newest first)
+    POST /admin/config/reload              (a bad file: 400 with its problems; the running config stays)
     GET  /admin/audit?limit=
 """
 
@@ -30,12 +34,14 @@ from starlette.routing import Route
 from proxy import logs
 from proxy.edge.inputs import clean
 from proxy.errors import BadInput, NotFound, OperatorError
+from proxy.ops.answers import as_json
+from proxy.ops.events import READ_LIMIT
 from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS, since
 
 MAX_ADMIN_BODY = 64 * 1024
 
-Handler = Callable[[Request, Operators, str], Awaitable[Any]]
+Handler = Callable[[Request, Operators, str], Awaitable[object]]
 
 
 def _error(message: str, status: int) -> Response:
@@ -84,14 +90,14 @@ def _text(body: dict[str, Any], name: str, required: bool = True) -> str | None:
 # Handlers: (request, operators, actor) -> data.
 
 
-async def clients(request: Request, ops: Operators, actor: str) -> Any:
+async def clients(request: Request, ops: Operators, actor: str) -> object:
     if request.method == "GET":
         return await ops.clients()
     body = await _body(request)
     return await ops.create_client(actor, _text(body, "name") or "", body.get("balance", "0"))
 
 
-async def topup(request: Request, ops: Operators, actor: str) -> Any:
+async def topup(request: Request, ops: Operators, actor: str) -> object:
     body = await _body(request)
     return await ops.topup(
         actor,
@@ -102,27 +108,27 @@ async def topup(request: Request, ops: Operators, actor: str) -> Any:
     )
 
 
-async def disable(request: Request, ops: Operators, actor: str) -> Any:
+async def disable(request: Request, ops: Operators, actor: str) -> object:
     return await ops.disable_client(actor, request.path_params["name"])
 
 
-async def ledger(request: Request, ops: Operators, actor: str) -> Any:
+async def ledger(request: Request, ops: Operators, actor: str) -> object:
     limit = request.query_params.get("limit")
     return await ops.ledger(request.path_params["name"], _int(limit, "limit") if limit else None)
 
 
-async def orders(request: Request, ops: Operators, actor: str) -> Any:
+async def orders(request: Request, ops: Operators, actor: str) -> object:
     query = request.query_params
     return await ops.orders(
         query.get("state") or None, query.get("client") or None, _int(query.get("limit"), "limit", 50)
     )
 
 
-async def order(request: Request, ops: Operators, actor: str) -> Any:
+async def order(request: Request, ops: Operators, actor: str) -> object:
     return await ops.order(_int(request.path_params["id"], "id"))
 
 
-async def resolve(request: Request, ops: Operators, actor: str) -> Any:
+async def resolve(request: Request, ops: Operators, actor: str) -> object:
     body = await _body(request)
     upstream = body.get("upstream_order")
     return await ops.resolve(
@@ -133,23 +139,23 @@ async def resolve(request: Request, ops: Operators, actor: str) -> Any:
     )
 
 
-async def refund(request: Request, ops: Operators, actor: str) -> Any:
+async def refund(request: Request, ops: Operators, actor: str) -> object:
     body = await _body(request)
     return await ops.refund(actor, _int(request.path_params["id"], "id"), _text(body, "total"))
 
 
-async def ack(request: Request, ops: Operators, actor: str) -> Any:
+async def ack(request: Request, ops: Operators, actor: str) -> object:
     return await ops.acknowledge(actor, _int(request.path_params["id"], "id"))
 
 
-async def close(request: Request, ops: Operators, actor: str) -> Any:
+async def close(request: Request, ops: Operators, actor: str) -> object:
     body = await _body(request)
     return await ops.close(
         actor, _int(request.path_params["id"], "id"), _text(body, "refund"), _text(body, "reason", False) or ""
     )
 
 
-async def archive(request: Request, ops: Operators, actor: str) -> Any:
+async def archive(request: Request, ops: Operators, actor: str) -> object:
     body = await _body(request)
     try:
         before = since(_text(body, "older_than"))
@@ -158,11 +164,11 @@ async def archive(request: Request, ops: Operators, actor: str) -> Any:
     return await ops.archive(actor, before)
 
 
-async def providers(request: Request, ops: Operators, actor: str) -> Any:
+async def providers(request: Request, ops: Operators, actor: str) -> object:
     return await ops.providers(check=request.query_params.get("check") in ("1", "true"))
 
 
-async def report(request: Request, ops: Operators, actor: str) -> Any:
+async def report(request: Request, ops: Operators, actor: str) -> object:
     by = request.query_params.get("by", "provider")
     if by not in GROUPINGS:
         raise BadInput(f"by must be one of {', '.join(GROUPINGS)}")
@@ -173,7 +179,41 @@ async def report(request: Request, ops: Operators, actor: str) -> Any:
     return await ops.report(start, by)
 
 
-async def audit(request: Request, ops: Operators, actor: str) -> Any:
+async def approve(request: Request, ops: Operators, actor: str) -> object:
+    body = await _body(request)
+    given = body.get("services")
+    if given is None:
+        named: list[object] = []
+    elif isinstance(given, str):
+        named = [part for part in given.replace(",", " ").split() if part]
+    else:
+        named = [given]
+    services = [_int(str(s), "services") for s in named]
+    return await ops.approve_prices(actor, request.path_params["name"], services)
+
+
+async def events(request: Request, ops: Operators, actor: str) -> object:
+    query = request.query_params
+    start = None
+    if query.get("since"):
+        try:
+            start = since(query.get("since"))
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    limit = _int(query.get("limit"), "limit", 100)
+    if not 1 <= limit <= READ_LIMIT:
+        raise BadInput(f"limit must be between 1 and {READ_LIMIT}")
+    return await ops.events(start, limit, query.get("kind") or None)
+
+
+async def reload_config(request: Request, ops: Operators, actor: str) -> object:
+    result = await ops.reload_config(actor)
+    if not result.ok:
+        raise BadInput("config not reloaded, the running one stays: " + "; ".join(result.problems))
+    return result
+
+
+async def audit(request: Request, ops: Operators, actor: str) -> object:
     return await ops.audit_log(_int(request.query_params.get("limit"), "limit", 100))
 
 
@@ -187,7 +227,7 @@ def routes(ops: Operators) -> list[Route]:
             actor = f"admin:{admin}"
             logs.bind(actor=actor)
             try:
-                return JSONResponse(await handler(request, ops, actor))
+                return JSONResponse(as_json(await handler(request, ops, actor)))
             except BadInput as exc:
                 return _error(exc.message, 400)
             except NotFound as exc:
@@ -211,5 +251,8 @@ def routes(ops: Operators) -> list[Route]:
         Route("/admin/orders/{id}/close", guarded(close), methods=["POST"]),
         Route("/admin/providers", guarded(providers), methods=["GET"]),
         Route("/admin/report", guarded(report), methods=["GET"]),
+        Route("/admin/providers/{name}/approve", guarded(approve), methods=["POST"]),
+        Route("/admin/events", guarded(events), methods=["GET"]),
+        Route("/admin/config/reload", guarded(reload_config), methods=["POST"]),
         Route("/admin/audit", guarded(audit), methods=["GET"]),
     ]

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy import logs
+from proxy.accounts.fair_use import TOO_MANY_REQUESTS
 from proxy.catalog.catalog import Listed
 from proxy.edge import admin, protocol
 from proxy.edge.context import RequestContext
@@ -110,6 +111,9 @@ class Api:
         if client is None:
             seen["outcome"] = "unauthorized"
             return protocol.error(Errors.INVALID_KEY)
+        if not await self.runtime.fair_use.request(client):
+            seen["outcome"] = "limited"
+            return protocol.error(TOO_MANY_REQUESTS)
         try:
             parsed = protocol.parse_request(params)
         except ProtocolError as exc:
@@ -139,26 +143,26 @@ class Api:
             case protocol.RefillRequest(ids=ids, bulk=bulk):
                 refills = await actions.refill(client, ids)
                 if not bulk:
-                    outcome = refills[ids[0]]
-                    return render_failure(outcome) if isinstance(outcome, Failure) else {"refill": str(outcome)}
+                    made = refills[ids[0]]
+                    return render_failure(made) if isinstance(made, Failure) else {"refill": str(made)}
                 return [
                     {
                         "order": echo_id(given),
-                        "refill": render_failure(outcome) if isinstance(outcome, Failure) else outcome,
+                        "refill": render_failure(made) if isinstance(made, Failure) else made,
                     }
-                    for given, outcome in refills.items()
+                    for given, made in refills.items()
                 ]
             case protocol.RefillStatusRequest(ids=ids, bulk=bulk):
-                statuses = await actions.refill_status(client, ids)
+                refill_statuses = await actions.refill_status(client, ids)
                 if not bulk:
-                    outcome = statuses[ids[0]]
+                    outcome = refill_statuses[ids[0]]
                     return render_failure(outcome) if isinstance(outcome, Failure) else {"status": outcome}
                 return [
                     {
                         "refill": echo_id(given),
                         "status": render_failure(outcome) if isinstance(outcome, Failure) else outcome,
                     }
-                    for given, outcome in statuses.items()
+                    for given, outcome in refill_statuses.items()
                 ]
             case protocol.CancelRequest(ids=ids):
                 cancels = await actions.cancel(client, ids)
@@ -255,6 +259,26 @@ def on_exit_signal(callback: Callable[[], None]) -> None:
             return
 
 
+def reload_on_hangup(runtime: Runtime) -> Callable[[], None]:
+    """Reload the config on SIGHUP (where signals can be caught); a function that stops it."""
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        task: asyncio.Task[object] = loop.create_task(runtime.reload())
+        runtime.background_tasks.add(task)
+        task.add_done_callback(runtime.background_tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # not the main thread, or no SIGHUP
+        return lambda: None
+
+    def stop() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return stop
+
+
 def create_app(runtime: Runtime, *, close_runtime: bool = False, background: bool = False) -> Starlette:
     """The router's ASGI app.
 
@@ -266,6 +290,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if close_runtime:  # a served router: at SIGTERM, adds waiting for placement answer at once
             on_exit_signal(runtime.actions.stop_waiting)
+        hangup = reload_on_hangup(runtime)
         try:
             if background:
                 async with runtime.sync.background(runtime.settings.sync_interval):
@@ -273,6 +298,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, background: boo
             else:
                 yield
         finally:
+            hangup()
             if close_runtime:
                 await runtime.aclose()
 

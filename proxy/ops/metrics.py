@@ -9,8 +9,10 @@ Two kinds:
   the same: orders in each working set (alert on `smm_proxy_orders_unknown`
   and `smm_proxy_orders_attention`), order outcomes, money charged,
   refunded, topped up and paid upstream (deployment currency), and per
-  provider its cool-downs, block, balance as last read, catalog age and the
-  services it lists with a price we cannot use.
+  provider its ejections (`smm_proxy_provider_ejected`, and the older name
+  `smm_proxy_provider_cooling`), block, balance as last read (and its age),
+  whether it is low on funds, catalog age, price changes held for an
+  operator and the services it lists with a price we cannot use.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from decimal import Decimal
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -29,13 +30,13 @@ from proxy.orders import states
 from proxy.orders.book import OrderBook
 from proxy.providers.health import Health
 from proxy.providers.listings import Listings
-from proxy.store import Keys
+from proxy.store import Keys, Store, text_map
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Outcomes tallied by name beside the counted transitions (`Tallies.tally`).
-TALLIED = ("duplicate", "attention", "claimed_twice")
+TALLIED = ("duplicate", "attention", "claimed_twice", "stuck")
 MONEY = {"charge": "charged", "refund": "refunded", "topup": "topups", "paid": "paid_upstream"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -51,7 +52,7 @@ class Tallies:
     effort: a count is not money.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, clients: Callable[[], Awaitable[list[str]]]) -> None:
+    def __init__(self, redis: Store, keys: Keys, clients: Callable[[], Awaitable[list[str]]]) -> None:
         self.redis = redis
         self.keys = keys
         self.clients = clients
@@ -64,7 +65,7 @@ class Tallies:
 
     async def counts(self) -> dict[str, int]:
         """Order outcomes ("orders_placed", ...) and the tallies beside them."""
-        counted = {k: int(v) for k, v in (await self.redis.hgetall(self.keys.metrics)).items()}
+        counted = {k: int(v) for k, v in text_map(await self.redis.hgetall(self.keys.metrics)).items()}
         transitions = await self.totals_raw()
         for outcome, reached_by in states.OUTCOMES.items():
             counted[f"orders_{outcome}"] = sum(transitions.get(states.counter(*t), 0) for t in reached_by)
@@ -135,7 +136,27 @@ class SharedState(Collector):
         families.append(money)
         names = list(self.currencies)
         cooling = GaugeMetricFamily(
-            "smm_proxy_provider_cooling", "1 while a provider is skipped after a failure.", labels=["provider", "scope"]
+            "smm_proxy_provider_cooling",
+            "1 while a provider is ejected (the older name of smm_proxy_provider_ejected).",
+            labels=["provider", "scope"],
+        )
+        ejected = GaugeMetricFamily(
+            "smm_proxy_provider_ejected",
+            "1 while a provider is ejected for failures in a row, for orders or reads.",
+            labels=["provider", "scope"],
+        )
+        low = GaugeMetricFamily(
+            "smm_proxy_provider_low_balance",
+            "1 while a provider's balance is below its low_balance: it gets no new orders.",
+            labels=["provider"],
+        )
+        balance_age = GaugeMetricFamily(
+            "smm_proxy_provider_balance_age_seconds", "Age of a provider's last balance reading.", labels=["provider"]
+        )
+        held = GaugeMetricFamily(
+            "smm_proxy_price_changes_held",
+            "Upstream services whose price change waits for an operator's approval.",
+            labels=["provider"],
         )
         blocked = GaugeMetricFamily(
             "smm_proxy_provider_blocked",
@@ -155,18 +176,24 @@ class SharedState(Collector):
         )
         cooldowns = await health.cooldowns(names)
         listings = await self.listings.ages(names)
+        now = health.clock()
         for name in names:
             state = await health.state(name)
             for scope, cooled in cooldowns[name].items():
                 cooling.add_metric([name, scope], int(cooled))
+                ejected.add_metric([name, scope], int(cooled))
             blocked.add_metric([name], int(bool(state.blocked)))
+            low.add_metric([name], int(state.low))
+            if state.funds_at:
+                balance_age.add_metric([name], max(0.0, now - state.funds_at))
+            held.add_metric([name], len(await self.listings.held(name)))
             if state.balance:
                 balance.add_metric([name, state.currency or self.currencies[name]], float(state.balance))
-            if listings.get(name) is not None:
-                age.add_metric([name], listings[name])
+            if (listed := listings.get(name)) is not None:
+                age.add_metric([name], listed)
             listing = await self.listings.cached(name)
             disabled.add_metric([name], len(listing.disabled) if listing else 0)
-        families += [cooling, blocked, balance, age, disabled]
+        families += [cooling, ejected, blocked, low, balance, balance_age, age, held, disabled]
         self.families = families
 
     def collect(self) -> Iterator[Metric]:
@@ -208,6 +235,12 @@ class Metrics:
             ["provider"],
             registry=self.registry,
         )
+        self.price_changes = Counter(
+            "smm_proxy_price_changes",
+            "Upstream price changes by provider and outcome: followed (within the gate) or held.",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
         self.shared: SharedState | None = None
 
     def share(self, shared: SharedState) -> None:
@@ -222,6 +255,9 @@ class Metrics:
     def upstream_call(self, provider: str, action: str, outcome: str, seconds: float) -> None:
         self.upstream_calls.labels(provider, action, outcome).inc()
         self.upstream_seconds.labels(provider, action).observe(seconds)
+
+    def price_change(self, provider: str, outcome: str) -> None:
+        self.price_changes.labels(provider, outcome).inc()
 
     def budget_wait(self, provider: str) -> None:
         self.budget_waits.labels(provider).inc()

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from proxy.config import Config
-from proxy.money import ceil_to, convert, format_amount
+from proxy.money import convert
 from proxy.orders.book import OrderBook
 from proxy.orders.records import ArchivedOrder, Order
 from proxy.orders.states import CLOSED, FAILED, IN_FLIGHT, PLACED, UNKNOWN
@@ -75,17 +75,6 @@ class Line:
         self.refunds += refunds
         self.cost += cost
 
-    def as_dict(self) -> dict[str, object]:
-        cost = ceil_to(self.cost)  # what we paid, never shown as less: the margin is never flattered
-        return {
-            "key": self.key,
-            "orders": self.orders,
-            "revenue": format_amount(self.revenue),
-            "refunds": format_amount(self.refunds),
-            "cost": format_amount(cost),
-            "margin": format_amount(self.revenue - cost),
-        }
-
 
 @dataclass
 class Report:
@@ -94,15 +83,6 @@ class Report:
     currency: str
     lines: list[Line] = field(default_factory=list)
     total: Line = field(default_factory=lambda: Line("total"))
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "by": self.by,
-            "since": self.since,
-            "currency": self.currency,
-            "lines": [line.as_dict() for line in self.lines],
-            "total": self.total.as_dict(),
-        }
 
 
 def order_cost(config: Config, order: Order) -> Decimal:

@@ -9,7 +9,11 @@
   and Canceled orders are refunded even when the client never asks; every
   few rounds every client's open orders are swept too.
 - Provider checks: each provider's balance reply is read, and a provider
-  billing in another currency than the config says is blocked.
+  billing in another currency than the config says is blocked; what it
+  says of the balance may put the provider below its `low_balance`.
+- Probes: every round, providers ejected for failing whose time is up are
+  asked for their balance; one that answers is back.
+- The webhook, if one is set: events are delivered in a task of their own.
 
 Every step is safe to run on several instances at once: the order book's
 transitions check state, lease and status version in one atomic step.
@@ -26,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from redis.exceptions import RedisError
 
 from proxy.errors import ArchiveUnwritable
+from proxy.ops.events import Webhook
 from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
 from proxy.orders.statuses import StatusRefresher
@@ -61,6 +66,8 @@ class Sync:
         *,
         archive_after_days: float | None,
         check_interval: float,
+        webhook: Webhook | None = None,
+        webhook_interval: float = 5.0,
     ) -> None:
         self.book = book
         self.refresher = refresher
@@ -71,6 +78,8 @@ class Sync:
         self.archive_after_days = archive_after_days
         self.check_interval = check_interval
         self.stopping = False
+        self.webhook = webhook
+        self.webhook_interval = webhook_interval
 
     async def recover(self) -> int:
         settled = await self.book.recover()
@@ -111,6 +120,11 @@ class Sync:
             log.info("%d finished orders older than %s days archived", moved, days)
         return moved
 
+    async def probe_providers(self) -> int:
+        """Probe the ejected providers whose time is up; how many came back."""
+        probed = await self.health.probe(self.providers)
+        return sum(probed.values())
+
     async def check_providers(self) -> None:
         await asyncio.gather(
             *(self.health.verify(client, self.currencies[name]) for name, client in self.providers.items())
@@ -122,7 +136,7 @@ class Sync:
         rounds = 0
         while not self.stopping:
             rounds += 1
-            steps: list[Callable[[], Awaitable[object]]] = [self.recover, self.poll_due]
+            steps: list[Callable[[], Awaitable[object]]] = [self.recover, self.probe_providers, self.poll_due]
             if rounds % SWEEP_EVERY == 1:
                 steps.append(self.poll_open_orders)
             if time.monotonic() - archived_at >= ARCHIVE_EVERY_SECONDS:
@@ -154,7 +168,11 @@ class Sync:
             log.exception("provider checks failed at start")
         task = asyncio.create_task(self.run_forever(interval), name="smm-proxy-sync")
         try:
-            yield task
+            if self.webhook is not None:
+                async with self.webhook.running(self.webhook_interval):
+                    yield task
+            else:
+                yield task
         finally:
             self.stopping = True
             task.cancel()

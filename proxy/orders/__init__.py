@@ -15,6 +15,7 @@
 - `routing`: choosing routes and failing over.
 - `statuses`: batched, shared status refreshes; reads no rule settles, re-checks
   of final orders, stopping an unlimited subscription that used its hold.
+- `observe`: after a status: outcomes to the route's rates, stuck orders flagged.
 - `settlement`: what a status means for the money.
 - `refills`: our refill IDs mapped to the upstream's.
 - `archive`: finished orders moved out of Redis, a compact view left behind.

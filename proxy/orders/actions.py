@@ -26,8 +26,8 @@ from decimal import Decimal
 from typing import Any
 
 from proxy import logs
+from proxy.accounts.fair_use import TOO_MANY_CANCELS, TOO_MANY_REFILLS, FairUse
 from proxy.catalog.catalog import Catalog
-from proxy.config import MAX_OLD_POSTS
 from proxy.errors import (
     DuplicateMismatch,
     InsufficientFunds,
@@ -43,6 +43,7 @@ from proxy.orders.routing import NO_ROUTE, Placement, Router
 from proxy.orders.states import FAILED, PLACED, RESTATUS
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.validation import OrderSpec, validate_add
+from proxy.policies import MAX_OLD_POSTS
 from proxy.providers.replies import ItemError
 from proxy.providers.upstream import ProviderClient
 from proxy.vocabulary import COMPLETED, PARTIAL, Errors, known_error, parse_id
@@ -94,11 +95,13 @@ class OrderActions:
         providers: dict[str, ProviderClient],
         duplicate_window: float,
         tally: Callable[[str], Awaitable[None]],
+        fair_use: FairUse | None = None,
         *,
         add_wait: float = ADD_WAIT,
         max_old_posts: int = MAX_OLD_POSTS,
     ) -> None:
         self.tally = tally
+        self.fair_use = fair_use
         self.currency = currency
         self.hold_posts = hold_posts
         self.catalog = catalog
@@ -285,6 +288,8 @@ class OrderActions:
                 results[given] = Failure(Errors.REFILL_DISABLED)
             elif order.state != PLACED or order.status not in (COMPLETED, PARTIAL):
                 results[given] = Failure(Errors.NOT_ELIGIBLE_FOR_REFILL)
+            elif not await self._may("refill", order):
+                results[given] = Failure(TOO_MANY_REFILLS)
             else:
                 eligible[given] = order
         created = await self.refills.create(list({o.id: o for o in eligible.values()}.values()))
@@ -306,6 +311,10 @@ class OrderActions:
             for given, refill_id in parsed.items()
         }
 
+    async def _may(self, action: str, order: Order | ArchivedOrder) -> bool:
+        """Whether this order may be asked upstream for a refill or cancel again (fair use)."""
+        return self.fair_use is None or await self.fair_use.order_action(action, order.client, order.id)
+
     # -- cancel --------------------------------------------------------------
 
     async def cancel(self, client: str, ids: Sequence[str]) -> dict[str, bool | Failure]:
@@ -316,6 +325,8 @@ class OrderActions:
                 results[given] = order
             elif isinstance(order, ArchivedOrder) or not order.cancel or order.state != PLACED or order.final:
                 results[given] = Failure(Errors.CANNOT_CANCEL)
+            elif not await self._may("cancel", order):
+                results[given] = Failure(TOO_MANY_CANCELS)
             else:
                 by_provider[order.provider][given] = order
         accepted: list[Order] = []
@@ -350,4 +361,4 @@ def public_error(upstream: str, allowed: Collection[str], fallback: str) -> str:
     """What a client may be told of an upstream refusal: a known panel message
     that fits the action, or `fallback`. Never the upstream's own words."""
     known = known_error(upstream)
-    return known if known in allowed else fallback
+    return known if known is not None and known in allowed else fallback

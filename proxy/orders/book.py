@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -59,7 +59,7 @@ from proxy.orders.records import (
 )
 from proxy.orders.states import ABANDON, ACCEPT, IN_FLIGHT, STATUS, WORKING_SETS, lua_values
 from proxy.scripts import lua
-from proxy.store import OWNER_BUCKET, Keys, is_cluster
+from proxy.store import OWNER_BUCKET, Keys, Store, ints, maybe_text, text_map, texts
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class OrderBook:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Store,
         keys: Keys,
         leases: Leases,
         due: DueIndex,
@@ -87,7 +87,8 @@ class OrderBook:
         self.due = due
         self.clock = clock
         # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
-        self.pipelined = not is_cluster(redis)
+        # On one server, a script and the commands that go with it share a round trip.
+        self._single = redis if isinstance(redis, aioredis.Redis) else None
         facts = lua_values()
         self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
         self._transition = scripts.register(
@@ -143,7 +144,7 @@ class OrderBook:
             duplicate_key,
             *self._sets(new.client),
         ]
-        args = [
+        args: list[str | int] = [
             order_id,
             to_minor(new.charge),
             self.leases.token,
@@ -155,11 +156,13 @@ class OrderBook:
         ]
 
         async def owner_then_reserve() -> list[str]:
-            if not self.pipelined:
+            reply: list[str]
+            if self._single is None:
                 await self.redis.hset(self.keys.order_owner(order_id), str(order_id), new.client)
-                return await self._reserve(keys=keys, args=args)
+                reply = await self._reserve(keys=keys, args=args)
+                return reply
             # The owner entry first, in the same round trip: Redis runs them in order.
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self._single.pipeline(transaction=False) as pipe:
                 pipe.hset(self.keys.order_owner(order_id), str(order_id), new.client)
                 await self._reserve(keys=keys, args=args, client=pipe)
                 owned, reply = await pipe.execute()
@@ -253,7 +256,7 @@ class OrderBook:
 
     async def owner(self, order_id: int) -> str | None:
         """The client an order ID belongs to (through the owner index)."""
-        return await self.redis.hget(self.keys.order_owner(order_id), str(order_id))
+        return maybe_text(await self.redis.hget(self.keys.order_owner(order_id), str(order_id)))
 
     async def find(self, order_id: int) -> Order | None:
         """An order by our ID alone (operators); None if unknown or archived."""
@@ -278,9 +281,9 @@ class OrderBook:
         """Archived orders of every client, newest first (through the owner index)."""
         newest = int(await self.redis.get(self.keys.order_seq) or 0)
         for bucket in range(newest // OWNER_BUCKET, -1, -1):
-            owners = await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET))
+            owners = text_map(await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET)))
             by_client: dict[str, list[int]] = {}
-            for order_id, owner in ((str(k), str(v)) for k, v in owners.items()):
+            for order_id, owner in owners.items():
                 if owner.startswith(ARCHIVED):
                     by_client.setdefault(owner[len(ARCHIVED) :], []).append(int(order_id))
             found: dict[int, ArchivedOrder] = {}
@@ -290,7 +293,7 @@ class OrderBook:
                 yield found[number]
 
     async def clients(self) -> list[str]:
-        return sorted(await self.redis.smembers(self.keys.clients))
+        return sorted(texts(await self.redis.smembers(self.keys.clients)))
 
     async def ids_in(self, group: str, client: str | None = None) -> list[int]:
         """Order IDs in a working set (or 'all'), of one client or every client, oldest first."""
@@ -313,7 +316,7 @@ class OrderBook:
         """Orders newest first, of one client or of all (through the owner index)."""
         if client:
             key, start = self.keys.orders_of(client, "all"), 0
-            while ids := [int(i) for i in await self.redis.zrevrange(key, start, start + OWNER_BUCKET - 1)]:
+            while ids := ints(await self.redis.zrevrange(key, start, start + OWNER_BUCKET - 1)):
                 found = await self.get_many(client, ids)
                 for order_id in ids:
                     if order_id in found:
@@ -322,11 +325,11 @@ class OrderBook:
             return
         newest = int(await self.redis.get(self.keys.order_seq) or 0)
         for bucket in range(newest // OWNER_BUCKET, -1, -1):
-            owners = await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET))
+            owners = text_map(await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET)))
             by_client: dict[str, list[int]] = {}
-            for number, owner in ((str(k), str(v)) for k, v in owners.items()):
+            for member, owner in owners.items():
                 if not owner.startswith(ARCHIVED):
-                    by_client.setdefault(owner, []).append(int(number))
+                    by_client.setdefault(owner, []).append(int(member))
             found = {}
             for owner, ids in by_client.items():
                 found.update(await self.get_many(owner, ids))
@@ -369,7 +372,7 @@ class OrderBook:
             order.duplicate_key or self.keys.duplicate(client, "-"),
             *self._sets(client),
         ]
-        args = [
+        args: list[str | int] = [
             event,
             self.leases.token,
             self.leases.ms,
@@ -381,13 +384,14 @@ class OrderBook:
             *flatten(fields or {}),
         ]
         due = self.due.change(order, event, fields or {}, due_at)
-        if due is None or not self.pipelined:
+        reply: list[Any]
+        if due is None or self._single is None:
             reply = await self._transition(keys=keys, args=args)
             if due is not None and reply[0] == "ok":
                 with contextlib.suppress(Exception):  # best effort: the poller repairs it
                     await due(self.redis)
         else:  # the due index moves in the same round trip (best effort: the poller repairs it)
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self._single.pipeline(transaction=False) as pipe:
                 await self._transition(keys=keys, args=args, client=pipe)
                 due(pipe)
                 reply, _ = await pipe.execute(raise_on_error=False)
@@ -424,7 +428,7 @@ class OrderBook:
         """
         settled = []
         for client in await self.clients():
-            ids = [int(i) for i in await self.redis.zrange(self.keys.orders_of(client, "inflight"), 0, -1)]
+            ids = ints(await self.redis.zrange(self.keys.orders_of(client, "inflight"), 0, -1))
             if ids:
                 settled += await self.abandon(client, ids)
         return settled

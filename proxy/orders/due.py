@@ -16,19 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from proxy import scripts
 from proxy.orders.records import Order
 from proxy.orders.states import due_change
-from proxy.store import Keys
+from proxy.store import Keys, Store
 
 # Queues one command on a Redis client or pipeline (what it returns is the client's business).
 Change = Callable[[Any], Any]
 
 
 class DueIndex:
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis: Store, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self._claim = scripts.register(redis, "proxy.orders", "claim_due")

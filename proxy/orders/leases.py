@@ -25,11 +25,9 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
-
 from proxy import scripts
 from proxy.orders.records import Order
-from proxy.store import Keys
+from proxy.store import Keys, Store
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,7 @@ log = logging.getLogger(__name__)
 class Leases:
     """The leases this instance holds on the orders it is placing."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, seconds: float = 30.0) -> None:
+    def __init__(self, redis: Store, keys: Keys, seconds: float = 30.0) -> None:
         self.redis = redis
         self.keys = keys
         self.seconds = seconds

@@ -84,7 +84,8 @@ class OrderSummary(Shown):
     status_at: float
     provider: str
     quantity: int  # total units: per-run quantity x runs
-    misses: int  # status reads in a row that no rule could settle
+    # Status reads in a row that no rule could settle (keyword-only, so that it may default).
+    misses: int = field(default=0, kw_only=True)
 
     @property
     def final(self) -> bool:
@@ -138,6 +139,7 @@ class Order(OrderSummary):
     stops: int = 0  # times an unlimited subscription that used its hold was asked to stop upstream
     checked_at: float = 0.0  # when a final order was last re-read (`states.RECHECK`)
     closed_reason: str = ""  # what the operator who closed it said
+    call: str = ""  # the call that last changed it (`new_call`): who applied a transition
 
     @property
     def link(self) -> str:
@@ -188,6 +190,7 @@ class Order(OrderSummary):
             stops=int(record.get("stops", "0")),
             checked_at=float(record.get("checked_at", "0")),
             closed_reason=record.get("closed_reason", ""),
+            call=record.get("call", ""),
         )
 
 

@@ -8,14 +8,14 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from proxy.errors import ProviderRefused, UpstreamError
 from proxy.orders.records import ArchivedOrder, Order
 from proxy.providers.health import READS, Health
 from proxy.providers.replies import MISSING_FROM_REPLY, ItemError
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Keys
+from proxy.store import Keys, Store
 from proxy.vocabulary import FINAL_REFILL_STATUSES, PENDING
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Refill:
 class Refills:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Store,
         keys: Keys,
         providers: Mapping[str, ProviderClient],
         health: Health,
@@ -146,7 +146,7 @@ class Refills:
                 continue
             for refill in group:
                 status = replies.get(refill.upstream_refill)
-                fields: dict[str, str] = {"status_at": repr(now)}
+                fields: dict[EncodableT, EncodableT] = {"status_at": repr(now)}
                 if isinstance(status, str):
                     fields["status"] = status
                 await self.redis.hset(self.keys.refill(client, refill.id), mapping=fields)

@@ -1,18 +1,30 @@
 """Choosing a route for an order and failing over between routes.
 
-A route is skipped when its provider cools down after a failure or is
-blocked (it bills in another currency than the config says), when its
-upstream service cannot take the quantity, or when its current cost would
-leave us selling at a loss. The next route is tried only when the provider
-provably did not create the order (`ProviderRefused`: it never left, or a
-JSON error came back). Anything else after the request left parks the order
-as `unknown`, and it is sent nowhere else.
+A route is skipped when its provider is blocked (it bills in another
+currency than the config says) or low on funds, when what we know of its
+balance does not cover the order, when its upstream service cannot take the
+quantity, or when its current cost would leave us selling at a loss. A
+provider ejected for failing (`proxy.providers.health`) is skipped too, but
+never more than `max_ejected_percent` of a service's routes at once: the
+rest are still tried. The order of the routes left is the service's
+strategy: as listed, cheapest first, or `best`: the highest expected value
+for us (its delivered share, `proxy.providers.outcomes`, times our margin),
+with a small exploring share sent elsewhere so a recovered route is seen.
+
+The next route is tried only when the provider provably did not create the
+order (`ProviderRefused`: it never left, or a JSON error came back), and
+what its words mean (`proxy.providers.refusals`) says whether to: try the
+next route, refuse the client (a retry elsewhere could never succeed), or
+hold the order for an operator. Anything else after the request left parks
+the order as `unknown`, and it is sent nowhere else.
 
 Everything that can wait (the provider's rate budget, a free connection)
 happens before the order is marked `submitted`: an order that ran out of time
 waiting was never sent, and fails over as a proven refusal.
 
-The task placing an order holds its lease for as long as it works on it.
+The task placing an order holds its lease for as long as it works on it
+(renewed beside it, never holding it up: `proxy.orders.leases`); an instance
+that shuts down hands the orders it could not finish over (`hand_over`).
 What only this task knows (an upstream order ID, a refusal) is recorded with
 a few retries when Redis falters, and logged before that, so an operator can
 always settle the order.
@@ -22,36 +34,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
 from proxy import logs
 from proxy.catalog.catalog import RouteOption, Service
 from proxy.errors import OutcomeUnknown, ProviderRefused, StateChanged
+from proxy.logs import Emit, no_events
 from proxy.money import ceil_to, to_minor
 from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
 from proxy.orders.leases import Leases
 from proxy.orders.records import Attempt, Order, attempts_json, new_call, stamp
 from proxy.orders.states import ACCEPT, EXHAUST, LOSE, REFUSE, RESERVED, SUBMIT, SUBMITTED
-from proxy.providers.health import Health
+from proxy.providers.health import Health, RouteState
+from proxy.providers.outcomes import Outcomes
+from proxy.providers.refusals import Refusals
 from proxy.providers.upstream import ProviderClient
 from proxy.vocabulary import SUBSCRIPTIONS, Errors, known_error
 
 log = logging.getLogger(__name__)
 
-# Refusals that are about the client's input, not about the provider: worth
-# telling the client (in our spelling) when every route refused.
+# Refusals worth telling the client (in our spelling) when every route said so.
 CLIENT_ERRORS = (Errors.INCORRECT_LINK, Errors.ACTIVE_ORDER)
-# Refusals that mean the provider cannot sell anything now.
-PROVIDER_TROUBLE = (Errors.NOT_ENOUGH_FUNDS, Errors.INVALID_KEY)
 NO_ROUTE = "Service temporarily unavailable, please try again later"
 # Recording what only the placing task knows: tries, and the pause between them.
 RECORD_TRIES = 4
 RECORD_PAUSE = 0.25
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,15 @@ def takes_quantity(option: RouteOption, service: Service, per_run: int) -> bool:
     return option.upstream.min <= per_run <= option.upstream.max
 
 
+@dataclass(frozen=True)
+class RoutingRules:
+    """The config's routing policy, as the router applies it (replaced on a reload)."""
+
+    max_ejected_percent: int = 50
+    explore_percent: float = 5.0
+    refusals: Refusals = Refusals({})
+
+
 class Router:
     def __init__(
         self,
@@ -87,6 +113,11 @@ class Router:
         health: Health,
         currencies: Mapping[str, str],
         tally: Callable[[str], Awaitable[None]],
+        *,
+        outcomes: Outcomes | None = None,
+        rules: RoutingRules = RoutingRules(),
+        rng: random.Random | None = None,
+        emit: Emit = no_events,
     ) -> None:
         self.book = book
         self.leases = leases
@@ -95,17 +126,23 @@ class Router:
         self.health = health
         self.currencies = currencies
         self.tally = tally
+        self.outcomes = outcomes
+        self.rules = rules
+        self.rng = rng or random.Random()
+        self.emit = emit
 
     async def candidates(self, service: Service, order: Order, per_run: int) -> list[RouteOption]:
+        """The routes to try, in the order to try them."""
         names = [option.provider for option in service.routes]
         try:
-            routable = await self.health.routable(names)
+            states = await self.health.route_states(names)
         except (RedisError, OSError) as exc:  # advisory: fail open, the submit will tell if Redis is away
             log.warning("order %s: provider health not read (%s); trying every route", order.id, type(exc).__name__)
-            routable = set(names)
-        chosen = []
+            states = {}
+        usable: list[tuple[RouteOption, RouteState]] = []
         for option in service.routes:
-            if option.provider not in routable or option.provider not in self.providers:
+            state = states.get(option.provider, RouteState())
+            if option.provider not in self.providers or state.blocked or state.low:
                 continue
             if not takes_quantity(option, service, per_run):
                 continue
@@ -115,8 +152,58 @@ class Router:
                     "order %s: route %s skipped, cost %s above charge %s", order.id, option.provider, cost, order.charge
                 )
                 continue
-            chosen.append(option)
+            owed = provider_cost(option, order.quantity, service.flat)
+            if state.funds is not None and state.funds < owed:
+                log.info(
+                    "order %s: route %s skipped, its balance (about %s) does not cover %s",
+                    order.id,
+                    option.provider,
+                    state.funds,
+                    owed,
+                )
+                continue
+            usable.append((option, state))
+        left_out = self._ejected_left_out(service, usable)
+        chosen = [option for option, _ in usable if option.provider not in left_out]
+        if service.strategy == "best" and len(chosen) > 1:
+            chosen = await self._by_value(chosen, order, service)
         return chosen
+
+    def _ejected_left_out(self, service: Service, usable: list[tuple[RouteOption, RouteState]]) -> set[str]:
+        """The ejected providers to leave out: at most `max_ejected_percent` of the
+        service's routes (at least one), those ejected longest first; the others
+        are tried all the same."""
+        ejected = sorted(
+            {option.provider: state.ejected_until for option, state in usable if state.ejected_until}.items(),
+            key=lambda item: -item[1],
+        )
+        percent = self.rules.max_ejected_percent
+        allowed = max(1, math.floor(len(service.routes) * percent / 100)) if percent else 0
+        return {name for name, _ in ejected[:allowed]}
+
+    async def _by_value(self, options: list[RouteOption], order: Order, service: Service) -> list[RouteOption]:
+        """Routes by expected value for us, best first: delivered share x margin;
+        with `explore_percent` chance, one of the others goes first."""
+        try:
+            rates = (
+                await self.outcomes.rates((o.provider, o.upstream.service) for o in options) if self.outcomes else {}
+            )
+        except (RedisError, OSError) as exc:  # advisory: keep the listed order
+            log.warning("order %s: route outcomes not read (%s)", order.id, type(exc).__name__)
+            return options
+
+        def value(option: RouteOption) -> float:
+            found = rates.get((option.provider, option.upstream.service))
+            completion = found.completion if found is not None else 1.0
+            margin = order.charge - upstream_cost(option, order.quantity, service.flat)
+            return completion * float(margin)
+
+        ranked = sorted(options, key=value, reverse=True)
+        if self.rng.random() * 100 < self.rules.explore_percent:
+            explored = ranked.pop(self.rng.randrange(1, len(ranked)))
+            ranked.insert(0, explored)
+            log.info("order %s: exploring route %s", order.id, explored.provider)
+        return ranked
 
     async def place(self, order: Order, service: Service, per_run: int) -> Placement:
         """Send a `reserved` order to its routes in turn until one takes it."""
@@ -155,6 +242,7 @@ class Router:
     async def _place(self, order: Order, service: Service, per_run: int) -> Placement:
         attempts = list(order.attempts)
         last_refusal = ""
+        refusal: str | None = None  # what to tell the client, when a refusal means no route can do it
         for option in await self.candidates(service, order, per_run):
             attempts.append(Attempt(option.provider, "sent"))
             submitted = False
@@ -183,14 +271,27 @@ class Router:
             except ProviderRefused as refused:
                 attempts[-1] = Attempt(option.provider, "refused", refused.message or refused.reason)
                 last_refusal = refused.message or ""
-                if known_error(refused.message or "") in PROVIDER_TROUBLE or (
-                    refused.message is None and not refused.local
-                ):
-                    await self._cool(option.provider, refused.reason)
+                meaning = (
+                    None if refused.message is None else self.rules.refusals.meaning(option.provider, last_refusal)
+                )
+                if meaning.health if meaning is not None else not refused.local:
+                    await self._fail(option.provider, refused.reason)
+                if meaning is not None and meaning.funds:
+                    await self._short(option.provider, provider_cost(option, order.quantity, service.flat))
+                if meaning is not None and meaning.action == "hold" and submitted:
+                    log.warning("order %s: held for an operator: %s", order.id, refused.reason)
+                    reason = f"held: {option.provider} refused it ({refused.reason}); resolve it"
+                    order = await self._record(order, LOSE, {"attempts": attempts_json(attempts)}, attention=reason)
+                    await self.emit("order.attention", str(order.id), f"order {order.id}: {reason}", reason=reason)
+                    return Placement(order)
                 if submitted:
                     order = await self._record(order, REFUSE, {"attempts": attempts_json(attempts)})
                     if order.state != RESERVED:  # recovery took it for lost meanwhile; now settled
                         return Placement(order)
+                if meaning is not None and meaning.action == "refuse":
+                    refusal = meaning.client_message(last_refusal)
+                    log.info("order %s: refused for the client (%s): no route can do it", order.id, refusal)
+                    break
                 continue
             except StateChanged:  # the submit was refused: recovery took the order over
                 return Placement(await self.book.get(order.client, order.id) or order)
@@ -209,16 +310,18 @@ class Router:
                     "order %s: outcome unknown at %s (%s); left for an operator", order.id, option.provider, reason
                 )
                 attempts[-1] = Attempt(option.provider, "unknown", reason)
-                await self._cool(option.provider, reason)
+                await self._fail(option.provider, reason)
                 order = await self._record(order, LOSE, {"attempts": attempts_json(attempts)})
                 return Placement(order)
             attempts[-1] = Attempt(option.provider, "placed")
-            return Placement(await self._accepted(order, option.provider, upstream_order, attempts))
+            placed = await self._accepted(order, option.provider, upstream_order, attempts)
+            await self._succeeded(option.provider, provider_cost(option, order.quantity, service.flat))
+            return Placement(placed)
         order = await self._record(
             order, EXHAUST, {"attempts": attempts_json(attempts)}, memo=f"order {order.id} refused by every route"
         )
         known = known_error(last_refusal)
-        message = known if known in CLIENT_ERRORS else NO_ROUTE
+        message = refusal or (known if known in CLIENT_ERRORS else NO_ROUTE)
         return Placement(order, error=message)
 
     async def _accepted(self, order: Order, provider: str, upstream_order: int, attempts: list[Attempt]) -> Order:
@@ -241,12 +344,10 @@ class Router:
                 owner,
             )
             await self.tally("orders_claimed_twice")
-            return await self._record(
-                order,
-                LOSE,
-                {"attempts": attempts_json(attempts)},
-                attention=f"{provider} answered with upstream order {upstream_order}, which order {owner} owns",
-            )
+            reason = f"{provider} answered with upstream order {upstream_order}, which order {owner} owns"
+            lost = await self._record(order, LOSE, {"attempts": attempts_json(attempts)}, attention=reason)
+            await self.emit("order.attention", str(order.id), f"order {order.id}: {reason}", reason=reason)
+            return lost
         return await self._record(
             order,
             ACCEPT,
@@ -258,7 +359,7 @@ class Router:
         )
 
     async def _record(
-        self, order: Order, event: str, fields: dict[str, object], *, attention: str = "", memo: str = ""
+        self, order: Order, event: str, fields: dict[str, object], *, memo: str = "", attention: str = ""
     ) -> Order:
         """Apply an event only this task can know of, retrying while Redis falters.
 
@@ -267,7 +368,7 @@ class Router:
         call = new_call()
         return await self._retrying(
             order,
-            lambda: self.book.apply(order, event, fields, call=call, attention=attention, memo=memo),
+            lambda: self.book.apply(order, event, fields, call=call, memo=memo, attention=attention),
             f"{event} {fields}",
         )
 
@@ -285,7 +386,7 @@ class Router:
 
         return await self._retrying(order, check)
 
-    async def _retrying(self, order, action, what: str = ""):  # type: ignore[no-untyped-def]
+    async def _retrying(self, order: Order, action: Callable[[], Awaitable[_T]], what: str = "") -> _T:
         for attempt in range(RECORD_TRIES):
             try:
                 return await action()
@@ -301,8 +402,23 @@ class Router:
                 await asyncio.sleep(RECORD_PAUSE * 2**attempt)
         raise AssertionError("unreachable")
 
-    async def _cool(self, provider: str, reason: str) -> None:
+    # Health and funds: advice for the next orders, never in the way of this one.
+
+    async def _fail(self, provider: str, reason: str) -> None:
         try:
             await self.health.fail(provider, reason)
-        except (RedisError, OSError) as exc:  # not money: best effort
-            log.warning("provider %s not cooled down: %s", provider, type(exc).__name__)
+        except Exception as exc:
+            log.warning("provider %s: failure not counted: %s", provider, type(exc).__name__)
+
+    async def _short(self, provider: str, cost: Decimal) -> None:
+        try:
+            await self.health.funds.short(provider, cost)
+        except Exception as exc:
+            log.warning("provider %s: its short funds not noted: %s", provider, type(exc).__name__)
+
+    async def _succeeded(self, provider: str, cost: Decimal) -> None:
+        try:
+            await self.health.succeed(provider)
+            await self.health.funds.spend(provider, cost)
+        except Exception as exc:
+            log.warning("provider %s: success not counted: %s", provider, type(exc).__name__)

@@ -9,11 +9,23 @@ and applied by the order book in the same step as the status itself, so a
 refund happens once however often, and by however many instances, the
 status is read. An answer read before another instance applied a newer one
 is dropped (the record's status version), whatever the instances' clocks say.
+
+Every order reaches an end: a read no rule can settle keeps the status, and
+after `unsettled_reads` of them in a row the order goes to an operator and is
+read at the slow rate; a final order is re-read at the slow rate for
+`recheck_final` seconds, and a provider that changed its final answer is news
+for an operator (no money moves); an unlimited subscription that used its
+hold is asked to stop upstream. Each change this refresher applied itself is
+told to the `on_status` hook (`proxy.orders.observe`) with the order before
+and after: an answer dropped as stale is not (the change that made it stale
+was told where it was applied), so an order's outcome counts once, when it
+turned final, however often it is re-read after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -25,7 +37,7 @@ from proxy.errors import OutcomeUnknown, ProviderRefused, StateChanged, Upstream
 from proxy.money import format_amount
 from proxy.orders.book import OrderBook
 from proxy.orders.due import DueIndex
-from proxy.orders.records import Order, OrderSummary
+from proxy.orders.records import Order, OrderSummary, new_call
 from proxy.orders.settlement import must_stop, settle, unlimited
 from proxy.orders.states import DETAIL, PLACED, RECHECK, STATUS, STOP
 from proxy.providers.health import READS, Health
@@ -66,6 +78,7 @@ class StatusRefresher:
         unsettled_reads: int = UNSETTLED_READS,
         slow_read: float = SLOW_READ_SECONDS,
         recheck_final: float = RECHECK_FINAL_SECONDS,
+        on_status: Callable[[Order, Order], Awaitable[None]] | None = None,
     ) -> None:
         self.book = book
         self.due = due
@@ -77,14 +90,20 @@ class StatusRefresher:
         self.currencies = currencies
         self.tolerance_percent = tolerance_percent
         self.unsettled_reads = unsettled_reads
-        # Reads at the slow rate come this much later than ordinary ones.
-        self.slow_delay = max(0.0, slow_read - ttl)
+        self.slow_read = slow_read
         self.recheck_final = recheck_final
+        # Told of every status applied, before and after (proxy.orders.observe): never raises.
+        self.on_status = on_status
         self._inflight: dict[tuple[str, int], asyncio.Future[_Result]] = {}
         # When a fetch of an order finished: a reader that read the record just
         # before it landed does not start another.
         self._fetched: dict[tuple[str, int], float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def slow_delay(self) -> float:
+        """How much later than ordinary ones reads at the slow rate come."""
+        return max(0.0, self.slow_read - self.ttl)
 
     def stale(self, order: OrderSummary, ttl: float | None = None) -> bool:
         """Due for a refresh (older than `ttl`, by default the status TTL; an
@@ -159,7 +178,7 @@ class StatusRefresher:
                 keys = [(provider, order.upstream_order) for order in mine]
                 task = asyncio.create_task(self._fetch(provider, mine))
                 self._tasks.add(task)
-                task.add_done_callback(lambda done, keys=keys: self._release(done, keys))
+                task.add_done_callback(functools.partial(self._release, keys=keys))
             else:
                 waits += [self._inflight[(provider, o.upstream_order)] for o in group]
         if not waits and not reread:
@@ -265,17 +284,19 @@ class StatusRefresher:
         unsettled, said = "", ""
         if isinstance(result, ItemError):  # no news of this order: keep the status, ask again later
             unsettled, said = "nothing usable on this order", result.message
-            result = UpstreamStatus(None, None, None, None, None, None)
+            read = UpstreamStatus(None, None, None, None, None, None)
+        else:
+            read = result
         settlement = settle(
             order,
-            result,
+            read,
             provider_currency=self.currencies.get(order.provider, order.cost_currency),
             tolerance_percent=self.tolerance_percent,
             now=now,
         )
         fields, attention = settlement.fields, settlement.attention
         if settlement.unsettled and not unsettled:
-            unsettled, said = settlement.unsettled, result.raw
+            unsettled, said = settlement.unsettled, read.raw
         misses = order.misses + 1 if unsettled else 0
         if misses != order.misses:
             fields["misses"] = misses
@@ -283,6 +304,7 @@ class StatusRefresher:
             note = f"{self.unsettled_reads} status reads in a row could not be settled ({unsettled})"
             note += f"{DETAIL}the provider said: {said}" if said else ""
             attention = "; ".join(a for a in (attention, note) if a)
+        call = new_call()
         try:
             updated = await self.book.apply(
                 order,
@@ -292,10 +314,14 @@ class StatusRefresher:
                 attention=attention,
                 version=order.version,
                 memo=f"order {order.id} {settlement.fields.get('status', 'status')}",
+                call=call,
                 due_at=self._due_after(str(fields.get("status", order.status)), misses, now),
             )
         except StateChanged:
             return order
+        if updated.call != call:  # read before another status was applied: that one was observed
+            return updated
+        await self._observe(order, updated)
         if attention and updated.attention and not order.attention:
             log.warning("order %s needs an operator: %s", order.id, updated.attention)
             await self.tally("orders_attention")
@@ -347,6 +373,7 @@ class StatusRefresher:
             after = await self.book.apply(order, STOP, fields, attention=note, memo=f"order {order.id} stop")
         except StateChanged:
             return order
+        await self._observe(order, after)
         if note and after.attention and not order.attention:
             await self.tally("orders_attention")
         return after
@@ -380,10 +407,16 @@ class StatusRefresher:
             )
         except StateChanged:
             return order
+        await self._observe(order, updated)  # final before and after: its outcome counted once, when it turned final
         if note and updated.attention and not order.attention:
             log.warning("order %s needs an operator: %s", order.id, updated.attention)
             await self.tally("orders_attention")
         return updated
+
+    async def _observe(self, before: Order, after: Order) -> None:
+        """Tell the `on_status` hook of a change this refresher applied."""
+        if self.on_status is not None:
+            await self.on_status(before, after)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

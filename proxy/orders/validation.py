@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 from proxy.catalog.catalog import Service
 from proxy.catalog.pricing import charge
-from proxy.config import HOLD_POSTS, MAX_OLD_POSTS
 from proxy.errors import InvalidOrder
+from proxy.policies import HOLD_POSTS, MAX_OLD_POSTS
 from proxy.vocabulary import (
     LIST_FIELDS,
     SERVICE_TYPES,

@@ -69,9 +69,10 @@ _QUOTE_CHARS = 200
 
 
 class Budget(Protocol):
-    """How many requests a provider may still get (see `proxy.providers.budget`)."""
+    """How many requests a provider may still get (see `proxy.providers.budget`);
+    an order may use all of it, reads only their share."""
 
-    async def take(self, wait: float = 0.0) -> bool: ...
+    async def take(self, wait: float = 0.0, *, order: bool = False) -> bool: ...
 
 
 # How long an order may wait for the provider's request budget or a free
@@ -113,6 +114,7 @@ class ProviderClient:
         budget: Budget | None = None,
         order_wait: float = ORDER_WAIT_SECONDS,
         observer: Callable[[str, str, str, float], None] | None = None,
+        on_read_ok: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         if request_format not in ("form", "json"):
             raise ValueError(f"request_format must be 'form' or 'json', not {request_format!r}")
@@ -127,6 +129,8 @@ class ProviderClient:
         # Told of every call: (provider, action, outcome, seconds); outcome is
         # ok, refused, unreachable, not_sent or unknown.
         self.observer = observer
+        # Awaited (best effort) after every read that worked: the provider's read health.
+        self.on_read_ok = on_read_ok
         self._slots = asyncio.Semaphore(max_connections)
         pool_wait = timeout.pool if isinstance(timeout, httpx.Timeout) else timeout
         self._pool_wait = 60.0 if pool_wait is None else float(pool_wait)
@@ -278,7 +282,13 @@ class ProviderClient:
         started = time.monotonic()
         outcome = "ok"
         try:
-            return await self._call_once(action, params, answer_keys, wait, before_send)
+            payload = await self._call_once(action, params, answer_keys, wait, before_send)
+            if self.on_read_ok is not None and action != "add":
+                try:
+                    await self.on_read_ok(self.name)
+                except Exception as exc:  # advice, not the answer
+                    log.warning("%s: read health not recorded: %s", self.name, type(exc).__name__)
+            return payload
         except ProviderRefused as exc:
             outcome = "not_sent" if exc.local else ("unreachable" if exc.message is None else "refused")
             raise
@@ -298,7 +308,7 @@ class ProviderClient:
         before_send: Callable[[], Awaitable[object]] | None,
     ) -> Any:
         deadline = time.monotonic() + (self._pool_wait if wait is None else wait)
-        if self.budget is not None and not await self.budget.take(wait=wait or 0.0):
+        if self.budget is not None and not await self.budget.take(wait=wait or 0.0, order=action == "add"):
             raise self._not_sent(action, "this minute's request budget is spent")
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
@@ -374,7 +384,8 @@ class ProviderClient:
         for chunk in chunks(ids):
             replies = await self._bulk(bulk, chunk)
             for key in chunk:
-                results[key] = read_item(replies.get(bulk.read_id(key), MISSING))
+                wanted = bulk.read_id(key)  # our own ID, as the reply spells it
+                results[key] = read_item(MISSING if wanted is None else replies.get(wanted, MISSING))
         return results
 
     async def _bulk(self, bulk: Bulk[Key], chunk: list[Key]) -> dict[Key, object]:

@@ -32,7 +32,7 @@ requests (then `mode` clears itself). `latency` delays every reply.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -235,7 +235,8 @@ def _balance(reply: dict[str, Any], quirks: frozenset[str]) -> dict[str, Any]:
     return {"funds" if "funds_key" in quirks else "balance": balance, "currency": reply["currency"]}
 
 
-_SPELLERS = {
+# Each action's speller: (the reply, the quirks) -> the reply as spelled.
+_SPELLERS: dict[str, Callable[[Any, frozenset[str]], Any]] = {
     "services": _services,
     "add": _add,
     "status": _status,

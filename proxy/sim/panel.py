@@ -201,6 +201,7 @@ class Panel:
         if first_order_id is None:
             first_order_id = self.random.randint(10_000, 90_000)
         self._next_order = first_order_id
+        self._fixed_order: int | None = None  # hand_out_order_id(always=True)
         self._next_refill = first_refill_id
 
     # Views that are always up to date with the clock.
@@ -382,6 +383,21 @@ class Panel:
             order.remains = order.quantity if remains is None else remains
         return order
 
+    def open_account(self, key: str, balance: Decimal) -> None:
+        """Give the API key `key` an account holding `balance` (or set its balance)."""
+        self._accounts[key] = balance
+
+    def hand_out_order_id(self, order_id: int, *, always: bool = False) -> None:
+        """Answer the next add (every add, if `always`) with `order_id`, even one
+        handed out before: a broken panel's duplicate IDs."""
+        self._next_order = order_id
+        self._fixed_order = order_id if always else None
+
+    def forget_order(self, order_id: int) -> None:
+        """Stop knowing an order: every request about it is refused with
+        "Incorrect order ID", as if it belonged to another key."""
+        self._orders[order_id].key = ""
+
     def force_refill(self, refill_id: int, *, status: str) -> SimRefill:
         """Put a refill into `status` now and keep it there."""
         refill = self._refills[refill_id]
@@ -521,7 +537,7 @@ class Panel:
             outcome_remains=remains,
             remains=checked.quantity,
         )
-        self._next_order += 1
+        self._next_order = self._fixed_order if self._fixed_order is not None else self._next_order + 1
         self._orders[order.id] = order
         self._open_orders.add(order.id)
         self._schedule(order.created, "order", order.id)
@@ -627,7 +643,7 @@ def _lines(text: str) -> list[str]:
 
 def _validate_traffic(fields: dict[str, str]) -> None:
     device, traffic = _int_or_none(fields["device"]), _int_or_none(fields["type_of_traffic"])
-    if device not in range(1, 6) or traffic not in range(1, 4):
+    if device is None or traffic is None or device not in range(1, 6) or traffic not in range(1, 4):
         raise PanelError(Errors.INCORRECT_REQUEST)
     needed = {1: "google_keyword", 2: "referring_url"}.get(traffic)
     if needed and not fields.get(needed, "").strip():

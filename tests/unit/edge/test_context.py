@@ -1,0 +1,45 @@
+"""Per request (proxy/edge/context.py): an ID, and one access line without the query."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from proxy import logs
+from proxy.edge.context import RequestContext, request_id
+
+
+@pytest.mark.parametrize("given", [b"abc-123", b"a.b:c_d", b"x" * 64])
+def test_a_sane_request_id_is_kept(given):
+    assert request_id(given) == given.decode()
+
+
+@pytest.mark.parametrize("given", [None, b"", b"x" * 65, b"has space", b"new\nline", b"caf\xe9"])
+def test_any_other_gets_a_new_one(given):
+    made = request_id(given)
+    assert len(made) == 16 and made != request_id(given)
+
+
+async def test_every_reply_carries_its_id_and_the_access_line_no_query():
+    async def endpoint(request):
+        logs.bind(client="alice")
+        return JSONResponse({"ok": True})
+
+    app = RequestContext(Starlette(routes=[Route("/api/v2", endpoint)]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as http:
+        with logs.captured("info", secrets=["supersecretkey"]) as lines:
+            given = await http.get("/api/v2?key=supersecretkey&action=balance", headers={"X-Request-ID": "req-1"})
+            made = await http.get("/api/v2")
+    assert given.headers["x-request-id"] == "req-1" and len(made.headers["x-request-id"]) == 16
+    access = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [(a["event"], a["status"], a["request_id"]) for a in access] == [
+        ("GET /api/v2 200", 200, "req-1"),
+        ("GET /api/v2 200", 200, made.headers["x-request-id"]),
+    ]
+    assert access[0]["client"] == "alice" and "supersecretkey" not in lines.getvalue()
+    assert "key=" not in lines.getvalue()

@@ -1,0 +1,233 @@
+"""What operators do (proxy/ops/operators.py): every action once, refusals as
+messages, every change audited. The CLI and the admin API are thin over this."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+
+import pytest
+from faults import FaultPlan, FaultyRedis
+from support import new_order, router_config
+
+from proxy.config import parse_config
+from proxy.errors import NotFound, OperatorError
+from proxy.ops.operators import amount
+from proxy.orders.states import ACCEPT, LOSE, STATUS, SUBMIT
+from proxy.runtime import Runtime
+from proxy.settings import Settings
+from proxy.store import connect
+from proxy.vocabulary import CANCELED
+
+ACTOR = "cli"
+
+
+@pytest.mark.parametrize("text, value", [("5", "5"), (" 0.5 ", "0.5"), ("1e2", "100"), (7, "7")])
+def test_an_amount_an_operator_typed(text, value):
+    assert amount(text) == Decimal(value)
+
+
+@pytest.mark.parametrize("text", ["abc", "", "0.00000001", "1e20", "NaN", "-Infinity"])
+def test_an_amount_that_does_not_fit_the_ledger_is_refused(text):
+    with pytest.raises(OperatorError):
+        amount(text)
+
+
+async def audit(runtime):
+    return [(entry.actor, entry.action, entry.target, entry.detail) for entry in await runtime.operators.audit_log()]
+
+
+async def test_clients_are_opened_topped_up_and_disabled_and_each_step_is_audited(runtime):
+    ops = runtime.operators
+    created = await ops.create_client(ACTOR, "acme", "20")
+    assert (created.name, created.balance, created.currency, created.disabled) == ("acme", "20.00", "USD", False)
+    assert await runtime.accounts.authenticate(created.key) == "acme"
+    topped = await ops.topup(ACTOR, "acme", "5", ref="inv-1", memo="invoice 1")
+    again = await ops.topup(ACTOR, "acme", "5", ref="inv-1", memo="invoice 1")
+    assert topped.applied and not again.applied and again.id == topped.id and again.balance == "25.00"
+    assert [c.name for c in await ops.clients()] == ["acme"]
+    assert [e.kind for e in await ops.ledger("acme")] == ["topup", "topup"]
+    assert [e.ref for e in await ops.ledger("acme", limit=1)] == ["topup:inv-1"]
+    assert (await ops.disable_client(ACTOR, "acme")).disabled
+    assert await runtime.accounts.authenticate(created.key) is None
+    assert await audit(runtime) == [
+        (ACTOR, "client.disable", "acme", {}),
+        (ACTOR, "client.topup", "acme", {"amount": "5.00", "ref": "inv-1", "memo": "invoice 1"}),
+        (ACTOR, "client.create", "acme", {"balance": "20.00"}),
+    ]  # the repeated top-up changed nothing and is not audited
+
+
+async def test_refusals_are_messages_and_an_unknown_client_is_not_found(runtime):
+    ops = runtime.operators
+    await ops.create_client(ACTOR, "acme")
+    for attempt in (
+        ops.create_client(ACTOR, "acme"),
+        ops.create_client(ACTOR, "bad name!"),
+        ops.create_client(ACTOR, "neg", "-1"),
+        ops.topup(ACTOR, "acme", "-5"),
+        ops.topup(ACTOR, "acme", "lots"),
+    ):
+        with pytest.raises(OperatorError) as refused:
+            await attempt
+        assert not isinstance(refused.value, NotFound)
+    for attempt in (ops.topup(ACTOR, "nobody", "5"), ops.ledger("nobody"), ops.disable_client(ACTOR, "nobody")):
+        with pytest.raises(NotFound, match="no client 'nobody'"):
+            await attempt
+    with pytest.raises(NotFound, match="no order 42"):
+        await ops.order(42)
+    assert await audit(runtime) == [(ACTOR, "client.create", "acme", {"balance": "0.00"})]
+
+
+async def orders_of_every_kind(runtime):
+    await runtime.accounts.create("alice", Decimal("10"))
+    await runtime.accounts.create("bob", Decimal("10"))
+    book = runtime.book
+    reserved = (await book.reserve(new_order())).order
+    lost = await book.apply((await book.reserve(new_order(link="x2"))).order, SUBMIT, {"provider": "echomark"})
+    lost = await book.apply(lost, LOSE)
+    placed = await book.apply((await book.reserve(new_order(client="bob"))).order, SUBMIT, {"provider": "echomark"})
+    placed = await book.apply(placed, ACCEPT, {"upstream_order": 5000})
+    canceled = await book.apply(placed, STATUS, {"status": CANCELED}, attention="look", version=placed.version)
+    return reserved, lost, canceled
+
+
+async def test_orders_are_listed_by_working_set_status_or_client_newest_first(runtime):
+    reserved, lost, canceled = await orders_of_every_kind(runtime)
+    ops = runtime.operators
+    assert [o.id for o in await ops.orders()] == [canceled.id, lost.id, reserved.id]
+    assert [o.id for o in await ops.orders("unknown")] == [lost.id]
+    assert [o.id for o in await ops.orders("inflight")] == [reserved.id]
+    assert [o.id for o in await ops.orders("attention")] == [canceled.id]
+    assert [o.id for o in await ops.orders("canceled")] == [canceled.id]  # a status, any case
+    assert [o.id for o in await ops.orders("PLACED")] == [canceled.id]
+    assert [o.id for o in await ops.orders(client="alice")] == [lost.id, reserved.id]
+    assert [o.id for o in await ops.orders(limit=1)] == [canceled.id]
+    assert await ops.orders("nonsense") == []
+    shown = await ops.order(lost.id)
+    assert (shown.state, shown.status, shown.provider, shown.archived) == ("unknown", "Pending", "echomark", False)
+    assert [e.kind for e in shown.ledger] == ["charge"]
+
+
+async def test_verdicts_are_audited_and_their_refusals_explained(runtime):
+    _, lost, canceled = await orders_of_every_kind(runtime)
+    ops = runtime.operators
+    with pytest.raises(OperatorError, match="give the upstream order ID, or declare the order failed"):
+        await ops.resolve(ACTOR, lost.id)
+    with pytest.raises(OperatorError, match=f"order {canceled.id} is placed, not unknown: nothing to resolve"):
+        await ops.resolve(ACTOR, canceled.id, failed=True)
+    await runtime.claims.claim(canceled, "echomark", 5000)  # bob's placed order owns upstream order 5000
+    with pytest.raises(OperatorError, match=f"already belongs to order {canceled.id}"):
+        await ops.resolve(ACTOR, lost.id, upstream_order=5000)
+    resolved = await ops.resolve(ACTOR, lost.id, failed=True)
+    assert resolved.state == "failed" and resolved.refunded == resolved.charge
+    with pytest.raises(OperatorError, match="the total refund must be between"):
+        await ops.refund(ACTOR, canceled.id, "99")
+    assert (await ops.refund(ACTOR, canceled.id, "0.5")).refunded == "0.50"
+    assert (await ops.acknowledge(ACTOR, canceled.id)).attention == ""
+    assert [a[1:3] for a in await audit(runtime)] == [
+        ("order.ack", str(canceled.id)),
+        ("order.refund", str(canceled.id)),
+        ("order.resolve", str(lost.id)),
+    ]
+
+
+async def test_admin_tokens_are_shown_once_and_stored_hashed(runtime):
+    ops = runtime.operators
+    added = await ops.add_admin(ACTOR, "backoffice")
+    assert await ops.admin_of(added.token) == "backoffice"
+    stored = await runtime.redis.hget(runtime.keys.admins, "backoffice")
+    assert stored == hashlib.sha256(added.token.encode()).hexdigest() and added.token not in stored
+    for name in ("", "a" * 65, "back office", "-x"):
+        with pytest.raises(OperatorError, match="an admin name is"):
+            await ops.add_admin(ACTOR, name)
+    with pytest.raises(OperatorError, match="exists already"):
+        await ops.add_admin(ACTOR, "backoffice")
+    for token in ("", "x" * 201, added.token + "x"):
+        assert await ops.admin_of(token) is None
+    assert await ops.admins() == ["backoffice"]
+    assert (await ops.remove_admin(ACTOR, "backoffice")).removed
+    assert await ops.admin_of(added.token) is None and await ops.admins() == []
+    with pytest.raises(NotFound):
+        await ops.remove_admin(ACTOR, "backoffice")
+
+
+async def test_providers_and_reports_for_operators(runtime, panels):
+    ops = runtime.operators
+    rows = {p.name: p for p in await ops.providers(check=True)}
+    assert (rows["echomark"].health, rows["echomark"].balance, rows["echomark"].currency_read) == (
+        "ok",
+        "100.00",
+        "USD",
+    )
+    assert rows["korean"].catalog_age is None and rows["korean"].services == 0  # never fetched
+    with pytest.raises(OperatorError, match="group by one of"):
+        await ops.report(0, "colour")
+    assert (await ops.report(0, "client")).total.orders == 0
+
+
+async def test_an_action_stands_when_its_audit_entry_cannot_be_written(redis_url, key_prefix, redis_client, clock):
+    class AuditDown(FaultPlan):
+        async def before(self, commands, pipeline=False):
+            return "error" if str(commands[0][0]).upper() == "XADD" and not pipeline else None
+
+    redis = FaultyRedis.with_plan(connect(redis_url).connection_pool, AuditDown())
+    runtime = Runtime(Settings(key_prefix=key_prefix), parse_config(router_config(), {}), redis, clock=clock)
+    try:
+        added = await runtime.operators.add_admin(ACTOR, "backoffice")
+        assert await runtime.operators.admin_of(added.token) == "backoffice"
+        assert await runtime.operators.audit_log() == []
+    finally:
+        await runtime.aclose()
+
+
+async def a_held_price_change(runtime, panels, clock) -> None:
+    """echomark's service 1 moves from 0.90 to 2.00 between two reads of its list: held."""
+    await runtime.listings.refresh("echomark")
+    same = {"name": "F", "type": "Default", "category": "C", "min": "10", "max": "10000"}
+    panels["echomark"].on("services", [{**same, "service": 1, "rate": "2.00"}, {**same, "service": 3, "rate": "0.50"}])
+    clock.advance(301)
+    await runtime.listings.refresh("echomark")
+
+
+async def test_held_price_changes_are_shown_and_approved_audited_and_told(runtime, panels, clock):
+    ops = runtime.operators
+    await a_held_price_change(runtime, panels, clock)
+    [row] = [p for p in await ops.providers() if p.name == "echomark"]
+    assert [(h.service, h.approved, h.proposed) for h in row.held_prices] == [(1, "0.90", "2.00")]
+    with pytest.raises(NotFound, match="no provider 'nobody'"):
+        await ops.approve_prices(ACTOR, "nobody")
+    with pytest.raises(OperatorError, match="no held price change of echomark service 3"):
+        await ops.approve_prices(ACTOR, "echomark", [3])
+    approved = await ops.approve_prices(ACTOR, "echomark", [1])
+    assert (approved.provider, approved.approved) == ("echomark", ({"service": 1, "from": "0.90", "to": "2.00"},))
+    assert (await ops.approve_prices(ACTOR, "echomark")).approved == ()  # nothing held any more
+    assert (await audit(runtime))[0] == (
+        ACTOR,
+        "price.approve",
+        "echomark:1",
+        {"service": 1, "from": "0.90", "to": "2.00"},
+    )
+    assert [e.kind for e in await ops.events()] == ["price.approved", "price.held"]
+
+
+async def test_events_are_read_within_bounds(runtime):
+    ops = runtime.operators
+    await runtime.events.emit("provider.ejected", "echomark", "ejected")
+    assert [e.kind for e in await ops.events(kind="provider.")] == ["provider.ejected"]
+    for limit in (0, 10_001):
+        with pytest.raises(OperatorError, match="limit must be between 1 and 10000"):
+            await ops.events(limit=limit)
+
+
+async def test_a_provider_row_shows_its_ejections_funds_and_routes(runtime, panels):
+    ops = runtime.operators
+    await runtime.health.fail("korean", "down")
+    await runtime.health.fail("korean", "down")
+    await runtime.health.fail("korean", "down")  # the config's default: three in a row
+    await runtime.outcomes.record("echomark", 1, "c", 1.0, 40)
+    rows = {p.name: p for p in await ops.providers(check=True)}
+    korean, echomark = rows["korean"], rows["echomark"]
+    assert korean.health == "ejected: orders" and korean.ejections["orders"].reason == "down"
+    assert korean.ejections["orders"].until and not korean.ejections["reads"].until
+    assert (echomark.health, echomark.funds, echomark.low, echomark.balance_age) == ("ok", "100.00", False, 0)
+    assert echomark.outcomes["1"].completed_pct == 100.0 and echomark.outcomes["1"].mean_completion_seconds == 40
