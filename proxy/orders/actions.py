@@ -159,7 +159,7 @@ class OrderActions:
             return reservation.order_id
         try:
             order = reservation.order
-            task = asyncio.ensure_future(self.router.place(order, service, spec.quantity))
+            task = asyncio.create_task(self.router.place(order, service, spec.quantity), name=f"place-{order.id}")
             self._placing[task] = order
             task.add_done_callback(self._placed)
             # Not cancelled when the client hangs up (asyncio.wait never cancels

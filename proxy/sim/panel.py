@@ -383,6 +383,15 @@ class Panel:
             order.remains = order.quantity if remains is None else remains
         return order
 
+    def revise(self, order_id: int, *, status: str) -> SimOrder:
+        """Report a final order as `status` from now on, as a provider that
+        changes its mind does (Completed, then Canceled); no money moves here."""
+        order = self.orders[order_id]
+        if not order.final:
+            raise ValueError(f"order {order_id} is {order.status}, not final: force it instead")
+        order.status, order.pinned = status, True
+        return order
+
     def open_account(self, key: str, balance: Decimal) -> None:
         """Give the API key `key` an account holding `balance` (or set its balance)."""
         self._accounts[key] = balance

@@ -28,7 +28,7 @@ from proxy.vocabulary import COMPLETED, PARTIAL
 LINK = "https://instagram.com/p/abc"
 
 
-async def finished(router, key, count: int = 2) -> list[int]:  # type: ignore[no-untyped-def]
+async def finished(router, key, count: int = 2) -> list[int]:
     """`count` orders of service 1 (refill allowed), final: the first Partial, the rest Completed."""
     ids = [
         (await router.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000))["order"]
@@ -92,8 +92,8 @@ async def test_reports_count_archived_orders_money(make_router, tmp_path):
     assert await router.runtime.archive.archive(router.clock() + 1) == 3
     assert await ops.report(0, "provider") == before
     assert await ops.report(0, "client") == by_client
-    assert before["total"]["orders"] == 3 and Decimal(before["total"]["revenue"]) > 0
-    assert (await ops.report(router.clock() + 3600, "provider"))["total"]["orders"] == 0  # "since" still applies
+    assert before.total.orders == 3 and Decimal(before.total.revenue) > 0
+    assert (await ops.report(router.clock() + 3600, "provider")).total.orders == 0  # "since" still applies
 
 
 async def test_an_archived_order_costs_redis_little(make_router, tmp_path, redis_client, keys):
@@ -123,7 +123,7 @@ async def test_an_archived_order_costs_redis_little(make_router, tmp_path, redis
     assert (views + claims) / count < 150 < records / count
 
 
-def cli_env(monkeypatch, redis_url: str, key_prefix: str, folder: Path, archive_dir: str) -> None:  # type: ignore[no-untyped-def]
+def cli_env(monkeypatch, redis_url: str, key_prefix: str, folder: Path, archive_dir: str) -> None:
     """The environment the CLI reads: the test's Redis and prefix, a config, the archive folder."""
     config = folder / "router.yaml"
     config.write_text(json.dumps(router_config()))
@@ -133,7 +133,7 @@ def cli_env(monkeypatch, redis_url: str, key_prefix: str, folder: Path, archive_
     monkeypatch.setenv("SMM_PROXY_ARCHIVE_DIR", archive_dir)
 
 
-async def run_cli(monkeypatch, cwd: Path, *argv: str) -> int:  # type: ignore[no-untyped-def]
+async def run_cli(monkeypatch, cwd: Path, *argv: str) -> int:
     monkeypatch.chdir(cwd)
     return await asyncio.to_thread(main, list(argv))
 
@@ -172,7 +172,7 @@ async def test_an_unwritable_archive_folder_is_a_message_not_a_traceback(
     assert await run_cli(monkeypatch, tmp_path, "orders", "archive", "--older-than", "0d") == 2
     err = capsys.readouterr().err
     assert "cannot write the archive in" in err and "Traceback" not in err
-    token = (await router.runtime.operators.add_admin("cli", "backoffice"))["token"]
+    token = (await router.runtime.operators.add_admin("cli", "backoffice")).token
     headers = {"Authorization": f"Bearer {token}"}
     response = await router.http.post("/admin/orders/archive", json={"older_than": "0d"}, headers=headers)
     assert response.status_code == 409 and "cannot write the archive" in response.json()["error"]

@@ -13,10 +13,13 @@ order settles.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl
 
+import httpx
 import pytest
 from invariants import check_money
 from support import router_config
@@ -31,15 +34,40 @@ def config() -> dict[str, object]:
     return router_config(settlement={"unsettled_reads": READS, "slow_read_minutes": 10})
 
 
-def answer_status(panel, rewrite: Callable[[dict[str, Any]], Any]) -> None:  # type: ignore[no-untyped-def]
-    """Make the panel answer `status` calls as `rewrite` says, from its own reply."""
-    handle = panel.handle
+class StatusAnswers:
+    """Between the router and its panels: each `status` reply as `rewrite`
+    makes it of what the panel answered (None: as the panel answered)."""
 
-    def handled(params):  # type: ignore[no-untyped-def]
-        reply = handle(params)
-        return rewrite(reply) if params.get("action") == "status" else reply
+    def __init__(self) -> None:
+        self.rewrite: Callable[[Any], Any] | None = None
 
-    panel.handle = handled
+    def transport(self, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        return _Rewriting(inner, self)
+
+
+class _Rewriting(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport, answers: StatusAnswers) -> None:
+        self.inner, self.answers = inner, answers
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        rewrite = self.answers.rewrite
+        body = (await request.aread()).decode()
+        fields = dict(json.loads(body)) if body.startswith("{") else dict(parse_qsl(body))
+        if rewrite is None or fields.get("action") != "status":
+            return response
+        payload = json.loads(await response.aread())
+        return httpx.Response(response.status_code, json=rewrite(payload))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def routed(make_router):
+    """A router whose panels' status replies a test may rewrite, and how."""
+    answers = StatusAnswers()
+    router = await make_router(config(), status_ttl=1, upstream=answers.transport)
+    return router, answers
 
 
 def each_item(change: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
@@ -69,13 +97,13 @@ SAID = {
 
 @pytest.mark.parametrize("case", CASES)
 async def test_an_unsettleable_status_goes_to_an_operator_with_the_reply(make_router, case):
-    router = await make_router(config(), status_ttl=1)
+    router, answers = await routed(make_router)
     key = await router.client(balance="10")
     order_id = (await router.call(key, action="add", service=1, link=LINK, quantity=1000))["order"]
     panel = router.panels["echomark"]
     upstream = (await router.runtime.book.get("alice", order_id)).upstream_order
     panel.force(upstream, status=IN_PROGRESS)  # it stays in progress until the provider says otherwise
-    answer_status(panel, CASES[case])
+    answers.rewrite = CASES[case]
     for _ in range(READS):
         router.clock.advance(2)
         reply = await router.call(key, action="status", order=order_id)
@@ -86,6 +114,9 @@ async def test_an_unsettleable_status_goes_to_an_operator_with_the_reply(make_ro
     assert "the provider said: " in order.attention and len(order.attention) < 500
     assert "sim-key" not in order.attention  # the provider's key, echoed back, never shown
     assert await router.runtime.book.ids_in("attention") == [order_id]
+    told = [e for e in await router.runtime.operators.events() if e.kind == "order.attention"]
+    assert [e.subject for e in told] == [str(order_id)]  # and operators are told, once
+    assert not [e for e in await router.runtime.operators.events() if e.kind == "order.stuck"]
 
     # From now on it is read at the slow rate: not every TTL.
     calls = panel.calls["status"]
@@ -100,7 +131,7 @@ async def test_an_unsettleable_status_goes_to_an_operator_with_the_reply(make_ro
     assert panel.calls["status"] == calls + 1
 
     # A provider that comes back with a status a rule settles: it settles.
-    panel.handle = type(panel).handle.__get__(panel)
+    answers.rewrite = None
     panel.force(upstream, status=PARTIAL, remains=500)
     router.clock.advance(601)
     await router.runtime.sync.poll_due()
@@ -110,10 +141,10 @@ async def test_an_unsettleable_status_goes_to_an_operator_with_the_reply(make_ro
 
 
 async def test_an_operator_who_saw_it_is_not_asked_again_for_the_same_reply(make_router):
-    router = await make_router(config(), status_ttl=1)
+    router, answers = await routed(make_router)
     key = await router.client(balance="10")
     order_id = (await router.call(key, action="add", service=1, link=LINK, quantity=1000))["order"]
-    answer_status(router.panels["echomark"], CASES["a status word we do not know"])
+    answers.rewrite = CASES["a status word we do not know"]
     for _ in range(READS):
         router.clock.advance(2)
         await router.call(key, action="status", order=order_id)
@@ -125,17 +156,17 @@ async def test_an_operator_who_saw_it_is_not_asked_again_for_the_same_reply(make
         await router.runtime.sync.poll_due()
         assert panel.calls["status"] == calls + 1
     assert (await router.runtime.book.get("alice", order_id)).attention == ""
-    answer_status(router.panels["echomark"], each_item(lambda item: {**item, "status": "Deleted"}))
+    answers.rewrite = each_item(lambda item: {**item, "status": "Deleted"})
     router.clock.advance(601)
     await router.runtime.sync.poll_due()
     assert "Deleted" in (await router.runtime.book.get("alice", order_id)).attention  # something new
 
 
 async def test_a_top_level_error_for_many_orders_is_still_the_whole_call(make_router):
-    router = await make_router(config(), status_ttl=1)
+    router, answers = await routed(make_router)
     key = await router.client(balance="10")
     ids = [(await router.call(key, action="add", service=1, link=f"{LINK}{i}", quantity=1000))["order"] for i in (1, 2)]
-    answer_status(router.panels["echomark"], lambda reply: {"error": "Incorrect request"})
+    answers.rewrite = lambda reply: {"error": "Incorrect request"}
     for _ in range(READS + 1):
         router.clock.advance(2)
         await router.call(key, action="status", orders=",".join(map(str, ids)))

@@ -70,11 +70,11 @@ async def test_what_the_provider_bills_for_old_posts_is_what_the_client_pays(mak
     assert order.attention == ""
     assert order.net_charge == ceil_to(order.charge * order.upstream_charge / order.cost) == order.charge
     report = await router.runtime.operators.report(0, "provider")
-    assert Decimal(report["total"]["margin"]) > 0
+    assert Decimal(report.total.margin) > 0
     await check_money(router, {"alice": Decimal("10")})
 
 
-def cancellable(router) -> None:  # type: ignore[no-untyped-def]
+def cancellable(router) -> None:
     panel = router.panels["echomark"]
     panel.catalog[10] = dataclasses.replace(panel.catalog[10], cancel=True)
 

@@ -57,7 +57,7 @@ def one_provider_config(url: str) -> dict[str, object]:
     }
 
 
-async def wait_for(predicate, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(predicate, seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not await predicate():
         assert time.monotonic() < deadline, "timed out"

@@ -1,6 +1,6 @@
 """The money paths issue 12 added, walked the way a fault finds them.
 
-As in tests/test_fault_walks.py: for N = 1, 2, ... the N-th Redis command (an
+As in tests/e2e/test_fault_walks.py: for N = 1, 2, ... the N-th Redis command (an
 error before it is sent, or a reply lost after it applied) or upstream call
 (refused, lost, an HTML page) along the path fails, until the path completes
 without reaching N. After each run the world settles and the money
@@ -35,7 +35,7 @@ EVERYWHERE = [*REDIS, ("upstream", "refused"), ("upstream", "lost"), ("upstream"
 MAX_STEPS = 200
 
 
-async def prepared(make_router, raw=None, **settings):  # type: ignore[no-untyped-def]
+async def prepared(make_router, raw=None, **settings):
     redis_plan, upstream_plan = FaultPlan(), FaultPlan()
     router = await make_router(
         raw or router_config(),
@@ -50,13 +50,13 @@ async def prepared(make_router, raw=None, **settings):  # type: ignore[no-untype
     return router, key, {"redis": redis_plan, "upstream": upstream_plan}
 
 
-async def settle(router) -> None:  # type: ignore[no-untyped-def]
+async def settle(router) -> None:
     await router.runtime.actions.aclose()
     await expire_leases(router)
     await router.runtime.sync.recover()
 
 
-def walk():  # type: ignore[no-untyped-def]
+def walk():
     for n in range(1, MAX_STEPS):
         yield n
     raise AssertionError("the path never completed")

@@ -26,7 +26,7 @@ def config(hours: float = 48) -> dict[str, object]:
     return router_config(settlement={"slow_read_minutes": SLOW / 60, "recheck_final_hours": hours})
 
 
-async def completed(router, key):  # type: ignore[no-untyped-def]
+async def completed(router, key):
     order_id = (await router.call(key, action="add", service=1, link=LINK, quantity=1000))["order"]
     router.clock.advance(25)
     assert (await router.call(key, action="status", order=order_id))["status"] == COMPLETED
@@ -38,7 +38,7 @@ async def test_a_provider_that_turns_completed_into_canceled_goes_to_an_operator
     key = await router.client(balance="10")
     order = await completed(router, key)
     panel = router.panels["echomark"]
-    panel.orders[order.upstream_order].status = CANCELED  # the provider changes its mind
+    panel.revise(order.upstream_order, status=CANCELED)  # the provider changes its mind
     router.clock.advance(SLOW + 1)
     await router.runtime.sync.poll_due()
     after = await router.runtime.book.get("alice", order.id)
@@ -48,6 +48,14 @@ async def test_a_provider_that_turns_completed_into_canceled_goes_to_an_operator
     )
     assert after.status == COMPLETED and after.refunded == 0  # nothing moved by itself
     assert await router.runtime.book.ids_in("attention") == [order.id]
+    (told,) = [e for e in await router.runtime.operators.events() if e.kind == "order.attention"]
+    assert told.subject == str(order.id) and "changed its answer" in told.message
+    # Its route's outcomes count the order once, as it ended when it turned final.
+    for _ in range(3):
+        router.clock.advance(SLOW + 1)
+        await router.runtime.sync.poll_due()
+    rates = (await router.runtime.outcomes.of_provider("echomark"))[order.upstream_service]
+    assert (round(rates.orders, 6), round(rates.completed, 6), rates.canceled) == (1, 1, 0)
     assert (await router.call(key, action="status", order=order.id))["status"] == COMPLETED
     await router.runtime.operators.close("cli", order.id, "1.17", "the provider refunded us")
     closed = await router.runtime.book.get("alice", order.id)
@@ -96,7 +104,7 @@ async def test_no_rechecks_when_switched_off(make_router):
     key = await router.client(balance="10")
     order = await completed(router, key)
     panel = router.panels["echomark"]
-    panel.orders[order.upstream_order].status = CANCELED
+    panel.revise(order.upstream_order, status=CANCELED)
     calls = panel.calls["status"]
     router.clock.advance(SLOW + 1)
     await router.runtime.sync.poll_due()
