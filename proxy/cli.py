@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -75,6 +76,7 @@ async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], 
         raise CommandError(f"Redis at {redacted_url(url)} failed: {exc}") from None
     finally:
         await runtime.aclose()
+        logs.unconfigure()  # this run's stderr: a command run inside a process (tests) leaves none behind
 
 
 # -- running ---------------------------------------------------------------
@@ -157,6 +159,7 @@ def serve(args: argparse.Namespace) -> None:
             port=port,
             log_config=None,
             access_log=False,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
         )
         return
     uvicorn.run(
@@ -170,6 +173,9 @@ def serve(args: argparse.Namespace) -> None:
         port=port,
         log_config=None,
         access_log=False,
+        # SIGTERM: requests in flight get half the grace; the app's shutdown
+        # (orders being placed finish or are handed over) the other half.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
     )
 
 
@@ -389,6 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("id", type=order_id)
     reason(sub)
+    sub = command(
+        actions,
+        "close",
+        "end an order the router cannot finish (placed, or unknown), with the total refund you choose",
+        commands.orders_close,
+        json_out=True,
+    )
+    sub.add_argument("id", type=int)
+    sub.add_argument(
+        "--refund",
+        required=True,
+        help="the order's total refund, from what is refunded already up to its charge (its charge: Canceled)",
+    )
+    sub.add_argument("--reason", default="", help="a note kept with the order and in the audit log")
     sub = command(
         actions,
         "archive",

@@ -205,6 +205,15 @@ async def orders_ack(args: argparse.Namespace, ops: Operators) -> None:
     show(args, data, lambda: f"order {data.id}: attention cleared")
 
 
+async def orders_close(args: argparse.Namespace, ops: Operators) -> None:
+    data = await ops.close(ACTOR, args.id, args.refund, args.reason)
+    show(
+        args,
+        data,
+        lambda: f"order {data.id} closed: refunded {data.refunded} in all, the client sees {data.status}",
+    )
+
+
 # -- providers, reports, admins, audit -------------------------------------
 
 
@@ -216,7 +225,17 @@ async def providers(args: argparse.Namespace, ops: Operators) -> None:
 
     def human() -> str:
         rows: list[list[object]] = [
-            ["NAME", "HEALTH", "CURRENCY", "BALANCE", "BALANCE AGE", "SERVICES", "CATALOG AGE", "HELD PRICES"]
+            [
+                "NAME",
+                "HEALTH",
+                "CURRENCY",
+                "BALANCE",
+                "BALANCE AGE",
+                "SERVICES",
+                "DISABLED",
+                "CATALOG AGE",
+                "HELD PRICES",
+            ]
         ]
         for p in rows_data:
             read = p.currency_read or "?"
@@ -231,6 +250,7 @@ async def providers(args: argparse.Namespace, ops: Operators) -> None:
                     f"{balance} (low below {p.low_balance})" if p.low else balance,
                     "never" if p.balance_age is None else f"{p.balance_age} s",
                     p.services,
+                    len(p.disabled),
                     age,
                     len(p.held_prices),
                 ]
@@ -246,6 +266,7 @@ async def providers(args: argparse.Namespace, ops: Operators) -> None:
                 for h in p.held_prices
             ]
             lines += [f"  {p.name}: service {c['service']} {c['from']} -> {c['to']}" for c in p.price_changes[:5]]
+            lines += [f"  {p.name}: service {d.service} not sold: {d.reason} (rate {d.rate})" for d in p.disabled]
             for service, r in p.outcomes.items():
                 lines.append(
                     f"  {p.name}: service {service}: {r.completed_pct}% completed, {r.partial_pct}% partial, "

@@ -21,6 +21,7 @@ Our exception classes, and which branch of the tree each belongs to:
     - DuplicateMismatch - an Idempotency-Key seen before with other fields
     - LinkInUse - the client refuses a second open order on one link
     - ClaimConflict - another of our orders owns that upstream order
+    - ArchiveUnwritable - the archive folder cannot take the orders (orders/archive)
     - OrderRefused (above)
   + ConfigError - an unusable config file (config)
   + LabelError - a label template we cannot fill in (config)
@@ -149,6 +150,13 @@ class ClaimConflict(OrderError):
     def __init__(self, provider: str, upstream_order: int, owner: int) -> None:
         super().__init__(f"upstream order {upstream_order} at {provider} already belongs to order {owner}")
         self.owner = owner
+
+
+class ArchiveUnwritable(OrderError):
+    """The archive folder cannot be written: nothing left Redis."""
+
+    def __init__(self, directory: str, why: str) -> None:
+        super().__init__(f"cannot write the archive in {directory}: {why}; nothing was archived")
 
 
 class OrderRefused(OrderError, Refusal):

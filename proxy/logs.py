@@ -30,7 +30,7 @@ import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars, get_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["Emit", "bind", "bound", "clear", "configure", "current", "no_events", "redactor"]
+__all__ = ["Emit", "bind", "bound", "clear", "configure", "current", "no_events", "redactor", "unconfigure"]
 
 bind = bind_contextvars
 bound = bound_contextvars
@@ -164,10 +164,15 @@ def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]
     try:
         yield buffer
     finally:
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            if isinstance(handler, _Handler):
-                root.removeHandler(handler)
+        unconfigure()
+
+
+def unconfigure() -> None:
+    """Remove our handler (a command that configured logs for its own run, done)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _Handler):
+            root.removeHandler(handler)
 
 
 class Emit(Protocol):

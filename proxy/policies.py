@@ -11,8 +11,9 @@ in `Config`; `config/example.yaml` explains every option).
 - `routing:` (`RoutingPolicy`): what `strategy: best` learns from, and when
   an order counts as stuck (`proxy.orders.routing`, `proxy.orders.observe`);
 - `fair_use:` (`FairUsePolicy`): per-client limits (`proxy.accounts.fair_use`);
-- `settlement:` (`SettlementPolicy`): tolerances and subscription holds
-  (`proxy.orders.settlement`).
+- `settlement:` (`SettlementPolicy`): tolerances, subscription holds, reads
+  no rule settles and re-checks of final orders (`proxy.orders.settlement`,
+  `proxy.orders.statuses`).
 
 Each is a frozen pydantic model that refuses unknown fields (`Section`), with
 a working default for every option.
@@ -30,6 +31,8 @@ from proxy.vocabulary import known_error
 
 # Posts an unlimited subscription is held for, unless the config says.
 HOLD_POSTS = 10
+# The most old posts (already published, delivered to as well) a subscription may ask for.
+MAX_OLD_POSTS = 100
 # What a refusal rule may tell a client: a panel string, or one of our own words.
 REFUSAL_MESSAGE_CHARS = 200
 
@@ -196,4 +199,32 @@ class SettlementPolicy(Section):
     )
     subscription_hold_posts: int = Field(
         HOLD_POSTS, ge=1, le=10_000, description="Posts an unlimited subscription is held for (max x this)."
+    )
+    unsettled_reads: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Status reads in a row that no rule can settle (an unknown status word, Partial without "
+        "remains, an error for the order) before it goes to an operator with the reply; then it is read at "
+        "the slow rate.",
+    )
+    slow_read_minutes: float = Field(
+        60,
+        gt=0,
+        le=10_080,
+        description="Minutes between reads of an order no rule could settle, and of a final order re-checked.",
+    )
+    recheck_final_hours: float = Field(
+        48,
+        ge=0,
+        le=8_760,
+        description="Hours after it turned final that an order is still re-read (at the slow rate): a provider "
+        "that changes a final status sends it to an operator. 0: never.",
+    )
+    max_old_posts: int = Field(
+        MAX_OLD_POSTS,
+        ge=0,
+        le=10_000,
+        description="The most old posts a subscription may ask for: the provider delivers to (and bills) "
+        "each, so each is held like a new post; above this an add is refused.",
     )

@@ -102,7 +102,11 @@ def apply(runtime: Runtime, config: Config) -> dict[str, tuple[str, ...]]:
     runtime.watch.stuck_after = config.routing.stuck_after
     runtime.watch.stuck_after_by_service = {s.id: s.stuck_after for s in config.services if s.stuck_after}
     runtime.refresher.tolerance_percent = config.settlement.charge_tolerance_percent
+    runtime.refresher.unsettled_reads = config.settlement.unsettled_reads
+    runtime.refresher.slow_read = config.settlement.slow_read_minutes * 60
+    runtime.refresher.recheck_final = config.settlement.recheck_final_hours * 3600
     runtime.actions.hold_posts = config.settlement.subscription_hold_posts
+    runtime.actions.max_old_posts = config.settlement.max_old_posts
     runtime.fair_use.configure(config.fair_use)
     runtime.catalog.replace(config)
     runtime.operators.replace_config(config)

@@ -10,9 +10,10 @@ injected transports and clocks instead of patching anything.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 
 import httpx
@@ -28,6 +29,7 @@ from proxy.ops.audit import AuditLog
 from proxy.ops.events import EventLog, Webhook
 from proxy.ops.metrics import Metrics, SharedState, Tallies
 from proxy.ops.operators import Operators
+from proxy.ops.reports import order_cost
 from proxy.ops.sync import Sync
 from proxy.orders.actions import OrderActions
 from proxy.orders.archive import Archive
@@ -49,6 +51,8 @@ from proxy.providers.refusals import Refusals
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
 from proxy.store import Keys, Store, connect
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -109,7 +113,7 @@ class Runtime:
         self.due = DueIndex(redis, self.keys)
         self.book = OrderBook(redis, self.keys, self.leases, self.due, clock)
         self.claims = Claims(self.book)
-        self.verdicts = Verdicts(self.book, self.claims)
+        self.verdicts = Verdicts(self.book, self.claims, clock)
         self.tallies = Tallies(redis, self.keys, self.book.clients)
         self.router = Router(
             self.book,
@@ -124,7 +128,7 @@ class Runtime:
             rng=rng,
             emit=emit,
         )
-        self.archive = Archive(self.book, settings.archive_dir)
+        self.archive = Archive(self.book, settings.archive_dir, cost=lambda order: order_cost(self.config, order))
         self.watch = OrderWatch(
             self.outcomes,
             self.book,
@@ -144,6 +148,9 @@ class Runtime:
             currencies=self.currencies,
             tally=self.tallies.tally,
             tolerance_percent=config.settlement.charge_tolerance_percent,
+            unsettled_reads=config.settlement.unsettled_reads,
+            slow_read=config.settlement.slow_read_minutes * 60,
+            recheck_final=config.settlement.recheck_final_hours * 3600,
             on_status=self.watch,
         )
         self.refills = Refills(redis, self.keys, self.providers, self.health, settings.status_ttl, clock)
@@ -158,6 +165,8 @@ class Runtime:
             self.providers,
             settings.duplicate_window,
             self.tallies.tally,
+            add_wait=settings.add_wait,
+            max_old_posts=config.settlement.max_old_posts,
             fair_use=self.fair_use,
             terms=self.accounts.terms,
         )
@@ -215,19 +224,38 @@ class Runtime:
     def from_settings(cls, settings: Settings, config: Config) -> Runtime:
         if not settings.redis_url:
             raise RuntimeError("SMM_PROXY_REDIS_URL is not set")
-        return cls(settings, config, connect(settings.redis_url))
+        return cls(settings, config, connect(settings.redis_url, timeout=settings.redis_timeout))
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace: float | None = None) -> None:
+        """Close everything, within `grace` seconds (default: half the shutdown
+        grace, the half a served router has left once its requests had theirs):
+        orders being placed finish, or are handed over."""
+        grace = self.settings.shutdown_grace / 2 if grace is None else grace
         for task in list(self.background_tasks):
             task.cancel()
-        await self.actions.aclose()
-        await self.refresher.aclose()
-        await self.listings.aclose()
+        await self.actions.aclose(timeout=grace)
+        for closing in (self.refresher.aclose(), self.listings.aclose()):
+            await bounded(closing, CLOSE_SECONDS, "closing")
         if self.webhook is not None:
-            await self.webhook.aclose()
+            await bounded(self.webhook.aclose(), CLOSE_SECONDS, "closing the webhook")
         for client in self.providers.values():
-            await client.aclose()
-        await self.redis.aclose()
+            await bounded(client.aclose(), CLOSE_SECONDS, f"closing {client.name}")
+        await bounded(self.redis.aclose(), CLOSE_SECONDS, "closing Redis")
+
+
+# Seconds each of the last steps of a shutdown may take.
+CLOSE_SECONDS = 1.0
+
+
+async def bounded(work: Awaitable[object], seconds: float, what: str) -> None:
+    """Await `work` for at most `seconds` (shutdown never hangs on a step)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        log.warning("%s took longer than %s s; left behind", what, seconds)
+    elif not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("%s failed: %s", what, type(error).__name__)
 
 
 def routing_rules(config: Config) -> RoutingRules:

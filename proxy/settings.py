@@ -67,7 +67,11 @@ class Settings(BaseSettings):
         description="Seconds after which a provider's service list that could not be "
         "refreshed is too old to sell from.",
     )
-    archive_dir: Path = Field(Path("archive"), description="Where finished orders are archived (JSON lines).")
+    archive_dir: Path = Field(
+        Path("archive"),
+        description="Where finished orders are archived (JSON lines); a relative path is resolved once, "
+        "against the folder the process starts in, and every folder used is kept in Redis.",
+    )
     archive_after_days: float | None = Field(
         None, gt=0, description="Archive finished orders older than this many days (the worker, daily); unset: never."
     )
@@ -94,6 +98,21 @@ class Settings(BaseSettings):
     provider_check_interval: float = Field(
         300.0, gt=0, description="Seconds between checks of each provider's balance and currency."
     )
+    add_wait: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an add waits for its order to be placed before it answers with the order's ID "
+        "all the same (placing goes on; the order shows Pending until it is placed or refunded).",
+    )
+    shutdown_grace: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds from SIGTERM to the end of the process: requests in flight get half, orders still "
+        "being placed then finish or are handed over (leases given up, taken over at once).",
+    )
+    redis_timeout: float = Field(
+        10.0, gt=0, description="Seconds any one Redis command may take before it fails (no await without a deadline)."
+    )
     events_length: int = Field(
         10_000, ge=100, description="About how many events the operators' event stream keeps (older ones go)."
     )
@@ -101,6 +120,12 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(
         None, description="The HMAC-SHA256 key of the webhook's X-Smm-Proxy-Signature header (required with the URL)."
     )
+
+    @field_validator("archive_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Resolved once, here: a process that changes its folder later still means the same one."""
+        return value.expanduser().resolve()
 
     @model_validator(mode="after")
     def _signed_webhook(self) -> Settings:

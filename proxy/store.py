@@ -92,6 +92,16 @@ class Keys:
         (`proxy.orders.states.WORKING_SETS` says which orders each holds)."""
         return f"{self.prefix}orders:{{c:{client}}}:{group}"
 
+    def archived(self, client: str, order_id: int) -> str:
+        """The bucket hash holding what Redis keeps of the client's archived
+        orders (`records.ArchivedOrder`): order ID -> compact view."""
+        return f"{self.prefix}archived:{{c:{client}}}:{order_id // OWNER_BUCKET}"
+
+    @property
+    def archive_dirs(self) -> str:
+        """The absolute folders orders were archived to (a set)."""
+        return f"{self.prefix}archive-dirs"
+
     def lease(self, client: str, order_id: int) -> str:
         """Held (and renewed) by the task placing the order; expires if it dies."""
         return f"{self.prefix}lease:{{c:{client}}}:{order_id}"
@@ -138,7 +148,8 @@ class Keys:
         return f"{self.prefix}held-prices:{{p:{provider}}}"
 
     def removed_services(self, provider: str) -> str:
-        """Upstream services gone from a provider's list, with their last rate (to tell a return)."""
+        """Upstream services gone from a provider's list, or listed at a price we cannot use,
+        with their last usable rate (to tell a return, and judge its price)."""
         return f"{self.prefix}removed:{{p:{provider}}}"
 
     @property
@@ -272,11 +283,13 @@ Store = aioredis.Redis | RedisCluster
 CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
 
 
-def connect(url: str, max_connections: int = 64) -> Store:
+def connect(url: str, max_connections: int = 64, timeout: float = 10.0) -> Store:
     """A pooled client that returns `str` values.
 
-    The pool blocks (up to 10 s) when all its connections are busy, so a
-    burst of requests queues for Redis instead of failing. A URL starting
+    The pool blocks (up to `timeout` seconds) when all its connections are
+    busy, so a burst of requests queues for Redis instead of failing. No
+    command waits longer than `timeout` for its reply, or for a connection to
+    open: a socket timeout bounds each, which a swallowed cancel cannot undo. A URL starting
     `redis-cluster://` (or `rediss-cluster://`) names any node of a Redis
     Cluster: every script and transaction the router runs touches keys of one
     hash slot, so the same code runs on it.
@@ -284,9 +297,20 @@ def connect(url: str, max_connections: int = 64) -> Store:
     if url.startswith(CLUSTER_SCHEMES):
         plain = url.replace("-cluster://", "://", 1)
         # The cluster client's pools do not block when full (they raise): room for bursts instead.
-        return RedisCluster.from_url(plain, decode_responses=True, max_connections=16 * max_connections)
+        return RedisCluster.from_url(
+            plain,
+            decode_responses=True,
+            max_connections=16 * max_connections,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=10, decode_responses=True
+        url,
+        max_connections=max_connections,
+        timeout=timeout,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
     )
     return aioredis.Redis.from_pool(pool)
 

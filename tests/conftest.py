@@ -37,6 +37,29 @@ _HYPOTHESIS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, H
 settings.register_profile("default", max_examples=1500, **_HYPOTHESIS)
 settings.register_profile("long", max_examples=12_000, **_HYPOTHESIS)
 
+# Adds placed by the long run (tests/e2e/test_long_run.py): a CI-sized run by
+# default, tens of thousands with --long-run=50000.
+LONG_RUN_ADDS = 600
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long-run",
+        type=int,
+        default=LONG_RUN_ADDS,
+        metavar="ADDS",
+        help=f"adds the long run of tests/e2e/test_long_run.py places (default {LONG_RUN_ADDS})",
+    )
+
+
+@pytest.fixture
+def long_run(request: pytest.FixtureRequest) -> int:
+    """How many adds the long run places (`--long-run`)."""
+    adds = int(request.config.getoption("--long-run"))
+    if adds < 1:
+        raise pytest.UsageError("--long-run must be at least 1")
+    return adds
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:

@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from proxy.orders.links import link_key
 from proxy.orders.records import Order
-from proxy.orders.states import FAILED, IN_FLIGHT, PLACED, UNKNOWN, WORKING_SETS
+from proxy.orders.states import CLOSED, FAILED, IN_FLIGHT, PLACED, UNKNOWN, WORKING_SETS
 from proxy.vocabulary import CANCELED, FINAL_STATUSES
 
 
@@ -73,7 +73,10 @@ async def check_money(router, opening: dict[str, Decimal], *, settled: bool = Tr
             assert order.state not in IN_FLIGHT, order
     for name, panel in router.panels.items():
         upstream = set(panel.orders)
-        placed = [o for o in orders if o.provider == name and o.state == PLACED]
+        # A closed order keeps the upstream order it was placed as (an operator settled its money).
+        placed = [
+            o for o in orders if o.provider == name and (o.state == PLACED or (o.state == CLOSED and o.upstream_order))
+        ]
         unknown = [o for o in orders if o.provider == name and o.state == UNKNOWN]
         owned = {o.upstream_order for o in placed}
         assert len(owned) == len(placed), "two orders own one upstream order"

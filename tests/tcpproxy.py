@@ -6,18 +6,24 @@ the Redis behind, as it would across a restart with persistence.
     async with RedisProxy(redis_url) as proxy_url:  # "redis://127.0.0.1:PORT/DB"
         ...
         await proxy.stop(); ...; await proxy.start()
+
+With `reply_delay` (seconds, drawn for each chunk Redis sends back) it is "a
+Redis under load": a command spends that long inside redis-py waiting for its
+reply, which is where a cancel lands when it lands "mid-command".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 
 class RedisProxy:
-    def __init__(self, target_url: str) -> None:
+    def __init__(self, target_url: str, reply_delay: Callable[[], float] | None = None) -> None:
         self.target = urlsplit(target_url)
+        self.reply_delay = reply_delay
         self._server: asyncio.Server | None = None
         self._port = 0
         self._streams: set[asyncio.StreamWriter] = set()
@@ -35,14 +41,16 @@ class RedisProxy:
             return
         self._streams |= {writer, upstream_writer}
 
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: bool = False) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await source.read(65536):
+                    if delay and self.reply_delay is not None:
+                        await asyncio.sleep(self.reply_delay())
                     sink.write(data)
                     await sink.drain()
             sink.close()
 
-        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer, delay=True))
         self._streams -= {writer, upstream_writer}
 
     @property

@@ -31,9 +31,10 @@ from typing import TypeVar
 import orjson
 
 from proxy.catalog.labels import Labels, provider_secrets
-from proxy.catalog.pricing import Pricing, client_rate, cost_in_currency, sell_rate
+from proxy.catalog.pricing import Pricing, charge, client_rate, cost_in_currency, sell_rate
 from proxy.config import Config, Markup
-from proxy.money import format_amount
+from proxy.errors import MoneyError
+from proxy.money import format_amount, to_minor
 from proxy.providers.health import Health
 from proxy.providers.listings import Listing, Listings
 from proxy.providers.replies import UpstreamService
@@ -236,18 +237,42 @@ def _service(
     )
 
 
+def _priced(config: Config, options: list[RouteOption], markup: Markup | None) -> list[RouteOption]:
+    """The options whose price we can quote and charge: one that overflows
+    (an absurd upstream rate, an absurd markup on it) is left out, logged.
+    Both its current cost and the one our price is made from (a held price
+    change's approved cost) must be chargeable."""
+    priced = []
+    for option in options:
+        try:
+            for cost in {option.cost, option.priced_at}:
+                to_minor(charge(sell_rate(config, cost, markup), max(option.upstream.max, 1)))
+        except (ArithmeticError, MoneyError):
+            log.warning(
+                "provider %s: service %s not sold: its price cannot be charged",
+                option.provider,
+                option.upstream.service,
+            )
+            continue
+        priced.append(option)
+    return priced
+
+
 def build_catalog(
     config: Config, listings: Mapping[str, Listing | None], usable: Iterable[str] | None = None
 ) -> Catalog:
     """Our services from the providers' listings; only `usable` providers' routes
-    (default: all) are sold from."""
+    (default: all) are sold from. A route to an upstream service whose price we
+    cannot use is left out, and a service left without routes for that reason
+    is `unavailable`: one absurd price never takes down anything else."""
     sellable = set(listings) if usable is None else set(usable)
     labels = Labels(provider_secrets(config.providers.values()))
     services: dict[int, Service] = {}
     unavailable: set[int] = set()
+    disabled = {(name, d.service): d for name, listing in listings.items() if listing for d in listing.disabled}
     for local in config.services:
         routes = [(r.provider, r.service) for r in local.routes]
-        options = _options(config, listings, (r for r in routes if r[0] in sellable))
+        options = _priced(config, _options(config, listings, (r for r in routes if r[0] in sellable)), local.markup)
         if options:
             overrides = Overrides(
                 name=local.name,
@@ -261,7 +286,7 @@ def build_catalog(
             services[local.id] = _service(
                 config, local.id, options, local.strategy or config.strategy, local.markup, overrides, labels
             )
-        elif _options(config, listings, routes):
+        elif _options(config, listings, routes) or any(route in disabled for route in routes):
             unavailable.add(local.id)
     explicit = {local.id for local in config.services}
     for rule in config.imports:
@@ -279,9 +304,15 @@ def build_catalog(
             if rule.provider not in sellable:
                 unavailable.add(service_id)
                 continue
-            options = _options(config, listings, [(rule.provider, upstream.service)])
+            options = _priced(config, _options(config, listings, [(rule.provider, upstream.service)]), rule.markup)
+            if not options:
+                unavailable.add(service_id)
+                continue
             overrides = Overrides(name=rule.name, category=rule.category)
             services[service_id] = _service(config, service_id, options, "ordered", rule.markup, overrides, labels)
+        for item in listing.disabled:
+            if rule.selects(item.service, item.category) and rule.id_offset + item.service not in explicit:
+                unavailable.add(rule.id_offset + item.service)
     return Catalog(
         {service_id: services[service_id] for service_id in sorted(services)},
         frozenset(unavailable - set(services)),

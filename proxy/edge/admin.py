@@ -26,6 +26,7 @@ is down (one warning a while in the log, not a traceback a request).
     GET  /admin/orders?state=&client=&link=&upstream_order=&since=&until=&limit=
     GET  /admin/orders/{id}                  POST /admin/orders/{id}/resolve {upstream_order | failed: true}
     POST /admin/orders/{id}/refund {total}   POST /admin/orders/{id}/ack
+    POST /admin/orders/{id}/close {refund, reason?}                                 POST /admin/orders/archive {older_than}
     GET  /admin/providers                    POST /admin/providers/check
     GET  /admin/report?since=7d&by=provider  GET  /admin/ready (readiness, with providers)
     GET  /admin/audit?limit=                 GET  /admin/audit/verify
@@ -255,6 +256,18 @@ async def ack(request: Request, ops: Operators, actor: Actor) -> object:
     return await ops.acknowledge(actor, _int(request.path_params["id"], "id"), _reason(body))
 
 
+async def close(request: Request, ops: Operators, actor: Actor) -> object:
+    body = await _body(request)
+    return await ops.close(actor, _int(request.path_params["id"], "id"), _text(body, "refund"), _reason(body))
+
+
+async def archive(request: Request, ops: Operators, actor: Actor) -> object:
+    body = await _body(request)
+    before = _when(_text(body, "older_than"), "older_than")
+    assert before is not None  # _text refuses an absent one
+    return await ops.archive(actor, before, _reason(body))
+
+
 async def providers(request: Request, ops: Operators, actor: Actor) -> object:
     if "check" in request.query_params:
         raise BadInput("checking the providers changes what the router knows of them: POST /admin/providers/check")
@@ -343,10 +356,12 @@ ENDPOINTS = (
     Endpoint("/admin/clients/{name}/rates", "POST", "client.rate", rates),
     Endpoint("/admin/clients/{name}/ledger", "GET", "client.ledger", ledger),
     Endpoint("/admin/orders", "GET", "orders.list", orders),
+    Endpoint("/admin/orders/archive", "POST", "orders.archive", archive),
     Endpoint("/admin/orders/{id}", "GET", "order.show", order),
     Endpoint("/admin/orders/{id}/resolve", "POST", "order.resolve", resolve),
     Endpoint("/admin/orders/{id}/refund", "POST", "order.refund", refund),
     Endpoint("/admin/orders/{id}/ack", "POST", "order.ack", ack),
+    Endpoint("/admin/orders/{id}/close", "POST", "order.close", close),
     Endpoint("/admin/providers", "GET", "providers.list", providers),
     Endpoint("/admin/providers/check", "POST", "providers.check", check_providers),
     Endpoint("/admin/report", "GET", "report", report),

@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import FrameType
 
 import orjson
 import uvicorn
@@ -242,6 +243,31 @@ def bearer_ok(request: Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+def on_exit_signal(callback: Callable[[], None]) -> None:
+    """Call `callback` (on the event loop) when SIGTERM or SIGINT arrives, then
+    the handler that was there (the server's own, which starts its shutdown).
+
+    The server's graceful shutdown waits for requests in flight before it tells
+    the app; an add waiting for its order must answer before that wait ends.
+    Only in the main thread (where signals are delivered), and only over a
+    handler a server installed.
+    """
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(number)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: FrameType | None, previous: Callable[..., object] = previous) -> None:
+            loop.call_soon_threadsafe(callback)
+            previous(signum, frame)
+
+        try:
+            signal.signal(number, handler)
+        except ValueError:  # not the main thread
+            return
+
+
 def reload_on_hangup(runtime: Runtime) -> Callable[[], None]:
     """Reload the config on SIGHUP (where signals can be caught); a function that stops it."""
     loop = asyncio.get_running_loop()
@@ -346,6 +372,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if close_runtime:  # a served router: at SIGTERM, adds waiting for placement answer at once
+            on_exit_signal(runtime.actions.stop_waiting)
         hangup = reload_on_hangup(runtime)
         try:
             async with serving_metrics(runtime, metrics_listener):

@@ -24,9 +24,11 @@ from proxy.ops.admins import Admin
 from proxy.ops.audit import Check, Record
 from proxy.ops.reports import Line, Report
 from proxy.orders.records import Attempt, Order
+from proxy.orders.states import CLOSED
 from proxy.providers.health import Ejection
 from proxy.providers.listings import ApprovedPrice, HeldPrice, PriceChange
 from proxy.providers.outcomes import Rates
+from proxy.providers.replies import DisabledService
 
 
 def iso(timestamp: float) -> str:
@@ -146,6 +148,7 @@ class OrderView:
     upstream_order: int
     attempts: tuple[Attempt, ...]
     attention: str
+    closed_reason: str  # what the operator who closed it said ("" unless closed)
     cost: str  # "" when unknown, else the amount and its currency
     upstream_charge: str
     created: str
@@ -161,7 +164,7 @@ class OrderView:
             quantity=order.quantity,
             state=order.state,
             status=order.public_status,
-            remains=order.remains,
+            remains=order.public_remains,
             charge=format_amount(order.charge),
             refunded=format_amount(order.refunded),
             provider=order.provider,
@@ -169,6 +172,7 @@ class OrderView:
             upstream_order=order.upstream_order,
             attempts=order.attempts,
             attention=order.attention,
+            closed_reason=order.closed_reason if order.state == CLOSED else "",
             cost="" if order.cost is None else f"{format_amount(order.cost)} {order.cost_currency}",
             upstream_charge=(
                 ""
@@ -283,6 +287,7 @@ class ProviderView:
     checked: str  # when its balance was last read; "" never
     check_error: str
     services: int
+    disabled: tuple[DisabledService, ...]  # listed with a price we cannot use: not sold
     catalog_age: int | None  # seconds; None: never fetched
     price_changes: tuple[PriceChange, ...]
     held_prices: tuple[HeldPriceView, ...]

@@ -46,6 +46,8 @@ RETRY_BASE_SECONDS = 5.0
 RETRY_CAP_SECONDS = 600.0
 MAX_ATTEMPTS = 10
 BATCH = 50
+# Seconds a stopping delivery loop is waited for (shutdown never hangs on it).
+STOP_SECONDS = 1.0
 
 
 class EventLog:
@@ -131,6 +133,7 @@ class Webhook:
         self.retry_base = retry_base
         self._client = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
         self._grouped = False
+        self._stopping = False
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -197,7 +200,7 @@ class Webhook:
         return True
 
     async def run_forever(self, interval: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.deliver()
             except Exception as exc:
@@ -206,10 +209,17 @@ class Webhook:
 
     @contextlib.asynccontextmanager
     async def running(self, interval: float) -> AsyncIterator[None]:
+        """Deliver in the background while the block runs. Leaving it stops
+        the loop within STOP_SECONDS: a cancel that lands inside a Redis
+        command may be swallowed, so the loop also stops at its next round,
+        and nobody waits for it longer."""
+        self._stopping = False
         task = asyncio.create_task(self.run_forever(interval), name="smm-proxy-webhook")
         try:
             yield
         finally:
+            self._stopping = True
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=STOP_SECONDS)
+            if not task.done():
+                log.warning("webhook: delivery still under way at shutdown; left behind")

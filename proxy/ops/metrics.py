@@ -12,8 +12,8 @@ Two kinds:
   refunded, topped up and paid upstream (deployment currency), and per
   provider its ejections (`smm_proxy_provider_ejected`, and the older name
   `smm_proxy_provider_cooling`), block, balance as last read (and its age),
-  whether it is low on funds, catalog age and price changes held for an
-  operator.
+  whether it is low on funds, catalog age, price changes held for an
+  operator and the services it lists with a price we cannot use.
 """
 
 from __future__ import annotations
@@ -171,6 +171,11 @@ class SharedState(Collector):
         age = GaugeMetricFamily(
             "smm_proxy_catalog_age_seconds", "Age of a provider's service list.", labels=["provider"]
         )
+        disabled = GaugeMetricFamily(
+            "smm_proxy_upstream_services_disabled",
+            "Services a provider lists with a price we cannot use (not a number, negative, too large): not sold.",
+            labels=["provider"],
+        )
         cooldowns = await health.cooldowns(names)
         listings = await self.listings.ages(names)
         now = health.clock()
@@ -188,7 +193,9 @@ class SharedState(Collector):
                 balance.add_metric([name, state.currency or self.currencies[name]], float(state.balance))
             if (listed := listings.get(name)) is not None:
                 age.add_metric([name], listed)
-        families += [cooling, ejected, blocked, low, balance, balance_age, age, held]
+            listing = await self.listings.cached(name)
+            disabled.add_metric([name], len(listing.disabled) if listing else 0)
+        families += [cooling, ejected, blocked, low, balance, balance_age, age, held, disabled]
         self.families = families
 
     def collect(self) -> Iterator[Metric]:

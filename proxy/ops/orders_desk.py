@@ -5,6 +5,7 @@ step (`proxy.ops.acting`)."""
 from __future__ import annotations
 
 from proxy.errors import (
+    ArchiveUnwritable,
     ClaimConflict,
     Invalid,
     NotFound,
@@ -23,7 +24,7 @@ from proxy.ops.audit import Record
 from proxy.ops.roles import Actor
 from proxy.ops.search import Search, rows, search
 from proxy.orders.records import Order
-from proxy.orders.states import ACK, REFUND, UNKNOWN, rule
+from proxy.orders.states import ACK, CLOSE, REFUND, UNKNOWN, rule
 
 
 class OrdersDesk(Acting):
@@ -32,7 +33,7 @@ class OrdersDesk(Acting):
     async def order(self, order_id: int) -> OrderDetail:
         """One order, from Redis or from the archive, with its ledger entries."""
         order = await self._book.find(order_id)
-        archived = order is None and (order := self._archive.find(order_id)) is not None
+        archived = order is None and (order := await self._archive.find(order_id)) is not None
         if order is None:
             raise NotFound(f"no order {order_id}")
         entries = [e for e in await self._ledger.entries(order.client) if e.order == order.id]
@@ -40,7 +41,10 @@ class OrdersDesk(Acting):
 
     async def archive(self, actor: Actor | str, before: float, reason: str = "") -> Archived:
         async def act(entry: Record) -> Archived:
-            moved = await self._archive.archive(before)
+            try:
+                moved = await self._archive.archive(before)
+            except ArchiveUnwritable as exc:
+                raise OperatorError(str(exc)) from None
             return Archived(moved, iso(before), str(self._archive.directory))
 
         target = str(self._archive.directory)
@@ -140,6 +144,37 @@ class OrdersDesk(Acting):
                 raise OperatorError(f"order {order_id} is {exc.state}: nothing to acknowledge") from None
 
         return await self._audited(actor, "order.ack", str(order_id), act, reason=reason_text(reason), order=order_id)
+
+    async def close(self, actor: Actor | str, order_id: int, total: object, reason: object = "") -> OrderView:
+        """End an order the router cannot finish, with the total refund the operator chose."""
+        value, why = amount(total), reason_text(reason)
+        found = await self._order(order_id)
+        if rule(found.state, CLOSE) is None:
+            raise OperatorError(f"order {order_id} is {found.state}: only a placed or unknown order can be closed")
+        if not found.refunded <= value <= found.charge:  # as a refund: the order says, a 409
+            raise OperatorError(
+                f"the total refund must be between {found.refunded} (already refunded) and {found.charge} (charged)"
+            )
+
+        async def act(entry: Record) -> OrderView:
+            try:
+                return OrderView.of(await self._verdicts.close(order_id, value, why))
+            except ValueError as exc:
+                raise refusal(exc) from None
+            except StateChanged as exc:
+                raise OperatorError(
+                    f"order {order_id} is {exc.state}: only a placed or unknown order can be closed"
+                ) from None
+
+        return await self._audited(
+            actor,
+            "order.close",
+            str(order_id),
+            act,
+            reason=why,
+            order=order_id,
+            detail={"refund": format_amount(value)},
+        )
 
     async def _order(self, order_id: int) -> Order:
         whole(order_id, "an order ID")

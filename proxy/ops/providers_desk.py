@@ -46,8 +46,9 @@ class ProvidersDesk(Acting):
     async def providers(self, check: bool = False) -> list[ProviderView]:
         """Each provider: health (ejections for orders and reads), balance and
         currency as last read and the age of that reading, whether it is low on
-        funds, service count, catalog age, recent and held price changes, and
-        the outcomes of its routes. `check` reads the balances now."""
+        funds, service count, services not sold for their price, catalog age,
+        recent and held price changes, and the outcomes of its routes. `check`
+        reads the balances now."""
         currencies = {name: provider.currency for name, provider in self._config.providers.items()}
         if check:
             if self._missing_keys:
@@ -86,6 +87,7 @@ class ProvidersDesk(Acting):
                     checked=iso(state.checked_at) if state.checked_at else "",
                     check_error=state.error,
                     services=len(listing.services) if listing else 0,
+                    disabled=listing.disabled if listing else (),
                     catalog_age=None if (age := ages[name]) is None else round(age),
                     price_changes=tuple(await self._listings.price_changes(name, 10)),
                     held_prices=tuple(

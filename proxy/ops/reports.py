@@ -9,8 +9,8 @@ it up by provider, service or client, in the deployment currency:
   charge (in the currency the config expects) costs that, converted; any
   other placed order costs its recorded cost, less the share refunded to the
   client (a Partial order's undelivered part is refunded by the provider
-  too); an order whose outcome is unknown costs its whole recorded cost (it
-  may have been bought); a failed order costs nothing;
+  too; a closed order likewise); an order whose outcome is unknown costs its
+  whole recorded cost (it may have been bought); a failed order costs nothing;
 - margin: revenue less cost.
 """
 
@@ -26,8 +26,8 @@ from decimal import Decimal
 from proxy.config import Config
 from proxy.money import convert
 from proxy.orders.book import OrderBook
-from proxy.orders.records import Order
-from proxy.orders.states import FAILED, IN_FLIGHT, PLACED, UNKNOWN
+from proxy.orders.records import ArchivedOrder, Order
+from proxy.orders.states import CLOSED, FAILED, IN_FLIGHT, PLACED, UNKNOWN
 
 GROUPINGS = ("provider", "service", "client")
 # Orders are read newest first; instances' clocks may differ this much.
@@ -102,28 +102,37 @@ def order_cost(config: Config, order: Order) -> Decimal:
     provider = config.providers.get(order.provider)
     expected = provider.currency if provider is not None else order.cost_currency
     charged_in = order.upstream_currency or expected
-    if order.final and order.upstream_charge is not None and charged_in == expected:
+    if order.state == PLACED and order.final and order.upstream_charge is not None and charged_in == expected:
         return convert(order.upstream_charge, config.rate_of(expected))
-    if order.state == PLACED and order.charge > 0:
+    if order.state in (PLACED, CLOSED) and order.charge > 0:
         return base * order.net_charge / order.charge
     return base
 
 
 async def report(book: OrderBook, config: Config, since: float, by: str = "provider") -> Report:
-    """The orders created since `since`, added up by provider, service or client."""
+    """The orders created since `since`, added up by provider, service or
+    client; archived orders too, from what Redis keeps of them (their cost as
+    counted when they were archived)."""
     if by not in GROUPINGS:
         raise ValueError(f"group by one of: {', '.join(GROUPINGS)}")
     lines: dict[str, Line] = defaultdict(lambda: Line(""))
     result = Report(by, since, config.currency)
-    async for order in book.newest():
-        if order.created < since - CLOCK_SLACK_SECONDS:
-            break
-        if order.created < since:
-            continue
+
+    def count(order: Order | ArchivedOrder, cost: Decimal) -> None:
         key = {"provider": order.provider or "(none)", "service": str(order.service), "client": order.client}[by]
-        cost = order_cost(config, order)
         lines[key].key = key
         lines[key].add(order.net_charge, order.refunded, cost)
         result.total.add(order.net_charge, order.refunded, cost)
+
+    async for order in book.newest():
+        if order.created < since - CLOCK_SLACK_SECONDS:
+            break
+        if order.created >= since:
+            count(order, order_cost(config, order))
+    async for archived in book.newest_archived():
+        if archived.created < since - CLOCK_SLACK_SECONDS:
+            break
+        if archived.created >= since:
+            count(archived, archived.cost)
     result.lines = sorted(lines.values(), key=lambda line: line.margin, reverse=True)
     return result

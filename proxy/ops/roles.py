@@ -7,8 +7,8 @@ same name its audit entry carries. `NEEDS` says the least role each needs:
   audit and its verification, readiness details); nothing else;
 - `operator`: reads, and the day's work on orders and client money: top-ups,
   adjustments, disabling and enabling clients, their terms and rates,
-  settling orders, archiving, checking providers now, approving held
-  price changes;
+  settling orders (resolve, refund, acknowledge, close), archiving,
+  checking providers now, approving held price changes;
 - `owner`: everything, and alone: admins, opening clients, rotating a
   client's key, reloading the config.
 
@@ -56,6 +56,7 @@ NEEDS: dict[str, str] = {
     "order.resolve": OPERATOR,
     "order.refund": OPERATOR,
     "order.ack": OPERATOR,
+    "order.close": OPERATOR,
     "orders.archive": OPERATOR,
     "providers.check": OPERATOR,
     "price.approve": OPERATOR,

@@ -34,6 +34,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
+from proxy.errors import ArchiveUnwritable
 from proxy.ops.events import Webhook
 from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
@@ -56,6 +57,8 @@ POLL_BATCH = 500
 # Every this many rounds, the open orders of every client are swept too.
 SWEEP_EVERY = 10
 ARCHIVE_EVERY_SECONDS = 86400.0
+# Seconds a stopping background loop is waited for.
+STOP_SECONDS = 1.0
 
 
 class Sync:
@@ -89,6 +92,7 @@ class Sync:
         self.currencies = currencies
         self.archive_after_days = archive_after_days
         self.check_interval = check_interval
+        self.stopping = False
         self.webhook = webhook
         self.webhook_interval = webhook_interval
         self.observer = observer
@@ -123,7 +127,11 @@ class Sync:
         days = self.archive_after_days
         if not days:
             return 0
-        moved = await self.archive.archive(time.time() - days * 86400)
+        try:
+            moved = await self.archive.archive(time.time() - days * 86400)
+        except ArchiveUnwritable as exc:
+            log.error("finished orders not archived: %s", exc)
+            return 0
         if moved:
             log.info("%d finished orders older than %s days archived", moved, days)
         return moved
@@ -142,7 +150,7 @@ class Sync:
         checked_at = time.monotonic()
         archived_at = 0.0
         rounds = 0
-        while True:
+        while not self.stopping:
             rounds += 1
             steps: list[Callable[[], Awaitable[object]]] = [self.recover, self.probe_providers, self.poll_due]
             if rounds % SWEEP_EVERY == 1:
@@ -152,6 +160,8 @@ class Sync:
                 steps.append(self.archive_old_orders)
             started, done = time.monotonic(), {}
             for step in steps:
+                if self.stopping:
+                    return
                 step_started, ok = time.monotonic(), False
                 try:
                     done[step.__name__] = await step()
@@ -200,6 +210,10 @@ class Sync:
             else:
                 yield task
         finally:
+            self.stopping = True
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # A cancel that lands inside a Redis command may be swallowed: the
+            # loop then stops at its next step (`stopping`); nobody waits longer.
+            await asyncio.wait({task}, timeout=STOP_SECONDS)
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                log.warning("background work ended with %s", type(error).__name__)

@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from proxy import logs
 from proxy.accounts.fair_use import TOO_MANY_CANCELS, TOO_MANY_REFILLS, FairUse
@@ -41,12 +42,13 @@ from proxy.errors import (
     UpstreamError,
 )
 from proxy.orders.book import OrderBook
-from proxy.orders.records import Fingerprint, NewOrder, Order, OrderSummary
+from proxy.orders.records import ArchivedOrder, Fingerprint, NewOrder, Order, OrderSummary
 from proxy.orders.refills import Refills
-from proxy.orders.routing import NO_ROUTE, Router
+from proxy.orders.routing import NO_ROUTE, Placement, Router
 from proxy.orders.states import FAILED, PLACED, RESTATUS
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.validation import OrderSpec, validate_add
+from proxy.policies import MAX_OLD_POSTS
 from proxy.providers.replies import ItemError
 from proxy.providers.upstream import ProviderClient
 from proxy.vocabulary import COMPLETED, PARTIAL, Errors, known_error, parse_id
@@ -58,6 +60,8 @@ REFILL_UNAVAILABLE = "Refill could not be requested now, please try again later"
 REFILL_REFUSALS = (Errors.REFILL_DISABLED, Errors.REFILL_NOT_COMPLETED, Errors.NOT_ELIGIBLE_FOR_REFILL)
 IDEMPOTENCY_KEY_REUSED = "Idempotency-Key already used for a different request"
 IDEMPOTENCY_WINDOW = 24 * 3600.0
+# Seconds an add waits for its order to be placed before it answers with the ID all the same.
+ADD_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,10 @@ class OrderView:
 class OrderActions:
     """The API v2 order actions for one client at a time: add, status,
     refill, refill_status, cancel. `currency` is the deployment's;
-    `hold_posts` is how many posts an unlimited subscription is held for."""
+    `hold_posts` is how many posts an unlimited subscription is held for
+    (`max_old_posts` the most old posts a subscription may ask for);
+    `add_wait` how long an add waits for its order to be placed before it
+    answers with the order's ID all the same (placing goes on)."""
 
     def __init__(
         self,
@@ -95,6 +102,8 @@ class OrderActions:
         tally: Callable[[str], Awaitable[None]],
         fair_use: FairUse | None = None,
         *,
+        add_wait: float = ADD_WAIT,
+        max_old_posts: int = MAX_OLD_POSTS,
         terms: Callable[[str], Awaitable[Terms]] | None = None,
     ) -> None:
         self.tally = tally
@@ -109,7 +118,12 @@ class OrderActions:
         self.refills = refills
         self.providers = providers
         self.duplicate_window = duplicate_window
-        self._placing: set[asyncio.Task[object]] = set()
+        self.add_wait = add_wait
+        self.max_old_posts = max_old_posts
+        # Orders being placed, by the task placing each.
+        self._placing: dict[asyncio.Task[Placement], Order] = {}
+        # Done once the router is shutting down (`stop_waiting`).
+        self._stopping: asyncio.Future[None] | None = None
 
     # -- add -----------------------------------------------------------------
 
@@ -118,12 +132,14 @@ class OrderActions:
     ) -> int:
         """Charge and place an order of `service_id` with the client's `fields`
         (all but key/action/service); its ID. Raises `OrderRefused`."""
+        if self._stopping is not None and self._stopping.done():  # shutting down: take no new money
+            raise OrderRefused(NO_ROUTE)
         terms = await self.client_terms(client)
         catalog = (await self.catalog()).priced(Pricing.of(terms.markup, terms.rates))
         service = catalog.get(service_id)
         if service is None:
             raise OrderRefused(NO_ROUTE if service_id in catalog.unavailable else Errors.INCORRECT_SERVICE)
-        spec = validate_add(service, fields, self.hold_posts)
+        spec = validate_add(service, fields, self.hold_posts, max_old_posts=self.max_old_posts)
         new = NewOrder(
             client=client,
             service=service.id,
@@ -154,11 +170,21 @@ class OrderActions:
             return reservation.order_id
         try:
             order = reservation.order
-            # Shielded: a client that hangs up must not stop an order mid-flight.
-            task = asyncio.ensure_future(self.router.place(order, service, spec.quantity))
-            self._placing.add(task)
-            task.add_done_callback(self._placing.discard)
-            placement = await asyncio.shield(task)
+            task = asyncio.create_task(self.router.place(order, service, spec.quantity), name=f"place-{order.id}")
+            self._placing[task] = order
+            task.add_done_callback(self._placed)
+            # Not cancelled when the client hangs up (asyncio.wait never cancels
+            # what it waits for), and waited for no longer than `add_wait`, or
+            # until the router starts shutting down.
+            waiting: set[asyncio.Future[Any]] = {task, self._stop_signal()}
+            done, _ = await asyncio.wait(waiting, timeout=self.add_wait, return_when=asyncio.FIRST_COMPLETED)
+            if task not in done:
+                log.warning("order %s: still being placed after %s s; answered with its ID", order.id, self.add_wait)
+                task.add_done_callback(self._unwatched)
+                return reservation.order_id
+            if task.cancelled():  # stopped by a shutdown: handed over, and answered all the same
+                return reservation.order_id
+            placement = task.result()
         except Exception:
             log.exception("order %s: placing failed after the charge; recovery settles it", reservation.order_id)
             return reservation.order_id
@@ -166,6 +192,28 @@ class OrderActions:
         if placement.error is not None and settled.state == FAILED and settled.refunded == settled.charge:
             raise OrderRefused(placement.error)  # refunded in full in the same step that failed it
         return reservation.order_id
+
+    def _placed(self, task: asyncio.Task[Placement]) -> None:
+        self._placing.pop(task, None)
+
+    def _stop_signal(self) -> asyncio.Future[None]:
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_future()
+        return self._stopping
+
+    def stop_waiting(self) -> None:
+        """The router is shutting down: adds waiting for their orders to be
+        placed answer with the IDs now (placing goes on until `aclose`), and
+        new adds are refused before any money moves."""
+        stopping = self._stop_signal()
+        if not stopping.done():
+            stopping.set_result(None)
+
+    @staticmethod
+    def _unwatched(task: asyncio.Task[Placement]) -> None:
+        """A placing task nobody waits for any more ended: say how, if it failed."""
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("placing an order failed after its client was answered", exc_info=error)
 
     def _fingerprint(
         self, service: int, spec: OrderSpec, idempotency_key: str | None, window: float
@@ -190,17 +238,35 @@ class OrderActions:
         return (await self.catalog()).priced(Pricing.of(terms.markup, terms.rates))
 
     async def aclose(self, timeout: float = 30.0) -> None:
-        """Let orders being placed finish (up to `timeout`): each holds a client's money."""
-        if self._placing:
-            await asyncio.wait(list(self._placing), timeout=timeout)
+        """Let orders being placed finish (each holds a client's money), for up
+        to half of `timeout`; then stop the rest and hand them over
+        (`Router.hand_over`) in what is left of it."""
+        if not self._placing:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        _, pending = await asyncio.wait(list(self._placing), timeout=timeout / 2)
+        if not pending:
+            return
+        orders = [self._placing[task] for task in pending if task in self._placing]
+        log.warning("%d orders still being placed at shutdown: handing them over", len(orders))
+        for task in pending:
+            task.cancel()
+        # A cancel that lands inside a Redis command may be swallowed: wait a
+        # little for the tasks to stop, never longer.
+        await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()) / 4)
+        await self.router.hand_over(orders, timeout=max(0.0, deadline - loop.time()))
 
     # -- status --------------------------------------------------------------
 
-    async def _orders(self, client: str, ids: Sequence[str]) -> dict[str, Order | Failure]:
-        """Orders by the IDs as given; foreign and unknown IDs are failures."""
+    async def _orders(self, client: str, ids: Sequence[str]) -> dict[str, Order | ArchivedOrder | Failure]:
+        """Orders by the IDs as given (archived ones as Redis keeps them);
+        foreign and unknown IDs are failures."""
         parsed = {given: parse_id(given) for given in ids}
-        found = await self.book.get_many(client, {i for i in parsed.values() if i is not None})
-        found = await self.refresher.refresh(found.values())
+        wanted = {i for i in parsed.values() if i is not None}
+        found: dict[int, Order | ArchivedOrder] = {}
+        found.update(await self.refresher.refresh((await self.book.get_many(client, wanted)).values()))
+        found.update(await self.book.archived(client, wanted - found.keys()))
         return {
             given: found[order_id] if order_id in found else Failure(Errors.INCORRECT_ORDER)
             for given, order_id in parsed.items()
@@ -210,10 +276,14 @@ class OrderActions:
         """What upstream said of the orders, read in one command; whole records
         only for those whose status is stale and must be read from upstream."""
         parsed = {given: parse_id(given) for given in ids}
-        seen: dict[int, OrderSummary] = dict(await self.book.summaries(client, {i for i in parsed.values() if i}))
-        stale = [order_id for order_id, summary in seen.items() if self.refresher.stale(summary)]
+        wanted = {i for i in parsed.values() if i}
+        summaries = await self.book.summaries(client, wanted)
+        stale = [order_id for order_id, summary in summaries.items() if self.refresher.stale(summary)]
+        seen: dict[int, OrderSummary | ArchivedOrder] = dict(summaries)
         if stale:
             seen.update(await self.refresher.refresh((await self.book.get_many(client, stale)).values()))
+        if len(seen) < len(wanted):  # archived, or not the client's
+            seen.update(await self.book.archived(client, wanted - seen.keys()))
         results: dict[str, OrderView | Failure] = {}
         for given, order_id in parsed.items():
             order = seen.get(order_id) if order_id else None
@@ -224,7 +294,7 @@ class OrderActions:
                     charge=order.net_charge,
                     start_count=order.start_count,
                     status=order.public_status,
-                    remains=order.remains,
+                    remains=order.public_remains,
                     currency=self.currency,
                 )
         return results
@@ -233,7 +303,7 @@ class OrderActions:
 
     async def refill(self, client: str, ids: Sequence[str]) -> dict[str, int | Failure]:
         results: dict[str, int | Failure] = {}
-        eligible: dict[str, Order] = {}
+        eligible: dict[str, Order | ArchivedOrder] = {}
         for given, order in (await self._orders(client, ids)).items():
             if isinstance(order, Failure):
                 results[given] = order
@@ -264,7 +334,7 @@ class OrderActions:
             for given, refill_id in parsed.items()
         }
 
-    async def _may(self, action: str, order: Order) -> bool:
+    async def _may(self, action: str, order: Order | ArchivedOrder) -> bool:
         """Whether this order may be asked upstream for a refill or cancel again (fair use)."""
         return self.fair_use is None or await self.fair_use.order_action(action, order.client, order.id)
 
@@ -276,7 +346,7 @@ class OrderActions:
         for given, order in (await self._orders(client, ids)).items():
             if isinstance(order, Failure):
                 results[given] = order
-            elif not order.cancel or order.state != PLACED or order.final:
+            elif isinstance(order, ArchivedOrder) or not order.cancel or order.state != PLACED or order.final:
                 results[given] = Failure(Errors.CANNOT_CANCEL)
             elif not await self._may("cancel", order):
                 results[given] = Failure(TOO_MANY_CANCELS)

@@ -48,7 +48,9 @@ from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
 from proxy.orders.links import REFUSE, link_key
 from proxy.orders.records import (
+    RECENT_CALLS,
     SUMMARY_FIELDS,
+    ArchivedOrder,
     Fingerprint,
     NewOrder,
     Order,
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 
 # A reservation whose reply was lost is asked again this many times in all.
 RESERVE_TRIES = 3
+# An owner entry that starts so: the order is archived (`proxy.orders.archive`).
+ARCHIVED = "~"
 _Reply = TypeVar("_Reply")
 
 
@@ -90,7 +94,9 @@ class OrderBook:
         self._single = redis if isinstance(redis, aioredis.Redis) else None
         facts = lua_values()
         self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
-        self._transition = scripts.register(redis, "proxy.orders", "transition", facts)
+        self._transition = scripts.register(
+            redis, "proxy.orders", "transition", {**facts, "RECENT_CALLS": lua(RECENT_CALLS)}
+        )
         self._summaries = scripts.register(redis, "proxy.orders", "summaries", {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)})
 
     def _sets(self, client: str) -> list[str]:
@@ -268,7 +274,36 @@ class OrderBook:
     async def find(self, order_id: int) -> Order | None:
         """An order by our ID alone (operators); None if unknown or archived."""
         client = await self.owner(order_id)
-        return await self.get(client, order_id) if client and not client.startswith("~") else None
+        return await self.get(client, order_id) if client and not client.startswith(ARCHIVED) else None
+
+    async def is_archived(self, order_id: int) -> bool:
+        return (await self.owner(order_id) or "").startswith(ARCHIVED)
+
+    async def archived(self, client: str, order_ids: Iterable[int]) -> dict[int, ArchivedOrder]:
+        """What Redis keeps of the client's archived orders among `order_ids` (`ArchivedOrder`)."""
+        ids = sorted(set(order_ids))
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for order_id in ids:
+                pipe.hget(self.keys.archived(client, order_id), str(order_id))
+            views = await pipe.execute()
+        return {i: ArchivedOrder.decode(client, i, v) for i, v in zip(ids, views, strict=True) if v is not None}
+
+    async def newest_archived(self) -> AsyncIterator[ArchivedOrder]:
+        """Archived orders of every client, newest first (through the owner index)."""
+        newest = int(await self.redis.get(self.keys.order_seq) or 0)
+        for bucket in range(newest // OWNER_BUCKET, -1, -1):
+            owners = text_map(await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET)))
+            by_client: dict[str, list[int]] = {}
+            for order_id, owner in owners.items():
+                if owner.startswith(ARCHIVED):
+                    by_client.setdefault(owner[len(ARCHIVED) :], []).append(int(order_id))
+            found: dict[int, ArchivedOrder] = {}
+            for client, ids in by_client.items():
+                found.update(await self.archived(client, ids))
+            for number in sorted(found, reverse=True):
+                yield found[number]
 
     async def clients(self) -> list[str]:
         return sorted(texts(await self.redis.smembers(self.keys.clients)))
@@ -306,7 +341,7 @@ class OrderBook:
             owners = text_map(await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET)))
             by_client: dict[str, list[int]] = {}
             for member, owner in owners.items():
-                if not owner.startswith("~"):  # archived
+                if not owner.startswith(ARCHIVED):
                     by_client.setdefault(owner, []).append(int(member))
             found = {}
             for owner, ids in by_client.items():
@@ -327,6 +362,7 @@ class OrderBook:
         version: int | None = None,
         memo: str = "",
         call: str | None = None,
+        due_at: float | None = None,
     ) -> Order:
         """Apply `event` to `order` as the state table says; the order after.
 
@@ -334,8 +370,10 @@ class OrderBook:
         rule moves money by target; `attention` queues it for an operator with
         that reason; `version` (for status reads) drops the answer if another
         status was applied since the order was read. `call` names this call:
-        repeating it (after a lost reply) never applies it twice. Raises
-        `StateChanged` when the table does not allow the event now.
+        repeating it (after a lost reply) never applies it twice. `due_at`
+        puts the order in its provider's due index at that score, whatever
+        the table says. Raises `StateChanged` when the table does not allow
+        the event now.
         """
         client = order.client
         keys = [
@@ -358,7 +396,7 @@ class OrderBook:
             call or new_call(),
             *flatten(fields or {}),
         ]
-        due = self.due.change(order, event, fields or {})
+        due = self.due.change(order, event, fields or {}, due_at)
         reply: list[Any]
         if due is None or self._single is None:
             reply = await self._transition(keys=keys, args=args)
@@ -404,14 +442,19 @@ class OrderBook:
         settled = []
         for client in await self.clients():
             ids = ints(await self.redis.zrange(self.keys.orders_of(client, "inflight"), 0, -1))
-            if not ids:
+            if ids:
+                settled += await self.abandon(client, ids)
+        return settled
+
+    async def abandon(self, client: str, order_ids: list[int]) -> list[Order]:
+        """Take over those of the client's orders that are in flight with no lease."""
+        settled = []
+        for order_id in await self.leases.lapsed(client, order_ids):
+            order = await self.get(client, order_id)
+            if order is None or order.state not in IN_FLIGHT:
                 continue
-            for order_id in await self.leases.lapsed(client, ids):
-                order = await self.get(client, order_id)
-                if order is None or order.state not in IN_FLIGHT:
-                    continue
-                try:
-                    settled.append(await self.apply(order, ABANDON, memo=f"order {order_id} abandoned in flight"))
-                except StateChanged:
-                    continue
+            try:
+                settled.append(await self.apply(order, ABANDON, memo=f"order {order_id} abandoned in flight"))
+            except StateChanged:
+                continue
         return settled

@@ -32,9 +32,10 @@ class Claims:
 
         None when it is ours now; the ID of the other order that owns it
         otherwise. An order still in flight owns its claim (it records the
-        upstream ID one step after claiming it). A claim left by an order that
-        did not record it and is no longer in flight (a crash between claim
-        and transition, a failed resolve) is taken over.
+        upstream ID one step after claiming it), and so does an archived one.
+        A claim left by an order that did not record it and is no longer in
+        flight (a crash between claim and transition, a failed resolve) is
+        taken over.
         """
         key = self.keys.claims(provider, upstream_order)
         expected = ""
@@ -45,6 +46,8 @@ class Claims:
             if current == "":  # released since we looked: claim it afresh
                 expected = ""
                 continue
+            if await self.book.is_archived(int(current)):  # it kept its upstream order when it was archived
+                return int(current)
             other = await self.book.find(int(current))
             if other is not None and (
                 other.state in IN_FLIGHT or (other.provider == provider and other.upstream_order == upstream_order)

@@ -5,9 +5,10 @@ status was last read (`Keys.due`). Status reads claim the oldest from it in
 bulk (`claim`), marking them read so that no other instance takes them in
 the same round. Which events put an order in and take it out is the state
 table's to say (`states.due_change`); the order book moves it with the
-transition, in the same round trip where it can. The index is advice, not
-money: an order missing from it is put back when a sweep of the open orders
-reads it.
+transition, in the same round trip where it can. The status refresher may
+score an order later than its last read (a slow read), or keep a final one
+in for its re-checks. The index is advice, not money: an order missing from
+it is put back when a sweep of the open orders reads it.
 """
 
 from __future__ import annotations
@@ -30,12 +31,18 @@ class DueIndex:
         self.keys = keys
         self._claim = scripts.register(redis, "proxy.orders", "claim_due")
 
-    def change(self, order: Order, event: str, fields: Mapping[str, object]) -> Change | None:
-        """How `event` moves the order in its provider's due index, if it does."""
+    def change(self, order: Order, event: str, fields: Mapping[str, object], at: float | None = None) -> Change | None:
+        """How `event` moves the order in its provider's due index, if it does.
+
+        `at` (a score) puts it there whatever the state table says: the status
+        refresher's own schedule, for orders read at the slow rate.
+        """
         provider = str(fields.get("provider") or order.provider)
         if not provider:
             return None
         key, member = self.keys.due(provider), f"{order.client}:{order.id}"
+        if at is not None:
+            return lambda pipe: pipe.zadd(key, {member: at})
         change = due_change(order.state, event, fields.get("status"))
         if change:
             at = float(str(fields.get("status_at", order.status_at) or 0))
@@ -43,6 +50,20 @@ class DueIndex:
         if change is False:
             return lambda pipe: pipe.zrem(key, member)
         return None
+
+    async def reschedule(self, provider: str, scores: Mapping[tuple[str, int], float | None]) -> None:
+        """Put orders of `provider` at these scores, or take them out (None)."""
+        if not scores:
+            return
+        key = self.keys.due(provider)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (client, order_id), score in scores.items():
+                member = f"{client}:{order_id}"
+                if score is None:
+                    pipe.zrem(key, member)
+                else:
+                    pipe.zadd(key, {member: score})
+            await pipe.execute()
 
     async def claim(self, provider: str, read_before: float, now: float, limit: int) -> list[tuple[str, int]]:
         """Up to `limit` open orders of `provider` whose status was read before

@@ -5,7 +5,14 @@ this instance, `Keys.lease`), written by the reserve script and renewed
 while the task works (`leased`). A lease expires on the Redis server's
 clock: if the task dies, or stalls past its lease, recovery
 (`OrderBook.recover`) may take the order over, and only then. No instance's
-own clock decides whether an order is alive.
+own clock decides whether an order is alive. An instance that shuts down
+before its orders are placed gives their leases up (`release`), so recovery
+takes them at once.
+
+The renewal never holds up the task it serves: it runs beside it, stops when
+told (an event, not a cancel: a cancel that lands inside a redis-py command
+can be swallowed, and a task awaited after one may never end), bounds every
+renewal by a deadline, and nobody waits for it to finish.
 """
 
 from __future__ import annotations
@@ -35,30 +42,52 @@ class Leases:
         # Names the instance that holds a lease, for whoever reads the key.
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._renew = scripts.register(redis, "proxy.orders", "renew_lease")
+        self._release = scripts.register(redis, "proxy.orders", "release_lease")
+        # Renewal tasks still running (each ends at its next wake once told to stop).
+        self._keepers: set[asyncio.Task[None]] = set()
 
     @property
     def ms(self) -> int:
         return max(1, int(self.seconds * 1000))
 
+    @property
+    def every(self) -> float:
+        """Seconds between renewals: three tries before a lease lapses."""
+        return self.seconds / 3
+
     @contextlib.asynccontextmanager
     async def leased(self, order: Order) -> AsyncIterator[None]:
-        """Renew the order's lease while the caller is placing it."""
-        task = asyncio.create_task(self._keep(order), name=f"lease-{order.id}")
+        """Renew the order's lease while the caller is placing it.
+
+        Leaving the block tells the renewal to stop and returns at once: the
+        caller never waits for its own housekeeping.
+        """
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep(order, done), name=f"lease-{order.id}")
+        self._keepers.add(keeper)
+        keeper.add_done_callback(self._keepers.discard)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            done.set()
 
-    async def _keep(self, order: Order) -> None:
+    async def _keep(self, order: Order, done: asyncio.Event) -> None:
         key = self.keys.lease(order.client, order.id)
-        while True:
-            await asyncio.sleep(self.seconds / 3)
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.every):
+                    await done.wait()
+            if done.is_set():
+                return
             try:
-                await self._renew(keys=[key], args=[self.token, self.ms])
-            except Exception as exc:  # Redis away: the next try may work; the lease may lapse
+                async with asyncio.timeout(self.every):
+                    await self._renew(keys=[key], args=[self.token, self.ms])
+            except Exception as exc:  # Redis away or slow: the next try may work; the lease may lapse
                 log.warning("order %s: lease not renewed: %s", order.id, type(exc).__name__)
+
+    async def release(self, order: Order) -> bool:
+        """Give up our lease on `order` (if we still hold it): recovery may take it now."""
+        return bool(await self._release(keys=[self.keys.lease(order.client, order.id)], args=[self.token]))
 
     async def lapsed(self, client: str, order_ids: list[int]) -> list[int]:
         """Those of the client's orders whose lease has expired (or was never taken)."""

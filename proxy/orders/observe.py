@@ -10,7 +10,11 @@ and never raises:
 - an order still Pending upstream longer than its service's `stuck_after`
   is flagged stuck, once for every instance: it counts against its route,
   goes to the operator's attention queue, is tallied
-  (`smm_proxy_orders_total{outcome="stuck"}`) and told as an event;
+  (`smm_proxy_orders_total{outcome="stuck"}`) and told as an event. An order
+  whose last reads could not be settled (`Order.misses`) is not stuck: its
+  Pending is the status it kept, not one the provider gave, and the
+  refresher's own note (`proxy.orders.statuses`) owns its attention; a stuck
+  note never replaces another note either;
 - an order that newly needs an operator is told as an event.
 """
 
@@ -70,7 +74,9 @@ class OrderWatch:
             return
         if after.final and not before.final:
             await self._final(after)
-        elif after.status == PENDING and self.clock() - after.created >= self._limit(after.service):
+        elif (
+            after.status == PENDING and not after.misses and self.clock() - after.created >= self._limit(after.service)
+        ):
             await self._stuck(after)
 
     def _limit(self, service: int) -> float:

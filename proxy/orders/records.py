@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
 
-from proxy.money import from_minor, to_minor
-from proxy.orders.states import RESERVED, final, shown_status
+from proxy.money import ceil_to, from_minor, to_minor
+from proxy.orders.states import RESERVED, final, shown_remains, shown_status
 from proxy.vocabulary import PENDING, SERVICE_TYPES
 
 
@@ -41,11 +41,37 @@ SUMMARY_FIELDS = (
     "status_at",
     "provider",
     "quantity",
+    "misses",
 )
 
 
+class Shown:
+    """What a client is shown of an order, from the fields every view of one has."""
+
+    state: str
+    status: str
+    charge: Decimal
+    refunded: Decimal
+    remains: int
+    quantity: int
+
+    @property
+    def public_status(self) -> str:
+        """What the client is shown (`states.shown_status`)."""
+        return shown_status(self.state, self.status, self.charge, self.refunded)
+
+    @property
+    def public_remains(self) -> int:
+        """What the client is shown as remaining (`states.shown_remains`)."""
+        return shown_remains(self.state, self.remains, self.quantity, self.charge, self.refunded)
+
+    @property
+    def net_charge(self) -> Decimal:
+        return self.charge - self.refunded
+
+
 @dataclass(frozen=True)
-class OrderSummary:
+class OrderSummary(Shown):
     """What a status read shows of an order, and what follows from it."""
 
     id: int
@@ -57,24 +83,18 @@ class OrderSummary:
     start_count: int
     status_at: float
     provider: str
-
-    @property
-    def public_status(self) -> str:
-        """What the client is shown (`states.shown_status`)."""
-        return shown_status(self.state, self.status)
+    quantity: int  # total units: per-run quantity x runs
+    # Status reads in a row that no rule could settle (keyword-only, so that it may default).
+    misses: int = field(default=0, kw_only=True)
 
     @property
     def final(self) -> bool:
         return final(self.state, self.status)
 
-    @property
-    def net_charge(self) -> Decimal:
-        return self.charge - self.refunded
-
     @classmethod
     def from_row(cls, order_id: int, row: Sequence[str | None]) -> OrderSummary | None:
         """A summary from the values of `SUMMARY_FIELDS`; None for no record."""
-        state, status, charge, refunded, remains, start, at, provider, quantity = row
+        state, status, charge, refunded, remains, start, at, provider, quantity, misses = row
         if state is None:
             return None
         return cls(
@@ -87,6 +107,8 @@ class OrderSummary:
             start_count=int(start or "0"),
             status_at=float(at or "0"),
             provider=provider or "",
+            quantity=int(quantity or "0"),
+            misses=int(misses or "0"),
         )
 
 
@@ -98,7 +120,6 @@ class Order(OrderSummary):
     client: str
     service: int
     type: str
-    quantity: int  # total units: per-run quantity x runs
     fields: Mapping[str, str]  # what is sent upstream with `add`
     created: float
     refill: bool
@@ -115,7 +136,10 @@ class Order(OrderSummary):
     cost_base: Decimal | None = None  # the same cost in the deployment currency, at the config's rate
     upstream_charge: Decimal | None = None  # what the provider last said it charged
     upstream_currency: str = ""
-    misses: int = 0  # status reads in a row whose reply had nothing usable on this order
+    stops: int = 0  # times an unlimited subscription that used its hold was asked to stop upstream
+    checked_at: float = 0.0  # when a final order was last re-read (`states.RECHECK`)
+    closed_reason: str = ""  # what the operator who closed it said
+    call: str = ""  # the call that last changed it (`new_call`): who applied a transition
 
     @property
     def link(self) -> str:
@@ -163,7 +187,109 @@ class Order(OrderSummary):
             upstream_charge=amount("upstream_charge"),
             upstream_currency=record.get("upstream_currency", ""),
             misses=int(record.get("misses", "0")),
+            stops=int(record.get("stops", "0")),
+            checked_at=float(record.get("checked_at", "0")),
+            closed_reason=record.get("closed_reason", ""),
+            call=record.get("call", ""),
         )
+
+
+@dataclass(frozen=True)
+class ArchivedOrder(Shown):
+    """What Redis keeps of an archived order (the archive file keeps the
+    rest): enough to answer its client's `status` and `refill`, and to count
+    its money in reports. One line of text, "|"-joined (`encode`), about 45
+    bytes: short enough for Redis' compact hash encoding (64 bytes a value)."""
+
+    id: int
+    client: str
+    state: str
+    status: str
+    charge: Decimal
+    refunded: Decimal
+    quantity: int
+    remains: int
+    start_count: int
+    refill: bool
+    upstream_order: int
+    service: int
+    created: float
+    cost: Decimal  # what it cost us upstream, in the deployment currency, as reports count it
+    provider: str  # last: the one field that may hold any character
+
+    cancel = False  # archived orders are final
+    final = True
+
+    @classmethod
+    def of(cls, order: Order, cost: Decimal) -> ArchivedOrder:
+        return cls(
+            id=order.id,
+            client=order.client,
+            state=order.state,
+            status=order.status,
+            charge=order.charge,
+            refunded=order.refunded,
+            quantity=order.quantity,
+            remains=order.remains,
+            start_count=order.start_count,
+            refill=order.refill,
+            upstream_order=order.upstream_order,
+            service=order.service,
+            created=order.created,
+            cost=ceil_to(cost),
+            provider=order.provider,
+        )
+
+    def encode(self) -> str:
+        """state|status|then whole numbers in base 36 (amounts in minor units)|provider."""
+        numbers = (
+            to_minor(self.charge),
+            to_minor(self.refunded),
+            self.quantity,
+            self.remains,
+            self.start_count,
+            int(self.refill),
+            self.upstream_order,
+            self.service,
+            int(self.created),
+            to_minor(self.cost),
+        )
+        return "|".join([self.state, self.status, *map(_base36, numbers), self.provider])
+
+    @classmethod
+    def decode(cls, client: str, order_id: int, text: str) -> ArchivedOrder:
+        state, status, *rest = text.split("|", 12)
+        charge, refunded, quantity, remains, start, refill, upstream, service, created, cost = (
+            int(n, 36) for n in rest[:10]
+        )
+        return cls(
+            id=order_id,
+            client=client,
+            state=state,
+            status=status,
+            charge=from_minor(charge),
+            refunded=from_minor(refunded),
+            quantity=quantity,
+            remains=remains,
+            start_count=start,
+            refill=refill == 1,
+            upstream_order=upstream,
+            service=service,
+            created=float(created),
+            cost=from_minor(cost),
+            provider=rest[10],
+        )
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    if number <= 0:
+        return "0"
+    text = ""
+    while number:
+        number, digit = divmod(number, 36)
+        text = digits[digit] + text
+    return text
 
 
 @dataclass(frozen=True)
@@ -238,6 +364,12 @@ def flatten(fields: Mapping[str, object]) -> list[str]:
 def unflatten(flat: Sequence[str]) -> dict[str, str]:
     """A flat HGETALL reply as a record."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+# Call IDs a record remembers, newest first (`calls`; `call` is the last):
+# a transition retried after its reply was lost is recognised among them
+# however many others were applied since, up to this many.
+RECENT_CALLS = 8
 
 
 def new_call() -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from redis.typing import EncodableT
 
 from proxy.errors import ProviderRefused, UpstreamError
-from proxy.orders.records import Order
+from proxy.orders.records import ArchivedOrder, Order
 from proxy.providers.health import READS, Health
 from proxy.providers.replies import MISSING_FROM_REPLY, ItemError
 from proxy.providers.upstream import ProviderClient
@@ -61,14 +61,14 @@ class Refills:
         self.ttl = ttl
         self.clock = clock
 
-    async def create(self, orders: list[Order]) -> dict[int, int | UpstreamError]:
+    async def create(self, orders: Sequence[Order | ArchivedOrder]) -> dict[int, int | UpstreamError]:
         """Ask upstream to refill placed orders; our refill ID per order ID.
 
         An order upstream said no to has a `ProviderRefused` with the
         provider's words in `message` (not yet cleaned for a client); any
         other `UpstreamError` means we could not ask.
         """
-        by_provider: dict[str, list[Order]] = defaultdict(list)
+        by_provider: dict[str, list[Order | ArchivedOrder]] = defaultdict(list)
         for order in orders:
             by_provider[order.provider].append(order)
         results: dict[int, int | UpstreamError] = {}
@@ -101,7 +101,7 @@ class Refills:
                     results[order.id] = await self._record(order, reply)
         return results
 
-    async def _record(self, order: Order, upstream_refill: str) -> int:
+    async def _record(self, order: Order | ArchivedOrder, upstream_refill: str) -> int:
         refill_id = await self.redis.incr(self.keys.refill_seq)
         now = self.clock()
         await self.redis.hset(self.keys.refill_owner(refill_id), str(refill_id), order.client)

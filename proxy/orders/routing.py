@@ -22,7 +22,9 @@ Everything that can wait (the provider's rate budget, a free connection)
 happens before the order is marked `submitted`: an order that ran out of time
 waiting was never sent, and fails over as a proven refusal.
 
-The task placing an order holds its lease for as long as it works on it.
+The task placing an order holds its lease for as long as it works on it
+(renewed beside it, never holding it up: `proxy.orders.leases`); an instance
+that shuts down hands the orders it could not finish over (`hand_over`).
 What only this task knows (an upstream order ID, a refusal) is recorded with
 a few retries when Redis falters, and logged before that, so an operator can
 always settle the order.
@@ -34,7 +36,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
@@ -207,6 +209,35 @@ class Router:
         """Send a `reserved` order to its routes in turn until one takes it."""
         async with self.leases.leased(order):
             return await self._place(order, service, per_run)
+
+    async def hand_over(self, orders: Iterable[Order], timeout: float) -> list[Order]:
+        """Orders this instance stops placing (it shuts down): give up their
+        leases and take them over at once, as recovery would after the leases
+        lapsed. One never sent is refunded; one that may exist upstream waits
+        for an operator as `unknown`. Their tasks must have been told to stop
+        first: the state table refuses whatever a task that did not stop tries
+        next. Within `timeout`; what is left then, any instance's recovery
+        takes once the leases lapse."""
+        orders = list(orders)
+        settled: list[Order] = []
+        try:
+            async with asyncio.timeout(timeout):
+                for order in orders:
+                    await self.leases.release(order)
+                by_client: dict[str, list[int]] = {}
+                for order in orders:
+                    by_client.setdefault(order.client, []).append(order.id)
+                for client, ids in by_client.items():
+                    settled += await self.book.abandon(client, ids)
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning(
+                "orders %s not all taken over at shutdown (%s); recovery takes them once their leases lapse",
+                ", ".join(str(o.id) for o in orders),
+                type(exc).__name__,
+            )
+        for order in settled:
+            log.warning("order %s handed over at shutdown: now %s", order.id, order.state)
+        return settled
 
     async def _place(self, order: Order, service: Service, per_run: int) -> Placement:
         attempts = list(order.attempts)

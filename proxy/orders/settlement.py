@@ -17,6 +17,12 @@ Two ways to settle a final order:
   charged, marked up as the order was: billed = charge × upstream charge /
   recorded cost, rounded up, never more than was held. The rest of the hold
   is refunded. Without a usable upstream charge the operator decides.
+
+An unlimited subscription (no `posts`) is held for a configured number of
+posts; the provider bills every post it delivers, with no end. `must_stop`
+says when it has used its hold: what the provider says it charged leaves no
+room for one more post. The status refresher then asks the provider to
+cancel it, and it is settled like any other when it ends.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from decimal import Decimal
 from proxy.errors import MoneyError
 from proxy.money import ceil_to, floor_to, format_amount, to_minor
 from proxy.orders.records import Order
+from proxy.orders.states import PLACED
 from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, FINAL_STATUSES, PARTIAL, SUBSCRIPTIONS
 
@@ -39,11 +46,37 @@ class Settlement:
     fields: dict[str, object] = field(default_factory=dict)
     refund_to: Decimal | None = None
     attention: str = ""
+    # Why no rule could settle this read (the status was kept as it was), if none could.
+    unsettled: str = ""
 
 
 def _shown(amount: Decimal) -> str:
     text = str(amount)
     return text if len(text) <= 30 else text[:27] + "..."
+
+
+def _shown_text(text: str) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def unlimited(order: Order) -> bool:
+    """A subscription without a number of posts: billed per post, with no end of its own."""
+    return order.type == SUBSCRIPTIONS and order.fields.get("posts", "0") in ("", "0")
+
+
+def must_stop(order: Order, provider_currency: str) -> bool | None:
+    """Whether an open unlimited subscription has used its hold: what the
+    provider says it charged, and the most one more post can cost, come to
+    more than the hold's cost. None when that cannot be told (the provider
+    reports no charge, or one in another currency)."""
+    if order.state != PLACED or order.final or not unlimited(order) or not order.cost or order.quantity <= 0:
+        return False
+    charged_in = order.upstream_currency or provider_currency
+    if order.upstream_charge is None or charged_in != (order.cost_currency or provider_currency):
+        return None
+    per_post = order.cost * int(order.fields.get("max") or 0) / order.quantity
+    return order.upstream_charge + per_post > order.cost
 
 
 def by_delivery(order: Order, status: str) -> bool:
@@ -89,12 +122,15 @@ def settle(
     if result.currency:
         fields["upstream_currency"] = result.currency
     if result.status is None:  # a spelling we do not know: keep the status we had
-        return Settlement(fields, attention="; ".join(problems))
+        word = (
+            "no status" if result.raw_status is None else f"a status we do not know ({_shown_text(result.raw_status)})"
+        )
+        return Settlement(fields, attention="; ".join(problems), unsettled=word)
     status, remains = result.status, result.remains
     delivery = by_delivery(order, status)
     if remains is None:
         if status == PARTIAL and not delivery:  # a refund needs the remains: ask again later
-            return Settlement(fields, attention="; ".join(problems))
+            return Settlement(fields, attention="; ".join(problems), unsettled="Partial without usable remains")
         remains = 0 if status == COMPLETED else order.remains
     remains = max(0, min(remains, order.quantity))
     fields.update(status=status, remains=remains)

@@ -9,6 +9,17 @@ and applied by the order book in the same step as the status itself, so a
 refund happens once however often, and by however many instances, the
 status is read. An answer read before another instance applied a newer one
 is dropped (the record's status version), whatever the instances' clocks say.
+
+Every order reaches an end: a read no rule can settle keeps the status, and
+after `unsettled_reads` of them in a row the order goes to an operator and is
+read at the slow rate; a final order is re-read at the slow rate for
+`recheck_final` seconds, and a provider that changed its final answer is news
+for an operator (no money moves); an unlimited subscription that used its
+hold is asked to stop upstream. Each change this refresher applied itself is
+told to the `on_status` hook (`proxy.orders.observe`) with the order before
+and after: an answer dropped as stale is not (the change that made it stale
+was told where it was applied), so an order's outcome counts once, when it
+turned final, however often it is re-read after.
 """
 
 from __future__ import annotations
@@ -19,27 +30,36 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
 from decimal import Decimal
 
-from proxy.errors import StateChanged, UpstreamError
+from proxy.errors import OutcomeUnknown, ProviderRefused, StateChanged, UpstreamError
+from proxy.money import format_amount
 from proxy.orders.book import OrderBook
 from proxy.orders.due import DueIndex
-from proxy.orders.records import Order, OrderSummary
-from proxy.orders.settlement import settle
-from proxy.orders.states import PLACED, STATUS
+from proxy.orders.records import Order, OrderSummary, new_call
+from proxy.orders.settlement import must_stop, settle, unlimited
+from proxy.orders.states import DETAIL, PLACED, RECHECK, STATUS, STOP
 from proxy.providers.health import READS, Health
-from proxy.providers.replies import ItemError, UpstreamStatus
+from proxy.providers.replies import MISSING_FROM_REPLY, ItemError, UpstreamStatus
 from proxy.providers.upstream import ProviderClient
-from proxy.vocabulary import BULK_LIMIT
+from proxy.vocabulary import ACTIVE, BULK_LIMIT, FINAL_STATUSES, IN_PROGRESS, PAUSED, PROCESSING
 
 log = logging.getLogger(__name__)
 
 _Result = UpstreamStatus | ItemError | None
-# Status reads in a row without news of an order (the provider says it does
-# not know it, or leaves it out) before an operator is asked to look.
-MISSES_FOR_ATTENTION = 5
+# Defaults of the config's `settlement` section: status reads in a row that
+# no rule can settle before an operator is asked to look; seconds between
+# slow reads; how long a final order is re-checked.
+UNSETTLED_READS = 5
+SLOW_READ_SECONDS = 3600.0
+RECHECK_FINAL_SECONDS = 48 * 3600.0
 # A fetch this recent counts as fresh, whatever an older read of the record said.
 JUST_FETCHED_SECONDS = 1.0
+# An unlimited subscription asked this many times to stop, still going, goes to an operator.
+STOP_TRIES = 3
+# Statuses of an unlimited subscription under way, whose hold is watched.
+WATCHED_STATUSES = frozenset({ACTIVE, PAUSED, IN_PROGRESS, PROCESSING})
 
 
 class StatusRefresher:
@@ -55,6 +75,9 @@ class StatusRefresher:
         currencies: Mapping[str, str],
         tally: Callable[[str], Awaitable[None]],
         tolerance_percent: Decimal = Decimal(1),
+        unsettled_reads: int = UNSETTLED_READS,
+        slow_read: float = SLOW_READ_SECONDS,
+        recheck_final: float = RECHECK_FINAL_SECONDS,
         on_status: Callable[[Order, Order], Awaitable[None]] | None = None,
     ) -> None:
         self.book = book
@@ -66,6 +89,9 @@ class StatusRefresher:
         self.clock = clock
         self.currencies = currencies
         self.tolerance_percent = tolerance_percent
+        self.unsettled_reads = unsettled_reads
+        self.slow_read = slow_read
+        self.recheck_final = recheck_final
         # Told of every status applied, before and after (proxy.orders.observe): never raises.
         self.on_status = on_status
         self._inflight: dict[tuple[str, int], asyncio.Future[_Result]] = {}
@@ -74,22 +100,53 @@ class StatusRefresher:
         self._fetched: dict[tuple[str, int], float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def slow_delay(self) -> float:
+        """How much later than ordinary ones reads at the slow rate come."""
+        return max(0.0, self.slow_read - self.ttl)
+
     def stale(self, order: OrderSummary, ttl: float | None = None) -> bool:
-        """Due for a refresh (older than `ttl`, by default the status TTL). A
-        status stamped in the future (another instance's clock runs ahead)
-        counts as stale too: skewed clocks cost a call, not a status."""
+        """Due for a refresh (older than `ttl`, by default the status TTL; an
+        order no rule could settle lately, at the slow rate). A status stamped
+        in the future (another instance's clock runs ahead) counts as stale
+        too: skewed clocks cost a call, not a status."""
         if order.state != PLACED or order.final:
             return False
         ttl = self.ttl if ttl is None else ttl
+        if order.misses >= self.unsettled_reads:
+            ttl += self.slow_delay
         age = self.clock() - order.status_at
         return age >= ttl or age < -self.ttl
+
+    def recheck_due(self, order: Order, ttl: float | None = None) -> bool:
+        """A final order to read again (at the slow rate, within its re-check
+        window from the read that made it final): has the provider changed its answer?"""
+        if order.state != PLACED or not order.final or not self.in_recheck(order):
+            return False
+        ttl = self.ttl if ttl is None else ttl
+        return self.clock() - max(order.status_at, order.checked_at) >= ttl + self.slow_delay
+
+    def in_recheck(self, order: Order) -> bool:
+        return self.clock() - order.status_at < self.recheck_final
+
+    def due_now(self, order: Order, ttl: float | None = None) -> bool:
+        return self.stale(order, ttl) or self.recheck_due(order, ttl)
+
+    def next_read(self, order: Order) -> float | None:
+        """Where the order belongs in its provider's due index (a score is the
+        time of its last read, as if read at the ordinary rate); None: out."""
+        if order.state != PLACED:
+            return None
+        if order.final:
+            return max(order.status_at, order.checked_at) + self.slow_delay if self.in_recheck(order) else None
+        return order.status_at + (self.slow_delay if order.misses >= self.unsettled_reads else 0.0)
 
     async def refresh(self, orders: Iterable[Order]) -> dict[int, Order]:
         """The given orders, the stale ones refreshed from upstream first."""
         orders = list(orders)
         by_provider: dict[str, list[Order]] = defaultdict(list)
         for order in orders:
-            if self.stale(order) and order.provider in self.providers:
+            if self.due_now(order) and order.provider in self.providers:
                 by_provider[order.provider].append(order)
         waits: list[asyncio.Future[_Result]] = []
         reread = False  # whether a record may have changed since it was read
@@ -137,11 +194,22 @@ class StatusRefresher:
         return fresh
 
     async def _claim_due(self, provider: str, age: float, limit: int) -> list[Order]:
-        """Up to `limit` open orders of `provider` whose status is older than
-        `age`, claimed so that no other instance reads them in this round."""
+        """Up to `limit` orders of `provider` whose status is older than `age`
+        (or whose slow read or re-check is that near), claimed so that no
+        other instance reads them in this round. Claimed ones not due after
+        all go back where they belong, or out."""
         now = self.clock()
-        claimed = await self.book.load(await self.due.claim(provider, now - age, now, limit))
-        return [o for o in claimed if o.provider == provider and self.stale(o, age)]
+        pairs = await self.due.claim(provider, now - age, now, limit)
+        claimed = await self.book.load(pairs)
+        due = [o for o in claimed if o.provider == provider and self.due_now(o, age)]
+        taken = {(o.client, o.id) for o in due}
+        found = {(o.client, o.id): o for o in claimed}
+        later = {pair: self.next_read(found[pair]) if pair in found else None for pair in pairs if pair not in taken}
+        try:
+            await self.due.reschedule(provider, later)
+        except Exception as exc:  # advice, not money: claimed again later
+            log.warning("due index of %s not rescheduled: %s", provider, type(exc).__name__)
+        return due
 
     async def _also_due(self, provider: str, taken: list[Order], room: int) -> list[Order]:
         """Other open orders of `provider` due, or half way there: read
@@ -202,26 +270,41 @@ class StatusRefresher:
 
     async def apply(self, order: Order, result: _Result, asked_at: float | None = None) -> Order:
         """Record what upstream said of `order` (as read before asking),
-        moving the money it calls for. `asked_at` stamps the status."""
+        moving the money it calls for. `asked_at` stamps the status.
+
+        A read no rule can settle (no news of the order, a status word we do
+        not know, Partial without remains) keeps the status; after
+        `unsettled_reads` of them in a row the order goes to an operator with
+        the provider's reply, and is read at the slow rate from then on."""
         if result is None:  # the provider did not answer: keep the old status
             return order
-        missed = isinstance(result, ItemError)
-        # No news of this order (an item error): keep the status, ask again later.
-        read = UpstreamStatus(None, None, None, None, None, None) if isinstance(result, ItemError) else result
+        now = self.clock() if asked_at is None else asked_at
+        if order.state == PLACED and order.final:
+            return await self._recheck(order, result, now)
+        unsettled, said = "", ""
+        if isinstance(result, ItemError):  # no news of this order: keep the status, ask again later
+            unsettled, said = "nothing usable on this order", result.message
+            read = UpstreamStatus(None, None, None, None, None, None)
+        else:
+            read = result
         settlement = settle(
             order,
             read,
             provider_currency=self.currencies.get(order.provider, order.cost_currency),
             tolerance_percent=self.tolerance_percent,
-            now=self.clock() if asked_at is None else asked_at,
+            now=now,
         )
         fields, attention = settlement.fields, settlement.attention
-        if missed:
-            fields["misses"] = order.misses + 1
-            if order.misses + 1 >= MISSES_FOR_ATTENTION:
-                attention = f"{order.misses + 1} status reads in a row had nothing on this order upstream"
-        elif order.misses:
-            fields["misses"] = 0
+        if settlement.unsettled and not unsettled:
+            unsettled, said = settlement.unsettled, read.raw
+        misses = order.misses + 1 if unsettled else 0
+        if misses != order.misses:
+            fields["misses"] = misses
+        if misses >= self.unsettled_reads:
+            note = f"{self.unsettled_reads} status reads in a row could not be settled ({unsettled})"
+            note += f"{DETAIL}the provider said: {said}" if said else ""
+            attention = "; ".join(a for a in (attention, note) if a)
+        call = new_call()
         try:
             updated = await self.book.apply(
                 order,
@@ -231,15 +314,109 @@ class StatusRefresher:
                 attention=attention,
                 version=order.version,
                 memo=f"order {order.id} {settlement.fields.get('status', 'status')}",
+                call=call,
+                due_at=self._due_after(str(fields.get("status", order.status)), misses, now),
             )
         except StateChanged:
             return order
-        if self.on_status is not None:
-            await self.on_status(order, updated)
+        if updated.call != call:  # read before another status was applied: that one was observed
+            return updated
+        await self._observe(order, updated)
         if attention and updated.attention and not order.attention:
             log.warning("order %s needs an operator: %s", order.id, updated.attention)
             await self.tally("orders_attention")
+        if unlimited(updated) and not updated.final:
+            updated = await self._watch_hold(updated)
         return updated
+
+    async def _watch_hold(self, order: Order) -> Order:
+        """Stop an unlimited subscription upstream once it has used its hold
+        (`settlement.must_stop`): ask the provider to cancel it, at each read
+        until it ends; tell an operator if the provider will not, or if what it
+        charged cannot be told."""
+        currency = self.currencies.get(order.provider, order.cost_currency)
+        stop = must_stop(order, currency)
+        if stop is False or (stop is None and order.status not in WATCHED_STATUSES):
+            return order
+        if stop is None:
+            note = "an unlimited subscription whose provider reports no charge we can compare: stop it when it should"
+            return await self._stopped(order, {}, note)
+        upstream = self.providers.get(order.provider)
+        reply: bool | ItemError = ItemError("provider no longer configured")
+        if upstream is not None:
+            try:
+                replies = await upstream.cancel([order.upstream_order])
+                reply = replies.get(order.upstream_order, ItemError(MISSING_FROM_REPLY))
+            except OutcomeUnknown as exc:  # it may have stopped: the next read tells
+                log.warning("order %s: asked to stop, no clear answer: %s", order.id, exc.reason)
+                reply = True
+            except ProviderRefused as exc:
+                reply = ItemError(exc.message or exc.reason)
+            except UpstreamError as exc:
+                reply = ItemError(exc.reason)
+        stops = order.stops + 1
+        note = ""
+        if reply is not True:
+            message = reply.message if isinstance(reply, ItemError) else "it said no"
+            note = (
+                f"an unlimited subscription used its hold of {format_amount(order.cost or Decimal(0))} "
+                f"{order.cost_currency} and the provider did not stop it: stop it there"
+                f"{DETAIL}the provider said: {message[:200]}"
+            )
+        elif stops >= STOP_TRIES:
+            note = f"an unlimited subscription used its hold; asked {STOP_TRIES} times, the provider still has not stopped it"
+        log.warning("order %s: unlimited subscription used its hold; asked the provider to stop it", order.id)
+        return await self._stopped(order, {"stops": stops}, note)
+
+    async def _stopped(self, order: Order, fields: dict[str, object], note: str) -> Order:
+        try:
+            after = await self.book.apply(order, STOP, fields, attention=note, memo=f"order {order.id} stop")
+        except StateChanged:
+            return order
+        await self._observe(order, after)
+        if note and after.attention and not order.attention:
+            await self.tally("orders_attention")
+        return after
+
+    def _due_after(self, status: str, misses: int, now: float) -> float | None:
+        """The due score of an order read `now` with this status and count of
+        unsettled reads, where it is not the table's (read at the slow rate,
+        or kept for re-checks once final)."""
+        if status in FINAL_STATUSES:
+            return now + self.slow_delay if self.recheck_final > 0 else None
+        return now + self.slow_delay if misses >= self.unsettled_reads else None
+
+    async def _recheck(self, order: Order, result: UpstreamStatus | ItemError, now: float) -> Order:
+        """A final order read again: nothing moves; a provider that now
+        answers another status goes to an operator with both."""
+        note = ""
+        if isinstance(result, UpstreamStatus) and result.status is not None and result.status != order.status:
+            note = (
+                f"the provider changed its answer after the order was final: {order.status} when it was settled, "
+                f"{result.status} now; no money was moved{DETAIL}the provider said: {result.raw or result.raw_status}"
+            )
+        later = replace(order, checked_at=now)
+        try:
+            updated = await self.book.apply(
+                order,
+                RECHECK,
+                {"checked_at": f"{now:.3f}"},
+                attention=note,
+                memo=f"order {order.id} re-checked",
+                due_at=self.next_read(later),
+            )
+        except StateChanged:
+            return order
+        await self._observe(order, updated)  # final before and after: its outcome counted once, when it turned final
+        if note and updated.attention and not order.attention:
+            log.warning("order %s needs an operator: %s", order.id, updated.attention)
+            await self.tally("orders_attention")
+        return updated
+
+    async def _observe(self, before: Order, after: Order) -> None:
+        """Tell the `on_status` hook of a change this refresher applied."""
+        if self.on_status is not None:
+            await self.on_status(before, after)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

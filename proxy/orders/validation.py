@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from proxy.catalog.catalog import Service
 from proxy.catalog.pricing import charge
 from proxy.errors import InvalidOrder
-from proxy.policies import HOLD_POSTS
+from proxy.policies import HOLD_POSTS, MAX_OLD_POSTS
 from proxy.vocabulary import (
     LIST_FIELDS,
     SERVICE_TYPES,
@@ -61,7 +61,13 @@ BAD_MIN = "min must be a positive whole number"
 BAD_MAX = "max must be a positive whole number"
 MIN_ABOVE_MAX = "min must not be more than max"
 BAD_POSTS = f"posts must be a whole number from 0 (unlimited) to {MAX_POSTS}"
-BAD_OLD_POSTS = "old_posts must be a whole number, 0 or more"
+
+
+def bad_old_posts(most: int) -> str:
+    return f"old_posts must be a whole number from 0 to {most}"
+
+
+BAD_OLD_POSTS = bad_old_posts(MAX_OLD_POSTS)
 BAD_DELAY = "delay must be one of " + ", ".join(map(str, SUBSCRIPTION_DELAYS)) + " (minutes)"
 BAD_EXPIRY = "expiry must be a date written d/m/Y, like 31/12/2025"
 
@@ -72,7 +78,7 @@ def missing(name: str) -> str:
 
 @dataclass(frozen=True)
 class OrderSpec:
-    quantity: int  # units per run (list lines counted; 1 for packages; max x posts for subscriptions)
+    quantity: int  # units per run (list lines counted; 1 for packages; max x (posts + old posts) for subscriptions)
     runs: int  # 1 unless drip-feed
     interval: int | None  # minutes between runs, drip-feed only
     link: str | None
@@ -81,10 +87,17 @@ class OrderSpec:
     billing: str = "rate"  # "delivery": settled at the end to what the provider charged
 
 
-def validate_add(service: Service, fields: Mapping[str, str], hold_posts: int = HOLD_POSTS) -> OrderSpec:
+def validate_add(
+    service: Service,
+    fields: Mapping[str, str],
+    hold_posts: int = HOLD_POSTS,
+    *,
+    max_old_posts: int = MAX_OLD_POSTS,
+) -> OrderSpec:
     """Check a client's `add` fields (all but key/action/service) for `service`.
 
-    `hold_posts` is how many posts an unlimited subscription is held for.
+    `hold_posts` is how many posts an unlimited subscription is held for;
+    `max_old_posts` the most old posts a subscription may ask for.
     """
     kind = SERVICE_TYPES.get(service.type, SERVICE_TYPES[DEFAULT])
     given = _given(fields)
@@ -95,7 +108,7 @@ def validate_add(service: Service, fields: Mapping[str, str], hold_posts: int = 
         if name not in given:
             raise InvalidOrder(missing(name))
     if kind.name == SUBSCRIPTIONS:
-        return _subscription(service, given, hold_posts)
+        return _subscription(service, given, hold_posts, max_old_posts)
 
     upstream = {name: _lines(given[name]) if name in LIST_FIELDS else given[name] for name in kind.required}
     link = upstream["link"] = _link(given["link"])
@@ -246,11 +259,16 @@ def _web_traffic(given: Mapping[str, str]) -> dict[str, str]:
     return fields
 
 
-def _subscription(service: Service, given: Mapping[str, str], hold_posts: int) -> OrderSpec:
+def _subscription(service: Service, given: Mapping[str, str], hold_posts: int, max_old_posts: int) -> OrderSpec:
     """Held up front as if every post got `max`, settled to what the provider charged.
 
-    `posts` absent or 0 is an unlimited subscription (sent upstream as the
-    client sent it): it is held for `hold_posts` posts.
+    The hold covers everything the provider bills for the fields we pass on:
+    `max` likes for each new post, and as many for each of the `old_posts`
+    (posts already published, which the provider delivers to as well);
+    `old_posts` above `max_old_posts` is refused. `posts` absent or 0 is an
+    unlimited subscription (sent upstream as the client sent it): it is held
+    for `hold_posts` new posts, and stopped upstream once its hold is used
+    (`settlement.must_stop`).
     """
     low, high = _whole(given["min"]), _whole(given["max"])
     if not low:
@@ -267,10 +285,9 @@ def _subscription(service: Service, given: Mapping[str, str], hold_posts: int) -
     posts = _in(given["posts"], range(0, MAX_POSTS + 1), BAD_POSTS) if "posts" in given else 0
     if "posts" in given:
         upstream["posts"] = str(posts)
+    old_posts = 0
     if "old_posts" in given:
-        old_posts = _whole(given["old_posts"])
-        if old_posts is None:
-            raise InvalidOrder(BAD_OLD_POSTS)
+        old_posts = _in(given["old_posts"], range(0, max_old_posts + 1), bad_old_posts(max_old_posts))
         upstream["old_posts"] = str(old_posts)
     if "delay" in given:
         delay = _whole(given["delay"])
@@ -279,7 +296,7 @@ def _subscription(service: Service, given: Mapping[str, str], hold_posts: int) -
         upstream["delay"] = str(delay)
     if "expiry" in given:
         upstream["expiry"] = _expiry(given["expiry"])
-    quantity = high * (posts or hold_posts)
+    quantity = high * ((posts or hold_posts) + old_posts)
     return OrderSpec(
         quantity=quantity,
         runs=1,

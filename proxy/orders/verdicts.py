@@ -5,7 +5,10 @@ router does not make itself.
   another of our orders owns that ID), or it does not (refunded in full);
 - `refund`: raise an order's total refund, for an order whose money the
   router could not settle alone (it clears the attention note);
-- `acknowledge`: the operator has dealt with the attention note.
+- `acknowledge`: the operator has dealt with the attention note;
+- `close`: end an order the router cannot finish (placed, whatever its
+  status, or unknown), with the total refund the operator chooses; it is
+  never read again.
 
 Each is one event of the state table, applied by the order book like any
 other. `proxy.ops.operators` calls these, audits them and answers the CLI
@@ -14,19 +17,25 @@ and the admin API.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from decimal import Decimal
 
 from proxy.errors import ClaimConflict, NotFound, StateChanged
 from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
-from proxy.orders.records import Order
-from proxy.orders.states import ACK, REFUND, RESOLVE_FAILED, RESOLVE_PLACED, UNKNOWN
+from proxy.orders.records import Order, stamp
+from proxy.orders.states import ACK, CLOSE, REFUND, RESOLVE_FAILED, RESOLVE_PLACED, UNKNOWN, rule
+
+# How much of an operator's reason for closing an order is kept.
+REASON_CHARS = 200
 
 
 class Verdicts:
-    def __init__(self, book: OrderBook, claims: Claims) -> None:
+    def __init__(self, book: OrderBook, claims: Claims, clock: Callable[[], float] = time.time) -> None:
         self.book = book
         self.claims = claims
+        self.clock = clock
 
     async def _found(self, order_id: int) -> Order:
         order = await self.book.find(order_id)
@@ -80,3 +89,21 @@ class Verdicts:
     async def acknowledge(self, order_id: int) -> Order:
         """An operator has dealt with what the order's attention note said."""
         return await self.book.apply(await self._found(order_id), ACK)
+
+    async def close(self, order_id: int, total: Decimal, reason: str = "") -> Order:
+        """An operator ends an order the router cannot finish: the order's total
+        refund becomes `total` (from what is refunded already up to the charge),
+        and it is final. Raises `StateChanged` for an order the table does not
+        let close (in flight, failed, closed already), `ValueError` for a total
+        out of range."""
+        order = await self._found(order_id)
+        if rule(order.state, CLOSE) is None:
+            raise StateChanged(order.state)
+        if total > order.charge or total < order.refunded:
+            raise ValueError(
+                f"the total refund must be between {order.refunded} (already refunded) and {order.charge} (charged)"
+            )
+        fields = {"closed_at": stamp(self.clock()), "closed_reason": " ".join(reason.split())[:REASON_CHARS]}
+        return await self.book.apply(
+            order, CLOSE, fields, refund_to=total, memo=f"order {order_id} closed by an operator"
+        )

@@ -4,7 +4,8 @@
 - `replies`: what panels answer, read into typed values.
 - `transport`: httpx's API over aiohttp's connection pool.
 - `quirks`: normalising the values real panels send.
-- `listings`: their service lists, cached in Redis.
+- `listings`: their service lists, cached in Redis (unusable prices kept apart),
+  and price changes held for an operator's approval.
 - `health`: failures in a row, ejection and probes; blocking a provider that
   bills in another currency.
 - `funds`: what we know of each provider's balance, and when it is low.

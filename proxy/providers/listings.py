@@ -4,7 +4,10 @@ A list is fresh for `ttl` seconds. A stale list is served at once while one
 refresh runs in the background; past `max_age` it is refreshed before it is
 served. A provider that is down keeps its last good list (the catalog stops
 selling from one older than `max_age`: its prices are no longer known). Only
-a provider never fetched has no list at all. One
+a provider never fetched has no list at all. A service listed with a price
+we cannot use (not a number, negative, too large for any charge) is kept
+apart (`Listing.disabled`): not sold, logged, counted, shown to operators;
+the rest of the list sells as usual. One
 refresh per provider runs at a time in this process, and a short Redis
 lease keeps other instances from fetching the same list at the same moment.
 
@@ -14,7 +17,10 @@ that moved within `change_percent` of its last approved rate is followed
 further is held: the catalog keeps pricing it at the last approved rate
 (routing never sells it below its current cost all the same), an event
 tells operators, and it waits for `approve` (`smm-proxy providers approve`).
-Services that vanish from a list, and that come back, are reported too.
+Services that vanish from a list, and that come back, are reported too. A
+price we cannot use is not a price change: that service is disabled (above,
+and an event says so), never held for approval, and when it is listed at a
+usable rate again that rate passes the gate against its last usable one.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from redis.typing import EncodableT
 
 from proxy.errors import UpstreamError
 from proxy.logs import Emit, no_events
-from proxy.providers.replies import UpstreamService
+from proxy.providers.replies import DisabledService, UpstreamService
 from proxy.providers.upstream import ProviderClient
 from proxy.store import Keys, Store, text, text_map
 
@@ -52,6 +58,7 @@ class Listing:
     fetched_at: float
     services: Mapping[int, UpstreamService]
     fetch: str = ""  # names one fetch: two fetches can share a clock reading
+    disabled: tuple[DisabledService, ...] = ()  # listed with a price we cannot use: not sold
     held: Mapping[int, Decimal] = field(default_factory=dict)  # the approved rate of services whose change is held
 
     def age(self, now: float) -> float:
@@ -155,11 +162,20 @@ class Listings:
         known = self._parsed.get(provider)
         if known is not None and known.fetch == fetch:
             return known
-        fetch, fetched_at, services = await self.redis.hmget(key, ["fetch", "fetched_at", "services"])
+        fetch, fetched_at, services, disabled = await self.redis.hmget(
+            key, ["fetch", "fetched_at", "services", "disabled"]
+        )
         if fetch is None or fetched_at is None or services is None:
             return None
         held = {service: Decimal(h["approved"]) for service, h in (await self.held(provider)).items()}
-        listing = Listing(provider, float(fetched_at), _decode(text(services)), text(fetch), held)
+        listing = Listing(
+            provider,
+            float(fetched_at),
+            _decode(text(services)),
+            text(fetch),
+            disabled=tuple(DisabledService(**item) for item in json.loads(text(disabled or "[]"))),
+            held=held,
+        )
         self._parsed[provider] = listing
         return listing
 
@@ -184,13 +200,13 @@ class Listings:
                     break
             return await self.cached(provider)
         try:
-            services = await self.providers[provider].services()
+            services, disabled = await self.providers[provider].listing()
             if not services and await self.cached(provider) is not None:
                 # A panel that lists nothing is more likely broken than empty.
                 log.warning("service list of %s came back empty; keeping the last good one", provider)
                 self._failed_at[provider] = self.clock()
             else:
-                await self.store(provider, services)
+                await self.store(provider, services, disabled)
                 self._failed_at.pop(provider, None)
         except UpstreamError as exc:
             log.warning("service list of %s not refreshed: %s", provider, exc.reason)
@@ -199,14 +215,33 @@ class Listings:
             await self.redis.delete(lease)
         return await self.cached(provider)
 
-    async def store(self, provider: str, services: list[UpstreamService]) -> None:
+    async def store(
+        self, provider: str, services: list[UpstreamService], disabled: Sequence[DisabledService] = ()
+    ) -> None:
+        """Keep a fetched list; the services listed with a price we cannot use
+        are kept apart (not sold; each logged when it first appears)."""
         before = await self.cached(provider)
         if before is not None:  # the gate first: a new list is never sold from before its changes are judged
-            await self._gate(provider, before, services)
+            await self._gate(provider, before, services, disabled)
         await self.redis.hset(
             self.keys.catalog(provider),
-            mapping={"fetched_at": repr(self.clock()), "services": _encode(services), "fetch": uuid.uuid4().hex},
+            mapping={
+                "fetched_at": repr(self.clock()),
+                "services": _encode(services),
+                "disabled": json.dumps([asdict(d) for d in disabled], ensure_ascii=False),
+                "fetch": uuid.uuid4().hex,
+            },
         )
+        known = {d.service for d in before.disabled} if before is not None else set()
+        for item in disabled:
+            if item.service not in known:
+                log.warning(
+                    "provider %s: service %s not sold, %s (rate %s); its other services sell as usual",
+                    provider,
+                    item.service,
+                    item.reason,
+                    item.rate,
+                )
         if before is not None:
             await self._note_price_changes(provider, before, services)
 
@@ -218,7 +253,13 @@ class Listings:
         held: dict[int, HeldPrice] = {int(service): json.loads(value) for service, value in raw.items()}
         return held
 
-    async def _gate(self, provider: str, before: Listing, services: list[UpstreamService]) -> None:
+    async def _gate(
+        self, provider: str, before: Listing, services: list[UpstreamService], disabled: Sequence[DisabledService]
+    ) -> None:
+        """Judge a new list's rates against the last approved ones (see the
+        module's docstring). A service now listed with a price we cannot use
+        is disabled, not a price change: it is not held for approval, and its
+        last usable rate stays the base its next usable rate is judged against."""
         limit = self.change_percent.get(provider, Decimal(20))
         held = await self.held(provider)
         removed = {
@@ -229,11 +270,14 @@ class Listings:
         hold: dict[EncodableT, EncodableT] = {}  # service -> its HeldPrice as JSON
         release: list[int] = []
         back: list[int] = []
+        unusable = {item.service: item for item in disabled}
+        was_unusable = {item.service for item in before.disabled}
         for service in services:
             old = before.services.get(service.service)
             base: Decimal | None = old.rate if old is not None else removed.get(service.service)
             if old is None and service.service in removed:
                 back.append(service.service)
+            if old is None and service.service in removed and service.service not in was_unusable:
                 await self.emit(
                     "service.readded",
                     provider,
@@ -292,7 +336,24 @@ class Listings:
                     proposed=str(service.rate),
                 )
         listed = {service.service for service in services}
-        gone = {number: old.rate for number, old in before.services.items() if number not in listed}
+        gone = {
+            number: old.rate
+            for number, old in before.services.items()
+            if number not in listed and number not in unusable
+        }
+        # Turned unusable: its last usable rate is kept (with the removed ones') as the gate's base.
+        spoilt = {number: old.rate for number, old in before.services.items() if number in unusable}
+        for number in spoilt:
+            item = unusable[number]
+            await self.emit(
+                "service.disabled",
+                provider,
+                f"{provider} service {number} not sold: {item.reason} (rate {item.rate}, was {spoilt[number]})",
+                service=number,
+                reason=item.reason,
+                rate=item.rate,
+                was=str(spoilt[number]),
+            )
         for number, rate in gone.items():
             await self.emit(
                 "service.removed",
@@ -307,8 +368,11 @@ class Listings:
             stale = [s for s in release if str(s) not in hold] + [s for s in held if s in gone]
             if stale:
                 pipe.hdel(self.keys.held_prices(provider), *map(str, stale))
-            if gone:
-                pipe.hset(self.keys.removed_services(provider), mapping={str(k): str(v) for k, v in gone.items()})
+            if gone or spoilt:
+                pipe.hset(
+                    self.keys.removed_services(provider),
+                    mapping={str(k): str(v) for k, v in (gone | spoilt).items()},
+                )
             if back:
                 pipe.hdel(self.keys.removed_services(provider), *map(str, back))
             await pipe.execute()

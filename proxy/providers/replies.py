@@ -13,14 +13,16 @@ See docs/api-v2.md for the shapes and the quirks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Generic, TypeVar
 
+from proxy.money import MAX_MINOR, ceil_to, from_minor
 from proxy.providers import quirks
-from proxy.vocabulary import BULK_LIMIT
+from proxy.vocabulary import BULK_LIMIT, SERVICE_TYPES
 
 ORDER_ID_KEYS = ("order", "order_id", "id")
 BALANCE_KEYS = ("balance", "funds")
@@ -56,6 +58,8 @@ class UpstreamStatus:
     remains: int | None
     currency: str | None
     raw_status: str | None
+    # The reply item as sent (redacted, at most RAW_CHARS), for an operator; not part of the value.
+    raw: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class ItemError:
 
 
 MISSING_FROM_REPLY = "missing from reply"
+# How much of a reply item an operator is shown.
+RAW_CHARS = 300
 UNREADABLE_ITEM = "unreadable reply item"
 # The one "unreadable" value, told apart from a provider's error by identity.
 UNREADABLE = ItemError(UNREADABLE_ITEM)
@@ -124,20 +130,51 @@ def error_of(payload: object) -> str | None:
     return json.dumps(error, default=str)
 
 
-def parse_service(entry: object) -> UpstreamService | None:
+@dataclass(frozen=True)
+class DisabledService:
+    """An upstream service whose price we cannot use (not a number, negative,
+    or too large for any charge to hold): not sold, shown to operators."""
+
+    service: int
+    name: str
+    category: str
+    rate: str  # as the provider sent it, shortened
+    reason: str
+
+
+# The most one order may cost, in a provider's currency: what the ledger can
+# hold (2^53 minor units, about 900 million).
+MOST_ONE_ORDER_COSTS = from_minor(MAX_MINOR)
+
+
+def read_service(entry: object) -> UpstreamService | DisabledService | None:
+    """A service list entry: a service, one whose price we cannot use
+    (`DisabledService`), or None for an entry without a usable ID or limits."""
     if not isinstance(entry, dict):
         return None
     service = quirks.to_int(entry.get("service"))
-    rate = quirks.to_amount(entry.get("rate"))
     minimum = quirks.to_int(entry.get("min"))
     maximum = quirks.to_int(entry.get("max"))
-    if service is None or rate is None or rate < 0 or minimum is None or maximum is None:
+    if service is None or minimum is None or maximum is None:
         return None
+    kind = quirks.service_type(entry.get("type"))
+    rate = quirks.to_amount(entry.get("rate"))
+    problem = price_problem(rate, maximum, kind)
+    if problem:
+        shown = " ".join(str(entry.get("rate")).split())
+        return DisabledService(
+            service,
+            _text(entry.get("name"))[:100],
+            _text(entry.get("category"))[:100],
+            shown if len(shown) <= 40 else shown[:37] + "...",
+            problem,
+        )
+    assert rate is not None
     description = entry.get("description")
     return UpstreamService(
         service=service,
         name=_text(entry.get("name")),
-        type=quirks.service_type(entry.get("type")),
+        type=kind,
         category=_text(entry.get("category")),
         rate=rate,
         min=minimum,
@@ -147,6 +184,29 @@ def parse_service(entry: object) -> UpstreamService | None:
         dripfeed=quirks.to_bool(entry.get("dripfeed")),
         description=None if description is None else _text(description),
     )
+
+
+def parse_service(entry: object) -> UpstreamService | None:
+    """A service we can sell from, or None (see `read_service`)."""
+    read = read_service(entry)
+    return read if isinstance(read, UpstreamService) else None
+
+
+def price_problem(rate: Decimal | None, maximum: int, kind: str) -> str:
+    """Why a service's rate cannot be used, or "": not a finite number, below
+    zero, or so large that an order of its `maximum` could not be charged."""
+    if rate is None:
+        return "the rate is not a number"
+    if rate < 0:
+        return "the rate is below zero"
+    spec = SERVICE_TYPES.get(kind)
+    most = rate if spec is not None and spec.flat else rate * max(maximum, 1) / 1000
+    try:
+        if ceil_to(most) > MOST_ONE_ORDER_COSTS:
+            return "the rate is too large for any order to be charged"
+    except ArithmeticError:
+        return "the rate is too large for any order to be charged"
+    return ""
 
 
 def parse_status(item: object) -> UpstreamStatus | None:
@@ -234,7 +294,19 @@ class Items:
         failed = self.error(item)
         if failed:
             return failed
-        return parse_status(item) or UNREADABLE
+        status = parse_status(item)
+        if status is None:
+            return ItemError(f"{UNREADABLE_ITEM}: {self.raw(item)}")
+        return dataclasses.replace(status, raw=self.raw(item))
+
+    def raw(self, item: object) -> str:
+        """A reply item as an operator may read it: compact JSON, redacted, bounded."""
+        try:
+            text = json.dumps(item, ensure_ascii=False, separators=(",", ":"), default=str)
+        except (TypeError, ValueError):
+            text = repr(item)
+        text = " ".join(self.redact(text).split())
+        return text if len(text) <= RAW_CHARS else text[: RAW_CHARS - 1] + "…"
 
     def refill(self, item: object) -> str | ItemError:
         """A refill ID from `{"refill": 1}`, `{"order": 1, "refill": "1"}` or a bare ID."""

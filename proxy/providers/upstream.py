@@ -41,6 +41,7 @@ from proxy.providers.replies import (
     STATUSES,
     UNREADABLE,
     Bulk,
+    DisabledService,
     ItemError,
     Items,
     Key,
@@ -52,10 +53,11 @@ from proxy.providers.replies import (
     error_of,
     json_kind,
     order_id,
-    parse_service,
     parse_status,
+    read_service,
 )
 from proxy.providers.transport import AiohttpTransport
+from proxy.vocabulary import Errors, known_error
 
 __all__ = ["ProviderClient"]
 
@@ -172,14 +174,28 @@ class ProviderClient:
 
     async def services(self) -> list[UpstreamService]:
         """The provider's services; malformed entries are skipped, not fatal."""
+        return (await self.listing())[0]
+
+    async def listing(self) -> tuple[list[UpstreamService], list[DisabledService]]:
+        """The provider's services, and those whose price we cannot use
+        (`DisabledService`: not sold, shown to operators); entries without a
+        usable ID or limits are skipped."""
         payload = await self._call("services")
         if not isinstance(payload, list):
             raise self._unknown("services", f"expected a list, got {json_kind(payload)}")
-        services = [service for entry in payload if (service := parse_service(entry))]
-        skipped = len(payload) - len(services)
+        services, disabled = [], []
+        for entry in payload:
+            read = read_service(entry)
+            if isinstance(read, UpstreamService):
+                services.append(read)
+            elif isinstance(read, DisabledService):
+                disabled.append(read)
+        skipped = len(payload) - len(services) - len(disabled)
         if skipped:
             log.warning("%s: services: skipped %d malformed entries", self.name, skipped)
-        return services
+        if disabled:
+            log.warning("%s: services: %d listed with a price we cannot use", self.name, len(disabled))
+        return services, disabled
 
     async def add(
         self, fields: Mapping[str, str | int], before_send: Callable[[], Awaitable[object]] | None = None
@@ -380,7 +396,15 @@ class ProviderClient:
         about a single ID, some answer with the single-item shape instead.
         """
         joined = ",".join(str(key) for key in chunk)
-        payload = await self._call(bulk.action, {bulk.parameter: joined})
+        try:
+            payload = await self._call(bulk.action, {bulk.parameter: joined})
+        except ProviderRefused as refused:
+            # Asked about one ID, a panel may answer its error for that item at
+            # the top level: about this item, unless it is about our key.
+            if len(chunk) != 1 or refused.message is None or known_error(refused.message) == Errors.INVALID_KEY:
+                raise
+            key = bulk.read_id(chunk[0])
+            return {key: {"error": refused.message}} if key is not None else {}
         if (
             len(chunk) == 1
             and isinstance(payload, dict)

@@ -383,6 +383,15 @@ class Panel:
             order.remains = order.quantity if remains is None else remains
         return order
 
+    def revise(self, order_id: int, *, status: str) -> SimOrder:
+        """Report a final order as `status` from now on, as a provider that
+        changes its mind does (Completed, then Canceled); no money moves here."""
+        order = self.orders[order_id]
+        if not order.final:
+            raise ValueError(f"order {order_id} is {order.status}, not final: force it instead")
+        order.status, order.pinned = status, True
+        return order
+
     def open_account(self, key: str, balance: Decimal) -> None:
         """Give the API key `key` an account holding `balance` (or set its balance)."""
         self._accounts[key] = balance
@@ -496,18 +505,20 @@ class Panel:
             raise PanelError(Errors.INCORRECT_REQUEST)
         self._check_bounds(service, low, high)
         posts = _int_or_none(fields["posts"]) if fields.get("posts") else 0
+        old_posts = _int_or_none(fields["old_posts"]) if fields.get("old_posts") else 0
         delay = _int_or_none(fields["delay"]) if fields.get("delay") else 0
-        if posts is None or posts < 0 or delay not in SUBSCRIPTION_DELAYS:
+        if posts is None or posts < 0 or old_posts is None or old_posts < 0 or delay not in SUBSCRIPTION_DELAYS:
             raise PanelError(Errors.INCORRECT_REQUEST)
         if fields.get("expiry"):
             try:
                 datetime.strptime(fields["expiry"], "%d/%m/%Y")
             except ValueError:
                 raise PanelError(Errors.INCORRECT_REQUEST) from None
-        if not posts:  # unlimited: nothing up front, each post is billed as it is delivered
+        if not posts:  # unlimited: nothing up front, each post (old ones first) is billed as it is delivered
             return _Validated(quantity=0, charge=Decimal(0))
-        # Debited up front: the most the posts can cost; what is not delivered is refunded.
-        quantity = high * posts
+        # Debited up front: the most the posts can cost, the old posts it also
+        # delivers to included; what is not delivered is refunded.
+        quantity = high * (posts + old_posts)
         return _Validated(quantity=quantity, charge=self._round_charge(quantity * service.rate / 1000))
 
     @staticmethod
@@ -543,7 +554,7 @@ class Panel:
 
     def _draw_outcome(self, service: SimService, quantity: int, fields: Mapping[str, str]) -> tuple[str, int]:
         if service.type == SUBSCRIPTIONS:
-            posts = _int_or_none(fields.get("posts") or "0") or 0
+            posts = (_int_or_none(fields.get("posts") or "0") or 0) + _old_posts(fields)
             per_post = self.random.randint(int(fields["min"]), int(fields["max"]))
             return COMPLETED, max(0, quantity - posts * per_post)  # remains: what was held, not delivered
         draw = self.random.random()
@@ -567,6 +578,9 @@ class Panel:
         if order.stage == 1:
             order.status = ACTIVE if subscription else IN_PROGRESS
             order.remains = max(order.outcome_remains, order.quantity // 2)
+            if subscription and order.unlimited:  # the old posts are delivered to at once
+                for _ in range(_old_posts(order.fields)):
+                    self._deliver_post(order)
         elif subscription and order.unlimited:
             self._deliver_post(order)  # active until canceled or forced, billing each post
         else:
@@ -602,6 +616,10 @@ class Panel:
         else:
             refill.status = refill.outcome
             self._open_refills.pop(refill.order, None)
+
+
+def _old_posts(fields: Mapping[str, str]) -> int:
+    return max(0, _int_or_none(fields.get("old_posts") or "0") or 0)
 
 
 def _required(params: Mapping[str, str], name: str) -> str:

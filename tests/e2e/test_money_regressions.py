@@ -620,7 +620,10 @@ async def test_an_order_the_provider_stops_knowing_goes_to_the_operator(make_rou
         router.clock.advance(2)
         await router.call(key, action="status", order=1)
     order = await router.runtime.book.get("alice", 1)
-    assert order.attention == "5 status reads in a row had nothing on this order upstream"
+    assert order.attention == (
+        "5 status reads in a row could not be settled (nothing usable on this order) | "
+        "the provider said: Incorrect order ID"
+    )
     assert order.refunded == 0  # the operator decides
 
 

@@ -29,6 +29,7 @@ ORDER = [
     "upstream_order",
     "attempts",
     "attention",
+    "closed_reason",
     "cost",
     "upstream_charge",
     "created",
@@ -49,6 +50,7 @@ PROVIDER = [
     "checked",
     "check_error",
     "services",
+    "disabled",
     "catalog_age",
     "price_changes",
     "held_prices",
@@ -139,6 +141,9 @@ async def test_the_admin_api_and_the_cli_answer_the_same_json_shapes(make_router
     for path, body in [("/admin/orders/2/resolve", {"failed": True}), ("/admin/orders/1/refund", {"total": "0.5"})]:
         assert list(await admin("POST", path, json=body)) == ORDER
     assert list(await admin("POST", "/admin/orders/1/ack")) == ORDER
+    closed = await admin("POST", "/admin/orders/1/close", json={"refund": "0.5", "reason": "lost upstream"})
+    assert list(closed) == ORDER and closed["closed_reason"] == "lost upstream"
+    assert list(printed(await ops.order(1), capsys)) == [*ORDER, "archived", "ledger"]
     assert list(await admin("POST", "/admin/clients/acme/disable")) == CLIENT
     assert list(await admin("POST", "/admin/clients/acme/enable")) == CLIENT
     assert list(await admin("POST", "/admin/clients/acme/terms", json={"markup": "10"})) == CLIENT
@@ -152,6 +157,7 @@ async def test_the_admin_api_and_the_cli_answer_the_same_json_shapes(make_router
     verified = await admin("GET", "/admin/audit/verify")
     assert printed(await ops.verify_audit(), capsys) == verified and list(verified) == CHECK
     assert list(printed(await ops.archive("cli", router.clock() + 1), capsys)) == ["moved", "before", "to"]
+    assert list(await admin("POST", "/admin/orders/archive", json={"older_than": "0d"})) == ["moved", "before", "to"]
     admins = await admin("GET", "/admin/admins")
     assert printed(await ops.admins(), capsys) == admins and [list(a) for a in admins] == [ADMIN]
     assert printed(await ops.remove_admin("cli", "backoffice"), capsys) == {"name": "backoffice", "removed": True}

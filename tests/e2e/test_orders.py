@@ -411,5 +411,5 @@ async def test_finished_orders_are_archived_and_still_found(make_router, tmp_pat
     assert shown.archived is True and shown.status == "Partial" and shown.refunded == "0.117"
     assert [e.kind for e in shown.ledger] == ["charge", "refund"]  # the ledger keeps them
     assert await balance(router) == before
-    assert await router.call(key, action="status", order=1) == {"error": "Incorrect order ID"}
+    assert (await router.call(key, action="status", order=1))["status"] == "Partial"  # Redis keeps a view of it
     assert await router.runtime.archive.archive(router.clock() + 1) == 0  # nothing twice

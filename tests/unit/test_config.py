@@ -1,3 +1,4 @@
+import re
 from decimal import Decimal
 
 import pytest
@@ -6,6 +7,7 @@ from support import ROOT
 from proxy.cli import main
 from proxy.config import load_config, parse_config
 from proxy.errors import ConfigError
+from proxy.policies import FairUsePolicy, HealthPolicy, PricePolicy, RoutingPolicy, SettlementPolicy
 
 EXAMPLE_ENV = {"ECHOMARK_API_KEY": "echo-secret", "KOREAN_PANEL_API_KEY": "kr-secret"}
 
@@ -40,6 +42,28 @@ def test_example_config_is_valid_and_uses_every_section():
     assert config.imports[0].selects(5, "instagram likes")
     assert not config.imports[0].selects(5, "YouTube")
     assert config.imports[1].selects(2, "anything") and not config.imports[1].selects(3, "x")
+
+
+def test_the_example_explains_every_option_of_every_policy():
+    """Each policy's options appear in config/example.yaml (its comments explain them)."""
+    text = (ROOT / "config" / "example.yaml").read_text()
+    sections = {"health": HealthPolicy, "prices": PricePolicy, "routing": RoutingPolicy, "fair_use": FairUsePolicy}
+    for name, model in {**sections, "settlement": SettlementPolicy}.items():
+        assert re.search(rf"^#? ?{name}:", text, re.MULTILINE), name
+        for option in model.model_fields:
+            assert re.search(rf"^\s*#? ?{option}:", text, re.MULTILINE), f"{name}.{option}"
+
+
+def test_settlement_options_are_checked():
+    config = parse_config(minimal(settlement={"max_old_posts": 0, "recheck_final_hours": 0}), {})
+    assert (config.settlement.max_old_posts, config.settlement.recheck_final_hours) == (0, 0)
+    assert (config.settlement.unsettled_reads, config.settlement.slow_read_minutes) == (5, 60)
+    refused = problems(minimal(settlement={"unsettled_reads": 0, "slow_read_minutes": 0, "max_old_posts": -1}))
+    assert {p.split(":")[0] for p in refused} == {
+        "settlement.unsettled_reads",
+        "settlement.slow_read_minutes",
+        "settlement.max_old_posts",
+    }
 
 
 def test_check_command_accepts_the_example(capsys, monkeypatch):

@@ -66,7 +66,14 @@ async def test_a_good_file_is_put_in_place_piece_by_piece(running):
         health={"consecutive_failures": 7, "max_ejected_percent": 100},
         prices={"change_percent": 5},
         routing={"explore_percent": 0, "outcome_window": 10, "stuck_after": 600},
-        settlement={"charge_tolerance_percent": 3, "subscription_hold_posts": 4},
+        settlement={
+            "charge_tolerance_percent": 3,
+            "subscription_hold_posts": 4,
+            "max_old_posts": 7,
+            "unsettled_reads": 9,
+            "slow_read_minutes": 5,
+            "recheck_final_hours": 2,
+        },
         fair_use={"requests": "5/second"},
         markup={"percent": 50},
     )
@@ -84,6 +91,8 @@ async def test_a_good_file_is_put_in_place_piece_by_piece(running):
     assert (runtime.router.rules.max_ejected_percent, runtime.router.rules.explore_percent) == (100, 0.0)
     assert (runtime.outcomes.window, runtime.watch.stuck_after) == (10, 600)
     assert (runtime.refresher.tolerance_percent, runtime.actions.hold_posts) == (Decimal(3), 4)
+    assert (runtime.actions.max_old_posts, runtime.refresher.unsettled_reads) == (7, 9)
+    assert (runtime.refresher.slow_read, runtime.refresher.recheck_final) == (300, 7200)
     assert runtime.fair_use.requests[0].amount == 5
     assert runtime.catalog.config is runtime.config and runtime.config.markup.percent == Decimal(50)
     assert [e.kind for e in await runtime.events.read()] == ["config.reloaded"]

@@ -1,12 +1,15 @@
 -- Forget an archived order: delete its record and take it out of every index,
--- but only if it has not changed since it was read, is final and holds
--- nothing for an operator. Returns 1 if it was forgotten, 0 if not.
+-- keeping what its client may still ask of it (a compact view), but only if it
+-- has not changed since it was read, is final and holds nothing for an
+-- operator. Returns 1 if it was forgotten, 0 if not.
 --!include states
 
 local order_key = KEYS[1]
--- KEYS[2], KEYS[3], ...: the client's indexes the order may be in
+local archived_key = KEYS[2]  -- the client's bucket of archived views
+-- KEYS[3], KEYS[4], ...: the client's indexes the order may be in
 
 local call = ARGV[1]  -- the record's call ID as it was read
+local view = ARGV[2]  -- what Redis keeps of it (records.ArchivedOrder)
 
 if (redis.call('HGET', order_key, 'call') or '') ~= call then
   return 0
@@ -18,7 +21,8 @@ if not is_final(state, status) or (redis.call('HGET', order_key, 'attention') or
 end
 local id = redis.call('HGET', order_key, 'id')
 redis.call('DEL', order_key)
-for i = 2, #KEYS do
+redis.call('HSET', archived_key, id, view)
+for i = 3, #KEYS do
   redis.call('ZREM', KEYS[i], id)
 end
 return 1

@@ -5,11 +5,16 @@
 --
 -- Replies: {'ok', state before, record}; {'stale', state, record} (a status
 -- read before another was applied); {'missing'}; {reason, state} when the
--- table or the lease refuses ('state', 'lease', 'leased'). A call ID seen
--- last on the record is a retry of a call that applied (its reply was lost):
--- it answers the record as it is and changes nothing.
+-- table or the lease refuses ('state', 'lease', 'leased'). A call ID among
+-- the RECENT_CALLS last applied to the record is a retry of a call that
+-- applied (its reply was lost), whatever was applied since: it answers the
+-- record as it is and changes nothing.
 --!include accounts.move_money
 --!include reindex
+
+-- How many call IDs an order remembers (a retry after this many other
+-- transitions is told apart by the state table alone).
+local RECENT_CALLS = {{ RECENT_CALLS }}
 
 local order_key = KEYS[1]
 local balance_key = KEYS[2]
@@ -33,7 +38,9 @@ local state = redis.call('HGET', order_key, 'state')
 if not state then
   return {'missing'}
 end
-if redis.call('HGET', order_key, 'call') == call then
+-- The calls applied lately, newest first, space-separated.
+local calls = redis.call('HGET', order_key, 'calls') or redis.call('HGET', order_key, 'call') or ''
+if string.find(' ' .. calls .. ' ', ' ' .. call .. ' ', 1, true) then
   return {'ok', state, redis.call('HGETALL', order_key)}
 end
 local rule = TABLE[state] and TABLE[state][event]
@@ -66,7 +73,14 @@ if #ARGV > 8 then
     end
   end
 end
-redis.call('HSET', order_key, 'state', rule.target, 'call', call)
+local recent = {call}
+for seen in string.gmatch(calls, '%S+') do
+  if #recent >= RECENT_CALLS then
+    break
+  end
+  recent[#recent + 1] = seen
+end
+redis.call('HSET', order_key, 'state', rule.target, 'call', call, 'calls', table.concat(recent, ' '))
 if rule.target ~= state or rule.attention ~= '' then
   redis.call('HINCRBY', totals_key, COUNTED .. state .. ':' .. event, 1)
 end
@@ -94,15 +108,27 @@ if target and target > refunded then
   end
 end
 
--- The operator's queue.
+-- The operator's queue. A rule's own reason is news (an event happened); a
+-- caller's is what a read makes of the order, and one an operator already
+-- dealt with (`dismissed`) does not come back while its headline stays.
 local reason = rule.attention
+local derived = false
 if reason == '' then
   reason = attention
+  derived = true
 end
 if reason == CLEAR then
+  local current = redis.call('HGET', order_key, 'attention') or ''
+  if current ~= '' then
+    redis.call('HSET', order_key, 'dismissed', current)
+  end
   redis.call('HSET', order_key, 'attention', '')
 elseif reason ~= '' then
-  redis.call('HSET', order_key, 'attention', reason .. note)
+  reason = reason .. note
+  local dismissed = redis.call('HGET', order_key, 'dismissed') or ''
+  if not (derived and headline(reason) == headline(dismissed)) then
+    redis.call('HSET', order_key, 'attention', reason)
+  end
 end
 
 -- The client's fingerprint, the lease, the working sets.

@@ -4,6 +4,7 @@ retried with growing pauses and given up in the end."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from faults import FaultPlan, FaultyRedis
 
-from proxy.ops.events import MAX_ATTEMPTS, SIGNATURE_HEADER, EventLog, Webhook, sign
+from proxy.ops.events import MAX_ATTEMPTS, SIGNATURE_HEADER, STOP_SECONDS, EventLog, Webhook, sign
 from proxy.store import connect
 
 
@@ -133,5 +134,34 @@ async def test_an_unreachable_hook_is_a_failed_delivery(events, redis_client, ke
         await sender.deliver()
         await events.emit("price.held", "echomark", "held")
         assert (await sender.deliver()).failed == 1
+    finally:
+        await sender.aclose()
+
+
+async def test_stopping_the_delivery_loop_never_hangs_a_shutdown(events, redis_client, keys):
+    """A delivery stuck when the process stops, its cancel swallowed (as one that lands
+    inside a Redis command can be): leaving `running` waits a second at most, and the
+    loop ends at its next round."""
+    posting = asyncio.Event()
+
+    async def stuck(request: httpx.Request) -> httpx.Response:
+        posting.set()
+        try:
+            await asyncio.sleep(1.5)
+        except asyncio.CancelledError:  # swallowed
+            await asyncio.sleep(1.5)
+        return httpx.Response(200)
+
+    sender = Webhook(redis_client, keys, "https://ops.test/hook", "s", transport=httpx.MockTransport(stuck))
+    try:
+        await sender.deliver()  # joins the group
+        await events.emit("price.held", "echomark", "held")
+        async with sender.running(interval=0.01):
+            await asyncio.wait_for(posting.wait(), 2)
+            stopping_at = time.monotonic()
+        assert time.monotonic() - stopping_at < STOP_SECONDS + 0.2
+        (loop,) = [t for t in asyncio.all_tasks() if t.get_name() == "smm-proxy-webhook"]
+        await asyncio.wait({loop}, timeout=3)
+        assert loop.done()  # it stopped at its next round, not in a loop forever
     finally:
         await sender.aclose()

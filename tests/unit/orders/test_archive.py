@@ -32,6 +32,7 @@ async def order_ending(book, clock, status: str | None, link: str):
 async def test_only_finished_old_orders_without_a_note_leave_redis(archive, book, alice, clock, keys, claims, ledger):
     failed = await order_ending(book, clock, None, "https://x.test/1")
     done = await order_ending(book, clock, COMPLETED, "https://x.test/2")
+    assert await claims.claim(done, "echomark", 5000 + done.id) is None  # as the router claims it
     running = await order_ending(book, clock, IN_PROGRESS, "https://x.test/3")
     noted = await book.apply(await order_ending(book, clock, COMPLETED, "https://x.test/4"), "ack")
     noted = await book.apply(noted, STATUS, {"status": COMPLETED}, attention="look at me")
@@ -43,13 +44,14 @@ async def test_only_finished_old_orders_without_a_note_leave_redis(archive, book
     assert await book.ids_in("all", "alice") == [running.id, noted.id, young.id]
     assert await book.get("alice", failed.id) is None and await book.find(done.id) is None
     assert await book.redis.hget(keys.order_owner(done.id), str(done.id)) == ARCHIVED + "alice"
-    assert archive.find(done.id) == done and archive.find(failed.id) == failed
-    assert archive.find(running.id) is None
+    assert await archive.find(done.id) == done and await archive.find(failed.id) == failed
+    assert await archive.find(running.id) is None
     assert await ledger.entries("alice") == entries  # the ledger keeps every entry
     other = (await book.reserve(new_order(link="https://x.test/6"))).order
+    # An archived order keeps its upstream order: no other order of ours may claim it.
     assert (
         await claims.claim(await book.apply(other, SUBMIT, {"provider": "echomark"}), "echomark", 5000 + done.id)
-        is None
+        == done.id
     )
     assert await archive.archive(before=clock() - 50) == 0  # nothing twice
 

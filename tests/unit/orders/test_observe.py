@@ -105,3 +105,34 @@ async def test_an_order_that_newly_needs_an_operator_is_told(refresher, book, al
     order = await refresher.apply(order, odd)
     assert "the provider charged 2.50 USD" in order.attention
     assert told == [("order.attention", str(order.id))]
+
+
+async def test_an_order_whose_reads_cannot_be_settled_is_not_stuck(refresher, book, alice, clock, outcomes, told):
+    """Its Pending is the status it kept, not one the provider gave: the
+    refresher's note owns its attention, and a stuck note never replaces it."""
+    order = await placed(book, clock, 5000)
+    clock.advance(7200)
+    unknown_word = UpstreamStatus(None, None, None, None, None, "Canceled by admin")
+    for _ in range(refresher.unsettled_reads):
+        order = await refresher.apply(order, unknown_word)
+        assert order.status == PENDING and order.misses
+    assert order.attention.startswith("5 status reads in a row could not be settled")
+    assert told == [("order.attention", str(order.id))]  # told once, and not as stuck
+    assert 7 not in await outcomes.of_provider("echomark")
+    order = await refresher.apply(order, status(PENDING, remains=1000))  # readable again, still Pending
+    assert ("order.stuck", str(order.id)) in told
+    assert order.attention.startswith("5 status reads in a row could not be settled")  # the note it had
+
+
+async def test_an_outcome_counts_once_however_often_the_order_is_read_after(
+    refresher, book, alice, clock, outcomes, told
+):
+    order = await placed(book, clock, 5000)
+    done = await refresher.apply(order, status(COMPLETED))
+    assert await refresher.apply(order, status(COMPLETED)) == done  # read before that one landed: dropped
+    clock.advance(refresher.slow_read + 1)  # re-checked while final: the provider changed its mind
+    rechecked = await refresher.apply(done, status(CANCELED, remains=1000))
+    assert rechecked.status == COMPLETED and "changed its answer" in rechecked.attention
+    assert told == [("order.attention", str(order.id))]
+    rates = (await outcomes.of_provider("echomark"))[7]
+    assert (round(rates.orders, 6), round(rates.completed, 6), rates.canceled) == (1, 1, 0)

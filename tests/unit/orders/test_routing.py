@@ -190,3 +190,18 @@ async def test_an_order_recovery_took_over_is_not_sent(router, book, alice, pane
     panels["echomark"].on("add", {"order": 5000})
     placement = await router.place(order, service(ECHOMARK), 1000)
     assert placement.order.state == FAILED and not panels["echomark"].requests
+
+
+async def test_orders_handed_over_at_shutdown_are_settled_at_once(router, book, alice, panels, ledger):
+    """Their tasks stopped, the instance gives up the leases and takes the orders
+    over itself: one never sent is refunded, one that may exist upstream waits
+    for an operator as `unknown`; an order another instance holds is left to it."""
+    never_sent = await reserved(book)
+    maybe_sent = await book.apply(await reserved(book), "submit", {"provider": "echomark"})
+    elsewhere = await reserved(book)
+    await book.redis.set(book.keys.lease("alice", elsewhere.id), "another instance", px=10_000)
+    settled = await router.hand_over([never_sent, maybe_sent, elsewhere], timeout=5)
+    assert {o.id: o.state for o in settled} == {never_sent.id: FAILED, maybe_sent.id: UNKNOWN}
+    assert (await book.get("alice", never_sent.id)).refunded == CHARGE
+    assert (await book.get("alice", elsewhere.id)).state == "reserved"  # still its holder's
+    assert await ledger.balance("alice") == Decimal("10") - 2 * CHARGE

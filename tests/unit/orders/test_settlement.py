@@ -14,8 +14,8 @@ import pytest
 
 from proxy.money import format_amount, to_minor
 from proxy.orders.records import Order
-from proxy.orders.settlement import ROUNDING_SLACK, by_delivery, refund_by_rate, settle
-from proxy.orders.states import PLACED
+from proxy.orders.settlement import ROUNDING_SLACK, by_delivery, must_stop, refund_by_rate, settle, unlimited
+from proxy.orders.states import FAILED, PLACED
 from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import (
     ACTIVE,
@@ -119,6 +119,7 @@ def test_remains_are_clamped_to_the_quantity():
 def test_a_partial_without_remains_waits_for_a_reading_that_has_them():
     s = settled(placed(), read(PARTIAL, None))
     assert s.refund_to is None and "status" not in s.fields  # asked again later
+    assert s.unsettled == "Partial without usable remains"  # counted towards an operator's look
 
 
 def test_missing_remains_of_completed_is_zero_and_of_others_what_we_had():
@@ -128,6 +129,10 @@ def test_missing_remains_of_completed_is_zero_and_of_others_what_we_had():
 
 def test_an_unknown_spelling_keeps_the_status_we_had():
     s = settled(placed(), read(None, 0, "0.90"))
+    assert s.unsettled == "no status"
+    odd = UpstreamStatus(None, None, 10, 0, "USD", "Canceled  by\nadmin")
+    assert settled(placed(), odd).unsettled == "a status we do not know ('Canceled by admin')"
+    assert settled(placed(), read(IN_PROGRESS, 500)).unsettled == ""
     assert s.refund_to is None and "status" not in s.fields
     assert s.fields["upstream_charge"] == to_minor(COST)  # what it said of the money is kept
 
@@ -269,3 +274,45 @@ def test_settling_never_changes_the_order_it_is_given():
     before = dataclasses.replace(order)
     settled(order, read(CANCELED, 1000, "0.90"))
     assert order == before
+
+
+# -- unlimited subscriptions ------------------------------------------------------------------
+
+
+def unlimited_subscription(charged: str | None, **overrides: object) -> Order:
+    """No posts: held for 5 posts of at most 200 (1000 units, 0.90 at cost); `charged` so far."""
+    fields = {"username": "nasa", "min": "100", "max": "200"}
+    upstream_charge = None if charged is None else Decimal(charged)
+    values: dict[str, object] = dict(status=ACTIVE, fields=fields, upstream_charge=upstream_charge)
+    values.update(overrides)
+    return subscription(**values)
+
+
+def test_a_subscription_without_posts_is_unlimited():
+    assert unlimited(unlimited_subscription(None))
+    assert unlimited(unlimited_subscription(None, fields={"username": "nasa", "max": "200", "posts": "0"}))
+    assert not unlimited(unlimited_subscription(None, fields={"username": "nasa", "max": "200", "posts": "5"}))
+    assert not unlimited(placed())
+
+
+@pytest.mark.parametrize(
+    "charged, stop",
+    [
+        ("0", False),
+        ("0.72", False),  # four posts: room for a fifth (at most 0.18)
+        ("0.7200001", True),  # no room for one more post of the most it can cost
+        ("0.90", True),
+        (None, None),  # no charge reported: cannot be told
+    ],
+)
+def test_an_unlimited_subscription_must_stop_once_one_more_post_would_pass_its_hold(charged, stop):
+    assert must_stop(unlimited_subscription(charged), "USD") is stop
+
+
+def test_only_an_open_placed_unlimited_subscription_is_ever_stopped():
+    assert must_stop(unlimited_subscription("0.90", upstream_currency="EUR"), "USD") is None  # not comparable
+    assert must_stop(unlimited_subscription("0.90", status=COMPLETED), "USD") is False  # ended
+    assert must_stop(unlimited_subscription("0.90", state=FAILED), "USD") is False
+    with_posts = {"username": "nasa", "min": "100", "max": "200", "posts": "5"}
+    assert must_stop(unlimited_subscription("0.90", fields=with_posts), "USD") is False  # posts given: it ends
+    assert must_stop(unlimited_subscription("0.90", cost=None), "USD") is False

@@ -22,18 +22,23 @@ from proxy import scripts
 from proxy.errors import StateChanged
 from proxy.money import from_minor, to_minor
 from proxy.orders import states
-from proxy.orders.records import SUMMARY_FIELDS, Fingerprint, Order
+from proxy.orders.records import RECENT_CALLS, SUMMARY_FIELDS, Fingerprint, Order
 from proxy.orders.states import (
     ABANDON,
     ACCEPT,
     ACK,
     CLEAR,
+    CLOSE,
+    CLOSED,
+    DETAIL,
     EXHAUST,
     FAILED,
+    FINAL_STATES,
     IN_FLIGHT,
     LOSE,
     OUTCOMES,
     PLACED,
+    RECHECK,
     REFUND,
     REFUSE,
     RESERVED,
@@ -42,6 +47,7 @@ from proxy.orders.states import (
     RESTATUS,
     STATES,
     STATUS,
+    STOP,
     SUBMIT,
     SUBMITTED,
     TABLE,
@@ -52,6 +58,7 @@ from proxy.orders.states import (
     final,
     lua_values,
     rule,
+    shown_remains,
     shown_status,
 )
 from proxy.scripts import lua
@@ -62,11 +69,28 @@ from proxy.vocabulary import (
     FINAL_STATUSES,
     IN_PROGRESS,
     ORDER_STATUSES,
+    PARTIAL,
     PENDING,
     SUBSCRIPTION_STATUSES,
 )
 
-EVENTS = (SUBMIT, REFUSE, ACCEPT, LOSE, EXHAUST, ABANDON, RESOLVE_PLACED, RESOLVE_FAILED, STATUS, REFUND, RESTATUS, ACK)
+EVENTS = (
+    SUBMIT,
+    REFUSE,
+    ACCEPT,
+    LOSE,
+    EXHAUST,
+    ABANDON,
+    RESOLVE_PLACED,
+    RESOLVE_FAILED,
+    STATUS,
+    REFUND,
+    RESTATUS,
+    ACK,
+    STOP,
+    CLOSE,
+    RECHECK,
+)
 RULES = [(state, event) for state, events in TABLE.items() for event in events]
 NOT_RULES = [(state, event) for state in STATES for event in EVENTS if event not in TABLE[state]]
 STATUSES = sorted(set(ORDER_STATUSES) | set(SUBSCRIPTION_STATUSES))
@@ -107,13 +131,19 @@ def test_money_moves_only_where_the_table_says():
         (UNKNOWN, REFUSE),
         (UNKNOWN, RESOLVE_FAILED),
     }
-    assert refunding_to == {(PLACED, STATUS), (PLACED, REFUND)}
+    assert refunding_to == {(PLACED, STATUS), (PLACED, REFUND), (PLACED, CLOSE), (UNKNOWN, CLOSE), (CLOSED, REFUND)}
     # Every way into `failed` refunds the whole charge; nothing leaves `failed`.
     for state, event in RULES:
         if TABLE[state][event].target == FAILED and state != FAILED:
             assert TABLE[state][event].refund == "all", (state, event)
         if state == FAILED:
             assert TABLE[state][event].target == FAILED and TABLE[state][event].refund == ""
+    # An operator closes an order with the refund they choose; nothing leaves `closed`, and
+    # only an operator's refund moves its money after.
+    assert {s for s, e in RULES if TABLE[s][e].target == CLOSED and s != CLOSED} == {PLACED, UNKNOWN}
+    assert {e for s, e in RULES if TABLE[s][e].target == CLOSED and s != CLOSED} == {CLOSE}
+    for event, r in TABLE[CLOSED].items():
+        assert r.target == CLOSED and r.refund == ("to" if event == REFUND else ""), event
 
 
 def test_a_failed_order_forgets_its_fingerprint_and_a_placed_one_starts_the_window():
@@ -132,18 +162,36 @@ def test_late_news_is_kept_out_of_the_record():
     acceptance that comes too late asks for an operator."""
     for state, event in RULES:
         r = TABLE[state][event]
-        if state in (PLACED, FAILED) and event in (ACCEPT, LOSE, REFUSE, ACK):
+        if state in (PLACED, FAILED, CLOSED) and event in (ACCEPT, LOSE, REFUSE, ACK):
             assert not r.write, (state, event)
-    assert TABLE[FAILED][ACCEPT].attention and TABLE[PLACED][ACCEPT].attention
-    assert {e for s, e in RULES if TABLE[s][e].attention == CLEAR} == {RESOLVE_PLACED, RESOLVE_FAILED, REFUND, ACK}
+    assert TABLE[FAILED][ACCEPT].attention and TABLE[PLACED][ACCEPT].attention and TABLE[CLOSED][ACCEPT].attention
+    assert {e for s, e in RULES if TABLE[s][e].attention == CLEAR} == {
+        RESOLVE_PLACED,
+        RESOLVE_FAILED,
+        REFUND,
+        ACK,
+        CLOSE,
+    }
 
 
 @pytest.mark.parametrize("status", STATUSES)
 @pytest.mark.parametrize("state", STATES)
 def test_final_and_what_a_client_is_shown(state, status):
-    assert final(state, status) == (state == FAILED or (state == PLACED and status in FINAL_STATUSES))
-    expected = {PLACED: status, FAILED: CANCELED}.get(state, PENDING)
+    assert final(state, status) == (state in (FAILED, CLOSED) or (state == PLACED and status in FINAL_STATUSES))
+    assert FINAL_STATES == {FAILED, CLOSED}
+    expected = {PLACED: status, FAILED: CANCELED, CLOSED: CANCELED}.get(state, PENDING)  # nothing charged is kept
     assert shown_status(state, status) == expected
+
+
+@pytest.mark.parametrize(
+    "refunded, status, remains",
+    [("1.17", CANCELED, 1000), ("0", COMPLETED, 0), ("0.39", PARTIAL, 333)],
+)
+def test_a_closed_order_is_shown_by_its_refund(refunded, status, remains):
+    charge = Decimal("1.17")
+    assert shown_status(CLOSED, PENDING, charge, Decimal(refunded)) == status
+    assert shown_remains(CLOSED, 1000, 1000, charge, Decimal(refunded)) == remains
+    assert shown_remains(PLACED, 250, 1000, charge, Decimal(refunded)) == 250  # others: the upstream's
 
 
 def test_the_working_sets():
@@ -169,8 +217,12 @@ def test_the_working_sets():
         (PLACED, STATUS, None, True),  # a read without a status leaves it open
         (PLACED, STATUS, COMPLETED, False),  # final: nothing more to read
         (PLACED, STATUS, CANCELED, False),
-        (PLACED, REFUND, None, False),
-        (PLACED, ACK, None, False),
+        (PLACED, REFUND, None, None),  # an operator's verdict leaves an open order where it is
+        (PLACED, ACK, None, None),
+        (PLACED, STOP, None, True),  # an unlimited subscription asked to stop: read soon
+        (PLACED, RECHECK, None, False),  # the status refresher schedules its own re-checks
+        (PLACED, CLOSE, None, False),  # closed: never read again
+        (UNKNOWN, CLOSE, None, None),
         (SUBMITTED, LOSE, None, None),  # not placed: not in the index
         (RESERVED, SUBMIT, None, None),
         (UNKNOWN, RESOLVE_FAILED, None, None),
@@ -189,12 +241,13 @@ def test_the_outcomes_the_metrics_count_are_transitions_of_the_table():
     assert {TABLE[s][e].target for s, e in OUTCOMES["placed"]} == {PLACED}
     assert {TABLE[s][e].target for s, e in OUTCOMES["unknown"]} == {UNKNOWN}
     assert {TABLE[s][e].target for s, e in OUTCOMES["failed"]} == {FAILED}
-    assert OUTCOMES["late_accept"] == ((FAILED, ACCEPT),)
-    # Every way an order ends its placing, and no other, is an outcome.
+    assert {TABLE[s][e].target for s, e in OUTCOMES["closed"]} == {CLOSED}
+    assert OUTCOMES["late_accept"] == ((FAILED, ACCEPT), (CLOSED, ACCEPT))
+    # Every way an order ends its placing, and no other, is an outcome (and closing a placed one).
     ends = {(s, e) for s, e in RULES if s in IN_FLIGHT | {UNKNOWN} and TABLE[s][e].target not in IN_FLIGHT}
     ends -= {(s, e) for s, e in RULES if TABLE[s][e].target == s}
     counted = {t for transitions in OUTCOMES.values() for t in transitions}
-    assert ends == counted - {(FAILED, ACCEPT)}
+    assert ends == counted - {(FAILED, ACCEPT), (CLOSED, ACCEPT), (PLACED, CLOSE)}
     assert counter(SUBMITTED, ACCEPT) == "n:submitted:accept"
 
 
@@ -204,11 +257,16 @@ def test_the_outcomes_the_metrics_count_are_transitions_of_the_table():
 async def test_the_scripts_hold_the_table_and_every_fact_of_states_py(redis_client):
     """The rendered Lua, evaluated by Redis, against the Python it came from."""
     fragment = scripts.source("proxy.orders", "states", lua_values())
-    probe = fragment + "\nreturn cjson.encode({TABLE, FINAL_STATUSES, IN_FLIGHT, PLACED, FAILED, CLEAR, COUNTED})"
-    table, final_statuses, in_flight, placed, failed, clear, counted = json.loads(await redis_client.eval(probe, 0))
+    probe = fragment + (
+        "\nreturn cjson.encode({TABLE, FINAL_STATUSES, IN_FLIGHT, PLACED, FINAL_STATES, CLEAR, DETAIL, COUNTED})"
+    )
+    table, final_statuses, in_flight, placed, final_states, clear, detail, counted = json.loads(
+        await redis_client.eval(probe, 0)
+    )
     assert table == {s: {e: vars(r) for e, r in events.items()} for s, events in TABLE.items()}
     assert set(final_statuses) == set(FINAL_STATUSES) and set(in_flight) == set(IN_FLIGHT)
-    assert (placed, failed, clear, counted) == (PLACED, FAILED, CLEAR, states.COUNTED)
+    assert set(final_states) == set(FINAL_STATES)
+    assert (placed, clear, detail, counted) == (PLACED, CLEAR, DETAIL, states.COUNTED)
     sets = json.loads(await redis_client.eval(fragment + "\nreturn cjson.encode(WORKING_SETS)", 0))
     assert [s["name"] for s in sets] == list(WORKING_SETS)
     for lua_set, (name, working_set) in zip(sets, WORKING_SETS.items(), strict=True):
@@ -251,7 +309,10 @@ def test_no_script_spells_a_state_a_status_or_a_working_set():
 
 def test_every_value_a_script_asks_for_comes_from_its_owner():
     """Rendering fails on a {{ NAME }} nobody gives; the order scripts take states.py's."""
-    given = {"summaries": {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)}}
+    given = {
+        "summaries": {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)},
+        "transition": {**lua_values(), "RECENT_CALLS": lua(RECENT_CALLS)},
+    }
     for name in _lua_sources():
         package, _, file = name.partition("/")
         script = file.removesuffix(".lua")
@@ -280,6 +341,9 @@ async def order_in(book, state: str, *, attention: str = "") -> Order:
         return order
     if state == UNKNOWN:
         return await book.apply(order, LOSE, attention=attention)
+    if state == CLOSED:  # closed by an operator (which clears any note), then news for one
+        order = await book.apply(await book.apply(order, ACCEPT, {"upstream_order": 5000}), CLOSE)
+        return await book.apply(order, LOSE, attention=attention) if attention else order
     return await book.apply(order, ACCEPT, {"upstream_order": 5000}, attention=attention)
 
 

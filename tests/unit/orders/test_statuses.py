@@ -12,7 +12,7 @@ from support import new_order
 from upstreams import ScriptedPanel
 
 from proxy.orders.states import ACCEPT, SUBMIT, UNKNOWN
-from proxy.orders.statuses import MISSES_FOR_ATTENTION, StatusRefresher
+from proxy.orders.statuses import SLOW_READ_SECONDS, UNSETTLED_READS, StatusRefresher
 from proxy.providers.health import READS
 from proxy.providers.replies import UpstreamStatus
 from proxy.vocabulary import CANCELED, COMPLETED, IN_PROGRESS, PARTIAL
@@ -108,14 +108,19 @@ async def test_one_call_reads_a_hundred_orders_and_carries_other_due_ones_along(
 async def test_an_order_the_provider_stops_knowing_goes_to_the_operator(refresher, book, alice, clock, echomark):
     order = await placed(book, clock, 5000)
     echomark.on("status", lambda fields: {"5000": {"error": "Incorrect order ID"}})
-    for n in range(1, MISSES_FOR_ATTENTION + 1):
+    for n in range(1, UNSETTLED_READS + 1):
         clock.advance(TTL)
         order = (await refresher.refresh([order]))[order.id]
         assert order.misses == n and order.status == "Pending"
-    assert order.attention == f"{MISSES_FOR_ATTENTION} status reads in a row had nothing on this order upstream"
+    assert order.attention == (
+        f"{UNSETTLED_READS} status reads in a row could not be settled (nothing usable on this order)"
+        " | the provider said: Incorrect order ID"
+    )
     assert order.refunded == 0
     echomark.on("status", statuses())
     clock.advance(TTL)
+    assert (await refresher.refresh([order]))[order.id].misses == UNSETTLED_READS  # read slowly now: not yet
+    clock.advance(SLOW_READ_SECONDS)
     assert (await refresher.refresh([order]))[order.id].misses == 0
 
 

@@ -549,6 +549,22 @@ def test_subscription_drops_fields_it_does_not_take():
     assert spec.upstream_fields == {"username": "nasa", "min": "100", "max": "200", "posts": "10", "old_posts": "7"}
 
 
+def test_old_posts_are_held_like_new_posts():
+    """The provider delivers to (and bills) each old post: max x (posts + old_posts) is held."""
+    spec = validate_add(SUBS, subscription(old_posts="7"))
+    assert (spec.quantity, spec.charge) == (200 * 17, Decimal("3.06"))
+    unlimited = validate_add(SUBS, subscription(posts="0", old_posts="5"), hold_posts=25)
+    assert (unlimited.quantity, unlimited.charge) == (200 * 30, Decimal("5.4"))
+
+
+def test_old_posts_above_the_limit_are_refused():
+    assert v.MAX_OLD_POSTS == 100 and refused(SUBS, subscription(old_posts="101")) == v.bad_old_posts(100)
+    with pytest.raises(InvalidOrder) as raised:
+        validate_add(SUBS, subscription(old_posts="8"), max_old_posts=7)
+    assert raised.value.message == "old_posts must be a whole number from 0 to 7"
+    assert validate_add(SUBS, subscription(old_posts="0"), max_old_posts=0).quantity == 2000
+
+
 # Fuzz: odd values anywhere give InvalidOrder or an order, never anything else.
 
 ODD = [

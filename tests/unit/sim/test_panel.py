@@ -668,3 +668,14 @@ def test_a_forgotten_order_is_an_incorrect_order_id(panel: Panel) -> None:
     panel.forget_order(order)
     assert call(panel, "status", order=str(order)) == {"error": Errors.INCORRECT_ORDER}
     assert call(panel, "status", orders=str(order)) == {str(order): {"error": Errors.INCORRECT_ORDER}}
+
+
+def test_a_final_order_can_be_revised_as_a_provider_that_changes_its_mind(panel: Panel) -> None:
+    order = add_followers(panel)
+    with pytest.raises(ValueError, match="not final"):
+        panel.revise(order, status="Canceled")
+    panel.force(order, status="Completed")
+    balance = call(panel, "balance")["balance"]
+    panel.revise(order, status="Canceled")
+    assert call(panel, "status", order=str(order))["status"] == "Canceled"
+    assert call(panel, "balance")["balance"] == balance  # no money moves on the panel
