@@ -153,7 +153,7 @@ class OrderActions:
         )
         try:
             fingerprint = self._fingerprint(service.id, spec, idempotency_key, terms.window(self.duplicate_window))
-            reservation = await self.book.reserve(new, fingerprint)
+            reservation = await self.book.reserve(new, fingerprint, self.router.route_keys(service))
         except InsufficientFunds:
             raise OrderRefused(Errors.NOT_ENOUGH_FUNDS) from None
         except LinkInUse:
@@ -170,7 +170,9 @@ class OrderActions:
             return reservation.order_id
         try:
             order = reservation.order
-            task = asyncio.create_task(self.router.place(order, service, spec.quantity), name=f"place-{order.id}")
+            task = asyncio.create_task(
+                self.router.place(order, service, spec.quantity, reservation.routes), name=f"place-{order.id}"
+            )
             self._placing[task] = order
             task.add_done_callback(self._placed)
             # Not cancelled when the client hangs up (asyncio.wait never cancels

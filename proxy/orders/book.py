@@ -19,8 +19,16 @@ index; `summaries` reads only what a status read shows.
 
 Every key these scripts touch carries the client's hash tag, so the layout
 works on Redis Cluster too. Finding an order by our ID alone goes through the
-owner index, written before the order is reserved: an owner entry without a
-record is harmless, a record without an owner entry cannot happen.
+owner index: on one server the reserve script writes its entry with the
+record; on a cluster (another slot) it is written just before: an owner
+entry without a record is harmless, a record without an owner entry cannot
+happen. On one server a script may touch keys of any slot, so the reserve
+also reads the routes' health and funds, and a transition moves the order in
+its provider's due index: an add waits for Redis three times (reserve,
+submit, accept: `proxy.orders.accepting`), with no reads before them; order
+IDs come from blocks (`proxy.orders.ids`), scripts are run by SHA and loaded
+only when Redis answers NOSCRIPT (never in a pipeline, which would ask
+SCRIPT EXISTS each time).
 
 Clocks: leases expire on the Redis server's clock (`proxy.orders.leases`);
 nothing decides whether an order is alive by the clock of an instance. Local
@@ -33,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -45,8 +53,9 @@ from proxy import scripts
 from proxy.errors import DuplicateMismatch, InsufficientFunds, LinkInUse, StateChanged, UnknownClient
 from proxy.money import format_amount, to_minor
 from proxy.orders.due import DueIndex
+from proxy.orders.ids import OrderIds
 from proxy.orders.leases import Leases
-from proxy.orders.links import REFUSE, link_key
+from proxy.orders.links import link_key
 from proxy.orders.records import (
     RECENT_CALLS,
     SUMMARY_FIELDS,
@@ -83,15 +92,19 @@ class OrderBook:
         leases: Leases,
         due: DueIndex,
         clock: Callable[[], float] = time.time,
+        ids: OrderIds | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.leases = leases
         self.due = due
         self.clock = clock
+        self.ids = ids or OrderIds(redis, keys.order_seq)
         # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
         # On one server, a script and the commands that go with it share a round trip.
         self._single = redis if isinstance(redis, aioredis.Redis) else None
+        # On one server a script may touch keys of any slot (the owner entry, the due index).
+        self.single = self._single is not None
         facts = lua_values()
         self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
         self._transition = scripts.register(
@@ -105,36 +118,26 @@ class OrderBook:
 
     # -- opening an order ------------------------------------------------------
 
-    async def reserve(self, new: NewOrder, fingerprint: Fingerprint | None = None) -> Reservation:
+    async def reserve(
+        self, new: NewOrder, fingerprint: Fingerprint | None = None, route_keys: Sequence[tuple[str, str]] = ()
+    ) -> Reservation:
         """Debit the charge and record the order `reserved`, in one step.
 
         Returns the new order's ID, or the first order's when `fingerprint`
         matches one made before. Raises `InsufficientFunds` (nothing
-        changes), `DuplicateMismatch` and `UnknownClient`. A reservation whose
-        reply was lost is retried safely: the script sees its own record.
+        changes), `DuplicateMismatch`, `LinkInUse` and `UnknownClient`. A
+        reservation whose reply was lost is retried safely: the script sees
+        its own record.
 
-        A refusal that a read can already tell (not enough funds, a retry) is
-        answered before an order ID is taken, so a refused add leaves no
-        trace; the script decides all the same, atomically.
+        On one server this is one round trip: the ID comes from this
+        instance's block (`OrderIds`), the script writes the owner entry
+        with the order, and reads what routing needs of the providers
+        whose `route_keys` (health, state) are given (`Reservation.routes`).
+        A refused add leaves a gap in the IDs and nothing else.
         """
         duplicate_key = self.keys.duplicate(new.client, fingerprint.token if fingerprint else "-")
         link = link_key(new.fields.get("link", ""))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self.keys.balance(new.client))
-            pipe.get(duplicate_key)
-            pipe.hget(self.keys.client(new.client), "same_link")
-            pipe.hget(self.keys.open_links(new.client), link or "-")
-            balance, first, same_link, open_on_link = await pipe.execute()
-        if fingerprint is not None and first:
-            first_id, _, payload = first.partition(":")
-            if fingerprint.payload and payload != fingerprint.payload:
-                raise DuplicateMismatch(int(first_id))
-            return Reservation(int(first_id), True)
-        if link and same_link == REFUSE and int(open_on_link or 0) > 0:
-            raise LinkInUse(new.client)
-        if int(balance or 0) < to_minor(new.charge):
-            raise InsufficientFunds(new.client)
-        order_id = await self.redis.incr(self.keys.order_seq)
+        order_id = await self.ids.next()
         record = new.record(order_id, self.clock())
         if link:
             record["link_key"] = link
@@ -143,16 +146,22 @@ class OrderBook:
             record["duplicate_key"] = duplicate_key
             record["duplicate_ms"] = max(1, int(fingerprint.window * 1000))
             value = f"{order_id}:{fingerprint.payload}" if fingerprint.payload else str(order_id)
+        order_key = self.keys.order(new.client, order_id)
+        single = self._single is not None
+        routes = list(route_keys) if single else []
         keys = [
             self.keys.client(new.client),
             self.keys.balance(new.client),
             self.keys.ledger(new.client),
             self.keys.totals(new.client),
-            self.keys.order(new.client, order_id),
+            order_key,
             self.keys.orders_of(new.client, "all"),
             self.keys.lease(new.client, order_id),
             duplicate_key,
             *self._sets(new.client),
+            # On a cluster the owner bucket lives in another slot: the order's own key holds its place.
+            self.keys.order_owner(order_id) if single else order_key,
+            *(key for pair in routes for key in pair),
         ]
         args: list[str | int] = [
             order_id,
@@ -163,29 +172,24 @@ class OrderBook:
             fingerprint.payload if fingerprint else "",
             f"order {order_id}",
             link,
+            new.client if single else "",
+            len(routes),
             *flatten(record),
         ]
 
-        async def owner_then_reserve() -> list[str]:
-            reply: list[str]
-            if self._single is None:
+        async def reserve() -> list[Any]:
+            if not single:  # the owner entry first: a record without one cannot happen
                 await self.redis.hset(self.keys.order_owner(order_id), str(order_id), new.client)
-                reply = await self._reserve(keys=keys, args=args)
-                return reply
-            # The owner entry first, in the same round trip: Redis runs them in order.
-            async with self._single.pipeline(transaction=False) as pipe:
-                pipe.hset(self.keys.order_owner(order_id), str(order_id), new.client)
-                await self._reserve(keys=keys, args=args, client=pipe)
-                owned, reply = await pipe.execute()
+            reply: list[Any] = await self._reserve(keys=keys, args=args)
             return reply
 
         try:
-            reply = await self._idempotent(owner_then_reserve)
+            reply = await self._idempotent(reserve)
         except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
             # Whether the debit applied is unknown. If it did, the client must
             # get this order's ID (recovery refunds it: it is never sent).
             try:
-                exists = await self.redis.exists(self.keys.order(new.client, order_id))
+                exists = await self.redis.exists(order_key)
             except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
                 exists = True  # cannot tell: answer as if it did; a phantom ID costs nobody money
             if not exists:
@@ -199,11 +203,11 @@ class OrderBook:
                 format_amount(new.charge),
                 extra={"order": order_id, "client": new.client},
             )
-            return Reservation(order_id, False, Order.from_record({k: str(v) for k, v in record.items()}))
-        try:  # no order was made: its owner entry is litter (harmless if it stays)
-            await self.redis.hdel(self.keys.order_owner(order_id), str(order_id))
-        except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
-            pass
+            order = Order.from_record({k: str(v) for k, v in record.items()})
+            return Reservation(order_id, False, order, tuple(reply[1]) if routes else None)
+        if not single:  # no order was made: its owner entry is litter (harmless if it stays)
+            with contextlib.suppress(ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+                await self.redis.hdel(self.keys.order_owner(order_id), str(order_id))
         if reply[0] == "duplicate":
             return Reservation(int(reply[1]), True)
         if reply[0] == "mismatch":
@@ -375,8 +379,26 @@ class OrderBook:
         the table says. Raises `StateChanged` when the table does not allow
         the event now.
         """
+        due = self.due.change(order, event, fields or {}, due_at)
+        folded = due is not None and self._single is not None  # on one server the due index moves in the script
+        keys = [*self.transition_keys(order), *([due.key] if folded and due else [])]
+        args: list[str | int] = [
+            *self.transition_args(order, event, refund_to, version, attention, memo, call),
+            due.op if folded and due else "",
+            due.member if folded and due else "",
+            repr(due.score) if folded and due and due.score is not None else "",
+            *flatten(fields or {}),
+        ]
+        reply: list[Any] = await self._transition(keys=keys, args=args)
+        if due is not None and not folded and reply[0] == "ok":
+            with contextlib.suppress(Exception):  # best effort: the poller repairs it
+                await due(self.redis)
+        return self.applied(order, event, reply)
+
+    def transition_keys(self, order: Order) -> list[str]:
+        """The keys transition.lua takes first (accept.lua too)."""
         client = order.client
-        keys = [
+        return [
             self.keys.order(client, order.id),
             self.keys.balance(client),
             self.keys.ledger(client),
@@ -385,7 +407,19 @@ class OrderBook:
             order.duplicate_key or self.keys.duplicate(client, "-"),
             *self._sets(client),
         ]
-        args: list[str | int] = [
+
+    def transition_args(
+        self,
+        order: Order,
+        event: str,
+        refund_to: Decimal | None = None,
+        version: int | None = None,
+        attention: str = "",
+        memo: str = "",
+        call: str | None = None,
+    ) -> list[str | int]:
+        """The arguments transition.lua takes first (accept.lua too)."""
+        return [
             event,
             self.leases.token,
             self.leases.ms,
@@ -394,22 +428,11 @@ class OrderBook:
             attention,
             memo or f"order {order.id} {event}",
             call or new_call(),
-            *flatten(fields or {}),
         ]
-        due = self.due.change(order, event, fields or {}, due_at)
-        reply: list[Any]
-        if due is None or self._single is None:
-            reply = await self._transition(keys=keys, args=args)
-            if due is not None and reply[0] == "ok":
-                with contextlib.suppress(Exception):  # best effort: the poller repairs it
-                    await due(self.redis)
-        else:  # the due index moves in the same round trip (best effort: the poller repairs it)
-            async with self._single.pipeline(transaction=False) as pipe:
-                await self._transition(keys=keys, args=args, client=pipe)
-                due(pipe)
-                reply, _ = await pipe.execute(raise_on_error=False)
-            if isinstance(reply, Exception):
-                raise reply
+
+    def applied(self, order: Order, event: str, reply: list[Any]) -> Order:
+        """The order after a transition's reply; raises `StateChanged` for a refusal."""
+        client = order.client
         if reply[0] in ("ok", "stale"):
             after = Order.from_record(unflatten(reply[2]))
             if reply[0] == "ok" and (after.state != reply[1] or after.refunded != order.refunded or event != STATUS):

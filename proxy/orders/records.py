@@ -351,6 +351,9 @@ class Reservation(NamedTuple):
     order_id: int
     duplicate: bool  # True: the order a retried add made before
     order: Order | None = None  # the new order, as reserved
+    # What the reserve script read of the routes' providers (one server):
+    # per provider asked for, its ejection's end, block, funds and low flag.
+    routes: tuple[str, ...] | None = None
 
 
 def flatten(fields: Mapping[str, object]) -> list[str]:

@@ -3,6 +3,14 @@
 -- write the record, its indexes, the placing task's lease and the
 -- fingerprint, all in one step. A record that exists already is this very
 -- reservation, retried after its reply was lost: it answers 'ok' again.
+-- On one server it also writes the order's owner entry, and reads what
+-- routing must know of the service's providers (their health and funds), so
+-- an order is opened in one round trip; on Redis Cluster those keys live in
+-- other slots, and the caller writes and reads them apart.
+--
+-- Replies: {'ok', routes} (routes: per provider, its ejection's end, block,
+-- funds and low flag, "" where unset); {'duplicate', id}, {'mismatch', id},
+-- {'same_link'}, {'insufficient'}, {'no_client'}.
 --!include accounts.move_money
 --!include reindex
 
@@ -14,7 +22,9 @@ local order_key = KEYS[5]
 local all_key = KEYS[6]  -- every order of the client
 local lease_key = KEYS[7]
 local duplicate_key = KEYS[8]
-local set_keys = {unpack(KEYS, 9)}  -- the client's working sets, as WORKING_SETS lists them, then its open links
+local set_keys = {unpack(KEYS, 9, 9 + #WORKING_SETS)}  -- the client's working sets, as WORKING_SETS lists them, then its open links
+local owner_key = KEYS[10 + #WORKING_SETS]  -- the order's owner bucket (one server only)
+-- KEYS after it, two per provider of the service: its order health, its state.
 
 local order_id = ARGV[1]
 local charge = ARGV[2]  -- minor units
@@ -24,10 +34,26 @@ local fingerprint = ARGV[5]  -- "<order ID>" or "<order ID>:<payload hash>"; "" 
 local payload = ARGV[6]  -- the payload hash of an Idempotency-Key; "" for none
 local memo = ARGV[7]
 local link = ARGV[8]  -- the order's key in the open-links index; "" for an order without a link
--- ARGV[9], ARGV[10], ...: the record's fields and values
+local owner = ARGV[9]  -- the client, for the owner entry; "" to leave it to the caller (Redis Cluster)
+local routes = tonumber(ARGV[10])  -- how many providers' states to read
+-- ARGV[11], ARGV[12], ...: the record's fields and values
+
+local function route_states()
+  local found = {}
+  for i = 1, routes do
+    local health_key = KEYS[10 + #WORKING_SETS + 2 * i - 1]
+    local state_key = KEYS[10 + #WORKING_SETS + 2 * i]
+    found[#found + 1] = redis.call('HGET', health_key, 'until') or ''
+    local state = redis.call('HMGET', state_key, 'blocked', 'funds', 'low')
+    for j = 1, 3 do
+      found[#found + 1] = state[j] or ''
+    end
+  end
+  return found
+end
 
 if redis.call('EXISTS', order_key) == 1 then
-  return {'ok'}
+  return {'ok', route_states()}
 end
 if redis.call('EXISTS', client_key) == 0 or redis.call('HGET', client_key, 'disabled') == '1' then
   return {'no_client'}
@@ -52,11 +78,14 @@ local ref = 'order:' .. order_id .. ':charge'
 if not move_money(balance_key, ledger_key, totals_key, -tonumber(charge), 'charge', ref, memo, order_id) then
   return {'insufficient'}
 end
-redis.call('HSET', order_key, unpack(ARGV, 9))
+if owner ~= '' then
+  redis.call('HSET', owner_key, order_id, owner)
+end
+redis.call('HSET', order_key, unpack(ARGV, 11))
 redis.call('ZADD', all_key, order_id, order_id)
 reindex(order_key, order_id, set_keys)
 redis.call('SET', lease_key, lease_token, 'PX', lease_ms)
 if fingerprint ~= '' then
   redis.call('SET', duplicate_key, fingerprint)
 end
-return {'ok'}
+return {'ok', route_states()}

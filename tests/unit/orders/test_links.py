@@ -85,7 +85,7 @@ async def test_a_client_that_refuses_a_second_order_on_a_link_is_refused_before_
         with pytest.raises(LinkInUse):
             await book.reserve(new_order(link=spelling))
     assert await ledger.balance("alice") == balance and await book.ids_in("all", "alice") == [first.id]
-    assert int(await book.redis.get(keys.order_seq)) == 1  # refused before an order ID was taken
+    assert await book.redis.hgetall(keys.order_owner(first.id)) == {str(first.id): "alice"}  # no other owner entry
     other = (await book.reserve(new_order(link=LINK + "2"))).order  # another link is another order
     placed = await book.apply(await book.apply(first, SUBMIT, {"provider": "echomark"}), ACCEPT, {"upstream_order": 9})
     await book.apply(placed, STATUS, {"status": PARTIAL, "remains": 10}, version=placed.version)
