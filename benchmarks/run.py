@@ -96,6 +96,9 @@ services:
 imports:
   - {{provider: echomark, id_offset: 1000000}}
   - {{provider: korean, id_offset: 2000000}}
+# The default fair use (600 requests a minute per client) would answer most of a load
+# test "Too many requests": measured would be refusals, not work. The limit is still counted.
+fair_use: {{requests: "100000000/minute"}}
 """
 
 
@@ -239,12 +242,217 @@ def lookup_flatness(redis_url: str, router: str, key: str, order_id: int, args) 
     return p50s
 
 
+# -- the add: the router against the two-round-trip floor (benchmarks/addfloor.py) ------------
+
+ADD_WRK = """
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+function init(args)
+  n = 0
+end
+function request()
+  n = n + 1
+  local body = "key=%(key)s&action=add&service=1&quantity=100&link=https%%3A%%2F%%2Finstagram.com%%2Fp%%2F%(tag)s-" .. id .. "-" .. n
+  return wrk.format("POST", nil, {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
+end
+"""
+
+
+def wrk_adds(url: str, key: str, tag: str, duration: float, connections: int = 16) -> dict[str, float]:
+    """Adds under wrk -t2 -cN, every one distinct (a per-thread id and a counter in the link:
+    wrk's threads share one random sequence). Answers per second, p50 (ms), and answers in all."""
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    script.write(ADD_WRK % {"key": key, "tag": tag})
+    script.close()
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script.name)
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    return {
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": float(p50.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p50.group(2)],
+        "answered": int(re.search(r"(\d+) requests in", out).group(1)),
+    }
+
+
+def upstream_adds(panel: str) -> int:
+    with urllib.request.urlopen(panel.replace("/api/v2", "/_sim/state")) as reply:
+        return int(json.load(reply)["calls"].get("add", 0))
+
+
+def adds_side_by_side(router: str, floor: str, panel: str, key: str, args) -> dict:
+    """The router and the floor under the same distinct adds, rounds alternated; medians.
+    Each run also counts the adds that reached the panel (its own count of `add` calls)."""
+    runs: dict[str, list[dict[str, float]]] = {"floor": [], "router": []}
+    for round_ in range(args.rounds):
+        for name, url, client_key in (("floor", floor, "floor"), ("router", router, key)):
+            before = upstream_adds(panel)
+            run = wrk_adds(url, client_key, f"{name}{round_}", args.duration)
+            time.sleep(0.5)  # adds answered late still reach the panel
+            run["upstream"] = upstream_adds(panel) - before
+            runs[name].append(run)
+
+    def median(name: str, field: str) -> float:
+        return statistics.median(run[field] for run in runs[name])
+
+    return {name: {f: median(name, f) for f in ("rate", "p50", "answered", "upstream")} for name in runs}
+
+
+async def sequential_overheads(router: str, floor: str, panel: str, key: str, count: int) -> dict[str, float]:
+    """p50 of one add at a time: straight to the panel, through the floor and through the router,
+    alternated, every add distinct (ms)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def timed(url: str, data: dict[str, str]) -> float:
+            started = time.perf_counter()
+            reply = (await http.post(url, data=data)).json()
+            assert "order" in reply, reply
+            return (time.perf_counter() - started) * 1000
+
+        times: dict[str, list[float]] = {"direct": [], "floor": [], "router": []}
+        for i in range(count):
+            fields = {"action": "add", "service": "1", "quantity": "100"}
+            times["direct"].append(await timed(panel, {**fields, "link": f"{LINK}/sd{i}", "key": "sim-key"}))
+            times["floor"].append(await timed(floor, {**fields, "link": f"{LINK}/sf{i}", "key": "floor"}))
+            times["router"].append(await timed(router, {**fields, "link": f"{LINK}/sr{i}", "key": key}))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def memory_per_order(redis_url: str, prefix: str, router: str, key: str, duration: float) -> dict:
+    """Redis' growth per order under distinct adds, everything counted (INFO used_memory), and
+    where it goes (MEMORY USAGE of each key, grouped by kind, per order)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    all_key = f"{prefix}orders:{{c:bench}}:all"
+    client.execute_command("MEMORY", "PURGE")
+    used, orders = client.info("memory")["used_memory"], client.zcard(all_key)
+    usage_before = _usage_by_kind(client, prefix)
+    wrk_adds(router, key, "mem", duration)
+    time.sleep(1.0)  # the last adds finish placing
+    client.execute_command("MEMORY", "PURGE")
+    grown, made = client.info("memory")["used_memory"] - used, client.zcard(all_key) - orders
+    usage_after = _usage_by_kind(client, prefix)
+    kinds = {
+        kind: (usage_after.get(kind, 0) - usage_before.get(kind, 0)) / made
+        for kind in sorted(usage_after, key=lambda k: usage_before.get(k, 0) - usage_after[k])
+    }
+    return {"orders": made, "per_order": grown / made, "by_kind": kinds}
+
+
+def _usage_by_kind(client: redis.Redis, prefix: str) -> dict[str, int]:
+    """MEMORY USAGE of every key under `prefix`, summed by the kind its name starts with."""
+    totals: dict[str, int] = {}
+    names = list(client.scan_iter(match=f"{prefix}*", count=5000))
+    for start in range(0, len(names), 5000):
+        chunk = names[start : start + 5000]
+        with client.pipeline(transaction=False) as pipe:
+            for name in chunk:
+                pipe.memory_usage(name, samples=0)
+            for name, size in zip(chunk, pipe.execute(), strict=True):
+                kind = re.split(r"[:{]", name[len(prefix) :], maxsplit=1)[0]
+                totals[kind] = totals.get(kind, 0) + int(size or 0)
+    return totals
+
+
+def add_section(
+    stack: Stack, work: Path, redis_url: str, env: dict[str, str], router: str, panel: str, key: str, args
+) -> dict:
+    """The add against its floor, and the add's memory: issue 17's add side."""
+    port = free_port()
+    stack.process(
+        [PYTHON, str(ROOT / "benchmarks" / "addfloor.py"), "--port", str(port), "--redis", redis_url, "--panel", panel],
+        log=work / "addfloor.log",
+    )
+    floor = f"http://127.0.0.1:{port}/api/v2"
+    for _ in range(100):
+        with contextlib.suppress(Exception):
+            urllib.request.urlopen(urllib.request.Request(floor, data=form(link="x", quantity=100).encode()))
+            break
+        time.sleep(0.1)
+    found: dict[str, object] = {}
+    found["sequential"] = asyncio.run(sequential_overheads(router, floor, panel, key, 100 if args.quick else 300))
+    print("  measured sequential adds", flush=True)
+    found["concurrent"] = adds_side_by_side(router, floor, panel, key, args)
+    print("  measured concurrent adds", flush=True)
+    found["memory"] = memory_per_order(redis_url, env["SMM_PROXY_KEY_PREFIX"], router, key, args.memory_seconds)
+    print("  measured memory per order", flush=True)
+    return found
+
+
+def stale_reads(stack: Stack, work: Path, env: dict[str, str], panels: dict[str, str], args) -> dict:
+    """Upstream status calls per TTL for single-order reads over 1,000 open orders whose
+    statuses go stale every 2 s: a router of its own (same Redis, own prefix)."""
+    port = free_port()
+    amp_env = {
+        **env,
+        "SMM_PROXY_KEY_PREFIX": "bench-stale:",
+        "SMM_PROXY_STATUS_TTL": "2",
+        "SMM_PROXY_SYNC_INTERVAL": "3600",
+    }
+    stack.process([SMM, "serve", "--port", str(port)], env=amp_env, log=work / "stale.log")
+    wait_for(f"http://127.0.0.1:{port}/readyz")
+    made = subprocess.run(
+        [SMM, "clients", "add", "bench", "--balance", "100000000", "--json"],
+        env={**os.environ, **amp_env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    reads = 3000 if args.quick else 10_000
+    url, key = f"http://127.0.0.1:{port}/api/v2", json.loads(made.stdout)["key"]
+    return asyncio.run(amplification(url, panels, key, 1000, reads, 2.0))
+
+
+def print_add_section(found: dict) -> None:
+    seq, conc, mem = found["sequential"], found["concurrent"], found["memory"]
+    router_over, floor_over = seq["router"] - seq["direct"], seq["floor"] - seq["direct"]
+    fl, ro = conc["floor"], conc["router"]
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print("\nThe add against its floor (two Redis round trips, no logs), alternated rounds, every add distinct\n")
+    print("| figure | panel alone | floor | router | router / floor | target |")
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| `add` p50, one at a time | {seq['direct']:.2f} ms | {seq['floor']:.2f} ms (+{floor_over:.2f}) | "
+        f"{seq['router']:.2f} ms (+{router_over:.2f}) | {router_over / floor_over:.2f} x the overhead | "
+        f"+<= 1.5 ms ({met(router_over <= 1.5)}), <= 1.2 x ({met(router_over <= 1.2 * floor_over)}) |"
+    )
+    print(
+        f"| `add`, wrk -t2 -c16 | | {fl['rate']:,.0f} orders/s, p50 {fl['p50']:.1f} ms | {ro['rate']:,.0f} "
+        f"orders/s, p50 {ro['p50']:.1f} ms | {ro['rate'] / fl['rate']:.2f} | >= 0.9 ({met(ro['rate'] >= 0.9 * fl['rate'])}) |"
+    )
+    print(
+        f"| adds that reached the panel, of those answered (a run) | | {fl['upstream']:,.0f} of {fl['answered']:,.0f} | "
+        f"{ro['upstream']:,.0f} of {ro['answered']:,.0f} | | all |"
+    )
+    kinds = ", ".join(f"{kind} {size:.0f} B" for kind, size in mem["by_kind"].items() if abs(size) >= 1)
+    print(
+        f"| Redis growth per order (INFO used_memory) | | | {mem['per_order']:,.0f} B over {mem['orders']:,} orders "
+        f"| | <= 1,024 B ({met(mem['per_order'] <= 1024)}) |"
+    )
+    print(f"\nwhere it goes (MEMORY USAGE by key kind, per order): {kinds}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s: to see that it runs")
     parser.add_argument("--million", action="store_true", help="also time a status lookup among 10^6 stored orders")
+    parser.add_argument(
+        "--only", choices=("all", "add"), default="all", help="add: only the add side (floor, memory, stale reads)"
+    )
+    parser.add_argument("--memory-seconds", type=float, default=30, help="seconds of adds the memory figure spans")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 2, 1
@@ -295,6 +503,19 @@ def main() -> None:
         key = json.loads(made.stdout)["key"]
         router = f"http://127.0.0.1:{ports['router']}/api/v2"
         bare = f"http://127.0.0.1:{ports['bare']}/api/v2"
+        panels = {n: f"http://127.0.0.1:{ports[n]}/api/v2" for n in ("echomark", "korean")}
+        if args.only == "add":
+            results["add_side"] = add_section(stack, work, redis_url, env, router, panels["echomark"], key, args)
+            results["stale"] = stale_reads(stack, work, env, panels, args)
+            print_add_section(results["add_side"])
+            stale = results["stale"]
+            print(
+                f"| stale status reads | {stale['calls']} upstream calls for {stale['reads']:,} reads over "
+                f"{stale['orders']:,} orders in {stale['seconds']:.1f} s | {stale['per_ttl']:.1f} calls per TTL | <= 20 |"
+            )
+            (work / "results.json").write_text(json.dumps(results, indent=2))
+            print(f"\nraw numbers and logs: {work}")
+            return
 
         bodies = {
             "services": form(key=key, action="services"),
@@ -397,7 +618,6 @@ def main() -> None:
             check=True,
         )
         amp_key = json.loads(made.stdout)["key"]
-        panels = {n: f"http://127.0.0.1:{ports[n]}/api/v2" for n in ("echomark", "korean")}
         results["amplification"] = asyncio.run(
             amplification(
                 f"http://127.0.0.1:{ports['amp']}/api/v2",

@@ -75,7 +75,7 @@ class Runtime:
         self.ledger = Ledger(redis, self.keys)
         self.accounts = Accounts(redis, self.keys, self.ledger, config.currency)
         transports = transports or {}
-        self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use)
+        self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use, self.keys.limits)
         self.metrics = Metrics()
         self.events = EventLog(redis, self.keys, settings.events_length)
         emit = self.events.emit

@@ -12,11 +12,17 @@ alone. (The providers' own budgets keep a share for orders too:
 
 When Redis cannot count, calls are let through: a limit is protection, not
 money.
+
+On one server an `add` is counted by the script that opens its order
+(`proxy/orders/scripts/reserve.lua`, with `scripts/rate_window.lua`, the
+same moving window on the same keys as `limits`), so it costs no round
+trip of its own; `windows` says where and how.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -47,9 +53,19 @@ def storage_for(redis: Store, keys: Keys) -> Storage:
     return RedisStorage("async+redis://", implementation="redispy", connection_pool=pool, key_prefix=keys.limits)
 
 
+@dataclass(frozen=True)
+class RateWindow:
+    """One of a client's request limits, as a script counts it (`scripts/rate_window.lua`)."""
+
+    key: str
+    limit: int
+    seconds: int
+
+
 class FairUse:
-    def __init__(self, storage: Storage, policy: FairUsePolicy) -> None:
+    def __init__(self, storage: Storage, policy: FairUsePolicy, key_prefix: str = "") -> None:
         self.limiter = MovingWindowRateLimiter(storage)
+        self.key_prefix = key_prefix  # the storage's, as `limits` puts it before each key
         self.configure(policy)
 
     def configure(self, policy: FairUsePolicy) -> None:
@@ -62,6 +78,14 @@ class FairUse:
     async def request(self, client: str) -> bool:
         """Count one API request of `client`; False if it is over its rate."""
         return await self._hit(self.requests, "request", client)
+
+    def windows(self, client: str) -> list[RateWindow]:
+        """Where and how `request(client)` counts, for a script to count one
+        request the same way (`limits`' keys: its prefix, then the item's)."""
+        return [
+            RateWindow(f"{self.key_prefix}:{item.key_for('request', client)}", item.amount, item.get_expiry())
+            for item in self.requests
+        ]
 
     async def order_action(self, action: str, client: str, order: int) -> bool:
         """Count one `refill` or `cancel` of an order; False if asked too often."""

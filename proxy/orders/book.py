@@ -50,7 +50,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy import scripts
-from proxy.errors import DuplicateMismatch, InsufficientFunds, LinkInUse, StateChanged, UnknownClient
+from proxy.accounts.fair_use import RateWindow
+from proxy.errors import (
+    DuplicateMismatch,
+    InsufficientFunds,
+    LinkInUse,
+    RateSpent,
+    StateChanged,
+    UnknownClient,
+)
 from proxy.money import format_amount, to_minor
 from proxy.orders.due import DueIndex
 from proxy.orders.ids import OrderIds
@@ -119,7 +127,11 @@ class OrderBook:
     # -- opening an order ------------------------------------------------------
 
     async def reserve(
-        self, new: NewOrder, fingerprint: Fingerprint | None = None, route_keys: Sequence[tuple[str, str]] = ()
+        self,
+        new: NewOrder,
+        fingerprint: Fingerprint | None = None,
+        route_keys: Sequence[tuple[str, str]] = (),
+        rate: Sequence[RateWindow] = (),
     ) -> Reservation:
         """Debit the charge and record the order `reserved`, in one step.
 
@@ -132,7 +144,9 @@ class OrderBook:
         On one server this is one round trip: the ID comes from this
         instance's block (`OrderIds`), the script writes the owner entry
         with the order, and reads what routing needs of the providers
-        whose `route_keys` (health, state) are given (`Reservation.routes`).
+        whose `route_keys` (health, state) are given (`Reservation.routes`),
+        and counts the add request in the client's `rate` windows (raises
+        `RateSpent` when one is spent; on a cluster the caller counts it).
         A refused add leaves a gap in the IDs and nothing else.
         """
         duplicate_key = self.keys.duplicate(new.client, fingerprint.token if fingerprint else "-")
@@ -149,6 +163,7 @@ class OrderBook:
         order_key = self.keys.order(new.client, order_id)
         single = self._single is not None
         routes = list(route_keys) if single else []
+        windows = list(rate) if single else []
         keys = [
             self.keys.client(new.client),
             self.keys.balance(new.client),
@@ -162,6 +177,7 @@ class OrderBook:
             # On a cluster the owner bucket lives in another slot: the order's own key holds its place.
             self.keys.order_owner(order_id) if single else order_key,
             *(key for pair in routes for key in pair),
+            *(window.key for window in windows),
         ]
         args: list[str | int] = [
             order_id,
@@ -174,6 +190,9 @@ class OrderBook:
             link,
             new.client if single else "",
             len(routes),
+            len(windows),
+            repr(time.time()),  # as `limits` counts requests: by this machine's clock
+            *(value for window in windows for value in (window.limit, window.seconds)),
             *flatten(record),
         ]
 
@@ -216,6 +235,8 @@ class OrderBook:
             raise InsufficientFunds(new.client)
         if reply[0] == "same_link":
             raise LinkInUse(new.client)
+        if reply[0] == "too_many":
+            raise RateSpent(new.client)
         raise UnknownClient(new.client)
 
     @staticmethod

@@ -10,8 +10,10 @@
 --
 -- Replies: {'ok', routes} (routes: per provider, its ejection's end, block,
 -- funds and low flag, "" where unset); {'duplicate', id}, {'mismatch', id},
--- {'same_link'}, {'insufficient'}, {'no_client'}.
+-- {'same_link'}, {'insufficient'}, {'no_client'}, {'too_many'} (the client's
+-- request rate is spent: nothing changes, this request is not counted).
 --!include accounts.move_money
+--!include accounts.rate_window
 --!include reindex
 
 local client_key = KEYS[1]
@@ -24,7 +26,8 @@ local lease_key = KEYS[7]
 local duplicate_key = KEYS[8]
 local set_keys = {unpack(KEYS, 9, 9 + #WORKING_SETS)}  -- the client's working sets, as WORKING_SETS lists them, then its open links
 local owner_key = KEYS[10 + #WORKING_SETS]  -- the order's owner bucket (one server only)
--- KEYS after it, two per provider of the service: its order health, its state.
+-- KEYS after it: two per provider of the service (its order health, its
+-- state), then one per request-rate window of the client (one server only).
 
 local order_id = ARGV[1]
 local charge = ARGV[2]  -- minor units
@@ -36,7 +39,10 @@ local memo = ARGV[7]
 local link = ARGV[8]  -- the order's key in the open-links index; "" for an order without a link
 local owner = ARGV[9]  -- the client, for the owner entry; "" to leave it to the caller (Redis Cluster)
 local routes = tonumber(ARGV[10])  -- how many providers' states to read
--- ARGV[11], ARGV[12], ...: the record's fields and values
+local windows = tonumber(ARGV[11])  -- how many request-rate windows count this add
+local now = tonumber(ARGV[12])  -- the time a request is counted at (as `limits` counts)
+-- ARGV[13], ...: each window's limit and seconds; then the record's fields and values
+local fields_from = 13 + 2 * windows
 
 local function route_states()
   local found = {}
@@ -57,6 +63,12 @@ if redis.call('EXISTS', order_key) == 1 then
 end
 if redis.call('EXISTS', client_key) == 0 or redis.call('HGET', client_key, 'disabled') == '1' then
   return {'no_client'}
+end
+for i = 1, windows do  -- the add request itself, counted before anything else is decided
+  local key = KEYS[10 + #WORKING_SETS + 2 * routes + i]
+  if not count_request(key, now, tonumber(ARGV[11 + 2 * i]), tonumber(ARGV[12 + 2 * i])) then
+    return {'too_many'}
+  end
 end
 if fingerprint ~= '' then
   local first = redis.call('GET', duplicate_key)
@@ -81,7 +93,7 @@ end
 if owner ~= '' then
   redis.call('HSET', owner_key, order_id, owner)
 end
-redis.call('HSET', order_key, unpack(ARGV, 11))
+redis.call('HSET', order_key, unpack(ARGV, fields_from))
 redis.call('ZADD', all_key, order_id, order_id)
 reindex(order_key, order_id, set_keys)
 redis.call('SET', lease_key, lease_token, 'PX', lease_ms)
