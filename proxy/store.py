@@ -59,10 +59,17 @@ class Keys:
         """A client's custom rates: service -> rate per 1000 (`proxy.accounts.terms`)."""
         return f"{self.prefix}rates:{{c:{name}}}"
 
-    def open_links(self, name: str) -> str:
-        """How many open orders the client has on each link (by the link's hash): the
-        order scripts keep it as orders open and end; the reserve script reads it."""
-        return f"{self.prefix}links:{{c:{name}}}"
+    def open_links(self, name: str, link_key: str = "") -> str:
+        """How many open orders the client has on each link (by the link's key): the
+        order scripts keep it as orders open and end; the reserve script reads it.
+        In 256 buckets by the key's first two hex digits, each small enough for
+        Redis' compact hash encoding up to about 30,000 open links a client;
+        the bucket of a link's key (`open_links_buckets` matches them all)."""
+        return f"{self.prefix}links:{{c:{name}}}:{link_key[:2] or '-'}"
+
+    def open_links_buckets(self, name: str) -> str:
+        """A SCAN pattern matching every bucket of the client's open-links index."""
+        return f"{self.prefix}links:{{c:{name}}}:*"
 
     @property
     def clients(self) -> str:

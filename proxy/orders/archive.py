@@ -112,7 +112,7 @@ class Archive:
             sets = [keys.orders_of(client, "all"), *(keys.orders_of(client, name) for name in WORKING_SETS)]
             if await self._forget(
                 keys=[keys.order(client, order_id), keys.archived(client, order_id), *sets],
-                args=[record.get("call", ""), view],
+                args=[record.get("calls") or record.get("call", ""), view],
             ):
                 forgotten += 1
                 await self.book.redis.hset(keys.order_owner(order_id), str(order_id), ARCHIVED + client)

@@ -120,9 +120,10 @@ class OrderBook:
         )
         self._summaries = scripts.register(redis, "proxy.orders", "summaries", {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)})
 
-    def _sets(self, client: str) -> list[str]:
-        """The client's working-set keys, then its open-links index, in the order the scripts take them."""
-        return [*(self.keys.orders_of(client, name) for name in WORKING_SETS), self.keys.open_links(client)]
+    def _sets(self, client: str, link: str) -> list[str]:
+        """The client's working-set keys, then the bucket of its open-links index
+        that holds `link` (a link key), in the order the scripts take them."""
+        return [*(self.keys.orders_of(client, name) for name in WORKING_SETS), self.keys.open_links(client, link)]
 
     # -- opening an order ------------------------------------------------------
 
@@ -173,7 +174,7 @@ class OrderBook:
             self.keys.orders_of(new.client, "all"),
             self.keys.lease(new.client, order_id),
             duplicate_key,
-            *self._sets(new.client),
+            *self._sets(new.client, link),
             # On a cluster the owner bucket lives in another slot: the order's own key holds its place.
             self.keys.order_owner(order_id) if single else order_key,
             *(key for pair in routes for key in pair),
@@ -426,7 +427,7 @@ class OrderBook:
             self.keys.totals(client),
             self.keys.lease(client, order.id),
             order.duplicate_key or self.keys.duplicate(client, "-"),
-            *self._sets(client),
+            *self._sets(client, order.link_key or link_key(order.link)),
         ]
 
     def transition_args(

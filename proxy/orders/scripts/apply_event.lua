@@ -75,7 +75,8 @@ local function apply_event(K, A, first)
     end
     recent[#recent + 1] = seen
   end
-  redis.call('HSET', order_key, 'state', rule.target, 'call', call, 'calls', table.concat(recent, ' '))
+  redis.call('HSET', order_key, 'state', rule.target, 'calls', table.concat(recent, ' '))
+  redis.call('HDEL', order_key, 'call')  -- kept apart by records written before `calls` led
   if rule.target ~= state or rule.attention ~= '' then
     redis.call('HINCRBY', totals_key, COUNTED .. state .. ':' .. event, 1)
   end

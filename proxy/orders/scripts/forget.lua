@@ -8,10 +8,10 @@ local order_key = KEYS[1]
 local archived_key = KEYS[2]  -- the client's bucket of archived views
 -- KEYS[3], KEYS[4], ...: the client's indexes the order may be in
 
-local call = ARGV[1]  -- the record's call ID as it was read
+local calls = ARGV[1]  -- the record's recent call IDs as they were read
 local view = ARGV[2]  -- what Redis keeps of it (records.ArchivedOrder)
 
-if (redis.call('HGET', order_key, 'call') or '') ~= call then
+if (redis.call('HGET', order_key, 'calls') or redis.call('HGET', order_key, 'call') or '') ~= calls then
   return 0
 end
 local state = redis.call('HGET', order_key, 'state')

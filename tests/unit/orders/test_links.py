@@ -49,7 +49,10 @@ def test_other_pages_are_other_links(one, other):
 
 
 async def open_links(book, client="alice"):
-    return {k: int(v) for k, v in (await book.redis.hgetall(book.keys.open_links(client))).items()}
+    found = {}
+    async for bucket in book.redis.scan_iter(match=book.keys.open_links_buckets(client)):
+        found.update({k: int(v) for k, v in (await book.redis.hgetall(bucket)).items()})
+    return found
 
 
 async def test_the_index_counts_open_orders_per_link_and_forgets_them_when_they_end(book, alice):
