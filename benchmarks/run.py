@@ -344,7 +344,15 @@ def memory_per_order(redis_url: str, prefix: str, router: str, key: str, duratio
         kind: (usage_after.get(kind, 0) - usage_before.get(kind, 0)) / made
         for kind in sorted(usage_after, key=lambda k: usage_before.get(k, 0) - usage_after[k])
     }
-    return {"orders": made, "per_order": grown / made, "by_kind": kinds}
+    # The fair-use window is the client's, not the orders': it holds the client's last `limit`
+    # requests (600 at the default 600/minute), which the benchmark's lifted limit lets grow.
+    window = usage_after.get("limits", 0) - usage_before.get("limits", 0)
+    return {
+        "orders": made,
+        "per_order": grown / made,
+        "per_order_without_window": (grown - window) / made,
+        "by_kind": kinds,
+    }
 
 
 def _usage_by_kind(client: redis.Redis, prefix: str) -> dict[str, int]:
@@ -437,8 +445,9 @@ def print_add_section(found: dict) -> None:
     )
     kinds = ", ".join(f"{kind} {size:.0f} B" for kind, size in mem["by_kind"].items() if abs(size) >= 1)
     print(
-        f"| Redis growth per order (INFO used_memory) | | | {mem['per_order']:,.0f} B over {mem['orders']:,} orders "
-        f"| | <= 1,024 B ({met(mem['per_order'] <= 1024)}) |"
+        f"| Redis growth per order (INFO used_memory) | | | {mem['per_order']:,.0f} B over {mem['orders']:,} orders; "
+        f"{mem['per_order_without_window']:,.0f} B without the client's fair-use window (bounded per client) "
+        f"| | <= 1,024 B ({met(mem['per_order'] <= 1024)}; {met(mem['per_order_without_window'] <= 1024)}) |"
     )
     print(f"\nwhere it goes (MEMORY USAGE by key kind, per order): {kinds}")
 

@@ -94,6 +94,12 @@ class Keys:
     def order(self, client: str, order_id: int) -> str:
         return f"{self.prefix}order:{{c:{client}}}:{order_id}"
 
+    def all_orders(self, client: str, order_id: int) -> str:
+        """The bucket (a set of IDs, OWNER_BUCKET IDs a bucket: Redis' compact
+        integer set) that lists `order_id` among every order of the client.
+        Orders opened before the buckets are in the client's `orders_of(client, "all")`."""
+        return f"{self.prefix}orders:{{c:{client}}}:all:{order_id // OWNER_BUCKET}"
+
     def orders_of(self, client: str, group: str = "all") -> str:
         """A client's order IDs: 'all', or one of the working sets
         (`proxy.orders.states.WORKING_SETS` says which orders each holds)."""

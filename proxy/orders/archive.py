@@ -109,7 +109,11 @@ class Archive:
         for record in records:
             order_id = int(record["id"])
             view = ArchivedOrder.of(order := Order.from_record(record), self.cost(order)).encode()
-            sets = [keys.orders_of(client, "all"), *(keys.orders_of(client, name) for name in WORKING_SETS)]
+            sets = [
+                keys.all_orders(client, order_id),
+                keys.orders_of(client, "all"),  # where orders opened before the buckets are listed
+                *(keys.orders_of(client, name) for name in WORKING_SETS),
+            ]
             if await self._forget(
                 keys=[keys.order(client, order_id), keys.archived(client, order_id), *sets],
                 args=[record.get("calls") or record.get("call", ""), view],

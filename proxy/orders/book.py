@@ -171,7 +171,7 @@ class OrderBook:
             self.keys.ledger(new.client),
             self.keys.totals(new.client),
             order_key,
-            self.keys.orders_of(new.client, "all"),
+            self.keys.all_orders(new.client, order_id),
             self.keys.lease(new.client, order_id),
             duplicate_key,
             *self._sets(new.client, link),
@@ -337,11 +337,31 @@ class OrderBook:
     async def ids_in(self, group: str, client: str | None = None) -> list[int]:
         """Order IDs in a working set (or 'all'), of one client or every client, oldest first."""
         clients = [client] if client else await self.clients()
+        if group == "all":
+            return sorted({i for name in clients for i in await self._all_ids(name)})
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in clients:
                 pipe.zrange(self.keys.orders_of(name, group), 0, -1)
             replies = await pipe.execute()
         return sorted(int(i) for ids in replies for i in ids)
+
+    async def _all_ids(self, client: str, buckets: Iterable[int] | None = None) -> set[int]:
+        """The client's order IDs listed in `buckets` (default: every bucket up to
+        the newest ID), with those opened before the buckets (a sorted set)."""
+        if buckets is None:
+            newest = int(await self.redis.get(self.keys.order_seq) or 0)
+            buckets = range(newest // OWNER_BUCKET, -1, -1)
+            found = set(ints(await self.redis.zrange(self.keys.orders_of(client, "all"), 0, -1)))
+        else:
+            found = set()
+        numbers = list(buckets)
+        for start in range(0, len(numbers), 1000):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for bucket in numbers[start : start + 1000]:
+                    pipe.smembers(self.keys.all_orders(client, bucket * OWNER_BUCKET))
+                for members in await pipe.execute():
+                    found.update(ints(members))
+        return found
 
     async def count(self, group: str) -> int:
         """How many orders a working set (or 'all') holds, over every client."""
@@ -354,7 +374,20 @@ class OrderBook:
     async def newest(self, client: str | None = None) -> AsyncIterator[Order]:
         """Orders newest first, of one client or of all (through the owner index)."""
         if client:
-            key, start = self.keys.orders_of(client, "all"), 0
+            newest = int(await self.redis.get(self.keys.order_seq) or 0)
+            bucket = newest // OWNER_BUCKET
+            while bucket >= 0:  # the buckets, newest first, OWNER_BUCKET of them a round trip
+                ids = sorted(
+                    await self._all_ids(client, range(bucket, max(-1, bucket - OWNER_BUCKET), -1)), reverse=True
+                )
+                bucket -= OWNER_BUCKET
+                for start in range(0, len(ids), OWNER_BUCKET):
+                    chunk = ids[start : start + OWNER_BUCKET]
+                    found = await self.get_many(client, chunk)
+                    for order_id in chunk:
+                        if order_id in found:
+                            yield found[order_id]
+            key, start = self.keys.orders_of(client, "all"), 0  # orders opened before the buckets
             while ids := ints(await self.redis.zrevrange(key, start, start + OWNER_BUCKET - 1)):
                 found = await self.get_many(client, ids)
                 for order_id in ids:

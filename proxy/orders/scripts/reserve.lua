@@ -21,7 +21,7 @@ local balance_key = KEYS[2]
 local ledger_key = KEYS[3]
 local totals_key = KEYS[4]
 local order_key = KEYS[5]
-local all_key = KEYS[6]  -- every order of the client
+local all_key = KEYS[6]  -- the bucket of the client's orders this one is listed in (a set)
 local lease_key = KEYS[7]
 local duplicate_key = KEYS[8]
 local set_keys = {unpack(KEYS, 9, 9 + #WORKING_SETS)}  -- the client's working sets, as WORKING_SETS lists them, then its open links
@@ -94,7 +94,7 @@ if owner ~= '' then
   redis.call('HSET', owner_key, order_id, owner)
 end
 redis.call('HSET', order_key, unpack(ARGV, fields_from))
-redis.call('ZADD', all_key, order_id, order_id)
+redis.call('SADD', all_key, order_id)
 reindex(order_key, order_id, set_keys)
 redis.call('SET', lease_key, lease_token, 'PX', lease_ms)
 if fingerprint ~= '' then

@@ -31,6 +31,7 @@ from proxy.orders.states import (
 from proxy.store import connect
 from proxy.vocabulary import CANCELED, COMPLETED, IN_PROGRESS, PENDING
 
+LINK = "https://instagram.com/p/book"
 CHARGE = Decimal("1.17")
 
 
@@ -213,3 +214,14 @@ async def test_late_news_about_a_lost_order_places_it(book, alice):
     lost = await book.apply(order, LOSE)
     late = await book.apply(lost, ACCEPT, {"upstream_order": 777})
     assert late.state == PLACED and late.upstream_order == 777 and late.provider == "echomark"
+
+
+async def test_every_order_of_a_client_is_listed_in_its_buckets_or_before_them(book, alice, keys):
+    first = (await book.reserve(new_order(link=LINK + "1"))).order
+    second = (await book.reserve(new_order(link=LINK + "2"))).order
+    assert await book.redis.smembers(keys.all_orders("alice", second.id)) == {str(first.id), str(second.id)}
+    # An order opened before the buckets is listed in the client's sorted set of every order.
+    await book.redis.srem(keys.all_orders("alice", first.id), first.id)
+    await book.redis.zadd(keys.orders_of("alice", "all"), {str(first.id): first.id})
+    assert await book.ids_in("all", "alice") == [first.id, second.id]
+    assert [order.id async for order in book.newest("alice")] == [second.id, first.id]
