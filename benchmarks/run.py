@@ -331,15 +331,15 @@ def memory_per_order(redis_url: str, prefix: str, router: str, key: str, duratio
     """Redis' growth per order under distinct adds, everything counted (INFO used_memory), and
     where it goes (MEMORY USAGE of each key, grouped by kind, per order)."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    all_key = f"{prefix}orders:{{c:bench}}:all"
     client.execute_command("MEMORY", "PURGE")
-    used, orders = client.info("memory")["used_memory"], client.zcard(all_key)
-    usage_before = _usage_by_kind(client, prefix)
+    used = client.info("memory")["used_memory"]
+    usage_before, records_before = _usage_by_kind(client, prefix)
     wrk_adds(router, key, "mem", duration)
     time.sleep(1.0)  # the last adds finish placing
     client.execute_command("MEMORY", "PURGE")
-    grown, made = client.info("memory")["used_memory"] - used, client.zcard(all_key) - orders
-    usage_after = _usage_by_kind(client, prefix)
+    grown = client.info("memory")["used_memory"] - used
+    usage_after, records_after = _usage_by_kind(client, prefix)
+    made = records_after - records_before
     kinds = {
         kind: (usage_after.get(kind, 0) - usage_before.get(kind, 0)) / made
         for kind in sorted(usage_after, key=lambda k: usage_before.get(k, 0) - usage_after[k])
@@ -355,9 +355,11 @@ def memory_per_order(redis_url: str, prefix: str, router: str, key: str, duratio
     }
 
 
-def _usage_by_kind(client: redis.Redis, prefix: str) -> dict[str, int]:
-    """MEMORY USAGE of every key under `prefix`, summed by the kind its name starts with."""
+def _usage_by_kind(client: redis.Redis, prefix: str) -> tuple[dict[str, int], int]:
+    """MEMORY USAGE of every key under `prefix`, summed by the kind its name starts
+    with; and how many order records there are."""
     totals: dict[str, int] = {}
+    records = 0
     names = list(client.scan_iter(match=f"{prefix}*", count=5000))
     for start in range(0, len(names), 5000):
         chunk = names[start : start + 5000]
@@ -367,7 +369,8 @@ def _usage_by_kind(client: redis.Redis, prefix: str) -> dict[str, int]:
             for name, size in zip(chunk, pipe.execute(), strict=True):
                 kind = re.split(r"[:{]", name[len(prefix) :], maxsplit=1)[0]
                 totals[kind] = totals.get(kind, 0) + int(size or 0)
-    return totals
+                records += kind == "order"
+    return totals, records
 
 
 def add_section(
