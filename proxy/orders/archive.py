@@ -38,7 +38,8 @@ from pathlib import Path
 
 from proxy import scripts
 from proxy.errors import ArchiveUnwritable
-from proxy.orders.book import ARCHIVED, OrderBook
+from proxy.orders.book import OrderBook
+from proxy.orders.reading import ARCHIVED
 from proxy.orders.records import ArchivedOrder, Order
 from proxy.orders.states import WORKING_SETS, final, lua_values
 
