@@ -460,16 +460,16 @@ def connect(url: str, max_connections: int = 64, timeout: float = 10.0) -> Store
         for node in nodes.startup_nodes.values():
             node.connection_class = _CANCELLABLE_CLUSTER[node.connection_class]
         return as_store(cluster)
-    options = parse_url(url)
+    options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "timeout": timeout,
+        "decode_responses": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    options.update(parse_url(url))  # the URL's own options win, as in redis-py's from_url
     options["connection_class"] = _CANCELLABLE[options.get("connection_class", Connection)]
-    pool = aioredis.BlockingConnectionPool(
-        **options,
-        max_connections=max_connections,
-        timeout=timeout,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-    )
+    pool = aioredis.BlockingConnectionPool(**options)
     return as_store(aioredis.Redis.from_pool(pool))
 
 

@@ -13,7 +13,7 @@ import asyncio
 
 from support import on_every_store
 
-from proxy.store import Keys, Store
+from proxy.store import Keys, Store, connect
 
 CANCELS = 200
 
@@ -50,3 +50,14 @@ async def test_a_task_cancelled_inside_a_command_always_stops(redis_client: Stor
             lost.append(f"cancel {point}: ended with {exc!r}")
     assert not lost, f"{len(lost)} of {CANCELS} cancels lost: {lost[:3]}"
     assert await redis_client.get(key) == "x" * 100  # the client still works
+
+
+async def test_a_url_may_name_options_connect_also_sets(redis_url: str, keys: Keys) -> None:
+    store = connect(redis_url + ("&" if "?" in redis_url else "?") + "socket_timeout=5&socket_connect_timeout=5")
+    key = keys.client("url-options")
+    try:
+        await store.set(key, "x")
+        assert await store.get(key) == "x"
+    finally:
+        await store.delete(key)
+        await store.aclose()
