@@ -45,7 +45,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -78,7 +77,7 @@ from proxy.orders.records import (
 )
 from proxy.orders.states import ABANDON, ACCEPT, IN_FLIGHT, STATUS, WORKING_SETS, lua_values
 from proxy.scripts import lua
-from proxy.store import Keys, Store, ints
+from proxy.store import Keys, Store, ints, single
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class OrderBook(OrderReading):
         self.ids = ids or OrderIds(redis, keys.order_seq)
         # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
         # On one server, a script and the commands that go with it share a round trip.
-        self._single = redis if isinstance(redis, aioredis.Redis) else None
+        self._single = single(redis)
         # On one server a script may touch keys of any slot (the owner entry, the due index).
         self.single = self._single is not None
         facts = lua_values()

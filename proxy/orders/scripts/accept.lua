@@ -52,6 +52,6 @@ local health = health_ok(health_key, now)
 local funds = funds_move(provider_key, 'spend', cost, threshold, now)
 reply[4] = health[1]
 reply[5] = tostring(health[2] or 0)
-reply[6] = funds[1]
-reply[7] = funds[2]
+reply[6] = funds[1] or 'same'  -- an error reply (a cost beyond what funds count): nothing to tell
+reply[7] = funds[2] or ''
 return reply

@@ -9,6 +9,11 @@
 local function funds_move(key, op, amount, threshold, now)
   -- op: read | spend | short; amount: read: the balance; spend: an order's
   -- cost; short: a cost it refused
+  -- Exact up to 2^53 minor units (funds.py clamps a reading there): refuse beyond.
+  -- Replies write funds with '%.0f': tostring keeps only 14 digits.
+  if not amount or math.abs(amount) > 9007199254740991 or not threshold then
+    return redis.error_reply('funds amount out of range: ' .. tostring(amount))
+  end
   local funds = redis.call('HGET', key, 'funds')
   if op == 'read' then
     funds = amount
@@ -32,10 +37,10 @@ local function funds_move(key, op, amount, threshold, now)
   local low = funds < threshold
   if low and not was_low then
     redis.call('HSET', key, 'low', '1')
-    return {'low', tostring(funds)}
+    return {'low', string.format('%.0f', funds)}
   elseif was_low and not low then
     redis.call('HSET', key, 'low', '0')
-    return {'recovered', tostring(funds)}
+    return {'recovered', string.format('%.0f', funds)}
   end
-  return {'same', tostring(funds)}
+  return {'same', string.format('%.0f', funds)}
 end
