@@ -197,6 +197,34 @@ class OrderDetail(OrderView):
 
 
 @dataclass(frozen=True)
+class Preview:
+    """What a verdict on an order would do, with nothing done (a dry run):
+    the money it would move to the client, and the balance after."""
+
+    order: int
+    action: str  # the audit's name of the verdict: order.resolve, order.refund, order.ack, order.close
+    verdict: str  # in words: "failed", "placed as upstream order 88231", "total refund 0.75", ...
+    client: str
+    charge: str
+    refunded: str  # the order's total refund now
+    credit: str  # what the client would get back
+    balance: str  # the client's balance now
+    balance_after: str
+    state: str  # the order's state now
+
+
+@dataclass(frozen=True)
+class Queues:
+    """How many orders wait, by working set: being sent, placed and not
+    final, of unknown outcome, waiting for an operator's eye."""
+
+    inflight: int
+    open: int
+    unknown: int
+    attention: int
+
+
+@dataclass(frozen=True)
 class Archived:
     moved: int
     before: str
@@ -310,10 +338,12 @@ class ReportLine:
     refunds: str
     cost: str
     margin: str
+    share_pct: float | None  # this line's share of all the report's orders, in percent (None: no orders)
 
     @classmethod
-    def of(cls, line: Line) -> ReportLine:
+    def of(cls, line: Line, all_orders: int | None = None) -> ReportLine:
         cost = ceil_to(line.cost)  # what we paid, never shown as less: the margin is never flattered
+        total = line.orders if all_orders is None else all_orders
         return cls(
             key=line.key,
             orders=line.orders,
@@ -321,6 +351,7 @@ class ReportLine:
             refunds=format_amount(line.refunds),
             cost=format_amount(cost),
             margin=format_amount(line.revenue - cost),
+            share_pct=round(100 * line.orders / total, 1) if total else None,
         )
 
 
@@ -338,7 +369,7 @@ class ReportView:
             by=report.by,
             since=report.since,
             currency=report.currency,
-            lines=tuple(ReportLine.of(line) for line in report.lines),
+            lines=tuple(ReportLine.of(line, report.total.orders) for line in report.lines),
             total=ReportLine.of(report.total),
         )
 

@@ -1,7 +1,8 @@
 """Money reports: revenue, upstream cost, refunds and margin, grouped.
 
 `report(book, config, since, by)` reads every order created since `since` and adds
-it up by provider, service or client, in the deployment currency:
+it up by provider, service, client or day (UTC, when the order was created),
+in the deployment currency:
 
 - revenue: what clients paid, net of refunds;
 - refunds: what was given back;
@@ -29,7 +30,7 @@ from proxy.orders.book import OrderBook
 from proxy.orders.records import ArchivedOrder, Order
 from proxy.orders.states import CLOSED, FAILED, IN_FLIGHT, PLACED, UNKNOWN
 
-GROUPINGS = ("provider", "service", "client")
+GROUPINGS = ("provider", "service", "client", "day")
 # Orders are read newest first; instances' clocks may differ this much.
 CLOCK_SLACK_SECONDS = 300.0
 
@@ -110,16 +111,22 @@ def order_cost(config: Config, order: Order) -> Decimal:
 
 
 async def report(book: OrderBook, config: Config, since: float, by: str = "provider") -> Report:
-    """The orders created since `since`, added up by provider, service or
-    client; archived orders too, from what Redis keeps of them (their cost as
-    counted when they were archived)."""
+    """The orders created since `since`, added up by provider, service,
+    client or day; archived orders too, from what Redis keeps of them (their
+    cost as counted when they were archived). Lines come best margin first;
+    days come in order, oldest first."""
     if by not in GROUPINGS:
         raise ValueError(f"group by one of: {', '.join(GROUPINGS)}")
     lines: dict[str, Line] = defaultdict(lambda: Line(""))
     result = Report(by, since, config.currency)
 
     def count(order: Order | ArchivedOrder, cost: Decimal) -> None:
-        key = {"provider": order.provider or "(none)", "service": str(order.service), "client": order.client}[by]
+        key = {
+            "provider": lambda: order.provider or "(none)",
+            "service": lambda: str(order.service),
+            "client": lambda: order.client,
+            "day": lambda: day_of(order.created),
+        }[by]()
         lines[key].key = key
         lines[key].add(order.net_charge, order.refunded, cost)
         result.total.add(order.net_charge, order.refunded, cost)
@@ -134,5 +141,19 @@ async def report(book: OrderBook, config: Config, since: float, by: str = "provi
             break
         if archived.created >= since:
             count(archived, archived.cost)
-    result.lines = sorted(lines.values(), key=lambda line: line.margin, reverse=True)
+    if by == "day":
+        result.lines = sorted(lines.values(), key=lambda line: line.key)
+    else:
+        result.lines = sorted(lines.values(), key=lambda line: line.margin, reverse=True)
     return result
+
+
+def day_of(timestamp: float) -> str:
+    """The UTC day of a moment, as a report by day names it (2026-11-01)."""
+    return datetime.fromtimestamp(timestamp, tz=UTC).date().isoformat()
+
+
+def start_of_day(now: float | None = None) -> float:
+    """Midnight UTC of the day `now` falls in."""
+    now = time.time() if now is None else now
+    return datetime.fromtimestamp(now, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
