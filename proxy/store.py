@@ -208,6 +208,14 @@ class Keys:
         """Admin name -> when its token was last used (written at most once a minute)."""
         return f"{self.prefix}{{admins}}:used"
 
+    def calls(self, provider: str, minute: int) -> str:
+        """Upstream calls to a provider in one minute (`proxy.providers.calls`): counts and time."""
+        return f"{self.prefix}calls:{provider}:{minute}"
+
+    def dashboard_session(self, session_hash: str) -> str:
+        """A dashboard login (`proxy.edge.dashboard.sessions`), by the SHA-256 of its cookie; it expires."""
+        return f"{self.prefix}dashboard:session:{session_hash}"
+
     def catalog_lock(self, provider: str) -> str:
         return f"{self.prefix}catalog-lock:{provider}"
 

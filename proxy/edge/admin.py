@@ -31,6 +31,7 @@ is down (one warning a while in the log, not a traceback a request).
     POST /admin/orders/{id}/close {refund, reason?}                                 POST /admin/orders/archive {older_than}
     (each verdict with `"dry_run": true`: what it would do, the money it would move, nothing done)
     GET  /admin/providers                    POST /admin/providers/check
+    GET  /admin/providers/calls (upstream calls over the last hour: count, failure rate, mean latency)
     GET  /admin/report?since=7d&by=provider|service|client|day  GET  /admin/ready (readiness, with providers)
     GET  /admin/audit?limit=                 GET  /admin/audit/verify
     GET  /admin/admins                       POST /admin/admins {name, role, expires?}      (owner)
@@ -297,6 +298,10 @@ async def providers(request: Request, ops: Operators, actor: Actor) -> object:
     return await ops.providers()
 
 
+async def provider_calls(request: Request, ops: Operators, actor: Actor) -> object:
+    return list((await ops.provider_calls()).values())
+
+
 async def check_providers(request: Request, ops: Operators, actor: Actor) -> object:
     return await ops.providers(check=True)
 
@@ -389,6 +394,7 @@ ENDPOINTS = (
     Endpoint("/admin/orders/{id}/close", "POST", "order.close", close),
     Endpoint("/admin/providers", "GET", "providers.list", providers),
     Endpoint("/admin/providers/check", "POST", "providers.check", check_providers),
+    Endpoint("/admin/providers/calls", "GET", "providers.list", provider_calls),
     Endpoint("/admin/report", "GET", "report", report),
     Endpoint("/admin/audit", "GET", "audit.list", audit),
     Endpoint("/admin/audit/verify", "GET", "audit.verify", verify_audit),

@@ -25,6 +25,7 @@ from proxy.ops.audit import Check, Record
 from proxy.ops.reports import Line, Report
 from proxy.orders.records import Attempt, Order
 from proxy.orders.states import CLOSED
+from proxy.providers.calls import CallWindow
 from proxy.providers.health import Ejection
 from proxy.providers.listings import ApprovedPrice, HeldPrice, PriceChange
 from proxy.providers.outcomes import Rates
@@ -320,6 +321,31 @@ class ProviderView:
     price_changes: tuple[PriceChange, ...]
     held_prices: tuple[HeldPriceView, ...]
     outcomes: dict[str, RouteOutcomes]  # by upstream service ID
+
+
+@dataclass(frozen=True)
+class CallsView:
+    """A provider's upstream calls over the last hour: how many, the share
+    that got no usable answer, answered refusals, and the mean time a call took."""
+
+    provider: str
+    calls: int
+    failures: int
+    failure_pct: float | None
+    refused: int
+    mean_ms: int | None
+
+    @classmethod
+    def of(cls, provider: str, window: CallWindow) -> CallsView:
+        rate, mean = window.failure_rate, window.mean_ms
+        return cls(
+            provider,
+            window.calls,
+            window.failures,
+            None if rate is None else round(100 * rate, 1),
+            window.refused,
+            None if mean is None else round(mean),
+        )
 
 
 @dataclass(frozen=True)

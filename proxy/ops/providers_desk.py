@@ -16,6 +16,7 @@ from proxy.money import format_amount
 from proxy.ops import reports
 from proxy.ops.acting import Acting, reason_text
 from proxy.ops.answers import (
+    CallsView,
     ConfigReload,
     EjectionView,
     EventView,
@@ -97,6 +98,13 @@ class ProvidersDesk(Acting):
                 )
             )
         return found
+
+    async def provider_calls(self) -> dict[str, CallsView]:
+        """Each provider's upstream calls over the last hour (every instance's)."""
+        if self._calls is None:
+            return {}
+        windows = await self._calls.last_hour(self._providers)
+        return {name: CallsView.of(name, window) for name, window in windows.items()}
 
     async def approve_prices(
         self, actor: Actor | str, provider: str, services: Sequence[int] = (), reason: str = ""

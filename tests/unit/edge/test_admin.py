@@ -96,7 +96,7 @@ async def test_an_empty_body_is_an_empty_object(api, auth):
         ("/admin/orders?since=10000000d", None),
         ("/admin/report?since=10000000d", None),
         ("/admin/orders?upstream_order=-5", "upstream_order must be a whole number"),
-        ("/admin/report?by=colour", "by must be one of provider, service, client"),
+        ("/admin/report?by=colour", "by must be one of provider, service, client, day"),
         ("/admin/report?since=last+week", None),
     ],
 )

@@ -133,6 +133,7 @@ async def test_a_report_by_day_has_a_line_per_utc_day_oldest_first_and_adds_up_t
 
 def test_days_are_utc():
     assert day_of(datetime(2026, 11, 1, 23, 59, tzinfo=UTC).timestamp()) == "2026-11-01"
-    assert start_of_day(datetime(2026, 11, 1, 23, 59, tzinfo=UTC).timestamp()) == datetime(
-        2026, 11, 1, tzinfo=UTC
-    ).timestamp()
+    assert (
+        start_of_day(datetime(2026, 11, 1, 23, 59, tzinfo=UTC).timestamp())
+        == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    )

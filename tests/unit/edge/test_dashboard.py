@@ -1,0 +1,221 @@
+"""The dashboard (proxy/edge/dashboard/) in process: logins and their cookie,
+the guard on every form, roles, bad input, and that pages only read. The
+pages in a real browser, against the demo, are tests/browser/."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from proxy.accounts.fair_use import storage_for
+from proxy.edge import dashboard
+from proxy.edge.app import create_app
+
+SITE = "http://dash"
+SAME = {"Origin": SITE, "Sec-Fetch-Site": "same-origin"}
+
+
+@pytest.fixture
+def settings(runtime):
+    return runtime.settings.model_copy(update={"dashboard": True, "dashboard_logins": "5/minute"})
+
+
+@pytest.fixture
+async def browser(runtime, settings):
+    """A client like a browser: it keeps cookies and sends its own origin."""
+    routes = dashboard.routes(
+        runtime.operators,
+        runtime.redis,
+        runtime.keys,
+        storage_for(runtime.redis, runtime.keys),
+        settings,
+        lambda: "USD",
+    )
+    app = Starlette(routes=routes)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=SITE) as client:
+        yield client
+
+
+async def token(runtime, role: str = "owner", name: str = "alice") -> str:
+    return (await runtime.operators.add_admin("cli", name, role)).token
+
+
+async def login(browser, runtime, role: str = "owner", name: str = "alice") -> str:
+    """Log in; the CSRF token of the session (from a page's form)."""
+    answer = await browser.post("/dashboard/login", data={"token": await token(runtime, role, name)}, headers=SAME)
+    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard"
+    page = await browser.get("/dashboard/clients")
+    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+
+async def test_it_is_closed_unless_the_operator_enables_it(runtime):
+    app = create_app(runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=SITE) as client:
+        assert (await client.get("/dashboard")).status_code == 404
+        assert (await client.get("/dashboard/login")).status_code == 404
+
+
+async def test_a_login_sets_an_http_only_same_site_cookie_and_keeps_no_token(browser, runtime):
+    assert (await browser.get("/dashboard")).headers["location"] == "/dashboard/login"
+    secret = await token(runtime)
+    answer = await browser.post("/dashboard/login", data={"token": secret}, headers=SAME)
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith("smm_dashboard=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert "Path=/dashboard" in cookie and "Secure" not in cookie  # plain HTTP: a Secure cookie would never come back
+    assert secret not in cookie and secret not in answer.headers["location"]
+    page = await browser.get("/dashboard")
+    assert page.status_code == 200 and "Overview" in page.text and secret not in page.text
+    assert (
+        page.headers["cache-control"] == "no-store"
+        and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    )
+    stored = [key async for key in runtime.redis.scan_iter(match=f"{runtime.keys.prefix}dashboard:session:*")]
+    assert len(stored) == 1 and browser.cookies["smm_dashboard"] not in stored[0]  # kept hashed
+
+
+async def test_over_tls_the_cookie_is_secure(runtime, settings):
+    routes = dashboard.routes(
+        runtime.operators,
+        runtime.redis,
+        runtime.keys,
+        storage_for(runtime.redis, runtime.keys),
+        settings,
+        lambda: "USD",
+    )
+    transport = httpx.ASGITransport(app=Starlette(routes=routes))
+    async with httpx.AsyncClient(transport=transport, base_url="https://dash") as client:
+        answer = await client.post(
+            "/dashboard/login", data={"token": await token(runtime)}, headers={"Origin": "https://dash"}
+        )
+        cookie = answer.headers["set-cookie"]
+        assert cookie.startswith("__Host-smm_dashboard=") and "Secure" in cookie and "Path=/;" in cookie
+        assert (await client.get("/dashboard")).status_code == 200
+
+
+async def test_a_bad_token_opens_nothing_and_logins_are_rate_limited(browser, runtime):
+    for attempt in range(5):
+        answer = await browser.post("/dashboard/login", data={"token": f"guess-{attempt}"}, headers=SAME)
+        assert answer.status_code == 401 and "opens nothing" in answer.text and "set-cookie" not in answer.headers
+    good = await token(runtime)
+    answer = await browser.post("/dashboard/login", data={"token": good}, headers=SAME)
+    assert answer.status_code == 429 and "set-cookie" not in answer.headers
+    # A token in a URL logs nobody in.
+    assert (await browser.get(f"/dashboard/login?token={good}")).status_code == 200
+    assert (await browser.get("/dashboard")).status_code == 303
+
+
+async def test_a_form_from_another_origin_or_without_the_session_token_moves_nothing(browser, runtime):
+    await runtime.accounts.create("acme", Decimal("10"))
+    csrf = await login(browser, runtime)
+    before = await runtime.operators.audit_log()
+    topup = {"amount": "5", "ref": "inv-1", "csrf": csrf}
+    for headers, data in (
+        ({"Origin": "http://evil.example"}, topup),
+        ({"Origin": SITE, "Sec-Fetch-Site": "cross-site"}, topup),
+        ({}, topup),  # no origin at all
+        ({"Origin": "null"}, topup),
+        (SAME, {**topup, "csrf": "forged"}),
+        (SAME, {"amount": "5", "ref": "inv-1"}),
+    ):
+        answer = await browser.post("/dashboard/clients/acme/topup", data=data, headers=headers)
+        assert answer.status_code == 403 and "Nothing was changed" in answer.text
+    assert await runtime.ledger.balance("acme") == Decimal("10")
+    assert await runtime.operators.audit_log() == before
+    answer = await browser.post("/dashboard/clients/acme/topup", data=topup, headers=SAME)
+    assert answer.status_code == 303 and await runtime.ledger.balance("acme") == Decimal("15")
+    page = await browser.get("/dashboard/clients/acme")
+    assert "Top-up of 5.00 applied" in page.text
+
+
+async def test_a_top_up_twice_with_one_reference_credits_once_and_says_so(browser, runtime):
+    await runtime.accounts.create("acme", Decimal("10"))
+    csrf = await login(browser, runtime)
+    for _ in range(2):
+        await browser.post(
+            "/dashboard/clients/acme/topup", data={"amount": "5", "ref": "inv-7", "csrf": csrf}, headers=SAME
+        )
+    assert await runtime.ledger.balance("acme") == Decimal("15")
+    assert "was applied before: nothing moved" in (await browser.get("/dashboard/clients/acme")).text
+    entries = [e for e in await runtime.operators.ledger("acme") if e.ref.startswith("topup:")]
+    assert [e.ref for e in entries] == ["topup:inv-7"]
+    assert [e.actor for e in await runtime.operators.audit_log() if e.action == "client.topup"] == ["admin:alice"]
+
+
+@pytest.mark.parametrize(
+    "path, data",
+    [
+        ("/dashboard/clients/acme/topup", {"amount": "lots"}),
+        ("/dashboard/clients/acme/topup", {"amount": "-5"}),
+        ("/dashboard/clients/acme/topup", {"amount": "1e999999"}),
+        ("/dashboard/clients/acme/adjust", {"amount": "-50", "reason": "too much"}),
+        ("/dashboard/clients/acme/adjust", {"amount": "5", "reason": ""}),
+        ("/dashboard/clients/nobody/topup", {"amount": "5"}),
+        ("/dashboard/orders/99/failed", {}),
+        ("/dashboard/orders/abc/failed", {}),
+        ("/dashboard/orders/1/resolve", {"upstream_order": "x"}),
+        ("/dashboard/providers/nobody/approve", {"service": "1"}),
+        ("/dashboard/providers/echomark/approve", {"service": "1"}),
+        ("/dashboard/clients/acme/topup", {"amount": "5\x00"}),
+    ],
+)
+async def test_bad_input_is_a_message_and_changes_nothing(browser, runtime, path, data):
+    await runtime.accounts.create("acme", Decimal("10"))
+    csrf = await login(browser, runtime)
+    before = (await runtime.operators.ledger("acme"), await runtime.operators.audit_log())
+    answer = await browser.post(path, data={**data, "csrf": csrf}, headers=SAME)
+    assert answer.status_code in (303, 400), answer.text
+    if answer.status_code == 303:
+        shown = await browser.get(answer.headers["location"])
+        assert shown.status_code in (200, 404) and "flash error" in shown.text and "Nothing was changed" in shown.text
+    assert (await runtime.operators.ledger("acme"), await runtime.operators.audit_log())[0] == before[0]
+
+
+async def test_a_read_token_sees_every_page_and_changes_nothing(browser, runtime):
+    await runtime.accounts.create("acme", Decimal("10"))
+    csrf = await login(browser, runtime, role="read", name="viewer")
+    for path in ("/dashboard", "/dashboard/queue", "/dashboard/providers", "/dashboard/orders", "/dashboard/clients"):
+        page = await browser.get(path)
+        assert page.status_code == 200, path
+    client_page = await browser.get("/dashboard/clients/acme")
+    assert 'data-form="topup"' not in client_page.text  # no forms it may not use
+    answer = await browser.post("/dashboard/clients/acme/topup", data={"amount": "5", "csrf": csrf}, headers=SAME)
+    shown = await browser.get(answer.headers["location"])
+    assert "may not client.topup" in shown.text and await runtime.ledger.balance("acme") == Decimal("10")
+
+
+async def test_pages_only_read_and_the_ledger_exports_as_csv(browser, runtime):
+    await runtime.accounts.create("acme", Decimal("10"))
+    await runtime.operators.topup("cli", "acme", "5", ref="=HYPERLINK(1)", memo="+evil")
+    await login(browser, runtime)
+    before = (await runtime.operators.ledger("acme"), await runtime.operators.audit_log())
+    for path in ("/dashboard", "/dashboard/queue", "/dashboard/clients/acme", "/dashboard/orders?by=client&q=acme"):
+        assert (await browser.head(path)).status_code == 200
+    csv = await browser.get("/dashboard/clients/acme/ledger.csv")
+    assert csv.headers["content-type"].startswith("text/csv") and "attachment" in csv.headers["content-disposition"]
+    lines = csv.text.splitlines()
+    assert lines[0] == "id,time,kind,amount,balance,ref,memo,order,actor" and len(lines) == 3
+    assert ",'topup:=HYPERLINK(1),'+evil," not in lines[2] and "'+evil" in lines[2]  # no formula runs
+    assert (await runtime.operators.ledger("acme"), await runtime.operators.audit_log()) == before
+    for bad in ("/dashboard/orders?by=colour&q=1", "/dashboard/orders?by=order&q=abc", "/dashboard/orders/0"):
+        assert (await browser.get(bad)).status_code in (400, 404)
+
+
+async def test_logging_out_ends_the_session_and_so_do_time_and_a_removed_token(browser, runtime, clock):
+    csrf = await login(browser, runtime)
+    cookie = browser.cookies["smm_dashboard"]
+    answer = await browser.post("/dashboard/logout", data={"csrf": csrf}, headers=SAME)
+    assert answer.headers["location"] == "/dashboard/login"
+    browser.cookies.set("smm_dashboard", cookie, domain="dash", path="/dashboard")
+    assert (await browser.get("/dashboard")).status_code == 303  # the old cookie opens nothing
+    await login(browser, runtime, name="bob")
+    clock.advance(8 * 3600 + 1)
+    assert (await browser.get("/dashboard")).status_code == 303  # expired
+    clock.advance(-(8 * 3600 + 1))
+    await login(browser, runtime, name="carol")
+    assert (await browser.get("/dashboard")).status_code == 200
+    await runtime.operators.remove_admin("cli", "carol")
+    assert (await browser.get("/dashboard")).status_code == 303  # its token removed: its logins end
