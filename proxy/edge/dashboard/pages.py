@@ -129,7 +129,8 @@ class Pages:
                 found_list = await ops.orders(client=text, limit=100)
             else:
                 found_list = await ops.orders(link=text, limit=100)
-        recent = None if text else await ops.orders(limit=50)
+        state = query.get("state", "").strip()
+        recent = None if text else await ops.orders(state or None, limit=50)
         return self.d.render(
             view,
             view.request,
@@ -141,6 +142,7 @@ class Pages:
             found=found_list,
             recent=recent,
             search_by=SEARCH_BY,
+            state=state,
         )
 
     async def order(self, view: View) -> Response:

@@ -129,6 +129,13 @@ class Dashboard:
             log.warning("dashboard: store unavailable, answering 503: %s: %s", type(exc).__name__, exc)
         return self.message(None, request, "The store is unavailable: try again in a moment.", 503)
 
+    def failure(self, request: Request) -> Response:
+        """Something we did not expect: logged with its traceback, answered without one."""
+        log.exception("dashboard: unexpected error answering %s %s", request.method, request.url.path)
+        response = Response("Internal error: the operators' log has the details.", 500, media_type="text/plain")
+        response.headers.update(HEADERS)
+        return response
+
     @staticmethod
     def redirect(url: str) -> Response:
         response = RedirectResponse(url, status_code=303)
@@ -162,6 +169,8 @@ class Dashboard:
                 return response
             except (RedisError, OSError) as exc:
                 return self.outage(request, exc)
+            except Exception:
+                return self.failure(request)
 
         return endpoint
 
@@ -196,6 +205,8 @@ class Dashboard:
                 return self.redirect(back(request))
             except (RedisError, OSError) as exc:
                 return self.outage(request, exc)
+            except Exception:
+                return self.failure(request)
 
         return endpoint
 

@@ -1,0 +1,151 @@
+"""A real browser against the demo: Debian's chromium driven by Playwright.
+
+`demo` starts `smm-proxy demo` (its simulated panels included) once per
+module, on the test Redis under a key prefix of its own, with orders that
+move quickly, and reads its banner: the dashboard's URL, the owner's login
+token, the demo client's API key and the panels' URLs (to break one).
+`browser` is one chromium for the module (`executable_path=/usr/bin/chromium`:
+Playwright never downloads a browser here). If chromium is missing, it is
+installed with apt-get when we may (root, Debian); if it cannot be, the
+tests are skipped saying so. Screenshots go to tests/output/dashboard/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+CHROMIUM = Path("/usr/bin/chromium")
+OUTPUT = Path(__file__).resolve().parent.parent / "output" / "dashboard"
+PHONE = {"width": 390, "height": 844}
+START_SECONDS = 60
+
+
+def chromium() -> Path:
+    """Debian's chromium: installed now if it is missing and we may, else the tests skip."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    apt = shutil.which("apt-get")
+    if apt and os.geteuid() == 0:
+        subprocess.run([apt, "install", "-y", "-q", "chromium"], capture_output=True, timeout=900, check=False)
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"the browser tests need Debian's chromium at {CHROMIUM} and it could not be installed "
+            "(run: apt-get install -y chromium)"
+        )
+    return CHROMIUM
+
+
+@dataclass
+class Demo:
+    base: str  # http://127.0.0.1:PORT
+    token: str  # the owner's admin token
+    api_key: str  # the demo client's
+    panels: dict[str, str]  # name -> base URL of the simulated panel
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def dashboard(self) -> str:
+        return f"{self.base}/dashboard"
+
+    def add(self, service: int, link: str, quantity: int = 500) -> dict[str, object]:
+        data = {"key": self.api_key, "action": "add", "service": service, "link": link, "quantity": quantity}
+        return httpx.post(f"{self.base}/api/v2", data=data, timeout=60).json()
+
+    def admin(self, path: str) -> object:
+        """The admin API, with the same token: what the dashboard shows is checked against it."""
+        answer = httpx.get(f"{self.base}/admin{path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        answer.raise_for_status()
+        return answer.json()
+
+    def fault(self, panel: str, **faults: object) -> None:
+        httpx.post(f"{self.panels[panel]}/_sim/faults", json=faults, timeout=10).raise_for_status()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    prefix = f"smm-test:{uuid.uuid4().hex[:12]}:"
+    folder = tmp_path_factory.mktemp("demo")
+    log = folder / "demo.log"
+    env = {
+        **os.environ,
+        "SMM_PROXY_REDIS_URL": redis_server,
+        "SMM_PROXY_KEY_PREFIX": prefix,
+        "SMM_PROXY_SYNC_INTERVAL": "1",
+        "SMM_PROXY_STATUS_TTL": "1",
+        "SMM_PROXY_ARCHIVE_DIR": str(folder / "archive"),
+        "SMM_PROXY_LOG_FORMAT": "json",
+    }
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--step", "2"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent.parent,
+        )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        text = ""
+        while "Press Ctrl+C" not in text:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the demo did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+            text = log.read_text()
+        token = re.search(r"admin token \(role owner\): (\S+)", text)
+        key = re.search(r"API key\s+(\S+)", text)
+        panels = re.search(r"Panels\s+echomark (\S+), korean (\S+) ", text)
+        assert token and key and panels, text
+        yield Demo(
+            f"http://127.0.0.1:{port}",
+            token.group(1),
+            key.group(1),
+            {"echomark": panels.group(1), "korean": panels.group(2)},
+            process,
+            log,
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        client = redis.Redis.from_url(redis_server)
+        stale = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if stale:
+            client.delete(*stale)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    path = chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the browser tests need Playwright: pip install -e '.[test]'")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(path), args=["--no-sandbox"])
+        yield launched
+        launched.close()
