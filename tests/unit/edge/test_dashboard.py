@@ -219,3 +219,67 @@ async def test_logging_out_ends_the_session_and_so_do_time_and_a_removed_token(b
     assert (await browser.get("/dashboard")).status_code == 200
     await runtime.operators.remove_admin("cli", "carol")
     assert (await browser.get("/dashboard")).status_code == 303  # its token removed: its logins end
+
+
+async def test_a_held_price_change_is_approved_from_the_providers_page(browser, runtime, panels, clock):
+    await runtime.listings.refresh("echomark")
+    same = {"name": "F", "type": "Default", "category": "C", "min": "10", "max": "10000"}
+    panels["echomark"].on("services", [{**same, "service": 1, "rate": "2.00"}, {**same, "service": 3, "rate": "0.50"}])
+    clock.advance(301)
+    await runtime.listings.refresh("echomark")
+    csrf = await login(browser, runtime, role="operator", name="op")
+    page = await browser.get("/dashboard/providers")
+    assert "Price changes waiting for approval" in page.text and "<td>2.00</td>" in page.text
+    answer = await browser.post(
+        "/dashboard/providers/echomark/approve", data={"service": "1", "csrf": csrf}, headers=SAME
+    )
+    assert answer.headers["location"] == "/dashboard/providers"
+    page = await browser.get("/dashboard/providers")
+    assert "Approved for echomark: service 1: 0.90 -&gt; 2.00" in page.text
+    assert "waiting for approval" not in page.text
+    assert [(e.actor, e.action, e.target) for e in await runtime.operators.audit_log()][0] == (
+        "admin:op",
+        "price.approve",
+        "echomark:1",
+    )
+
+
+async def test_the_queue_and_an_orders_page_show_what_needs_a_person(browser, runtime):
+    await runtime.accounts.create("acme", Decimal("10"))
+    book = runtime.book
+    from support import new_order
+
+    from proxy.orders.states import LOSE, SUBMIT
+
+    lost = await book.apply((await book.reserve(new_order(client="acme"))).order, SUBMIT, {"provider": "echomark"})
+    lost = await book.apply(lost, LOSE)
+    await login(browser, runtime)
+    queue = await browser.get("/dashboard/queue")
+    assert f'data-order="{lost.id}"' in queue.text and "Resolve as failed" in queue.text
+    confirm = await browser.get(f"/dashboard/orders/{lost.id}/confirm?verdict=failed")
+    assert 'data-figure="credit"><strong>1.17 USD</strong>' in confirm.text
+    assert 'data-figure="balance-after">10.00</strong>' in confirm.text  # 8.83 now, 10.00 after
+    for bad in ("verdict=colour", "verdict=resolve", "verdict=resolve&upstream_order=x", "verdict=refund&total=99"):
+        assert (await browser.get(f"/dashboard/orders/{lost.id}/confirm?{bad}")).status_code in (400, 409)
+    order_page = await browser.get(f"/dashboard/orders/{lost.id}")
+    assert 'data-figure="state">unknown (the client sees Pending' in order_page.text
+    assert await runtime.ledger.balance("acme") == Decimal("8.83")  # previews moved nothing
+
+
+def test_a_chart_has_a_bar_per_day_empty_days_included_and_losses_below_zero():
+    from datetime import date
+
+    from proxy.edge.dashboard.charts import HEIGHT, by_day
+    from proxy.ops.answers import ReportLine
+
+    lines = (
+        ReportLine("2026-11-02", 2, "10.00", "0.00", "6.00", "4.00", 50.0),
+        ReportLine("2026-11-04", 2, "2.00", "0.00", "4.00", "-2.00", 50.0),
+    )
+    chart = by_day(lines, date(2026, 11, 1), 5)
+    assert [bar.day for bar in chart.bars] == ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"]
+    empty, best, _, loss, _ = chart.bars
+    assert empty.line is None and empty.revenue_height == 0
+    assert best.revenue_height > best.margin_height > 0 and best.revenue_y + best.revenue_height == chart.zero_y
+    assert loss.margin_y == chart.zero_y and loss.margin_height > 0  # drawn downwards
+    assert chart.top == "10" and 0 < chart.zero_y < HEIGHT
