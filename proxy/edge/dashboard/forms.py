@@ -84,8 +84,7 @@ class Forms:
         else:
             raise Refused(f"no verdict {verdict!r}")
         balance = next((c.balance for c in await ops.clients() if c.name == done.client), "")
-        await self.sessions.flash(view.session, f"{said} {done.client}'s balance is now {balance}.")
-        return self.d.redirect(f"{PATH}/queue")
+        return self.d.done(view, f"{said} {done.client}'s balance is now {balance}.", f"{PATH}/queue")
 
     # -- providers ------------------------------------------------------------------
 
@@ -94,8 +93,7 @@ class Forms:
         service = whole(view.form.get("service", ""), "the service")
         done = await view.ops.approve_prices(view.actor, name, [service], view.form.get("reason", ""))
         changes = ", ".join(f"service {c['service']}: {c['from']} -> {c['to']}" for c in done.approved)
-        await self.sessions.flash(view.session, f"Approved for {name}: {changes}.")
-        return self.d.redirect(f"{PATH}/providers")
+        return self.d.done(view, f"Approved for {name}: {changes}.", f"{PATH}/providers")
 
     # -- clients ----------------------------------------------------------------------
 
@@ -110,8 +108,7 @@ class Forms:
             else f"Reference {form.get('ref')!r} was applied before: nothing moved. {name}'s balance is "
             f"{(await self._balance(view, name))}."
         )
-        await self.sessions.flash(view.session, said)
-        return self.d.redirect(f"{PATH}/clients/{name}")
+        return self.d.done(view, said, f"{PATH}/clients/{name}")
 
     async def adjust(self, view: View) -> Response:
         name, form = view.request.path_params["name"], view.form
@@ -123,8 +120,7 @@ class Forms:
             if done.applied
             else f"Reference {form.get('ref')!r} was applied before: nothing moved."
         )
-        await self.sessions.flash(view.session, said)
-        return self.d.redirect(f"{PATH}/clients/{name}")
+        return self.d.done(view, said, f"{PATH}/clients/{name}")
 
     async def switch(self, view: View) -> Response:
         name, reason = view.request.path_params["name"], view.form.get("reason", "")
@@ -134,8 +130,7 @@ class Forms:
         else:
             await view.ops.enable_client(view.actor, name, reason)
             said = f"{name} is enabled."
-        await self.sessions.flash(view.session, said)
-        return self.d.redirect(f"{PATH}/clients/{name}")
+        return self.d.done(view, said, f"{PATH}/clients/{name}")
 
     async def rotate_key(self, view: View) -> Response:
         """A new key, shown on this answer alone (never stored, never in a URL)."""

@@ -18,6 +18,7 @@ in Redis, so every instance counts the same attempts.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -54,8 +55,6 @@ class Session:
     role: str
     csrf: str
     expires: float
-    flash: str = ""  # a message for the next page, shown once
-    flash_kind: str = ""  # "ok" or "error"
 
 
 def secure(request: Request) -> bool:
@@ -109,6 +108,7 @@ class Sessions:
         if admin.expires is not None:
             expires = min(expires, admin.expires)
         session = Session(digest, admin.name, admin.role, secrets.token_urlsafe(32), expires)
+        await self.admins.touch(admin)
         record = {"admin": admin.name, "token": hash_token(token.strip()), "csrf": session.csrf, "expires": expires}
         ttl = max(1, int(expires - self.clock()))
         await self.redis.set(self.keys.dashboard_session(digest), json.dumps(record), ex=ttl)
@@ -128,42 +128,16 @@ class Sessions:
         admin: Admin | None = await self.admins.current(str(record.get("admin", "")), str(record.get("token", "")))
         if admin is None or admin.expired(self.admins.clock()):
             return None
-        return Session(
-            digest,
-            admin.name,
-            admin.role,
-            str(record.get("csrf", "")),
-            float(expires),
-            str(record.get("flash", "")),
-            str(record.get("flash_kind", "")),
-        )
-
-    async def flash(self, session: Session, message: str, kind: str = "ok") -> None:
-        """A message for the session's next page."""
-        await self._update(session, {"flash": message[:2000], "flash_kind": kind})
-
-    async def shown(self, session: Session) -> None:
-        """The flash message was shown."""
-        if session.flash:
-            await self._update(session, {"flash": "", "flash_kind": ""})
+        return Session(digest, admin.name, admin.role, str(record.get("csrf", "")), float(expires))
 
     async def logout(self, session: Session) -> None:
         await self.redis.delete(self.keys.dashboard_session(session.digest))
 
-    async def _update(self, session: Session, fields: dict[str, str]) -> None:
-        key = self.keys.dashboard_session(session.digest)
-        record = _record(maybe_text(await self.redis.get(key)))
-        if not record:
-            return
-        record.update(fields)
-        ttl = max(1, int(session.expires - self.clock()))
-        await self.redis.set(key, json.dumps(record), ex=ttl)
 
-
-def set_cookie(response: Response, request: Request, value: str, max_age: int) -> None:
+def set_cookie(response: Response, request: Request, value: str, max_age: int, name: str = "") -> None:
     tls = secure(request)
     response.set_cookie(
-        cookie_name(request),
+        name or cookie_name(request),
         value,
         max_age=max_age,
         path="/" if tls else PATH,  # __Host- cookies must have path /
@@ -173,11 +147,44 @@ def set_cookie(response: Response, request: Request, value: str, max_age: int) -
     )
 
 
-def clear_cookie(response: Response, request: Request) -> None:
+def clear_cookie(response: Response, request: Request, name: str = "") -> None:
     tls = secure(request)
     response.delete_cookie(
-        cookie_name(request), path="/" if tls else PATH, httponly=True, samesite="strict", secure=tls
+        name or cookie_name(request), path="/" if tls else PATH, httponly=True, samesite="strict", secure=tls
     )
+
+
+# -- what a form did, told on the next page -------------------------------------------
+# A form answers with a redirect and a short-lived cookie holding its message
+# (signed with the session's CSRF token), so the page that shows it changes
+# nothing on the server: GET never writes.
+
+FLASH_SECONDS = 60
+
+
+def flash_name(request: Request) -> str:
+    return f"{cookie_name(request)}_flash"
+
+
+def set_flash(response: Response, request: Request, session: Session, message: str, kind: str) -> None:
+    payload = base64.urlsafe_b64encode(json.dumps([kind, message[:1500]]).encode()).decode()
+    set_cookie(response, request, f"{payload}.{_mac(session, payload)}", FLASH_SECONDS, flash_name(request))
+
+
+def read_flash(request: Request, session: Session) -> tuple[str, str]:
+    """The message a form left for this session's next page, and its kind ("ok", "error")."""
+    payload, _, mac = request.cookies.get(flash_name(request), "").partition(".")
+    if not payload or not hmac.compare_digest(mac.encode(), _mac(session, payload).encode()):
+        return "", ""
+    try:
+        kind, message = json.loads(base64.urlsafe_b64decode(payload.encode()))
+    except ValueError:
+        return "", ""
+    return (str(message), "error" if kind == "error" else "ok")
+
+
+def _mac(session: Session, payload: str) -> str:
+    return hmac.new(session.csrf.encode(), payload.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def forged(request: Request, form_csrf: str | None, session: Session | None) -> str:

@@ -31,7 +31,16 @@ from starlette.templating import Jinja2Templates
 
 from proxy import logs
 from proxy.edge.admin import source_of
-from proxy.edge.dashboard.sessions import PATH, Session, Sessions, forged
+from proxy.edge.dashboard.sessions import (
+    PATH,
+    Session,
+    Sessions,
+    clear_cookie,
+    flash_name,
+    forged,
+    read_flash,
+    set_flash,
+)
 from proxy.edge.inputs import clean
 from proxy.errors import BadInput, Forbidden, Invalid, NotFound, OperatorError
 from proxy.ops.operators import Operators
@@ -63,6 +72,7 @@ class View:
     actor: Actor
     ops: Operators
     form: dict[str, str] = field(default_factory=dict)
+    flash: tuple[str, str] = ("", "")  # what the last form did: its message and kind
 
     def can(self, action: str) -> bool:
         return may(self.session.role, action)
@@ -110,8 +120,8 @@ class Dashboard:
             "can": view.can if view else (lambda action: False),
             "currency": self.currency(),
             "root": PATH,
-            "flash": session.flash if session else "",
-            "flash_kind": session.flash_kind if session else "",
+            "flash": view.flash[0] if view else "",
+            "flash_kind": view.flash[1] if view else "",
             "refresh": 0,
             "nav": "",
         }
@@ -136,6 +146,12 @@ class Dashboard:
         response.headers.update(HEADERS)
         return response
 
+    def done(self, view: View, message: str, url: str, kind: str = "ok") -> Response:
+        """A form's answer: to `url`, which says `message` once."""
+        response = self.redirect(url)
+        set_flash(response, view.request, view.session, message, kind)
+        return response
+
     @staticmethod
     def redirect(url: str) -> Response:
         response = RedirectResponse(url, status_code=303)
@@ -158,14 +174,15 @@ class Dashboard:
                     return self.redirect(f"{PATH}/login")
                 logs.bind(actor=f"admin:{session.admin}")
                 view = View(request, session, self._actor(request, session), self.ops)
+                view.flash = read_flash(request, session)
                 try:
                     response = await handler(view)
                 except Refused as exc:
-                    return self.message(view, request, exc.message, exc.status)
+                    response = self.message(view, request, exc.message, exc.status)
                 except (BadInput, OperatorError) as exc:
-                    return self.message(view, request, str(exc), status_of(exc))
-                if session.flash and response.status_code == 200:
-                    await self.sessions.shown(session)
+                    response = self.message(view, request, str(exc), status_of(exc))
+                if flash_name(request) in request.cookies:  # shown: the browser forgets it
+                    clear_cookie(response, request, flash_name(request))
                 return response
             except (RedisError, OSError) as exc:
                 return self.outage(request, exc)
@@ -199,10 +216,9 @@ class Dashboard:
                 try:
                     return await handler(view)
                 except Refused as exc:
-                    await self.sessions.flash(session, exc.message, "error")
+                    return self.done(view, exc.message, back(request), "error")
                 except (BadInput, OperatorError) as exc:
-                    await self.sessions.flash(session, f"{exc}. Nothing was changed.", "error")
-                return self.redirect(back(request))
+                    return self.done(view, f"{exc}. Nothing was changed.", back(request), "error")
             except (RedisError, OSError) as exc:
                 return self.outage(request, exc)
             except Exception:

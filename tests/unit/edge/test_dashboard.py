@@ -191,9 +191,19 @@ async def test_pages_only_read_and_the_ledger_exports_as_csv(browser, runtime):
     await runtime.accounts.create("acme", Decimal("10"))
     await runtime.operators.topup("cli", "acme", "5", ref="=HYPERLINK(1)", memo="+evil")
     await login(browser, runtime)
+    await browser.get("/dashboard/providers")  # the first read of the providers may fill caches
+
+    async def everything() -> dict[str, object]:
+        keys = [key async for key in runtime.redis.scan_iter(match=f"{runtime.keys.prefix}*")]
+        return {key: await runtime.redis.dump(key) for key in keys}
+
+    stored = await everything()
     before = (await runtime.operators.ledger("acme"), await runtime.operators.audit_log())
-    for path in ("/dashboard", "/dashboard/queue", "/dashboard/clients/acme", "/dashboard/orders?by=client&q=acme"):
-        assert (await browser.head(path)).status_code == 200
+    pages = ("", "/queue", "/providers", "/orders", "/orders?by=client&q=acme", "/clients", "/clients/acme")
+    for path in pages:
+        assert (await browser.head(f"/dashboard{path}")).status_code == 200
+        assert (await browser.get(f"/dashboard{path}")).status_code == 200
+    assert await everything() == stored  # GET and HEAD write nothing at all
     csv = await browser.get("/dashboard/clients/acme/ledger.csv")
     assert csv.headers["content-type"].startswith("text/csv") and "attachment" in csv.headers["content-disposition"]
     lines = csv.text.splitlines()
