@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
-from conftest import OUTPUT, PHONE, Demo, free_port
+
+from .demo import OUTPUT, PHONE, Demo, free_port
 
 WAIT_SECONDS = 90
 
