@@ -181,3 +181,10 @@ class ProvidersDesk(Acting):
             return ReportView.of(await reports.report(self._book, self._config, since, by))
         except ValueError as exc:
             raise OperatorError(str(exc)) from None
+
+    async def reports(self, asked: Sequence[tuple[float, str]]) -> list[ReportView]:
+        """Several reports (start, grouping) from one pass over the orders."""
+        try:
+            return [ReportView.of(made) for made in await reports.reports(self._book, self._config, asked)]
+        except ValueError as exc:
+            raise OperatorError(str(exc)) from None

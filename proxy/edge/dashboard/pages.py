@@ -34,9 +34,9 @@ class Pages:
         now = ops.admins_registry.clock()
         today = start_of_day(now)
         spans = (("Today", today), ("7 days", now - 7 * DAY), ("30 days", now - 30 * DAY))
-        figures = [(label, (await ops.report(since, "provider")).total) for label, since in spans]
         first = today - (CHART_DAYS - 1) * DAY
-        days = await ops.report(first, "day")
+        *totals, days = await ops.reports([*((since, "provider") for _, since in spans), (first, "day")])
+        figures = [(label, made.total) for (label, _), made in zip(spans, totals, strict=True)]
         chart = charts.by_day(days.lines, datetime.fromtimestamp(first, tz=UTC).date(), CHART_DAYS)
         return self.d.render(
             view,

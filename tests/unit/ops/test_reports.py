@@ -9,7 +9,7 @@ import pytest
 from support import new_order, router_config
 
 from proxy.config import parse_config
-from proxy.ops.reports import CLOCK_SLACK_SECONDS, day_of, order_cost, report, since, start_of_day
+from proxy.ops.reports import CLOCK_SLACK_SECONDS, day_of, order_cost, report, reports, since, start_of_day
 from proxy.orders.records import Order
 from proxy.orders.states import ACCEPT, EXHAUST, FAILED, LOSE, PLACED, RESERVED, STATUS, SUBMIT, SUBMITTED, UNKNOWN
 from proxy.vocabulary import CANCELED, COMPLETED, IN_PROGRESS, PARTIAL
@@ -137,3 +137,18 @@ def test_days_are_utc():
         start_of_day(datetime(2026, 11, 1, 23, 59, tzinfo=UTC).timestamp())
         == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
     )
+
+
+async def test_several_reports_from_one_pass_equal_each_made_alone(book, alice, clock, ledger):
+    for hours in (50, 20, 1):
+        clock.advance(-clock() + NOW - hours * 3600)
+        await book.reserve(new_order(charge=f"0.{hours}"))
+    clock.advance(-clock() + NOW)
+    asked = [(NOW - 3600 * 2, "provider"), (NOW - 86400, "client"), (NOW - 3 * 86400, "day"), (NOW, "service")]
+    together = await reports(book, CONFIG, asked)
+    alone = [await report(book, CONFIG, since, by) for since, by in asked]
+    assert together == alone
+    assert [r.total.orders for r in together] == [1, 2, 3, 0]
+    assert await reports(book, CONFIG, []) == []
+    with pytest.raises(ValueError, match="group by one of"):
+        await reports(book, CONFIG, [(NOW, "provider"), (NOW, "colour")])
