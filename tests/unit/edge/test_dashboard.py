@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from proxy.accounts.fair_use import storage_for
 from proxy.edge import dashboard
 from proxy.edge.app import create_app
+from proxy.store import connect
 
 SITE = "http://dash"
 SAME = {"Origin": SITE, "Sec-Fetch-Site": "same-origin"}
@@ -219,9 +220,11 @@ async def test_logging_out_ends_the_session_and_so_do_time_and_a_removed_token(b
     cookie = browser.cookies["smm_dashboard"]
     answer = await browser.post("/dashboard/logout", data={"csrf": csrf}, headers=SAME)
     assert answer.headers["location"] == "/dashboard/login"
-    browser.cookies.set("smm_dashboard", cookie, domain="dash", path="/dashboard")
-    assert (await browser.get("/dashboard")).status_code == 303  # the old cookie opens nothing
+    assert "smm_dashboard" not in browser.cookies  # the browser was told to forget it
+    old = await browser.get("/dashboard", headers={"Cookie": f"smm_dashboard={cookie}"})
+    assert old.status_code == 303  # and the server forgot it: the old cookie opens nothing
     await login(browser, runtime, name="bob")
+    assert (await browser.get("/dashboard")).status_code == 200
     clock.advance(8 * 3600 + 1)
     assert (await browser.get("/dashboard")).status_code == 303  # expired
     clock.advance(-(8 * 3600 + 1))
@@ -293,3 +296,19 @@ def test_a_chart_has_a_bar_per_day_empty_days_included_and_losses_below_zero():
     assert best.revenue_height > best.margin_height > 0 and best.revenue_y + best.revenue_height == chart.zero_y
     assert loss.margin_y == chart.zero_y and loss.margin_height > 0  # drawn downwards
     assert chart.top == "10" and 0 < chart.zero_y < HEIGHT
+
+
+async def test_a_store_that_is_down_is_a_503_page_not_a_traceback(runtime, settings):
+    down = connect("redis://127.0.0.1:1/0", timeout=0.5)
+    routes = dashboard.routes(
+        runtime.operators, down, runtime.keys, storage_for(down, runtime.keys), settings, lambda: "USD"
+    )
+    transport = httpx.ASGITransport(app=Starlette(routes=routes))
+    async with httpx.AsyncClient(transport=transport, base_url=SITE) as client:
+        cookie = {"Cookie": f"smm_dashboard={'x' * 43}"}
+        for answer in (
+            await client.get("/dashboard", headers=cookie),
+            await client.post("/dashboard/logout", headers={**SAME, **cookie}),
+        ):
+            assert answer.status_code == 503 and "The store is unavailable" in answer.text
+    await down.aclose()
