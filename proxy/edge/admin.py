@@ -26,7 +26,7 @@ is down (one warning a while in the log, not a traceback a request).
     GET  /admin/orders?state=&client=&link=&upstream_order=&since=&until=&limit=
     GET  /admin/orders/queues (how many orders are in flight, open, unknown, for attention)
     GET  /admin/orders/{id}                  POST /admin/orders/{id}/resolve {upstream_order | failed: true}
-    GET  /admin/orders/{id}/actions (the audit entries naming it)
+    GET  /admin/orders/{id}/actions (the audit entries naming it)   GET /admin/orders/{id}/events (events about it)
     POST /admin/orders/{id}/refund {total}   POST /admin/orders/{id}/ack
     POST /admin/orders/{id}/close {refund, reason?}                                 POST /admin/orders/archive {older_than}
     (each verdict with `"dry_run": true`: what it would do, the money it would move, nothing done)
@@ -246,6 +246,10 @@ async def order_actions(request: Request, ops: Operators, actor: Actor) -> objec
     return await ops.order_actions(_int(request.path_params["id"], "id"))
 
 
+async def order_events(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.order_events(_int(request.path_params["id"], "id"))
+
+
 def _dry_run(body: dict[str, Any]) -> bool:
     return body.get("dry_run") is True
 
@@ -388,6 +392,7 @@ ENDPOINTS = (
     Endpoint("/admin/orders/queues", "GET", "orders.list", queues),
     Endpoint("/admin/orders/{id}", "GET", "order.show", order),
     Endpoint("/admin/orders/{id}/actions", "GET", "order.show", order_actions),
+    Endpoint("/admin/orders/{id}/events", "GET", "order.show", order_events),
     Endpoint("/admin/orders/{id}/resolve", "POST", "order.resolve", resolve),
     Endpoint("/admin/orders/{id}/refund", "POST", "order.refund", refund),
     Endpoint("/admin/orders/{id}/ack", "POST", "order.ack", ack),

@@ -24,6 +24,7 @@ from proxy.ops.acting import Acting, amount, reason_text, refusal, whole
 from proxy.ops.answers import (
     Archived,
     AuditEntry,
+    EventView,
     OrderDetail,
     OrderView,
     Preview,
@@ -31,8 +32,9 @@ from proxy.ops.answers import (
     iso,
 )
 from proxy.ops.audit import Record
+from proxy.ops.events import READ_LIMIT
 from proxy.ops.roles import Actor, as_actor
-from proxy.ops.search import Search, rows, search
+from proxy.ops.search import CLOCK_SLACK_SECONDS, Search, rows, search
 from proxy.orders.records import Order
 from proxy.orders.states import ACK, CLOSE, REFUND, RESOLVE_FAILED, RESOLVE_PLACED, UNKNOWN, WORKING_SETS, rule
 from proxy.orders.verdicts import credit
@@ -65,6 +67,18 @@ class OrdersDesk(Acting):
         target = str(whole(order_id, "an order ID"))
         found = await self._audit.newest(ORDER_ACTIONS_SCAN)
         return [AuditEntry.of(r) for r in found if r.target == target and r.action.startswith("order.")]
+
+    async def order_events(self, order_id: int) -> list[EventView]:
+        """The operators' events about an order (attention, stuck, ...), newest
+        first, from those since it was created."""
+        wanted = whole(order_id, "an order ID")
+        found = await self._book.find(wanted) or await self._archive.find(wanted)
+        if found is None:
+            raise NotFound(f"no order {wanted}")
+        if self._events is None:
+            return []
+        since = found.created - CLOCK_SLACK_SECONDS
+        return [e for e in await self._events.read(since, READ_LIMIT, "order.") if e.subject == str(wanted)]
 
     async def preview(
         self,

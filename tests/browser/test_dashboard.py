@@ -177,6 +177,7 @@ def test_a_failing_provider_is_ejected_and_every_order_that_needs_a_person_is_se
     page.goto(f"{demo.dashboard}/orders/{ids[1]}")
     text = page.locator("main").inner_text()
     assert "order.resolve" in text and "order.refund" in text and "echomark: unknown" in text
+    assert "order.attention" in text  # the event that sent it to a person
     page.screenshot(path=str(OUTPUT / "order.png"), full_page=True)
 
 

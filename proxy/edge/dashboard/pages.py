@@ -156,6 +156,7 @@ class Pages:
             nav="orders",
             order=await ops.order(order_id),
             actions=await ops.order_actions(order_id),
+            events=await ops.order_events(order_id),
         )
 
     async def clients(self, view: View) -> Response:

@@ -4,6 +4,7 @@ messages, every change audited. The CLI and the admin API are thin over this."""
 from __future__ import annotations
 
 import hashlib
+import time
 from decimal import Decimal
 
 import pytest
@@ -337,3 +338,17 @@ async def test_queues_count_the_working_sets_and_an_orders_actions_come_from_the
     assert [(e.action, e.reason) for e in await ops.order_actions(lost.id)] == [("order.resolve", "not at the panel")]
     assert [e.action for e in await ops.order_actions(canceled.id)] == ["order.ack"]
     assert await ops.order_actions(reserved.id) == []
+
+
+async def test_an_orders_events_are_those_about_it(runtime, clock):
+    clock.advance(time.time() - clock())  # events are stamped by Redis' clock, orders by ours: the same here
+    reserved, lost, canceled = await orders_of_every_kind(runtime)
+    ops = runtime.operators
+    await runtime.events.emit("order.attention", str(lost.id), f"order {lost.id}: look")
+    await runtime.events.emit("order.stuck", str(canceled.id), f"order {canceled.id} stuck")
+    await runtime.events.emit("provider.ejected", "echomark", "echomark ejected")
+    assert [e.message for e in await ops.order_events(lost.id)] == [f"order {lost.id}: look"]
+    assert [e.kind for e in await ops.order_events(canceled.id)] == ["order.stuck"]
+    assert await ops.order_events(reserved.id) == []
+    with pytest.raises(NotFound, match="no order 4242"):
+        await ops.order_events(4242)
