@@ -312,3 +312,32 @@ async def test_a_store_that_is_down_is_a_503_page_not_a_traceback(runtime, setti
         ):
             assert answer.status_code == 503 and "The store is unavailable" in answer.text
     await down.aclose()
+
+
+async def test_keys_are_rotated_by_an_owner_shown_once_and_clients_disabled_and_enabled(browser, runtime):
+    _, old_key = await runtime.accounts.create("acme", Decimal("10"))
+    csrf = await login(browser, runtime)
+    answer = await browser.post("/dashboard/clients/acme/rotate-key", data={"csrf": csrf}, headers=SAME)
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+    new_key = answer.text.split('data-figure="new-key">')[1].split("<")[0]
+    assert (
+        await runtime.accounts.authenticate(new_key) == "acme" and await runtime.accounts.authenticate(old_key) is None
+    )
+    assert new_key not in (await browser.get("/dashboard/clients/acme")).text  # shown that once
+    await browser.post("/dashboard/clients/acme/disable", data={"csrf": csrf, "reason": "chargeback"}, headers=SAME)
+    assert await runtime.accounts.authenticate(new_key) is None
+    assert "acme is disabled" in (await browser.get("/dashboard/clients/acme")).text
+    await browser.post("/dashboard/clients/acme/enable", data={"csrf": csrf}, headers=SAME)
+    assert await runtime.accounts.authenticate(new_key) == "acme"
+    actions = [(e.actor, e.action, e.reason) for e in await runtime.operators.audit_log()][:3]
+    assert actions == [
+        ("admin:alice", "client.enable", ""),
+        ("admin:alice", "client.disable", "chargeback"),
+        ("admin:alice", "client.rotate_key", ""),
+    ]
+    # An operator may not rotate keys: the form is not offered, and a forged post is refused by the role.
+    other = await login(browser, runtime, role="operator", name="op")
+    assert 'data-form="rotate"' not in (await browser.get("/dashboard/clients/acme")).text
+    refused = await browser.post("/dashboard/clients/acme/rotate-key", data={"csrf": other}, headers=SAME)
+    assert "may not client.rotate_key" in (await browser.get(refused.headers["location"])).text
+    assert await runtime.accounts.authenticate(new_key) == "acme"
