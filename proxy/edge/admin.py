@@ -16,6 +16,7 @@ not, 404 not found, 405 method, 409 refused, 413 too large, 503 the store
 is down (one warning a while in the log, not a traceback a request).
 
     GET  /admin/clients                      POST /admin/clients {name, balance?}          (owner)
+    GET  /admin/clients/{name}
     POST /admin/clients/{name}/topup {amount, ref?, memo?}
     POST /admin/clients/{name}/adjust {amount, reason, ref?}
     POST /admin/clients/{name}/disable       POST /admin/clients/{name}/enable
@@ -159,6 +160,10 @@ def _when(text: str | None, name: str) -> float | None:
 
 async def list_clients(request: Request, ops: Operators, actor: Actor) -> object:
     return await ops.clients()
+
+
+async def show_client(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.client(request.path_params["name"])
 
 
 async def create_client(request: Request, ops: Operators, actor: Actor) -> object:
@@ -379,6 +384,7 @@ class Endpoint:
 ENDPOINTS = (
     Endpoint("/admin/clients", "GET", "clients.list", list_clients),
     Endpoint("/admin/clients", "POST", "client.create", create_client),
+    Endpoint("/admin/clients/{name}", "GET", "clients.list", show_client),
     Endpoint("/admin/clients/{name}/topup", "POST", "client.topup", topup),
     Endpoint("/admin/clients/{name}/adjust", "POST", "client.adjust", adjust),
     Endpoint("/admin/clients/{name}/disable", "POST", "client.disable", disable),

@@ -83,7 +83,7 @@ class Forms:
             said = f"Order {done.id} acknowledged: no money moved."
         else:
             raise Refused(f"no verdict {verdict!r}")
-        balance = next((c.balance for c in await ops.clients() if c.name == done.client), "")
+        balance = (await ops.client(done.client)).balance
         return self.d.done(view, f"{said} {done.client}'s balance is now {balance}.", f"{PATH}/queue")
 
     # -- providers ------------------------------------------------------------------
@@ -106,7 +106,7 @@ class Forms:
             f"Top-up of {done.amount} applied: {name}'s balance is {done.balance}."
             if done.applied
             else f"Reference {form.get('ref')!r} was applied before: nothing moved. {name}'s balance is "
-            f"{(await self._balance(view, name))}."
+            f"{(await view.ops.client(name)).balance}."
         )
         return self.d.done(view, said, f"{PATH}/clients/{name}")
 
@@ -136,7 +136,6 @@ class Forms:
         """A new key, shown on this answer alone (never stored, never in a URL)."""
         name = view.request.path_params["name"]
         made = await view.ops.rotate_key(view.actor, name, view.form.get("reason", ""))
-        found = [c for c in await view.ops.clients() if c.name == name]
         ledger = await view.ops.ledger(name, limit=200)
         return self.d.render(
             view,
@@ -144,11 +143,7 @@ class Forms:
             "client.html",
             title=f"Client {name}",
             nav="clients",
-            client=found[0],
+            client=await view.ops.client(name),
             ledger=list(reversed(ledger)),
             key=made.key,
         )
-
-    @staticmethod
-    async def _balance(view: View, name: str) -> str:
-        return next((c.balance for c in await view.ops.clients() if c.name == name), "")

@@ -167,9 +167,7 @@ class Pages:
     async def client(self, view: View) -> Response:
         name = view.request.path_params["name"]
         ops = view.ops
-        found = [c for c in await ops.clients() if c.name == name]
-        if not found:
-            raise Refused(f"no client {name!r}", 404)
+        found = await ops.client(name)
         ledger = await ops.ledger(name, limit=200)
         return self.d.render(
             view,
@@ -177,7 +175,7 @@ class Pages:
             "client.html",
             title=f"Client {name}",
             nav="clients",
-            client=found[0],
+            client=found,
             ledger=list(reversed(ledger)),
             key="",
         )

@@ -401,3 +401,13 @@ async def test_queues_previews_an_orders_actions_calls_and_reports_by_day(api, a
     assert list(calls[0]) == ["provider", "calls", "failures", "failure_pct", "refused", "mean_ms"]
     by_day = (await api.get("/admin/report?since=1d&by=day", headers=auth)).json()
     assert [(line["orders"], line["share_pct"]) for line in by_day["lines"]] == [(1, 100.0)]
+
+
+async def test_one_client_is_shown_and_an_unknown_one_is_not_found(api, auth, runtime):
+    from decimal import Decimal
+
+    await runtime.accounts.create("alice", Decimal("10"))
+    shown = await api.get("/admin/clients/alice", headers=auth)
+    assert (shown.status_code, shown.json()["balance"], shown.json()["disabled"]) == (200, "10.00", False)
+    missing = await api.get("/admin/clients/nobody", headers=auth)
+    assert (missing.status_code, missing.json()) == (404, {"error": "no client 'nobody'"})

@@ -213,6 +213,9 @@ async def test_pages_only_read_and_the_ledger_exports_as_csv(browser, runtime):
     assert (await runtime.operators.ledger("acme"), await runtime.operators.audit_log()) == before
     for bad in ("/dashboard/orders?by=colour&q=1", "/dashboard/orders?by=order&q=abc", "/dashboard/orders/0"):
         assert (await browser.get(bad)).status_code in (400, 404)
+    for missing in ("/dashboard/clients/nobody", "/dashboard/orders/4242", "/dashboard/clients/nobody/ledger.csv"):
+        answer = await browser.get(missing)
+        assert answer.status_code == 404 and "no " in answer.text
 
 
 async def test_logging_out_ends_the_session_and_so_do_time_and_a_removed_token(browser, runtime, clock):
