@@ -4,7 +4,9 @@ how long they took. Shared by every instance through Redis.
 Each call is counted in memory as it ends (`record`, the upstream client's
 observer: no Redis write on a call's path) and the counts are added to
 per-minute hashes in Redis (`Keys.calls`) at most every FLUSH_SECONDS, by
-a task `record` starts, and at shutdown (`aclose`). A failure is a call
+a task `record` starts, and whenever they are read (`last_hour`). At
+shutdown the counts not yet written (a few seconds' worth) are dropped:
+nothing is written while a process closes. A failure is a call
 that got no usable answer: the provider could not be reached, or what it
 answered leaves the outcome unknown (a timeout, 5xx, HTML, garbled JSON).
 An answered refusal is counted apart. The numbers are advice for an
@@ -110,7 +112,9 @@ class CallStats:
         return found
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            with contextlib.suppress(Exception):
+        """Stop writing: a flush under way is cancelled, what is left in memory dropped."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
                 await self._task
-        await self.flush()
+        self._pending = {}

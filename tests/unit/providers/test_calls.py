@@ -35,3 +35,10 @@ async def test_a_store_that_fails_loses_the_counts_not_the_call(keys, clock):
     stats = CallStats(Broken(), keys, clock)  # type: ignore[arg-type]
     stats.record("echomark", "add", "ok", 0.1)
     await stats.flush()  # a warning, no exception
+
+
+async def test_nothing_is_written_once_closing(redis_client, keys, clock):
+    stats = CallStats(redis_client, keys, clock)
+    stats.record("echomark", "add", "ok", 0.1)
+    await stats.aclose()
+    assert [key async for key in redis_client.scan_iter(match=f"{keys.prefix}calls:*")] == []
