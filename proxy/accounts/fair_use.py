@@ -19,13 +19,12 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
-import redis.asyncio as aioredis
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from proxy.policies import FairUsePolicy
-from proxy.store import Keys, Store
+from proxy.store import Keys, Store, is_cluster, single
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +36,16 @@ TOO_MANY_CANCELS = "Too many cancel requests for this order, please try again la
 def storage_for(redis: Store, keys: Keys) -> Storage:
     """The `limits` storage on our Redis: our connection pool, or (on a
     cluster) a cluster client of its own to the same nodes."""
-    if not isinstance(redis, aioredis.Redis):  # a cluster
+    if is_cluster(redis):
         startup = redis.nodes_manager.startup_nodes.values()
         nodes = ",".join(f"{node.host}:{node.port}" for node in startup)
         return RedisClusterStorage(f"async+redis+cluster://{nodes}", implementation="redispy", key_prefix=keys.limits)
+    server = single(redis)
+    if server is None:
+        raise TypeError(f"not a Redis client: {redis!r}")
     # limits documents `connection_pool` among the options it hands redis-py,
     # but types those options float | str | bool: the pool has to pass as Any.
-    pool = cast(Any, redis.connection_pool)
+    pool = cast(Any, server.connection_pool)
     return RedisStorage("async+redis://", implementation="redispy", connection_pool=pool, key_prefix=keys.limits)
 
 
