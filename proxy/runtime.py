@@ -51,6 +51,7 @@ from proxy.providers.refusals import Refusals
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
 from proxy.store import Keys, Store, connect
+from proxy.tracking import TrackedCache
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,11 @@ class Runtime:
         self.redis = redis
         self.clock = clock
         self.keys = Keys(settings.key_prefix)
-        self.ledger = Ledger(redis, self.keys)
-        self.accounts = Accounts(redis, self.keys, self.ledger, config.currency)
+        # What every read request reads, held in memory while Redis tracks it
+        # (read through until `start`, and whenever tracking is lost; never on a cluster).
+        self.reads = TrackedCache(redis, self.keys.hot, name=f"smm-proxy:{settings.key_prefix}")
+        self.ledger = Ledger(redis, self.keys, self.reads)
+        self.accounts = Accounts(redis, self.keys, self.ledger, config.currency, self.reads)
         transports = transports or {}
         self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use)
         self.metrics = Metrics()
@@ -214,6 +218,12 @@ class Runtime:
             observer=self.metrics,
         )
 
+    async def start(self) -> None:
+        """What a serving process starts before it takes requests: tracking the hot
+        reads (it returns once the first attempt is made; until tracking is on,
+        reads go to Redis)."""
+        await self.reads.start()
+
     async def reload(self) -> ConfigReload:
         """Read the config file again (SIGHUP, the admin API); see `proxy.reload`."""
         from proxy.reload import reload_runtime
@@ -240,6 +250,7 @@ class Runtime:
             await bounded(self.webhook.aclose(), CLOSE_SECONDS, "closing the webhook")
         for client in self.providers.values():
             await bounded(client.aclose(), CLOSE_SECONDS, f"closing {client.name}")
+        await bounded(self.reads.aclose(), CLOSE_SECONDS, "closing the tracked cache")
         await bounded(self.redis.aclose(), CLOSE_SECONDS, "closing Redis")
 
 

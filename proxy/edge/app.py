@@ -375,6 +375,7 @@ def create_app(
         if close_runtime:  # a served router: at SIGTERM, adds waiting for placement answer at once
             on_exit_signal(runtime.actions.stop_waiting)
         hangup = reload_on_hangup(runtime)
+        await runtime.start()
         try:
             async with serving_metrics(runtime, metrics_listener):
                 if background:
