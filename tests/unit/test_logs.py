@@ -25,3 +25,40 @@ def test_keys_are_scrubbed_from_nested_fields_of_a_line():
     assert line["detail"] == {"memo": "key *** pasted by mistake", "nested": [{"deep": "***"}]}
     assert line["items"] == ["key=***", 5, None, True]
     assert line["error"] == "failed with ***" and line["raw"] == "token=***"
+
+
+def test_a_line_holds_its_time_level_logger_context_fields_and_exception():
+    with logs.captured("info") as buffer, logs.bound(request_id="r-1", client="alice"):
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("proxy.test").exception("failed %s", "here", extra={"order": 7, "ms": 1.5})
+    line = json.loads(buffer.getvalue())
+    assert (line["event"], line["logger"], line["level"]) == ("failed here", "proxy.test", "error")
+    assert (line["request_id"], line["client"], line["order"], line["ms"]) == ("r-1", "alice", 7, 1.5)
+    assert "ValueError: boom" in line["exception"]
+    assert line["timestamp"].endswith("Z") and line["timestamp"][10] == "T"
+
+
+def test_a_bound_field_is_scrubbed_unless_it_cannot_hold_a_key():
+    with logs.captured("info", secrets=["provider-secret"]) as buffer, logs.bound(target=f"key={KEY}"):
+        logging.getLogger("proxy.test").info("x", extra={"note": "provider-secret", "path": f"/api/v2/{KEY}"})
+    line = json.loads(buffer.getvalue())
+    assert (line["target"], line["note"], line["path"]) == ("key=***", "***", "/api/v2/***")
+
+
+def test_binding_is_per_task_and_cleared_per_request():
+    import asyncio
+
+    async def main() -> list[str]:
+        logs.clear()
+        logs.bind(request_id="outer")
+
+        async def task() -> str:
+            logs.bind(order=1)
+            return logs.current("order") + logs.current("request_id")
+
+        inner = await asyncio.create_task(task())
+        return [inner, logs.current("order"), logs.current("request_id")]
+
+    assert asyncio.run(main()) == ["1outer", "", "outer"]
