@@ -23,6 +23,7 @@ from proxy.accounts.fair_use import FairUse, storage_for
 from proxy.accounts.ledger import Ledger
 from proxy.catalog.catalog import LiveCatalog
 from proxy.config import Config, Provider
+from proxy.hot_reads import TrackedBook
 from proxy.ops.admins import Admins
 from proxy.ops.answers import ConfigReload
 from proxy.ops.audit import AuditLog
@@ -33,7 +34,6 @@ from proxy.ops.reports import order_cost
 from proxy.ops.sync import Sync
 from proxy.orders.actions import OrderActions
 from proxy.orders.archive import Archive
-from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
 from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
@@ -115,7 +115,7 @@ class Runtime:
         )
         self.leases = Leases(redis, self.keys, settings.order_lease)
         self.due = DueIndex(redis, self.keys)
-        self.book = OrderBook(redis, self.keys, self.leases, self.due, clock)
+        self.book = TrackedBook(redis, self.keys, self.leases, self.due, clock, cache=self.reads)
         self.claims = Claims(self.book)
         self.verdicts = Verdicts(self.book, self.claims, clock)
         self.tallies = Tallies(redis, self.keys, self.book.clients)

@@ -33,8 +33,8 @@ LINK = "https://instagram.com/p/tracked"
 @pytest.fixture
 async def instances(make_router, redis_client, key_prefix, store):
     """Two routers on one Redis and one prefix, and an operator's accounts (no cache)."""
-    a = await make_router()
-    b = await make_router(panels=a.panels, clock=a.clock)
+    a = await make_router(status_ttl=5)
+    b = await make_router(panels=a.panels, clock=a.clock, status_ttl=5)
     operator = Accounts(redis_client, Keys(key_prefix), Ledger(redis_client, Keys(key_prefix)), "USD")
     for router in (a, b):
         assert router.runtime.reads.healthy == (store == "single")
@@ -159,3 +159,26 @@ async def test_a_lost_tracking_connection_flushes_then_reads_through_until_it_is
         assert await b.call(key, action="balance") == REFUSED
         await operator.enable("alice")
         assert (await b.call(key, action="balance"))["balance"] == "5.00"
+
+
+async def test_an_order_s_status_read_on_one_instance_is_what_the_next_status_shows_on_the_other(instances, store):
+    a, b, operator = instances
+    _, key = await operator.create("alice", Decimal("100"))
+    echomark = a.panels["echomark"]
+    echomark.partial_ratio = echomark.cancel_ratio = 0
+    order = (await a.call(key, action="add", service=1, link=LINK, quantity=1000))["order"]
+    shown = await a.call(key, action="status", order=order)
+    seen = hits((a, b))
+    for router in (b, a, b):
+        assert await router.call(key, action="status", order=order) == shown
+    await served_from_memory((a, b), seen, store)
+    upstream = (await a.runtime.book.get("alice", order)).upstream_order
+    for n, (status, remains) in enumerate([("In progress", 600), ("Partial", 400)]):
+        echomark.force(upstream, status=status, remains=remains)
+        a.clock.advance(6)  # past the status TTL: the next read asks the panel, once
+        calls = echomark.calls["status"]
+        first, then = (a, b) if n % 2 else (b, a)
+        read = await first.call(key, action="status", order=order)
+        assert echomark.calls["status"] == calls + 1 and read["status"] == status
+        assert await then.call(key, action="status", order=order) == read  # the record just written
+        assert echomark.calls["status"] == calls + 1  # not stale there either
