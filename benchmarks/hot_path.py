@@ -73,14 +73,8 @@ async def bench(url: str, calls: int, rounds: int) -> dict[str, float]:
     logs.configure("json", "info", secrets=["sim-key"], stream=devnull)
     logs.bind(request_id="0123456789abcdef", client="alice", action="balance")
 
-    async def access_line() -> None:
-        access.info(
-            "%s %s %s",
-            "POST",
-            "/api/v2",
-            200,
-            extra={"status": 200, "ms": 0.42, "method": "POST", "path": "/api/v2"},
-        )
+    async def access_line() -> None:  # as proxy/edge/context.py writes it
+        logs.info(access, "POST /api/v2 200", {"status": 200, "ms": 0.42, "method": "POST", "path": "/api/v2"})
 
     async def transition_line() -> None:
         book.info(

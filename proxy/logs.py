@@ -55,6 +55,7 @@ __all__ = [
     "clear",
     "configure",
     "current",
+    "info",
     "no_events",
     "redactor",
     "unconfigure",
@@ -202,6 +203,11 @@ def redactor(secrets: Iterable[str] = ()) -> Processor:
 
 # -- lines -------------------------------------------------------------------------
 
+
+class _Handler(logging.StreamHandler[Any]):
+    """Ours: configuring again replaces it, and leaves others' handlers alone."""
+
+
 # What a LogRecord holds of its own; everything else on it came from `extra`.
 _RECORD_FIELDS = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
@@ -238,17 +244,46 @@ class JsonFormatter(logging.Formatter):
         self.clock = _Clock()
 
     def format(self, record: logging.LogRecord) -> str:
-        event: dict[str, Any] = {"event": record.getMessage()}
-        event.update(_CONTEXT.get())
-        for name, value in record.__dict__.items():
-            if name not in _RECORD_FIELDS:
-                event[name] = value
-        event["logger"] = record.name
-        event["level"] = record.levelname.lower()
-        event["timestamp"] = self.clock(record.created)
+        fields = {name: value for name, value in record.__dict__.items() if name not in _RECORD_FIELDS}
         if record.exc_info:
-            event["exception"] = self.formatException(record.exc_info)
+            fields["exception"] = self.formatException(record.exc_info)
+        return self.line(record.getMessage(), fields, record.name, record.levelname.lower(), record.created)
+
+    def line(self, message: str, fields: Mapping[str, Any], logger: str, level: str, created: float) -> str:
+        event: dict[str, Any] = {"event": message}
+        event.update(_CONTEXT.get())
+        event.update(fields)
+        event["logger"] = logger
+        event["level"] = level
+        event["timestamp"] = self.clock(created)
         return orjson.dumps(self.scrubber.fields(event), default=_default).decode()
+
+
+# Our handler while it writes JSON (`configure`): `info` writes to it directly.
+_json_handler: _Handler | None = None
+
+
+def info(logger: logging.Logger, message: str, fields: Mapping[str, Any]) -> None:
+    """An INFO line (the access line: one a request). Written straight to our
+    JSON handler when it is the only one listening, as in a served router: the
+    same line, without a LogRecord and the handler chain. Otherwise (a
+    terminal, a test capturing records) through `logging`, as any line."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _json_handler
+    handlers = logging.root.handlers
+    if handler is None or len(handlers) != 1 or handlers[0] is not handler or logger.handlers or not logger.propagate:
+        logger.info(message, extra=dict(fields))
+        return
+    formatter = handler.formatter
+    assert isinstance(formatter, JsonFormatter)
+    line = formatter.line(message, fields, logger.name, "info", time.time())
+    handler.acquire()
+    try:
+        handler.stream.write(line + "\n")
+        handler.flush()
+    finally:
+        handler.release()
 
 
 def _context(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
@@ -282,10 +317,6 @@ def _console(secrets: Iterable[str]) -> logging.Formatter:
     )
 
 
-class _Handler(logging.StreamHandler[Any]):
-    """Ours: configuring again replaces it, and leaves others' handlers alone."""
-
-
 def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (), stream: Any = None) -> None:
     """Route every logger through one handler; `fmt` is "json", "console" or
     "auto" (console on a terminal, JSON otherwise)."""
@@ -298,8 +329,10 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
     # Nothing shows where a line was logged from, or its thread or process: not looked up.
     setattr(logging, "_srcfile", None)  # noqa: B010
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    global _json_handler
     handler = _Handler(stream)
     handler.setFormatter(JsonFormatter(secrets) if fmt == "json" else _console(secrets))
+    _json_handler = handler if fmt == "json" else None
     root = logging.getLogger()
     for old in list(root.handlers):
         if isinstance(old, _Handler):
@@ -331,6 +364,8 @@ def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]
 
 def unconfigure() -> None:
     """Remove our handler (a command that configured logs for its own run, done)."""
+    global _json_handler
+    _json_handler = None
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _Handler):

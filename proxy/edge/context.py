@@ -84,15 +84,14 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log.info(
-                "%s %s %s",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={
+            method, path = scope["method"], scope["path"]
+            logs.info(
+                log,
+                f"{method} {path} {status}",
+                {
                     "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
-                    "method": scope["method"],
-                    "path": scope["path"],
+                    "method": method,
+                    "path": path,
                 },
             )

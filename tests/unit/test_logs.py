@@ -62,3 +62,36 @@ def test_binding_is_per_task_and_cleared_per_request():
         return [inner, logs.current("order"), logs.current("request_id")]
 
     assert asyncio.run(main()) == ["1outer", "", "outer"]
+
+
+def test_the_access_line_written_straight_to_our_handler_is_the_line_logging_writes(caplog):
+    """A served router's only handler is ours: `logs.info` then skips the
+    logging machinery (no record reaches another handler), writing the same line."""
+    caplog.set_level(logging.INFO)
+    root = logging.getLogger()
+    others = list(root.handlers)  # pytest's, which capture records
+    logger = logging.getLogger("proxy.access")
+    fields = {"status": 200, "ms": 1.25, "method": "POST", "path": f"/api/v2/{KEY}"}
+    with logs.captured("info", secrets=["provider-secret"]) as buffer, logs.bound(request_id="r-1", client="alice"):
+        logs.info(logger, f"POST /api/v2/{KEY} 200", fields)  # others listen: through logging
+        for handler in others:
+            root.removeHandler(handler)
+        try:
+            logs.info(logger, f"POST /api/v2/{KEY} 200", fields)  # ours alone: straight to it
+        finally:
+            for handler in others:
+                root.addHandler(handler)
+    through, straight = (json.loads(line) for line in buffer.getvalue().splitlines())
+    assert [r.name for r in caplog.records] == ["proxy.access"]  # only the first went through logging
+    assert through.pop("timestamp") and straight.pop("timestamp")
+    assert through == straight == {
+        "event": "POST /api/v2/*** 200",
+        "request_id": "r-1",
+        "client": "alice",
+        "status": 200,
+        "ms": 1.25,
+        "method": "POST",
+        "path": "/api/v2/***",
+        "logger": "proxy.access",
+        "level": "info",
+    }
