@@ -84,14 +84,18 @@ def test_the_access_line_written_straight_to_our_handler_is_the_line_logging_wri
     through, straight = (json.loads(line) for line in buffer.getvalue().splitlines())
     assert [r.name for r in caplog.records] == ["proxy.access"]  # only the first went through logging
     assert through.pop("timestamp") and straight.pop("timestamp")
-    assert through == straight == {
-        "event": "POST /api/v2/*** 200",
-        "request_id": "r-1",
-        "client": "alice",
-        "status": 200,
-        "ms": 1.25,
-        "method": "POST",
-        "path": "/api/v2/***",
-        "logger": "proxy.access",
-        "level": "info",
-    }
+    assert (
+        through
+        == straight
+        == {
+            "event": "POST /api/v2/*** 200",
+            "request_id": "r-1",
+            "client": "alice",
+            "status": 200,
+            "ms": 1.25,
+            "method": "POST",
+            "path": "/api/v2/***",
+            "logger": "proxy.access",
+            "level": "info",
+        }
+    )
