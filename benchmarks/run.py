@@ -166,8 +166,10 @@ def read_floors(router_url: str, bare_url: str, bodies: dict[str, str], expected
     """Each read against the three floors and the router, all four alternated in
     every round; medians. The router's reply is checked after each of its runs."""
     runs: dict[str, dict[str, list[tuple[float, float]]]] = {n: {k: [] for k in (*FLOORS, "router")} for n in READS}
+    names = args.only or READS
+    runs = {name: runs[name] for name in names}
     for _ in range(args.rounds):
-        for name in READS:
+        for name in names:
             for floor in FLOORS:
                 runs[name][floor].append(wrk(f"{bare_url}?a={name}&floor={floor}", bodies[name], FORM, args.duration))
             runs[name]["router"].append(wrk(router_url, bodies[name], FORM, args.duration))
@@ -293,6 +295,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s: to see that it runs")
     parser.add_argument("--million", action="store_true", help="also time a status lookup among 10^6 stored orders")
     parser.add_argument("--reads", action="store_true", help="only the read floors (balance, status, services)")
+    parser.add_argument("--only", choices=READS, action="append", help="with --reads: only these reads")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 2, 1

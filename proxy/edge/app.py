@@ -399,10 +399,10 @@ def create_app(
 
     app = Starlette(
         middleware=[Middleware(RequestContext)],
-        routes=[
-            *admin.routes(runtime.operators, lambda: readiness(runtime)),
+        routes=[  # the API first: Starlette tries routes in order, on every request
             Route("/api/v2", api.endpoint, methods=["GET", "POST"]),
             Route("/api/v2/", api.endpoint, methods=["GET", "POST"]),
+            *admin.routes(runtime.operators, lambda: readiness(runtime)),
             Route("/healthz", health),
             Route("/readyz", ready),
             *public_metrics,

@@ -218,6 +218,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.upstream_calls = Counter(
             "smm_proxy_upstream_calls",
             "Calls to upstream panels by provider, action and outcome.",
@@ -270,8 +271,16 @@ class Metrics:
         self.registry.register(shared)
 
     def request(self, action: str, outcome: str, seconds: float) -> None:
-        self.requests.labels(action, outcome).inc()
-        self.request_seconds.labels(action).observe(seconds)
+        # On every request: each label set's children looked up once (the client
+        # library validates and locks on every `labels` call).
+        children = self._request_children.get((action, outcome))
+        if children is None:
+            children = self._request_children[(action, outcome)] = (
+                self.requests.labels(action, outcome),
+                self.request_seconds.labels(action),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def upstream_call(self, provider: str, action: str, outcome: str, seconds: float) -> None:
         self.upstream_calls.labels(provider, action, outcome).inc()
