@@ -36,7 +36,7 @@ from proxy.accounts.fair_use import TOO_MANY_REQUESTS
 from proxy.catalog.catalog import Listed
 from proxy.edge import admin, protocol
 from proxy.edge.context import RequestContext
-from proxy.edge.inputs import header, read_params
+from proxy.edge.inputs import Headers, header, read_params
 from proxy.errors import BadInput, ClientGone, OrderRefused, ProtocolError
 from proxy.money import format_amount
 from proxy.ops.metrics import CONTENT_TYPE
@@ -107,8 +107,9 @@ class Api:
 
     async def handle(self, request: Request, seen: dict[str, str]) -> object:
         try:
-            params = await read_params(request)
-            idempotency_key = header(request, "idempotency-key")
+            headers = Headers(request)
+            params = await read_params(request, headers)
+            idempotency_key = header(headers, "idempotency-key")
         except BadInput as exc:
             seen["outcome"] = "bad_input"
             return protocol.error(exc.message)
