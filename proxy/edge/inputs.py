@@ -154,6 +154,16 @@ def _utf8(raw: bytes) -> str:
 
 
 def _urlencoded(raw: bytes) -> list[tuple[str, str]]:
+    if b"%" not in raw and b"+" not in raw:  # nothing to unquote (most calls): split it here
+        text = _utf8(raw)
+        if text.count("&") >= MAX_FIELDS:
+            raise BadInput(TOO_MANY_FIELDS)
+        pairs = []
+        for part in text.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                pairs.append((name, value))
+        return pairs
     try:
         return parse_qsl(
             _utf8(raw), keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS
