@@ -30,6 +30,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from proxy import logs
 from proxy.accounts.fair_use import TOO_MANY_REQUESTS
@@ -357,13 +358,41 @@ async def serving_metrics(runtime: Runtime, sock: socket.socket | None) -> Async
         await asyncio.wait({task}, timeout=5)
 
 
+API_PATHS = frozenset({"/api/v2", "/api/v2/"})
+API_METHODS = frozenset({"GET", "HEAD", "POST"})
+
+
+class ApiFirst:
+    """The router's ASGI app: API v2 calls (GET, HEAD or POST to `/api/v2`) go
+    straight to their endpoint, inside the request context; everything else
+    (the admin API, health, metrics, lifespan, every 404 and 405) goes to the
+    Starlette app, which routes the API the same way. Starlette's routing and
+    exception middleware cost about 6 µs a request, an eighth of a read's own
+    work; the endpoint answers every error itself."""
+
+    def __init__(self, app: Starlette, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = app
+        self._endpoint = endpoint
+        self._api = RequestContext(self._call)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in API_PATHS and scope["method"] in API_METHODS:
+            await self._api(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 def create_app(
     runtime: Runtime,
     *,
     close_runtime: bool = False,
     background: bool = False,
     metrics_listener: socket.socket | None = None,
-) -> Starlette:
+) -> ApiFirst:
     """The router's ASGI app.
 
     With `background` it runs the sync loops (recovery, status polling) while
@@ -412,4 +441,4 @@ def create_app(
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
-    return app
+    return ApiFirst(app, api.endpoint)
