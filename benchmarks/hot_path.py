@@ -65,7 +65,7 @@ async def bench(url: str, calls: int, rounds: int) -> dict[str, float]:
     api_key = "0" * 32
     await redis.set(keys.api_key(__import__("hashlib").sha256(api_key.encode()).hexdigest()), "alice")
     policy = FairUsePolicy(requests="1000000000/minute")
-    fair = FairUse(storage_for(redis, keys), policy)
+    fair = FairUse(storage_for(redis, keys), policy, keys.limits, redis=redis)
     [item] = fair.requests
     access = logging.getLogger("proxy.access")
     book = logging.getLogger("proxy.orders.book")

@@ -79,8 +79,9 @@ class Runtime:
         self.ledger = Ledger(redis, self.keys, self.reads)
         self.accounts = Accounts(redis, self.keys, self.ledger, config.currency, self.reads)
         transports = transports or {}
-        self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use)
+        self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use, self.keys.limits, redis=redis)
         self.metrics = Metrics()
+        self.metrics.watch_cache(lambda: (self.reads.healthy, self.reads.stats.as_dict()))
         self.events = EventLog(redis, self.keys, settings.events_length)
         emit = self.events.emit
         self.currencies = {name: provider.currency for name, provider in config.providers.items()}

@@ -17,7 +17,7 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from support import on_every_store
+from support import metric, on_every_store
 
 from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
@@ -159,6 +159,10 @@ async def test_a_lost_tracking_connection_flushes_then_reads_through_until_it_is
         assert await b.call(key, action="balance") == REFUSED
         await operator.enable("alice")
         assert (await b.call(key, action="balance"))["balance"] == "5.00"
+    # Operators see it: tracking on again, after two losses.
+    assert await metric(b, "smm_proxy_cache_tracking") == 1
+    assert await metric(b, "smm_proxy_cache_events_total", event="losses") == 2
+    assert await metric(b, "smm_proxy_cache_events_total", event="hits") > 0
 
 
 async def test_an_order_s_status_read_on_one_instance_is_what_the_next_status_shows_on_the_other(instances, store):
