@@ -14,14 +14,23 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeGuard
+from types import TracebackType
+from typing import Any, Protocol, TypeGuard, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+    parse_url,
+)
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
-from redis.typing import XClaimResponse, XReadGroupResponse
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.errors import StoreUnfit
 
@@ -136,9 +145,6 @@ class Keys:
         """The bucket hash holding (provider, upstream order) -> our order ID."""
         return f"{self.prefix}claims:{{p:{provider}:{upstream_order // OWNER_BUCKET}}}"
 
-    def cooldown(self, provider: str) -> str:
-        return f"{self.prefix}cooldown:{provider}"
-
     def health(self, provider: str, scope: str) -> str:
         """A provider's consecutive failures and ejection, for orders or for reads."""
         return f"{self.prefix}health:{{p:{provider}}}:{scope}"
@@ -220,6 +226,106 @@ class Keys:
         return f"{self.prefix}catalog-lock:{provider}"
 
 
+# -- the client ----------------------------------------------------------------
+# Replies as redis-py 8 types them (7.x has no names for them). Our
+# connections decode and speak RESP2, so values are in fact `str`.
+Value = bytes | str
+StreamEntry = tuple[Value | None, dict[Value, Value] | None]
+StreamRange = list[StreamEntry]
+XClaimResponse = StreamRange | list[Value]
+XPendingRange = list[dict[str, str | int]]
+Members = set[Value]
+XReadGroupResponse = list[list[Any]] | dict[Value, list[StreamRange]] | dict[Value, StreamRange]
+Field = str | int | float
+
+
+class Pipe(Protocol):
+    """A pipeline: the commands we queue on one (their replies come from
+    `execute`, in order) and the pipeline's own methods."""
+
+    async def __aenter__(self) -> Pipe: ...
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+    def execute(self, raise_on_error: bool = True) -> Awaitable[list[Any]]: ...
+    def exists(self, *names: str) -> object: ...
+    def get(self, name: str) -> object: ...
+    def set(self, name: str, value: Field, ex: int | None = None, nx: bool = False) -> object: ...
+    def hget(self, name: str, key: str) -> object: ...
+    def hgetall(self, name: str) -> object: ...
+    def hmget(self, name: str, keys: Sequence[str]) -> object: ...
+    def hset(
+        self, name: str, key: str | None = None, value: Field | None = None, mapping: Mapping[str, Field] | None = None
+    ) -> object: ...
+    def hdel(self, name: str, *keys: str) -> object: ...
+    def lpush(self, name: str, *values: Field) -> object: ...
+    def ltrim(self, name: str, start: int, end: int) -> object: ...
+    def zadd(self, name: str, mapping: Mapping[str, float]) -> object: ...
+    def zrem(self, name: str, *values: str) -> object: ...
+    def zcard(self, name: str) -> object: ...
+    def zrange(self, name: str, start: int, end: int) -> object: ...
+
+
+class Store(Protocol):
+    """What every component is handed: the commands the router uses, with the
+    types redis-py 8 gives them (7.x types each `Awaitable[T] | T`).
+
+    `connect` returns redis-py's own client (one server's, or a Redis
+    Cluster's) as a `Store`: calls go straight to it, nothing wraps them.
+    Where the two kinds differ, `single` and `is_cluster` tell them apart.
+    A command not named here is one the router does not use yet: name it here.
+    """
+
+    def ping(self) -> Awaitable[bool]: ...
+    def config_get(self, pattern: str = "*") -> Awaitable[Mapping[str, str]]: ...
+    def aclose(self) -> Awaitable[None]: ...
+    def pipeline(self, transaction: bool = True) -> Pipe: ...
+    def register_script(self, script: str) -> AsyncScript: ...
+
+    def get(self, name: str) -> Awaitable[Value | None]: ...
+    def set(self, name: str, value: Field, ex: int | None = None, nx: bool = False) -> Awaitable[bool | None]: ...
+    def exists(self, *names: str) -> Awaitable[int]: ...
+    def delete(self, *names: str) -> Awaitable[int]: ...
+    def incr(self, name: str, amount: int = 1) -> Awaitable[int]: ...
+
+    def hget(self, name: str, key: str) -> Awaitable[Value | None]: ...
+    def hmget(self, name: str, keys: Sequence[str]) -> Awaitable[list[Value | None]]: ...
+    def hgetall(self, name: str) -> Awaitable[dict[Value, Value]]: ...
+    def hexists(self, name: str, key: str) -> Awaitable[bool]: ...
+    def hset(
+        self, name: str, key: str | None = None, value: Field | None = None, mapping: Mapping[str, Field] | None = None
+    ) -> Awaitable[int]: ...
+    def hsetnx(self, name: str, key: str, value: Field) -> Awaitable[int]: ...
+    def hdel(self, name: str, *keys: str) -> Awaitable[int]: ...
+    def hincrby(self, name: str, key: str, amount: int = 1) -> Awaitable[int]: ...
+
+    def sadd(self, name: str, *values: str) -> Awaitable[int]: ...
+    def srem(self, name: str, *values: str) -> Awaitable[int]: ...
+    def smembers(self, name: str) -> Awaitable[Members]: ...
+    def lrange(self, name: str, start: int, end: int) -> Awaitable[list[Value]]: ...
+    def zrange(self, name: str, start: int, end: int) -> Awaitable[list[Value]]: ...
+    def zrevrange(self, name: str, start: int, end: int) -> Awaitable[list[Value]]: ...
+    def zadd(self, name: str, mapping: Mapping[str, float]) -> Awaitable[int]: ...
+    def zrem(self, name: str, *values: str) -> Awaitable[int]: ...
+
+    def xadd(
+        self, name: str, fields: dict[str, Field], maxlen: int | None = None, approximate: bool = True
+    ) -> Awaitable[Value]: ...
+    def xrange(self, name: str, min: str = "-", max: str = "+", count: int | None = None) -> Awaitable[StreamRange]: ...
+    def xrevrange(
+        self, name: str, max: str = "+", min: str = "-", count: int | None = None
+    ) -> Awaitable[StreamRange]: ...
+    def xgroup_create(self, name: str, groupname: str, id: str = "$", mkstream: bool = False) -> Awaitable[bool]: ...
+    def xpending_range(self, name: str, groupname: str, min: str, max: str, count: int) -> Awaitable[XPendingRange]: ...
+    def xack(self, name: str, groupname: str, *ids: str) -> Awaitable[int]: ...
+    def xclaim(
+        self, name: str, groupname: str, consumername: str, min_idle_time: int, message_ids: list[str]
+    ) -> Awaitable[XClaimResponse]: ...
+    def xreadgroup(
+        self, groupname: str, consumername: str, streams: dict[str, str], count: int | None = None
+    ) -> Awaitable[XReadGroupResponse]: ...
+
+
 # -- replies -------------------------------------------------------------------
 # Our connections decode replies (`decode_responses=True`): every value is
 # text. redis-py types a reply `bytes | str` whatever the connection, so these
@@ -283,12 +389,55 @@ def group_entries(reply: XReadGroupResponse | None) -> list[tuple[str, dict[str,
     return [entry for _, entries in reply or () for entry in stream_entries(entries)]
 
 
-# What every component is handed: one server's client, or a Redis Cluster's
-# (`connect` gives either). They share the commands the router uses, not a
-# class; the order book pipelines scripts only on one server.
-Store = aioredis.Redis | RedisCluster
-
 CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
+
+
+class _CancellableWrites(AbstractConnection):
+    """A connection whose write timeout does not lose a cancellation.
+
+    redis-py bounds a write by `socket_timeout` with `asyncio.wait_for`, and
+    Python 3.11's `wait_for` swallows a cancellation that arrives as the write
+    completes (CPython gh-86296, fixed in 3.12): the cancelled task goes on.
+    With our socket timeout that lost 89 of 200 cancels of a task looping
+    GET (tests/unit/test_store.py). Here the write runs under
+    `asyncio.timeout` instead, which redis-py already uses for reads.
+    """
+
+    async def send_packed_command(self, command: bytes | str | Iterable[bytes], check_health: bool = True) -> None:
+        limit = self.socket_timeout
+        if not limit:
+            return await super().send_packed_command(command, check_health)
+        self.socket_timeout = None  # redis-py's own send: no wait_for (a connection serves one command at a time)
+        try:
+            async with asyncio.timeout(limit):
+                await super().send_packed_command(command, check_health)
+        except TimeoutError:
+            raise RedisTimeoutError("Timeout writing to socket") from None  # it disconnected already
+        finally:
+            self.socket_timeout = limit
+
+
+class _TCPConnection(_CancellableWrites, Connection):
+    pass
+
+
+class _UnixConnection(_CancellableWrites, UnixDomainSocketConnection):
+    pass
+
+
+class _TLSConnection(_CancellableWrites, SSLConnection):
+    pass
+
+
+_CANCELLABLE: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: _TCPConnection,
+    UnixDomainSocketConnection: _UnixConnection,
+    SSLConnection: _TLSConnection,
+}
+_CANCELLABLE_CLUSTER: dict[type[Connection], type[Connection]] = {
+    Connection: _TCPConnection,
+    SSLConnection: _TLSConnection,
+}
 
 
 def connect(url: str, max_connections: int = 64, timeout: float = 10.0) -> Store:
@@ -305,22 +454,44 @@ def connect(url: str, max_connections: int = 64, timeout: float = 10.0) -> Store
     if url.startswith(CLUSTER_SCHEMES):
         plain = url.replace("-cluster://", "://", 1)
         # The cluster client's pools do not block when full (they raise): room for bursts instead.
-        return RedisCluster.from_url(
+        cluster = RedisCluster.from_url(
             plain,
             decode_responses=True,
             max_connections=16 * max_connections,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-    )
-    return aioredis.Redis.from_pool(pool)
+        # The cluster client takes no connection class: its nodes' (those it starts from,
+        # and those it finds) are set here, before any connection is made.
+        nodes = cluster.nodes_manager
+        nodes.connection_kwargs["connection_class"] = _CANCELLABLE_CLUSTER[nodes.connection_kwargs["connection_class"]]
+        for node in nodes.startup_nodes.values():
+            node.connection_class = _CANCELLABLE_CLUSTER[node.connection_class]
+        return as_store(cluster)
+    options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "timeout": timeout,
+        "decode_responses": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    options.update(parse_url(url))  # the URL's own options win, as in redis-py's from_url
+    options["connection_class"] = _CANCELLABLE[options.get("connection_class", Connection)]
+    pool = aioredis.BlockingConnectionPool(**options)
+    return as_store(aioredis.Redis.from_pool(pool))
+
+
+def as_store(client: aioredis.Redis | RedisCluster) -> Store:
+    """redis-py's client as a `Store`: the same object (redis-py 7 types its
+    commands `Awaitable[T] | T`, which a `Store` narrows to `Awaitable[T]`)."""
+    return cast(Store, client)
+
+
+def single(redis: Store) -> aioredis.Redis | None:
+    """One server's client, or None for a Redis Cluster's (the order book pipelines scripts
+    only on one server; the rate limits share one server's pool)."""
+    client: object = redis
+    return client if isinstance(client, aioredis.Redis) else None
 
 
 def is_cluster(redis: object) -> TypeGuard[RedisCluster]:

@@ -26,13 +26,11 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from redis.typing import EncodableT
-
 from proxy.accounts.ledger import Entry, Ledger
 from proxy.accounts.terms import FIELDS, Terms
 from proxy.errors import AccountError, UnknownClient
 from proxy.money import from_minor
-from proxy.store import Keys, Store, maybe_text, text_map, texts
+from proxy.store import Field, Keys, Store, maybe_text, text_map, texts
 from proxy.tracking import TrackedCache
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -149,7 +147,7 @@ class Accounts:
         unknown = set(changes) - set(FIELDS)
         if unknown:
             raise AccountError(f"no such terms: {', '.join(sorted(unknown))}")
-        written: dict[EncodableT, EncodableT] = {field: value for field, value in changes.items() if value is not None}
+        written: dict[str, Field] = {field: value for field, value in changes.items() if value is not None}
         cleared = [field for field, value in changes.items() if value is None]
         async with self.redis.pipeline(transaction=True) as pipe:  # one slot: the client's
             if written:

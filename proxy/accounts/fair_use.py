@@ -48,14 +48,13 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-import redis.asyncio as aioredis
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from proxy import scripts
 from proxy.policies import FairUsePolicy
-from proxy.store import Keys, Store
+from proxy.store import Keys, Store, is_cluster, single
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,16 @@ TOO_MANY_CANCELS = "Too many cancel requests for this order, please try again la
 def storage_for(redis: Store, keys: Keys) -> Storage:
     """The `limits` storage on our Redis: our connection pool, or (on a
     cluster) a cluster client of its own to the same nodes."""
-    if not isinstance(redis, aioredis.Redis):  # a cluster
+    if is_cluster(redis):
         startup = redis.nodes_manager.startup_nodes.values()
         nodes = ",".join(f"{node.host}:{node.port}" for node in startup)
         return RedisClusterStorage(f"async+redis+cluster://{nodes}", implementation="redispy", key_prefix=keys.limits)
+    server = single(redis)
+    if server is None:
+        raise TypeError(f"not a Redis client: {redis!r}")
     # limits documents `connection_pool` among the options it hands redis-py,
     # but types those options float | str | bool: the pool has to pass as Any.
-    pool = cast(Any, redis.connection_pool)
+    pool = cast(Any, server.connection_pool)
     return RedisStorage("async+redis://", implementation="redispy", connection_pool=pool, key_prefix=keys.limits)
 
 
@@ -114,7 +116,7 @@ class FairUse:
         self.limiter = MovingWindowRateLimiter(storage)
         self.key_prefix = key_prefix
         self.clock = clock
-        self._script = scripts.register(redis, "proxy.accounts", "lease") if isinstance(redis, aioredis.Redis) else None
+        self._script = scripts.register(redis, "proxy.accounts", "lease") if redis and single(redis) else None
         self._leases: dict[str, _Lease] = {}
         self._claims: dict[str, asyncio.Future[None]] = {}
         self.configure(policy)

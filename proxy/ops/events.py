@@ -29,10 +29,9 @@ from dataclasses import dataclass
 
 import httpx
 from redis.exceptions import ResponseError
-from redis.typing import EncodableT
 
 from proxy.ops.answers import EventView, as_json
-from proxy.store import Keys, Store, claimed_entries, group_entries, stream_entries
+from proxy.store import Field, Keys, Store, claimed_entries, group_entries, stream_entries
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class EventLog:
         self.length = length
 
     async def emit(self, kind: str, subject: str, message: str, **detail: object) -> None:
-        fields: dict[EncodableT, EncodableT] = {
+        fields: dict[str, Field] = {
             "kind": kind,
             "subject": subject,
             "message": message[:500],
@@ -154,7 +153,11 @@ class Webhook:
         delivered = failed = dropped = 0
         pending = await self.redis.xpending_range(self.keys.events, GROUP, min="-", max="+", count=BATCH)
         for item in pending:
-            entry_id, times, idle = item["message_id"], int(item["times_delivered"]), int(item["time_since_delivered"])
+            entry_id, times, idle = (
+                str(item["message_id"]),
+                int(item["times_delivered"]),
+                int(item["time_since_delivered"]),
+            )
             if times >= MAX_ATTEMPTS:
                 await self.redis.xack(self.keys.events, GROUP, entry_id)
                 log.error("webhook: event %s given up after %d deliveries", entry_id, times)

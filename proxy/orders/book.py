@@ -37,7 +37,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -62,7 +61,7 @@ from proxy.orders.records import (
 )
 from proxy.orders.states import ABANDON, ACCEPT, IN_FLIGHT, STATUS, WORKING_SETS, lua_values
 from proxy.scripts import lua
-from proxy.store import OWNER_BUCKET, Keys, Store, ints, maybe_text, text_map, texts
+from proxy.store import OWNER_BUCKET, Keys, Store, ints, maybe_text, single, text_map, texts
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ class OrderBook:
         self.clock = clock
         # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
         # On one server, a script and the commands that go with it share a round trip.
-        self._single = redis if isinstance(redis, aioredis.Redis) else None
+        self._single = single(redis)
         facts = lua_values()
         self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
         self._transition = scripts.register(

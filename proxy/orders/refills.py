@@ -8,14 +8,12 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from redis.typing import EncodableT
-
 from proxy.errors import ProviderRefused, UpstreamError
 from proxy.orders.records import ArchivedOrder, Order
 from proxy.providers.health import READS, Health
 from proxy.providers.replies import MISSING_FROM_REPLY, ItemError
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Keys, Store
+from proxy.store import Field, Keys, Store
 from proxy.vocabulary import FINAL_REFILL_STATUSES, PENDING
 
 log = logging.getLogger(__name__)
@@ -146,7 +144,7 @@ class Refills:
                 continue
             for refill in group:
                 status = replies.get(refill.upstream_refill)
-                fields: dict[EncodableT, EncodableT] = {"status_at": repr(now)}
+                fields: dict[str, Field] = {"status_at": repr(now)}
                 if isinstance(status, str):
                     fields["status"] = status
                 await self.redis.hset(self.keys.refill(client, refill.id), mapping=fields)

@@ -19,14 +19,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from proxy import scripts
 from proxy.logs import Emit, no_events
-from proxy.money import format_amount, from_minor, to_minor
+from proxy.money import MAX_MINOR, MINOR, format_amount, from_minor, to_minor
 from proxy.store import Keys, Store
 
 log = logging.getLogger(__name__)
+
+# The most a balance reading can say: Lua's numbers are exact up to 2**53 minor units.
+MOST = from_minor(MAX_MINOR)
 
 
 class Funds:
@@ -48,8 +51,13 @@ class Funds:
         self._script = scripts.register(redis, "proxy.providers", "funds")
 
     async def read(self, provider: str, balance: Decimal) -> None:
-        """A balance just read from the provider."""
-        await self._run(provider, "read", balance)
+        """A balance just read from the provider: one beyond what the script can
+        count exactly (a hostile or broken panel) is taken as the most it can, and
+        a fraction finer than our minor unit is dropped."""
+        if abs(balance) > MOST:
+            log.warning("provider %s: a balance of %s is beyond what we count; taken as %s", provider, balance, MOST)
+            balance = MOST.copy_sign(balance)
+        await self._run(provider, "read", balance.quantize(MINOR, rounding=ROUND_FLOOR))
 
     async def spend(self, provider: str, cost: Decimal) -> None:
         """An order the provider accepted, at `cost` in its currency."""

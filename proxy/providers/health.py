@@ -28,8 +28,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from redis.typing import EncodableT
-
 from proxy import scripts
 from proxy.config import Config
 from proxy.errors import ProviderRefused, UpstreamError
@@ -37,7 +35,7 @@ from proxy.logs import Emit, no_events
 from proxy.money import from_minor
 from proxy.providers.funds import Funds
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Keys, Store, maybe_text, text_map
+from proxy.store import Field, Keys, Store, maybe_text, text_map
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +313,7 @@ class Health:
             log.warning("provider %s not verified: %s", client.name, exc.reason)
             await self.redis.hset(key, mapping={"error": exc.reason[:200], "checked_at": repr(self.clock())})
             return await self.state(client.name)
-        fields: dict[EncodableT, EncodableT] = {
+        fields: dict[str, Field] = {
             "balance": str(balance.balance),
             "checked_at": repr(self.clock()),
             "error": "",

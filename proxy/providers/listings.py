@@ -35,13 +35,11 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import TypedDict
 
-from redis.typing import EncodableT
-
 from proxy.errors import UpstreamError
 from proxy.logs import Emit, no_events
 from proxy.providers.replies import DisabledService, UpstreamService
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Keys, Store, text, text_map
+from proxy.store import Field, Keys, Store, text, text_map
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +265,7 @@ class Listings:
             for k, v in text_map(await self.redis.hgetall(self.keys.removed_services(provider))).items()
         }
         now = self.clock()
-        hold: dict[EncodableT, EncodableT] = {}  # service -> its HeldPrice as JSON
+        hold: dict[str, Field] = {}  # service -> its HeldPrice as JSON
         release: list[int] = []
         back: list[int] = []
         unusable = {item.service: item for item in disabled}

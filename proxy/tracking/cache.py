@@ -7,10 +7,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
-import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
 
-from proxy.store import CLUSTER_SCHEMES, Store
+from proxy.store import CLUSTER_SCHEMES, Store, single
 from proxy.tracking.links import Tracker
 
 log = logging.getLogger(__name__)
@@ -49,9 +48,10 @@ def connection_params(where: str | Store) -> dict[str, Any] | None:
     client's pool; None for a Redis Cluster (not tracked)."""
     if isinstance(where, str):
         return None if where.lower().startswith(CLUSTER_SCHEMES) else dict(parse_url(where))
-    if not isinstance(where, aioredis.Redis):
+    server = single(where)
+    if server is None:
         return None
-    pool = where.connection_pool
+    pool = server.connection_pool
     return {**pool.connection_kwargs, "connection_class": pool.connection_class}
 
 

@@ -124,6 +124,12 @@ class Session:
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
 
+def _kind(params: Mapping[str, Any], kind: type) -> bool:
+    """Whether the connection class redis-py would use is `kind` (or the store's own subclass of it)."""
+    connection_class = params.get("connection_class")
+    return isinstance(connection_class, type) and issubclass(connection_class, kind)
+
+
 def ssl_context(params: Mapping[str, Any]) -> ssl.SSLContext:
     """TLS as redis-py reads it from a rediss:// URL: verified unless ssl_cert_reqs=none."""
     context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
@@ -168,7 +174,7 @@ class Tracker:
         self._backoff = backoff
         self._name = name
         # A bad TLS setting is the operator's to fix now, not a retry loop's.
-        self._ssl = ssl_context(self.params) if self.params.get("connection_class") is SSLConnection else None
+        self._ssl = ssl_context(self.params) if _kind(self.params, SSLConnection) else None
         self.session: Session | None = None
         self._links: set[Link] = set()
         self._task: asyncio.Task[None] | None = None
@@ -310,7 +316,7 @@ class Tracker:
             return link
 
         params = self.params
-        if params.get("connection_class") is UnixDomainSocketConnection:
+        if _kind(params, UnixDomainSocketConnection):
             await loop.create_unix_connection(factory, params["path"])
         else:
             host = params.get("host", "localhost")

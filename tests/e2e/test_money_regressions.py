@@ -214,17 +214,42 @@ async def test_two_instances_with_clocks_minutes_apart(make_router):
     await check_money(a, {"alice": Decimal("20")})
 
 
+class HeldAdds:
+    """Every provider's door: an add waits there (sent, from the router's side)
+    until the test lets it through; everything else passes."""
+
+    def __init__(self) -> None:
+        self.sent, self.let_through = asyncio.Event(), asyncio.Event()
+
+    def __call__(self, inner):
+        held = self
+
+        class Door:
+            async def handle_async_request(self, request):
+                body = request.content.decode().replace(" ", "")
+                if "action=add" in body or '"action":"add"' in body:
+                    held.sent.set()
+                    await held.let_through.wait()
+                return await inner.handle_async_request(request)
+
+            async def aclose(self) -> None:
+                await inner.aclose()
+
+        return Door()
+
+
 async def test_a_late_acceptance_after_a_failed_resolve_goes_to_the_operator(make_router):
-    router = await make_router(config())
+    door = HeldAdds()
+    router = await make_router(config(), upstream=door)
     key = await router.client(balance="10")
     await router.call(key, action="services")
-    router.panels["echomark"].faults.latency = 0.6
     adding = asyncio.create_task(router.call(key, action="add", service=1, link=LINK, quantity=1000))
-    await asyncio.sleep(0.2)
-    await expire_leases(router)  # the placing task stalls past its lease ...
+    await door.sent.wait()  # the add has left (the order is submitted) ...
+    await expire_leases(router)  # ... its placing task stalls past its lease ...
     assert [o.state for o in await router.runtime.book.recover()] == [UNKNOWN]
     book = router.runtime.book
     await router.runtime.verdicts.resolve(1, failed=True)  # ... an operator gives up on it ...
+    door.let_through.set()
     assert await adding == {"order": 1}  # ... and then the provider's reply arrives
     order = await book.get("alice", 1)
     assert order.state == FAILED and order.refunded == order.charge

@@ -12,6 +12,12 @@ local amount = tonumber(ARGV[2])  -- read: the balance; spend: an order's cost; 
 local threshold = tonumber(ARGV[3])
 local now = ARGV[4]
 
+-- Exact up to 2^53 minor units (funds.py clamps a reading there): refuse beyond.
+-- Replies write funds with '%.0f': tostring keeps only 14 digits.
+if not amount or math.abs(amount) > 9007199254740991 or not threshold then
+  return redis.error_reply('funds amount out of range: ' .. tostring(ARGV[2]))
+end
+
 local funds = redis.call('HGET', key, 'funds')
 if op == 'read' then
   funds = amount
@@ -35,9 +41,9 @@ local was_low = redis.call('HGET', key, 'low') == '1'
 local low = funds < threshold
 if low and not was_low then
   redis.call('HSET', key, 'low', '1')
-  return {'low', tostring(funds)}
+  return {'low', string.format('%.0f', funds)}
 elseif was_low and not low then
   redis.call('HSET', key, 'low', '0')
-  return {'recovered', tostring(funds)}
+  return {'recovered', string.format('%.0f', funds)}
 end
-return {'same', tostring(funds)}
+return {'same', string.format('%.0f', funds)}

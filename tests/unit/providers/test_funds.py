@@ -70,3 +70,20 @@ async def test_crossing_the_threshold_is_told_once_each_way(funds, told, redis_c
 async def test_a_provider_without_a_threshold_is_never_low(funds, health):
     await funds.read("echomark", Decimal("0"))
     assert not (await health.state("echomark")).low
+
+
+async def test_a_balance_beyond_what_lua_counts_exactly_is_taken_as_the_most_it_can(funds, health):
+    # A hostile panel's reply: 10^12 is 10^19 minor units, past 2^53, where Lua's doubles round.
+    await funds.read("korean", Decimal("1000000000000"))
+    most = Decimal(2**53 - 1).scaleb(-7)
+    assert (await health.state("korean")).funds == most
+    await funds.spend("korean", Decimal("0.0000001"))  # still counted to the last minor unit
+    assert (await health.state("korean")).funds == most - Decimal("0.0000001")
+    await funds.read("korean", Decimal("-1000000000000"))
+    state = await health.state("korean")
+    assert (state.funds, state.low) == (-most, True)
+
+
+async def test_a_balance_finer_than_a_minor_unit_is_rounded_down(funds, health):
+    await funds.read("korean", Decimal("12000.123456789"))
+    assert (await health.state("korean")).funds == Decimal("12000.1234567")
