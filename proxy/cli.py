@@ -159,6 +159,7 @@ def serve(args: argparse.Namespace) -> None:
             port=port,
             log_config=None,
             access_log=False,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
         )
         return
@@ -173,6 +174,7 @@ def serve(args: argparse.Namespace) -> None:
         port=port,
         log_config=None,
         access_log=False,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # SIGTERM: requests in flight get half the grace; the app's shutdown
         # (orders being placed finish or are handed over) the other half.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
@@ -256,7 +258,7 @@ def demo(args: argparse.Namespace) -> None:
     except OSError as exc:
         listener.close()
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror} (try --port)") from None
-    asyncio.run(run_demo(settings, listener))
+    asyncio.run(run_demo(settings, listener, args.step))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(subcommands, "demo", "run a self-contained demo with simulated panels", demo, config=False)
     sub.add_argument("--host", default="127.0.0.1")
     sub.add_argument("--port", type=int, default=8080)
+    sub.add_argument(
+        "--step", type=float, default=20.0, help="seconds in which a simulated order moves one status (default 20)"
+    )
     command(subcommands, "check", "validate a config file without starting", check, json_out=True)
 
     clients = subcommands.add_parser("clients", help="manage downstream client accounts")

@@ -318,8 +318,12 @@ async def report(args: argparse.Namespace, ops: Operators) -> None:
         writer.writerows(dataclasses.astuple(line) for line in lines)
         print(out.getvalue(), end="")
         return
-    rows: list[list[object]] = [[args.by.upper(), "ORDERS", "REVENUE", "REFUNDS", "COST", "MARGIN"]]
-    rows += [[line.key, line.orders, line.revenue, line.refunds, line.cost, line.margin] for line in lines]
+    rows: list[list[object]] = [[args.by.upper(), "ORDERS", "SHARE %", "REVENUE", "REFUNDS", "COST", "MARGIN"]]
+    rows += [
+        [line.key, line.orders, "" if line.share_pct is None else line.share_pct, line.revenue]
+        + [line.refunds, line.cost, line.margin]
+        for line in lines
+    ]
     show(
         args,
         data,

@@ -3,7 +3,8 @@
 It starts an embedded Redis (unless `SMM_PROXY_REDIS_URL` is set), two
 simulated panels on loopback standing in for echomark.store (USD) and the
 Korean panel (KRW), the router with `config/demo.yaml`, and a demo client
-with a balance, then prints what to paste into a terminal.
+with a balance, and the operators' dashboard with an owner's login, then
+prints what to paste into a terminal and where to log in.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uvicorn
 from proxy.config import load_config
 from proxy.edge.app import create_app
 from proxy.errors import AccountError
+from proxy.ops.roles import OWNER
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.sim.app import create_app as create_panel_app
@@ -28,9 +30,19 @@ from proxy.sim.server import serve_panel
 from proxy.store import EmbeddedRedis, connect, redacted_url
 
 DEMO_CLIENT = "demo"
+DEMO_ADMIN = "demo"
 DEMO_BALANCE = Decimal("100")
 # Simulated orders move one status every this many seconds.
 DEMO_STEP_SECONDS = 20.0
+
+
+async def demo_admin(runtime: Runtime) -> str:
+    """An owner's admin token for the dashboard (a demo admin left in a real Redis is made anew)."""
+    registry = runtime.admins
+    if any(admin.name == DEMO_ADMIN for admin in await registry.all()):
+        await registry.remove(DEMO_ADMIN)
+    _, token = await registry.add(DEMO_ADMIN, OWNER)
+    return token
 
 
 def demo_config_path() -> Path:
@@ -41,15 +53,20 @@ def demo_config_path() -> Path:
     raise FileNotFoundError("config/demo.yaml not found: run the demo from the project folder")
 
 
-def instructions(url: str, api_key: str, redis_note: str) -> str:
+def instructions(
+    url: str, api_key: str, redis_note: str, dashboard: str = "", token: str = "", panels: str = ""
+) -> str:
     curl = f"curl -s {url}"
     return f"""
 smm-proxy demo is running.
 
-  Router   {url}
-  Storage  {redis_note}
-  Client   {DEMO_CLIENT}, balance {DEMO_BALANCE} USD
-  API key  {api_key}
+  Router     {url}
+  Storage    {redis_note}
+  Client     {DEMO_CLIENT}, balance {DEMO_BALANCE} USD
+  API key    {api_key}
+  Dashboard  {dashboard}
+  Login      paste this admin token (role owner): {token}
+  Panels     {panels} (simulated: POST /_sim/faults to break one)
 
 Try:
   {curl} -d key={api_key} -d action=services
@@ -61,16 +78,18 @@ Press Ctrl+C to stop.
 """
 
 
-async def run_demo(settings: Settings, listener: socket.socket) -> None:
-    """Run the demo on an already bound `listener`; the banner comes once it serves."""
+async def run_demo(settings: Settings, listener: socket.socket, step_seconds: float = DEMO_STEP_SECONDS) -> None:
+    """Run the demo on an already bound `listener`; the banner comes once it serves.
+    Simulated orders move one status every `step_seconds`."""
     host, port = listener.getsockname()[:2]
+    settings = settings.model_copy(update={"dashboard": True})
     with contextlib.ExitStack() as stack:
         redis_url = settings.redis_url
         redis_note = redis_url and redacted_url(redis_url) or "embedded redis-server (kept in memory, gone at exit)"
         if not redis_url:
             redis_url = stack.enter_context(EmbeddedRedis())
-        echomark = build_panel("echomark", step_seconds=DEMO_STEP_SECONDS)
-        korean = build_panel("korean", step_seconds=DEMO_STEP_SECONDS, seed=1)
+        echomark = build_panel("echomark", step_seconds=step_seconds)
+        korean = build_panel("korean", step_seconds=step_seconds, seed=1)
         async with (
             serve_panel(create_panel_app(echomark)) as echomark_url,
             serve_panel(create_panel_app(korean)) as korean_url,
@@ -89,16 +108,25 @@ async def run_demo(settings: Settings, listener: socket.socket) -> None:
                     _, api_key = await runtime.accounts.create(DEMO_CLIENT, DEMO_BALANCE)
                 except AccountError:  # a demo client left in a real Redis
                     api_key = await runtime.accounts.rotate_key(DEMO_CLIENT)
+                token = await demo_admin(runtime)
                 await runtime.catalog.current()  # fetch both service lists before the first client does
                 server = uvicorn.Server(
-                    uvicorn.Config(create_app(runtime, background=True), log_config=None, access_log=False)
+                    uvicorn.Config(
+                        create_app(runtime, background=True),
+                        log_config=None,
+                        access_log=False,
+                        forwarded_allow_ips=settings.forwarded_allow_ips,
+                    )
                 )
                 serving = asyncio.create_task(server.serve(sockets=[listener]))
                 while not server.started:
                     if serving.done():
                         return await serving
                     await asyncio.sleep(0.01)
-                print(instructions(f"http://{host}:{port}/api/v2", api_key, redis_note), flush=True)
+                base = f"http://{host}:{port}"
+                panels = f"echomark {echomark_url.removesuffix('/api/v2')}, korean {korean_url.removesuffix('/api/v2')}"
+                banner = instructions(f"{base}/api/v2", api_key, redis_note, f"{base}/dashboard", token, panels)
+                print(banner, flush=True)
                 await serving
             finally:
                 await runtime.aclose()

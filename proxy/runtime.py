@@ -43,6 +43,7 @@ from proxy.orders.routing import Router, RoutingRules
 from proxy.orders.statuses import StatusRefresher
 from proxy.orders.verdicts import Verdicts
 from proxy.providers.budget import RequestBudget
+from proxy.providers.calls import CallStats
 from proxy.providers.funds import Funds
 from proxy.providers.health import Health, thresholds_from
 from proxy.providers.listings import Listings
@@ -82,6 +83,7 @@ class Runtime:
         self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use, self.keys.limits, redis=redis)
         self.metrics = Metrics()
         self.metrics.watch_cache(lambda: (self.reads.healthy, self.reads.stats.as_dict()))
+        self.calls = CallStats(redis, self.keys, clock)
         self.events = EventLog(redis, self.keys, settings.events_length)
         emit = self.events.emit
         self.currencies = {name: provider.currency for name, provider in config.providers.items()}
@@ -195,6 +197,7 @@ class Runtime:
             providers=self.providers,
             events=self.events,
             outcomes=self.outcomes,
+            calls=self.calls,
             reload=self.reload,
             audit=self.audit,
             admins=self.admins,
@@ -225,6 +228,11 @@ class Runtime:
         reads go to Redis)."""
         await self.reads.start()
 
+    def observe_call(self, provider: str, action: str, outcome: str, seconds: float) -> None:
+        """An upstream call ended: to the metrics, and to the last hour's counts in Redis."""
+        self.metrics.upstream_call(provider, action, outcome, seconds)
+        self.calls.record(provider, action, outcome, seconds)
+
     async def reload(self) -> ConfigReload:
         """Read the config file again (SIGHUP, the admin API); see `proxy.reload`."""
         from proxy.reload import reload_runtime
@@ -245,7 +253,7 @@ class Runtime:
         for task in list(self.background_tasks):
             task.cancel()
         await self.actions.aclose(timeout=grace)
-        for closing in (self.refresher.aclose(), self.listings.aclose()):
+        for closing in (self.refresher.aclose(), self.listings.aclose(), self.calls.aclose()):
             await bounded(closing, CLOSE_SECONDS, "closing")
         if self.webhook is not None:
             await bounded(self.webhook.aclose(), CLOSE_SECONDS, "closing the webhook")
@@ -298,7 +306,7 @@ def provider_client(runtime: Runtime, name: str, provider: Provider) -> Provider
         transport=runtime.transports.get(name),
         max_connections=provider.max_connections,
         order_wait=provider.order_wait,
-        observer=runtime.metrics.upstream_call,
+        observer=runtime.observe_call,
         on_read_ok=runtime.health.read_ok,
         budget=(
             RequestBudget(

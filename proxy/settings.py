@@ -116,6 +116,23 @@ class Settings(BaseSettings):
     events_length: int = Field(
         10_000, ge=100, description="About how many events the operators' event stream keeps (older ones go)."
     )
+    dashboard: bool = Field(
+        False,
+        description="Serve the operators' dashboard at /dashboard (login with an admin token). "
+        "Closed by default, like the admin API without a token.",
+    )
+    dashboard_session_hours: float = Field(
+        8.0, gt=0, le=24 * 30, description="Hours a dashboard login lasts (then the operator logs in again)."
+    )
+    dashboard_logins: str = Field(
+        "10/minute;50/hour",
+        description="Dashboard login attempts allowed per source address ('limits' notation, counted in Redis).",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Addresses of proxies (comma-separated, or *) whose X-Forwarded-For and X-Forwarded-Proto "
+        "are believed: the dashboard's cookies are Secure when the request came over TLS.",
+    )
     webhook_url: str | None = Field(None, description="If set, every event is POSTed here as JSON, signed.")
     webhook_secret: str | None = Field(
         None, description="The HMAC-SHA256 key of the webhook's X-Smm-Proxy-Signature header (required with the URL)."

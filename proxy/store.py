@@ -222,6 +222,14 @@ class Keys:
         """Admin name -> when its token was last used (written at most once a minute)."""
         return f"{self.prefix}{{admins}}:used"
 
+    def calls(self, provider: str, minute: int) -> str:
+        """Upstream calls to a provider in one minute (`proxy.providers.calls`): counts and time."""
+        return f"{self.prefix}calls:{provider}:{minute}"
+
+    def dashboard_session(self, session_hash: str) -> str:
+        """A dashboard login (`proxy.edge.dashboard.sessions`), by the SHA-256 of its cookie; it expires."""
+        return f"{self.prefix}dashboard:session:{session_hash}"
+
     def catalog_lock(self, provider: str) -> str:
         return f"{self.prefix}catalog-lock:{provider}"
 
@@ -258,6 +266,8 @@ class Pipe(Protocol):
         self, name: str, key: str | None = None, value: Field | None = None, mapping: Mapping[str, Field] | None = None
     ) -> object: ...
     def hdel(self, name: str, *keys: str) -> object: ...
+    def hincrby(self, name: str, key: str, amount: int = 1) -> object: ...
+    def expire(self, name: str, time: int) -> object: ...
     def lpush(self, name: str, *values: Field) -> object: ...
     def ltrim(self, name: str, start: int, end: int) -> object: ...
     def zadd(self, name: str, mapping: Mapping[str, float]) -> object: ...

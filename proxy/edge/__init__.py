@@ -5,4 +5,5 @@
 - `protocol`: API v2 requests as typed values.
 - `context`: per request, an ID, the log context and one access line.
 - `admin`: the admin JSON API over the operators' actions.
+- `dashboard`: the operators' dashboard in a browser, over the same actions.
 """

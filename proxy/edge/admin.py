@@ -16,6 +16,7 @@ not, 404 not found, 405 method, 409 refused, 413 too large, 503 the store
 is down (one warning a while in the log, not a traceback a request).
 
     GET  /admin/clients                      POST /admin/clients {name, balance?}          (owner)
+    GET  /admin/clients/{name}
     POST /admin/clients/{name}/topup {amount, ref?, memo?}
     POST /admin/clients/{name}/adjust {amount, reason, ref?}
     POST /admin/clients/{name}/disable       POST /admin/clients/{name}/enable
@@ -24,11 +25,15 @@ is down (one warning a while in the log, not a traceback a request).
     POST /admin/clients/{name}/rates {service, rate | clear: true}
     GET  /admin/clients/{name}/ledger?limit=
     GET  /admin/orders?state=&client=&link=&upstream_order=&since=&until=&limit=
+    GET  /admin/orders/queues (how many orders are in flight, open, unknown, for attention)
     GET  /admin/orders/{id}                  POST /admin/orders/{id}/resolve {upstream_order | failed: true}
+    GET  /admin/orders/{id}/actions (the audit entries naming it)   GET /admin/orders/{id}/events (events about it)
     POST /admin/orders/{id}/refund {total}   POST /admin/orders/{id}/ack
     POST /admin/orders/{id}/close {refund, reason?}                                 POST /admin/orders/archive {older_than}
+    (each verdict with `"dry_run": true`: what it would do, the money it would move, nothing done)
     GET  /admin/providers                    POST /admin/providers/check
-    GET  /admin/report?since=7d&by=provider  GET  /admin/ready (readiness, with providers)
+    GET  /admin/providers/calls (upstream calls over the last hour: count, failure rate, mean latency)
+    GET  /admin/report?since=7d&by=provider|service|client|day  GET  /admin/ready (readiness, with providers)
     GET  /admin/audit?limit=                 GET  /admin/audit/verify
     GET  /admin/admins                       POST /admin/admins {name, role, expires?}      (owner)
     POST /admin/admins/{name}/remove                                                       (owner)
@@ -157,6 +162,10 @@ async def list_clients(request: Request, ops: Operators, actor: Actor) -> object
     return await ops.clients()
 
 
+async def show_client(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.client(request.path_params["name"])
+
+
 async def create_client(request: Request, ops: Operators, actor: Actor) -> object:
     body = await _body(request)
     return await ops.create_client(actor, _text(body, "name") or "", body.get("balance", "0"), _reason(body))
@@ -234,31 +243,55 @@ async def order(request: Request, ops: Operators, actor: Actor) -> object:
     return await ops.order(_int(request.path_params["id"], "id"))
 
 
+async def queues(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.queues()
+
+
+async def order_actions(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.order_actions(_int(request.path_params["id"], "id"))
+
+
+async def order_events(request: Request, ops: Operators, actor: Actor) -> object:
+    return await ops.order_events(_int(request.path_params["id"], "id"))
+
+
+def _dry_run(body: dict[str, Any]) -> bool:
+    return body.get("dry_run") is True
+
+
 async def resolve(request: Request, ops: Operators, actor: Actor) -> object:
     body = await _body(request)
     upstream = body.get("upstream_order")
-    return await ops.resolve(
-        actor,
-        _int(request.path_params["id"], "id"),
-        upstream_order=None if upstream is None else _int(str(upstream), "upstream_order"),
-        failed=body.get("failed") is True,
-        reason=_reason(body),
-    )
+    order_id = _int(request.path_params["id"], "id")
+    upstream_order = None if upstream is None else _int(str(upstream), "upstream_order")
+    failed = body.get("failed") is True
+    if _dry_run(body):
+        return await ops.preview(actor, order_id, "order.resolve", upstream_order=upstream_order, failed=failed)
+    return await ops.resolve(actor, order_id, upstream_order=upstream_order, failed=failed, reason=_reason(body))
 
 
 async def refund(request: Request, ops: Operators, actor: Actor) -> object:
     body = await _body(request)
-    return await ops.refund(actor, _int(request.path_params["id"], "id"), _text(body, "total"), _reason(body))
+    order_id, total = _int(request.path_params["id"], "id"), _text(body, "total")
+    if _dry_run(body):
+        return await ops.preview(actor, order_id, "order.refund", total=total)
+    return await ops.refund(actor, order_id, total, _reason(body))
 
 
 async def ack(request: Request, ops: Operators, actor: Actor) -> object:
     body = await _body(request)
-    return await ops.acknowledge(actor, _int(request.path_params["id"], "id"), _reason(body))
+    order_id = _int(request.path_params["id"], "id")
+    if _dry_run(body):
+        return await ops.preview(actor, order_id, "order.ack")
+    return await ops.acknowledge(actor, order_id, _reason(body))
 
 
 async def close(request: Request, ops: Operators, actor: Actor) -> object:
     body = await _body(request)
-    return await ops.close(actor, _int(request.path_params["id"], "id"), _text(body, "refund"), _reason(body))
+    order_id, total = _int(request.path_params["id"], "id"), _text(body, "refund")
+    if _dry_run(body):
+        return await ops.preview(actor, order_id, "order.close", total=total)
+    return await ops.close(actor, order_id, total, _reason(body))
 
 
 async def archive(request: Request, ops: Operators, actor: Actor) -> object:
@@ -272,6 +305,10 @@ async def providers(request: Request, ops: Operators, actor: Actor) -> object:
     if "check" in request.query_params:
         raise BadInput("checking the providers changes what the router knows of them: POST /admin/providers/check")
     return await ops.providers()
+
+
+async def provider_calls(request: Request, ops: Operators, actor: Actor) -> object:
+    return list((await ops.provider_calls()).values())
 
 
 async def check_providers(request: Request, ops: Operators, actor: Actor) -> object:
@@ -347,6 +384,7 @@ class Endpoint:
 ENDPOINTS = (
     Endpoint("/admin/clients", "GET", "clients.list", list_clients),
     Endpoint("/admin/clients", "POST", "client.create", create_client),
+    Endpoint("/admin/clients/{name}", "GET", "clients.list", show_client),
     Endpoint("/admin/clients/{name}/topup", "POST", "client.topup", topup),
     Endpoint("/admin/clients/{name}/adjust", "POST", "client.adjust", adjust),
     Endpoint("/admin/clients/{name}/disable", "POST", "client.disable", disable),
@@ -357,13 +395,17 @@ ENDPOINTS = (
     Endpoint("/admin/clients/{name}/ledger", "GET", "client.ledger", ledger),
     Endpoint("/admin/orders", "GET", "orders.list", orders),
     Endpoint("/admin/orders/archive", "POST", "orders.archive", archive),
+    Endpoint("/admin/orders/queues", "GET", "orders.list", queues),
     Endpoint("/admin/orders/{id}", "GET", "order.show", order),
+    Endpoint("/admin/orders/{id}/actions", "GET", "order.show", order_actions),
+    Endpoint("/admin/orders/{id}/events", "GET", "order.show", order_events),
     Endpoint("/admin/orders/{id}/resolve", "POST", "order.resolve", resolve),
     Endpoint("/admin/orders/{id}/refund", "POST", "order.refund", refund),
     Endpoint("/admin/orders/{id}/ack", "POST", "order.ack", ack),
     Endpoint("/admin/orders/{id}/close", "POST", "order.close", close),
     Endpoint("/admin/providers", "GET", "providers.list", providers),
     Endpoint("/admin/providers/check", "POST", "providers.check", check_providers),
+    Endpoint("/admin/providers/calls", "GET", "providers.list", provider_calls),
     Endpoint("/admin/report", "GET", "report", report),
     Endpoint("/admin/audit", "GET", "audit.list", audit),
     Endpoint("/admin/audit/verify", "GET", "audit.verify", verify_audit),

@@ -33,9 +33,9 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from proxy import logs
-from proxy.accounts.fair_use import TOO_MANY_REQUESTS
+from proxy.accounts.fair_use import TOO_MANY_REQUESTS, storage_for
 from proxy.catalog.catalog import Listed
-from proxy.edge import admin, protocol
+from proxy.edge import admin, dashboard, protocol
 from proxy.edge.context import RequestContext
 from proxy.edge.inputs import Headers, header, read_params
 from proxy.errors import BadInput, ClientGone, OrderRefused, ProtocolError
@@ -427,12 +427,27 @@ def create_app(
         ok, _ = await readiness(runtime)
         return reply({"status": "ready" if ok else "not ready"}, 200 if ok else 503)
 
+    # Closed by default: the dashboard is served only when the operator enables it.
+    dashboard_routes = (
+        dashboard.routes(
+            runtime.operators,
+            runtime.redis,
+            runtime.keys,
+            storage_for(runtime.redis, runtime.keys),
+            runtime.settings,
+            lambda: runtime.config.currency,
+        )
+        if runtime.settings.dashboard
+        else []
+    )
+
     app = Starlette(
         middleware=[Middleware(RequestContext)],
         routes=[  # the API first: Starlette tries routes in order, on every request
             Route("/api/v2", api.endpoint, methods=["GET", "POST"]),
             Route("/api/v2/", api.endpoint, methods=["GET", "POST"]),
             *admin.routes(runtime.operators, lambda: readiness(runtime)),
+            *dashboard_routes,
             Route("/healthz", health),
             Route("/readyz", ready),
             *public_metrics,

@@ -56,6 +56,7 @@ from proxy.orders.archive import Archive
 from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
 from proxy.orders.verdicts import Verdicts
+from proxy.providers.calls import CallStats
 from proxy.providers.health import Health
 from proxy.providers.listings import Listings
 from proxy.providers.outcomes import Outcomes
@@ -127,6 +128,7 @@ class Acting:
         admins: Admins,
         events: EventLog | None = None,
         outcomes: Outcomes | None = None,
+        calls: CallStats | None = None,
         reload: Callable[[], Awaitable[ConfigReload]] | None = None,
         missing_keys: tuple[str, ...] = (),
         config_path: str = "config",
@@ -147,6 +149,7 @@ class Acting:
         self._config_path = config_path
         self._events = events
         self._outcomes = outcomes
+        self._calls = calls
         self._reload = reload
 
     def replace_config(self, config: Config) -> None:

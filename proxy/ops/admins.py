@@ -142,6 +142,14 @@ class Admins:
             return None
         return Admin(name, str(record["role"]), _number(record.get("created")), _number(record.get("expires")), None)
 
+    async def current(self, name: str, digest: str) -> Admin | None:
+        """The registered admin `name` if its token is still the one hashed
+        `digest` (a login made with a removed or replaced token counts no more)."""
+        record = _record(maybe_text(await self.redis.hget(self.keys.admins, name)) or "")
+        if not hmac.compare_digest(str(record.get("hash", "")), digest) or record.get("role") not in ROLES:
+            return None
+        return Admin(name, str(record["role"]), _number(record.get("created")), _number(record.get("expires")), None)
+
     async def touch(self, admin: Admin) -> None:
         """Note a use of the admin's token (at most once a minute per process)."""
         now = time.monotonic()

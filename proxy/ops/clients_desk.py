@@ -122,6 +122,10 @@ class ClientsDesk(Acting):
     async def clients(self) -> list[ClientView]:
         return [ClientView.of(c) for c in await self._accounts.all()]
 
+    async def client(self, name: str) -> ClientView:
+        """One client, its balance and terms (`NotFound` for no such client)."""
+        return await self._client(name)
+
     async def disable_client(self, actor: Actor | str, name: str, reason: str = "") -> ClientView:
         await self._client(name)
         return await self._audited(

@@ -1,8 +1,15 @@
 """Operators' work on orders: finding them, settling what the router could
-not (resolve, refund, acknowledge) and archiving. Every change is one audited
-step (`proxy.ops.acting`)."""
+not (resolve, refund, acknowledge, close) and archiving. Every change is one
+audited step (`proxy.ops.acting`).
+
+Each verdict can be previewed first (`preview`, the admin API's `dry_run`):
+the same checks, the money the state table's rule would move
+(`proxy.orders.verdicts.credit`) and the client's balance after, with
+nothing written. A confirmation page shows that, never its own sums."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 from proxy.errors import (
     ArchiveUnwritable,
@@ -16,15 +23,25 @@ from proxy.money import format_amount
 from proxy.ops.acting import Acting, amount, reason_text, refusal, whole
 from proxy.ops.answers import (
     Archived,
+    AuditEntry,
+    EventView,
     OrderDetail,
     OrderView,
+    Preview,
+    Queues,
     iso,
 )
 from proxy.ops.audit import Record
-from proxy.ops.roles import Actor
-from proxy.ops.search import Search, rows, search
+from proxy.ops.events import READ_LIMIT
+from proxy.ops.roles import Actor, as_actor
+from proxy.ops.search import CLOCK_SLACK_SECONDS, Search, rows, search
 from proxy.orders.records import Order
-from proxy.orders.states import ACK, CLOSE, REFUND, UNKNOWN, rule
+from proxy.orders.states import ACK, CLOSE, REFUND, RESOLVE_FAILED, RESOLVE_PLACED, UNKNOWN, WORKING_SETS, rule
+from proxy.orders.verdicts import credit
+
+VERDICTS = ("order.resolve", "order.refund", "order.ack", "order.close")
+# How far back `order_actions` looks in the audit log for an order's entries.
+ORDER_ACTIONS_SCAN = 1000
 
 
 class OrdersDesk(Acting):
@@ -38,6 +55,79 @@ class OrdersDesk(Acting):
             raise NotFound(f"no order {order_id}")
         entries = [e for e in await self._ledger.entries(order.client) if e.order == order.id]
         return OrderDetail.of_found(order, archived, entries)
+
+    async def queues(self) -> Queues:
+        """How many orders each working set holds, over every client."""
+        counts = {group: await self._book.count(group) for group in WORKING_SETS}
+        return Queues(counts["inflight"], counts["open"], counts["unknown"], counts["attention"])
+
+    async def order_actions(self, order_id: int) -> list[AuditEntry]:
+        """The audit entries that name an order (its verdicts, and refusals of
+        them), newest first, from the newest ORDER_ACTIONS_SCAN entries."""
+        target = str(whole(order_id, "an order ID"))
+        found = await self._audit.newest(ORDER_ACTIONS_SCAN)
+        return [AuditEntry.of(r) for r in found if r.target == target and r.action.startswith("order.")]
+
+    async def order_events(self, order_id: int) -> list[EventView]:
+        """The operators' events about an order (attention, stuck, ...), newest
+        first, from those since it was created."""
+        wanted = whole(order_id, "an order ID")
+        found = await self._book.find(wanted) or await self._archive.find(wanted)
+        if found is None:
+            raise NotFound(f"no order {wanted}")
+        if self._events is None:
+            return []
+        since = found.created - CLOCK_SLACK_SECONDS
+        return [e for e in await self._events.read(since, READ_LIMIT, "order.") if e.subject == str(wanted)]
+
+    async def preview(
+        self,
+        actor: Actor | str,
+        order_id: int,
+        action: str,
+        *,
+        upstream_order: int | None = None,
+        failed: bool = False,
+        total: object = None,
+    ) -> Preview:
+        """What `action` (one of VERDICTS) would do to an order, checked as
+        the action itself checks it, with nothing written: the money it would
+        move to the client and the balance after."""
+        if action not in VERDICTS:
+            raise Invalid(f"a verdict is one of {', '.join(VERDICTS)}")
+        as_actor(actor).check(action)
+        value = None
+        if action == "order.resolve":
+            found = await self._resolvable(order_id, upstream_order, failed)
+            if upstream_order is not None:
+                others = [o for o in await self._claims.owners([found.provider], upstream_order) if o != order_id]
+                if others:
+                    raise refusal(ClaimConflict(found.provider, upstream_order, others[0]))
+            if failed:
+                event, verdict = RESOLVE_FAILED, "failed"
+            else:
+                event, verdict = RESOLVE_PLACED, f"placed as upstream order {upstream_order}"
+        elif action == "order.ack":
+            found = await self._acknowledgeable(order_id)
+            event, verdict = ACK, "acknowledged, no money moves"
+        else:
+            event = REFUND if action == "order.refund" else CLOSE
+            value, found = await self._refundable(order_id, total, event)
+            verdict = f"total refund {format_amount(value)}" + (", final" if event == CLOSE else "")
+        moved = credit(found, event, value)
+        balance = await self._ledger.balance(found.client)
+        return Preview(
+            order=found.id,
+            action=action,
+            verdict=verdict,
+            client=found.client,
+            charge=format_amount(found.charge),
+            refunded=format_amount(found.refunded),
+            credit=format_amount(moved),
+            balance=format_amount(balance),
+            balance_after=format_amount(balance + moved),
+            state=found.state,
+        )
 
     async def archive(self, actor: Actor | str, before: float, reason: str = "") -> Archived:
         async def act(entry: Record) -> Archived:
@@ -75,13 +165,7 @@ class OrdersDesk(Acting):
         failed: bool = False,
         reason: str = "",
     ) -> OrderView:
-        if (upstream_order is None) == (not failed):
-            raise Invalid("give the upstream order ID, or declare the order failed")
-        if upstream_order is not None and upstream_order <= 0:
-            raise Invalid("an upstream order ID is a positive number")
-        found = await self._order(order_id)
-        if found.state != UNKNOWN:
-            raise OperatorError(f"order {order_id} is {found.state}, not unknown: nothing to resolve")
+        await self._resolvable(order_id, upstream_order, failed)
 
         async def act(entry: Record) -> OrderView:
             try:
@@ -105,14 +189,7 @@ class OrdersDesk(Acting):
         )
 
     async def refund(self, actor: Actor | str, order_id: int, total: object, reason: str = "") -> OrderView:
-        value = amount(total)
-        found = await self._order(order_id)
-        if rule(found.state, REFUND) is None:
-            raise OperatorError(f"order {order_id} is {found.state}: it cannot be refunded now")
-        if not found.refunded <= value <= found.charge:
-            raise OperatorError(
-                f"the total refund must be between {found.refunded} (already refunded) and {found.charge} (charged)"
-            )
+        value, _ = await self._refundable(order_id, total, REFUND)
 
         async def act(entry: Record) -> OrderView:
             try:
@@ -133,9 +210,7 @@ class OrdersDesk(Acting):
         )
 
     async def acknowledge(self, actor: Actor | str, order_id: int, reason: str = "") -> OrderView:
-        found = await self._order(order_id)
-        if rule(found.state, ACK) is None:
-            raise OperatorError(f"order {order_id} is {found.state}: nothing to acknowledge")
+        await self._acknowledgeable(order_id)
 
         async def act(entry: Record) -> OrderView:
             try:
@@ -147,14 +222,8 @@ class OrdersDesk(Acting):
 
     async def close(self, actor: Actor | str, order_id: int, total: object, reason: object = "") -> OrderView:
         """End an order the router cannot finish, with the total refund the operator chose."""
-        value, why = amount(total), reason_text(reason)
-        found = await self._order(order_id)
-        if rule(found.state, CLOSE) is None:
-            raise OperatorError(f"order {order_id} is {found.state}: only a placed or unknown order can be closed")
-        if not found.refunded <= value <= found.charge:  # as a refund: the order says, a 409
-            raise OperatorError(
-                f"the total refund must be between {found.refunded} (already refunded) and {found.charge} (charged)"
-            )
+        why = reason_text(reason)
+        value, _ = await self._refundable(order_id, total, CLOSE)
 
         async def act(entry: Record) -> OrderView:
             try:
@@ -175,6 +244,36 @@ class OrdersDesk(Acting):
             order=order_id,
             detail={"refund": format_amount(value)},
         )
+
+    async def _resolvable(self, order_id: int, upstream_order: int | None, failed: bool) -> Order:
+        if (upstream_order is None) == (not failed):
+            raise Invalid("give the upstream order ID, or declare the order failed")
+        if upstream_order is not None and upstream_order <= 0:
+            raise Invalid("an upstream order ID is a positive number")
+        found = await self._order(order_id)
+        if found.state != UNKNOWN:
+            raise OperatorError(f"order {order_id} is {found.state}, not unknown: nothing to resolve")
+        return found
+
+    async def _acknowledgeable(self, order_id: int) -> Order:
+        found = await self._order(order_id)
+        if rule(found.state, ACK) is None:
+            raise OperatorError(f"order {order_id} is {found.state}: nothing to acknowledge")
+        return found
+
+    async def _refundable(self, order_id: int, total: object, event: str) -> tuple[Decimal, Order]:
+        """A total refund (for a refund or a close) checked against the order."""
+        value = amount(total)
+        found = await self._order(order_id)
+        if rule(found.state, event) is None:
+            if event == CLOSE:
+                raise OperatorError(f"order {order_id} is {found.state}: only a placed or unknown order can be closed")
+            raise OperatorError(f"order {order_id} is {found.state}: it cannot be refunded now")
+        if not found.refunded <= value <= found.charge:  # the order says: a 409
+            raise OperatorError(
+                f"the total refund must be between {found.refunded} (already refunded) and {found.charge} (charged)"
+            )
+        return value, found
 
     async def _order(self, order_id: int) -> Order:
         whole(order_id, "an order ID")

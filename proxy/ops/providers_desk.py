@@ -16,6 +16,7 @@ from proxy.money import format_amount
 from proxy.ops import reports
 from proxy.ops.acting import Acting, reason_text
 from proxy.ops.answers import (
+    CallsView,
     ConfigReload,
     EjectionView,
     EventView,
@@ -98,6 +99,13 @@ class ProvidersDesk(Acting):
             )
         return found
 
+    async def provider_calls(self) -> dict[str, CallsView]:
+        """Each provider's upstream calls over the last hour (every instance's)."""
+        if self._calls is None:
+            return {}
+        windows = await self._calls.last_hour(self._providers)
+        return {name: CallsView.of(name, window) for name, window in windows.items()}
+
     async def approve_prices(
         self, actor: Actor | str, provider: str, services: Sequence[int] = (), reason: str = ""
     ) -> PriceApproval:
@@ -171,5 +179,12 @@ class ProvidersDesk(Acting):
     async def report(self, since: float, by: str = "provider") -> ReportView:
         try:
             return ReportView.of(await reports.report(self._book, self._config, since, by))
+        except ValueError as exc:
+            raise OperatorError(str(exc)) from None
+
+    async def reports(self, asked: Sequence[tuple[float, str]]) -> list[ReportView]:
+        """Several reports (start, grouping) from one pass over the orders."""
+        try:
+            return [ReportView.of(made) for made in await reports.reports(self._book, self._config, asked)]
         except ValueError as exc:
             raise OperatorError(str(exc)) from None

@@ -1,7 +1,8 @@
 """Money reports: revenue, upstream cost, refunds and margin, grouped.
 
 `report(book, config, since, by)` reads every order created since `since` and adds
-it up by provider, service or client, in the deployment currency:
+it up by provider, service, client or day (UTC, when the order was created),
+in the deployment currency:
 
 - revenue: what clients paid, net of refunds;
 - refunds: what was given back;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,7 +31,7 @@ from proxy.orders.book import OrderBook
 from proxy.orders.records import ArchivedOrder, Order
 from proxy.orders.states import CLOSED, FAILED, IN_FLIGHT, PLACED, UNKNOWN
 
-GROUPINGS = ("provider", "service", "client")
+GROUPINGS = ("provider", "service", "client", "day")
 # Orders are read newest first; instances' clocks may differ this much.
 CLOCK_SLACK_SECONDS = 300.0
 
@@ -110,29 +112,76 @@ def order_cost(config: Config, order: Order) -> Decimal:
 
 
 async def report(book: OrderBook, config: Config, since: float, by: str = "provider") -> Report:
-    """The orders created since `since`, added up by provider, service or
-    client; archived orders too, from what Redis keeps of them (their cost as
-    counted when they were archived)."""
-    if by not in GROUPINGS:
-        raise ValueError(f"group by one of: {', '.join(GROUPINGS)}")
-    lines: dict[str, Line] = defaultdict(lambda: Line(""))
-    result = Report(by, since, config.currency)
+    """The orders created since `since`, added up by provider, service,
+    client or day; archived orders too, from what Redis keeps of them (their
+    cost as counted when they were archived). Lines come best margin first;
+    days come in order, oldest first."""
+    return (await reports(book, config, [(since, by)]))[0]
 
-    def count(order: Order | ArchivedOrder, cost: Decimal) -> None:
-        key = {"provider": order.provider or "(none)", "service": str(order.service), "client": order.client}[by]
-        lines[key].key = key
-        lines[key].add(order.net_charge, order.refunded, cost)
-        result.total.add(order.net_charge, order.refunded, cost)
 
+async def reports(book: OrderBook, config: Config, asked: Sequence[tuple[float, str]]) -> list[Report]:
+    """Several reports (each a start and a grouping, as `report` takes them)
+    from one pass over the orders: a page that shows today, 7 and 30 days
+    reads each order once."""
+    for _, by in asked:
+        if by not in GROUPINGS:
+            raise ValueError(f"group by one of: {', '.join(GROUPINGS)}")
+    made = [_Adding(Report(by, since, config.currency)) for since, by in asked]
+    if not made:
+        return []
+    earliest = min(since for since, _ in asked)
     async for order in book.newest():
-        if order.created < since - CLOCK_SLACK_SECONDS:
+        if order.created < earliest - CLOCK_SLACK_SECONDS:
             break
-        if order.created >= since:
-            count(order, order_cost(config, order))
+        if order.created >= earliest:
+            cost = order_cost(config, order)
+            for adding in made:
+                adding.count(order, cost)
     async for archived in book.newest_archived():
-        if archived.created < since - CLOCK_SLACK_SECONDS:
+        if archived.created < earliest - CLOCK_SLACK_SECONDS:
             break
-        if archived.created >= since:
-            count(archived, archived.cost)
-    result.lines = sorted(lines.values(), key=lambda line: line.margin, reverse=True)
-    return result
+        for adding in made:
+            adding.count(archived, archived.cost)
+    return [adding.done() for adding in made]
+
+
+class _Adding:
+    """One report being added up."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.lines: dict[str, Line] = defaultdict(lambda: Line(""))
+
+    def count(self, order: Order | ArchivedOrder, cost: Decimal) -> None:
+        if order.created < self.report.since:
+            return
+        by = self.report.by
+        if by == "provider":
+            key = order.provider or "(none)"
+        elif by == "service":
+            key = str(order.service)
+        elif by == "client":
+            key = order.client
+        else:
+            key = day_of(order.created)
+        self.lines[key].key = key
+        self.lines[key].add(order.net_charge, order.refunded, cost)
+        self.report.total.add(order.net_charge, order.refunded, cost)
+
+    def done(self) -> Report:
+        if self.report.by == "day":
+            self.report.lines = sorted(self.lines.values(), key=lambda line: line.key)
+        else:
+            self.report.lines = sorted(self.lines.values(), key=lambda line: line.margin, reverse=True)
+        return self.report
+
+
+def day_of(timestamp: float) -> str:
+    """The UTC day of a moment, as a report by day names it (2026-11-01)."""
+    return datetime.fromtimestamp(timestamp, tz=UTC).date().isoformat()
+
+
+def start_of_day(now: float | None = None) -> float:
+    """Midnight UTC of the day `now` falls in."""
+    now = time.time() if now is None else now
+    return datetime.fromtimestamp(now, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()

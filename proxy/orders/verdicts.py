@@ -31,6 +31,23 @@ from proxy.orders.states import ACK, CLOSE, REFUND, RESOLVE_FAILED, RESOLVE_PLAC
 REASON_CHARS = 200
 
 
+def credit(order: Order, event: str, total: Decimal | None = None) -> Decimal:
+    """What a verdict (`event` on `order`, with the total refund an operator
+    chose) would give back to the order's client: the money it moves, as the
+    state table's rule for it says (nothing, everything, or up to `total`).
+    The same rule the transition script applies; raises `StateChanged` when
+    the table does not let the order take `event`."""
+    found = rule(order.state, event)
+    if found is None:
+        raise StateChanged(order.state)
+    if found.refund == "all":
+        return order.charge - order.refunded
+    if found.refund == "to":
+        target = order.refunded if total is None else min(total, order.charge)
+        return max(Decimal(0), target - order.refunded)
+    return Decimal(0)
+
+
 class Verdicts:
     def __init__(self, book: OrderBook, claims: Claims, clock: Callable[[], float] = time.time) -> None:
         self.book = book

@@ -12,4 +12,5 @@
 - `refusals`: what an upstream refusal means (next route, refuse, hold).
 - `outcomes`: how each route's orders end, for `strategy: best`.
 - `budget`: request budgets (rate limits), orders first, counted in Redis.
+- `calls`: each provider's calls over the last hour (count, failures, latency).
 """

@@ -47,3 +47,19 @@ def test_events_and_price_approvals_from_the_command_line(cli, redis_url, key_pr
     assert [e["kind"] for e in json.loads(out)] == ["price.approved", "price.held"]
     code, _, err = cli("events", "--limit", "0")
     assert code == 2 and "limit" in err
+
+
+def test_a_report_by_day_from_the_command_line(cli):
+    code, out, _ = cli("report", "--by", "day", "--since", "30d")
+    assert code == 0 and out.splitlines()[1].split() == [
+        "DAY",
+        "ORDERS",
+        "SHARE",
+        "%",
+        "REVENUE",
+        "REFUNDS",
+        "COST",
+        "MARGIN",
+    ]
+    code, out, _ = cli("report", "--by", "day", "--json")
+    assert code == 0 and json.loads(out)["total"]["share_pct"] is None and json.loads(out)["by"] == "day"

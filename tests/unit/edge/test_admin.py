@@ -96,7 +96,7 @@ async def test_an_empty_body_is_an_empty_object(api, auth):
         ("/admin/orders?since=10000000d", None),
         ("/admin/report?since=10000000d", None),
         ("/admin/orders?upstream_order=-5", "upstream_order must be a whole number"),
-        ("/admin/report?by=colour", "by must be one of provider, service, client"),
+        ("/admin/report?by=colour", "by must be one of provider, service, client, day"),
         ("/admin/report?since=last+week", None),
     ],
 )
@@ -370,3 +370,44 @@ async def test_a_reload_refused_is_a_400_with_its_problems(api, auth):
     assert response.status_code == 400
     assert response.json()["error"].startswith("config not reloaded, the running one stays: ")
     assert "cannot read the file" in response.json()["error"]
+
+
+async def test_queues_previews_an_orders_actions_calls_and_reports_by_day(api, auth, runtime):
+    from decimal import Decimal
+
+    from support import new_order
+
+    from proxy.orders.states import LOSE, SUBMIT
+
+    await runtime.accounts.create("alice", Decimal("10"))
+    book = runtime.book
+    lost = await book.apply((await book.reserve(new_order())).order, SUBMIT, {"provider": "echomark"})
+    lost = await book.apply(lost, LOSE)
+    queues = await api.get("/admin/orders/queues", headers=auth)
+    assert queues.json() == {"inflight": 0, "open": 0, "unknown": 1, "attention": 0}
+    preview = await api.post(f"/admin/orders/{lost.id}/resolve", json={"failed": True, "dry_run": True}, headers=auth)
+    assert preview.status_code == 200
+    assert (preview.json()["credit"], preview.json()["balance_after"]) == ("1.17", "10.00")
+    audited = [e.action for e in await runtime.operators.audit_log()]
+    assert await runtime.ledger.balance("alice") == Decimal("8.83") and audited == ["admin.add"]
+    refused = await api.post(f"/admin/orders/{lost.id}/refund", json={"total": "9", "dry_run": True}, headers=auth)
+    assert refused.status_code == 409
+    done = await api.post(f"/admin/orders/{lost.id}/resolve", json={"failed": True, "reason": "gone"}, headers=auth)
+    assert done.json()["refunded"] == "1.17"
+    actions = (await api.get(f"/admin/orders/{lost.id}/actions", headers=auth)).json()
+    assert [(a["action"], a["reason"]) for a in actions] == [("order.resolve", "gone")]
+    calls = (await api.get("/admin/providers/calls", headers=auth)).json()
+    assert [c["provider"] for c in calls] == ["echomark", "korean"]
+    assert list(calls[0]) == ["provider", "calls", "failures", "failure_pct", "refused", "mean_ms"]
+    by_day = (await api.get("/admin/report?since=1d&by=day", headers=auth)).json()
+    assert [(line["orders"], line["share_pct"]) for line in by_day["lines"]] == [(1, 100.0)]
+
+
+async def test_one_client_is_shown_and_an_unknown_one_is_not_found(api, auth, runtime):
+    from decimal import Decimal
+
+    await runtime.accounts.create("alice", Decimal("10"))
+    shown = await api.get("/admin/clients/alice", headers=auth)
+    assert (shown.status_code, shown.json()["balance"], shown.json()["disabled"]) == (200, "10.00", False)
+    missing = await api.get("/admin/clients/nobody", headers=auth)
+    assert (missing.status_code, missing.json()) == (404, {"error": "no client 'nobody'"})

@@ -90,7 +90,9 @@ def test_nested_answers_become_objects_and_lists():
 
 def test_a_report_shows_cost_rounded_up_and_the_margin_from_it():
     line = Line("echomark", orders=2, revenue=Decimal("1"), refunds=Decimal("0"), cost=Decimal("0.123412341"))
-    assert ReportLine.of(line) == ReportLine("echomark", 2, "1.00", "0.00", "0.1234124", "0.8765876")
+    assert ReportLine.of(line) == ReportLine("echomark", 2, "1.00", "0.00", "0.1234124", "0.8765876", 100.0)
+    assert ReportLine.of(line, all_orders=8).share_pct == 25.0
+    assert ReportLine.of(Line("none")).share_pct is None
     report = ReportView.of(Report("provider", 5.0, "USD", [line], line))
     assert as_json(report)["lines"] == [as_json(report)["total"]]
 

@@ -4,6 +4,7 @@ messages, every change audited. The CLI and the admin API are thin over this."""
 from __future__ import annotations
 
 import hashlib
+import time
 from decimal import Decimal
 
 import pytest
@@ -12,8 +13,10 @@ from redis.exceptions import RedisError
 from support import new_order, router_config
 
 from proxy.config import parse_config
-from proxy.errors import Invalid, NotFound, OperatorError
+from proxy.errors import Forbidden, Invalid, NotFound, OperatorError
+from proxy.ops.answers import Queues
 from proxy.ops.operators import amount
+from proxy.ops.roles import Actor
 from proxy.orders.states import ACCEPT, LOSE, STATUS, SUBMIT
 from proxy.runtime import Runtime
 from proxy.settings import Settings
@@ -285,3 +288,67 @@ async def test_a_provider_row_shows_its_ejections_funds_and_routes(runtime, pane
     assert korean.ejections["orders"].until and not korean.ejections["reads"].until
     assert (echomark.health, echomark.funds, echomark.low, echomark.balance_age) == ("ok", "100.00", False, 0)
     assert echomark.outcomes["1"].completed_pct == 100.0 and echomark.outcomes["1"].mean_completion_seconds == 40
+
+
+async def test_a_verdict_previewed_shows_the_money_it_would_move_and_changes_nothing(runtime):
+    _, lost, canceled = await orders_of_every_kind(runtime)
+    ops = runtime.operators
+    before = (await ops.ledger("alice"), await ops.ledger("bob"), await ops.audit_log())
+    failed = await ops.preview(ACTOR, lost.id, "order.resolve", failed=True)
+    assert (failed.client, failed.credit, failed.balance, failed.verdict) == ("alice", "1.17", "7.66", "failed")
+    assert failed.balance_after == "8.83"
+    placed = await ops.preview(ACTOR, lost.id, "order.resolve", upstream_order=777)
+    assert (placed.credit, placed.balance_after) == ("0.00", "7.66")
+    refund = await ops.preview(ACTOR, canceled.id, "order.refund", total="0.5")
+    assert (refund.client, refund.refunded, refund.credit, refund.balance, refund.balance_after) == (
+        "bob",
+        "0.00",
+        "0.50",
+        "8.83",
+        "9.33",
+    )
+    assert (await ops.preview(ACTOR, canceled.id, "order.ack")).credit == "0.00"
+    assert (await ops.preview(ACTOR, lost.id, "order.close", total="0.5")).credit == "0.50"
+    # The same refusals as the verdicts themselves, the role included.
+    with pytest.raises(OperatorError, match="nothing to resolve"):
+        await ops.preview(ACTOR, canceled.id, "order.resolve", failed=True)
+    with pytest.raises(OperatorError, match="the total refund must be between"):
+        await ops.preview(ACTOR, canceled.id, "order.refund", total="99")
+    await runtime.claims.claim(canceled, "echomark", 5000)
+    with pytest.raises(OperatorError, match=f"already belongs to order {canceled.id}"):
+        await ops.preview(ACTOR, lost.id, "order.resolve", upstream_order=5000)
+    with pytest.raises(Forbidden):
+        await ops.preview(Actor("admin:viewer", "read"), lost.id, "order.resolve", failed=True)
+    with pytest.raises(Invalid, match="a verdict is one of"):
+        await ops.preview(ACTOR, lost.id, "client.topup")
+    assert (await ops.ledger("alice"), await ops.ledger("bob"), await ops.audit_log()) == before
+    # What the preview said is what the verdict moves.
+    done = await ops.resolve(ACTOR, lost.id, failed=True)
+    assert (await ops.ledger("alice"))[-1].amount == failed.credit and done.refunded == done.charge
+    assert (await runtime.ledger.balance("alice")) == Decimal(failed.balance_after)
+
+
+async def test_queues_count_the_working_sets_and_an_orders_actions_come_from_the_audit(runtime):
+    reserved, lost, canceled = await orders_of_every_kind(runtime)
+    ops = runtime.operators
+    assert await ops.queues() == Queues(inflight=1, open=0, unknown=1, attention=1)
+    await ops.resolve(ACTOR, lost.id, failed=True, reason="not at the panel")
+    await ops.acknowledge(ACTOR, canceled.id)
+    assert await ops.queues() == Queues(inflight=1, open=0, unknown=0, attention=0)
+    assert [(e.action, e.reason) for e in await ops.order_actions(lost.id)] == [("order.resolve", "not at the panel")]
+    assert [e.action for e in await ops.order_actions(canceled.id)] == ["order.ack"]
+    assert await ops.order_actions(reserved.id) == []
+
+
+async def test_an_orders_events_are_those_about_it(runtime, clock):
+    clock.advance(time.time() - clock())  # events are stamped by Redis' clock, orders by ours: the same here
+    reserved, lost, canceled = await orders_of_every_kind(runtime)
+    ops = runtime.operators
+    await runtime.events.emit("order.attention", str(lost.id), f"order {lost.id}: look")
+    await runtime.events.emit("order.stuck", str(canceled.id), f"order {canceled.id} stuck")
+    await runtime.events.emit("provider.ejected", "echomark", "echomark ejected")
+    assert [e.message for e in await ops.order_events(lost.id)] == [f"order {lost.id}: look"]
+    assert [e.kind for e in await ops.order_events(canceled.id)] == ["order.stuck"]
+    assert await ops.order_events(reserved.id) == []
+    with pytest.raises(NotFound, match="no order 4242"):
+        await ops.order_events(4242)

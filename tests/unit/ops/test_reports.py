@@ -9,7 +9,7 @@ import pytest
 from support import new_order, router_config
 
 from proxy.config import parse_config
-from proxy.ops.reports import CLOCK_SLACK_SECONDS, order_cost, report, since
+from proxy.ops.reports import CLOCK_SLACK_SECONDS, day_of, order_cost, report, reports, since, start_of_day
 from proxy.orders.records import Order
 from proxy.orders.states import ACCEPT, EXHAUST, FAILED, LOSE, PLACED, RESERVED, STATUS, SUBMIT, SUBMITTED, UNKNOWN
 from proxy.vocabulary import CANCELED, COMPLETED, IN_PROGRESS, PARTIAL
@@ -112,3 +112,43 @@ async def test_a_report_adds_up_orders_by_provider_service_or_client(book, alice
     assert {line.key for line in (await report(book, CONFIG, NOW - 1, "client")).lines} == {"alice"}
     with pytest.raises(ValueError, match="group by one of"):
         await report(book, CONFIG, NOW, "colour")
+
+
+async def test_a_report_by_day_has_a_line_per_utc_day_oldest_first_and_adds_up_to_the_total(book, alice, clock, ledger):
+    midnight = start_of_day(NOW)
+    clock.advance(midnight - 3600 - clock())  # 23:00 the day before
+    await book.reserve(new_order(charge="2"))
+    clock.advance(2 * 3600)  # 01:00
+    await book.reserve(new_order(charge="3"))
+    await book.reserve(new_order(charge="4"))
+    by_day = await report(book, CONFIG, since=midnight - 86400, by="day")
+    assert [(line.key, line.orders, line.revenue) for line in by_day.lines] == [
+        (day_of(midnight - 1), 1, Decimal("2")),
+        (day_of(midnight), 2, Decimal("7")),
+    ]
+    assert by_day.total.revenue == sum(line.revenue for line in by_day.lines) == Decimal("9")
+    today = await report(book, CONFIG, since=start_of_day(clock()), by="day")
+    assert [line.key for line in today.lines] == [day_of(clock())] and today.total.revenue == Decimal("7")
+
+
+def test_days_are_utc():
+    assert day_of(datetime(2026, 11, 1, 23, 59, tzinfo=UTC).timestamp()) == "2026-11-01"
+    assert (
+        start_of_day(datetime(2026, 11, 1, 23, 59, tzinfo=UTC).timestamp())
+        == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    )
+
+
+async def test_several_reports_from_one_pass_equal_each_made_alone(book, alice, clock, ledger):
+    for hours in (50, 20, 1):
+        clock.advance(-clock() + NOW - hours * 3600)
+        await book.reserve(new_order(charge=f"0.{hours}"))
+    clock.advance(-clock() + NOW)
+    asked = [(NOW - 3600 * 2, "provider"), (NOW - 86400, "client"), (NOW - 3 * 86400, "day"), (NOW, "service")]
+    together = await reports(book, CONFIG, asked)
+    alone = [await report(book, CONFIG, since, by) for since, by in asked]
+    assert together == alone
+    assert [r.total.orders for r in together] == [1, 2, 3, 0]
+    assert await reports(book, CONFIG, []) == []
+    with pytest.raises(ValueError, match="group by one of"):
+        await reports(book, CONFIG, [(NOW, "provider"), (NOW, "colour")])
