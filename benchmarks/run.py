@@ -2,11 +2,17 @@
 
     .venv/bin/python benchmarks/run.py [--duration 5] [--rounds 3] [--quick]
 
+    .venv/bin/python benchmarks/run.py --reads     # only the read floors (about 3 minutes; 25 s with --quick)
+
 Needs `wrk` (Debian: apt-get install wrk). Starts everything on loopback:
 an embedded Redis (so no other data is measured), two fast simulated panels
 (one with 5,000 extra services), `smm-proxy serve` as the README starts it,
 and a bare Starlette app that answers the router's own reply bytes from
-memory. Each action is loaded with `wrk -t2 -c16`, bare and router
+memory. The reads (`balance`, one `status`, `services`) are measured against
+three floors, each round alternating all four: (a) that bare app; (b) it
+plus one redis-py read of the client's key entry a request; (c) that read
+from the tracked cache instead (`proxy.tracking`); then the router.
+The other actions are loaded with `wrk -t2 -c16`, bare and router
 alternated `--rounds` times; then the order throughput, the add overhead,
 the upstream amplification of status reads and Redis memory per order are
 measured. It prints one table, each figure beside its target.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -149,6 +156,45 @@ def side_by_side(name: str, router_url: str, bare_url: str, body: str, headers: 
     b = statistics.median(r for r, _ in bare), statistics.median(p for _, p in bare)
     r = statistics.median(r for r, _ in routed), statistics.median(p for _, p in routed)
     return {"bare_rps": b[0], "bare_p50": b[1], "router_rps": r[0], "router_p50": r[1], "ratio": r[0] / b[0]}
+
+
+FLOORS = ("a", "b", "c")
+READS = ("balance", "status", "services")
+
+
+def read_floors(router_url: str, bare_url: str, bodies: dict[str, str], expected: dict[str, bytes], args) -> dict:
+    """Each read against the three floors and the router, all four alternated in
+    every round; medians. The router's reply is checked after each of its runs."""
+    runs: dict[str, dict[str, list[tuple[float, float]]]] = {n: {k: [] for k in (*FLOORS, "router")} for n in READS}
+    names = args.only or READS
+    runs = {name: runs[name] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            for floor in FLOORS:
+                runs[name][floor].append(wrk(f"{bare_url}?a={name}&floor={floor}", bodies[name], FORM, args.duration))
+            runs[name]["router"].append(wrk(router_url, bodies[name], FORM, args.duration))
+            answered = raw_post(router_url, bodies[name], FORM)[0]
+            if answered != expected[name]:
+                raise RuntimeError(f"the router answered {name} differently under load: {answered[:200]!r}")
+    out: dict[str, dict[str, float]] = {}
+    for name, by in runs.items():
+        out[name] = {k: statistics.median(r for r, _ in v) for k, v in by.items()}
+        out[name].update({f"{k}_p50": statistics.median(p for _, p in v) for k, v in by.items()})
+    return out
+
+
+def print_floors(floors: dict, args) -> None:
+    print(f"\nReads: wrk -t2 -c16, {args.duration:.0f} s, median of {args.rounds} rounds, all four alternated\n")
+    print("| read | (a) bare | (b) + auth read | (c) + tracked cache | router | router / a | router / b | target |")
+    print("|---|---|---|---|---|---|---|---|")
+    names = {"balance": "`balance`", "status": "`status`, one cached order", "services": "`services`"}
+    for name, f in floors.items():
+        ratio = f["router"] / f["a"]
+        print(
+            f"| {names[name]} | {f['a']:,.0f} req/s | {f['b']:,.0f} | {f['c']:,.0f} | {f['router']:,.0f} "
+            f"(p50 {f['router_p50']:.2f} ms) | {ratio:.2f} | {f['router'] / f['b']:.2f} | >= 0.7 x (a) "
+            f"({'met' if ratio >= 0.7 else 'NOT met'}) |"
+        )
 
 
 async def sequential_adds(router: str, panel: str, key: str, count: int) -> tuple[float, float]:
@@ -463,6 +509,8 @@ def main() -> None:
     parser.add_argument("--million", action="store_true", help="also time a status lookup among 10^6 stored orders")
     parser.add_argument("--adds", action="store_true", help="only the add side (its floor, memory, stale reads)")
     parser.add_argument("--memory-seconds", type=float, default=30, help="seconds of adds the memory figure spans")
+    parser.add_argument("--reads", action="store_true", help="only the read floors (balance, status, services)")
+    parser.add_argument("--only", choices=READS, action="append", help="with --reads: only these reads")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 2, 1
@@ -556,16 +604,33 @@ def main() -> None:
                 str(ports["bare"]),
                 "--replies",
                 str(work / "replies.json"),
+                "--redis",
+                redis_url,
+                "--read",
+                f"bench:apikey:{hashlib.sha256(key.encode()).hexdigest()}",
             ],
             log=work / "bare.log",
         )
         wait_for(f"http://127.0.0.1:{ports['bare']}/api/v2?a=balance")
 
+        expected = {name: replies[name]["body"].encode("latin-1") for name in READS}
+        floors = results["floors"] = read_floors(router, bare, bodies, expected, args)
+        print_floors(floors, args)
+        if args.reads:
+            (work / "results.json").write_text(json.dumps(results, indent=2))
+            print(f"\nraw numbers and logs: {work}")
+            return
+        for name in READS:
+            f = floors[name]
+            results[name] = {
+                "bare_rps": f["a"],
+                "bare_p50": f["a_p50"],
+                "router_rps": f["router"],
+                "router_p50": f["router_p50"],
+                "ratio": f["router"] / f["a"],
+            }
         for name, body, headers in [
-            ("services", bodies["services"], FORM),
             ("services_gzip", bodies["services"], gzip_headers),
-            ("balance", bodies["balance"], FORM),
-            ("status", bodies["status"], FORM),
             ("status_bulk_100", bodies["status_bulk_100"], FORM),
         ]:
             results[name] = side_by_side(name, router, bare, body, headers, args)
@@ -653,6 +718,7 @@ def main() -> None:
         results["polling"] = {"orders": 1000, "calls": status_calls(panels) - before, "intervals": elapsed / 2}
         results["lookup"] = lookup_flatness(redis_url, router, key, placed[0], args)
 
+    print_floors(results["floors"], args)
     print_table(results, args)
     (work / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nraw numbers and logs: {work}")

@@ -87,6 +87,14 @@ class Keys:
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"
 
+    @property
+    def hot(self) -> tuple[str, ...]:
+        """The prefixes of what a read request reads (an API key's client, the
+        client's record and rates, its balance, an order's record): kept in each
+        process by the tracked cache (`proxy.tracking`), which Redis invalidates
+        on every change."""
+        return tuple(f"{self.prefix}{kind}:" for kind in ("apikey", "client", "rates", "balance", "order"))
+
     # Orders and refills: records under their client's hash tag, with the
     # working sets that change with an order's state under the same tag, so
     # one script changes a record, its money and its indexes together. To
