@@ -129,3 +129,24 @@ async def test_a_get_provider_s_add_lost_after_sending_is_sent_once(how):
             await client.add({"service": 1})
     assert len(requests) == 1
 
+
+
+@pytest.mark.parametrize("charset", ["utf8mb4", "x-unknown"])
+async def test_a_reply_naming_an_unknown_charset_is_read_as_httpx_reads_it(charset):
+    """httpx reads a body whose Content-Type names a charset Python does not know as
+    UTF-8; the direct call must too, not raise (an accepted order left as lost)."""
+
+    async def ok(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset="
+            + charset.encode()
+            + b'\r\nContent-Length: 14\r\n\r\n{"order": 123}'
+        )
+        await writer.drain()
+
+    server, url = await serve(ok)
+    async with server:
+        for transport in (AiohttpTransport(), ThroughHttpx()):
+            async with ProviderClient("p", url, "k", transport=transport) as client:
+                assert await client.add({"service": 1}) == 123
