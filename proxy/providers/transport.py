@@ -29,6 +29,7 @@ inject). Both raise the same exceptions for the same failures.
 
 from __future__ import annotations
 
+import codecs
 import ssl
 from dataclasses import dataclass
 
@@ -54,7 +55,18 @@ class Reply:
 
     @property
     def text(self) -> str:
-        return self.content.decode(self.charset or "utf-8", errors="replace")
+        """The body decoded as httpx decodes it: by the named charset when Python
+        knows it, else as UTF-8 (a panel's `charset=utf8mb4` is not an error)."""
+        return self.content.decode(known_charset(self.charset), errors="replace")
+
+
+def known_charset(charset: str | None) -> str:
+    if charset:
+        try:
+            return codecs.lookup(charset).name
+        except LookupError:
+            pass
+    return "utf-8"
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

@@ -130,7 +130,6 @@ async def test_a_get_provider_s_add_lost_after_sending_is_sent_once(how):
     assert len(requests) == 1
 
 
-
 @pytest.mark.parametrize("charset", ["utf8mb4", "x-unknown"])
 async def test_a_reply_naming_an_unknown_charset_is_read_as_httpx_reads_it(charset):
     """httpx reads a body whose Content-Type names a charset Python does not know as
