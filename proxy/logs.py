@@ -12,7 +12,8 @@ Nothing logged may hold a key: query strings are never logged (the access
 line has the path only), httpx's own request lines are silenced (they carry
 a GET provider's key in the URL), and every line is scrubbed of every
 configured provider key, every `key=` parameter and anything shaped like one
-of our API keys, however deep it sits in a field (dicts, lists and tuples of
+of our API keys (a run of 32 or more hex digits) or admin tokens (a run of 43
+or more URL-safe characters), however deep it sits in a field (dicts, lists and tuples of
 an `extra` included).
 
 A line in microseconds
@@ -98,7 +99,11 @@ def current(name: str) -> str:
 # -- scrubbing -------------------------------------------------------------------
 
 _KEY_PARAMETER = re.compile(r"(?i)\b(key|api_key|apikey|token)=([^&\s'\"]+)")
-_API_KEY_SHAPED = re.compile(r"\b[0-9a-f]{32}\b")
+# Our API keys are 32 hex digits: any run of 32 or more is scrubbed whole, whatever
+# sits beside it ("x_<key>" has no word boundary). Admin API tokens (43 URL-safe
+# characters) are known to no scrubber by value: any run of 43 or more is scrubbed.
+_API_KEY_SHAPED = re.compile(r"(?<![0-9a-f])[0-9a-f]{32,}")
+_TOKEN_SHAPED = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43,}")
 REDACTED = "***"
 
 # Fields whose text cannot hold a key: set by us from values we made or checked
@@ -132,7 +137,12 @@ class Scrubber:
         # One pass: a known secret, a key= parameter's value, or an API-key-shaped token.
         self.pattern = re.compile(
             "|".join(
-                [*(re.escape(w) for w in words), _KEY_PARAMETER.pattern.replace("(?i)", ""), _API_KEY_SHAPED.pattern]
+                [
+                    *(re.escape(w) for w in words),
+                    _KEY_PARAMETER.pattern.replace("(?i)", ""),
+                    _API_KEY_SHAPED.pattern,
+                    _TOKEN_SHAPED.pattern,
+                ]
             ),
             re.IGNORECASE,
         )
