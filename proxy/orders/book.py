@@ -103,7 +103,7 @@ class OrderBook(OrderReading):
         self.leases = leases
         self.due = due
         self.clock = clock
-        self.ids = ids or OrderIds(redis, keys.order_seq)
+        self.ids = ids or OrderIds(redis, keys.order_seq, clock=clock)
         # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
         # On one server, a script and the commands that go with it share a round trip.
         self._single = single(redis)
