@@ -385,6 +385,31 @@ async def test_a_killed_connection_flushes_at_once_then_tracking_comes_back(
     assert not any(key in r.getMessage() or "alice" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("which", [0, 1], ids=["invalidation-connection", "tracking-connection"])
+async def test_a_change_after_a_kill_is_never_served_by_the_next_turn_of_the_loop(
+    cache, redis_url, redis_client, tracked, which
+) -> None:
+    """A tracking connection is lost from the moment its end is read: a request
+    handled in the same turn of the event loop or any later one reads through
+    (asyncio tells a protocol `connection_lost` only a turn after it reads the
+    end). Here the kill and the change come from another client while this
+    loop reads nothing, then the loop reads the end, then the next request."""
+    key = f"{tracked}alice"
+    await redis_client.set(key, "alice")
+    other = redis.Redis.from_url(redis_url, decode_responses=True)
+    load = Loader(redis_client, key)
+    assert [await cache.get(key, load) for _ in range(2)] == ["alice", "alice"] and load.calls == 1
+    ids = cache.connection_ids
+    assert ids is not None
+    other.client_kill_filter(_id=ids[which])  # blocking calls: this loop reads nothing meanwhile
+    other.delete(key)  # no invalidation comes: the session is gone
+    other.close()
+    time.sleep(0.05)  # the end of the connection is in this process's socket by now
+    await asyncio.sleep(0)  # a turn of the loop: it reads the end of the connection
+    await asyncio.sleep(0)  # the next request
+    assert await cache.get(key, load) is None
+
+
 async def test_while_redis_is_unreachable_every_get_reads_through(redis_url, redis_client, tracked, caplog) -> None:
     caplog.set_level(logging.INFO, logger="proxy.tracking")
     key = f"{tracked}alice"
