@@ -83,6 +83,14 @@ class Link(asyncio.Protocol):
             elif not waiter.done():
                 waiter.set_result(reply)
 
+    def eof_received(self) -> None:
+        """Redis closed the connection (a kill, a restart): the owner is told now,
+        in the turn of the event loop that read the end. asyncio calls
+        `connection_lost` only in the next turn, and a request handled in this
+        one must not be answered from a session that is gone. (The transport
+        closes itself after this returns.)"""
+        self._on_lost(self)
+
     def connection_lost(self, exc: Exception | None) -> None:
         while self._waiting:
             waiter = self._waiting.popleft()
