@@ -50,6 +50,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 __all__ = [
     "SAFE_FIELDS",
     "Emit",
+    "add_secrets",
     "bind",
     "bound",
     "clean",
@@ -271,6 +272,8 @@ class JsonFormatter(logging.Formatter):
 
 # Our handler while it writes JSON (`configure`): `info` writes to it directly.
 _json_handler: _Handler | None = None
+# What `configure` was last given (format, level, secrets, stream): `add_secrets` makes it again.
+_configured: tuple[str, str, list[str], Any] | None = None
 
 
 def info(logger: logging.Logger, message: str, fields: Mapping[str, Any]) -> None:
@@ -334,6 +337,8 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     secrets = list(secrets)
+    global _configured
+    _configured = (fmt, level, secrets, stream)
     global _scrubber
     _scrubber = Scrubber(secrets)  # `clean` checks against the same words
     # Nothing shows where a line was logged from, or its thread or process: not looked up.
@@ -372,10 +377,23 @@ def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]
         unconfigure()
 
 
+def add_secrets(secrets: Iterable[str]) -> None:
+    """More values no line may hold from now on (a provider key a config reload
+    brought): our handler is made again, knowing them too. Nothing if logs
+    are not configured (by `configure`)."""
+    if _configured is None:
+        return
+    fmt, level, known, stream = _configured
+    new = [s for s in dict.fromkeys(secrets) if s and s not in known]
+    if new:
+        configure(fmt, level, [*known, *new], stream)
+
+
 def unconfigure() -> None:
     """Remove our handler (a command that configured logs for its own run, done)."""
-    global _json_handler
+    global _json_handler, _configured
     _json_handler = None
+    _configured = None
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _Handler):
