@@ -216,6 +216,20 @@ class Tracker:
         if self._links:
             await asyncio.wait([link.closed for link in self._links], timeout=self._connect_timeout)
 
+    def intact(self) -> bool:
+        """Whether the pair still stands. asyncio marks a transport closing in
+        the turn of the event loop that reads a reset or an end, but tells its
+        protocol of a reset only a turn later (`connection_lost`): a pair found
+        closing here is lost now (the owner told), before anything is served."""
+        session = self.session
+        if session is None:
+            return False
+        for link in session.links:
+            if link.transport is None or link.transport.is_closing():
+                self.lose("connection closed")
+                return False
+        return True
+
     def lose(self, reason: str) -> None:
         """Tell the owner at once and close the pair: called the moment a loss is known."""
         session, self.session = self.session, None
