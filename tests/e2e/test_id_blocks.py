@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from support import router_config
+from support import metric, router_config
 
 LINK = "https://instagram.com/p/blocks"
 
@@ -48,3 +48,40 @@ async def test_a_search_since_a_time_finds_every_order_created_since(make_router
     new = {await add(b, key, 3), await add(a, key, 4)}
     found = await a.runtime.operators.orders(since=a.clock() - 1800, limit=100)
     assert {order.id for order in found} == new
+
+
+# When the sequence falls behind IDs in use (a Redis failover lost the last
+# INCRBYs while instances still hold blocks from them, or an operator restored
+# the counter from an old dump), an instance may be handed an ID that numbers
+# an order already. Two orders are never merged: the add takes another ID,
+# the sequence moves past the one in use, and the operator is told.
+
+
+async def set_counter_back(router, to: int) -> None:
+    await router.runtime.redis.set(router.runtime.keys.order_seq, to)
+
+
+async def test_an_id_in_use_by_another_order_of_the_client_is_never_its_retry(make_router):
+    a, b, key = await two_instances(make_router)
+    first = await add(a, key, 1)
+    await set_counter_back(a, first - 1)  # b's next block starts at `first`
+    second = await add(b, key, 2)
+    assert second != first
+    assert (await a.runtime.book.get("alice", first)).fields["link"] == f"{LINK}/1"
+    assert (await a.runtime.book.get("alice", second)).fields["link"] == f"{LINK}/2"
+    charged = (await a.runtime.book.get("alice", first)).charge * 2
+    assert await a.runtime.ledger.balance("alice") == Decimal(100) - charged  # both paid, each once
+    assert sum(len(panel.orders) for panel in a.panels.values()) == 2
+    assert int(await a.runtime.redis.get(a.runtime.keys.order_seq)) > first  # past the ID in use
+    assert await metric(a, "smm_proxy_orders_total", outcome="id_in_use") == 1
+
+
+async def test_an_id_in_use_by_another_client_is_left_to_it(make_router):
+    a, b, key = await two_instances(make_router)
+    bob = await b.client("bob", balance="100")
+    first = await add(a, key, 1)
+    await set_counter_back(a, first - 1)
+    second = await add(b, bob, 2)
+    assert second != first
+    assert (await a.runtime.book.find(first)).client == "alice"
+    assert (await a.runtime.book.find(second)).client == "bob"
