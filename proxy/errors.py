@@ -22,6 +22,7 @@ Our exception classes, and which branch of the tree each belongs to:
     - LinkInUse - the client refuses a second open order on one link
     - RateSpent - the client's request rate is spent (counted with the order, on one server)
     - ClaimConflict - another of our orders owns that upstream order
+    - IdsInUse - the order IDs handed out number other orders (the sequence fell behind)
     - ArchiveUnwritable - the archive folder cannot take the orders (orders/archive)
     - OrderRefused (above)
   + ConfigError - an unusable config file (config)
@@ -143,6 +144,16 @@ class LinkInUse(OrderError):
     def __init__(self, client: str) -> None:
         super().__init__(f"client {client!r} has an open order on that link")
         self.client = client
+
+
+class IdsInUse(OrderError):
+    """Every order ID an add was handed numbers another order already: the ID
+    sequence fell behind the IDs in use (a failover lost writes, a dump was
+    restored). Nothing was charged; each ID was skipped (`OrderIds.skip`)."""
+
+    def __init__(self, skipped: tuple[int, ...]) -> None:
+        super().__init__(f"order IDs {', '.join(map(str, skipped))} number other orders already")
+        self.skipped = skipped
 
 
 class RateSpent(OrderError):

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Outcomes tallied by name beside the counted transitions (`Tallies.tally`).
-TALLIED = ("duplicate", "attention", "claimed_twice", "stuck")
+TALLIED = ("duplicate", "attention", "claimed_twice", "stuck", "id_in_use")
 MONEY = {"charge": "charged", "refund": "refunded", "topup": "topups", "paid": "paid_upstream"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)

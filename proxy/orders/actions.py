@@ -34,6 +34,7 @@ from proxy.catalog.catalog import Catalog, Service
 from proxy.catalog.pricing import Pricing
 from proxy.errors import (
     DuplicateMismatch,
+    IdsInUse,
     InsufficientFunds,
     LinkInUse,
     OrderRefused,
@@ -160,6 +161,12 @@ class OrderActions:
             raise OrderRefused(Errors.ACTIVE_ORDER) from None
         except DuplicateMismatch:
             raise OrderRefused(IDEMPOTENCY_KEY_REUSED) from None
+        except IdsInUse as exc:  # nothing charged; the operator is told (logged, counted)
+            for _ in exc.skipped:
+                await self.tally("orders_id_in_use")
+            raise OrderRefused(NO_ROUTE) from None
+        for _ in reservation.skipped:
+            await self.tally("orders_id_in_use")
         logs.bind(order=reservation.order_id)
         if reservation.duplicate:
             log.info("order %s: a retry of the same add, answered with it", reservation.order_id)

@@ -52,6 +52,7 @@ from proxy import scripts
 from proxy.accounts.fair_use import RateWindow
 from proxy.errors import (
     DuplicateMismatch,
+    IdsInUse,
     InsufficientFunds,
     LinkInUse,
     RateSpent,
@@ -77,12 +78,14 @@ from proxy.orders.records import (
 )
 from proxy.orders.states import ABANDON, ACCEPT, IN_FLIGHT, STATUS, WORKING_SETS, lua_values
 from proxy.scripts import lua
-from proxy.store import Keys, Store, ints, single
+from proxy.store import Keys, Store, ints, maybe_text, single
 
 log = logging.getLogger(__name__)
 
 # A reservation whose reply was lost is asked again this many times in all.
 RESERVE_TRIES = 3
+# IDs in a row found numbering other orders before an add gives up (`OrderIds.skip`).
+ID_TRIES = 5
 _Reply = TypeVar("_Reply")
 
 
@@ -136,20 +139,53 @@ class OrderBook(OrderReading):
         matches one made before. Raises `InsufficientFunds` (nothing
         changes), `DuplicateMismatch`, `LinkInUse` and `UnknownClient`. A
         reservation whose reply was lost is retried safely: the script sees
-        its own record.
+        its own record (by the name of this reservation, `opened`).
 
         On one server this is one round trip: the ID comes from this
         instance's block (`OrderIds`), the script writes the owner entry
-        with the order, and reads what routing needs of the providers
+        with the order, and reads what routing must know of the providers
         whose `route_keys` (health, state) are given (`Reservation.routes`),
         and counts the add request in the client's `rate` windows (raises
         `RateSpent` when one is spent; on a cluster the caller counts it).
         A refused add leaves a gap in the IDs and nothing else.
+
+        An ID that numbers another order already (the sequence fell behind
+        the IDs in use: `OrderIds.skip`) is refused by the script without
+        moving money; it is logged, skipped, and the order takes another
+        (`Reservation.skipped` lists them). Raises `IdsInUse` when
+        `ID_TRIES` IDs in a row were in use.
         """
+        skipped: list[int] = []
+        for _ in range(ID_TRIES):
+            order_id = await self.ids.next()
+            reservation = await self._reserve_as(order_id, new, fingerprint, route_keys, rate)
+            if reservation is not None:
+                return reservation._replace(skipped=tuple(skipped))
+            skipped.append(order_id)
+            seq = await self.ids.skip(order_id)
+            log.error(
+                "order ID %s numbers another order already: the ID sequence fell behind the IDs in use "
+                "(a Redis failover that lost writes, or a restored dump?); skipped, the sequence moved to %s",
+                order_id,
+                seq,
+                extra={"client": new.client},
+            )
+        raise IdsInUse(tuple(skipped))
+
+    async def _reserve_as(
+        self,
+        order_id: int,
+        new: NewOrder,
+        fingerprint: Fingerprint | None,
+        route_keys: Sequence[tuple[str, str]],
+        rate: Sequence[RateWindow],
+    ) -> Reservation | None:
+        """`reserve` with `order_id`; None when the ID numbers another order."""
         duplicate_key = self.keys.duplicate(new.client, fingerprint.token if fingerprint else "-")
         link = link_key(new.fields.get("link", ""))
-        order_id = await self.ids.next()
+        opened = new_call()  # names this reservation across its retries
         record = new.record(order_id, self.clock())
+        record["opened"] = opened
         if link:
             record["link_key"] = link
         value = ""
@@ -175,6 +211,7 @@ class OrderBook(OrderReading):
             self.keys.order_owner(order_id) if single else order_key,
             *(key for pair in routes for key in pair),
             *(window.key for window in windows),
+            self.keys.archived(new.client, order_id),
         ]
         args: list[str | int] = [
             order_id,
@@ -189,13 +226,20 @@ class OrderBook(OrderReading):
             len(routes),
             len(windows),
             repr(time.time()),  # as `limits` counts requests: by this machine's clock
+            opened,
             *(value for window in windows for value in (window.limit, window.seconds)),
             *flatten(record),
         ]
+        owner_written = False  # by this reservation (a cluster's owner entry, written apart)
 
         async def reserve() -> list[Any]:
+            nonlocal owner_written
             if not single:  # the owner entry first: a record without one cannot happen
-                await self.redis.hset(self.keys.order_owner(order_id), str(order_id), new.client)
+                owner = self.keys.order_owner(order_id)
+                if await self.redis.hsetnx(owner, str(order_id), new.client):
+                    owner_written = True
+                elif not owner_written and maybe_text(await self.redis.hget(owner, str(order_id))) != new.client:
+                    return ["taken"]  # another client's order, or an archived one
             reply: list[Any] = await self._reserve(keys=keys, args=args)
             return reply
 
@@ -205,10 +249,10 @@ class OrderBook(OrderReading):
             # Whether the debit applied is unknown. If it did, the client must
             # get this order's ID (recovery refunds it: it is never sent).
             try:
-                exists = await self.redis.exists(order_key)
+                mine = maybe_text(await self.redis.hget(order_key, "opened")) == opened
             except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
-                exists = True  # cannot tell: answer as if it did; a phantom ID costs nobody money
-            if not exists:
+                mine = True  # cannot tell: answer as if it did; a phantom ID costs nobody money
+            if not mine:  # no record, or another order's: this reservation moved no money
                 raise
             log.warning("order %s: reserved, but its store failed; recovery settles it", order_id)
             return Reservation(order_id, False, None)
@@ -221,9 +265,11 @@ class OrderBook(OrderReading):
             )
             order = Order.from_record({k: str(v) for k, v in record.items()})
             return Reservation(order_id, False, order, tuple(reply[1]) if routes else None)
-        if not single:  # no order was made: its owner entry is litter (harmless if it stays)
+        if not single and owner_written:  # no order was made: its owner entry is litter (harmless if it stays)
             with contextlib.suppress(ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
                 await self.redis.hdel(self.keys.order_owner(order_id), str(order_id))
+        if reply[0] == "taken":
+            return None
         if reply[0] == "duplicate":
             return Reservation(int(reply[1]), True)
         if reply[0] == "mismatch":

@@ -20,6 +20,16 @@ A block dropped unused halves the next one (down to one ID), one used up
 within its age doubles it (up to `BLOCK`): a quiet instance takes an ID a
 round trip as before blocks, a busy one 100 at a time, and the sequence
 does not outrun the orders by more than about half a block a minute.
+
+When the sequence falls behind
+------------------------------
+The sequence only grows while Redis keeps it. A failover that loses the
+last INCRBYs (while instances still hold blocks taken with them), or a
+counter restored from an old dump, can hand out an ID that numbers an order
+already. The reserve script refuses such an ID (it never takes another
+order's record for its own retry); the add then `skip`s it: this instance
+drops its block and moves the sequence past the ID and the whole block it
+may have come from (`raise_seq.lua`, never down), and takes a fresh ID.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from proxy import scripts
 from proxy.store import Store
 
 # IDs an instance takes at once at most: one INCRBY per this many adds.
@@ -58,6 +69,7 @@ class OrderIds:
         self._end = 0  # the last ID of the block in hand; none left when _next > _end
         self._taken = 0.0  # when it was taken (`clock`)
         self._lock = asyncio.Lock()
+        self._raise = scripts.register(redis, "proxy.orders", "raise_seq")
 
     def _usable(self, now: float) -> bool:
         return self._end != 0 and self._next <= self._end and 0 <= now - self._taken <= self.max_age
@@ -77,3 +89,13 @@ class OrderIds:
         taken = self._next
         self._next += 1
         return taken
+
+    async def skip(self, in_use: int) -> int:
+        """`in_use`, handed out by `next`, numbers an order already: drop the
+        block in hand and move the sequence to at least `in_use` plus a whole
+        block (an instance's block holds at most `BLOCK` IDs, so the block
+        that numbered the order in use ends before that). The sequence's value after."""
+        async with self._lock:
+            if in_use <= self._end:  # from the block in hand (a fresher one lies above it)
+                self._end = 0  # dropped: the next ID comes from a fresh block (its size unchanged)
+            return int(await self._raise(keys=[self.key], args=[in_use + self.block]))

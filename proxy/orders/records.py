@@ -357,6 +357,8 @@ class Reservation(NamedTuple):
     # What the reserve script read of the routes' providers (one server):
     # per provider asked for, its ejection's end, block, funds and low flag.
     routes: tuple[str, ...] | None = None
+    # IDs handed out first that numbered other orders already (skipped: `OrderIds.skip`).
+    skipped: tuple[int, ...] = ()
 
 
 def flatten(fields: Mapping[str, object]) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from support import metric, router_config
+from support import metric, on_every_store, router_config
 
 LINK = "https://instagram.com/p/blocks"
 
@@ -61,6 +61,7 @@ async def set_counter_back(router, to: int) -> None:
     await router.runtime.redis.set(router.runtime.keys.order_seq, to)
 
 
+@on_every_store
 async def test_an_id_in_use_by_another_order_of_the_client_is_never_its_retry(make_router):
     a, b, key = await two_instances(make_router)
     first = await add(a, key, 1)
@@ -76,6 +77,7 @@ async def test_an_id_in_use_by_another_order_of_the_client_is_never_its_retry(ma
     assert await metric(a, "smm_proxy_orders_total", outcome="id_in_use") == 1
 
 
+@on_every_store
 async def test_an_id_in_use_by_another_client_is_left_to_it(make_router):
     a, b, key = await two_instances(make_router)
     bob = await b.client("bob", balance="100")

@@ -2,7 +2,12 @@
 -- that refuses a second order on a link) its open links, debit the charge,
 -- write the record, its indexes, the placing task's lease and the
 -- fingerprint, all in one step. A record that exists already is this very
--- reservation, retried after its reply was lost: it answers 'ok' again.
+-- reservation, retried after its reply was lost, only if it carries this
+-- reservation's name (`opened`): then it answers 'ok' again. Any other
+-- order under the ID (a record of another attempt, an archived order, on
+-- one server another client's owner entry) means the ID sequence fell
+-- behind the IDs in use: {'taken'}, nothing changes, and the caller takes
+-- another ID. Two orders are never merged.
 -- On one server it also writes the order's owner entry, and reads what
 -- routing must know of the service's providers (their health and funds), so
 -- an order is opened in one round trip; on Redis Cluster those keys live in
@@ -11,7 +16,8 @@
 -- Replies: {'ok', routes} (routes: per provider, its ejection's end, block,
 -- funds and low flag, "" where unset); {'duplicate', id}, {'mismatch', id},
 -- {'same_link'}, {'insufficient'}, {'no_client'}, {'too_many'} (the client's
--- request rate is spent: nothing changes, this request is not counted).
+-- request rate is spent: nothing changes, this request is not counted),
+-- {'taken'} (the ID numbers another order: nothing changes).
 --!include accounts.move_money
 --!include accounts.rate_window
 --!include reindex
@@ -27,7 +33,9 @@ local duplicate_key = KEYS[8]
 local set_keys = {unpack(KEYS, 9, 9 + #WORKING_SETS)}  -- the client's working sets, as WORKING_SETS lists them, then its open links
 local owner_key = KEYS[10 + #WORKING_SETS]  -- the order's owner bucket (one server only)
 -- KEYS after it: two per provider of the service (its order health, its
--- state), then one per request-rate window of the client (one server only).
+-- state), then one per request-rate window of the client (one server only);
+-- the last: the client's bucket of archived orders that would hold this ID.
+local archived_key = KEYS[#KEYS]
 
 local order_id = ARGV[1]
 local charge = ARGV[2]  -- minor units
@@ -41,8 +49,9 @@ local owner = ARGV[9]  -- the client, for the owner entry; "" to leave it to the
 local routes = tonumber(ARGV[10])  -- how many providers' states to read
 local windows = tonumber(ARGV[11])  -- how many request-rate windows count this add
 local now = tonumber(ARGV[12])  -- the time a request is counted at (as `limits` counts)
--- ARGV[13], ...: each window's limit and seconds; then the record's fields and values
-local fields_from = 13 + 2 * windows
+local opened = ARGV[13]  -- names this reservation, the same across its retries (the record's 'opened')
+-- ARGV[14], ...: each window's limit and seconds; then the record's fields and values
+local fields_from = 14 + 2 * windows
 
 local function route_states()
   local found = {}
@@ -59,14 +68,23 @@ local function route_states()
 end
 
 if redis.call('EXISTS', order_key) == 1 then
-  return {'ok', route_states()}
+  if redis.call('HGET', order_key, 'opened') == opened then
+    return {'ok', route_states()}  -- this reservation, retried after its reply was lost
+  end
+  return {'taken'}
+end
+if redis.call('HEXISTS', archived_key, order_id) == 1 then
+  return {'taken'}
+end
+if owner ~= '' and redis.call('HEXISTS', owner_key, order_id) == 1 then
+  return {'taken'}  -- another client's order, or an archived one (its record is written with its owner entry)
 end
 if redis.call('EXISTS', client_key) == 0 or redis.call('HGET', client_key, 'disabled') == '1' then
   return {'no_client'}
 end
 for i = 1, windows do  -- the add request itself, counted before anything else is decided
   local key = KEYS[10 + #WORKING_SETS + 2 * routes + i]
-  if not count_request(key, now, tonumber(ARGV[11 + 2 * i]), tonumber(ARGV[12 + 2 * i])) then
+  if not count_request(key, now, tonumber(ARGV[12 + 2 * i]), tonumber(ARGV[13 + 2 * i])) then
     return {'too_many'}
   end
 end
