@@ -138,6 +138,18 @@ def test_timeout_as_one_number_and_request_options():
     assert any(p.startswith("providers.echo.format") for p in problems(raw))
 
 
+def test_reply_limits_per_action_have_defaults_and_are_checked():
+    provider = parse_config(minimal(), {}).providers["echo"]
+    assert (provider.reply_bytes.services, provider.reply_bytes.others) == (64 * 2**20, 2**20)
+    raw = minimal()
+    raw["providers"]["echo"]["reply_bytes"] = {"services": 256 * 2**20, "others": 2**16}
+    provider = parse_config(raw, {}).providers["echo"]
+    assert (provider.reply_bytes.services, provider.reply_bytes.others) == (256 * 2**20, 2**16)
+    for bad in ({"services": 0}, {"others": -1}, {"others": "lots"}, {"services": 2**40}, {"add": 1}):
+        raw["providers"]["echo"]["reply_bytes"] = bad
+        assert any(p.startswith("providers.echo.reply_bytes") for p in problems(raw)), bad
+
+
 def test_unreadable_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_config(tmp_path / "missing.yaml", {})

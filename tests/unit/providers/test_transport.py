@@ -6,7 +6,7 @@ import socket
 import httpx
 import pytest
 
-from proxy.errors import OutcomeUnknown, ProviderRefused
+from proxy.errors import OutcomeUnknown, ProviderRefused, ReplyTooLarge
 from proxy.providers.transport import AiohttpTransport
 from proxy.providers.upstream import ProviderClient
 
@@ -149,3 +149,93 @@ async def test_a_reply_naming_an_unknown_charset_is_read_as_httpx_reads_it(chars
         for transport in (AiohttpTransport(), ThroughHttpx()):
             async with ProviderClient("p", url, "k", transport=transport) as client:
                 assert await client.add({"service": 1}) == 123
+
+
+# A reply is read up to a limit per action (64 MiB for `services`, 1 MiB for
+# the others by default): a hostile or broken panel cannot make the router
+# hold gigabytes. Over the limit, reading stops and the connection closes;
+# for `add` the request was sent, so the order's outcome is unknown (never a
+# failover); for a read, it failed.
+
+LIMIT = 64 * 1024
+CHUNK = b"[" + b'{"service": 1},' * 4096
+
+
+async def test_an_endless_reply_is_cut_at_its_limit_and_its_connection_closed():
+    closed = asyncio.Event()
+    sent = 0
+
+    async def endless(reader, writer):
+        nonlocal sent
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+        try:
+            while sent < 512 * 1024 * 1024:
+                writer.write(CHUNK)
+                sent += len(CHUNK)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            closed.set()
+
+    server, url = await serve(endless)
+    async with server, ProviderClient("p", url, "k", reply_bytes=LIMIT, services_bytes=2 * LIMIT) as client:
+        with pytest.raises(ReplyTooLarge) as cut:
+            await client.add({"service": 1})
+        assert isinstance(cut.value, OutcomeUnknown) and f"{LIMIT} bytes" in cut.value.reason
+        await asyncio.wait_for(closed.wait(), 5)
+        assert sent < 64 * LIMIT  # stopped reading early (what the socket buffers held is all it sent)
+        closed.clear()
+        with pytest.raises(ReplyTooLarge, match=f"{2 * LIMIT} bytes"):
+            await client.services()
+        await asyncio.wait_for(closed.wait(), 5)
+
+
+async def test_a_reply_that_declares_a_length_over_the_limit_is_not_read():
+    async def huge(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n[")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    server, url = await serve(huge)
+    async with server, ProviderClient("p", url, "k", reply_bytes=LIMIT) as client:
+        with pytest.raises(ReplyTooLarge):
+            await asyncio.wait_for(client.status(1), 2)
+
+
+class Endless(httpx.AsyncByteStream):
+    def __init__(self) -> None:
+        self.sent = 0
+        self.closed = False
+
+    async def __aiter__(self):
+        while self.sent < 256 * 1024 * 1024:  # "endless" (a runaway test stops here, not in swap)
+            self.sent += len(CHUNK)
+            yield CHUNK
+            await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_an_endless_reply_through_an_injected_transport_is_cut_too():
+    streams: list[Endless] = []
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        streams.append(Endless())
+        return httpx.Response(200, headers={"Content-Type": "application/json"}, stream=streams[-1])
+
+    transport = httpx.MockTransport(endless)
+    async with ProviderClient("p", "http://panel.test/api/v2", "k", transport=transport, reply_bytes=LIMIT) as client:
+        with pytest.raises(ReplyTooLarge):
+            await client.add({"service": 1})
+        with pytest.raises(ReplyTooLarge):
+            await client.balance()
+    assert all(stream.closed and stream.sent <= LIMIT + 2 * len(CHUNK) for stream in streams)
+    assert len(streams) == 2
+
+
+@pytest.mark.parametrize("limits", [{"reply_bytes": 0}, {"services_bytes": -1}])
+def test_reply_limits_must_be_positive(limits):
+    with pytest.raises(ValueError):
+        ProviderClient("p", "http://panel.test/api/v2", "k", **limits)
