@@ -43,6 +43,10 @@ _CURRENCY = r"^[A-Z]{3}$"
 # What a label template may name: the primary route's cleaned upstream
 # labels and our service ID (filled in by `proxy.catalog.catalog`).
 TEMPLATE_FIELDS = frozenset({"name", "category", "type", "id"})
+# The most bytes of one upstream reply read, unless a provider's config says
+# (`reply_bytes`): a services list may run to several MB, anything else is small.
+SERVICES_BYTES = 64 * 2**20
+REPLY_BYTES = 2**20
 
 
 class Markup(Section):
@@ -76,6 +80,17 @@ class Timeouts(Section):
 
     def to_httpx(self) -> httpx.Timeout:
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+
+class ReplyLimits(Section):
+    """The most bytes of one upstream reply read, by action: past it the reply
+    is cut, its connection closed, and the call fails (an `add`'s outcome is
+    then unknown, never failed over)."""
+
+    services: int = Field(
+        SERVICES_BYTES, ge=1024, le=2**30, description="The services list: several MB at some panels."
+    )
+    others: int = Field(REPLY_BYTES, ge=1024, le=2**30, description="Every other action's reply.")
 
 
 class Provider(Section):
@@ -112,6 +127,7 @@ class Provider(Section):
         "sent it since) it gets no new orders.",
     )
     health: HealthOverride = Field(default_factory=lambda: HealthOverride())
+    reply_bytes: ReplyLimits = ReplyLimits()
     refusals: list[RefusalRule] = Field(
         default_factory=list, description="What its refusals mean, checked before the global and default rules."
     )

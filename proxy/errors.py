@@ -33,6 +33,7 @@ Our exception classes, and which branch of the tree each belongs to:
   + UpstreamError - a call to an upstream panel failed (providers)
     - ProviderRefused - the provider provably did not act on it
     - OutcomeUnknown - it may have acted, and the reply does not say
+      · ReplyTooLarge - its reply ran past the action's size limit: cut, not read
 
 `AccountError`, `ConfigError`, `LabelError` and `MoneyError` are also
 `ValueError`s, as they were before there was a tree. The simulated panel
@@ -254,3 +255,10 @@ class OutcomeUnknown(UpstreamError):
     Never retry an `add` that failed this way, here or elsewhere, without
     first finding out whether the order exists.
     """
+
+
+class ReplyTooLarge(OutcomeUnknown):
+    """The reply ran past the size limit of its action (a hostile or broken
+    panel): reading stopped there and the connection was closed. The request
+    was sent: an `add` may have made the order (unknown, never failed over);
+    a read failed."""

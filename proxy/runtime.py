@@ -308,6 +308,8 @@ def provider_client(runtime: Runtime, name: str, provider: Provider) -> Provider
         order_wait=provider.order_wait,
         observer=runtime.observe_call,
         on_read_ok=runtime.health.read_ok,
+        reply_bytes=provider.reply_bytes.others,
+        services_bytes=provider.reply_bytes.services,
         budget=(
             RequestBudget(
                 runtime.redis,

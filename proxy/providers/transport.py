@@ -18,7 +18,11 @@ fails over only on a request that provably never left:
   taken as sent, and never sent again (aiohttp would resend a GET by itself).
 
 Replies are read whole here (panel replies are small), so a connection goes
-back to the pool as soon as the reply is in.
+back to the pool as soon as the reply is in; but never past the `limit` the
+caller gives: a reply that declares or runs past it is cut there, its
+connection closed (never pooled), and answered as a `Reply` with `cut` set,
+for the caller to class (`proxy.errors.ReplyTooLarge`). `read_capped` does
+the same for a reply read through httpx.
 
 `exchange` is the same call without httpx's objects around it (a request
 built, a response built, its headers copied twice: about 0.4 ms of latency
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import codecs
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -52,6 +57,7 @@ class Reply:
     content: bytes
     headers: list[tuple[str, str]]  # only when asked for (`raw`)
     charset: str | None  # the Content-Type's, if it named one
+    cut: bool = False  # ran past the caller's limit: `content` is empty, the connection closed
 
     @property
     def text(self) -> str:
@@ -67,6 +73,23 @@ def known_charset(charset: str | None) -> str:
         except LookupError:
             pass
     return "utf-8"
+
+
+# Bytes asked of a reply's stream at a time.
+_CHUNK = 64 * 1024
+
+
+async def read_capped(chunks: AsyncIterator[bytes], limit: int | None) -> bytes | None:
+    """A reply's body from its `chunks`, or None once it runs past `limit`
+    bytes (reading stops there: the caller closes the stream)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if limit is not None and size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -119,11 +142,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeouts: Timeouts,
         *,
         raw: bool = False,
+        limit: int | None = None,
     ) -> Reply:
-        """One request, its reply read whole. Raises httpx's exceptions, as
-        the module says: ConnectError / ConnectTimeout (never sent),
-        ReadTimeout / ReadError (it may have been acted on). `raw`: the body
-        as sent (httpx decodes it), else decompressed here."""
+        """One request, its reply read whole, up to `limit` bytes (as
+        received: `raw`, else decompressed): past it, a `cut` reply and the
+        connection closed. Raises httpx's exceptions, as the module says:
+        ConnectError / ConnectTimeout (never sent), ReadTimeout / ReadError
+        (it may have been acted on). `raw`: the body as sent (httpx decodes
+        it), else decompressed here."""
         limits = aiohttp.ClientTimeout(
             total=None, connect=timeouts.pool, sock_connect=timeouts.connect, sock_read=timeouts.read
         )
@@ -138,7 +164,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=limits,
                 auto_decompress=not raw,
             ) as response:
-                content = await response.read()
+                declared = response.content_length
+                content = None
+                if limit is None or declared is None or declared <= limit:
+                    content = await read_capped(response.content.iter_chunked(_CHUNK), limit)
+                if content is None:
+                    response.close()  # the rest is never read: the connection goes, not back to the pool
+                    return Reply(response.status, b"", [], response.charset, cut=True)
                 header_pairs = (
                     [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers] if raw else []
                 )

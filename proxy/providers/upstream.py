@@ -12,7 +12,9 @@ us about the request:
   Safe to send again, here or to another provider.
 - `OutcomeUnknown`: the request may have been acted upon. The reply timed
   out or was cut off after the request was sent, the server failed (5xx),
-  or the reply was not the JSON we expected. After `add` the order may
+  or the reply was not the JSON we expected. A reply larger than its
+  action's limit (`reply_bytes`, `services_bytes`) is not read past it:
+  `ReplyTooLarge`, one of these. After `add` the order may
   exist; sending it again can buy the same thing twice.
 
 Neither ever carries the API key in its text.
@@ -30,7 +32,8 @@ from urllib.parse import quote, quote_plus, urlencode
 
 import httpx
 
-from proxy.errors import OutcomeUnknown, ProviderRefused, UpstreamError
+from proxy.config import REPLY_BYTES, SERVICES_BYTES
+from proxy.errors import OutcomeUnknown, ProviderRefused, ReplyTooLarge, UpstreamError
 from proxy.providers import quirks
 from proxy.providers.replies import (
     BALANCE_KEYS,
@@ -57,7 +60,7 @@ from proxy.providers.replies import (
     parse_status,
     read_service,
 )
-from proxy.providers.transport import AiohttpTransport, Timeouts
+from proxy.providers.transport import AiohttpTransport, Timeouts, read_capped
 from proxy.vocabulary import Errors, known_error
 
 __all__ = ["ProviderClient"]
@@ -116,11 +119,19 @@ class ProviderClient:
         order_wait: float = ORDER_WAIT_SECONDS,
         observer: Callable[[str, str, str, float], None] | None = None,
         on_read_ok: Callable[[str], Awaitable[None]] | None = None,
+        reply_bytes: int = REPLY_BYTES,
+        services_bytes: int = SERVICES_BYTES,
     ) -> None:
         if request_format not in ("form", "json"):
             raise ValueError(f"request_format must be 'form' or 'json', not {request_format!r}")
         if method not in ("POST", "GET"):
             raise ValueError(f"method must be 'POST' or 'GET', not {method!r}")
+        if reply_bytes < 1 or services_bytes < 1:
+            raise ValueError("a reply's size limit is at least one byte")
+        # The most bytes of a reply read (`services_bytes` for `services`);
+        # past it the reply is cut and the call fails (`ReplyTooLarge`).
+        self.reply_bytes = reply_bytes
+        self.services_bytes = services_bytes
         self.url = httpx.URL(url)  # An internationalised domain name becomes punycode here.
         if self.url.scheme not in ("http", "https") or not self.url.host:
             raise ValueError(f"provider {name!r}: not an http(s) URL")
@@ -325,12 +336,22 @@ class ProviderClient:
                 await before_send()
             try:
                 async with asyncio.timeout(self._total):
+                    limit = self.services_bytes if action == "services" else self.reply_bytes
                     if self._direct is not None:  # our own aiohttp transport: no httpx objects around the call
-                        reply = await self._direct.exchange(*self._wire(action, params or {}), self._timeouts)
+                        wire = self._wire(action, params or {})
+                        reply = await self._direct.exchange(*wire, self._timeouts, limit=limit)
+                        if reply.cut:
+                            raise self._too_large(action, limit)
                         status, text = reply.status, reply.text
                     else:
-                        response = await self._client.send(self._request(action, params or {}))
-                        status, text = response.status_code, response.text
+                        response = await self._client.send(self._request(action, params or {}), stream=True)
+                        try:
+                            content = await read_capped(response.aiter_bytes(), limit)
+                        finally:
+                            await response.aclose()  # unread: the connection is closed, not pooled
+                        if content is None:
+                            raise self._too_large(action, limit)
+                        status, text = response.status_code, content.decode(response.encoding or "utf-8", "replace")
             except TimeoutError:
                 raise self._unknown(action, f"no complete reply in {self._total:.0f} s") from None
             except httpx.PoolTimeout as exc:
@@ -462,6 +483,11 @@ class ProviderClient:
 
     def _unknown(self, action: str, reason: str) -> OutcomeUnknown:
         return self._logged(OutcomeUnknown(self.name, f"{action}: {reason}"))
+
+    def _too_large(self, action: str, limit: int) -> ReplyTooLarge:
+        return self._logged(
+            ReplyTooLarge(self.name, f"{action}: reply larger than {limit} bytes: cut, connection closed")
+        )
 
     @staticmethod
     def _logged(error: _Error) -> _Error:
