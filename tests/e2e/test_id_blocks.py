@@ -75,6 +75,8 @@ async def test_an_id_in_use_by_another_order_of_the_client_is_never_its_retry(ma
     assert sum(len(panel.orders) for panel in a.panels.values()) == 2
     assert int(await a.runtime.redis.get(a.runtime.keys.order_seq)) > first  # past the ID in use
     assert await metric(a, "smm_proxy_orders_total", outcome="id_in_use") == 1
+    [event] = await a.runtime.events.read(kind="order.id_in_use")
+    assert event.subject == str(first) and event.detail["skipped"] == [first]
 
 
 @on_every_store
