@@ -176,6 +176,7 @@ class Runtime:
             max_old_posts=config.settlement.max_old_posts,
             fair_use=self.fair_use,
             terms=self.accounts.terms,
+            emit=emit,
         )
         self.metrics.share(
             SharedState(self.book, self.tallies, self.health, self.listings, self.currencies, config.currency)

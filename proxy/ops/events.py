@@ -3,7 +3,8 @@ the dashboard, and optionally POSTed to a webhook.
 
 What is told here: a provider ejected and back, low on funds and recovered,
 a price change held for approval, an order stuck upstream or queued for an
-operator's attention, a config reload. `EventLog.emit` is the domain's
+operator's attention, order IDs skipped because they numbered other orders
+(the ID sequence fell behind), a config reload. `EventLog.emit` is the domain's
 `proxy.logs.Emit`: one XADD to a bounded stream (MAXLEN ~), best effort, so
 it never stands in the way of an order.
 

@@ -43,6 +43,7 @@ from proxy.errors import (
     StateChanged,
     UpstreamError,
 )
+from proxy.logs import Emit, no_events
 from proxy.orders.book import OrderBook
 from proxy.orders.records import ArchivedOrder, Fingerprint, NewOrder, Order, OrderSummary
 from proxy.orders.refills import Refills
@@ -107,8 +108,10 @@ class OrderActions:
         add_wait: float = ADD_WAIT,
         max_old_posts: int = MAX_OLD_POSTS,
         terms: Callable[[str], Awaitable[Terms]] | None = None,
+        emit: Emit = no_events,
     ) -> None:
         self.tally = tally
+        self.emit = emit
         self.fair_use = fair_use
         self.terms = terms
         self.currency = currency
@@ -161,12 +164,11 @@ class OrderActions:
             raise OrderRefused(Errors.ACTIVE_ORDER) from None
         except DuplicateMismatch:
             raise OrderRefused(IDEMPOTENCY_KEY_REUSED) from None
-        except IdsInUse as exc:  # nothing charged; the operator is told (logged, counted)
-            for _ in exc.skipped:
-                await self.tally("orders_id_in_use")
+        except IdsInUse as exc:  # nothing charged
+            await self._ids_in_use(exc.skipped)
             raise OrderRefused(NO_ROUTE) from None
-        for _ in reservation.skipped:
-            await self.tally("orders_id_in_use")
+        if reservation.skipped:
+            await self._ids_in_use(reservation.skipped)
         logs.bind(order=reservation.order_id)
         if reservation.duplicate:
             log.info("order %s: a retry of the same add, answered with it", reservation.order_id)
@@ -201,6 +203,19 @@ class OrderActions:
         if placement.error is not None and settled.state == FAILED and settled.refunded == settled.charge:
             raise OrderRefused(placement.error)  # refunded in full in the same step that failed it
         return reservation.order_id
+
+    async def _ids_in_use(self, skipped: tuple[int, ...]) -> None:
+        """Tell the operator of order IDs skipped because they number other
+        orders (the ID sequence fell behind: `OrderBook.reserve` logged each)."""
+        for _ in skipped:
+            await self.tally("orders_id_in_use")
+        await self.emit(
+            "order.id_in_use",
+            str(skipped[0]),
+            f"order IDs {', '.join(map(str, skipped))} numbered other orders already and were skipped: "
+            "the ID sequence fell behind (a Redis failover that lost writes, or a restored dump?)",
+            skipped=list(skipped),
+        )
 
     async def _opening(
         self, client: str, service_id: int, fields: Mapping[str, str], idempotency_key: str | None
