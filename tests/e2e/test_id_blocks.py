@@ -10,6 +10,8 @@ from decimal import Decimal
 
 from support import metric, on_every_store, router_config
 
+from proxy.vocabulary import COMPLETED
+
 LINK = "https://instagram.com/p/blocks"
 
 
@@ -89,3 +91,22 @@ async def test_an_id_in_use_by_another_client_is_left_to_it(make_router):
     assert second != first
     assert (await a.runtime.book.find(first)).client == "alice"
     assert (await a.runtime.book.find(second)).client == "bob"
+
+
+@on_every_store
+async def test_an_id_of_an_archived_order_is_never_reused(make_router, tmp_path):
+    raw = router_config()
+    a = await make_router(raw, status_ttl=1, archive_dir=tmp_path)
+    b = await make_router(raw, panels=a.panels, clock=a.clock, status_ttl=1, archive_dir=tmp_path)
+    key = await a.client("alice", balance="100")
+    first = await add(a, key, 1)
+    panel = a.panels["echomark"]
+    panel.force((await a.runtime.book.get("alice", first)).upstream_order, status=COMPLETED)
+    a.clock.advance(2)
+    assert (await a.call(key, action="status", order=first))["status"] == COMPLETED
+    assert await a.runtime.archive.archive(a.clock() + 1) == 1
+    await set_counter_back(a, first - 1)
+    second = await add(b, key, 2)
+    assert second != first
+    assert (await b.call(key, action="status", order=first))["status"] == COMPLETED
+    assert (await b.runtime.book.get("alice", second)).fields["link"] == f"{LINK}/2"
