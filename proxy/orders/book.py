@@ -86,6 +86,9 @@ log = logging.getLogger(__name__)
 RESERVE_TRIES = 3
 # IDs in a row found numbering other orders before an add gives up (`OrderIds.skip`).
 ID_TRIES = 5
+# How long a fence keeps a reservation settled as not applied from applying
+# late (fence.lua): longer than any request can wait in a socket buffer.
+FENCE_SECONDS = 86400
 _Reply = TypeVar("_Reply")
 
 
@@ -114,6 +117,7 @@ class OrderBook(OrderReading):
         self.single = self._single is not None
         facts = lua_values()
         self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
+        self._fence = scripts.register(redis, "proxy.orders", "fence")
         self._transition = scripts.register(
             redis, "proxy.orders", "transition", {**facts, "RECENT_CALLS": lua(RECENT_CALLS)}
         )
@@ -212,6 +216,7 @@ class OrderBook(OrderReading):
             *(key for pair in routes for key in pair),
             *(window.key for window in windows),
             self.keys.archived(new.client, order_id),
+            self.keys.fence(new.client, order_id),
         ]
         args: list[str | int] = [
             order_id,
@@ -247,9 +252,13 @@ class OrderBook(OrderReading):
             reply = await self._idempotent(reserve)
         except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
             # Whether the debit applied is unknown. If it did, the client must
-            # get this order's ID (recovery refunds it: it is never sent).
+            # get this order's ID (recovery refunds it: it is never sent). If
+            # it did not, a fence makes sure it never will: a try still on its
+            # way to Redis must not move money after the client heard "error".
             try:
-                mine = maybe_text(await self.redis.hget(order_key, "opened")) == opened
+                mine = await self._fence(
+                    keys=[order_key, self.keys.fence(new.client, order_id)], args=[FENCE_SECONDS, opened]
+                )
             except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
                 mine = True  # cannot tell: answer as if it did; a phantom ID costs nobody money
             if not mine:  # no record, or another order's: this reservation moved no money
@@ -280,6 +289,8 @@ class OrderBook(OrderReading):
             raise LinkInUse(new.client)
         if reply[0] == "too_many":
             raise RateSpent(new.client)
+        if reply[0] == "fenced":  # only a late try's reply, which nobody waits for: nothing applied
+            raise RedisConnectionError(f"order {order_id}: its reservation was settled as not applied")
         raise UnknownClient(new.client)
 
     @staticmethod

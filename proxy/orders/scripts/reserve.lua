@@ -17,7 +17,9 @@
 -- funds and low flag, "" where unset); {'duplicate', id}, {'mismatch', id},
 -- {'same_link'}, {'insufficient'}, {'no_client'}, {'too_many'} (the client's
 -- request rate is spent: nothing changes, this request is not counted),
--- {'taken'} (the ID numbers another order: nothing changes).
+-- {'taken'} (the ID numbers another order: nothing changes),
+-- {'fenced'} (this reservation reached Redis after its caller settled that it
+-- had not applied, and told the client so: fence.lua; nothing changes).
 --!include accounts.move_money
 --!include accounts.rate_window
 --!include reindex
@@ -34,8 +36,10 @@ local set_keys = {unpack(KEYS, 9, 9 + #WORKING_SETS)}  -- the client's working s
 local owner_key = KEYS[10 + #WORKING_SETS]  -- the order's owner bucket (one server only)
 -- KEYS after it: two per provider of the service (its order health, its
 -- state), then one per request-rate window of the client (one server only);
--- the last: the client's bucket of archived orders that would hold this ID.
-local archived_key = KEYS[#KEYS]
+-- then the client's bucket of archived orders that would hold this ID, and
+-- last the order's fence (fence.lua).
+local archived_key = KEYS[#KEYS - 1]
+local fence_key = KEYS[#KEYS]
 
 local order_id = ARGV[1]
 local charge = ARGV[2]  -- minor units
@@ -78,6 +82,9 @@ if redis.call('HEXISTS', archived_key, order_id) == 1 then
 end
 if owner ~= '' and redis.call('HEXISTS', owner_key, order_id) == 1 then
   return {'taken'}  -- another client's order, or an archived one (its record is written with its owner entry)
+end
+if redis.call('EXISTS', fence_key) == 1 then
+  return {'fenced'}
 end
 if redis.call('EXISTS', client_key) == 0 or redis.call('HGET', client_key, 'disabled') == '1' then
   return {'no_client'}
