@@ -65,6 +65,11 @@ def test_refusals_are_clean(cli):
     assert code == 2 and "positive" in err
     code, _, err = cli("clients", "ledger", "nobody")
     assert code == 2
+    # A name typed with a line break (a shell's $'carol\n') is refused, not a second "carol".
+    code, _, err = cli("clients", "add", "carol\n")
+    assert code == 2 and "a client name is" in err
+    code, _, err = cli("admin", "add", "boss\n", "--role", "owner")
+    assert code == 2 and "an admin name is" in err
 
 
 def test_version_check_json_and_usage_errors(cli, monkeypatch, tmp_path, capsys):

@@ -163,7 +163,7 @@ async def test_admin_tokens_are_shown_once_and_stored_hashed(runtime):
     assert await admin_of(runtime, added.token) == ("backoffice", "operator")
     stored = await runtime.redis.hget(runtime.keys.admins, "backoffice")
     assert hashlib.sha256(added.token.encode()).hexdigest() in stored and added.token not in stored
-    for name in ("", "a" * 65, "back office", "-x"):
+    for name in ("", "a" * 65, "back office", "-x", "backoffice\n", "x\n"):
         with pytest.raises(Invalid, match="an admin name is"):
             await ops.add_admin(ACTOR, name)
     for role in ("", "root", "OWNER"):
