@@ -346,3 +346,17 @@ async def test_keys_are_rotated_by_an_owner_shown_once_and_clients_disabled_and_
     refused = await browser.post("/dashboard/clients/acme/rotate-key", data={"csrf": other}, headers=SAME)
     assert "may not client.rotate_key" in (await browser.get(refused.headers["location"])).text
     assert await runtime.accounts.authenticate(new_key) == "acme"
+
+
+@pytest.mark.parametrize("typed", ["\U0001f4a9" * 500, "é" * 2000, "x" * 5000, '"' * 3000])
+async def test_a_refusal_of_any_length_fits_the_cookie_that_tells_it(browser, runtime, typed):
+    """A browser drops a cookie over 4096 bytes: the message of a refused form
+    (which may quote what was typed) is shortened to fit, never lost."""
+    await runtime.accounts.create("acme", Decimal("10"))
+    csrf = await login(browser, runtime)
+    answer = await browser.post("/dashboard/clients/acme/topup", data={"amount": typed, "csrf": csrf}, headers=SAME)
+    assert answer.status_code == 303
+    assert all(len(cookie) <= 4096 for cookie in answer.headers.get_list("set-cookie"))
+    shown = await browser.get(answer.headers["location"])
+    assert "flash error" in shown.text and "not an amount" in shown.text
+    assert await runtime.ledger.balance("acme") == Decimal("10")
