@@ -4,6 +4,8 @@ pages in a real browser, against the demo, are tests/browser/."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from decimal import Decimal
 
@@ -360,3 +362,18 @@ async def test_a_refusal_of_any_length_fits_the_cookie_that_tells_it(browser, ru
     shown = await browser.get(answer.headers["location"])
     assert "flash error" in shown.text and "not an amount" in shown.text
     assert await runtime.ledger.balance("acme") == Decimal("10")
+
+
+async def test_the_ledger_csv_leaves_only_plain_numbers_unquoted(browser, runtime):
+    """A spreadsheet evaluates a cell that starts with - or +: only a plain
+    number (an amount, a balance) may; "-Infinity" or "-1e999999" typed in a
+    memo is quoted like any other text."""
+    await runtime.accounts.create("acme", Decimal("10"))
+    for n, memo in enumerate(("-Infinity", "-1e999999", "+1_0", "-nan", "@SUM(A1)")):
+        await runtime.operators.topup("cli", "acme", "1", ref=f"r{n}", memo=memo)
+    await runtime.operators.adjust("cli", "acme", "-2.5", "undo")
+    await login(browser, runtime)
+    rows = list(csv.reader(io.StringIO((await browser.get("/dashboard/clients/acme/ledger.csv")).text)))
+    memos = [row[6] for row in rows[1:] if row[2] == "topup" and row[5].startswith("topup:r")]
+    assert memos == ["'-Infinity", "'-1e999999", "'+1_0", "'-nan", "'@SUM(A1)"]
+    assert [row[3] for row in rows[1:] if row[2] == "adjust"] == ["-2.50"]  # a plain negative amount stays a number
