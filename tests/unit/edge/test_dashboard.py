@@ -4,6 +4,7 @@ pages in a real browser, against the demo, are tests/browser/."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -377,3 +378,26 @@ async def test_the_ledger_csv_leaves_only_plain_numbers_unquoted(browser, runtim
     memos = [row[6] for row in rows[1:] if row[2] == "topup" and row[5].startswith("topup:r")]
     assert memos == ["'-Infinity", "'-1e999999", "'+1_0", "'-nan", "'@SUM(A1)"]
     assert [row[3] for row in rows[1:] if row[2] == "adjust"] == ["-2.50"]  # a plain negative amount stays a number
+
+
+async def test_a_money_form_sent_twice_moves_money_once_even_without_a_reference(browser, runtime):
+    """A double click (or a resend after a slow answer) on a top-up or an
+    adjustment typed without a reference: the form itself carries a one-time
+    key from the page, so the second sending moves nothing and says so."""
+    await runtime.accounts.create("acme", Decimal("10"))
+    await login(browser, runtime)
+    page = (await browser.get("/dashboard/clients/acme")).text
+    for kind, typed, after in (("topup", {"amount": "5"}, "15"), ("adjust", {"amount": "-2", "reason": "x"}, "13")):
+        form = page.split(f'data-form="{kind}"')[1].split("</form>")[0]
+        hidden = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]+)"', form))
+        assert set(hidden) == {"csrf", "once"}
+        sent = await asyncio.gather(
+            *(browser.post(f"/dashboard/clients/acme/{kind}", data={**hidden, **typed}, headers=SAME) for _ in range(3))
+        )
+        assert all(answer.status_code == 303 for answer in sent)
+        assert await runtime.ledger.balance("acme") == Decimal(after)
+        await browser.post(f"/dashboard/clients/acme/{kind}", data={**hidden, **typed}, headers=SAME)
+        assert "sent before: nothing moved" in (await browser.get("/dashboard/clients/acme")).text
+        assert await runtime.ledger.balance("acme") == Decimal(after)
+    other = (await browser.get("/dashboard/clients/acme")).text
+    assert re.findall(r'name="once" value="([^"]+)"', other)[0] not in page  # a new page, a new key
