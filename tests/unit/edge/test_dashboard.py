@@ -401,3 +401,23 @@ async def test_a_money_form_sent_twice_moves_money_once_even_without_a_reference
         assert await runtime.ledger.balance("acme") == Decimal(after)
     other = (await browser.get("/dashboard/clients/acme")).text
     assert re.findall(r'name="once" value="([^"]+)"', other)[0] not in page  # a new page, a new key
+
+
+async def test_a_new_login_in_a_browser_ends_the_session_it_had(browser, runtime):
+    """Logging in again (another token, or the same) makes a new session ID
+    and ends the one the browser held: no ID chosen before a login, or left
+    from an earlier one, outlives it."""
+    await login(browser, runtime)
+    before = browser.cookies["smm_dashboard"]
+    await login(browser, runtime, role="read", name="viewer")
+    after = browser.cookies["smm_dashboard"]
+    assert after != before
+    assert (await browser.get("/dashboard", headers={"Cookie": f"smm_dashboard={before}"})).status_code == 303
+    page = await browser.get("/dashboard", headers={"Cookie": f"smm_dashboard={after}"})
+    assert page.status_code == 200 and "viewer" in page.text
+    stored = [key async for key in runtime.redis.scan_iter(match=f"{runtime.keys.prefix}dashboard:session:*")]
+    assert len(stored) == 1
+    # A cookie the browser was given by someone else (an ID no login made) is simply replaced.
+    browser.cookies.set("smm_dashboard", "planted-by-someone-else", path="/dashboard")
+    await login(browser, runtime, name="alice2")
+    assert browser.cookies["smm_dashboard"] != "planted-by-someone-else"
