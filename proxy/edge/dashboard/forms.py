@@ -47,6 +47,8 @@ class Forms:
         made = await self.sessions.login(form.get("token", ""))
         if made is None:
             return self.d.render(None, request, "login.html", 401, title="Log in", error=LOGIN_FAILED)
+        if (previous := await self.sessions.find(request)) is not None:
+            await self.sessions.logout(previous)  # a browser holds one session: the new one
         session_id, session = made
         response = self.d.redirect(PATH)
         set_cookie(response, request, session_id, max(1, int(session.expires - self.sessions.clock())))

@@ -418,6 +418,8 @@ async def test_a_new_login_in_a_browser_ends_the_session_it_had(browser, runtime
     stored = [key async for key in runtime.redis.scan_iter(match=f"{runtime.keys.prefix}dashboard:session:*")]
     assert len(stored) == 1
     # A cookie the browser was given by someone else (an ID no login made) is simply replaced.
-    browser.cookies.set("smm_dashboard", "planted-by-someone-else", path="/dashboard")
-    await login(browser, runtime, name="alice2")
-    assert browser.cookies["smm_dashboard"] != "planted-by-someone-else"
+    planted = {"Cookie": "smm_dashboard=planted-by-someone-else"}
+    answer = await browser.post(
+        "/dashboard/login", data={"token": await token(runtime, name="alice2")}, headers={**SAME, **planted}
+    )
+    assert answer.status_code == 303 and "planted-by-someone-else" not in answer.headers["set-cookie"]
