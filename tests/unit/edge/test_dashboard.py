@@ -423,3 +423,18 @@ async def test_a_new_login_in_a_browser_ends_the_session_it_had(browser, runtime
         "/dashboard/login", data={"token": await token(runtime, name="alice2")}, headers={**SAME, **planted}
     )
     assert answer.status_code == 303 and "planted-by-someone-else" not in answer.headers["set-cookie"]
+
+
+async def test_an_unknown_dashboard_page_is_an_html_not_found_page(browser, runtime):
+    """A logged-in browser that follows a stale or mistyped link gets a page
+    (with the dashboard's headers and a way back), not the API's JSON."""
+    assert (await browser.get("/dashboard/nowhere")).headers["location"] == "/dashboard/login"  # nothing said
+    await login(browser, runtime)
+    for path in ("/dashboard/nowhere", "/dashboard/clients/acme/history", "/dashboard/orders/1/2/3"):
+        answer = await browser.get(path)
+        assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html"), path
+        assert "No such page" in answer.text and 'href="/dashboard"' in answer.text
+        assert answer.headers["cache-control"] == "no-store"
+    assert (await browser.head("/dashboard/nowhere")).status_code == 404
+    assert (await browser.get("/dashboard/static/dashboard.css")).status_code == 200
+    assert (await browser.get("/dashboard/static/nothing.css")).status_code == 404
