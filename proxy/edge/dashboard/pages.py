@@ -202,6 +202,11 @@ class Pages:
         )
 
 
+    async def not_found(self, view: View) -> Response:
+        """Any other path under /dashboard (a stale or mistyped link)."""
+        raise Refused("No such page on the dashboard.", 404)
+
+
 def _order_id(view: View) -> int:
     try:
         return whole(view.request.path_params["id"], "an order ID")
