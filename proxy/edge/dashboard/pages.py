@@ -201,7 +201,6 @@ class Pages:
             },
         )
 
-
     async def not_found(self, view: View) -> Response:
         """Any other path under /dashboard (a stale or mistyped link)."""
         raise Refused("No such page on the dashboard.", 404)
