@@ -438,3 +438,43 @@ async def test_an_unknown_dashboard_page_is_an_html_not_found_page(browser, runt
     assert (await browser.head("/dashboard/nowhere")).status_code == 404
     assert (await browser.get("/dashboard/static/dashboard.css")).status_code == 200
     assert (await browser.get("/dashboard/static/nothing.css")).status_code == 404
+
+
+async def test_a_refund_confirmed_twice_at_once_moves_the_previewed_money_once(browser, runtime):
+    """The confirmation page's figure is the money that moves; the form sent
+    again (or three times at once) moves nothing more: a refund is a total."""
+    from support import new_order
+
+    from proxy.orders.states import ACCEPT, STATUS, SUBMIT
+
+    await runtime.accounts.create("acme", Decimal("10"))
+    book = runtime.book
+    placed = await book.apply((await book.reserve(new_order(client="acme"))).order, SUBMIT, {"provider": "echomark"})
+    placed = await book.apply(placed, ACCEPT, {"upstream_order": 5000})
+    noted = await book.apply(
+        placed, STATUS, {"status": "In progress"}, attention="charged twice", version=placed.version
+    )
+    csrf = await login(browser, runtime)
+    before = await runtime.ledger.balance("acme")
+    confirm = await browser.get(f"/dashboard/orders/{noted.id}/confirm?verdict=refund&total=0.5")
+    previewed = Decimal(re.search(r'data-figure="credit"><strong>([0-9.]+)', confirm.text).group(1))
+    after = Decimal(re.search(r'data-figure="balance-after">([0-9.]+)', confirm.text).group(1))
+    form = {"csrf": csrf, "total": "0.5", "reason": "double charge"}
+    sent = await asyncio.gather(
+        *(browser.post(f"/dashboard/orders/{noted.id}/refund", data=form, headers=SAME) for _ in range(3))
+    )
+    assert all(answer.status_code == 303 for answer in sent)
+    assert previewed == Decimal("0.5") and await runtime.ledger.balance("acme") == before + previewed == after
+    refunds = [e for e in await runtime.operators.ledger("acme") if e.kind == "refund"]
+    assert [e.amount for e in refunds] == ["0.50"]
+
+
+async def test_a_login_ends_when_its_admin_token_expires(browser, runtime, clock):
+    made = await runtime.operators.add_admin("cli", "temp", "operator", expires="1h")
+    answer = await browser.post("/dashboard/login", data={"token": made.token}, headers=SAME)
+    assert answer.status_code == 303 and "Max-Age=3600" in answer.headers["set-cookie"]  # not the 8 hours
+    assert (await browser.get("/dashboard")).status_code == 200
+    clock.advance(3600)
+    assert (await browser.get("/dashboard")).status_code == 303
+    again = await browser.post("/dashboard/login", data={"token": made.token}, headers=SAME)
+    assert again.status_code == 401 and "set-cookie" not in again.headers
