@@ -34,7 +34,7 @@ from proxy.settings import Settings
 from proxy.store import check_store, connect, redacted_url
 
 if TYPE_CHECKING:  # the app is imported when it is served, not for every command
-    from starlette.applications import Starlette
+    from proxy.edge.app import ApiFirst
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def serve(args: argparse.Namespace) -> None:
 
 def app_for(
     settings: Settings, config: Config, background: bool, metrics_listener: socket.socket | None = None
-) -> Starlette:
+) -> ApiFirst:
     from proxy.edge.app import create_app
 
     return create_app(
@@ -194,7 +194,7 @@ def app_for(
     )
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> ApiFirst:
     """The app of one `serve --workers N` process, from the environment alone."""
     settings = Settings()
     config = _config(settings)

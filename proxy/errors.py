@@ -20,6 +20,7 @@ Our exception classes, and which branch of the tree each belongs to:
     - StateChanged - the state table does not allow the event now
     - DuplicateMismatch - an Idempotency-Key seen before with other fields
     - LinkInUse - the client refuses a second open order on one link
+    - RateSpent - the client's request rate is spent (counted with the order, on one server)
     - ClaimConflict - another of our orders owns that upstream order
     - ArchiveUnwritable - the archive folder cannot take the orders (orders/archive)
     - OrderRefused (above)
@@ -141,6 +142,14 @@ class LinkInUse(OrderError):
 
     def __init__(self, client: str) -> None:
         super().__init__(f"client {client!r} has an open order on that link")
+        self.client = client
+
+
+class RateSpent(OrderError):
+    """The client's request rate is spent: the script that would open its order refused it."""
+
+    def __init__(self, client: str) -> None:
+        super().__init__(f"client {client!r} is over its request rate")
         self.client = client
 
 

@@ -3,94 +3,293 @@
 It sits at the bottom, beside `store` and `money`, so the domain can bind
 context and log without importing `proxy.ops`. Every module logs through the
 standard `logging` module, to `logging.getLogger(__name__)`; `configure` routes
-all of it (ours, uvicorn's, httpx's) through structlog's formatter, which
-adds the time, the level and whatever the request or task has bound with
-`bind` (request ID, client, action, order, provider), and renders JSON or
-console lines.
+all of it (ours, uvicorn's, httpx's) through one handler, which adds the
+time, the level, the logger's name and whatever the request or task has bound
+with `bind` (request ID, client, action, order, provider), and writes JSON
+(orjson) or, on a terminal, structlog's console lines.
 
 Nothing logged may hold a key: query strings are never logged (the access
 line has the path only), httpx's own request lines are silenced (they carry
-a GET provider's key in the URL), and a last processor scrubs every
+a GET provider's key in the URL), and every line is scrubbed of every
 configured provider key, every `key=` parameter and anything shaped like one
-of our API keys from every line, however deep it sits in a field (dicts,
-lists and tuples of an `extra` included).
+of our API keys, however deep it sits in a field (dicts, lists and tuples of
+an `extra` included).
+
+A line in microseconds
+----------------------
+A request writes at least one line (the access line), so the JSON path is
+one pass: the record's fields, the bound context (one dict in one context
+variable), a timestamp rebuilt once a second, orjson. Scrubbing decides by
+field once, not by scanning every value: numbers, booleans and None cannot
+hold a key, nor can the fields in `SAFE_FIELDS` when they hold text (names
+we made or checked: a client's, an action, a request ID the edge checked,
+...); every other text is scanned (the same short texts, such as the access
+line's path and message, from a bounded memo), and nested values are
+scrubbed all the way down. Where a record was logged from is not looked up
+(`logging._srcfile`, as the logging docs' "Optimization" section shows), nor
+its thread or process names: no line shows them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import orjson
 import structlog
-from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars, get_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["Emit", "bind", "bound", "clear", "configure", "current", "no_events", "redactor", "unconfigure"]
+__all__ = [
+    "SAFE_FIELDS",
+    "Emit",
+    "bind",
+    "bound",
+    "clean",
+    "clear",
+    "configure",
+    "current",
+    "info",
+    "no_events",
+    "redactor",
+    "unconfigure",
+]
 
-bind = bind_contextvars
-bound = bound_contextvars
-clear = clear_contextvars
+# -- the context bound to a request or task ------------------------------------
+
+# One immutable dict per context: binding copies it (a task started later keeps
+# what was bound when it started, as with contextvars anywhere).
+_CONTEXT: contextvars.ContextVar[Mapping[str, object]] = contextvars.ContextVar(
+    "smm_proxy_log_context", default=MappingProxyType({})
+)
+
+
+def bind(**values: object) -> None:
+    """Bind fields to every line the current request or task writes from now on."""
+    _CONTEXT.set({**_CONTEXT.get(), **values})
+
+
+def clear() -> None:
+    _CONTEXT.set({})
+
+
+@contextlib.contextmanager
+def bound(**values: object) -> Iterator[None]:
+    """Bind fields for the block only."""
+    token = _CONTEXT.set({**_CONTEXT.get(), **values})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
 
 
 def current(name: str) -> str:
     """A value bound to the current request or task ("" if none): its request ID, say."""
-    value = get_contextvars().get(name)
+    value = _CONTEXT.get().get(name)
     return "" if value is None else str(value)
 
+
+# -- scrubbing -------------------------------------------------------------------
 
 _KEY_PARAMETER = re.compile(r"(?i)\b(key|api_key|apikey|token)=([^&\s'\"]+)")
 _API_KEY_SHAPED = re.compile(r"\b[0-9a-f]{32}\b")
 REDACTED = "***"
 
+# Fields whose text cannot hold a key: set by us from values we made or checked
+# (client and admin names, actions, providers of the config, a request ID the edge
+# checked with `clean`, the audit's hashes, the logger, level and time).
+SAFE_FIELDS = frozenset(
+    {
+        "timestamp",
+        "level",
+        "logger",
+        "request_id",
+        "client",
+        "action",
+        "provider",
+        "transition",
+        "actor",
+        "role",
+        "audit_hash",
+    }
+)
+# Texts scrubbed once and remembered (the same path and message on every request).
+_MEMO_SIZE = 4096
+_MEMO_LONGEST = 200
 
-def redactor(secrets: Iterable[str] = ()) -> Processor:
-    """A processor that scrubs keys from every string value of an event."""
-    words = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-    # One pass: a known secret, a key= parameter's value, or an API-key-shaped token.
-    pattern = re.compile(
-        "|".join([*(re.escape(w) for w in words), _KEY_PARAMETER.pattern.replace("(?i)", ""), _API_KEY_SHAPED.pattern]),
-        re.IGNORECASE,
-    )
 
-    def replace(match: re.Match[str]) -> str:
+class Scrubber:
+    """Scrubs keys from text, however deep it sits in a value."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        words = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        # One pass: a known secret, a key= parameter's value, or an API-key-shaped token.
+        self.pattern = re.compile(
+            "|".join(
+                [*(re.escape(w) for w in words), _KEY_PARAMETER.pattern.replace("(?i)", ""), _API_KEY_SHAPED.pattern]
+            ),
+            re.IGNORECASE,
+        )
+        self._memo: dict[str, str] = {}
+
+    @staticmethod
+    def _replace(match: re.Match[str]) -> str:
         return f"{match.group(1)}={REDACTED}" if match.group(1) else REDACTED
 
-    def scrub(text: str) -> str:
-        return pattern.sub(replace, text)
+    def text(self, text: str) -> str:
+        done = self._memo.get(text)
+        if done is not None:
+            return done
+        done = self.pattern.sub(self._replace, text)
+        if len(text) <= _MEMO_LONGEST:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            self._memo[text] = done
+        return done
 
-    def deep(value: Any, depth: int = 0) -> Any:
+    def deep(self, value: Any, depth: int = 0) -> Any:
         """Strings scrubbed however deep they sit in dicts, lists, tuples and sets."""
         if isinstance(value, str):
-            return scrub(value)
+            return self.text(value)
+        if value is None or isinstance(value, int | float | bool):
+            return value
         if depth > 20:  # a structure this deep is not worth logging as it is
             return REDACTED
         if isinstance(value, dict):
-            return {scrub(str(k)): deep(v, depth + 1) for k, v in value.items()}
+            return {self.text(str(k)): self.deep(v, depth + 1) for k, v in value.items()}
         if isinstance(value, list | tuple | set | frozenset):
-            return [deep(v, depth + 1) for v in value]
+            return [self.deep(v, depth + 1) for v in value]
         if isinstance(value, bytes | bytearray):
-            return scrub(bytes(value).decode("utf-8", "replace"))
-        if value is None or isinstance(value, int | float | bool):
-            return value
-        return scrub(str(value))  # what the renderer would print of it (an exception, a URL ...)
+            return self.text(bytes(value).decode("utf-8", "replace"))
+        return self.text(str(value))  # what the renderer would print of it (an exception, a URL ...)
+
+    def fields(self, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        """Every field scrubbed, in place, but those that cannot hold a key."""
+        for name, value in event.items():
+            kind = type(value)
+            if kind is int or kind is float or kind is bool or value is None:
+                continue
+            if kind is str:
+                if name not in SAFE_FIELDS:
+                    event[name] = self.text(value)
+            else:
+                event[name] = self.deep(value)
+        return event
+
+
+_scrubber = Scrubber()
+
+
+def clean(text: str) -> bool:
+    """Whether `text` holds nothing a line would scrub (a request ID a client sent, say)."""
+    return _scrubber.text(text) == text
+
+
+def redactor(secrets: Iterable[str] = ()) -> Processor:
+    """A structlog processor that scrubs keys from every field of an event."""
+    scrubber = Scrubber(secrets)
 
     def redact(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
-        for name, value in event.items():
-            if not isinstance(value, int | float | bool | type(None)):
-                event[name] = deep(value)
-        return event
+        return scrubber.fields(event)
 
     return redact
 
 
-def _json(event: EventDict, **options: Any) -> str:
-    """orjson: a log line is written for every request."""
-    return orjson.dumps(event, default=str).decode()
+# -- lines -------------------------------------------------------------------------
+
+
+class _Handler(logging.StreamHandler[Any]):
+    """Ours: configuring again replaces it, and leaves others' handlers alone."""
+
+
+# What a LogRecord holds of its own; everything else on it came from `extra`.
+_RECORD_FIELDS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
+    | {"message", "asctime", "color_message", "taskName", "stack_info"}
+)
+
+
+class _Clock:
+    """ISO-8601 UTC timestamps, the date and time part rebuilt once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((created - second) * 1_000_000):06d}Z"
+
+
+def _default(value: object) -> str:
+    return str(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """A record as one JSON line: event, logger, level, timestamp, the bound
+    context, the record's extra fields (and `exception`), scrubbed."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.scrubber = Scrubber(secrets)
+        self.clock = _Clock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {name: value for name, value in record.__dict__.items() if name not in _RECORD_FIELDS}
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return self.line(record.getMessage(), fields, record.name, record.levelname.lower(), record.created)
+
+    def line(self, message: str, fields: Mapping[str, Any], logger: str, level: str, created: float) -> str:
+        event: dict[str, Any] = {"event": message}
+        event.update(_CONTEXT.get())
+        event.update(fields)
+        event["logger"] = logger
+        event["level"] = level
+        event["timestamp"] = self.clock(created)
+        return orjson.dumps(self.scrubber.fields(event), default=_default).decode()
+
+
+# Our handler while it writes JSON (`configure`): `info` writes to it directly.
+_json_handler: _Handler | None = None
+
+
+def info(logger: logging.Logger, message: str, fields: Mapping[str, Any]) -> None:
+    """An INFO line (the access line: one a request). Written straight to our
+    JSON handler when it is the only one listening, as in a served router: the
+    same line, without a LogRecord and the handler chain. Otherwise (a
+    terminal, a test capturing records) through `logging`, as any line."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _json_handler
+    handlers = logging.root.handlers
+    if handler is None or len(handlers) != 1 or handlers[0] is not handler or logger.handlers or not logger.propagate:
+        logger.info(message, extra=dict(fields))
+        return
+    formatter = handler.formatter
+    assert isinstance(formatter, JsonFormatter)
+    line = formatter.line(message, fields, logger.name, "info", time.time())
+    handler.acquire()
+    try:
+        handler.stream.write(line + "\n")
+        handler.flush()
+    finally:
+        handler.release()
+
+
+def _context(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    for name, value in _CONTEXT.get().items():
+        event.setdefault(name, value)
+    return event
 
 
 def _drop_noise(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
@@ -98,8 +297,24 @@ def _drop_noise(logger: WrappedLogger, method: str, event: EventDict) -> EventDi
     return event
 
 
-class _Handler(logging.StreamHandler[Any]):
-    """Ours: configuring again replaces it, and leaves others' handlers alone."""
+def _console(secrets: Iterable[str]) -> logging.Formatter:
+    """structlog's readable lines, for a terminal."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            _context,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _drop_noise,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redactor(secrets),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+    )
 
 
 def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (), stream: Any = None) -> None:
@@ -108,30 +323,16 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_logger_name,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.ExtraAdder(),
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _drop_noise,
-    ]
-    renderer: Processor = (
-        structlog.processors.JSONRenderer(serializer=_json)
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            redactor(secrets),
-            renderer,
-        ],
-    )
+    secrets = list(secrets)
+    global _scrubber
+    _scrubber = Scrubber(secrets)  # `clean` checks against the same words
+    # Nothing shows where a line was logged from, or its thread or process: not looked up.
+    setattr(logging, "_srcfile", None)  # noqa: B010
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    global _json_handler
     handler = _Handler(stream)
-    handler.setFormatter(formatter)
+    handler.setFormatter(JsonFormatter(secrets) if fmt == "json" else _console(secrets))
+    _json_handler = handler if fmt == "json" else None
     root = logging.getLogger()
     for old in list(root.handlers):
         if isinstance(old, _Handler):
@@ -146,12 +347,6 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("multipart", "python_multipart"):  # a client's broken form is its business, not a warning
         logging.getLogger(name).setLevel(logging.ERROR)
-    structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
 
 
 @contextlib.contextmanager
@@ -169,6 +364,8 @@ def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]
 
 def unconfigure() -> None:
     """Remove our handler (a command that configured logs for its own run, done)."""
+    global _json_handler
+    _json_handler = None
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _Handler):

@@ -8,6 +8,7 @@ favour nowhere we could lose money (refunds are floored).
 
 from __future__ import annotations
 
+import functools
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 
 from proxy.errors import MoneyError
@@ -81,11 +82,20 @@ def format_amount(amount: Decimal, min_digits: int = 2) -> str:
     >>> format_amount(Decimal("100.84292")), format_amount(Decimal("0.9"))
     ('100.84292', '0.90')
     """
+    # A balance or a charge is shown on every read of it: remembered, except zero
+    # (0 and -0 are equal keys but print differently).
+    return _formatted(amount, min_digits) if amount else _format(amount, min_digits)
+
+
+def _format(amount: Decimal, min_digits: int) -> str:
     normal = amount.quantize(MINOR).normalize()
     exponent = normal.as_tuple().exponent
     assert isinstance(exponent, int)
     places = max(min_digits, -exponent)
     return f"{normal:.{places}f}"
+
+
+_formatted = functools.lru_cache(maxsize=4096)(_format)
 
 
 def convert(amount: Decimal, rate: Decimal) -> Decimal:

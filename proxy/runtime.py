@@ -23,6 +23,7 @@ from proxy.accounts.fair_use import FairUse, storage_for
 from proxy.accounts.ledger import Ledger
 from proxy.catalog.catalog import LiveCatalog
 from proxy.config import Config, Provider
+from proxy.hot_reads import TrackedBook
 from proxy.ops.admins import Admins
 from proxy.ops.answers import ConfigReload
 from proxy.ops.audit import AuditLog
@@ -33,7 +34,6 @@ from proxy.ops.reports import order_cost
 from proxy.ops.sync import Sync
 from proxy.orders.actions import OrderActions
 from proxy.orders.archive import Archive
-from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
 from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
@@ -52,6 +52,7 @@ from proxy.providers.refusals import Refusals
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
 from proxy.store import Keys, Store, connect
+from proxy.tracking import TrackedCache
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,15 @@ class Runtime:
         self.redis = redis
         self.clock = clock
         self.keys = Keys(settings.key_prefix)
-        self.ledger = Ledger(redis, self.keys)
-        self.accounts = Accounts(redis, self.keys, self.ledger, config.currency)
+        # What every read request reads, held in memory while Redis tracks it
+        # (read through until `start`, and whenever tracking is lost; never on a cluster).
+        self.reads = TrackedCache(redis, self.keys.hot, name=f"smm-proxy:{settings.key_prefix}")
+        self.ledger = Ledger(redis, self.keys, self.reads)
+        self.accounts = Accounts(redis, self.keys, self.ledger, config.currency, self.reads)
         transports = transports or {}
-        self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use)
+        self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use, self.keys.limits, redis=redis)
         self.metrics = Metrics()
+        self.metrics.watch_cache(lambda: (self.reads.healthy, self.reads.stats.as_dict()))
         self.calls = CallStats(redis, self.keys, clock)
         self.events = EventLog(redis, self.keys, settings.events_length)
         emit = self.events.emit
@@ -113,7 +118,7 @@ class Runtime:
         )
         self.leases = Leases(redis, self.keys, settings.order_lease)
         self.due = DueIndex(redis, self.keys)
-        self.book = OrderBook(redis, self.keys, self.leases, self.due, clock)
+        self.book = TrackedBook(redis, self.keys, self.leases, self.due, clock, cache=self.reads)
         self.claims = Claims(self.book)
         self.verdicts = Verdicts(self.book, self.claims, clock)
         self.tallies = Tallies(redis, self.keys, self.book.clients)
@@ -217,6 +222,12 @@ class Runtime:
             observer=self.metrics,
         )
 
+    async def start(self) -> None:
+        """What a serving process starts before it takes requests: tracking the hot
+        reads (it returns once the first attempt is made; until tracking is on,
+        reads go to Redis)."""
+        await self.reads.start()
+
     def observe_call(self, provider: str, action: str, outcome: str, seconds: float) -> None:
         """An upstream call ended: to the metrics, and to the last hour's counts in Redis."""
         self.metrics.upstream_call(provider, action, outcome, seconds)
@@ -248,6 +259,7 @@ class Runtime:
             await bounded(self.webhook.aclose(), CLOSE_SECONDS, "closing the webhook")
         for client in self.providers.values():
             await bounded(client.aclose(), CLOSE_SECONDS, f"closing {client.name}")
+        await bounded(self.reads.aclose(), CLOSE_SECONDS, "closing the tracked cache")
         await bounded(self.redis.aclose(), CLOSE_SECONDS, "closing Redis")
 
 

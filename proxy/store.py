@@ -68,10 +68,17 @@ class Keys:
         """A client's custom rates: service -> rate per 1000 (`proxy.accounts.terms`)."""
         return f"{self.prefix}rates:{{c:{name}}}"
 
-    def open_links(self, name: str) -> str:
-        """How many open orders the client has on each link (by the link's hash): the
-        order scripts keep it as orders open and end; the reserve script reads it."""
-        return f"{self.prefix}links:{{c:{name}}}"
+    def open_links(self, name: str, link_key: str = "") -> str:
+        """How many open orders the client has on each link (by the link's key): the
+        order scripts keep it as orders open and end; the reserve script reads it.
+        In 256 buckets by the key's first two hex digits, each small enough for
+        Redis' compact hash encoding up to about 30,000 open links a client;
+        the bucket of a link's key (`open_links_buckets` matches them all)."""
+        return f"{self.prefix}links:{{c:{name}}}:{link_key[:2] or '-'}"
+
+    def open_links_buckets(self, name: str) -> str:
+        """A SCAN pattern matching every bucket of the client's open-links index."""
+        return f"{self.prefix}links:{{c:{name}}}:*"
 
     @property
     def clients(self) -> str:
@@ -79,6 +86,14 @@ class Keys:
 
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"
+
+    @property
+    def hot(self) -> tuple[str, ...]:
+        """The prefixes of what a read request reads (an API key's client, the
+        client's record and rates, its balance, an order's record): kept in each
+        process by the tracked cache (`proxy.tracking`), which Redis invalidates
+        on every change."""
+        return tuple(f"{self.prefix}{kind}:" for kind in ("apikey", "client", "rates", "balance", "order"))
 
     # Orders and refills: records under their client's hash tag, with the
     # working sets that change with an order's state under the same tag, so
@@ -95,6 +110,12 @@ class Keys:
 
     def order(self, client: str, order_id: int) -> str:
         return f"{self.prefix}order:{{c:{client}}}:{order_id}"
+
+    def all_orders(self, client: str, order_id: int) -> str:
+        """The bucket (a set of IDs, OWNER_BUCKET IDs a bucket: Redis' compact
+        integer set) that lists `order_id` among every order of the client.
+        Orders opened before the buckets are in the client's `orders_of(client, "all")`."""
+        return f"{self.prefix}orders:{{c:{client}}}:all:{order_id // OWNER_BUCKET}"
 
     def orders_of(self, client: str, group: str = "all") -> str:
         """A client's order IDs: 'all', or one of the working sets
@@ -266,6 +287,7 @@ class Pipe(Protocol):
     def zrem(self, name: str, *values: str) -> object: ...
     def zcard(self, name: str) -> object: ...
     def zrange(self, name: str, start: int, end: int) -> object: ...
+    def smembers(self, name: str) -> object: ...
 
 
 class Store(Protocol):
@@ -289,6 +311,7 @@ class Store(Protocol):
     def exists(self, *names: str) -> Awaitable[int]: ...
     def delete(self, *names: str) -> Awaitable[int]: ...
     def incr(self, name: str, amount: int = 1) -> Awaitable[int]: ...
+    def incrby(self, name: str, amount: int = 1) -> Awaitable[int]: ...
 
     def hget(self, name: str, key: str) -> Awaitable[Value | None]: ...
     def hmget(self, name: str, keys: Sequence[str]) -> Awaitable[list[Value | None]]: ...

@@ -181,6 +181,7 @@ async def make_router(redis_url, key_prefix, redis_client):
         )
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://router")
         opened.append((runtime, http))
+        await runtime.start()  # as a served router's lifespan does (ASGITransport runs none)
         return Harness(runtime, panels, clock, http)
 
     yield build

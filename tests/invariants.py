@@ -62,7 +62,9 @@ async def check_money(router, opening: dict[str, Decimal], *, settled: bool = Tr
             members = set(await runtime.book.ids_in(group, client))
             assert members == {o.id for o in mine if group in expected_groups(o)}, (group, members)
         assert set(await runtime.book.ids_in("all", client)) == {o.id for o in mine}
-        open_links = await runtime.redis.hgetall(runtime.keys.open_links(client))
+        open_links = {}
+        async for bucket in runtime.redis.scan_iter(match=runtime.keys.open_links_buckets(client)):
+            open_links.update(await runtime.redis.hgetall(bucket))
         expected = Counter(link_key(o.link) for o in mine if o.link and not o.final)
         assert {k: int(v) for k, v in open_links.items()} == dict(expected), (client, open_links, expected)
     for order in orders:

@@ -31,6 +31,7 @@ from proxy.accounts.terms import FIELDS, Terms
 from proxy.errors import AccountError, UnknownClient
 from proxy.money import from_minor
 from proxy.store import Field, Keys, Store, maybe_text, text_map, texts
+from proxy.tracking import TrackedCache
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole: "$" would let a final line break in
 
@@ -59,11 +60,19 @@ class Client:
 
 
 class Accounts:
-    def __init__(self, redis: Store, keys: Keys, ledger: Ledger, currency: str) -> None:
+    """Accounts in Redis. With a tracked cache (`proxy.tracking`), the reads on
+    every request (an API key's client, the client's terms) come from memory
+    while Redis tracks them; any change, on any instance, invalidates them
+    before its writer has its reply."""
+
+    def __init__(
+        self, redis: Store, keys: Keys, ledger: Ledger, currency: str, cache: TrackedCache | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.ledger = ledger
         self.currency = currency
+        self.cache = cache
 
     async def create(self, name: str, balance: Decimal = Decimal(0)) -> tuple[Client, str]:
         """Open an account; returns it and its API key, which is not stored."""
@@ -107,12 +116,30 @@ class Accounts:
         )
 
     async def terms(self, name: str) -> Terms:
-        """The client's terms, read now (another instance may have changed them)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.client(name), list(FIELDS))
-            pipe.hgetall(self.keys.rates(name))
-            values, rates = await pipe.execute()
-        return Terms.read({k: v for k, v in zip(FIELDS, values, strict=True) if v is not None}, text_map(rates))
+        """The client's terms as they are now (another instance may have just
+        changed them: the cache holds them only while Redis tracks them)."""
+        record_key, rates_key = self.keys.client(name), self.keys.rates(name)
+
+        async def load(missing: list[str]) -> list[tuple[tuple[str, str], ...]]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in missing:
+                    if key == record_key:
+                        pipe.hmget(key, list(FIELDS))
+                    else:
+                        pipe.hgetall(key)
+                replies = await pipe.execute()
+            return [
+                tuple((k, v) for k, v in zip(FIELDS, reply, strict=True) if v is not None)
+                if key == record_key
+                else tuple(sorted(text_map(reply).items()))
+                for key, reply in zip(missing, replies, strict=True)
+            ]
+
+        if self.cache is None:
+            record, rates = await load([record_key, rates_key])
+        else:
+            record, rates = await self.cache.get_many([record_key, rates_key], load)
+        return Terms.read(dict(record), dict(rates))
 
     async def set_terms(self, name: str, changes: dict[str, str | None]) -> Client:
         """Write some of the terms' fields (`terms.FIELDS`); None unsets one (the default again)."""
@@ -140,10 +167,15 @@ class Accounts:
         return await self.get(name)
 
     async def authenticate(self, api_key: str) -> str | None:
-        """The name of the enabled client owning `api_key`, or None."""
+        """The name of the enabled client owning `api_key`, or None. A disabled
+        or replaced key's mapping is deleted first thing, so from the writer's
+        reply on, no instance's next request finds it (`proxy.tracking`)."""
         if not api_key:
             return None
-        return maybe_text(await self.redis.get(self.keys.api_key(hash_key(api_key))))
+        key = self.keys.api_key(hash_key(api_key))
+        if self.cache is None:
+            return maybe_text(await self.redis.get(key))
+        return maybe_text(await self.cache.get(key, lambda: self.redis.get(key)))
 
     async def topup(self, name: str, amount: Decimal, ref: str | None = None, memo: str = "") -> Entry:
         """Credit `amount`. A retried call with the same `ref` credits once."""

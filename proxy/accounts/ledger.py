@@ -30,6 +30,7 @@ from proxy import scripts
 from proxy.errors import InsufficientFunds, UnknownClient
 from proxy.money import from_minor, to_minor
 from proxy.store import Keys, Store, maybe_text, stream_entries
+from proxy.tracking import TrackedCache
 
 # An application whose reply was lost is asked again this many times in all.
 APPLY_TRIES = 3
@@ -71,9 +72,10 @@ class Entry:
 
 
 class Ledger:
-    def __init__(self, redis: Store, keys: Keys) -> None:
+    def __init__(self, redis: Store, keys: Keys, cache: TrackedCache | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self.cache = cache
         self._apply = scripts.register(redis, "proxy.accounts", "apply")
 
     async def apply(
@@ -117,7 +119,13 @@ class Ledger:
         return Entry.from_stream(found_id, fields)
 
     async def balance(self, client: str) -> Decimal:
-        return from_minor(await self.redis.get(self.keys.balance(client)) or 0)
+        """The balance now: from the tracked cache while Redis tracks it (every
+        script that moves it invalidates it before its reply), else read."""
+        key = self.keys.balance(client)
+        if self.cache is None:
+            return from_minor(await self.redis.get(key) or 0)
+        value: bytes | str | None = await self.cache.get(key, lambda: self.redis.get(key))
+        return from_minor(value or 0)
 
     async def entries(self, client: str, limit: int | None = None) -> list[Entry]:
         """The client's ledger, oldest first (the newest `limit` entries if given)."""

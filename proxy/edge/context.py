@@ -1,7 +1,9 @@
 """Per request: an ID, the log context, and one access line without the query.
 
-The request ID is the client's `X-Request-ID` when it is a sane token, else
-a new one; it is bound to every log line the request causes (its order's
+The request ID is the client's `X-Request-ID` when it is a sane token that
+holds nothing a log line would scrub (it is logged as it is), else a new one:
+this process's random prefix and a counter, 16 hex digits, unique across
+instances as far as 32 random bits go and within a process always; it is bound to every log line the request causes (its order's
 placement task included) and returned in the reply's `X-Request-ID` header.
 The access line names the method, the path (never the query string: GET
 clients put their API key there), the status, the time taken and, once the
@@ -10,10 +12,11 @@ endpoint knows them, the client and the action.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,12 +28,34 @@ log = logging.getLogger("proxy.access")
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
+class _Ids:
+    """Request IDs: 8 random hex digits for this process (a new prefix when the
+    counter wraps), then the counter, 8 hex digits."""
+
+    def __init__(self) -> None:
+        self._renew()
+
+    def _renew(self) -> None:
+        self.prefix = secrets.token_hex(4)
+        self.counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        n = next(self.counter)
+        if n > 0xFFFFFFFF:
+            self._renew()
+            n = next(self.counter)
+        return f"{self.prefix}{n:08x}"
+
+
+new_id = _Ids()
+
+
 def request_id(given: bytes | None) -> str:
     if given:
         text = given.decode("latin-1")
-        if _SANE_ID.fullmatch(text):
+        if _SANE_ID.fullmatch(text) and logs.clean(text):
             return text
-    return uuid.uuid4().hex[:16]
+    return new_id()
 
 
 class RequestContext:
@@ -59,15 +84,14 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log.info(
-                "%s %s %s",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={
+            method, path = scope["method"], scope["path"]
+            logs.info(
+                log,
+                f"{method} {path} {status}",
+                {
                     "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
-                    "method": scope["method"],
-                    "path": scope["path"],
+                    "method": method,
+                    "path": path,
                 },
             )

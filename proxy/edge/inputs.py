@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from proxy.errors import BadInput, ClientGone
 from proxy.vocabulary import LIST_FIELDS
@@ -56,12 +56,28 @@ _NOT_TEXT = re.compile(
 _NOT_MULTILINE_TEXT = re.compile(_NOT_TEXT.pattern.replace("\x00-\x1f", "\x00-\x08\x0b\x0c\x0e-\x1f"))
 
 
-async def read_params(request: Request) -> dict[str, str]:
+class Headers:
+    """The request's headers we read, by lower-case name (the first of a repeated one)."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, request: Request) -> None:
+        raw: list[tuple[bytes, bytes]] = request.scope.get("headers") or []
+        self._raw = dict(reversed(raw))
+
+    def get(self, name: bytes) -> str | None:
+        value = self._raw.get(name)
+        return None if value is None else value.decode("latin-1")
+
+
+async def read_params(request: Request, headers: Headers | None = None) -> dict[str, str]:
     """The call's parameters, decoded and checked; raises `BadInput` or `ClientGone`."""
-    pairs = list(_urlencoded(request.scope.get("query_string", b"")))
+    headers = headers or Headers(request)
+    query = request.scope.get("query_string", b"")
+    pairs = _urlencoded(query) if query else []
     if request.method == "POST":
-        raw = await _body(request)
-        media_type, options = parse_options_header(request.headers.get("content-type", ""))
+        raw = await _body(request, headers)
+        media_type, options = parse_options_header(headers.get(b"content-type") or "")
         media_type = media_type.lower()
         if not raw.strip():
             pass
@@ -76,15 +92,15 @@ async def read_params(request: Request) -> dict[str, str]:
         params[_name(name)] = clean(value, multiline=name in LIST_FIELDS)
         if len(params) > MAX_FIELDS:
             raise BadInput(TOO_MANY_FIELDS)
-    header_key = header(request, "x-api-key")
+    header_key = header(headers, "x-api-key")
     if header_key and not params.get("key"):
         params["key"] = header_key
     return params
 
 
-def header(request: Request, name: str) -> str | None:
+def header(headers: Headers, name: str) -> str | None:
     """A header we read (API key, idempotency key): printable ASCII, or a refusal."""
-    value = request.headers.get(name)
+    value = headers.get(name.encode())
     if value is None:
         return None
     value = value.strip()
@@ -99,6 +115,8 @@ def clean(value: str, *, multiline: bool = False) -> str:
         raise BadInput(TOO_LARGE)
     if (_NOT_MULTILINE_TEXT if multiline else _NOT_TEXT).search(value):
         raise BadInput()
+    if value.isascii():  # NFC already (and the common case: keys, actions, IDs, links)
+        return value
     return unicodedata.normalize("NFC", value)
 
 
@@ -108,21 +126,24 @@ def _name(name: str) -> str:
     return name
 
 
-async def _body(request: Request) -> bytes:
+async def _body(request: Request, headers: Headers) -> bytes:
     """The body, refused past MAX_BODY_BYTES before it is all in memory."""
-    declared = request.headers.get("content-length", "")
+    declared = headers.get(b"content-length") or ""
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BadInput(TOO_LARGE)
     chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise BadInput(TOO_LARGE)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientGone() from None
-    return b"".join(chunks)
+    receive = request.receive
+    while True:  # the ASGI messages themselves: Starlette's stream() adds a generator a request
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadInput(TOO_LARGE)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _utf8(raw: bytes) -> str:
@@ -133,6 +154,16 @@ def _utf8(raw: bytes) -> str:
 
 
 def _urlencoded(raw: bytes) -> list[tuple[str, str]]:
+    if b"%" not in raw and b"+" not in raw:  # nothing to unquote (most calls): split it here
+        text = _utf8(raw)
+        if text.count("&") >= MAX_FIELDS:
+            raise BadInput(TOO_MANY_FIELDS)
+        pairs = []
+        for part in text.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                pairs.append((name, value))
+        return pairs
     try:
         return parse_qsl(
             _utf8(raw), keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS

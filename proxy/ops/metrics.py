@@ -202,6 +202,30 @@ class SharedState(Collector):
         yield from self.families
 
 
+class CacheState(Collector):
+    """The tracked cache of hot reads (`proxy.tracking`): whether Redis tracks it
+    now, and its counters, read at each scrape."""
+
+    def __init__(self, state: Callable[[], tuple[bool, Mapping[str, int]]]) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        tracking, stats = self.state()
+        gauge = GaugeMetricFamily(
+            "smm_proxy_cache_tracking", "1 while Redis tracks the cache of hot reads; 0: every read goes to Redis."
+        )
+        gauge.add_metric([], 1 if tracking else 0)
+        yield gauge
+        events = CounterMetricFamily(
+            "smm_proxy_cache_events",
+            "The cache of hot reads: hits, loads, values kept or discarded, keys invalidated, flushes, lost tracking.",
+            labels=["event"],
+        )
+        for event, count in stats.items():
+            events.add_metric([event], count)
+        yield events
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -218,6 +242,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.upstream_calls = Counter(
             "smm_proxy_upstream_calls",
             "Calls to upstream panels by provider, action and outcome.",
@@ -269,9 +294,21 @@ class Metrics:
         self.shared = shared
         self.registry.register(shared)
 
+    def watch_cache(self, state: Callable[[], tuple[bool, Mapping[str, int]]]) -> None:
+        """Report the tracked cache of hot reads too (`CacheState`)."""
+        self.registry.register(CacheState(state))
+
     def request(self, action: str, outcome: str, seconds: float) -> None:
-        self.requests.labels(action, outcome).inc()
-        self.request_seconds.labels(action).observe(seconds)
+        # On every request: each label set's children looked up once (the client
+        # library validates and locks on every `labels` call).
+        children = self._request_children.get((action, outcome))
+        if children is None:
+            children = self._request_children[(action, outcome)] = (
+                self.requests.labels(action, outcome),
+                self.request_seconds.labels(action),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def upstream_call(self, provider: str, action: str, outcome: str, seconds: float) -> None:
         self.upstream_calls.labels(provider, action, outcome).inc()

@@ -5,6 +5,9 @@
 - `records`: an order as Python sees it and as its Redis record holds it.
 - `book`: order records in Redis, the scripts that open and change them
   (`scripts/*.lua`), and the one way to read them.
+- `reading`: reading and listing orders (the book's readers, mixed into it).
+- `ids`: order IDs from per-instance blocks.
+- `accepting`: an accepted order recorded in one step where Redis allows it.
 - `leases`: the placing task's lease on an order, renewed without ever holding
   the task up, given up at shutdown; recovery waits for it to lapse.
 - `claims`: which of our orders owns each upstream order.

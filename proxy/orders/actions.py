@@ -28,9 +28,9 @@ from decimal import Decimal
 from typing import Any
 
 from proxy import logs
-from proxy.accounts.fair_use import TOO_MANY_CANCELS, TOO_MANY_REFILLS, FairUse
+from proxy.accounts.fair_use import TOO_MANY_CANCELS, TOO_MANY_REFILLS, TOO_MANY_REQUESTS, FairUse, RateWindow
 from proxy.accounts.terms import Terms
-from proxy.catalog.catalog import Catalog
+from proxy.catalog.catalog import Catalog, Service
 from proxy.catalog.pricing import Pricing
 from proxy.errors import (
     DuplicateMismatch,
@@ -38,6 +38,7 @@ from proxy.errors import (
     LinkInUse,
     OrderRefused,
     ProviderRefused,
+    RateSpent,
     StateChanged,
     UpstreamError,
 )
@@ -128,32 +129,31 @@ class OrderActions:
     # -- add -----------------------------------------------------------------
 
     async def add(
-        self, client: str, service_id: int, fields: Mapping[str, str], idempotency_key: str | None = None
+        self,
+        client: str,
+        service_id: int,
+        fields: Mapping[str, str],
+        idempotency_key: str | None = None,
+        *,
+        rate: Sequence[RateWindow] = (),
     ) -> int:
         """Charge and place an order of `service_id` with the client's `fields`
-        (all but key/action/service); its ID. Raises `OrderRefused`."""
-        if self._stopping is not None and self._stopping.done():  # shutting down: take no new money
-            raise OrderRefused(NO_ROUTE)
-        terms = await self.client_terms(client)
-        catalog = (await self.catalog()).priced(Pricing.of(terms.markup, terms.rates))
-        service = catalog.get(service_id)
-        if service is None:
-            raise OrderRefused(NO_ROUTE if service_id in catalog.unavailable else Errors.INCORRECT_SERVICE)
-        spec = validate_add(service, fields, self.hold_posts, max_old_posts=self.max_old_posts)
-        new = NewOrder(
-            client=client,
-            service=service.id,
-            type=service.type,
-            quantity=spec.quantity * spec.runs,
-            fields=spec.upstream_fields,
-            charge=spec.charge,
-            refill=service.refill,
-            cancel=service.cancel,
-            billing=spec.billing,
-        )
+        (all but key/action/service); its ID. Raises `OrderRefused`.
+
+        `rate`: the client's request-rate windows, for the reserve script to
+        count this request in (on one server the edge leaves it to the
+        script: no round trip of its own); an add refused before the script
+        is counted here instead."""
         try:
-            fingerprint = self._fingerprint(service.id, spec, idempotency_key, terms.window(self.duplicate_window))
-            reservation = await self.book.reserve(new, fingerprint)
+            service, spec, new, fingerprint = await self._opening(client, service_id, fields, idempotency_key)
+        except Exception:
+            if rate and self.fair_use is not None and not await self.fair_use.request(client):
+                raise OrderRefused(TOO_MANY_REQUESTS) from None
+            raise
+        try:
+            reservation = await self.book.reserve(new, fingerprint, self.router.route_keys(service), rate)
+        except RateSpent:
+            raise OrderRefused(TOO_MANY_REQUESTS) from None
         except InsufficientFunds:
             raise OrderRefused(Errors.NOT_ENOUGH_FUNDS) from None
         except LinkInUse:
@@ -170,7 +170,9 @@ class OrderActions:
             return reservation.order_id
         try:
             order = reservation.order
-            task = asyncio.create_task(self.router.place(order, service, spec.quantity), name=f"place-{order.id}")
+            task = asyncio.create_task(
+                self.router.place(order, service, spec.quantity, reservation.routes), name=f"place-{order.id}"
+            )
             self._placing[task] = order
             task.add_done_callback(self._placed)
             # Not cancelled when the client hangs up (asyncio.wait never cancels
@@ -192,6 +194,33 @@ class OrderActions:
         if placement.error is not None and settled.state == FAILED and settled.refunded == settled.charge:
             raise OrderRefused(placement.error)  # refunded in full in the same step that failed it
         return reservation.order_id
+
+    async def _opening(
+        self, client: str, service_id: int, fields: Mapping[str, str], idempotency_key: str | None
+    ) -> tuple[Service, OrderSpec, NewOrder, Fingerprint | None]:
+        """What an add would open: the service at the client's prices, the
+        checked fields, the new order and its fingerprint. Raises `OrderRefused`."""
+        if self._stopping is not None and self._stopping.done():  # shutting down: take no new money
+            raise OrderRefused(NO_ROUTE)
+        terms = await self.client_terms(client)
+        catalog = (await self.catalog()).priced(Pricing.of(terms.markup, terms.rates))
+        service = catalog.get(service_id)
+        if service is None:
+            raise OrderRefused(NO_ROUTE if service_id in catalog.unavailable else Errors.INCORRECT_SERVICE)
+        spec = validate_add(service, fields, self.hold_posts, max_old_posts=self.max_old_posts)
+        new = NewOrder(
+            client=client,
+            service=service.id,
+            type=service.type,
+            quantity=spec.quantity * spec.runs,
+            fields=spec.upstream_fields,
+            charge=spec.charge,
+            refill=service.refill,
+            cancel=service.cancel,
+            billing=spec.billing,
+        )
+        fingerprint = self._fingerprint(service.id, spec, idempotency_key, terms.window(self.duplicate_window))
+        return service, spec, new, fingerprint
 
     def _placed(self, task: asyncio.Task[Placement]) -> None:
         self._placing.pop(task, None)

@@ -38,7 +38,8 @@ from pathlib import Path
 
 from proxy import scripts
 from proxy.errors import ArchiveUnwritable
-from proxy.orders.book import ARCHIVED, OrderBook
+from proxy.orders.book import OrderBook
+from proxy.orders.reading import ARCHIVED
 from proxy.orders.records import ArchivedOrder, Order
 from proxy.orders.states import WORKING_SETS, final, lua_values
 
@@ -109,10 +110,14 @@ class Archive:
         for record in records:
             order_id = int(record["id"])
             view = ArchivedOrder.of(order := Order.from_record(record), self.cost(order)).encode()
-            sets = [keys.orders_of(client, "all"), *(keys.orders_of(client, name) for name in WORKING_SETS)]
+            sets = [
+                keys.all_orders(client, order_id),
+                keys.orders_of(client, "all"),  # where orders opened before the buckets are listed
+                *(keys.orders_of(client, name) for name in WORKING_SETS),
+            ]
             if await self._forget(
                 keys=[keys.order(client, order_id), keys.archived(client, order_id), *sets],
-                args=[record.get("call", ""), view],
+                args=[record.get("calls") or record.get("call", ""), view],
             ):
                 forgotten += 1
                 await self.book.redis.hset(keys.order_owner(order_id), str(order_id), ARCHIVED + client)

@@ -12,15 +12,23 @@ order for an operator, keeps or drops the fingerprint, and updates the
 working sets, again in one step. Nothing that decides whether money moves
 happens outside these two scripts.
 
-Orders are read by (client, ID), the key of a record, through one primitive
+Orders are read (`proxy.orders.reading`, mixed in) by (client, ID), the key of a record, through one primitive
 (`records`) and thin readers on it: `get` (one), `get_many` (of one client),
 `load` (of any clients); `find` reads one by our ID alone, through the owner
 index; `summaries` reads only what a status read shows.
 
 Every key these scripts touch carries the client's hash tag, so the layout
 works on Redis Cluster too. Finding an order by our ID alone goes through the
-owner index, written before the order is reserved: an owner entry without a
-record is harmless, a record without an owner entry cannot happen.
+owner index: on one server the reserve script writes its entry with the
+record; on a cluster (another slot) it is written just before: an owner
+entry without a record is harmless, a record without an owner entry cannot
+happen. On one server a script may touch keys of any slot, so the reserve
+also reads the routes' health and funds, and a transition moves the order in
+its provider's due index: an add waits for Redis three times (reserve,
+submit, accept: `proxy.orders.accepting`), with no reads before them; order
+IDs come from blocks (`proxy.orders.ids`), scripts are run by SHA and loaded
+only when Redis answers NOSCRIPT (never in a pipeline, which would ask
+SCRIPT EXISTS each time).
 
 Clocks: leases expire on the Redis server's clock (`proxy.orders.leases`);
 nothing decides whether an order is alive by the clock of an instance. Local
@@ -33,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -41,19 +49,27 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy import scripts
-from proxy.errors import DuplicateMismatch, InsufficientFunds, LinkInUse, StateChanged, UnknownClient
+from proxy.accounts.fair_use import RateWindow
+from proxy.errors import (
+    DuplicateMismatch,
+    InsufficientFunds,
+    LinkInUse,
+    RateSpent,
+    StateChanged,
+    UnknownClient,
+)
 from proxy.money import format_amount, to_minor
 from proxy.orders.due import DueIndex
+from proxy.orders.ids import OrderIds
 from proxy.orders.leases import Leases
-from proxy.orders.links import REFUSE, link_key
+from proxy.orders.links import link_key
+from proxy.orders.reading import OrderReading
 from proxy.orders.records import (
     RECENT_CALLS,
     SUMMARY_FIELDS,
-    ArchivedOrder,
     Fingerprint,
     NewOrder,
     Order,
-    OrderSummary,
     Reservation,
     flatten,
     new_call,
@@ -61,18 +77,16 @@ from proxy.orders.records import (
 )
 from proxy.orders.states import ABANDON, ACCEPT, IN_FLIGHT, STATUS, WORKING_SETS, lua_values
 from proxy.scripts import lua
-from proxy.store import OWNER_BUCKET, Keys, Store, ints, maybe_text, single, text_map, texts
+from proxy.store import Keys, Store, ints, single
 
 log = logging.getLogger(__name__)
 
 # A reservation whose reply was lost is asked again this many times in all.
 RESERVE_TRIES = 3
-# An owner entry that starts so: the order is archived (`proxy.orders.archive`).
-ARCHIVED = "~"
 _Reply = TypeVar("_Reply")
 
 
-class OrderBook:
+class OrderBook(OrderReading):
     """Order records in Redis and the atomic transitions between states."""
 
     def __init__(
@@ -82,15 +96,19 @@ class OrderBook:
         leases: Leases,
         due: DueIndex,
         clock: Callable[[], float] = time.time,
+        ids: OrderIds | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.leases = leases
         self.due = due
         self.clock = clock
+        self.ids = ids or OrderIds(redis, keys.order_seq)
         # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
         # On one server, a script and the commands that go with it share a round trip.
         self._single = single(redis)
+        # On one server a script may touch keys of any slot (the owner entry, the due index).
+        self.single = self._single is not None
         facts = lua_values()
         self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
         self._transition = scripts.register(
@@ -98,42 +116,39 @@ class OrderBook:
         )
         self._summaries = scripts.register(redis, "proxy.orders", "summaries", {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)})
 
-    def _sets(self, client: str) -> list[str]:
-        """The client's working-set keys, then its open-links index, in the order the scripts take them."""
-        return [*(self.keys.orders_of(client, name) for name in WORKING_SETS), self.keys.open_links(client)]
+    def _sets(self, client: str, link: str) -> list[str]:
+        """The client's working-set keys, then the bucket of its open-links index
+        that holds `link` (a link key), in the order the scripts take them."""
+        return [*(self.keys.orders_of(client, name) for name in WORKING_SETS), self.keys.open_links(client, link)]
 
     # -- opening an order ------------------------------------------------------
 
-    async def reserve(self, new: NewOrder, fingerprint: Fingerprint | None = None) -> Reservation:
+    async def reserve(
+        self,
+        new: NewOrder,
+        fingerprint: Fingerprint | None = None,
+        route_keys: Sequence[tuple[str, str]] = (),
+        rate: Sequence[RateWindow] = (),
+    ) -> Reservation:
         """Debit the charge and record the order `reserved`, in one step.
 
         Returns the new order's ID, or the first order's when `fingerprint`
         matches one made before. Raises `InsufficientFunds` (nothing
-        changes), `DuplicateMismatch` and `UnknownClient`. A reservation whose
-        reply was lost is retried safely: the script sees its own record.
+        changes), `DuplicateMismatch`, `LinkInUse` and `UnknownClient`. A
+        reservation whose reply was lost is retried safely: the script sees
+        its own record.
 
-        A refusal that a read can already tell (not enough funds, a retry) is
-        answered before an order ID is taken, so a refused add leaves no
-        trace; the script decides all the same, atomically.
+        On one server this is one round trip: the ID comes from this
+        instance's block (`OrderIds`), the script writes the owner entry
+        with the order, and reads what routing needs of the providers
+        whose `route_keys` (health, state) are given (`Reservation.routes`),
+        and counts the add request in the client's `rate` windows (raises
+        `RateSpent` when one is spent; on a cluster the caller counts it).
+        A refused add leaves a gap in the IDs and nothing else.
         """
         duplicate_key = self.keys.duplicate(new.client, fingerprint.token if fingerprint else "-")
         link = link_key(new.fields.get("link", ""))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self.keys.balance(new.client))
-            pipe.get(duplicate_key)
-            pipe.hget(self.keys.client(new.client), "same_link")
-            pipe.hget(self.keys.open_links(new.client), link or "-")
-            balance, first, same_link, open_on_link = await pipe.execute()
-        if fingerprint is not None and first:
-            first_id, _, payload = first.partition(":")
-            if fingerprint.payload and payload != fingerprint.payload:
-                raise DuplicateMismatch(int(first_id))
-            return Reservation(int(first_id), True)
-        if link and same_link == REFUSE and int(open_on_link or 0) > 0:
-            raise LinkInUse(new.client)
-        if int(balance or 0) < to_minor(new.charge):
-            raise InsufficientFunds(new.client)
-        order_id = await self.redis.incr(self.keys.order_seq)
+        order_id = await self.ids.next()
         record = new.record(order_id, self.clock())
         if link:
             record["link_key"] = link
@@ -142,16 +157,24 @@ class OrderBook:
             record["duplicate_key"] = duplicate_key
             record["duplicate_ms"] = max(1, int(fingerprint.window * 1000))
             value = f"{order_id}:{fingerprint.payload}" if fingerprint.payload else str(order_id)
+        order_key = self.keys.order(new.client, order_id)
+        single = self._single is not None
+        routes = list(route_keys) if single else []
+        windows = list(rate) if single else []
         keys = [
             self.keys.client(new.client),
             self.keys.balance(new.client),
             self.keys.ledger(new.client),
             self.keys.totals(new.client),
-            self.keys.order(new.client, order_id),
-            self.keys.orders_of(new.client, "all"),
+            order_key,
+            self.keys.all_orders(new.client, order_id),
             self.keys.lease(new.client, order_id),
             duplicate_key,
-            *self._sets(new.client),
+            *self._sets(new.client, link),
+            # On a cluster the owner bucket lives in another slot: the order's own key holds its place.
+            self.keys.order_owner(order_id) if single else order_key,
+            *(key for pair in routes for key in pair),
+            *(window.key for window in windows),
         ]
         args: list[str | int] = [
             order_id,
@@ -162,29 +185,27 @@ class OrderBook:
             fingerprint.payload if fingerprint else "",
             f"order {order_id}",
             link,
+            new.client if single else "",
+            len(routes),
+            len(windows),
+            repr(time.time()),  # as `limits` counts requests: by this machine's clock
+            *(value for window in windows for value in (window.limit, window.seconds)),
             *flatten(record),
         ]
 
-        async def owner_then_reserve() -> list[str]:
-            reply: list[str]
-            if self._single is None:
+        async def reserve() -> list[Any]:
+            if not single:  # the owner entry first: a record without one cannot happen
                 await self.redis.hset(self.keys.order_owner(order_id), str(order_id), new.client)
-                reply = await self._reserve(keys=keys, args=args)
-                return reply
-            # The owner entry first, in the same round trip: Redis runs them in order.
-            async with self._single.pipeline(transaction=False) as pipe:
-                pipe.hset(self.keys.order_owner(order_id), str(order_id), new.client)
-                await self._reserve(keys=keys, args=args, client=pipe)
-                owned, reply = await pipe.execute()
+            reply: list[Any] = await self._reserve(keys=keys, args=args)
             return reply
 
         try:
-            reply = await self._idempotent(owner_then_reserve)
+            reply = await self._idempotent(reserve)
         except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
             # Whether the debit applied is unknown. If it did, the client must
             # get this order's ID (recovery refunds it: it is never sent).
             try:
-                exists = await self.redis.exists(self.keys.order(new.client, order_id))
+                exists = await self.redis.exists(order_key)
             except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
                 exists = True  # cannot tell: answer as if it did; a phantom ID costs nobody money
             if not exists:
@@ -198,11 +219,11 @@ class OrderBook:
                 format_amount(new.charge),
                 extra={"order": order_id, "client": new.client},
             )
-            return Reservation(order_id, False, Order.from_record({k: str(v) for k, v in record.items()}))
-        try:  # no order was made: its owner entry is litter (harmless if it stays)
-            await self.redis.hdel(self.keys.order_owner(order_id), str(order_id))
-        except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
-            pass
+            order = Order.from_record({k: str(v) for k, v in record.items()})
+            return Reservation(order_id, False, order, tuple(reply[1]) if routes else None)
+        if not single:  # no order was made: its owner entry is litter (harmless if it stays)
+            with contextlib.suppress(ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+                await self.redis.hdel(self.keys.order_owner(order_id), str(order_id))
         if reply[0] == "duplicate":
             return Reservation(int(reply[1]), True)
         if reply[0] == "mismatch":
@@ -211,6 +232,8 @@ class OrderBook:
             raise InsufficientFunds(new.client)
         if reply[0] == "same_link":
             raise LinkInUse(new.client)
+        if reply[0] == "too_many":
+            raise RateSpent(new.client)
         raise UnknownClient(new.client)
 
     @staticmethod
@@ -224,129 +247,6 @@ class OrderBook:
                     raise
                 await asyncio.sleep(0.05 * 4**attempt)
         raise AssertionError("unreachable")
-
-    # -- reading ---------------------------------------------------------------
-
-    async def records(self, pairs: Iterable[tuple[str, int]]) -> list[dict[str, str]]:
-        """Raw records by (client, ID), in one round trip (an empty dict: no such order).
-
-        The one way orders are read by their key; the readers below build on it.
-        """
-        pairs = list(pairs)
-        if not pairs:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for client, order_id in pairs:
-                pipe.hgetall(self.keys.order(client, order_id))
-            return await pipe.execute()
-
-    async def load(self, pairs: Iterable[tuple[str, int]]) -> list[Order]:
-        """The orders that exist among (client, ID) pairs, in the order given."""
-        return [Order.from_record(record) for record in await self.records(pairs) if record]
-
-    async def get(self, client: str, order_id: int) -> Order | None:
-        """One order of one client, or None."""
-        found = await self.load([(client, order_id)])
-        return found[0] if found else None
-
-    async def get_many(self, client: str, order_ids: Iterable[int]) -> dict[int, Order]:
-        """Orders of one client by ID (those that exist)."""
-        return {order.id: order for order in await self.load((client, i) for i in order_ids)}
-
-    async def summaries(self, client: str, order_ids: Iterable[int]) -> dict[int, OrderSummary]:
-        """What a status read shows of many orders of one client, in one command."""
-        ids = list(order_ids)
-        if not ids:
-            return {}
-        rows = await self._summaries(keys=[self.keys.order(client, i) for i in ids])
-        found = {}
-        for order_id, row in zip(ids, rows, strict=True):
-            summary = OrderSummary.from_row(order_id, row)
-            if summary is not None:
-                found[order_id] = summary
-        return found
-
-    async def owner(self, order_id: int) -> str | None:
-        """The client an order ID belongs to (through the owner index)."""
-        return maybe_text(await self.redis.hget(self.keys.order_owner(order_id), str(order_id)))
-
-    async def find(self, order_id: int) -> Order | None:
-        """An order by our ID alone (operators); None if unknown or archived."""
-        client = await self.owner(order_id)
-        return await self.get(client, order_id) if client and not client.startswith(ARCHIVED) else None
-
-    async def is_archived(self, order_id: int) -> bool:
-        return (await self.owner(order_id) or "").startswith(ARCHIVED)
-
-    async def archived(self, client: str, order_ids: Iterable[int]) -> dict[int, ArchivedOrder]:
-        """What Redis keeps of the client's archived orders among `order_ids` (`ArchivedOrder`)."""
-        ids = sorted(set(order_ids))
-        if not ids:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for order_id in ids:
-                pipe.hget(self.keys.archived(client, order_id), str(order_id))
-            views = await pipe.execute()
-        return {i: ArchivedOrder.decode(client, i, v) for i, v in zip(ids, views, strict=True) if v is not None}
-
-    async def newest_archived(self) -> AsyncIterator[ArchivedOrder]:
-        """Archived orders of every client, newest first (through the owner index)."""
-        newest = int(await self.redis.get(self.keys.order_seq) or 0)
-        for bucket in range(newest // OWNER_BUCKET, -1, -1):
-            owners = text_map(await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET)))
-            by_client: dict[str, list[int]] = {}
-            for order_id, owner in owners.items():
-                if owner.startswith(ARCHIVED):
-                    by_client.setdefault(owner[len(ARCHIVED) :], []).append(int(order_id))
-            found: dict[int, ArchivedOrder] = {}
-            for client, ids in by_client.items():
-                found.update(await self.archived(client, ids))
-            for number in sorted(found, reverse=True):
-                yield found[number]
-
-    async def clients(self) -> list[str]:
-        return sorted(texts(await self.redis.smembers(self.keys.clients)))
-
-    async def ids_in(self, group: str, client: str | None = None) -> list[int]:
-        """Order IDs in a working set (or 'all'), of one client or every client, oldest first."""
-        clients = [client] if client else await self.clients()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name in clients:
-                pipe.zrange(self.keys.orders_of(name, group), 0, -1)
-            replies = await pipe.execute()
-        return sorted(int(i) for ids in replies for i in ids)
-
-    async def count(self, group: str) -> int:
-        """How many orders a working set (or 'all') holds, over every client."""
-        clients = await self.clients()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name in clients:
-                pipe.zcard(self.keys.orders_of(name, group))
-            return sum(await pipe.execute())
-
-    async def newest(self, client: str | None = None) -> AsyncIterator[Order]:
-        """Orders newest first, of one client or of all (through the owner index)."""
-        if client:
-            key, start = self.keys.orders_of(client, "all"), 0
-            while ids := ints(await self.redis.zrevrange(key, start, start + OWNER_BUCKET - 1)):
-                found = await self.get_many(client, ids)
-                for order_id in ids:
-                    if order_id in found:
-                        yield found[order_id]
-                start += OWNER_BUCKET
-            return
-        newest = int(await self.redis.get(self.keys.order_seq) or 0)
-        for bucket in range(newest // OWNER_BUCKET, -1, -1):
-            owners = text_map(await self.redis.hgetall(self.keys.order_owner(bucket * OWNER_BUCKET)))
-            by_client: dict[str, list[int]] = {}
-            for member, owner in owners.items():
-                if not owner.startswith(ARCHIVED):
-                    by_client.setdefault(owner, []).append(int(member))
-            found = {}
-            for owner, ids in by_client.items():
-                found.update(await self.get_many(owner, ids))
-            for order_id in sorted(found, reverse=True):
-                yield found[order_id]
 
     # -- changing an order -----------------------------------------------------
 
@@ -374,17 +274,47 @@ class OrderBook:
         the table says. Raises `StateChanged` when the table does not allow
         the event now.
         """
+        due = self.due.change(order, event, fields or {}, due_at)
+        folded = due is not None and self._single is not None  # on one server the due index moves in the script
+        keys = [*self.transition_keys(order), *([due.key] if folded and due else [])]
+        args: list[str | int] = [
+            *self.transition_args(order, event, refund_to, version, attention, memo, call),
+            due.op if folded and due else "",
+            due.member if folded and due else "",
+            repr(due.score) if folded and due and due.score is not None else "",
+            *flatten(fields or {}),
+        ]
+        reply: list[Any] = await self._transition(keys=keys, args=args)
+        if due is not None and not folded and reply[0] == "ok":
+            with contextlib.suppress(Exception):  # best effort: the poller repairs it
+                await due(self.redis)
+        return self.applied(order, event, reply)
+
+    def transition_keys(self, order: Order) -> list[str]:
+        """The keys transition.lua takes first (accept.lua too)."""
         client = order.client
-        keys = [
+        return [
             self.keys.order(client, order.id),
             self.keys.balance(client),
             self.keys.ledger(client),
             self.keys.totals(client),
             self.keys.lease(client, order.id),
             order.duplicate_key or self.keys.duplicate(client, "-"),
-            *self._sets(client),
+            *self._sets(client, order.link_key or link_key(order.link)),
         ]
-        args: list[str | int] = [
+
+    def transition_args(
+        self,
+        order: Order,
+        event: str,
+        refund_to: Decimal | None = None,
+        version: int | None = None,
+        attention: str = "",
+        memo: str = "",
+        call: str | None = None,
+    ) -> list[str | int]:
+        """The arguments transition.lua takes first (accept.lua too)."""
+        return [
             event,
             self.leases.token,
             self.leases.ms,
@@ -393,22 +323,11 @@ class OrderBook:
             attention,
             memo or f"order {order.id} {event}",
             call or new_call(),
-            *flatten(fields or {}),
         ]
-        due = self.due.change(order, event, fields or {}, due_at)
-        reply: list[Any]
-        if due is None or self._single is None:
-            reply = await self._transition(keys=keys, args=args)
-            if due is not None and reply[0] == "ok":
-                with contextlib.suppress(Exception):  # best effort: the poller repairs it
-                    await due(self.redis)
-        else:  # the due index moves in the same round trip (best effort: the poller repairs it)
-            async with self._single.pipeline(transaction=False) as pipe:
-                await self._transition(keys=keys, args=args, client=pipe)
-                due(pipe)
-                reply, _ = await pipe.execute(raise_on_error=False)
-            if isinstance(reply, Exception):
-                raise reply
+
+    def applied(self, order: Order, event: str, reply: list[Any]) -> Order:
+        """The order after a transition's reply; raises `StateChanged` for a refusal."""
+        client = order.client
         if reply[0] in ("ok", "stale"):
             after = Order.from_record(unflatten(reply[2]))
             if reply[0] == "ok" and (after.state != reply[1] or after.refunded != order.refunded or event != STATUS):

@@ -13,7 +13,8 @@ it is put back when a sweep of the open orders reads it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from proxy import scripts
@@ -21,8 +22,25 @@ from proxy.orders.records import Order
 from proxy.orders.states import due_change
 from proxy.store import Keys, Store
 
-# Queues one command on a Redis client or pipeline (what it returns is the client's business).
-Change = Callable[[Any], Any]
+
+@dataclass(frozen=True)
+class DueMove:
+    """How one order moves in its provider's due index: to `score`, or out (None)."""
+
+    key: str
+    member: str
+    score: float | None
+
+    @property
+    def op(self) -> str:
+        """As the order scripts take it: 'add' or 'rem'."""
+        return "rem" if self.score is None else "add"
+
+    def __call__(self, redis: Any) -> Any:
+        """The move as one command on a Redis client (or queued on a pipeline)."""
+        if self.score is None:
+            return redis.zrem(self.key, self.member)
+        return redis.zadd(self.key, {self.member: self.score})
 
 
 class DueIndex:
@@ -31,7 +49,7 @@ class DueIndex:
         self.keys = keys
         self._claim = scripts.register(redis, "proxy.orders", "claim_due")
 
-    def change(self, order: Order, event: str, fields: Mapping[str, object], at: float | None = None) -> Change | None:
+    def change(self, order: Order, event: str, fields: Mapping[str, object], at: float | None = None) -> DueMove | None:
         """How `event` moves the order in its provider's due index, if it does.
 
         `at` (a score) puts it there whatever the state table says: the status
@@ -42,13 +60,12 @@ class DueIndex:
             return None
         key, member = self.keys.due(provider), f"{order.client}:{order.id}"
         if at is not None:
-            return lambda pipe: pipe.zadd(key, {member: at})
+            return DueMove(key, member, at)
         change = due_change(order.state, event, fields.get("status"))
         if change:
-            at = float(str(fields.get("status_at", order.status_at) or 0))
-            return lambda pipe: pipe.zadd(key, {member: at})
+            return DueMove(key, member, float(str(fields.get("status_at", order.status_at) or 0)))
         if change is False:
-            return lambda pipe: pipe.zrem(key, member)
+            return DueMove(key, member, None)
         return None
 
     async def reschedule(self, provider: str, scores: Mapping[tuple[str, int], float | None]) -> None:

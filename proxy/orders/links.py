@@ -37,4 +37,4 @@ def link_key(link: str) -> str:
     """The key of a link in the open-links index ("" for an order without a link)."""
     if not link.strip():
         return ""
-    return hashlib.sha256(normal_link(link).encode()).hexdigest()[:32]
+    return hashlib.sha256(normal_link(link).encode()).hexdigest()[:16]

@@ -129,6 +129,7 @@ class Order(OrderSummary):
     upstream_order: int = 0
     attempts: tuple[Attempt, ...] = field(default_factory=tuple)
     duplicate_key: str = ""
+    link_key: str = ""  # the order's key in its client's open-links index ("" for none)
     attention: str = ""  # why an operator must look at it, if they must
     version: int = 0  # of the status, for dropping answers read before the last one applied
     cost: Decimal | None = None  # what the route's rate said it costs us, in `cost_currency`
@@ -179,6 +180,7 @@ class Order(OrderSummary):
             upstream_order=int(record.get("upstream_order", "0")),
             attempts=_attempts(record.get("attempts", "[]")),
             duplicate_key=record.get("duplicate_key", ""),
+            link_key=record.get("link_key", ""),
             attention=record.get("attention", ""),
             version=int(record.get("v", "0")),
             cost=amount("cost"),
@@ -190,7 +192,8 @@ class Order(OrderSummary):
             stops=int(record.get("stops", "0")),
             checked_at=float(record.get("checked_at", "0")),
             closed_reason=record.get("closed_reason", ""),
-            call=record.get("call", ""),
+            # The last call applied: the head of `calls` (records before it kept a `call` of its own).
+            call=(record.get("calls") or record.get("call") or "").partition(" ")[0],
         )
 
 
@@ -351,6 +354,9 @@ class Reservation(NamedTuple):
     order_id: int
     duplicate: bool  # True: the order a retried add made before
     order: Order | None = None  # the new order, as reserved
+    # What the reserve script read of the routes' providers (one server):
+    # per provider asked for, its ejection's end, block, funds and low flag.
+    routes: tuple[str, ...] | None = None
 
 
 def flatten(fields: Mapping[str, object]) -> list[str]:

@@ -36,7 +36,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
@@ -48,6 +48,7 @@ from proxy.catalog.catalog import RouteOption, Service
 from proxy.errors import OutcomeUnknown, ProviderRefused, StateChanged
 from proxy.logs import Emit, no_events
 from proxy.money import ceil_to, to_minor
+from proxy.orders.accepting import Acceptance
 from proxy.orders.book import OrderBook
 from proxy.orders.claims import Claims
 from proxy.orders.leases import Leases
@@ -122,6 +123,7 @@ class Router:
         self.book = book
         self.leases = leases
         self.claims = claims
+        self.acceptance = Acceptance(book, health)
         self.providers = providers
         self.health = health
         self.currencies = currencies
@@ -131,11 +133,22 @@ class Router:
         self.rng = rng or random.Random()
         self.emit = emit
 
-    async def candidates(self, service: Service, order: Order, per_run: int) -> list[RouteOption]:
-        """The routes to try, in the order to try them."""
+    def route_keys(self, service: Service) -> list[tuple[str, str]]:
+        """Where what routing needs of the service's providers lives, for the
+        reserve script to read with the order (`Reservation.routes`)."""
+        return self.health.route_keys(option.provider for option in service.routes)
+
+    async def candidates(
+        self, service: Service, order: Order, per_run: int, read: Sequence[str] | None = None
+    ) -> list[RouteOption]:
+        """The routes to try, in the order to try them; `read`: the providers'
+        states as the reserve script read them (`route_keys`), else they are read now."""
         names = [option.provider for option in service.routes]
         try:
-            states = await self.health.route_states(names)
+            if read is not None:
+                states = self.health.route_states_from(names, read)
+            else:
+                states = await self.health.route_states(names)
         except (RedisError, OSError) as exc:  # advisory: fail open, the submit will tell if Redis is away
             log.warning("order %s: provider health not read (%s); trying every route", order.id, type(exc).__name__)
             states = {}
@@ -205,10 +218,13 @@ class Router:
             log.info("order %s: exploring route %s", order.id, explored.provider)
         return ranked
 
-    async def place(self, order: Order, service: Service, per_run: int) -> Placement:
-        """Send a `reserved` order to its routes in turn until one takes it."""
+    async def place(
+        self, order: Order, service: Service, per_run: int, routes: Sequence[str] | None = None
+    ) -> Placement:
+        """Send a `reserved` order to its routes in turn until one takes it;
+        `routes`: its providers' states as reserving it read them (`route_keys`)."""
         async with self.leases.leased(order):
-            return await self._place(order, service, per_run)
+            return await self._place(order, service, per_run, routes)
 
     async def hand_over(self, orders: Iterable[Order], timeout: float) -> list[Order]:
         """Orders this instance stops placing (it shuts down): give up their
@@ -239,11 +255,11 @@ class Router:
             log.warning("order %s handed over at shutdown: now %s", order.id, order.state)
         return settled
 
-    async def _place(self, order: Order, service: Service, per_run: int) -> Placement:
+    async def _place(self, order: Order, service: Service, per_run: int, routes: Sequence[str] | None) -> Placement:
         attempts = list(order.attempts)
         last_refusal = ""
         refusal: str | None = None  # what to tell the client, when a refusal means no route can do it
-        for option in await self.candidates(service, order, per_run):
+        for option in await self.candidates(service, order, per_run, routes):
             attempts.append(Attempt(option.provider, "sent"))
             submitted = False
 
@@ -314,8 +330,10 @@ class Router:
                 order = await self._record(order, LOSE, {"attempts": attempts_json(attempts)})
                 return Placement(order)
             attempts[-1] = Attempt(option.provider, "placed")
-            placed = await self._accepted(order, option.provider, upstream_order, attempts)
-            await self._succeeded(option.provider, provider_cost(option, order.quantity, service.flat))
+            cost = provider_cost(option, order.quantity, service.flat)
+            placed, counted = await self._accepted(order, option.provider, upstream_order, attempts, cost)
+            if not counted:
+                await self._succeeded(option.provider, cost)
             return Placement(placed)
         order = await self._record(
             order, EXHAUST, {"attempts": attempts_json(attempts)}, memo=f"order {order.id} refused by every route"
@@ -324,12 +342,30 @@ class Router:
         message = refusal or (known if known in CLIENT_ERRORS else NO_ROUTE)
         return Placement(order, error=message)
 
-    async def _accepted(self, order: Order, provider: str, upstream_order: int, attempts: list[Attempt]) -> Order:
-        """A reply with an ID proves the order exists upstream; record it as ours.
+    async def _accepted(
+        self, order: Order, provider: str, upstream_order: int, attempts: list[Attempt], cost: Decimal
+    ) -> tuple[Order, bool]:
+        """A reply with an ID proves the order exists upstream; record it as ours,
+        and whether the provider's success and spend were counted with it.
 
-        An upstream ID that another of our orders already owns is not
-        believed: the order waits for an operator as `unknown`.
+        On one server the claim, the transition, the due index and the
+        provider's health and funds are one step (`Acceptance`). An upstream
+        ID that another of our orders already owns is not believed: the
+        order waits for an operator as `unknown`.
         """
+        fields: dict[str, object] = {
+            "upstream_order": upstream_order,
+            "attempts": attempts_json(attempts),
+            "status_at": stamp(self.book.clock()),
+        }
+        call = new_call()
+        accepted = await self._retrying(
+            order,
+            lambda: self.acceptance.accept(order, provider, upstream_order, fields, call, cost),
+            f"upstream order {upstream_order} at {provider}",
+        )
+        if accepted is not None:
+            return accepted.order, accepted.counted
         owner = await self._retrying(
             order,
             lambda: self.claims.claim(order, provider, upstream_order),
@@ -347,16 +383,8 @@ class Router:
             reason = f"{provider} answered with upstream order {upstream_order}, which order {owner} owns"
             lost = await self._record(order, LOSE, {"attempts": attempts_json(attempts)}, attention=reason)
             await self.emit("order.attention", str(order.id), f"order {order.id}: {reason}", reason=reason)
-            return lost
-        return await self._record(
-            order,
-            ACCEPT,
-            {
-                "upstream_order": upstream_order,
-                "attempts": attempts_json(attempts),
-                "status_at": stamp(self.book.clock()),
-            },
-        )
+            return lost, False
+        return await self._record(order, ACCEPT, fields), False
 
     async def _record(
         self, order: Order, event: str, fields: dict[str, object], *, memo: str = "", attention: str = ""

@@ -73,9 +73,14 @@ class Funds:
             keys=[self.keys.provider_state(provider)],
             args=[op, to_minor(amount), to_minor(threshold), repr(self.clock())],
         )
-        outcome, funds = str(reply[0]), str(reply[1])
-        if outcome == "same":
+        await self.announce(provider, str(reply[0]), str(reply[1]))
+
+    async def announce(self, provider: str, outcome: str, funds: str) -> None:
+        """Tell operators of a crossing `funds.lua` (or a script including it) decided:
+        `outcome` 'low' or 'recovered' ('same': nothing to tell), `funds` in minor units."""
+        if outcome not in ("low", "recovered"):
             return
+        threshold = self.thresholds.get(provider, Decimal(0))
         currency = self.currencies.get(provider, "")
         left = f"{format_amount(from_minor(funds))} {currency}".strip()
         limit = f"{format_amount(threshold)} {currency}".strip()

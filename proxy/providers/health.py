@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -186,6 +186,11 @@ class Health:
         if reply[0] == "back":
             await self._back(provider, scope, "an order it was sent anyway was accepted")
 
+    async def accepted_anyway(self, provider: str) -> None:
+        """An ejected provider's order was accepted (a script that counted the
+        success said it is back): tell operators."""
+        await self._back(provider, ORDERS, "an order it was sent anyway was accepted")
+
     async def read_failed(self, provider: str, error: UpstreamError) -> None:
         """Count a failed read, unless it was no outage: a plain JSON refusal,
         or a call we never sent (our pool or budget was spent)."""
@@ -250,17 +255,18 @@ class Health:
         """Whether the provider is ejected from `scope` now."""
         return bool(float(maybe_text(await self.redis.hget(self.keys.health(provider, scope), "until")) or 0))
 
-    async def route_states(self, providers: Iterable[str]) -> dict[str, RouteState]:
-        """What routing needs of each provider, in one round trip."""
-        names = list(dict.fromkeys(providers))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hget(self.keys.health(name, ORDERS), "until")
-                pipe.hmget(self.keys.provider_state(name), ["blocked", "funds", "low"])
-            replies = await pipe.execute()
+    def route_keys(self, providers: Iterable[str]) -> list[tuple[str, str]]:
+        """The keys what routing needs of each provider lives in: (its order health, its state).
+        A script given them reads them as `route_states` does (proxy/orders/scripts/reserve.lua):
+        per provider, `until`, then `blocked`, `funds`, `low`."""
+        return [(self.keys.health(name, ORDERS), self.keys.provider_state(name)) for name in dict.fromkeys(providers)]
+
+    @staticmethod
+    def route_states_from(providers: Iterable[str], values: Sequence[str | None]) -> dict[str, RouteState]:
+        """Route states from the values read from `route_keys`, four per provider."""
         states = {}
-        for index, name in enumerate(names):
-            until, (blocked, funds, low) = replies[2 * index], replies[2 * index + 1]
+        for index, name in enumerate(dict.fromkeys(providers)):
+            until, blocked, funds, low = values[4 * index : 4 * index + 4]
             states[name] = RouteState(
                 blocked=blocked or "",
                 ejected_until=float(until or 0),
@@ -268,6 +274,19 @@ class Health:
                 low=low == "1",
             )
         return states
+
+    async def route_states(self, providers: Iterable[str]) -> dict[str, RouteState]:
+        """What routing needs of each provider, in one round trip."""
+        names = list(dict.fromkeys(providers))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for health, state in self.route_keys(names):
+                pipe.hget(health, "until")
+                pipe.hmget(state, ["blocked", "funds", "low"])
+            replies = await pipe.execute()
+        values: list[str | None] = []
+        for index in range(len(names)):
+            values += [replies[2 * index], *replies[2 * index + 1]]
+        return self.route_states_from(names, values)
 
     async def routable(self, providers: Iterable[str]) -> set[str]:
         """Those of `providers` that may take an order now: not ejected, blocked or low on funds."""

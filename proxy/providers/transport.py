@@ -19,14 +19,42 @@ fails over only on a request that provably never left:
 
 Replies are read whole here (panel replies are small), so a connection goes
 back to the pool as soon as the reply is in.
+
+`exchange` is the same call without httpx's objects around it (a request
+built, a response built, its headers copied twice: about 0.4 ms of latency
+and 0.5 ms of CPU an order, measured): the provider client uses it when its
+transport is this one, and httpx's API otherwise (the transports tests
+inject). Both raise the same exceptions for the same failures.
 """
 
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 
 import aiohttp
 import httpx
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for a free connection, to connect, and between reads (None: no limit)."""
+
+    pool: float | None
+    connect: float | None
+    read: float | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    content: bytes
+    headers: list[tuple[str, str]]  # only when asked for (`raw`)
+    charset: str | None  # the Content-Type's, if it named one
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(self.charset or "utf-8", errors="replace")
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -43,39 +71,67 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
-        limits = aiohttp.ClientTimeout(
-            total=None,
-            connect=timeout.get("pool"),
-            sock_connect=timeout.get("connect"),
-            sock_read=timeout.get("read"),
-        )
-        body = request.content or None
         try:
-            async with self._client().request(
+            reply = await self.exchange(
                 request.method,
                 str(request.url),
-                headers=list(request.headers.multi_items()),
+                list(request.headers.multi_items()),
+                request.content or None,
+                Timeouts(timeout.get("pool"), timeout.get("connect"), timeout.get("read")),
+                raw=True,
+            )
+        except httpx.TransportError as exc:
+            exc.request = request
+            raise
+        return httpx.Response(
+            status_code=reply.status,
+            headers=reply.headers,
+            content=reply.content,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        timeouts: Timeouts,
+        *,
+        raw: bool = False,
+    ) -> Reply:
+        """One request, its reply read whole. Raises httpx's exceptions, as
+        the module says: ConnectError / ConnectTimeout (never sent),
+        ReadTimeout / ReadError (it may have been acted on). `raw`: the body
+        as sent (httpx decodes it), else decompressed here."""
+        limits = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.pool, sock_connect=timeouts.connect, sock_read=timeouts.read
+        )
+        try:
+            async with self._client().request(
+                method,
+                url,
+                headers=headers,
                 data=body,
                 allow_redirects=False,
                 compress=None,
                 timeout=limits,
+                auto_decompress=not raw,
             ) as response:
                 content = await response.read()
-                return httpx.Response(
-                    status_code=response.status,
-                    headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
-                    content=content,
-                    request=request,
-                    extensions={"http_version": b"HTTP/1.1"},
+                header_pairs = (
+                    [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers] if raw else []
                 )
+                return Reply(response.status, content, header_pairs, response.charset)
         except aiohttp.ClientConnectorError as exc:  # no connection was made: nothing was sent
-            raise httpx.ConnectError(str(exc), request=request) from exc
+            raise httpx.ConnectError(str(exc)) from exc
         except aiohttp.ConnectionTimeoutError as exc:  # timed out getting or making a connection
-            raise httpx.ConnectTimeout(str(exc), request=request) from exc
+            raise httpx.ConnectTimeout(str(exc)) from exc
         except (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+            raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
         except (aiohttp.ClientError, OSError) as exc:  # after connecting: it may have been acted on
-            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
         if self._session is not None:

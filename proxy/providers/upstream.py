@@ -21,11 +21,12 @@ Neither ever carries the API key in its text.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlencode
 
 import httpx
 
@@ -56,7 +57,7 @@ from proxy.providers.replies import (
     parse_status,
     read_service,
 )
-from proxy.providers.transport import AiohttpTransport
+from proxy.providers.transport import AiohttpTransport, Timeouts
 from proxy.vocabulary import Errors, known_error
 
 __all__ = ["ProviderClient"]
@@ -147,10 +148,14 @@ class ProviderClient:
         # The key as it could be echoed back: raw, or URL-encoded from our request.
         self._secrets = tuple(secret for secret in {api_key, quote(api_key, safe=""), quote_plus(api_key)} if secret)
         self._items = Items(self._redact)
-        options: dict[str, Any] = {
-            "limits": httpx.Limits(max_connections=max_connections),
-            "transport": transport or AiohttpTransport(max_connections),
-        }
+        transport = transport or AiohttpTransport(max_connections)
+        options: dict[str, Any] = {"limits": httpx.Limits(max_connections=max_connections), "transport": transport}
+        # Our own transport is called directly (`_wire`); one a test injects, through httpx.
+        self._direct = transport if isinstance(transport, AiohttpTransport) else None
+        self._url = str(self.url)
+        self._headers = [("User-Agent", USER_AGENT), ("Accept", "application/json")]
+        given = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self._timeouts = Timeouts(given.pool, given.connect, given.read)
         self._client = httpx.AsyncClient(
             timeout=timeout,
             follow_redirects=False,
@@ -318,10 +323,14 @@ class ProviderClient:
         try:
             if before_send is not None:
                 await before_send()
-            request = self._request(action, params or {})
             try:
                 async with asyncio.timeout(self._total):
-                    response = await self._client.send(request)
+                    if self._direct is not None:  # our own aiohttp transport: no httpx objects around the call
+                        reply = await self._direct.exchange(*self._wire(action, params or {}), self._timeouts)
+                        status, text = reply.status, reply.text
+                    else:
+                        response = await self._client.send(self._request(action, params or {}))
+                        status, text = response.status_code, response.text
             except TimeoutError:
                 raise self._unknown(action, f"no complete reply in {self._total:.0f} s") from None
             except httpx.PoolTimeout as exc:
@@ -334,13 +343,26 @@ class ProviderClient:
                 raise self._unknown(action, f"failed after sending: {self._describe(exc)}") from None
         finally:
             self._slots.release()
-        return self._read(action, response, answer_keys)
+        return self._read(action, status, text, answer_keys)
 
     def _not_sent(self, action: str, why: str) -> ProviderRefused:
         """A request that never left because of us: no sign of trouble at the provider."""
         error = self._refused(action, f"not sent: {why}")
         error.local = True
         return error
+
+    def _wire(self, action: str, params: Mapping[str, object]) -> tuple[str, str, list[tuple[str, str]], bytes | None]:
+        """The request `_request` builds, as the method, URL, headers and body bytes
+        `AiohttpTransport.exchange` sends (the same bytes httpx would send)."""
+        fields = {"key": self._api_key, "action": action, **params}
+        if self.method == "GET":
+            query = {name: str(value) for name, value in fields.items()}
+            return "GET", str(self.url.copy_merge_params(query)), self._headers, None
+        if self.request_format == "json":
+            body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            return "POST", self._url, [*self._headers, ("Content-Type", "application/json")], body
+        form = urlencode({name: str(value) for name, value in fields.items()}).encode()
+        return "POST", self._url, [*self._headers, ("Content-Type", "application/x-www-form-urlencoded")], form
 
     def _request(self, action: str, params: Mapping[str, object]) -> httpx.Request:
         fields = {"key": self._api_key, "action": action, **params}
@@ -352,9 +374,7 @@ class ProviderClient:
         form = {name: str(value) for name, value in fields.items()}
         return self._client.build_request("POST", self.url, data=form)
 
-    def _read(self, action: str, response: httpx.Response, answer_keys: Sequence[str]) -> Any:
-        code = response.status_code
-        text = response.text
+    def _read(self, action: str, code: int, text: str, answer_keys: Sequence[str]) -> Any:
         try:
             payload = quirks.parse_json(text)
         except ValueError:

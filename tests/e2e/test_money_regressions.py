@@ -81,7 +81,8 @@ async def test_redis_stopped_under_traffic_every_charge_is_answered_with_its_ord
 
 async def test_a_failure_after_the_charge_is_answered_with_the_order(make_router):
     class AfterTheDebit(FaultPlan):
-        """Counters fail; once `bug_after_reserve`, the first thing after a reservation raises a bug."""
+        """Counters fail; once `bug_after_reserve`, everything after a reservation raises a bug
+        (until `bug_now` is put down)."""
 
         counters_down = bug_after_reserve = bug_now = False
 
@@ -89,7 +90,6 @@ async def test_a_failure_after_the_charge_is_answered_with_the_order(make_router
             if self.counters_down and [str(c[0]).upper() for c in commands] == ["HINCRBY"]:
                 return "error"
             if self.bug_now:
-                self.bug_now = False
                 return "bug"
             if self.bug_after_reserve and any(call.sha == RESERVE for call in calls(commands)):
                 self.bug_after_reserve, self.bug_now = False, True
@@ -104,6 +104,7 @@ async def test_a_failure_after_the_charge_is_answered_with_the_order(make_router
     assert (await router.runtime.book.get("alice", 1)).state == PLACED
     plan.bug_after_reserve = True  # placing the order fails with a bug, after the debit
     assert await router.call(key, action="add", service=1, link=LINK + "2", quantity=1000) == {"order": 2}
+    plan.bug_now = False
     await settle(router)  # never sent: refunded once its lease lapses
     order = await router.runtime.book.get("alice", 2)
     assert order.state == FAILED and order.refunded == order.charge
@@ -582,8 +583,8 @@ async def test_a_negative_upstream_charge_does_not_refund_a_subscription_silentl
 
 async def test_a_reservation_whose_every_reply_was_lost_is_answered_with_its_id(make_router):
     class EveryReserveLost(FaultPlan):
-        def next(self, what: str) -> str | None:
-            return "lost" if self.armed and "EVALSHA" in what and "HSET" in what else None
+        async def before(self, commands, pipeline=False):
+            return "lost" if self.armed and any(call.sha == RESERVE for call in calls(commands)) else None
 
     plan = EveryReserveLost()
     router = await make_router(config(), redis_plan=plan)

@@ -25,3 +25,77 @@ def test_keys_are_scrubbed_from_nested_fields_of_a_line():
     assert line["detail"] == {"memo": "key *** pasted by mistake", "nested": [{"deep": "***"}]}
     assert line["items"] == ["key=***", 5, None, True]
     assert line["error"] == "failed with ***" and line["raw"] == "token=***"
+
+
+def test_a_line_holds_its_time_level_logger_context_fields_and_exception():
+    with logs.captured("info") as buffer, logs.bound(request_id="r-1", client="alice"):
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("proxy.test").exception("failed %s", "here", extra={"order": 7, "ms": 1.5})
+    line = json.loads(buffer.getvalue())
+    assert (line["event"], line["logger"], line["level"]) == ("failed here", "proxy.test", "error")
+    assert (line["request_id"], line["client"], line["order"], line["ms"]) == ("r-1", "alice", 7, 1.5)
+    assert "ValueError: boom" in line["exception"]
+    assert line["timestamp"].endswith("Z") and line["timestamp"][10] == "T"
+
+
+def test_a_bound_field_is_scrubbed_unless_it_cannot_hold_a_key():
+    with logs.captured("info", secrets=["provider-secret"]) as buffer, logs.bound(target=f"key={KEY}"):
+        logging.getLogger("proxy.test").info("x", extra={"note": "provider-secret", "path": f"/api/v2/{KEY}"})
+    line = json.loads(buffer.getvalue())
+    assert (line["target"], line["note"], line["path"]) == ("key=***", "***", "/api/v2/***")
+
+
+def test_binding_is_per_task_and_cleared_per_request():
+    import asyncio
+
+    async def main() -> list[str]:
+        logs.clear()
+        logs.bind(request_id="outer")
+
+        async def task() -> str:
+            logs.bind(order=1)
+            return logs.current("order") + logs.current("request_id")
+
+        inner = await asyncio.create_task(task())
+        return [inner, logs.current("order"), logs.current("request_id")]
+
+    assert asyncio.run(main()) == ["1outer", "", "outer"]
+
+
+def test_the_access_line_written_straight_to_our_handler_is_the_line_logging_writes(caplog):
+    """A served router's only handler is ours: `logs.info` then skips the
+    logging machinery (no record reaches another handler), writing the same line."""
+    caplog.set_level(logging.INFO)
+    root = logging.getLogger()
+    others = list(root.handlers)  # pytest's, which capture records
+    logger = logging.getLogger("proxy.access")
+    fields = {"status": 200, "ms": 1.25, "method": "POST", "path": f"/api/v2/{KEY}"}
+    with logs.captured("info", secrets=["provider-secret"]) as buffer, logs.bound(request_id="r-1", client="alice"):
+        logs.info(logger, f"POST /api/v2/{KEY} 200", fields)  # others listen: through logging
+        for handler in others:
+            root.removeHandler(handler)
+        try:
+            logs.info(logger, f"POST /api/v2/{KEY} 200", fields)  # ours alone: straight to it
+        finally:
+            for handler in others:
+                root.addHandler(handler)
+    through, straight = (json.loads(line) for line in buffer.getvalue().splitlines())
+    assert [r.name for r in caplog.records] == ["proxy.access"]  # only the first went through logging
+    assert through.pop("timestamp") and straight.pop("timestamp")
+    assert (
+        through
+        == straight
+        == {
+            "event": "POST /api/v2/*** 200",
+            "request_id": "r-1",
+            "client": "alice",
+            "status": 200,
+            "ms": 1.25,
+            "method": "POST",
+            "path": "/api/v2/***",
+            "logger": "proxy.access",
+            "level": "info",
+        }
+    )

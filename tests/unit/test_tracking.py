@@ -569,6 +569,18 @@ async def test_rediss_urls_are_verified_as_redis_py_does(tls_redis, redis_client
             await asyncio.sleep(0.01)
             assert await cache.get(key, load) == await redis_client.get(key)
             assert load.calls == 2
+    # Built from the store's own client (as the runtime does): the same address, TLS and trust.
+    store = connect(f"{url}?ssl_ca_certs={cert}")
+    try:
+        async with TrackedCache(store, [tracked], **FAST) as cache:
+            assert cache.healthy
+            load = Loader(redis_client, key)
+            await cache.get(key, load)
+            await redis_client.append(key, "?")
+            await asyncio.sleep(0.01)
+            assert await cache.get(key, load) == await redis_client.get(key) and load.calls == 2
+    finally:
+        await store.aclose()
     async with TrackedCache(url, [tracked], **FAST) as untrusted:  # a certificate nobody vouches for
         assert not untrusted.healthy
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text

@@ -6,12 +6,13 @@
 
 local order_key = KEYS[1]
 local archived_key = KEYS[2]  -- the client's bucket of archived views
--- KEYS[3], KEYS[4], ...: the client's indexes the order may be in
+local bucket_key = KEYS[3]  -- the bucket of the client's orders that lists it (a set)
+-- KEYS[4], KEYS[5], ...: the client's sorted indexes the order may be in
 
-local call = ARGV[1]  -- the record's call ID as it was read
+local calls = ARGV[1]  -- the record's recent call IDs as they were read
 local view = ARGV[2]  -- what Redis keeps of it (records.ArchivedOrder)
 
-if (redis.call('HGET', order_key, 'call') or '') ~= call then
+if (redis.call('HGET', order_key, 'calls') or redis.call('HGET', order_key, 'call') or '') ~= calls then
   return 0
 end
 local state = redis.call('HGET', order_key, 'state')
@@ -22,7 +23,8 @@ end
 local id = redis.call('HGET', order_key, 'id')
 redis.call('DEL', order_key)
 redis.call('HSET', archived_key, id, view)
-for i = 3, #KEYS do
+redis.call('SREM', bucket_key, id)
+for i = 4, #KEYS do
   redis.call('ZREM', KEYS[i], id)
 end
 return 1

@@ -6,6 +6,8 @@
 --
 -- Replies: {'counted', failures}, {'ejected', until, ejections},
 -- {'still', until}, {'back', ejections}, {'ok'}, {'probe'}, {'wait'}.
+--!include health_ok
+
 local key = KEYS[1]
 
 local op = ARGV[1]  -- fail | ok | probe | probe_failed
@@ -52,14 +54,7 @@ if op == 'fail' or op == 'probe_failed' then
   redis.call('HSET', key, 'failures', failures, 'reason', reason, 'failed_at', now)
   return {'counted', failures}
 elseif op == 'ok' then
-  if ejected_until > 0 then
-    redis.call('HSET', key, 'failures', 0, 'until', 0, 'back_at', now, 'probe_until', 0)
-    return {'back', ejections}
-  end
-  if failures > 0 then
-    redis.call('HSET', key, 'failures', 0)
-  end
-  return {'ok'}
+  return health_ok(key, now)
 elseif op == 'probe' then
   if ejected_until > 0 and now >= ejected_until and probe_until <= now then
     redis.call('HSET', key, 'probe_until', now + probe_lock)

@@ -43,3 +43,16 @@ async def test_every_reply_carries_its_id_and_the_access_line_no_query():
     ]
     assert access[0]["client"] == "alice" and "supersecretkey" not in lines.getvalue()
     assert "key=" not in lines.getvalue()
+
+
+@pytest.mark.parametrize("given", [b"0123456789abcdef0123456789abcdef", b"key=abc", b"token=1"])
+def test_a_given_id_a_log_line_would_scrub_is_replaced(given):
+    """It is logged as it is: what holds a key (or looks like one) is not kept."""
+    assert request_id(given) != given.decode()
+
+
+def test_made_ids_come_from_a_counter_under_one_process_prefix():
+    made = [request_id(None) for _ in range(10_000)]
+    assert len(set(made)) == 10_000
+    assert len({m[:8] for m in made}) == 1 and all(len(m) == 16 for m in made)
+    assert int(made[-1][8:], 16) - int(made[0][8:], 16) == 9_999

@@ -11,6 +11,7 @@ import pytest
 from faults import FaultPlan, FaultyRedis
 from support import new_order
 
+from proxy import scripts
 from proxy.accounts.clients import Accounts
 from proxy.errors import DuplicateMismatch, InsufficientFunds, StateChanged, UnknownClient
 from proxy.orders.book import OrderBook
@@ -25,10 +26,12 @@ from proxy.orders.states import (
     STATUS,
     SUBMIT,
     UNKNOWN,
+    lua_values,
 )
 from proxy.store import connect
 from proxy.vocabulary import CANCELED, COMPLETED, IN_PROGRESS, PENDING
 
+LINK = "https://instagram.com/p/book"
 CHARGE = Decimal("1.17")
 
 
@@ -60,7 +63,9 @@ async def test_not_enough_funds_leaves_no_trace(book, alice, ledger, keys):
     with pytest.raises(InsufficientFunds):
         await book.reserve(new_order(charge="10.01"))
     assert await ledger.balance("alice") == Decimal("10")
-    assert await book.redis.get(keys.order_seq) is None  # no order ID taken
+    # An ID of this instance's block went unused (a gap); no record, owner entry or index holds it.
+    assert not await book.redis.exists(keys.order("alice", 1), keys.order_owner(1))
+    assert await book.ids_in("all", "alice") == []
     assert [e.kind for e in await ledger.entries("alice")] == ["topup"]
 
 
@@ -73,10 +78,9 @@ async def test_the_whole_balance_can_be_spent_but_not_a_unit_more(book, alice, l
 
 
 async def test_an_unknown_or_disabled_client_is_refused_and_its_owner_entry_removed(book, alice, redis_client, keys):
-    with pytest.raises(InsufficientFunds):  # no balance to read: refused before an ID is taken
-        await book.reserve(new_order(client="mallory"))
-    with pytest.raises(UnknownClient):  # a free order reaches the script, which knows no mallory
-        await book.reserve(new_order(client="mallory", charge="0"))
+    for charge in ("1.17", "0"):  # the script knows no mallory, whatever the charge
+        with pytest.raises(UnknownClient):
+            await book.reserve(new_order(client="mallory", charge=charge))
     await redis_client.hset(keys.client("alice"), "disabled", "1")
     with pytest.raises(UnknownClient):
         await book.reserve(new_order())
@@ -107,12 +111,13 @@ async def test_a_reservation_whose_reply_was_lost_is_asked_again_and_applies_onc
     plan = FaultPlan()
     faulty = FaultyRedis.with_plan(connect(redis_url).connection_pool, plan)
     book = OrderBook(faulty, keys, leases, due, clock)
-    plan.arm(3, "lost")  # read, INCR, then the owner entry and the script: applied, and the reply lost
+    await faulty.script_load(scripts.source("proxy.orders", "reserve", lua_values()))
+    plan.arm(2, "lost")  # a block of IDs, then the script (the owner entry with it): applied, and the reply lost
     try:
         reservation = await book.reserve(new_order())
     finally:
         await faulty.aclose()
-    assert plan.fired and plan.seen[2] == "pipeline:HSET,EVALSHA"
+    assert plan.fired and plan.seen == ["INCRBY", "EVALSHA", "EVALSHA"]
     assert reservation.order is not None and reservation.order.id == 1
     assert await ledger.balance("alice") == Decimal("10") - CHARGE
     assert [e.kind for e in await ledger.entries("alice")] == ["topup", "charge"]
@@ -209,3 +214,14 @@ async def test_late_news_about_a_lost_order_places_it(book, alice):
     lost = await book.apply(order, LOSE)
     late = await book.apply(lost, ACCEPT, {"upstream_order": 777})
     assert late.state == PLACED and late.upstream_order == 777 and late.provider == "echomark"
+
+
+async def test_every_order_of_a_client_is_listed_in_its_buckets_or_before_them(book, alice, keys):
+    first = (await book.reserve(new_order(link=LINK + "1"))).order
+    second = (await book.reserve(new_order(link=LINK + "2"))).order
+    assert await book.redis.smembers(keys.all_orders("alice", second.id)) == {str(first.id), str(second.id)}
+    # An order opened before the buckets is listed in the client's sorted set of every order.
+    await book.redis.srem(keys.all_orders("alice", first.id), first.id)
+    await book.redis.zadd(keys.orders_of("alice", "all"), {str(first.id): first.id})
+    assert await book.ids_in("all", "alice") == [first.id, second.id]
+    assert [order.id async for order in book.newest("alice")] == [second.id, first.id]

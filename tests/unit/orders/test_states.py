@@ -311,7 +311,10 @@ def test_every_value_a_script_asks_for_comes_from_its_owner():
     """Rendering fails on a {{ NAME }} nobody gives; the order scripts take states.py's."""
     given = {
         "summaries": {"SUMMARY_FIELDS": lua(SUMMARY_FIELDS)},
-        "transition": {**lua_values(), "RECENT_CALLS": lua(RECENT_CALLS)},
+        **{
+            name: {**lua_values(), "RECENT_CALLS": lua(RECENT_CALLS)}
+            for name in ("transition", "accept", "apply_event")
+        },
     }
     for name in _lua_sources():
         package, _, file = name.partition("/")

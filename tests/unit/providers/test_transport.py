@@ -67,3 +67,43 @@ async def test_no_reply_in_time_is_unknown():
     async with server, ProviderClient("p", url, "k", timeout=httpx.Timeout(0.3)) as client:
         with pytest.raises(OutcomeUnknown, match="no reply in time"):
             await client.add({"service": 1})
+
+
+class ThroughHttpx(httpx.AsyncBaseTransport):
+    """The same aiohttp transport, called through httpx's API (as an injected transport is)."""
+
+    def __init__(self) -> None:
+        self.inner = AiohttpTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("request_format", ["form", "json"])
+async def test_the_direct_call_sends_what_httpx_would_send(request_format):
+    """The provider client calls its own aiohttp transport directly, without httpx's
+    objects: the panel gets the same request either way."""
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def record(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        )
+        body = await reader.readexactly(length)
+        content_type = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-type"))
+        seen.append((content_type.lower().replace(b" ", b""), body))
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n{"order": 123}')
+        await writer.drain()
+        writer.close()
+
+    server, url = await serve(record)
+    fields = {"service": 1, "link": "https://instagram.com/p/ü?a=1&b=2", "comments": "one\ntwo"}
+    async with server:
+        for transport in (AiohttpTransport(), ThroughHttpx()):
+            async with ProviderClient("p", url, "k+ey", transport=transport, request_format=request_format) as client:
+                assert await client.add(fields) == 123
+    assert len(seen) == 2 and seen[0] == seen[1]

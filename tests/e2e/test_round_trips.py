@@ -1,0 +1,136 @@
+"""How many times an add waits for Redis, counted (never timed).
+
+A counting connection injected into the router's pool records every write
+to Redis (a command, or a whole pipeline): each is one round trip. The add's floor is two (the debit, and the "may have been
+sent" mark, durable before the upstream call; the upstream ID after it);
+the router keeps `reserved` and `submitted` apart, so a crash before the
+send refunds itself, and makes three.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from faults import FaultPlan, script_call, script_sha
+from redis.asyncio import ConnectionPool
+from support import on_every_store, router_config
+
+from proxy.orders.records import RECENT_CALLS
+from proxy.orders.states import PLACED, lua_values
+from proxy.scripts import lua
+
+LINK = "https://instagram.com/p/round-trips"
+
+
+class Counting:
+    """A counting connection, injected into the router's pool: every write of
+    a command (or of a whole pipeline) to Redis is one round trip, whoever
+    sends it (our scripts, redis-py's own SCRIPT LOAD, the `limits` library)."""
+
+    def __init__(self) -> None:
+        self.trips: list[str] = []
+        self.counting = False
+
+    def inject(self, pool: ConnectionPool) -> None:
+        counter, base = self, pool.connection_class
+
+        class CountingConnection(base):  # type: ignore[valid-type, misc]
+            async def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+                if counter.counting:
+                    counter.trips.append(_describe(command))
+                return await super().send_packed_command(command, check_health)
+
+        pool.connection_class = CountingConnection
+
+
+def _describe(packed: object) -> str:
+    chunks = packed if isinstance(packed, list) else [packed]
+    text = b"".join(c if isinstance(c, bytes) else bytes(c) for c in chunks).decode(errors="replace")
+    words = [w for w in text.split("\r\n") if w and w[0] not in "*$"]
+    return " ".join(words[:3])
+
+
+async def test_an_add_takes_at_most_three_round_trips(make_router):
+    counting = Counting()
+    router = await make_router(router_config(), catalog_recheck=60)
+    pool = router.runtime.redis.connection_pool
+    await pool.disconnect()  # connections from now on count
+    counting.inject(pool)
+    key = await router.client(balance="100")
+    await router.call(key, action="services")
+    first = await router.call(key, action="add", service=1, link=LINK + "/0", quantity=1000)
+    assert "order" in first  # the first add loads the scripts and takes a block of IDs
+    for n in range(1, 6):
+        counting.counting, counting.trips = True, []
+        reply = await router.call(key, action="add", service=1, link=f"{LINK}/{n}", quantity=1000)
+        counting.counting = False
+        order = await router.runtime.book.find(reply["order"])
+        assert order.state == PLACED
+        # The reserve, submit and accept scripts; the request's fair use is counted by the first.
+        trips = [t for t in counting.trips if not _authentication(t)]
+        assert len(trips) <= 3, counting.trips
+
+
+def _authentication(trip: str) -> bool:
+    """The reads of the client behind the key and of its terms: the read
+    side's cache (proxy/tracking.py) serves them from the process."""
+    return ":apikey:" in trip or (trip.startswith("HMGET") and ":client:" in trip)
+
+
+async def test_adds_counted_by_the_reserve_script_are_the_requests_limits_counts(make_router):
+    """The reserve script counts an add in the moving window `limits` keeps, on its key:
+    whichever counts, the other sees it."""
+    raw = router_config(fair_use={"requests": "3/minute"})
+    router = await make_router(raw, catalog_recheck=60)
+    key = await router.client(balance="100")
+    assert "balance" in await router.call(key, action="balance")  # counted by `limits`
+    for n in range(2):  # counted by the reserve script
+        assert "order" in await router.call(key, action="add", service=1, link=f"{LINK}/{n}", quantity=1000)
+    assert await router.call(key, action="balance") == {"error": "Too many requests, please slow down"}
+    refused = await router.call(key, action="add", service=1, link=f"{LINK}/x", quantity=1000)
+    assert refused == {"error": "Too many requests, please slow down"}
+    assert await router.call(key, action="add", service=99999, link=LINK, quantity=1) == refused  # refused early
+    assert await router.runtime.ledger.balance("alice") == 100 - 2 * Decimal("1.17")
+
+
+@on_every_store
+async def test_an_accepted_order_is_due_and_counted_at_its_provider(make_router, store):
+    """What the accept script does in one step on one server, the calls one
+    by one do on a cluster (whose keys live in other slots): the same result."""
+    router = await make_router(router_config(), catalog_recheck=60)
+    key = await router.client(balance="100")
+    health, redis, keys = router.runtime.health, router.runtime.redis, router.runtime.keys
+    await health.funds.read("echomark", Decimal("50"))
+    await health.fail("echomark", "a timeout")  # one failure in a row, counted
+    reply = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    order = await router.runtime.book.find(reply["order"])
+    assert (order.state, order.provider) == (PLACED, "echomark")
+    assert await redis.zscore(keys.due("echomark"), f"alice:{order.id}") is not None
+    assert await router.runtime.claims.owners(["echomark"], order.upstream_order) == [order.id]
+    assert (await health.ejection("echomark")).failures == 0  # the success started the count over
+    assert (await health.state("echomark")).funds == Decimal("50") - order.cost
+
+
+ACCEPT_SCRIPT = script_sha("proxy.orders", "accept", {**lua_values(), "RECENT_CALLS": lua(RECENT_CALLS)})
+
+
+async def test_an_accept_whose_reply_was_lost_is_applied_and_counted_once(make_router):
+    class AcceptLost(FaultPlan):
+        async def before(self, commands, pipeline=False):  # type: ignore[no-untyped-def]
+            calls = [c for c in map(script_call, commands) if c is not None]
+            if self.armed and any(c.sha == ACCEPT_SCRIPT for c in calls):
+                self.armed, self.fired = False, True
+                return "lost"
+            return None
+
+    plan = AcceptLost()
+    router = await make_router(router_config(), redis_plan=plan, catalog_recheck=60)
+    key = await router.client(balance="100")
+    await router.call(key, action="add", service=1, link=LINK + "/warm", quantity=1000)  # the scripts loaded
+    await router.runtime.health.funds.read("echomark", Decimal("50"))
+    plan.armed = True
+    reply = await router.call(key, action="add", service=1, link=LINK, quantity=1000)
+    assert plan.fired
+    order = await router.runtime.book.find(reply["order"])
+    assert order.state == PLACED
+    assert (await router.runtime.health.state("echomark")).funds == Decimal("50") - order.cost
