@@ -478,3 +478,38 @@ async def test_a_login_ends_when_its_admin_token_expires(browser, runtime, clock
     assert (await browser.get("/dashboard")).status_code == 303
     again = await browser.post("/dashboard/login", data={"token": made.token}, headers=SAME)
     assert again.status_code == 401 and "set-cookie" not in again.headers
+
+
+async def test_a_read_token_changes_nothing_through_any_form_url(browser, runtime):
+    """Every POST a page offers, sent straight by a `read` login with its
+    valid CSRF token: refused, and Redis is as it was (money, audit, keys)."""
+    from support import new_order
+
+    from proxy.orders.states import LOSE, SUBMIT
+
+    await runtime.accounts.create("acme", Decimal("10"))
+    book = runtime.book
+    lost = await book.apply((await book.reserve(new_order(client="acme"))).order, SUBMIT, {"provider": "echomark"})
+    lost = await book.apply(lost, LOSE)
+    csrf = await login(browser, runtime, role="read", name="viewer")
+    keys = [key async for key in runtime.redis.scan_iter(match=f"{runtime.keys.prefix}*")]
+    stored = {key: await runtime.redis.dump(key) for key in keys}
+    forms = {
+        "/dashboard/clients/acme/topup": {"amount": "5", "ref": "r"},
+        "/dashboard/clients/acme/adjust": {"amount": "-5", "reason": "x"},
+        "/dashboard/clients/acme/disable": {"reason": "x"},
+        "/dashboard/clients/acme/enable": {},
+        "/dashboard/clients/acme/rotate-key": {},
+        f"/dashboard/orders/{lost.id}/failed": {},
+        f"/dashboard/orders/{lost.id}/resolve": {"upstream_order": "77"},
+        f"/dashboard/orders/{lost.id}/refund": {"total": "1"},
+        f"/dashboard/orders/{lost.id}/ack": {},
+        "/dashboard/providers/echomark/approve": {"service": "1"},
+    }
+    for path, data in forms.items():
+        answer = await browser.post(path, data={**data, "csrf": csrf}, headers=SAME)
+        assert answer.status_code == 303, path
+        shown = await browser.get(answer.headers["location"])
+        assert "flash error" in shown.text and "Nothing was changed" in shown.text, path
+    keys = [key async for key in runtime.redis.scan_iter(match=f"{runtime.keys.prefix}*")]
+    assert {key: await runtime.redis.dump(key) for key in keys} == stored
