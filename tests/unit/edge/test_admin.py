@@ -442,3 +442,17 @@ async def test_a_verdict_flag_that_is_not_a_boolean_is_refused_and_nothing_moves
     assert await runtime.ledger.balance("alice") == Decimal("8.83")
     assert (await runtime.book.find(lost.id)).state == "unknown"
     assert await runtime.operators.audit_log() == audited
+
+
+async def test_the_audit_records_the_address_the_server_believes_not_a_header_sent(api, runtime):
+    """X-Forwarded-For is believed by the server only from the proxies
+    SMM_PROXY_FORWARDED_ALLOW_IPS names (uvicorn then makes it the client's
+    address). Sent by anyone else, it is a claim: an operator could have had
+    any address written beside their own in the audit's source."""
+    await runtime.operators.create_client("cli", "acme", "10")
+    operator = await token(runtime, "desk", "operator")
+    claimed = {**operator, "X-Forwarded-For": "203.0.113.66"}
+    answer = await api.post("/admin/clients/acme/topup", json={"amount": "1"}, headers=claimed)
+    assert answer.status_code == 200
+    [entry, *_] = await runtime.operators.audit_log()
+    assert entry.action == "client.topup" and entry.source == "127.0.0.1"
