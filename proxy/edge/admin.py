@@ -443,10 +443,11 @@ class _Outage:
 
 
 def source_of(request: Request) -> str:
-    """Where a request came from: the peer, and what a proxy in front says it forwarded."""
-    peer = request.client.host if request.client else ""
-    forwarded = request.headers.get("x-forwarded-for", "")[:200]
-    return f"{peer} (forwarded for {forwarded})" if forwarded and forwarded.isprintable() else peer
+    """Where a request came from, as the server believes it: the peer, or the
+    client a trusted proxy forwarded for (uvicorn reads X-Forwarded-For only
+    from SMM_PROXY_FORWARDED_ALLOW_IPS). The header itself is not repeated:
+    from anyone else it is only a claim."""
+    return request.client.host if request.client else ""
 
 
 def routes(ops: Operators, readiness: Readiness | None = None) -> list[Route]:
