@@ -116,6 +116,7 @@ def check(args: argparse.Namespace) -> int:
 def _log_setup(settings: Settings, config: Config) -> None:
     secrets = [p.key for p in config.providers.values() if p.key != UNSET_KEY]
     secrets += [s.get_secret_value() for s in (settings.metrics_token, settings.audit_secret) if s is not None]
+    secrets += [settings.webhook_secret] if settings.webhook_secret else []
     logs.configure(settings.log_format, settings.log_level, secrets)
 
 

@@ -12,7 +12,8 @@ Nothing logged may hold a key: query strings are never logged (the access
 line has the path only), httpx's own request lines are silenced (they carry
 a GET provider's key in the URL), and every line is scrubbed of every
 configured provider key, every `key=` parameter and anything shaped like one
-of our API keys, however deep it sits in a field (dicts, lists and tuples of
+of our API keys (a run of 32 or more hex digits) or admin tokens (a run of 43
+or more URL-safe characters), however deep it sits in a field (dicts, lists and tuples of
 an `extra` included).
 
 A line in microseconds
@@ -49,6 +50,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 __all__ = [
     "SAFE_FIELDS",
     "Emit",
+    "add_secrets",
     "bind",
     "bound",
     "clean",
@@ -98,7 +100,11 @@ def current(name: str) -> str:
 # -- scrubbing -------------------------------------------------------------------
 
 _KEY_PARAMETER = re.compile(r"(?i)\b(key|api_key|apikey|token)=([^&\s'\"]+)")
-_API_KEY_SHAPED = re.compile(r"\b[0-9a-f]{32}\b")
+# Our API keys are 32 hex digits: any run of 32 or more is scrubbed whole, whatever
+# sits beside it ("x_<key>" has no word boundary). Admin API tokens (43 URL-safe
+# characters) are known to no scrubber by value: any run of 43 or more is scrubbed.
+_API_KEY_SHAPED = re.compile(r"(?<![0-9a-f])[0-9a-f]{32,}")
+_TOKEN_SHAPED = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43,}")
 REDACTED = "***"
 
 # Fields whose text cannot hold a key: set by us from values we made or checked
@@ -132,7 +138,12 @@ class Scrubber:
         # One pass: a known secret, a key= parameter's value, or an API-key-shaped token.
         self.pattern = re.compile(
             "|".join(
-                [*(re.escape(w) for w in words), _KEY_PARAMETER.pattern.replace("(?i)", ""), _API_KEY_SHAPED.pattern]
+                [
+                    *(re.escape(w) for w in words),
+                    _KEY_PARAMETER.pattern.replace("(?i)", ""),
+                    _API_KEY_SHAPED.pattern,
+                    _TOKEN_SHAPED.pattern,
+                ]
             ),
             re.IGNORECASE,
         )
@@ -261,6 +272,8 @@ class JsonFormatter(logging.Formatter):
 
 # Our handler while it writes JSON (`configure`): `info` writes to it directly.
 _json_handler: _Handler | None = None
+# What `configure` was last given (format, level, secrets, stream): `add_secrets` makes it again.
+_configured: tuple[str, str, list[str], Any] | None = None
 
 
 def info(logger: logging.Logger, message: str, fields: Mapping[str, Any]) -> None:
@@ -324,6 +337,8 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     secrets = list(secrets)
+    global _configured
+    _configured = (fmt, level, secrets, stream)
     global _scrubber
     _scrubber = Scrubber(secrets)  # `clean` checks against the same words
     # Nothing shows where a line was logged from, or its thread or process: not looked up.
@@ -362,10 +377,23 @@ def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]
         unconfigure()
 
 
+def add_secrets(secrets: Iterable[str]) -> None:
+    """More values no line may hold from now on (a provider key a config reload
+    brought): our handler is made again, knowing them too. Nothing if logs
+    are not configured (by `configure`)."""
+    if _configured is None:
+        return
+    fmt, level, known, stream = _configured
+    new = [s for s in dict.fromkeys(secrets) if s and s not in known]
+    if new:
+        configure(fmt, level, [*known, *new], stream)
+
+
 def unconfigure() -> None:
     """Remove our handler (a command that configured logs for its own run, done)."""
-    global _json_handler
+    global _json_handler, _configured
     _json_handler = None
+    _configured = None
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _Handler):

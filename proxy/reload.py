@@ -26,7 +26,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from proxy.config import Config, Provider, load_config
+from proxy import logs
+from proxy.config import UNSET_KEY, Config, Provider, load_config
 from proxy.errors import ConfigError
 from proxy.ops.answers import ConfigReload
 from proxy.providers.upstream import ProviderClient
@@ -94,6 +95,8 @@ def apply(runtime: Runtime, config: Config) -> dict[str, tuple[str, ...]]:
         task.add_done_callback(runtime.background_tasks.discard)
 
     runtime.config = config
+    # A new provider's key, or a rotated one, is scrubbed from every line from now on.
+    logs.add_secrets(p.key for p in config.providers.values() if p.key != UNSET_KEY)
     runtime.health.thresholds = thresholds_from(config, runtime.settings.upstream_cooldown)
     runtime.funds.thresholds = {n: p.low_balance for n, p in config.providers.items()}
     runtime.listings.change_percent = price_limits(config)

@@ -132,6 +132,10 @@ class Keys:
         """The absolute folders orders were archived to (a set)."""
         return f"{self.prefix}archive-dirs"
 
+    def fence(self, client: str, order_id: int) -> str:
+        """Set when a reservation was settled as not applied: it can no longer apply (fence.lua)."""
+        return f"{self.prefix}fence:{{c:{client}}}:{order_id}"
+
     def lease(self, client: str, order_id: int) -> str:
         """Held (and renewed) by the task placing the order; expires if it dies."""
         return f"{self.prefix}lease:{{c:{client}}}:{order_id}"

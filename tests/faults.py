@@ -6,7 +6,10 @@ a plain command, or a whole pipeline) fails once the plan is armed:
 - "error": it is never sent (a connection refused; nothing applied);
 - "lost": it is applied, and its reply is lost (a timeout after sending);
 - "bug": it is never sent, and an unexpected exception (RuntimeError)
-  comes back instead, as a bug in our code would raise.
+  comes back instead, as a bug in our code would raise;
+- "late": it is not sent now, and its reply times out; the command is kept
+  in `FaultPlan.held`, for the test to send later (`send_held`), as a
+  request held up in a socket buffer reaches Redis after its caller gave up.
 
 A plan sees every command before it is sent (`FaultPlan.before`, with the
 whole command: `script_call` reads a script's keys and arguments), so a
@@ -51,6 +54,7 @@ class FaultPlan:
     count: int = 0
     fired: bool = False
     seen: list[str] = field(default_factory=list)
+    held: list[Command] = field(default_factory=list)
 
     def arm(self, at: int, mode: str) -> None:
         self.at, self.mode, self.armed, self.count, self.fired, self.seen = at, mode, True, 0, False, []
@@ -130,6 +134,9 @@ class FaultyRedis(aioredis.Redis):
     async def execute_command(self, *args, **options):  # type: ignore[no-untyped-def]
         mode = await self.plan.before([args])
         _injected(mode)
+        if mode == "late":
+            self.plan.held.append(args)
+            raise RedisTimeoutError("injected: no reply in time (the command is still on its way)")
         result = await super().execute_command(*args, **options)
         if mode == "lost":
             raise RedisTimeoutError("injected: reply lost")
@@ -139,6 +146,13 @@ class FaultyRedis(aioredis.Redis):
         pipe = _FaultyPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         pipe.plan = self.plan
         return pipe
+
+
+async def send_held(redis: aioredis.Redis, plan: FaultPlan) -> list[object]:
+    """Send the commands a "late" fault held back, in order, now; their replies."""
+    replies = [await redis.execute_command(*command) for command in plan.held]
+    plan.held.clear()
+    return replies
 
 
 HTML_PAGE = "<!DOCTYPE html><html><body><h1>We'll be back soon!</h1></body></html>"

@@ -32,7 +32,8 @@ from proxy.orders.records import ArchivedOrder, Order
 from proxy.orders.states import CLOSED, FAILED, IN_FLIGHT, PLACED, UNKNOWN
 
 GROUPINGS = ("provider", "service", "client", "day")
-# Orders are read newest first; instances' clocks may differ this much.
+# Orders are read newest first by ID: a higher ID may be older by an ID block's age
+# (proxy.orders.ids.MAX_AGE, 60 s) plus the instances' clock difference; this covers both.
 CLOCK_SLACK_SECONDS = 300.0
 
 

@@ -22,7 +22,8 @@ from proxy.orders.states import STATES, WORKING_SETS
 from proxy.vocabulary import ORDER_STATUSES, SUBSCRIPTION_STATUSES
 
 MAX_ROWS = 1000
-# Orders are read newest first; instances' clocks may differ this much.
+# Orders are read newest first by ID: a higher ID may be older by an ID block's age
+# (proxy.orders.ids.MAX_AGE, 60 s) plus the instances' clock difference; this covers both.
 CLOCK_SLACK_SECONDS = 300.0
 STATE_WORDS = tuple(dict.fromkeys([*STATES, *WORKING_SETS, *ORDER_STATUSES, *SUBSCRIPTION_STATUSES]))
 

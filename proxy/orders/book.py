@@ -83,6 +83,9 @@ log = logging.getLogger(__name__)
 
 # A reservation whose reply was lost is asked again this many times in all.
 RESERVE_TRIES = 3
+# How long a fence keeps a reservation settled as not applied from applying
+# late (fence.lua): longer than any request can wait in a socket buffer.
+FENCE_SECONDS = 86400
 _Reply = TypeVar("_Reply")
 
 
@@ -103,7 +106,7 @@ class OrderBook(OrderReading):
         self.leases = leases
         self.due = due
         self.clock = clock
-        self.ids = ids or OrderIds(redis, keys.order_seq)
+        self.ids = ids or OrderIds(redis, keys.order_seq, clock=clock)
         # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
         # On one server, a script and the commands that go with it share a round trip.
         self._single = single(redis)
@@ -111,6 +114,7 @@ class OrderBook(OrderReading):
         self.single = self._single is not None
         facts = lua_values()
         self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
+        self._fence = scripts.register(redis, "proxy.orders", "fence")
         self._transition = scripts.register(
             redis, "proxy.orders", "transition", {**facts, "RECENT_CALLS": lua(RECENT_CALLS)}
         )
@@ -175,6 +179,7 @@ class OrderBook(OrderReading):
             self.keys.order_owner(order_id) if single else order_key,
             *(key for pair in routes for key in pair),
             *(window.key for window in windows),
+            self.keys.fence(new.client, order_id),
         ]
         args: list[str | int] = [
             order_id,
@@ -203,9 +208,13 @@ class OrderBook(OrderReading):
             reply = await self._idempotent(reserve)
         except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
             # Whether the debit applied is unknown. If it did, the client must
-            # get this order's ID (recovery refunds it: it is never sent).
+            # get this order's ID (recovery refunds it: it is never sent). If
+            # it did not, a fence makes sure it never will: a try still on its
+            # way to Redis must not move money after the client heard "error".
             try:
-                exists = await self.redis.exists(order_key)
+                exists = await self._fence(
+                    keys=[order_key, self.keys.fence(new.client, order_id)], args=[FENCE_SECONDS]
+                )
             except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
                 exists = True  # cannot tell: answer as if it did; a phantom ID costs nobody money
             if not exists:
@@ -234,6 +243,8 @@ class OrderBook(OrderReading):
             raise LinkInUse(new.client)
         if reply[0] == "too_many":
             raise RateSpent(new.client)
+        if reply[0] == "fenced":  # only a late try's reply, which nobody waits for: nothing applied
+            raise RedisConnectionError(f"order {order_id}: its reservation was settled as not applied")
         raise UnknownClient(new.client)
 
     @staticmethod

@@ -15,7 +15,7 @@ fails over only on a request that provably never left:
   a read timeout, a broken body): `httpx.ReadError` / `httpx.ReadTimeout`
   (the order may exist). A keep-alive connection the server had closed is
   in this group too: it may be unclear whether the request left, so it is
-  taken as sent.
+  taken as sent, and never sent again (aiohttp would resend a GET by itself).
 
 Replies are read whole here (panel replies are small), so a connection goes
 back to the pool as soon as the reply is in.
@@ -29,6 +29,7 @@ inject). Both raise the same exceptions for the same failures.
 
 from __future__ import annotations
 
+import codecs
 import ssl
 from dataclasses import dataclass
 
@@ -54,7 +55,18 @@ class Reply:
 
     @property
     def text(self) -> str:
-        return self.content.decode(self.charset or "utf-8", errors="replace")
+        """The body decoded as httpx decodes it: by the named charset when Python
+        knows it, else as UTF-8 (a panel's `charset=utf8mb4` is not an error)."""
+        return self.content.decode(known_charset(self.charset), errors="replace")
+
+
+def known_charset(charset: str | None) -> str:
+    if charset:
+        try:
+            return codecs.lookup(charset).name
+        except LookupError:
+            pass
+    return "utf-8"
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -67,6 +79,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self.ssl, enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # aiohttp sends an idempotent method (GET: a provider configured with
+            # `method: GET` takes its adds that way) a second time by itself when
+            # the connection drops after sending (RFC 9112's retry): a panel that
+            # acted on the first request would create the order twice. Never
+            # resend; the caller classifies the failure (sent: outcome unknown).
+            # No public switch: aiohttp's own test client sets this attribute.
+            self._session._retry_connection = False
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -126,13 +126,17 @@ class TrackedCache:
     def cacheable(self, key: str) -> bool:
         return key.startswith(self.prefixes)
 
+    def _intact(self) -> bool:
+        """Before serving from memory: the tracking pair stands (else it is lost now, and flushed)."""
+        return self._tracker is not None and self._tracker.intact()
+
     async def get(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
         value = self._values.get(key, _MISSING)
-        if value is not _MISSING:
+        if value is not _MISSING and self._intact():
             self._values.move_to_end(key)
             self.stats.hits += 1
             return cast(T, value)  # what `load` returned for this key
-        if key in self._absent:
+        if key in self._absent and self._intact():
             self._absent.move_to_end(key)
             self.stats.hits += 1
             return cast(T, None)  # `load` returned None for this key
@@ -153,6 +157,8 @@ class TrackedCache:
         keys not in memory, returning their values in the order asked."""
         found: dict[str, Any] = {}
         missing: list[str] = []
+        if self._healthy:
+            self._intact()  # a pair found broken is lost now: memory is flushed, every key is read
         for key in keys:
             if key in found:
                 continue

@@ -83,6 +83,14 @@ class Link(asyncio.Protocol):
             elif not waiter.done():
                 waiter.set_result(reply)
 
+    def eof_received(self) -> None:
+        """Redis closed the connection (a kill, a restart): the owner is told now,
+        in the turn of the event loop that read the end. asyncio calls
+        `connection_lost` only in the next turn, and a request handled in this
+        one must not be answered from a session that is gone. (The transport
+        closes itself after this returns.)"""
+        self._on_lost(self)
+
     def connection_lost(self, exc: Exception | None) -> None:
         while self._waiting:
             waiter = self._waiting.popleft()
@@ -207,6 +215,20 @@ class Tracker:
             link.close()
         if self._links:
             await asyncio.wait([link.closed for link in self._links], timeout=self._connect_timeout)
+
+    def intact(self) -> bool:
+        """Whether the pair still stands. asyncio marks a transport closing in
+        the turn of the event loop that reads a reset or an end, but tells its
+        protocol of a reset only a turn later (`connection_lost`): a pair found
+        closing here is lost now (the owner told), before anything is served."""
+        session = self.session
+        if session is None:
+            return False
+        for link in session.links:
+            if link.transport is None or link.transport.is_closing():
+                self.lose("connection closed")
+                return False
+        return True
 
     def lose(self, reason: str) -> None:
         """Tell the owner at once and close the pair: called the moment a loss is known."""

@@ -99,3 +99,19 @@ def test_the_access_line_written_straight_to_our_handler_is_the_line_logging_wri
             "level": "info",
         }
     )
+
+
+# The shape of an admin API token (secrets.token_urlsafe(32)): known to no scrubber by value.
+TOKEN = "In1nC-g8J_ZKDb5UWp3N8e-dkIgq4esgu49OeB-nc-8"
+
+
+def test_a_key_glued_to_other_characters_and_a_token_shaped_text_are_scrubbed():
+    """A client's X-Request-ID or a path may hold a key beside letters or an
+    underscore (no word boundary), or an admin token (no value to match)."""
+    texts = [f"x_{KEY}", f"a{KEY}b", f"/p/_{KEY}", f"{KEY}{KEY}", TOKEN, f"/admin/{TOKEN}?", f"Bearer_{TOKEN}"]
+    with logs.captured("info") as buffer:
+        for text in texts:
+            logging.getLogger("proxy.test").info(text, extra={"path": text})
+    out = buffer.getvalue()
+    assert KEY not in out and TOKEN not in out
+    assert KEY[4:28] not in out and TOKEN[4:36] not in out

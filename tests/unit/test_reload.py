@@ -118,3 +118,23 @@ async def test_an_operator_s_reload_is_audited_either_way(running):
     ]
     failed = (await runtime.operators.audit_log())[1]
     assert failed.detail["error"].startswith("config not reloaded, the running one stays: currency:")
+
+
+async def test_a_provider_key_a_reload_brings_is_scrubbed_from_every_line_after_it(running):
+    """The log scrubber knows the provider keys it started with; a key that a
+    reload adds (a new provider, a rotated key) must be known from then on."""
+    import logging
+
+    from proxy import logs
+
+    runtime, path = running
+    raw = router_config()
+    raw["providers"]["echomark"]["key"] = "rotated-echomark-key"
+    raw["providers"]["third"] = {"url": "https://third.test/api/v2", "key": "third-provider-key", "currency": "USD"}
+    with logs.captured("info", secrets=["sim-key"]) as buffer:
+        write(path, raw)
+        assert (await reload_runtime(runtime)).ok
+        logging.getLogger("proxy.test").warning("upstream said: rotated-echomark-key third-provider-key sim-key")
+    text = buffer.getvalue()
+    assert "upstream said" in text
+    assert "rotated-echomark-key" not in text and "third-provider-key" not in text and "sim-key" not in text

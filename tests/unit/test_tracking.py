@@ -14,9 +14,11 @@ import select
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -383,6 +385,114 @@ async def test_a_killed_connection_flushes_at_once_then_tracking_comes_back(
     lost = [r for r in caplog.records if "lost" in r.getMessage()]
     assert len(lost) == 1 and lost[0].levelno == logging.WARNING
     assert not any(key in r.getMessage() or "alice" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["invalidation-connection", "tracking-connection"])
+async def test_a_change_after_a_kill_is_never_served_by_the_next_turn_of_the_loop(
+    cache, redis_url, redis_client, tracked, which
+) -> None:
+    """A tracking connection is lost from the moment its end is read: a request
+    handled in the same turn of the event loop or any later one reads through
+    (asyncio tells a protocol `connection_lost` only a turn after it reads the
+    end). Here the kill and the change come from another client while this
+    loop reads nothing, then the loop reads the end, then the next request."""
+    key = f"{tracked}alice"
+    await redis_client.set(key, "alice")
+    other = redis.Redis.from_url(redis_url, decode_responses=True)
+    load = Loader(redis_client, key)
+    assert [await cache.get(key, load) for _ in range(2)] == ["alice", "alice"] and load.calls == 1
+    ids = cache.connection_ids
+    assert ids is not None
+    other.client_kill_filter(_id=ids[which])  # blocking calls: this loop reads nothing meanwhile
+    other.delete(key)  # no invalidation comes: the session is gone
+    other.close()
+    time.sleep(0.05)  # the end of the connection is in this process's socket by now
+    await asyncio.sleep(0)  # a turn of the loop: it reads the end of the connection
+    await asyncio.sleep(0)  # the next request
+    assert await cache.get(key, load) is None
+
+
+class ResettingProxy(threading.Thread):
+    """A TCP proxy to Redis in a thread of its own (blocking sockets), which can
+    end every connection with a reset (RST) while the test's event loop reads
+    nothing: a middlebox dropping the connections, or a Redis host gone."""
+
+    def __init__(self, redis_url: str) -> None:
+        super().__init__(daemon=True)
+        params = parse_url(redis_url)
+        self.target = (params.get("host", "localhost"), params.get("port", 6379))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/{params.get('db', 0)}"
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        self.stopped = False
+
+    def run(self) -> None:
+        while not self.stopped:
+            try:
+                readable, _, _ = select.select(
+                    [self.listener, *(s for pair in self.live() for s in pair)], [], [], 0.01
+                )
+            except (OSError, ValueError):  # a socket reset_all closed meanwhile
+                continue
+            for sock in readable:
+                if sock is self.listener:
+                    client, _ = self.listener.accept()
+                    with self.lock:
+                        self.pairs.append((client, socket.create_connection(self.target)))
+                    continue
+                for a, b in self.live():
+                    if sock in (a, b):
+                        try:
+                            data = sock.recv(65536)
+                            (b if sock is a else a).sendall(data)
+                        except OSError:
+                            pass
+
+    def live(self) -> list[tuple[socket.socket, socket.socket]]:
+        with self.lock:
+            return [pair for pair in self.pairs if pair[0].fileno() != -1]
+
+    def reset_all(self) -> None:
+        with self.lock:
+            for client, upstream in [pair for pair in self.pairs if pair[0].fileno() != -1]:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                upstream.close()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.join()
+        self.reset_all()
+        self.listener.close()
+
+
+async def test_a_reset_connection_is_never_served_by_the_next_turn_of_the_loop(
+    redis_url, redis_client, tracked
+) -> None:
+    """As with a kill, for a connection that ends with a reset: asyncio tells a
+    protocol nothing when it reads one, and `connection_lost` a turn later;
+    the cache must not serve that turn from the session that is gone."""
+    proxy = ResettingProxy(redis_url)
+    proxy.start()
+    try:
+        async with TrackedCache(proxy.url, [tracked], heartbeat=None, **FAST) as cache:
+            assert cache.healthy
+            key = f"{tracked}alice"
+            await redis_client.set(key, "alice")
+            await until(lambda: cache.stats.invalidated >= 1)  # through the proxy's thread: later
+            load = Loader(redis_client, key)
+            assert [await cache.get(key, load) for _ in range(2)] == ["alice", "alice"] and load.calls == 1
+            other = redis.Redis.from_url(redis_url, decode_responses=True)
+            proxy.reset_all()  # blocking calls: this loop reads nothing meanwhile
+            other.delete(key)  # no invalidation reaches this process
+            other.close()
+            time.sleep(0.05)  # the resets are in this process's sockets by now
+            await asyncio.sleep(0)  # a turn of the loop: it reads the resets
+            await asyncio.sleep(0)  # the next request
+            assert await cache.get(key, load) is None
+    finally:
+        proxy.stop()
 
 
 async def test_while_redis_is_unreachable_every_get_reads_through(redis_url, redis_client, tracked, caplog) -> None:

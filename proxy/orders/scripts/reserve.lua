@@ -11,7 +11,9 @@
 -- Replies: {'ok', routes} (routes: per provider, its ejection's end, block,
 -- funds and low flag, "" where unset); {'duplicate', id}, {'mismatch', id},
 -- {'same_link'}, {'insufficient'}, {'no_client'}, {'too_many'} (the client's
--- request rate is spent: nothing changes, this request is not counted).
+-- request rate is spent: nothing changes, this request is not counted),
+-- {'fenced'} (this reservation reached Redis after its caller settled that it
+-- had not applied, and told the client so: fence.lua; nothing changes).
 --!include accounts.move_money
 --!include accounts.rate_window
 --!include reindex
@@ -27,7 +29,8 @@ local duplicate_key = KEYS[8]
 local set_keys = {unpack(KEYS, 9, 9 + #WORKING_SETS)}  -- the client's working sets, as WORKING_SETS lists them, then its open links
 local owner_key = KEYS[10 + #WORKING_SETS]  -- the order's owner bucket (one server only)
 -- KEYS after it: two per provider of the service (its order health, its
--- state), then one per request-rate window of the client (one server only).
+-- state), then one per request-rate window of the client (one server only),
+-- and last the order's fence (fence.lua).
 
 local order_id = ARGV[1]
 local charge = ARGV[2]  -- minor units
@@ -43,6 +46,7 @@ local windows = tonumber(ARGV[11])  -- how many request-rate windows count this 
 local now = tonumber(ARGV[12])  -- the time a request is counted at (as `limits` counts)
 -- ARGV[13], ...: each window's limit and seconds; then the record's fields and values
 local fields_from = 13 + 2 * windows
+local fence_key = KEYS[#KEYS]
 
 local function route_states()
   local found = {}
@@ -60,6 +64,9 @@ end
 
 if redis.call('EXISTS', order_key) == 1 then
   return {'ok', route_states()}
+end
+if redis.call('EXISTS', fence_key) == 1 then
+  return {'fenced'}
 end
 if redis.call('EXISTS', client_key) == 0 or redis.call('HGET', client_key, 'disabled') == '1' then
   return {'no_client'}

@@ -14,7 +14,7 @@ from proxy import logs
 from proxy.edge.context import RequestContext, request_id
 
 
-@pytest.mark.parametrize("given", [b"abc-123", b"a.b:c_d", b"x" * 64])
+@pytest.mark.parametrize("given", [b"abc-123", b"a.b:c_d", b"x" * 42, b"0f8fad5b-d9cb-469f-a165-70867728950e"])
 def test_a_sane_request_id_is_kept(given):
     assert request_id(given) == given.decode()
 
@@ -56,3 +56,17 @@ def test_made_ids_come_from_a_counter_under_one_process_prefix():
     assert len(set(made)) == 10_000
     assert len({m[:8] for m in made}) == 1 and all(len(m) == 16 for m in made)
     assert int(made[-1][8:], 16) - int(made[0][8:], 16) == 9_999
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        b"x_0123456789abcdef0123456789abcdef",  # an API key beside other characters
+        b"0123456789abcdef0123456789abcdef0",
+        b"In1nC-g8J_ZKDb5UWp3N8e-dkIgq4esgu49OeB-nc-8",  # shaped like an admin API token
+        b"x" * 64,
+    ],
+)
+def test_an_id_that_may_be_a_key_or_a_token_is_not_logged_but_replaced(given):
+    made = request_id(given)
+    assert len(made) == 16 and given.decode() not in made

@@ -8,13 +8,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from faults import FaultPlan, FaultyRedis
+from faults import FaultPlan, FaultyRedis, script_call, script_sha, send_held
+from redis.exceptions import ConnectionError as RedisConnectionError
 from support import new_order
 
 from proxy import scripts
 from proxy.accounts.clients import Accounts
 from proxy.errors import DuplicateMismatch, InsufficientFunds, StateChanged, UnknownClient
-from proxy.orders.book import OrderBook
+from proxy.orders.book import RESERVE_TRIES, OrderBook
 from proxy.orders.records import Fingerprint
 from proxy.orders.states import (
     ACCEPT,
@@ -121,6 +122,44 @@ async def test_a_reservation_whose_reply_was_lost_is_asked_again_and_applies_onc
     assert reservation.order is not None and reservation.order.id == 1
     assert await ledger.balance("alice") == Decimal("10") - CHARGE
     assert [e.kind for e in await ledger.entries("alice")] == ["topup", "charge"]
+
+
+class ReserveLateThenRefused(FaultPlan):
+    """Every try of the reserve script fails with no reply: the first is held
+    back and reaches Redis later; the others are refused. Nothing else fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reserve = script_sha("proxy.orders", "reserve", lua_values())
+        self.tries = 0
+
+    async def before(self, commands, pipeline=False):  # type: ignore[no-untyped-def]
+        call = script_call(commands[0]) if not pipeline else None
+        if call is None or call.sha != self.reserve:
+            return None
+        self.tries += 1
+        return "late" if self.tries == 1 else "error"
+
+
+async def test_a_reservation_that_reaches_redis_after_the_client_was_told_error_moves_no_money(
+    redis_url, keys, alice, leases, due, clock, ledger
+):
+    plan = ReserveLateThenRefused()
+    redis = connect(redis_url)
+    faulty = FaultyRedis.with_plan(redis.connection_pool, plan)
+    book = OrderBook(faulty, keys, leases, due, clock)
+    await faulty.script_load(scripts.source("proxy.orders", "reserve", lua_values()))
+    try:
+        with pytest.raises(RedisConnectionError):
+            await book.reserve(new_order())  # the client hears an error: no order was made
+        late = await send_held(redis, plan)  # and then the first try arrives
+    finally:
+        await faulty.aclose()
+    assert plan.tries == RESERVE_TRIES and len(late) == 1
+    assert late[0] == ["fenced"]
+    assert await ledger.balance("alice") == Decimal("10")
+    assert [e.kind for e in await ledger.entries("alice")] == ["topup"]
+    assert await book.get("alice", 1) is None
 
 
 # -- applying ------------------------------------------------------------------------------

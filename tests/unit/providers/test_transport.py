@@ -107,3 +107,45 @@ async def test_the_direct_call_sends_what_httpx_would_send(request_format):
             async with ProviderClient("p", url, "k+ey", transport=transport, request_format=request_format) as client:
                 assert await client.add(fields) == 123
     assert len(seen) == 2 and seen[0] == seen[1]
+
+
+@pytest.mark.parametrize("how", ["hang_up", "reset"])
+async def test_a_get_provider_s_add_lost_after_sending_is_sent_once(how):
+    """aiohttp resends an idempotent method (GET) once by itself when the connection
+    drops; a panel that takes `add` as a GET may have created the order the first
+    time: a second request would buy it twice. Unknown, sent once."""
+    requests: list[bytes] = []
+
+    async def lost(reader, writer):
+        requests.append(await reader.readuntil(b"\r\n\r\n"))  # the panel may act on it
+        if how == "reset":
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    server, url = await serve(lost)
+    async with server, ProviderClient("p", url, "k", method="GET") as client:
+        with pytest.raises(OutcomeUnknown):
+            await client.add({"service": 1})
+    assert len(requests) == 1
+
+
+@pytest.mark.parametrize("charset", ["utf8mb4", "x-unknown"])
+async def test_a_reply_naming_an_unknown_charset_is_read_as_httpx_reads_it(charset):
+    """httpx reads a body whose Content-Type names a charset Python does not know as
+    UTF-8; the direct call must too, not raise (an accepted order left as lost)."""
+
+    async def ok(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset="
+            + charset.encode()
+            + b'\r\nContent-Length: 14\r\n\r\n{"order": 123}'
+        )
+        await writer.drain()
+
+    server, url = await serve(ok)
+    async with server:
+        for transport in (AiohttpTransport(), ThroughHttpx()):
+            async with ProviderClient("p", url, "k", transport=transport) as client:
+                assert await client.add({"service": 1}) == 123
