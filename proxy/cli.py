@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from proxy import __version__, commands, logs
@@ -513,6 +514,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_with_operators(args, lambda ops: args.run(args, ops))) or 0
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # the environment's SMM_PROXY_* settings (proxy.settings)
+        print("smm-proxy: settings refused:", file=sys.stderr)
+        for error in exc.errors():
+            where = "_".join(str(part) for part in error["loc"]).upper()
+            print(f"  SMM_PROXY_{where}: {error['msg']}" if where else f"  {error['msg']}", file=sys.stderr)
         return 2
     except (CommandError, OperatorError) as exc:
         print(f"smm-proxy: {exc}", file=sys.stderr)

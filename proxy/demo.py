@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -78,6 +79,21 @@ Press Ctrl+C to stop.
 """
 
 
+class _DemoServer(uvicorn.Server):
+    """Stops at SIGINT or SIGTERM and returns, so the demo stops what it
+    started (its embedded redis-server, its panels). uvicorn raises the
+    signal again as it returns: SIGTERM's default action would end the
+    process there, leaving the redis-server running."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
 async def run_demo(settings: Settings, listener: socket.socket, step_seconds: float = DEMO_STEP_SECONDS) -> None:
     """Run the demo on an already bound `listener`; the banner comes once it serves.
     Simulated orders move one status every `step_seconds`."""
@@ -110,7 +126,7 @@ async def run_demo(settings: Settings, listener: socket.socket, step_seconds: fl
                     api_key = await runtime.accounts.rotate_key(DEMO_CLIENT)
                 token = await demo_admin(runtime)
                 await runtime.catalog.current()  # fetch both service lists before the first client does
-                server = uvicorn.Server(
+                server = _DemoServer(
                     uvicorn.Config(
                         create_app(runtime, background=True),
                         log_config=None,

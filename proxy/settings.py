@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -143,6 +144,18 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         """Resolved once, here: a process that changes its folder later still means the same one."""
         return value.expanduser().resolve()
+
+    @field_validator("dashboard_logins")
+    @classmethod
+    def _login_limits(cls, value: str) -> str:
+        """Limits `limits` can count, each letting at least one login through."""
+        try:
+            items = parse_many(value)
+        except ValueError:
+            items = []
+        if not items or any(item.amount < 1 for item in items):
+            raise ValueError(f"{value!r}: logins per address like '10/minute;50/hour', each at least 1")
+        return value
 
     @model_validator(mode="after")
     def _signed_webhook(self) -> Settings:

@@ -33,11 +33,11 @@ from proxy.money import from_minor
 from proxy.store import Field, Keys, Store, maybe_text, text_map, texts
 from proxy.tracking import TrackedCache
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole: "$" would let a final line break in
 
 
 def check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise AccountError("a client name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
 
 

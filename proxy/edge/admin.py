@@ -215,7 +215,7 @@ async def terms(request: Request, ops: Operators, actor: Actor) -> object:
 
 async def rates(request: Request, ops: Operators, actor: Actor) -> object:
     body = await _body(request)
-    clear = body.get("clear") is True
+    clear = _flag(body, "clear")
     rate = None if clear else _text(body, "rate")
     return await ops.set_rate(actor, request.path_params["name"], _text(body, "service"), rate, reason=_reason(body))
 
@@ -255,8 +255,18 @@ async def order_events(request: Request, ops: Operators, actor: Actor) -> object
     return await ops.order_events(_int(request.path_params["id"], "id"))
 
 
+def _flag(body: dict[str, Any], name: str) -> bool:
+    """A yes/no field: JSON true or false, or absent (false). Anything else is
+    refused: "dry_run": "true" read as false would do for real what was only
+    to be previewed."""
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise BadInput(f"{name} is true or false (a JSON boolean), not {value!r}")
+    return value
+
+
 def _dry_run(body: dict[str, Any]) -> bool:
-    return body.get("dry_run") is True
+    return _flag(body, "dry_run")
 
 
 async def resolve(request: Request, ops: Operators, actor: Actor) -> object:
@@ -264,7 +274,7 @@ async def resolve(request: Request, ops: Operators, actor: Actor) -> object:
     upstream = body.get("upstream_order")
     order_id = _int(request.path_params["id"], "id")
     upstream_order = None if upstream is None else _int(str(upstream), "upstream_order")
-    failed = body.get("failed") is True
+    failed = _flag(body, "failed")
     if _dry_run(body):
         return await ops.preview(actor, order_id, "order.resolve", upstream_order=upstream_order, failed=failed)
     return await ops.resolve(actor, order_id, upstream_order=upstream_order, failed=failed, reason=_reason(body))
@@ -433,10 +443,11 @@ class _Outage:
 
 
 def source_of(request: Request) -> str:
-    """Where a request came from: the peer, and what a proxy in front says it forwarded."""
-    peer = request.client.host if request.client else ""
-    forwarded = request.headers.get("x-forwarded-for", "")[:200]
-    return f"{peer} (forwarded for {forwarded})" if forwarded and forwarded.isprintable() else peer
+    """Where a request came from, as the server believes it: the peer, or the
+    client a trusted proxy forwarded for (uvicorn reads X-Forwarded-For only
+    from SMM_PROXY_FORWARDED_ALLOW_IPS). The header itself is not repeated:
+    from anyone else it is only a claim."""
+    return request.client.host if request.client else ""
 
 
 def routes(ops: Operators, readiness: Readiness | None = None) -> list[Route]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import TypeVar
@@ -72,8 +73,17 @@ def refusal(exc: Exception) -> OperatorError:
     return NotFound(str(exc)) if isinstance(exc, UnknownClient) else OperatorError(str(exc))
 
 
+# What is typed as money: ASCII digits, at most one point, an optional sign and
+# exponent (1e2). Decimal itself reads more ("1_000" as 1000, Arabic or
+# full-width digits as ours), which an operator cannot check by eye.
+_PLAIN_AMOUNT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def amount(text: object) -> Decimal:
-    """An amount an operator typed: a decimal that fits the ledger (7 places, below 2^53 units)."""
+    """An amount an operator typed: a plain decimal (text in ASCII digits, or a
+    JSON number) that fits the ledger (7 places, below 2^53 units)."""
+    if isinstance(text, str) and not _PLAIN_AMOUNT.fullmatch(text.strip()):
+        raise Invalid(f"not an amount: {text[:40]!r} (write it like 12.50)")
     try:
         value = parse_amount(text)
         to_minor(value)

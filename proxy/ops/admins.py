@@ -28,7 +28,7 @@ from proxy.errors import Invalid, NotFound, OperatorError
 from proxy.ops.roles import ROLES
 from proxy.store import Keys, Store, maybe_text, text_map
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole: "$" would let a final line break in
 _SPAN = re.compile(r"^(\d{1,6})([dhm])$")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
 MAX_EXPIRY_SECONDS = 10 * 365 * 86400
@@ -73,7 +73,7 @@ class Admins:
 
     @staticmethod
     def check(name: str, role: str) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise Invalid("an admin name is 1-64 letters, digits, '_', '.' or '-', starting with one of the first two")
         if role not in ROLES:
             raise Invalid(f"a role is one of {', '.join(ROLES)}")

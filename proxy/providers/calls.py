@@ -4,7 +4,9 @@ how long they took. Shared by every instance through Redis.
 Each call is counted in memory as it ends (`record`, the upstream client's
 observer: no Redis write on a call's path) and the counts are added to
 per-minute hashes in Redis (`Keys.calls`) at most every FLUSH_SECONDS, by
-a task `record` starts, and whenever they are read (`last_hour`). At
+a task `record` starts. A read (`last_hour`: the providers page, GET
+/admin/providers/calls) writes nothing: it adds the counts this process
+holds in memory (or is writing) to what Redis holds. At
 shutdown the counts not yet written (a few seconds' worth) are dropped:
 nothing is written while a process closes. A failure is a call
 that got no usable answer: the provider could not be reached, or what it
@@ -56,6 +58,7 @@ class CallStats:
         self.keys = keys
         self.clock = clock
         self._pending: dict[tuple[str, int], list[int]] = {}
+        self._writing: dict[tuple[str, int], list[int]] = {}  # the counts a flush is adding to Redis
         self._task: asyncio.Task[None] | None = None
         self._flushed = time.monotonic()
 
@@ -76,6 +79,7 @@ class CallStats:
         self._flushed = time.monotonic()
         if not pending:
             return
+        self._writing = pending
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for (provider, minute), (calls, failures, refused, ms) in pending.items():
@@ -88,10 +92,14 @@ class CallStats:
                 await pipe.execute()
         except Exception as exc:
             log.warning("upstream call counts not written (%s): dropped", type(exc).__name__)
+        finally:
+            self._writing = {}
 
     async def last_hour(self, providers: Iterable[str]) -> dict[str, CallWindow]:
-        """Each provider's calls over the last WINDOW_MINUTES minutes (this one included)."""
-        await self.flush()
+        """Each provider's calls over the last WINDOW_MINUTES minutes (this one
+        included): what Redis holds and what this process has not written yet.
+        It writes nothing (a flush that ends while this reads may be counted twice
+        in this one answer: these numbers are advice)."""
         names = list(providers)
         now = int(self.clock() // 60)
         minutes = range(now - WINDOW_MINUTES + 1, now + 1)
@@ -100,14 +108,16 @@ class CallStats:
                 for minute in minutes:
                     pipe.hgetall(self.keys.calls(name, minute))
             replies = await pipe.execute()
+        unwritten = [*self._writing.items(), *self._pending.items()]
         found = {}
         for n, name in enumerate(names):
             rows = [text_map(r) for r in replies[n * WINDOW_MINUTES : (n + 1) * WINDOW_MINUTES]]
+            held = [counts for (provider, minute), counts in unwritten if provider == name and minute in minutes]
             found[name] = CallWindow(
-                calls=sum(int(r.get("calls", 0)) for r in rows),
-                failures=sum(int(r.get("failures", 0)) for r in rows),
-                refused=sum(int(r.get("refused", 0)) for r in rows),
-                milliseconds=sum(int(r.get("ms", 0)) for r in rows),
+                calls=sum(int(r.get("calls", 0)) for r in rows) + sum(c[0] for c in held),
+                failures=sum(int(r.get("failures", 0)) for r in rows) + sum(c[1] for c in held),
+                refused=sum(int(r.get("refused", 0)) for r in rows) + sum(c[2] for c in held),
+                milliseconds=sum(int(r.get("ms", 0)) for r in rows) + sum(c[3] for c in held),
             )
         return found
 

@@ -65,6 +65,11 @@ def test_refusals_are_clean(cli):
     assert code == 2 and "positive" in err
     code, _, err = cli("clients", "ledger", "nobody")
     assert code == 2
+    # A name typed with a line break (a shell's $'carol\n') is refused, not a second "carol".
+    code, _, err = cli("clients", "add", "carol\n")
+    assert code == 2 and "a client name is" in err
+    code, _, err = cli("admin", "add", "boss\n", "--role", "owner")
+    assert code == 2 and "an admin name is" in err
 
 
 def test_version_check_json_and_usage_errors(cli, monkeypatch, tmp_path, capsys):
@@ -289,3 +294,23 @@ def test_an_operator_action_writes_a_log_line_and_a_read_writes_none(cli, monkey
     assert len(line["audit_hash"]) == 64
     _, _, err = cli("clients", "list")
     assert err == ""
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("SMM_PROXY_DASHBOARD_LOGINS", "garbage"),
+        ("SMM_PROXY_DASHBOARD_LOGINS", ""),
+        ("SMM_PROXY_DASHBOARD_LOGINS", "0/minute"),
+        ("SMM_PROXY_DASHBOARD_SESSION_HOURS", "-1"),
+        ("SMM_PROXY_REDIS_TIMEOUT", "soon"),
+    ],
+)
+def test_a_setting_the_router_cannot_use_is_named_not_a_traceback(cli, monkeypatch, name, value):
+    """A typo in the environment is refused by `check` as by every command,
+    with the variable's name: exit 2, no traceback (a bad login limit passed
+    `check` and then stopped `serve` with a traceback)."""
+    monkeypatch.setenv(name, value)
+    for command in (("check",), ("clients", "list")):
+        code, out, err = cli(*command)
+        assert code == 2 and name in err and "Traceback" not in err, (command, err)

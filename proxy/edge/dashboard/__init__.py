@@ -78,4 +78,6 @@ def routes(
         Route(f"{PATH}/clients/{{name}}/disable", d.form(forms.switch, client_page), methods=["POST"]),
         Route(f"{PATH}/clients/{{name}}/enable", d.form(forms.switch, client_page), methods=["POST"]),
         Mount(f"{PATH}/static", StaticFiles(directory=HERE / "static"), name="dashboard-static"),
+        # Last: any other page is a "not found" page (after a login: before, the login page).
+        Route(f"{PATH}/{{rest:path}}", d.page(pages.not_found), methods=get),
     ]

@@ -6,6 +6,8 @@ what was done is said on the next page, with the money that moved."""
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -45,6 +47,8 @@ class Forms:
         made = await self.sessions.login(form.get("token", ""))
         if made is None:
             return self.d.render(None, request, "login.html", 401, title="Log in", error=LOGIN_FAILED)
+        if (previous := await self.sessions.find(request)) is not None:
+            await self.sessions.logout(previous)  # a browser holds one session: the new one
         session_id, session = made
         response = self.d.redirect(PATH)
         set_cookie(response, request, session_id, max(1, int(session.expires - self.sessions.clock())))
@@ -100,25 +104,24 @@ class Forms:
     async def topup(self, view: View) -> Response:
         name, form = view.request.path_params["name"], view.form
         done = await view.ops.topup(
-            view.actor, name, form.get("amount", ""), ref=form.get("ref") or None, memo=form.get("memo", "")
+            view.actor, name, form.get("amount", ""), ref=_reference(form), memo=form.get("memo", "")
         )
         said = (
             f"Top-up of {done.amount} applied: {name}'s balance is {done.balance}."
             if done.applied
-            else f"Reference {form.get('ref')!r} was applied before: nothing moved. {name}'s balance is "
-            f"{(await view.ops.client(name)).balance}."
+            else f"{_again(form)}: nothing moved. {name}'s balance is {(await view.ops.client(name)).balance}."
         )
         return self.d.done(view, said, f"{PATH}/clients/{name}")
 
     async def adjust(self, view: View) -> Response:
         name, form = view.request.path_params["name"], view.form
         done = await view.ops.adjust(
-            view.actor, name, form.get("amount", ""), form.get("reason", ""), ref=form.get("ref") or None
+            view.actor, name, form.get("amount", ""), form.get("reason", ""), ref=_reference(form)
         )
         said = (
             f"Adjustment of {done.amount} applied: {name}'s balance is {done.balance}."
             if done.applied
-            else f"Reference {form.get('ref')!r} was applied before: nothing moved."
+            else f"{_again(form)}: nothing moved."
         )
         return self.d.done(view, said, f"{PATH}/clients/{name}")
 
@@ -147,3 +150,21 @@ class Forms:
             ledger=list(reversed(ledger)),
             key=made.key,
         )
+
+
+# A money form without a reference typed carries a one-time key from its page
+# (`once`, made as the page is drawn, stored nowhere): it becomes the
+# reference, so the same form sent twice (a double click, a resend after a
+# slow answer) moves money once, as a reference does.
+_ONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def _reference(form: dict[str, str]) -> str | None:
+    if form.get("ref"):
+        return form["ref"]
+    once = form.get("once", "")
+    return f"form-{once}" if _ONCE.fullmatch(once) else None
+
+
+def _again(form: dict[str, str]) -> str:
+    return f"Reference {form['ref']!r} was applied before" if form.get("ref") else "This form was sent before"

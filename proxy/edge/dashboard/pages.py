@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime
 
 from starlette.responses import Response
@@ -200,6 +201,10 @@ class Pages:
             },
         )
 
+    async def not_found(self, view: View) -> Response:
+        """Any other path under /dashboard (a stale or mistyped link)."""
+        raise Refused("No such page on the dashboard.", 404)
+
 
 def _order_id(view: View) -> int:
     try:
@@ -213,9 +218,9 @@ def _spreadsheet_safe(cell: str) -> str:
     return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") and not _number(cell) else cell
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+
+
 def _number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
+    """A plain number (an amount, a balance): float() would also pass "-Infinity" or "+1_0"."""
+    return _PLAIN_NUMBER.fullmatch(cell) is not None

@@ -160,6 +160,9 @@ def clear_cookie(response: Response, request: Request, name: str = "") -> None:
 # nothing on the server: GET never writes.
 
 FLASH_SECONDS = 60
+# A browser keeps no cookie over 4096 bytes (name, value and attributes): the
+# message is shortened until its value fits in this many, never dropped.
+FLASH_BYTES = 3000
 
 
 def flash_name(request: Request) -> str:
@@ -167,8 +170,20 @@ def flash_name(request: Request) -> str:
 
 
 def set_flash(response: Response, request: Request, session: Session, message: str, kind: str) -> None:
-    payload = base64.urlsafe_b64encode(json.dumps([kind, message[:1500]]).encode()).decode()
+    payload = _flash_payload(kind, message)
     set_cookie(response, request, f"{payload}.{_mac(session, payload)}", FLASH_SECONDS, flash_name(request))
+
+
+def _flash_payload(kind: str, message: str) -> str:
+    """The message as a cookie value of at most FLASH_BYTES, cut short (…) if it must be."""
+    cut = min(len(message), 1500)
+    while True:
+        text = message if cut >= len(message) else message[:cut] + "…"
+        raw = json.dumps([kind, text], ensure_ascii=False).encode("utf-8", "surrogatepass")
+        payload = base64.urlsafe_b64encode(raw).decode()
+        if len(payload) <= FLASH_BYTES or cut == 0:
+            return payload
+        cut = cut * 3 // 4
 
 
 def read_flash(request: Request, session: Session) -> tuple[str, str]:
@@ -177,7 +192,7 @@ def read_flash(request: Request, session: Session) -> tuple[str, str]:
     if not payload or not hmac.compare_digest(mac.encode(), _mac(session, payload).encode()):
         return "", ""
     try:
-        kind, message = json.loads(base64.urlsafe_b64decode(payload.encode()))
+        kind, message = json.loads(base64.urlsafe_b64decode(payload.encode()).decode("utf-8", "replace"))
     except ValueError:
         return "", ""
     return (str(message), "error" if kind == "error" else "ok")

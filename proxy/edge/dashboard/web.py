@@ -16,6 +16,7 @@ it out of caches, out of frames and away from any script but our own.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -124,6 +125,7 @@ class Dashboard:
             "flash_kind": view.flash[1] if view else "",
             "refresh": 0,
             "nav": "",
+            "once": lambda: secrets.token_urlsafe(16),  # a money form's one-time key (`forms._reference`)
         }
         response = self.templates.TemplateResponse(request, name, {**base, **context}, status_code=status)
         response.headers.update(HEADERS)

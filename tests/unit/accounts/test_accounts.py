@@ -39,6 +39,9 @@ async def test_names_are_unique_and_checked(accounts):
         await accounts.create("bob")
     with pytest.raises(AccountError):
         await accounts.create("bad name!")
+    for hidden in ("bob\n", "carol\n", "dave\r", "\nerin"):  # a name with a line break would pass for another
+        with pytest.raises(AccountError, match="a client name is"):
+            await accounts.create(hidden)
     with pytest.raises(AccountError):
         await accounts.create("carol", Decimal("-1"))
 

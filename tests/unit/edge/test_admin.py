@@ -411,3 +411,48 @@ async def test_one_client_is_shown_and_an_unknown_one_is_not_found(api, auth, ru
     assert (shown.status_code, shown.json()["balance"], shown.json()["disabled"]) == (200, "10.00", False)
     missing = await api.get("/admin/clients/nobody", headers=auth)
     assert (missing.status_code, missing.json()) == (404, {"error": "no client 'nobody'"})
+
+
+@pytest.mark.parametrize("flag", ["dry_run", "failed"])
+@pytest.mark.parametrize("value", ["true", "yes", 1, 0, "false", ""])
+async def test_a_verdict_flag_that_is_not_a_boolean_is_refused_and_nothing_moves(api, auth, runtime, flag, value):
+    """`"dry_run": "true"` (a string, a 1) was read as no dry run: the verdict
+    was done for real and money moved where a preview was asked for."""
+    from decimal import Decimal
+
+    from support import new_order
+
+    from proxy.orders.states import LOSE, SUBMIT
+
+    await runtime.accounts.create("alice", Decimal("10"))
+    book = runtime.book
+    lost = await book.apply((await book.reserve(new_order())).order, SUBMIT, {"provider": "echomark"})
+    lost = await book.apply(lost, LOSE)
+    audited = await runtime.operators.audit_log()
+    for path, body in (
+        ("resolve", {"failed": True, "dry_run": True}),
+        ("refund", {"total": "1.17", "dry_run": True}),
+        ("close", {"refund": "1.17", "dry_run": True}),
+        ("ack", {"dry_run": True}),
+    ):
+        if flag not in body:
+            continue
+        answer = await api.post(f"/admin/orders/{lost.id}/{path}", json={**body, flag: value}, headers=auth)
+        assert answer.status_code == 400 and f"{flag} is true or false" in answer.json()["error"]
+    assert await runtime.ledger.balance("alice") == Decimal("8.83")
+    assert (await runtime.book.find(lost.id)).state == "unknown"
+    assert await runtime.operators.audit_log() == audited
+
+
+async def test_the_audit_records_the_address_the_server_believes_not_a_header_sent(api, runtime):
+    """X-Forwarded-For is believed by the server only from the proxies
+    SMM_PROXY_FORWARDED_ALLOW_IPS names (uvicorn then makes it the client's
+    address). Sent by anyone else, it is a claim: an operator could have had
+    any address written beside their own in the audit's source."""
+    await runtime.operators.create_client("cli", "acme", "10")
+    operator = await token(runtime, "desk", "operator")
+    claimed = {**operator, "X-Forwarded-For": "203.0.113.66"}
+    answer = await api.post("/admin/clients/acme/topup", json={"amount": "1"}, headers=claimed)
+    assert answer.status_code == 200
+    [entry, *_] = await runtime.operators.audit_log()
+    assert entry.action == "client.topup" and entry.source == "127.0.0.1"

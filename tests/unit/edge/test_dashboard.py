@@ -4,6 +4,9 @@ pages in a real browser, against the demo, are tests/browser/."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import re
 from decimal import Decimal
 
@@ -192,7 +195,7 @@ async def test_pages_only_read_and_the_ledger_exports_as_csv(browser, runtime):
     await runtime.accounts.create("acme", Decimal("10"))
     await runtime.operators.topup("cli", "acme", "5", ref="=HYPERLINK(1)", memo="+evil")
     await login(browser, runtime)
-    await browser.get("/dashboard/providers")  # the first read of the providers may fill caches
+    await runtime.listings.refresh("echomark")  # an upstream call, counted in this process's memory
 
     async def everything() -> dict[str, object]:
         keys = [key async for key in runtime.redis.scan_iter(match=f"{runtime.keys.prefix}*")]
@@ -204,7 +207,9 @@ async def test_pages_only_read_and_the_ledger_exports_as_csv(browser, runtime):
     for path in pages:
         assert (await browser.head(f"/dashboard{path}")).status_code == 200
         assert (await browser.get(f"/dashboard{path}")).status_code == 200
-    assert await everything() == stored  # GET and HEAD write nothing at all
+    assert await everything() == stored  # GET and HEAD write nothing at all (not even the call counts)
+    calls = (await browser.get("/dashboard/providers")).text
+    assert 'data-calls="echomark">1 calls' in calls  # the call not yet written is shown all the same
     csv = await browser.get("/dashboard/clients/acme/ledger.csv")
     assert csv.headers["content-type"].startswith("text/csv") and "attachment" in csv.headers["content-disposition"]
     lines = csv.text.splitlines()
@@ -344,3 +349,167 @@ async def test_keys_are_rotated_by_an_owner_shown_once_and_clients_disabled_and_
     refused = await browser.post("/dashboard/clients/acme/rotate-key", data={"csrf": other}, headers=SAME)
     assert "may not client.rotate_key" in (await browser.get(refused.headers["location"])).text
     assert await runtime.accounts.authenticate(new_key) == "acme"
+
+
+@pytest.mark.parametrize("typed", ["\U0001f4a9" * 500, "é" * 2000, "x" * 5000, '"' * 3000])
+async def test_a_refusal_of_any_length_fits_the_cookie_that_tells_it(browser, runtime, typed):
+    """A browser drops a cookie over 4096 bytes: the message of a refused form
+    (which may quote what was typed) is shortened to fit, never lost."""
+    await runtime.accounts.create("acme", Decimal("10"))
+    csrf = await login(browser, runtime)
+    answer = await browser.post("/dashboard/clients/acme/topup", data={"amount": typed, "csrf": csrf}, headers=SAME)
+    assert answer.status_code == 303
+    assert all(len(cookie) <= 4096 for cookie in answer.headers.get_list("set-cookie"))
+    shown = await browser.get(answer.headers["location"])
+    assert "flash error" in shown.text and "not an amount" in shown.text
+    assert await runtime.ledger.balance("acme") == Decimal("10")
+
+
+async def test_the_ledger_csv_leaves_only_plain_numbers_unquoted(browser, runtime):
+    """A spreadsheet evaluates a cell that starts with - or +: only a plain
+    number (an amount, a balance) may; "-Infinity" or "-1e999999" typed in a
+    memo is quoted like any other text."""
+    await runtime.accounts.create("acme", Decimal("10"))
+    for n, memo in enumerate(("-Infinity", "-1e999999", "+1_0", "-nan", "@SUM(A1)")):
+        await runtime.operators.topup("cli", "acme", "1", ref=f"r{n}", memo=memo)
+    await runtime.operators.adjust("cli", "acme", "-2.5", "undo")
+    await login(browser, runtime)
+    rows = list(csv.reader(io.StringIO((await browser.get("/dashboard/clients/acme/ledger.csv")).text)))
+    memos = [row[6] for row in rows[1:] if row[2] == "topup" and row[5].startswith("topup:r")]
+    assert memos == ["'-Infinity", "'-1e999999", "'+1_0", "'-nan", "'@SUM(A1)"]
+    assert [row[3] for row in rows[1:] if row[2] == "adjust"] == ["-2.50"]  # a plain negative amount stays a number
+
+
+async def test_a_money_form_sent_twice_moves_money_once_even_without_a_reference(browser, runtime):
+    """A double click (or a resend after a slow answer) on a top-up or an
+    adjustment typed without a reference: the form itself carries a one-time
+    key from the page, so the second sending moves nothing and says so."""
+    await runtime.accounts.create("acme", Decimal("10"))
+    await login(browser, runtime)
+    page = (await browser.get("/dashboard/clients/acme")).text
+    for kind, typed, after in (("topup", {"amount": "5"}, "15"), ("adjust", {"amount": "-2", "reason": "x"}, "13")):
+        form = page.split(f'data-form="{kind}"')[1].split("</form>")[0]
+        hidden = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]+)"', form))
+        assert set(hidden) == {"csrf", "once"}
+        sent = await asyncio.gather(
+            *(browser.post(f"/dashboard/clients/acme/{kind}", data={**hidden, **typed}, headers=SAME) for _ in range(3))
+        )
+        assert all(answer.status_code == 303 for answer in sent)
+        assert await runtime.ledger.balance("acme") == Decimal(after)
+        await browser.post(f"/dashboard/clients/acme/{kind}", data={**hidden, **typed}, headers=SAME)
+        assert "sent before: nothing moved" in (await browser.get("/dashboard/clients/acme")).text
+        assert await runtime.ledger.balance("acme") == Decimal(after)
+    other = (await browser.get("/dashboard/clients/acme")).text
+    assert re.findall(r'name="once" value="([^"]+)"', other)[0] not in page  # a new page, a new key
+
+
+async def test_a_new_login_in_a_browser_ends_the_session_it_had(browser, runtime):
+    """Logging in again (another token, or the same) makes a new session ID
+    and ends the one the browser held: no ID chosen before a login, or left
+    from an earlier one, outlives it."""
+    await login(browser, runtime)
+    before = browser.cookies["smm_dashboard"]
+    await login(browser, runtime, role="read", name="viewer")
+    after = browser.cookies["smm_dashboard"]
+    assert after != before
+    assert (await browser.get("/dashboard", headers={"Cookie": f"smm_dashboard={before}"})).status_code == 303
+    page = await browser.get("/dashboard", headers={"Cookie": f"smm_dashboard={after}"})
+    assert page.status_code == 200 and "viewer" in page.text
+    stored = [key async for key in runtime.redis.scan_iter(match=f"{runtime.keys.prefix}dashboard:session:*")]
+    assert len(stored) == 1
+    # A cookie the browser was given by someone else (an ID no login made) is simply replaced.
+    planted = {"Cookie": "smm_dashboard=planted-by-someone-else"}
+    answer = await browser.post(
+        "/dashboard/login", data={"token": await token(runtime, name="alice2")}, headers={**SAME, **planted}
+    )
+    assert answer.status_code == 303 and "planted-by-someone-else" not in answer.headers["set-cookie"]
+
+
+async def test_an_unknown_dashboard_page_is_an_html_not_found_page(browser, runtime):
+    """A logged-in browser that follows a stale or mistyped link gets a page
+    (with the dashboard's headers and a way back), not the API's JSON."""
+    assert (await browser.get("/dashboard/nowhere")).headers["location"] == "/dashboard/login"  # nothing said
+    await login(browser, runtime)
+    for path in ("/dashboard/nowhere", "/dashboard/clients/acme/history", "/dashboard/orders/1/2/3"):
+        answer = await browser.get(path)
+        assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html"), path
+        assert "No such page" in answer.text and 'href="/dashboard"' in answer.text
+        assert answer.headers["cache-control"] == "no-store"
+    assert (await browser.head("/dashboard/nowhere")).status_code == 404
+    assert (await browser.get("/dashboard/static/dashboard.css")).status_code == 200
+    assert (await browser.get("/dashboard/static/nothing.css")).status_code == 404
+
+
+async def test_a_refund_confirmed_twice_at_once_moves_the_previewed_money_once(browser, runtime):
+    """The confirmation page's figure is the money that moves; the form sent
+    again (or three times at once) moves nothing more: a refund is a total."""
+    from support import new_order
+
+    from proxy.orders.states import ACCEPT, STATUS, SUBMIT
+
+    await runtime.accounts.create("acme", Decimal("10"))
+    book = runtime.book
+    placed = await book.apply((await book.reserve(new_order(client="acme"))).order, SUBMIT, {"provider": "echomark"})
+    placed = await book.apply(placed, ACCEPT, {"upstream_order": 5000})
+    noted = await book.apply(
+        placed, STATUS, {"status": "In progress"}, attention="charged twice", version=placed.version
+    )
+    csrf = await login(browser, runtime)
+    before = await runtime.ledger.balance("acme")
+    confirm = await browser.get(f"/dashboard/orders/{noted.id}/confirm?verdict=refund&total=0.5")
+    previewed = Decimal(re.search(r'data-figure="credit"><strong>([0-9.]+)', confirm.text).group(1))
+    after = Decimal(re.search(r'data-figure="balance-after">([0-9.]+)', confirm.text).group(1))
+    form = {"csrf": csrf, "total": "0.5", "reason": "double charge"}
+    sent = await asyncio.gather(
+        *(browser.post(f"/dashboard/orders/{noted.id}/refund", data=form, headers=SAME) for _ in range(3))
+    )
+    assert all(answer.status_code == 303 for answer in sent)
+    assert previewed == Decimal("0.5") and await runtime.ledger.balance("acme") == before + previewed == after
+    refunds = [e for e in await runtime.operators.ledger("acme") if e.kind == "refund"]
+    assert [e.amount for e in refunds] == ["0.50"]
+
+
+async def test_a_login_ends_when_its_admin_token_expires(browser, runtime, clock):
+    made = await runtime.operators.add_admin("cli", "temp", "operator", expires="1h")
+    answer = await browser.post("/dashboard/login", data={"token": made.token}, headers=SAME)
+    assert answer.status_code == 303 and "Max-Age=3600" in answer.headers["set-cookie"]  # not the 8 hours
+    assert (await browser.get("/dashboard")).status_code == 200
+    clock.advance(3600)
+    assert (await browser.get("/dashboard")).status_code == 303
+    again = await browser.post("/dashboard/login", data={"token": made.token}, headers=SAME)
+    assert again.status_code == 401 and "set-cookie" not in again.headers
+
+
+async def test_a_read_token_changes_nothing_through_any_form_url(browser, runtime):
+    """Every POST a page offers, sent straight by a `read` login with its
+    valid CSRF token: refused, and Redis is as it was (money, audit, keys)."""
+    from support import new_order
+
+    from proxy.orders.states import LOSE, SUBMIT
+
+    await runtime.accounts.create("acme", Decimal("10"))
+    book = runtime.book
+    lost = await book.apply((await book.reserve(new_order(client="acme"))).order, SUBMIT, {"provider": "echomark"})
+    lost = await book.apply(lost, LOSE)
+    csrf = await login(browser, runtime, role="read", name="viewer")
+    keys = [key async for key in runtime.redis.scan_iter(match=f"{runtime.keys.prefix}*")]
+    stored = {key: await runtime.redis.dump(key) for key in keys}
+    forms = {
+        "/dashboard/clients/acme/topup": {"amount": "5", "ref": "r"},
+        "/dashboard/clients/acme/adjust": {"amount": "-5", "reason": "x"},
+        "/dashboard/clients/acme/disable": {"reason": "x"},
+        "/dashboard/clients/acme/enable": {},
+        "/dashboard/clients/acme/rotate-key": {},
+        f"/dashboard/orders/{lost.id}/failed": {},
+        f"/dashboard/orders/{lost.id}/resolve": {"upstream_order": "77"},
+        f"/dashboard/orders/{lost.id}/refund": {"total": "1"},
+        f"/dashboard/orders/{lost.id}/ack": {},
+        "/dashboard/providers/echomark/approve": {"service": "1"},
+    }
+    for path, data in forms.items():
+        answer = await browser.post(path, data={**data, "csrf": csrf}, headers=SAME)
+        assert answer.status_code == 303, path
+        shown = await browser.get(answer.headers["location"])
+        assert "flash error" in shown.text and "Nothing was changed" in shown.text, path
+    keys = [key async for key in runtime.redis.scan_iter(match=f"{runtime.keys.prefix}*")]
+    assert {key: await runtime.redis.dump(key) for key in keys} == stored

@@ -84,6 +84,38 @@ async def test_refusals_are_messages_and_an_unknown_client_is_not_found(runtime)
     assert await audit(runtime) == [(ACTOR, "client.create", "acme", {"balance": "0.00"})]  # refusals write nothing
 
 
+@pytest.mark.parametrize(
+    "typed",
+    ["1_000", "\u0661\u0662", "\uff11\uff12", "1_0e1", "0x10", "1,5", "+-1", ".5.", "\u2212" + "5"],
+)
+async def test_an_amount_an_operator_types_is_plain_decimal_notation(runtime, typed):
+    """What a person types is money only as written: ASCII digits, one point,
+    an optional sign (and exponent). Python's Decimal would read "1_000" as 1000 and Arabic
+    or full-width digits as ours; an operator seeing "1_000" or "١٢" on a
+    confirmation could not tell what moves."""
+    ops = runtime.operators
+    await ops.create_client(ACTOR, "acme", "10")
+    for attempt in (
+        lambda: ops.topup(ACTOR, "acme", typed),
+        lambda: ops.adjust(ACTOR, "acme", typed, "why"),
+        lambda: ops.create_client(ACTOR, "other", typed),
+    ):
+        with pytest.raises(Invalid, match="not an amount"):
+            await attempt()
+    assert (await ops.client("acme")).balance == "10.00"
+    assert len(await audit(runtime)) == 1  # the opening alone
+
+
+async def test_plain_amounts_are_read_as_written(runtime):
+    ops = runtime.operators
+    await ops.create_client(ACTOR, "acme", "10")
+    for typed, moved in (("5", "15.00"), (" 2.5 ", "17.50"), ("+0.5", "18.00"), (".25", "18.25"), ("1.", "19.25")):
+        await ops.topup(ACTOR, "acme", typed)
+        assert (await ops.client("acme")).balance == moved
+    await ops.adjust(ACTOR, "acme", "-9.25", "undo")
+    assert (await ops.client("acme")).balance == "10.00"
+
+
 async def orders_of_every_kind(runtime):
     await runtime.accounts.create("alice", Decimal("10"))
     await runtime.accounts.create("bob", Decimal("10"))
@@ -163,7 +195,7 @@ async def test_admin_tokens_are_shown_once_and_stored_hashed(runtime):
     assert await admin_of(runtime, added.token) == ("backoffice", "operator")
     stored = await runtime.redis.hget(runtime.keys.admins, "backoffice")
     assert hashlib.sha256(added.token.encode()).hexdigest() in stored and added.token not in stored
-    for name in ("", "a" * 65, "back office", "-x"):
+    for name in ("", "a" * 65, "back office", "-x", "backoffice\n", "x\n"):
         with pytest.raises(Invalid, match="an admin name is"):
             await ops.add_admin(ACTOR, name)
     for role in ("", "root", "OWNER"):

@@ -42,3 +42,22 @@ async def test_nothing_is_written_once_closing(redis_client, keys, clock):
     stats.record("echomark", "add", "ok", 0.1)
     await stats.aclose()
     assert [key async for key in redis_client.scan_iter(match=f"{keys.prefix}calls:*")] == []
+
+
+async def test_reading_the_last_hour_writes_nothing_and_counts_what_is_still_in_memory(redis_client, keys, clock):
+    """A read (the providers page, GET /admin/providers/calls) never writes:
+    it adds this process's counts not yet written to what Redis holds."""
+    stats = CallStats(redis_client, keys, clock)
+    stats.record("echomark", "add", "ok", 0.100)
+    other = CallStats(redis_client, keys, clock)
+    other.record("echomark", "status", "unknown", 0.300)
+    await other.flush()
+    written = {key: await redis_client.dump(key) async for key in redis_client.scan_iter(match=f"{keys.prefix}*")}
+    found = (await stats.last_hour(["echomark"]))["echomark"]
+    assert (found.calls, found.failures, found.milliseconds) == (2, 1, 400)
+    assert {key: await redis_client.dump(key) async for key in redis_client.scan_iter(match=f"{keys.prefix}*")} == (
+        written
+    )
+    await stats.flush()  # written later, counted once
+    found = (await stats.last_hour(["echomark"]))["echomark"]
+    assert (found.calls, found.failures, found.milliseconds) == (2, 1, 400)
