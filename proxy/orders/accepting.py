@@ -14,7 +14,6 @@ calls one by one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -25,12 +24,6 @@ from proxy.orders.records import RECENT_CALLS, Order, flatten
 from proxy.orders.states import ACCEPT, lua_values
 from proxy.providers.health import ORDERS, Health
 from proxy.scripts import lua
-
-
-@dataclass(frozen=True)
-class Accepted:
-    order: Order
-    counted: bool  # the provider's success and spend were counted with it
 
 
 class Acceptance:
@@ -45,9 +38,10 @@ class Acceptance:
 
     async def accept(
         self, order: Order, provider: str, upstream_order: int, fields: Mapping[str, object], call: str, cost: Decimal
-    ) -> Accepted | None:
+    ) -> Order | None:
         """Record `order` as accepted by `provider` as `upstream_order` (with
-        `fields`), at `cost` in the provider's currency; None when this cannot
+        `fields`), at `cost` in the provider's currency, with the provider's
+        success and spend (the order after); None when this cannot
         be one step (a cluster, or another order holds the claim: the caller
         goes the long way). `call` names the call, so a retry after a lost
         reply never applies it twice. Raises `StateChanged` when the table
@@ -80,8 +74,8 @@ class Acceptance:
             return None
         after = self.book.applied(order, ACCEPT, reply)
         if len(reply) < 7:  # a repeat of a call that applied: counted then
-            return Accepted(after, True)
+            return after
         if reply[3] == "back":
             await self.health.accepted_anyway(provider)
         await funds.announce(provider, str(reply[5]), str(reply[6]))
-        return Accepted(after, True)
+        return after

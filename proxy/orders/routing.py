@@ -365,7 +365,7 @@ class Router:
             f"upstream order {upstream_order} at {provider}",
         )
         if accepted is not None:
-            return accepted.order, accepted.counted
+            return accepted, True
         owner = await self._retrying(
             order,
             lambda: self.claims.claim(order, provider, upstream_order),
