@@ -110,11 +110,9 @@ class OrderBook(OrderReading):
         self.due = due
         self.clock = clock
         self.ids = ids or OrderIds(redis, keys.order_seq, clock=clock)
-        # A cluster pipeline sends each command to its slot's node; scripts go one by one there.
-        # On one server, a script and the commands that go with it share a round trip.
-        self._single = single(redis)
-        # On one server a script may touch keys of any slot (the owner entry, the due index).
-        self.single = self._single is not None
+        # On one server a script may touch keys of any slot (the owner entry, the due index);
+        # on a cluster those are written apart.
+        self.single = single(redis) is not None
         facts = lua_values()
         self._reserve = scripts.register(redis, "proxy.orders", "reserve", facts)
         self._fence = scripts.register(redis, "proxy.orders", "fence")
@@ -198,7 +196,7 @@ class OrderBook(OrderReading):
             record["duplicate_ms"] = max(1, int(fingerprint.window * 1000))
             value = f"{order_id}:{fingerprint.payload}" if fingerprint.payload else str(order_id)
         order_key = self.keys.order(new.client, order_id)
-        single = self._single is not None
+        single = self.single
         routes = list(route_keys) if single else []
         windows = list(rate) if single else []
         keys = [
@@ -332,7 +330,7 @@ class OrderBook(OrderReading):
         the event now.
         """
         due = self.due.change(order, event, fields or {}, due_at)
-        folded = due is not None and self._single is not None  # on one server the due index moves in the script
+        folded = due is not None and self.single  # on one server the due index moves in the script
         keys = [*self.transition_keys(order), *([due.key] if folded and due else [])]
         args: list[str | int] = [
             *self.transition_args(order, event, refund_to, version, attention, memo, call),
