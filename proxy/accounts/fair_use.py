@@ -179,7 +179,7 @@ class FairUse:
             used = last.size - last.left
             size = max(1, min(self.max_lease, int(used / max(now - last.since, 1e-3) * self.lease_seconds)))
         unused, stamp = (last.left, last.stamp) if last is not None else (0, "0")
-        key = f"{self.key_prefix}:{item.key_for('request', client)}"
+        key = self._request_key(item, client)
         wall = f"{time.time():.6f}"
         try:
             granted = await self._script(keys=[key], args=[wall, item.amount, item.get_expiry(), size, stamp, unused])
@@ -201,19 +201,20 @@ class FairUse:
     def windows(self, client: str) -> list[RateWindow]:
         """Where and how `request(client)` counts, for a script to count one
         request the same way (`limits`' keys: its prefix, then the item's)."""
-        return [
-            RateWindow(f"{self.key_prefix}:{item.key_for('request', client)}", item.amount, item.get_expiry())
-            for item in self.requests
-        ]
+        return [RateWindow(self._request_key(item, client), item.amount, item.get_expiry()) for item in self.requests]
+
+    def _request_key(self, item: RateLimitItem, client: str) -> str:
+        """`limits`' key for the client's requests under `item`: its prefix, then the item's."""
+        return f"{self.key_prefix}:{item.key_for('request', client)}"
 
     async def order_action(self, action: str, client: str, order: int) -> bool:
         """Count one `refill` or `cancel` of an order; False if asked too often."""
         return await self._hit(self.per_order[action], action, client, str(order))
 
-    async def _hit(self, items: list[RateLimitItem], *names: str, cost: int = 1) -> bool:
+    async def _hit(self, items: list[RateLimitItem], *names: str) -> bool:
         try:
             for item in items:
-                if not await self.limiter.hit(item, *names, cost=cost):
+                if not await self.limiter.hit(item, *names):
                     return False
         except Exception as exc:
             log.warning("fair use not counted (%s): let through", type(exc).__name__)
