@@ -23,7 +23,6 @@ from proxy.accounts.fair_use import FairUse, storage_for
 from proxy.accounts.ledger import Ledger
 from proxy.catalog.catalog import LiveCatalog
 from proxy.config import Config, Provider
-from proxy.hot_reads import TrackedBook
 from proxy.ops.admins import Admins
 from proxy.ops.answers import ConfigReload
 from proxy.ops.audit import AuditLog
@@ -41,6 +40,7 @@ from proxy.orders.observe import OrderWatch
 from proxy.orders.refills import Refills
 from proxy.orders.routing import Router, RoutingRules
 from proxy.orders.statuses import StatusRefresher
+from proxy.orders.tracked import TrackedBook
 from proxy.orders.verdicts import Verdicts
 from proxy.providers.budget import RequestBudget
 from proxy.providers.calls import CallStats

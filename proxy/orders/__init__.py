@@ -6,6 +6,7 @@
 - `book`: order records in Redis, the scripts that open and change them
   (`scripts/*.lua`), and the one way to read them.
 - `reading`: reading and listing orders (the book's readers, mixed into it).
+- `tracked`: the book with status summaries held in the tracked cache (`proxy.tracking`).
 - `ids`: order IDs from per-instance blocks.
 - `accepting`: an accepted order recorded in one step where Redis allows it.
 - `leases`: the placing task's lease on an order, renewed without ever holding

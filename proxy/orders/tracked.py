@@ -8,9 +8,6 @@ read from upstream, archiving) invalidates it, on every instance, before its
 writer has its reply, so a summary served from memory is the one Redis holds.
 Whether a summary is stale (due for a read upstream) is still decided on each
 request, from the summary's own time of reading.
-
-(It lives beside the runtime rather than in `proxy.orders`, which another
-change was reshaping at the time; the book itself is unchanged.)
 """
 
 from __future__ import annotations
