@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.edge.admin import source_of
+from proxy.edge.dashboard.pages import client_page
 from proxy.edge.dashboard.sessions import PATH, Sessions, clear_cookie, forged, set_cookie
 from proxy.edge.dashboard.web import Dashboard, Refused, View, read_form
 from proxy.errors import BadInput
@@ -139,17 +140,7 @@ class Forms:
         """A new key, shown on this answer alone (never stored, never in a URL)."""
         name = view.request.path_params["name"]
         made = await view.ops.rotate_key(view.actor, name, view.form.get("reason", ""))
-        ledger = await view.ops.ledger(name, limit=200)
-        return self.d.render(
-            view,
-            view.request,
-            "client.html",
-            title=f"Client {name}",
-            nav="clients",
-            client=await view.ops.client(name),
-            ledger=list(reversed(ledger)),
-            key=made.key,
-        )
+        return await client_page(self.d, view, name, made.key)
 
 
 # A money form without a reference typed carries a one-time key from its page

@@ -166,20 +166,7 @@ class Pages:
         )
 
     async def client(self, view: View) -> Response:
-        name = view.request.path_params["name"]
-        ops = view.ops
-        found = await ops.client(name)
-        ledger = await ops.ledger(name, limit=200)
-        return self.d.render(
-            view,
-            view.request,
-            "client.html",
-            title=f"Client {name}",
-            nav="clients",
-            client=found,
-            ledger=list(reversed(ledger)),
-            key="",
-        )
+        return await client_page(self.d, view, view.request.path_params["name"])
 
     async def ledger_csv(self, view: View) -> Response:
         name = view.request.path_params["name"]
@@ -204,6 +191,22 @@ class Pages:
     async def not_found(self, view: View) -> Response:
         """Any other path under /dashboard (a stale or mistyped link)."""
         raise Refused("No such page on the dashboard.", 404)
+
+
+async def client_page(d: Dashboard, view: View, name: str, key: str = "") -> Response:
+    """A client's page: its record and latest ledger lines; `key` a new API key, shown this once."""
+    found = await view.ops.client(name)
+    ledger = await view.ops.ledger(name, limit=200)
+    return d.render(
+        view,
+        view.request,
+        "client.html",
+        title=f"Client {name}",
+        nav="clients",
+        client=found,
+        ledger=list(reversed(ledger)),
+        key=key,
+    )
 
 
 def _order_id(view: View) -> int:
