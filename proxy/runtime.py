@@ -80,7 +80,9 @@ class Runtime:
         self.ledger = Ledger(redis, self.keys, self.reads)
         self.accounts = Accounts(redis, self.keys, self.ledger, config.currency, self.reads)
         transports = transports or {}
-        self.fair_use = FairUse(storage_for(redis, self.keys), config.fair_use, self.keys.limits, redis=redis)
+        # `limits`' storage on our Redis: fair use counts there, and so do the dashboard's logins.
+        self.limits_storage = storage_for(redis, self.keys)
+        self.fair_use = FairUse(self.limits_storage, config.fair_use, self.keys.limits, redis=redis)
         self.metrics = Metrics()
         self.metrics.watch_cache(lambda: (self.reads.healthy, self.reads.stats.as_dict()))
         self.calls = CallStats(redis, self.keys, clock)

@@ -33,7 +33,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from proxy import logs
-from proxy.accounts.fair_use import TOO_MANY_REQUESTS, RateWindow, storage_for
+from proxy.accounts.fair_use import TOO_MANY_REQUESTS, RateWindow
 from proxy.catalog.catalog import Listed
 from proxy.edge import admin, dashboard, protocol
 from proxy.edge.context import RequestContext
@@ -443,7 +443,7 @@ def create_app(
             runtime.operators,
             runtime.redis,
             runtime.keys,
-            storage_for(runtime.redis, runtime.keys),
+            runtime.limits_storage,
             runtime.settings,
             lambda: runtime.config.currency,
         )
