@@ -38,9 +38,10 @@ from starlette.routing import Route  # noqa: E402
 from proxy import logs  # noqa: E402
 from proxy.config import parse_config  # noqa: E402
 from proxy.edge.app import create_app  # noqa: E402
+from proxy.embedded import EmbeddedRedis  # noqa: E402
 from proxy.runtime import Runtime  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
-from proxy.store import EmbeddedRedis, connect  # noqa: E402
+from proxy.store import connect  # noqa: E402
 
 PREFIX = "bench-asgi:"
 CONFIG = {

@@ -33,12 +33,13 @@ from support import router_config  # noqa: E402
 
 from proxy.config import parse_config  # noqa: E402
 from proxy.edge.app import create_app  # noqa: E402
+from proxy.embedded import EmbeddedRedis  # noqa: E402
 from proxy.ops.roles import Actor  # noqa: E402
 from proxy.runtime import Runtime  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
 from proxy.sim.app import create_app as panel_app  # noqa: E402
 from proxy.sim.catalogs import build_panel  # noqa: E402
-from proxy.store import EmbeddedRedis, connect  # noqa: E402
+from proxy.store import connect  # noqa: E402
 
 PREFIX = "bench-operators:"
 

@@ -47,7 +47,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from proxy.store import EmbeddedRedis  # noqa: E402
+from proxy.embedded import EmbeddedRedis  # noqa: E402
 
 PYTHON = sys.executable
 SMM = str(Path(PYTHON).parent / "smm-proxy")

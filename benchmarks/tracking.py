@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from proxy.store import EmbeddedRedis, connect  # noqa: E402
+from proxy.embedded import EmbeddedRedis  # noqa: E402
+from proxy.store import connect  # noqa: E402
 from proxy.tracking import TrackedCache  # noqa: E402
 
 PREFIX = "bench-tracking:"

@@ -20,6 +20,7 @@ import uvicorn
 
 from proxy.config import load_config
 from proxy.edge.app import create_app
+from proxy.embedded import EmbeddedRedis
 from proxy.errors import AccountError
 from proxy.ops.roles import OWNER
 from proxy.runtime import Runtime
@@ -28,7 +29,7 @@ from proxy.sim.app import create_app as create_panel_app
 from proxy.sim.catalogs import build_panel
 from proxy.sim.panel import DEFAULT_KEY
 from proxy.sim.server import serve_panel
-from proxy.store import EmbeddedRedis, connect, redacted_url
+from proxy.store import connect, redacted_url
 
 DEMO_CLIENT = "demo"
 DEMO_ADMIN = "demo"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from proxy.store import redis_server_binary
+from proxy.embedded import redis_server_binary
 
 SLOTS = 16384
 

@@ -27,7 +27,8 @@ from cluster import LocalCluster
 from hypothesis import HealthCheck, settings
 from support import STORES, FakeClock, Harness, router_config
 
-from proxy.store import EmbeddedRedis, Keys, connect
+from proxy.embedded import EmbeddedRedis
+from proxy.store import Keys, connect
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
 

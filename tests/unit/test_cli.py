@@ -91,7 +91,7 @@ def test_version_check_json_and_usage_errors(cli, monkeypatch, tmp_path, capsys)
 
 
 def test_serve_refuses_a_redis_it_cannot_trust(cli, monkeypatch):
-    from proxy.store import EmbeddedRedis
+    from proxy.embedded import EmbeddedRedis
 
     monkeypatch.setenv("SMM_PROXY_REDIS_URL", "redis://:hunter2@127.0.0.1:1/0")
     code, _, err = cli("serve")

@@ -30,7 +30,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
 from tcpproxy import RedisProxy
 
-from proxy.store import EmbeddedRedis, connect, redis_server_binary
+from proxy.embedded import EmbeddedRedis, redis_server_binary
+from proxy.store import connect
 from proxy.tracking import TrackedCache
 
 FAST = dict(backoff=(0.01, 0.05), connect_timeout=2.0)
