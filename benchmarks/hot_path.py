@@ -40,8 +40,9 @@ from proxy.accounts.clients import Accounts  # noqa: E402
 from proxy.accounts.fair_use import FairUse, storage_for  # noqa: E402
 from proxy.accounts.ledger import Ledger  # noqa: E402
 from proxy.embedded import EmbeddedRedis  # noqa: E402
+from proxy.keys import Keys  # noqa: E402
 from proxy.policies import FairUsePolicy  # noqa: E402
-from proxy.store import Keys, connect  # noqa: E402
+from proxy.store import connect  # noqa: E402
 from proxy.tracking import TrackedCache  # noqa: E402
 
 PREFIX = "bench-hot:"

@@ -23,6 +23,7 @@ from proxy.accounts.fair_use import FairUse, storage_for
 from proxy.accounts.ledger import Ledger
 from proxy.catalog.catalog import LiveCatalog
 from proxy.config import Config, Provider
+from proxy.keys import Keys
 from proxy.ops.admins import Admins
 from proxy.ops.answers import ConfigReload
 from proxy.ops.audit import AuditLog
@@ -51,7 +52,7 @@ from proxy.providers.outcomes import Outcomes
 from proxy.providers.refusals import Refusals
 from proxy.providers.upstream import ProviderClient
 from proxy.settings import Settings
-from proxy.store import Keys, Store, connect
+from proxy.store import Store, connect
 from proxy.tracking import TrackedCache
 
 log = logging.getLogger(__name__)

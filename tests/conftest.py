@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, settings
 from support import STORES, FakeClock, Harness, router_config
 
 from proxy.embedded import EmbeddedRedis
-from proxy.store import Keys, connect
+from proxy.keys import Keys
+from proxy.store import connect
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
 

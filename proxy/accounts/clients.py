@@ -29,8 +29,9 @@ from decimal import Decimal
 from proxy.accounts.ledger import Entry, Ledger
 from proxy.accounts.terms import FIELDS, Terms
 from proxy.errors import AccountError, UnknownClient
+from proxy.keys import Keys
 from proxy.money import from_minor
-from proxy.store import Field, Keys, Store, maybe_text, text_map, texts
+from proxy.store import Field, Store, maybe_text, text_map, texts
 from proxy.tracking import TrackedCache
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole: "$" would let a final line break in

@@ -59,8 +59,9 @@ from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from proxy import scripts
+from proxy.keys import Keys
 from proxy.policies import FairUsePolicy
-from proxy.store import Keys, Store, is_cluster, single
+from proxy.store import Store, is_cluster, single
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy import scripts
 from proxy.errors import InsufficientFunds, UnknownClient
+from proxy.keys import Keys
 from proxy.money import from_minor, to_minor
-from proxy.store import Keys, Store, maybe_text, stream_entries
+from proxy.store import Store, maybe_text, stream_entries
 from proxy.tracking import TrackedCache
 
 # An application whose reply was lost is asked again this many times in all.

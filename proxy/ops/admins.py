@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.errors import Invalid, NotFound, OperatorError
+from proxy.keys import Keys
 from proxy.ops.roles import ROLES
-from proxy.store import Keys, Store, maybe_text, text_map
+from proxy.store import Store, maybe_text, text_map
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole: "$" would let a final line break in
 _SPAN = re.compile(r"^(\d{1,6})([dhm])$")

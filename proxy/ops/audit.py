@@ -43,8 +43,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy import scripts
+from proxy.keys import Keys
 from proxy.ops.roles import Actor
-from proxy.store import Keys, Store, maybe_text, stream_entries
+from proxy.store import Store, maybe_text, stream_entries
 
 KEYED = "hmac-sha256"
 PLAIN = "sha256"

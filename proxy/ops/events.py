@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import httpx
 from redis.exceptions import ResponseError
 
+from proxy.keys import Keys
 from proxy.ops.answers import EventView, as_json
-from proxy.store import Field, Keys, Store, claimed_entries, group_entries, stream_entries
+from proxy.store import Field, Store, claimed_entries, group_entries, stream_entries
 
 log = logging.getLogger(__name__)
 

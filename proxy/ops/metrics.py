@@ -26,12 +26,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy.keys import Keys
 from proxy.money import from_minor
 from proxy.orders import states
 from proxy.orders.book import OrderBook
 from proxy.providers.health import Health
 from proxy.providers.listings import Listings
-from proxy.store import Keys, Store, text_map
+from proxy.store import Store, text_map
 
 log = logging.getLogger(__name__)
 

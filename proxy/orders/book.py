@@ -59,6 +59,7 @@ from proxy.errors import (
     StateChanged,
     UnknownClient,
 )
+from proxy.keys import Keys
 from proxy.money import format_amount, to_minor
 from proxy.orders.due import DueIndex
 from proxy.orders.ids import OrderIds
@@ -78,7 +79,7 @@ from proxy.orders.records import (
 )
 from proxy.orders.states import ABANDON, ACCEPT, IN_FLIGHT, STATUS, WORKING_SETS, lua_values
 from proxy.scripts import lua
-from proxy.store import Keys, Store, ints, maybe_text, single
+from proxy.store import Store, ints, maybe_text, single
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy import scripts
+from proxy.keys import Keys
 from proxy.orders.records import Order
 from proxy.orders.states import due_change
-from proxy.store import Keys, Store
+from proxy.store import Store
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 from proxy import scripts
+from proxy.keys import Keys
 from proxy.orders.records import Order
-from proxy.store import Keys, Store
+from proxy.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from proxy.keys import OWNER_BUCKET, Keys
 from proxy.orders.records import ArchivedOrder, Order, OrderSummary
-from proxy.store import OWNER_BUCKET, Keys, Store, ints, maybe_text, text_map, texts
+from proxy.store import Store, ints, maybe_text, text_map, texts
 
 # An owner entry that starts so: the order is archived (`proxy.orders.archive`).
 ARCHIVED = "~"

@@ -9,11 +9,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from proxy.errors import ProviderRefused, UpstreamError
+from proxy.keys import Keys
 from proxy.orders.records import ArchivedOrder, Order
 from proxy.providers.health import READS, Health
 from proxy.providers.replies import MISSING_FROM_REPLY, ItemError
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Field, Keys, Store
+from proxy.store import Field, Store
 from proxy.vocabulary import FINAL_REFILL_STATUSES, PENDING
 
 log = logging.getLogger(__name__)

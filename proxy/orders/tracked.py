@@ -15,11 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from proxy.keys import Keys
 from proxy.orders.book import OrderBook
 from proxy.orders.due import DueIndex
 from proxy.orders.leases import Leases
 from proxy.orders.records import OrderSummary
-from proxy.store import Keys, Store
+from proxy.store import Store
 from proxy.tracking import TrackedCache
 
 

@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from proxy import scripts
-from proxy.store import Keys, Store
+from proxy.keys import Keys
+from proxy.store import Store
 
 WINDOW_SECONDS = 60
 

@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from proxy.store import Keys, Store, text_map
+from proxy.keys import Keys
+from proxy.store import Store, text_map
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from collections.abc import Callable, Mapping
 from decimal import ROUND_FLOOR, Decimal
 
 from proxy import scripts
+from proxy.keys import Keys
 from proxy.logs import Emit, no_events
 from proxy.money import MAX_MINOR, MINOR, format_amount, from_minor, to_minor
-from proxy.store import Keys, Store
+from proxy.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,12 @@ from decimal import Decimal
 from proxy import scripts
 from proxy.config import Config
 from proxy.errors import ProviderRefused, UpstreamError
+from proxy.keys import Keys
 from proxy.logs import Emit, no_events
 from proxy.money import from_minor
 from proxy.providers.funds import Funds
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Field, Keys, Store, maybe_text, text_map
+from proxy.store import Field, Store, maybe_text, text_map
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,11 @@ from decimal import Decimal
 from typing import TypedDict
 
 from proxy.errors import UpstreamError
+from proxy.keys import Keys
 from proxy.logs import Emit, no_events
 from proxy.providers.replies import DisabledService, UpstreamService
 from proxy.providers.upstream import ProviderClient
-from proxy.store import Field, Keys, Store, text, text_map
+from proxy.store import Field, Store, text, text_map
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxy import scripts
-from proxy.store import Keys, Store, text_map
+from proxy.keys import Keys
+from proxy.store import Store, text_map
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from support import metric, on_every_store
 
 from proxy.accounts.clients import Accounts
 from proxy.accounts.ledger import Ledger
-from proxy.store import Keys
+from proxy.keys import Keys
 
 pytestmark = on_every_store
 

@@ -5,10 +5,11 @@ import asyncio
 import json
 from decimal import Decimal
 
+from proxy.keys import Keys
 from proxy.ops.events import EventLog
 from proxy.providers.listings import Listings
 from proxy.providers.replies import UpstreamService
-from proxy.store import Keys, connect
+from proxy.store import connect
 
 
 def followers(rate: str) -> UpstreamService:

@@ -14,7 +14,8 @@ import asyncio
 
 from support import on_every_store
 
-from proxy.store import Keys, Store, connect
+from proxy.keys import Keys
+from proxy.store import Store, connect
 
 CANCELS = 200
 

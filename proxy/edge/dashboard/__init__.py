@@ -27,9 +27,10 @@ from proxy.edge.dashboard.forms import Forms
 from proxy.edge.dashboard.pages import Pages
 from proxy.edge.dashboard.sessions import PATH, Sessions
 from proxy.edge.dashboard.web import HERE, Dashboard
+from proxy.keys import Keys
 from proxy.ops.operators import Operators
 from proxy.settings import Settings
-from proxy.store import Keys, Store
+from proxy.store import Store
 
 __all__ = ["routes"]
 

@@ -35,8 +35,9 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.keys import Keys
 from proxy.ops.admins import Admin, Admins, hash_token
-from proxy.store import Keys, Store, maybe_text
+from proxy.store import Store, maybe_text
 
 log = logging.getLogger(__name__)
 
