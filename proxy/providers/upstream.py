@@ -60,7 +60,7 @@ from proxy.providers.replies import (
     parse_status,
     read_service,
 )
-from proxy.providers.transport import AiohttpTransport, Timeouts, read_capped
+from proxy.providers.transport import AiohttpTransport, Timeouts, known_charset, read_capped
 from proxy.vocabulary import Errors, known_error
 
 __all__ = ["ProviderClient"]
@@ -351,7 +351,8 @@ class ProviderClient:
                             await response.aclose()  # unread: the connection is closed, not pooled
                         if content is None:
                             raise self._too_large(action, limit)
-                        status, text = response.status_code, content.decode(response.encoding or "utf-8", "replace")
+                        status = response.status_code
+                        text = content.decode(known_charset(response.charset_encoding), "replace")
             except TimeoutError:
                 raise self._unknown(action, f"no complete reply in {self._total:.0f} s") from None
             except httpx.PoolTimeout as exc:
