@@ -104,7 +104,7 @@ class Sessions:
         if admin is None or admin.expired(self.admins.clock()):
             return None
         session_id = secrets.token_urlsafe(32)
-        digest = _digest(session_id)
+        digest = hash_token(session_id)
         expires = self.clock() + self.seconds
         if admin.expires is not None:
             expires = min(expires, admin.expires)
@@ -120,7 +120,7 @@ class Sessions:
         session_id = request.cookies.get(cookie_name(request), "")
         if not session_id or len(session_id) > 100:
             return None
-        digest = _digest(session_id)
+        digest = hash_token(session_id)
         raw = maybe_text(await self.redis.get(self.keys.dashboard_session(digest)))
         record = _record(raw)
         expires = record.get("expires")
@@ -224,10 +224,6 @@ def forged(request: Request, form_csrf: str | None, session: Session | None) -> 
 def _origin_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
-
-
-def _digest(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def _record(raw: str | None) -> dict[str, object]:
