@@ -15,8 +15,8 @@ its caller passes, as Lua literals made by `lua`. A name without a value is
 an error, never an empty string.
 
 `source` reads, includes and renders a script once per process; `register`
-hands it to redis-py, which runs it by SHA (EVALSHA) and loads it into a
-server that does not know it yet.
+makes it a `Script`, run by SHA (EVALSHA) and loaded into a server that
+does not know it yet.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
+from typing import Any
 
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
-from proxy.store import Store
+from proxy.store import Store, single
 
 _INCLUDE = re.compile(r"^--!include[ \t]+([\w.]+)[ \t]*$", re.MULTILINE)
 _VALUE = re.compile(r"\{\{ *(\w+) *\}\}")
@@ -95,6 +97,35 @@ def source(package: str, name: str, values: Mapping[str, str] | None = None) -> 
     return _rendered(package, name, tuple(sorted((values or {}).items())))
 
 
-def register(redis: Store, package: str, name: str, values: Mapping[str, str] | None = None) -> AsyncScript:
-    """The script, ready to call: `await script(keys=[...], args=[...])`."""
-    return redis.register_script(source(package, name, values))
+class Script:
+    """A script, ready to call: `await script(keys=[...], args=[...])`.
+
+    On one server it is sent as EVALSHA straight through the client's
+    `execute_command` (redis-py's `AsyncScript` adds a deprecation wrapper
+    and an import to every call), and loaded once when the server answers
+    NOSCRIPT (a restart, SCRIPT FLUSH); on a Redis Cluster, redis-py's own
+    `AsyncScript` runs it, which knows where to load it."""
+
+    __slots__ = ("source", "sha", "_single", "_cluster")
+
+    def __init__(self, redis: Store, source: str) -> None:
+        self.source = source
+        self._cluster: AsyncScript = redis.register_script(source)
+        self.sha: str = self._cluster.sha
+        client = single(redis)
+        self._single: Callable[..., Awaitable[Any]] | None = None if client is None else client.execute_command
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        execute = self._single
+        if execute is None:
+            return await self._cluster(keys=keys, args=args)
+        try:
+            return await execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await execute("SCRIPT LOAD", self.source)
+            return await execute("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+def register(redis: Store, package: str, name: str, values: Mapping[str, str] | None = None) -> Script:
+    """The script `name` of `package`, ready to call (`Script`)."""
+    return Script(redis, source(package, name, values))

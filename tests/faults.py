@@ -40,6 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy import scripts
+from proxy.store import Client
 
 Command = Sequence[object]  # ("EVALSHA", sha, 2, key, key, arg, ...), ("GET", key), ...
 
@@ -122,7 +123,7 @@ class _FaultyPipeline(Pipeline):
         return result
 
 
-class FaultyRedis(aioredis.Redis):
+class FaultyRedis(Client):
     plan: FaultPlan
 
     @classmethod

@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from proxy import scripts
+from proxy import logs, scripts
 from proxy.accounts.fair_use import RateWindow
 from proxy.errors import (
     DuplicateMismatch,
@@ -265,11 +265,10 @@ class OrderBook(OrderReading):
             log.warning("order %s: reserved, but its store failed; recovery settles it", order_id)
             return Reservation(order_id, False, None)
         if reply[0] == "ok":
-            log.info(
-                "order %s reserved: %s charged",
-                order_id,
-                format_amount(new.charge),
-                extra={"order": order_id, "client": new.client},
+            logs.info(
+                log,
+                f"order {order_id} reserved: {format_amount(new.charge)} charged",
+                {"order": order_id, "client": new.client},
             )
             order = Order.from_record({k: str(v) for k, v in record.items()})
             return Reservation(order_id, False, order, tuple(reply[1]) if routes else None)
@@ -387,16 +386,13 @@ class OrderBook(OrderReading):
         if reply[0] in ("ok", "stale"):
             after = Order.from_record(unflatten(reply[2]))
             if reply[0] == "ok" and (after.state != reply[1] or after.refunded != order.refunded or event != STATUS):
-                log.info(
-                    "order %s %s: %s -> %s%s%s%s",
-                    order.id,
-                    event,
-                    reply[1],
-                    after.state,
-                    f" at {after.provider} as upstream order {after.upstream_order}" if event == ACCEPT else "",
-                    f", refunded {after.refunded} in all" if after.refunded != order.refunded else "",
-                    f", needs an operator: {after.attention}" if after.attention and not order.attention else "",
-                    extra={"order": order.id, "transition": event, "client": client},
+                logs.info(
+                    log,
+                    f"order {order.id} {event}: {reply[1]} -> {after.state}"
+                    + (f" at {after.provider} as upstream order {after.upstream_order}" if event == ACCEPT else "")
+                    + (f", refunded {after.refunded} in all" if after.refunded != order.refunded else "")
+                    + (f", needs an operator: {after.attention}" if after.attention and not order.attention else ""),
+                    {"order": order.id, "transition": event, "client": client},
                 )
             return after
         if reply[0] == "missing":

@@ -10,11 +10,13 @@ read shows, read for many orders in one command (`SUMMARY_FIELDS`).
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
+
+import orjson
 
 from proxy.money import ceil_to, from_minor, to_minor
 from proxy.orders.states import RESERVED, final, shown_remains, shown_status
@@ -163,7 +165,7 @@ class Order(OrderSummary):
             service=int(record["service"]),
             type=record["type"],
             quantity=int(record["quantity"]),
-            fields=json.loads(record.get("fields", "{}")),
+            fields=orjson.loads(record.get("fields", "{}")),
             charge=from_minor(record["charge"]),
             refunded=from_minor(record.get("refunded", "0")),
             state=record["state"],
@@ -382,20 +384,20 @@ RECENT_CALLS = 8
 
 def new_call() -> str:
     """A name for one transition call, kept across its retries (64 random bits)."""
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()
 
 
 def attempts_json(attempts: Iterable[Attempt]) -> str:
     """Attempts as the record keeps them: compact JSON, reasons only where there is one."""
-    return json.dumps(
-        [[a.provider, a.outcome, a.reason] if a.reason else [a.provider, a.outcome] for a in attempts],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    rows = [[a.provider, a.outcome, a.reason] if a.reason else [a.provider, a.outcome] for a in attempts]
+    try:
+        return orjson.dumps(rows).decode()  # the same text as json.dumps(..., ensure_ascii=False, compact)
+    except TypeError:  # text orjson refuses (a lone surrogate): json writes it as before
+        return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
 
 
 def _attempts(text: str) -> tuple[Attempt, ...]:
-    return tuple(Attempt(**a) if isinstance(a, dict) else Attempt(*a) for a in json.loads(text))
+    return tuple(Attempt(**a) if isinstance(a, dict) else Attempt(*a) for a in orjson.loads(text))
 
 
 def stamp(seconds: float) -> str:

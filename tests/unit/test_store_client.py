@@ -1,0 +1,122 @@
+"""The store's client sends a command alone on a short path of its own (`proxy.store.Client`).
+
+What it must keep of redis-py's path: the same replies and errors, a
+connection with a reply outstanding never reused, a connection Redis closed
+while idle reconnected before it is written to, a script found again after
+SCRIPT FLUSH, and the pool never starved by the connections it keeps idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ResponseError
+
+from proxy import scripts
+from proxy.keys import Keys
+from proxy.store import Client, Store, connect
+
+
+def _client(store: Store) -> Client:
+    assert isinstance(store, Client)
+    return store
+
+
+async def test_replies_and_errors_are_redis_pys(redis_url: str, keys: Keys) -> None:
+    store = connect(redis_url)
+    key = keys.client("replies")
+    try:
+        assert await store.set(key, "v") is True  # redis-py's callback: OK -> True
+        assert await store.get(key) == "v"
+        assert await store.hset(key + ":h", mapping={"a": 1, "b": "é"}) == 2
+        assert await store.hgetall(key + ":h") == {"a": "1", "b": "é"}
+        assert await store.exists(key, key + ":none") == 1
+        await store.zadd(key + ":z", {"m": 0.1})  # a float: redis-py's packer, redis-py's text for it
+        assert await store.zrange(key + ":z", 0, -1) == ["m"]
+        with pytest.raises(ResponseError):
+            await store.hget(key, "field")  # WRONGTYPE: Redis' own error, raised as redis-py raises it
+        assert await store.get(key) == "v"  # and the connection is still in step
+    finally:
+        await store.delete(key, key + ":h", key + ":z")
+        await store.aclose()
+
+
+async def test_a_connection_redis_closed_while_idle_is_reconnected_first(redis_url: str, keys: Keys) -> None:
+    store = connect(redis_url)
+    key = keys.client("killed")
+    try:
+        await store.set(key, "before")
+        mine = await store.execute_command("CLIENT ID")  # type: ignore[attr-defined]  # the idle connection's
+        killer = connect(redis_url)
+        assert await killer.execute_command("CLIENT KILL ID", mine) == 1  # type: ignore[attr-defined]
+        await killer.aclose()
+        await asyncio.sleep(0.05)  # the end of the connection reaches us
+        assert await store.get(key) == "before"  # no ConnectionError: not written to a closed connection
+    finally:
+        await store.delete(key)
+        await store.aclose()
+
+
+async def test_a_cancelled_command_never_leaves_its_reply_for_the_next(redis_url: str, keys: Keys) -> None:
+    store = connect(redis_url)
+    key = keys.client("in-step")
+    try:
+        await store.set(key + ":a", "a")
+        await store.set(key + ":b", "b")
+        for point in range(60):
+            task = asyncio.create_task(store.get(key + ":a"))
+            for _ in range(point % 6):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            # Whatever the moment of the cancel, the next command reads its own reply.
+            assert await store.get(key + ":b") == "b"
+    finally:
+        await store.delete(key + ":a", key + ":b")
+        await store.aclose()
+
+
+async def test_a_script_is_loaded_again_after_a_flush(redis_url: str, keys: Keys) -> None:
+    store = connect(redis_url)
+    key = keys.client("script")
+    script = scripts.Script(store, "return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    try:
+        assert await script(keys=[key], args=[2]) == 2
+        await store.execute_command("SCRIPT FLUSH")  # type: ignore[attr-defined]
+        assert await script(keys=[key], args=[3]) == 5  # NOSCRIPT: loaded, then run once
+    finally:
+        await store.delete(key)
+        await store.aclose()
+
+
+async def test_connections_kept_idle_never_starve_the_pool(redis_url: str, keys: Keys) -> None:
+    store = connect(redis_url, max_connections=4, timeout=2)
+    client = _client(store)
+    pool = client.connection_pool
+    key = keys.client("starve")
+    held = []
+    try:
+        await store.set(key, "0")  # its connection is now kept idle by the client
+        assert len(client._idle) == 1
+        held = [await pool.get_connection() for _ in range(3)]  # the rest of the pool, busy elsewhere
+
+        async def pipeline() -> list[object]:
+            async with store.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                return await pipe.execute()
+
+        waiting = asyncio.create_task(pipeline())  # waits for the pool (2 s at most, then fails)
+        await asyncio.sleep(0.01)
+        # Commands alone go on meanwhile: the one that ends while the pipeline waits hands it its connection.
+        for _ in range(5):
+            await asyncio.wait([waiting], timeout=0.01)
+            if not waiting.done():
+                await store.get(key)
+        async with asyncio.timeout(1):
+            assert await waiting == ["0"]
+    finally:
+        for conn in held:
+            await pool.release(conn)
+        await store.delete(key)
+        await store.aclose()
