@@ -312,12 +312,14 @@ class Client(aioredis.Redis):
 
 
 class Pool(aioredis.BlockingConnectionPool):
-    """redis-py's blocking pool, counting the tasks that wait for a connection
-    (a `Client` keeps none idle of its own while one does)."""
+    """redis-py's blocking pool, counting the tasks that found it empty and wait
+    for a connection (a `Client` keeps none idle of its own while one does)."""
 
     waiting = 0
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        if self.can_get_connection():  # one is there for it (or may be made)
+            return cast(AbstractConnection, await super().get_connection(*args, **kwargs))  # type: ignore[no-untyped-call]
         self.waiting += 1
         try:
             return cast(AbstractConnection, await super().get_connection(*args, **kwargs))  # type: ignore[no-untyped-call]
