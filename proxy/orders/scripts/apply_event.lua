@@ -38,7 +38,8 @@ local function apply_event(K, A, first)
   if string.find(' ' .. calls .. ' ', ' ' .. call .. ' ', 1, true) then
     return {'ok', state, redis.call('HGETALL', order_key)}, true
   end
-  local rule = TABLE[state] and TABLE[state][event]
+  local rules = TABLE[state]
+  local rule = rules and rules()[event]
   if not rule then
     return {'state', state}
   end

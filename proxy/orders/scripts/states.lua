@@ -1,7 +1,7 @@
 -- The order's states, rendered in from proxy/orders/states.py: no script
 -- spells a state, a status or a working set's rule by hand.
 
--- state -> event -> rule {target, refund, duplicate, lease, write, attention}
+-- state -> (a function returning) event -> rule {target, refund, duplicate, lease, write, attention}
 local TABLE = {{ TABLE }}
 -- Upstream statuses after which an order changes no more.
 local FINAL_STATUSES = {{ FINAL_STATUSES }}

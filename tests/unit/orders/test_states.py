@@ -258,7 +258,9 @@ async def test_the_scripts_hold_the_table_and_every_fact_of_states_py(redis_clie
     """The rendered Lua, evaluated by Redis, against the Python it came from."""
     fragment = scripts.source("proxy.orders", "states", lua_values())
     probe = fragment + (
-        "\nreturn cjson.encode({TABLE, FINAL_STATUSES, IN_FLIGHT, PLACED, FINAL_STATES, CLEAR, DETAIL, COUNTED})"
+        "\nlocal whole = {}"
+        "\nfor state, rules in pairs(TABLE) do whole[state] = rules() end"  # each state's rules, built when asked for
+        "\nreturn cjson.encode({whole, FINAL_STATUSES, IN_FLIGHT, PLACED, FINAL_STATES, CLEAR, DETAIL, COUNTED})"
     )
     table, final_statuses, in_flight, placed, final_states, clear, detail, counted = json.loads(
         await redis_client.eval(probe, 0)
