@@ -272,9 +272,11 @@ class Client(aioredis.Redis):
     A connection goes back on the list only with nothing outstanding: redis-py
     disconnects one whose write or read failed or was cancelled, and any
     other exception between the write and the reply disconnects it here. One
-    that Redis closed while idle (a restart, CLIENT KILL) is reconnected
-    before it is written to, as the pool's own check would, so the command
-    is not lost to a connection that was already gone.
+    that Redis closed while idle (a restart, CLIENT KILL), one reset, and
+    one with bytes waiting that no command asked for are reconnected before
+    they are written to, as the pool's own check would: the command is not
+    lost to a connection that was already gone, and never reads a reply that
+    is not its own.
     """
 
     IDLE = 16  # connections kept out of the pool between commands, at most (and a quarter of the pool)
@@ -292,8 +294,8 @@ class Client(aioredis.Redis):
         conn = idle.pop() if idle else await self.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         answered = False
         try:
-            if _closed_by_server(conn):
-                await conn.disconnect()
+            if _unfit(conn):
+                await conn.disconnect()  # and the write below connects it again, as the pool would
             await conn.send_packed_command(_packed(conn, args), check_health=False)
             try:
                 reply = await self.parse_response(cast(Connection, conn), args[0], **options)
@@ -341,9 +343,21 @@ def _packed(conn: AbstractConnection, args: tuple[Any, ...]) -> bytes | list[byt
     return conn.pack_command(*args)
 
 
-def _closed_by_server(conn: AbstractConnection) -> bool:
+def _unfit(conn: AbstractConnection) -> bool:
+    """Whether an idle connection must not be written to as it is: its peer
+    closed it (the end of the stream: a restart, CLIENT KILL, a server-side
+    timeout) or reset it (an error on the stream), or bytes no command asked
+    for wait on it, in the socket's buffer or the parser's, which the next
+    command would read as its reply. redis-py's pool checks the same
+    (`can_read_destructive`) before it hands a connection out; here it costs
+    no read."""
     reader = getattr(conn, "_reader", None)
-    return isinstance(reader, asyncio.StreamReader) and reader.at_eof()
+    if not isinstance(reader, asyncio.StreamReader):
+        return False  # not connected: the write connects it
+    if reader._buffer or reader.at_eof() or reader.exception() is not None:  # type: ignore[attr-defined]  # as redis-py's _socket_is_empty
+        return True
+    parsing = getattr(getattr(conn, "_parser", None), "_reader", None)  # hiredis' reader, with what it holds
+    return isinstance(parsing, hiredis.Reader) and bool(parsing.has_data())
 
 
 def connect(url: str, max_connections: int = 64, timeout: float = 10.0) -> Store:

@@ -12,6 +12,7 @@ import asyncio
 
 import pytest
 from redis.exceptions import ResponseError
+from tcpproxy import RedisProxy
 
 from proxy import scripts
 from proxy.keys import Keys
@@ -56,6 +57,44 @@ async def test_a_connection_redis_closed_while_idle_is_reconnected_first(redis_u
     finally:
         await store.delete(key)
         await store.aclose()
+
+
+async def test_a_connection_reset_while_idle_is_reconnected_first(redis_url: str, keys: Keys) -> None:
+    # A reset (a crashed host, a middlebox dropping the flow) reaches the reader as an
+    # error, not as the end of the stream: the connection is as gone as one Redis closed.
+    key = keys.client("reset")
+    async with RedisProxy(redis_url) as proxy:
+        store = connect(proxy.url)
+        try:
+            await store.set(key, "before")
+            proxy.reset()
+            await asyncio.sleep(0.05)  # the reset reaches us
+            assert await store.get(key) == "before"  # no ConnectionError for a command never sent
+        finally:
+            await store.delete(key)
+            await store.aclose()
+
+
+@pytest.mark.parametrize("with_next_reply", [False, True], ids=["alone", "with-a-reply"])
+async def test_bytes_no_command_asked_for_are_never_read_as_a_reply(
+    redis_url: str, keys: Keys, with_next_reply: bool
+) -> None:
+    # redis-py's pool never hands out a connection with bytes waiting on it; an idle
+    # connection of ours must not be written to either, wherever those bytes wait (the
+    # socket's buffer, or the parser's when they came in the same read as a reply).
+    key = keys.client("stray")
+    async with RedisProxy(redis_url) as proxy:
+        store = connect(proxy.url)
+        try:
+            await store.set(key, "mine")
+            proxy.inject(b":42\r\n", with_next_reply)
+            if with_next_reply:
+                assert await store.set(key, "mine") is True  # the reply, and the stray bytes behind it
+            await asyncio.sleep(0.05)
+            assert await store.get(key) == "mine"  # not 42
+        finally:
+            await store.delete(key)
+            await store.aclose()
 
 
 async def test_a_cancelled_command_never_leaves_its_reply_for_the_next(redis_url: str, keys: Keys) -> None:
