@@ -283,9 +283,13 @@ class Client(aioredis.Redis):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._idle: deque[AbstractConnection] = deque()
-        pool_size = getattr(self.connection_pool, "max_connections", 0) or self.IDLE * 4
-        self._keep = max(1, min(self.IDLE, pool_size // 4))  # pipelines and `limits` take theirs from the pool
+        pool = self.connection_pool
+        if isinstance(pool, Pool):  # its idle list, which it takes back from when it would wait
+            self._idle = pool.idle
+            self._keep = max(1, min(self.IDLE, pool.max_connections // 4))  # pipelines and `limits` use the pool
+        else:  # a pool that would not: keep none
+            self._idle = deque()
+            self._keep = 0
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if self.single_connection_client or _NEVER_DECODE in options:
@@ -314,10 +318,33 @@ class Client(aioredis.Redis):
 
 
 class Pool(aioredis.BlockingConnectionPool):
-    """redis-py's blocking pool, counting the tasks that wait for a connection
-    (a `Client` keeps none idle of its own while one does)."""
+    """redis-py's blocking pool, with the list of connections `Client` keeps
+    idle between commands (in use, as the pool counts them), and a count of
+    the tasks that wait for a connection (a `Client` keeps none idle while
+    one does).
+
+    A task that would wait because every connection is in use takes one back
+    from the idle list instead: without a command alone to end and hand its
+    connection over, a connection kept idle would otherwise sit there while a
+    pipeline waits out the pool's timeout (a pool of one: every pipeline
+    after the first command)."""
 
     waiting = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.idle: deque[AbstractConnection] = deque()
+
+    def can_get_connection(self) -> bool:
+        # What the pool waits on, under its condition: a connection kept idle counts as free.
+        if super().can_get_connection():
+            return True
+        if not self.idle:
+            return False
+        conn = self.idle.popleft()  # the longest idle; the pool checks it as any other it hands out
+        self._in_use_connections.discard(conn)
+        self._available_connections.append(conn)
+        return True
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
         self.waiting += 1

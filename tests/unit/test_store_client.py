@@ -159,3 +159,27 @@ async def test_connections_kept_idle_never_starve_the_pool(redis_url: str, keys:
             await pool.release(conn)
         await store.delete(key)
         await store.aclose()
+
+
+@pytest.mark.parametrize("size", [1, 4])
+async def test_a_connection_kept_idle_goes_to_whoever_waits_for_the_pool(redis_url: str, keys: Keys, size: int) -> None:
+    # No command alone comes to hand the kept connection over: the pool itself must
+    # find it, or the pipeline waits out the pool's timeout while a connection idles
+    # (a pool of one: every pipeline, every `limits` call after the first GET).
+    store = connect(redis_url, max_connections=size, timeout=2)
+    client = _client(store)
+    pool = client.connection_pool
+    key = keys.client("kept")
+    held = []
+    try:
+        await store.set(key, "0")  # its connection is now kept idle
+        held = [await pool.get_connection() for _ in range(size - 1)]  # the rest of the pool, busy elsewhere
+        async with asyncio.timeout(1), store.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            assert await pipe.execute() == ["0"]
+        assert await store.get(key) == "0"  # and commands alone go on
+    finally:
+        for conn in held:
+            await pool.release(conn)
+        await store.delete(key)
+        await store.aclose()
