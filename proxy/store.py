@@ -290,9 +290,20 @@ class Client(aioredis.Redis):
         else:  # a pool that would not: keep none
             self._idle = deque()
             self._keep = 0
+        # The short path neither retries nor checks health: a client whose connections are
+        # to (a URL's `retry_on_timeout` or `health_check_interval`, redis-py's default
+        # retries of a client made without a pool) takes redis-py's path for every command.
+        options = pool.connection_kwargs
+        retry = options.get("retry")
+        self._redis_pys = bool(
+            options.get("health_check_interval")
+            or options.get("retry_on_timeout")
+            or options.get("retry_on_error")
+            or (retry is not None and retry.get_retries())
+        )
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        if self.single_connection_client or _NEVER_DECODE in options:
+        if self._redis_pys or self.single_connection_client or _NEVER_DECODE in options:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         idle = self._idle
         conn = idle.pop() if idle else await self.connection_pool.get_connection()  # type: ignore[no-untyped-call]

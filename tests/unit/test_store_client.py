@@ -183,3 +183,25 @@ async def test_a_connection_kept_idle_goes_to_whoever_waits_for_the_pool(redis_u
             await pool.release(conn)
         await store.delete(key)
         await store.aclose()
+
+
+async def test_retries_a_url_asks_for_are_redis_pys(redis_url: str, keys: Keys) -> None:
+    # `connect` asks for no retries, but a URL may (`retry_on_timeout`, as it may ask for
+    # health checks): a command then takes redis-py's path, which honours them, rather
+    # than a short one that quietly does not.
+    key = keys.client("retried")
+    slow = [False]
+
+    def delay() -> float:
+        late, slow[0] = slow[0], False
+        return 0.5 if late else 0.0
+
+    async with RedisProxy(redis_url, reply_delay=delay) as proxy:
+        store = connect(proxy.url + "?retry_on_timeout=true&socket_timeout=0.2")
+        try:
+            await store.set(key, "v")
+            slow[0] = True  # the next reply comes after the socket timeout; the retry's in time
+            assert await store.get(key) == "v"
+        finally:
+            await store.delete(key)
+            await store.aclose()
