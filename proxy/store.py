@@ -4,6 +4,7 @@ embedded server: `proxy.embedded`)."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import re
 from collections import deque
@@ -290,6 +291,9 @@ class Client(aioredis.Redis):
         else:  # a pool that would not: keep none
             self._idle = deque()
             self._keep = 0
+        # hiredis packs text as UTF-8: only for connections that encode it so (a URL may say `encoding=`).
+        encoder = pool.get_encoder()  # type: ignore[no-untyped-call]
+        self._utf8 = codecs.lookup(encoder.encoding).name == "utf-8" and encoder.encoding_errors == "strict"
         # The short path neither retries nor checks health: a client whose connections are
         # to (a URL's `retry_on_timeout` or `health_check_interval`, redis-py's default
         # retries of a client made without a pool) takes redis-py's path for every command.
@@ -311,7 +315,8 @@ class Client(aioredis.Redis):
         try:
             if _unfit(conn):
                 await conn.disconnect()  # and the write below connects it again, as the pool would
-            await conn.send_packed_command(_packed(conn, args), check_health=False)
+            packed = _packed(conn, args) if self._utf8 else conn.pack_command(*args)
+            await conn.send_packed_command(packed, check_health=False)
             try:
                 reply = await self.parse_response(cast(Connection, conn), args[0], **options)
             except ResponseError:  # Redis' own answer (a script's error, NOSCRIPT): the reply was read
@@ -370,8 +375,9 @@ _PLAIN = (str, bytes, int)
 
 
 def _packed(conn: AbstractConnection, args: tuple[Any, ...]) -> bytes | list[bytes]:
-    """A command as RESP, by hiredis; redis-py's packer for what hiredis would
-    write differently (floats, a command name of two words) or refuse."""
+    """A command as RESP, by hiredis (text as UTF-8: the caller's to check);
+    redis-py's packer for what hiredis would write differently (floats, a
+    command name of two words) or refuse."""
     if " " not in str(args[0]):
         for arg in args:
             if type(arg) not in _PLAIN:

@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from tcpproxy import RedisProxy
 
 from proxy import scripts
 from proxy.keys import Keys
 from proxy.store import Client, Store, connect
+
+
+def _with(url: str, query: str) -> str:
+    return url + ("&" if "?" in url else "?") + query
 
 
 def _client(store: Store) -> Client:
@@ -197,7 +202,7 @@ async def test_retries_a_url_asks_for_are_redis_pys(redis_url: str, keys: Keys) 
         return 0.5 if late else 0.0
 
     async with RedisProxy(redis_url, reply_delay=delay) as proxy:
-        store = connect(proxy.url + "?retry_on_timeout=true&socket_timeout=0.2")
+        store = connect(_with(proxy.url, "retry_on_timeout=true&socket_timeout=0.2"))
         try:
             await store.set(key, "v")
             slow[0] = True  # the next reply comes after the socket timeout; the retry's in time
@@ -205,3 +210,19 @@ async def test_retries_a_url_asks_for_are_redis_pys(redis_url: str, keys: Keys) 
         finally:
             await store.delete(key)
             await store.aclose()
+
+
+async def test_text_is_encoded_as_the_connection_encodes_it(redis_url: str, keys: Keys) -> None:
+    # hiredis packs text as UTF-8; a URL may name another encoding (`?encoding=latin-1`),
+    # which redis-py writes with and decodes replies with: the value must round-trip.
+    key = keys.client("latin")
+    store = connect(_with(redis_url, "encoding=latin-1"))
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.set(key, "é")
+        assert await raw.get(key) == b"\xe9"  # what redis-py's own path writes
+        assert await store.get(key) == "é"
+    finally:
+        await store.delete(key)
+        await store.aclose()
+        await raw.aclose()
