@@ -262,14 +262,17 @@ class Client(aioredis.Redis):
     retries, ours), observability hooks and its own packer: about 100 µs of
     CPU a command here, more than the exchange itself (an EVALSHA: 170 µs
     against 65, `benchmarks/redis_call.py`). Here a command goes out on a
-    connection from a short idle list of our own (from the pool when the
+    connection from a short idle list (`Pool.idle`; from the pool when the
     list is empty, back to it when the list is full), packed by hiredis, and
     its reply is read by redis-py's own `parse_response`: the same replies,
     callbacks and exceptions, and the same writes (`send_packed_command`,
     whose timeout keeps a cancellation, above).
 
     A connection goes back to the pool rather than on the list while anyone
-    waits for one there (`Pool.waiting`): the list never starves the pool.
+    waits for one there (`Pool.waiting`), and one who would wait takes a
+    connection back from the list: the list never starves the pool. A
+    client whose connections retry or check health, or encode text other
+    than as UTF-8, gets what it asked for: redis-py's path, redis-py's packer.
     A connection goes back on the list only with nothing outstanding: redis-py
     disconnects one whose write or read failed or was cancelled, and any
     other exception between the write and the reply disconnects it here. One
