@@ -88,6 +88,8 @@ class RedisProxy:
     def reset(self) -> None:
         """Cut every client connection with a TCP reset (RST), not a close (FIN)."""
         for writer in list(self._clients):
+            if writer.transport.is_closing():
+                continue  # closed already (its socket may be gone)
             writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
 
