@@ -369,6 +369,14 @@ class Pool(aioredis.BlockingConnectionPool):
         self.waiting += 1
         try:
             return cast(AbstractConnection, await super().get_connection(*args, **kwargs))  # type: ignore[no-untyped-call]
+        except BaseException:
+            # A freed connection wakes one waiter (Condition.notify). Python 3.11's Condition
+            # loses that wake-up when the waiter is cancelled, or times out, before it runs:
+            # the next waiter would wait out the timeout beside a free connection. Pass it on
+            # (a wake-up too many costs a waiter a look at the pool).
+            async with self._condition:
+                self._condition.notify()
+            raise
         finally:
             self.waiting -= 1
 

@@ -226,3 +226,25 @@ async def test_text_is_encoded_as_the_connection_encodes_it(redis_url: str, keys
         await store.delete(key)
         await store.aclose()
         await raw.aclose()
+
+
+async def test_a_connection_freed_for_a_waiter_cancelled_meanwhile_goes_to_the_next(redis_url: str) -> None:
+    # The pool wakes one waiter per connection freed (asyncio.Condition.notify). On Python
+    # 3.11 a waiter cancelled after its wake-up and before it ran took the wake-up with it:
+    # the next waiter waited out the pool's timeout beside a free connection, then raised
+    # ConnectionError for a command never sent (a cancelled add, and another's write lost).
+    store = connect(redis_url, max_connections=1, timeout=1)
+    pool = _client(store).connection_pool
+    try:
+        held = await pool.get_connection()
+        first = asyncio.create_task(pool.get_connection())
+        second = asyncio.create_task(pool.get_connection())
+        await asyncio.sleep(0.01)  # both wait
+        await pool.release(held)  # wakes the first...
+        first.cancel()  # ...which is cancelled before it runs
+        await asyncio.gather(first, return_exceptions=True)
+        async with asyncio.timeout(0.5):
+            conn = await second  # the free connection, not "No connection available" a second later
+        await pool.release(conn)
+    finally:
+        await store.aclose()
