@@ -9,15 +9,26 @@ SCRIPT FLUSH, and the pool never starved by the connections it keeps idle.
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from tcpproxy import RedisProxy
 
 from proxy import scripts
+from proxy.embedded import EmbeddedRedis
 from proxy.keys import Keys
 from proxy.store import Client, Store, connect
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[str]:
+    """A redis-server of this module's own, for what must not touch the shared one (SCRIPT FLUSH)."""
+    with EmbeddedRedis() as url:
+        yield url
 
 
 def _with(url: str, query: str) -> str:
@@ -248,3 +259,65 @@ async def test_a_connection_freed_for_a_waiter_cancelled_meanwhile_goes_to_the_n
         await pool.release(conn)
     finally:
         await store.aclose()
+
+
+@pytest.mark.parametrize("size", [1, 4])
+async def test_mixed_traffic_with_cancels_and_resets_keeps_every_reply_its_own(
+    own_redis: str, keys: Keys, size: int
+) -> None:
+    # Commands alone, pipelines and scripts share a small pool while tasks are cancelled
+    # at any point, connections are reset and scripts flushed: every answer is the asker's,
+    # nothing waits for a connection kept idle, and the pool counts what it lent.
+    rnd = random.Random(size)
+    names = [keys.client(f"mixed:{i}") for i in range(20)]
+    mismatched: list[object] = []
+    starved: list[str] = []
+    direct = connect(own_redis)  # SCRIPT FLUSH, on a server of this module's own
+    async with RedisProxy(own_redis, reply_delay=lambda: rnd.random() * 0.002) as proxy:
+        store = connect(proxy.url, max_connections=size, timeout=2)
+        pool = _client(store).connection_pool
+        script = scripts.Script(store, "return {KEYS[1], redis.call('GET', KEYS[1])}")
+        await store.mset({name: f"v{i}" for i, name in enumerate(names)})  # type: ignore[attr-defined]
+
+        async def one() -> None:
+            i = rnd.randrange(len(names))
+            name, other = names[i], names[(i + 1) % len(names)]
+            kind = rnd.randrange(3)
+            try:
+                if kind == 0:
+                    got, want = await store.get(name), f"v{i}"
+                elif kind == 1:
+                    async with store.pipeline(transaction=rnd.random() < 0.5) as pipe:
+                        pipe.get(name)
+                        pipe.get(other)
+                        got, want = await pipe.execute(), [f"v{i}", f"v{(i + 1) % len(names)}"]
+                else:
+                    got, want = await script(keys=[name]), [name, f"v{i}"]
+            except RedisConnectionError as exc:  # a reset connection's command: its outcome unknown, said so
+                if "No connection available" in str(exc):
+                    starved.append(str(exc))
+                return
+            if got != want:
+                mismatched.append((got, want))
+
+        try:
+            for _ in range(60):
+                tasks = [asyncio.create_task(one()) for _ in range(rnd.randrange(1, 10))]
+                await asyncio.sleep(rnd.random() * 0.003)
+                for task in tasks:
+                    if rnd.random() < 0.3:
+                        task.cancel()
+                if rnd.random() < 0.05:
+                    proxy.reset()
+                if rnd.random() < 0.05:
+                    await direct.execute_command("SCRIPT FLUSH")  # type: ignore[attr-defined]
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            assert not mismatched
+            assert not starved
+            assert not pool.waiting
+            assert len(pool._in_use_connections) == len(pool.idle)  # lent: only those kept idle
+        finally:
+            await direct.delete(*names)
+            await direct.aclose()
+            await store.aclose()
