@@ -132,8 +132,8 @@ async def test_a_cancelled_command_never_leaves_its_reply_for_the_next(redis_url
         await store.aclose()
 
 
-async def test_a_script_is_loaded_again_after_a_flush(redis_url: str, keys: Keys) -> None:
-    store = connect(redis_url)
+async def test_a_script_is_loaded_again_after_a_flush(own_redis: str, keys: Keys) -> None:
+    store = connect(own_redis)  # SCRIPT FLUSH: never on the shared server
     key = keys.client("script")
     script = scripts.Script(store, "return redis.call('INCRBY', KEYS[1], ARGV[1])")
     try:
