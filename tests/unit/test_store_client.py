@@ -1,9 +1,12 @@
 """The store's client sends a command alone on a short path of its own (`proxy.store.Client`).
 
 What it must keep of redis-py's path: the same replies and errors, a
-connection with a reply outstanding never reused, a connection Redis closed
-while idle reconnected before it is written to, a script found again after
-SCRIPT FLUSH, and the pool never starved by the connections it keeps idle.
+connection with a reply outstanding never reused, an idle connection that
+Redis closed or that was reset reconnected before it is written to, bytes no
+command asked for never read as a reply, the options a URL gives (retries,
+an encoding) honoured, a script found again after SCRIPT FLUSH, and the pool
+never starved: not by the connections it keeps idle, not by a waiter
+cancelled as a connection was freed for it.
 """
 
 from __future__ import annotations
