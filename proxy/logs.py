@@ -33,8 +33,10 @@ its thread or process names: no line shows them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import io
 import logging
 import re
 import sys
@@ -106,6 +108,8 @@ _KEY_PARAMETER = re.compile(r"(?i)\b(key|api_key|apikey|token)=([^&\s'\"]+)")
 _API_KEY_SHAPED = re.compile(r"(?<![0-9a-f])[0-9a-f]{32,}")
 _TOKEN_SHAPED = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43,}")
 REDACTED = "***"
+# Any text either shape above could match holds a run this long (the shorter of them).
+_LONG_RUN = re.compile(r"[A-Za-z0-9_-]{32,}")
 
 # Fields whose text cannot hold a key: set by us from values we made or checked
 # (client and admin names, actions, providers of the config, a request ID the edge
@@ -148,6 +152,8 @@ class Scrubber:
             re.IGNORECASE,
         )
         self._memo: dict[str, str] = {}
+        # The cheap test of `_plain`: ASCII secrets, lowered (re's IGNORECASE on ASCII text).
+        self._words = [w.lower() for w in words] if all(w.isascii() for w in words) else None
 
     @staticmethod
     def _replace(match: re.Match[str]) -> str:
@@ -157,12 +163,21 @@ class Scrubber:
         done = self._memo.get(text)
         if done is not None:
             return done
-        done = self.pattern.sub(self._replace, text)
+        done = text if self._plain(text) else self.pattern.sub(self._replace, text)
         if len(text) <= _MEMO_LONGEST:
             if len(self._memo) >= _MEMO_SIZE:
                 self._memo.clear()
             self._memo[text] = done
         return done
+
+    def _plain(self, text: str) -> bool:
+        """Whether `pattern` cannot match: a few µs cheaper than asking it (most
+        lines hold no "=", no long run of word characters and no secret). Only
+        for ASCII text and secrets, where lowering is what IGNORECASE does."""
+        if self._words is None or "=" in text or not text.isascii() or _LONG_RUN.search(text):
+            return False
+        lowered = text.lower()
+        return not any(word in lowered for word in self._words)
 
     def deep(self, value: Any, depth: int = 0) -> Any:
         """Strings scrubbed however deep they sit in dicts, lists, tuples and sets."""
@@ -216,7 +231,57 @@ def redactor(secrets: Iterable[str] = ()) -> Processor:
 
 
 class _Handler(logging.StreamHandler[Any]):
-    """Ours: configuring again replaces it, and leaves others' handlers alone."""
+    """Ours: configuring again replaces it, and leaves others' handlers alone.
+
+    Lines written through `info` (the access line, an order's transitions:
+    several a request) are queued and written together once the event loop's
+    current turn of callbacks has run: one write a turn instead of a write
+    (a system call) a line. Every other line, a flush and closing write what
+    is queued first, so lines stay in order; outside an event loop a line is
+    written at once."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._queued: list[str] = []
+
+    def queue(self, line: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self.acquire()
+        try:
+            if loop is None:
+                self._write_queued()
+                self.stream.write(line + "\n")
+                self.stream.flush()
+                return
+            if not self._queued:
+                loop.call_soon(self.flush)
+            self._queued.append(line)
+        finally:
+            self.release()
+
+    def _write_queued(self) -> None:
+        if self._queued:
+            self._queued.append("")
+            text = "\n".join(self._queued)
+            self._queued.clear()
+            self.stream.write(text)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.flush()  # the lines queued before this one
+        super().emit(record)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write_queued()
+            super().flush()
+        except (OSError, ValueError):  # a closed or broken stream: as logging itself, never raise from a log line
+            self._queued.clear()
+        finally:
+            self.release()
 
 
 # What a LogRecord holds of its own; everything else on it came from `extra`.
@@ -290,13 +355,7 @@ def info(logger: logging.Logger, message: str, fields: Mapping[str, Any]) -> Non
         return
     formatter = handler.formatter
     assert isinstance(formatter, JsonFormatter)
-    line = formatter.line(message, fields, logger.name, "info", time.time())
-    handler.acquire()
-    try:
-        handler.stream.write(line + "\n")
-        handler.flush()
-    finally:
-        handler.release()
+    handler.queue(formatter.line(message, fields, logger.name, "info", time.time()))
 
 
 def _context(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
@@ -351,6 +410,7 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
     root = logging.getLogger()
     for old in list(root.handlers):
         if isinstance(old, _Handler):
+            old.flush()  # what it still queues goes out first
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
@@ -364,13 +424,23 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class _Captured(io.StringIO):
+    """A buffer of captured lines: what the handler still queues is in it when read."""
+
+    handler: _Handler | None = None
+
+    def getvalue(self) -> str:
+        if self.handler is not None:
+            self.handler.flush()
+        return super().getvalue()
+
+
 @contextlib.contextmanager
 def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]:
     """Configure JSON logs into a buffer (tests grep what would be written)."""
-    import io
-
-    buffer = io.StringIO()
+    buffer = _Captured()
     configure("json", level, secrets, stream=buffer)
+    buffer.handler = _json_handler
     try:
         yield buffer
     finally:
@@ -397,6 +467,7 @@ def unconfigure() -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _Handler):
+            handler.flush()
             root.removeHandler(handler)
 
 

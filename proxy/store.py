@@ -339,8 +339,8 @@ class Client(aioredis.Redis):
 class Pool(aioredis.BlockingConnectionPool):
     """redis-py's blocking pool, with the list of connections `Client` keeps
     idle between commands (in use, as the pool counts them), and a count of
-    the tasks that wait for a connection (a `Client` keeps none idle while
-    one does).
+    the tasks that found it empty and wait for a connection (a `Client` keeps
+    none idle while one does).
 
     A task that would wait because every connection is in use takes one back
     from the idle list instead: without a command alone to end and hand its
@@ -366,6 +366,8 @@ class Pool(aioredis.BlockingConnectionPool):
         return True
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        if self.can_get_connection():  # one is there for it (or may be made)
+            return cast(AbstractConnection, await super().get_connection(*args, **kwargs))  # type: ignore[no-untyped-call]
         self.waiting += 1
         try:
             return cast(AbstractConnection, await super().get_connection(*args, **kwargs))  # type: ignore[no-untyped-call]

@@ -271,13 +271,13 @@ class OrderActions:
     ) -> Fingerprint | None:
         """What makes a repeated add the same order: its Idempotency-Key (always),
         else identical fields within the client's duplicate `window` (0: never)."""
+        if not idempotency_key and window <= 0:  # the default: nothing to recognise a retry by
+            return None
         payload = json.dumps([service, sorted(spec.upstream_fields.items())], ensure_ascii=False)
         digest = hashlib.sha256(payload.encode()).hexdigest()[:32]
         if idempotency_key:
             token = "key:" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
             return Fingerprint(token, IDEMPOTENCY_WINDOW, payload=digest)
-        if window <= 0:
-            return None
         return Fingerprint("same:" + digest, window)
 
     async def client_terms(self, client: str) -> Terms:

@@ -64,27 +64,33 @@ class Leases:
         caller never waits for its own housekeeping.
         """
         done = asyncio.Event()
-        keeper = asyncio.create_task(self._keep(order, done), name=f"lease-{order.id}")
-        self._keepers.add(keeper)
-        keeper.add_done_callback(self._keepers.discard)
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            # The first renewal is due: from here a task renews (most orders are
+            # placed long before, and never pay for a task of their own).
+            keeper = loop.create_task(self._keep(order, done), name=f"lease-{order.id}")
+            self._keepers.add(keeper)
+            keeper.add_done_callback(self._keepers.discard)
+
+        due = loop.call_later(self.every, start)
         try:
             yield
         finally:
+            due.cancel()
             done.set()
 
     async def _keep(self, order: Order, done: asyncio.Event) -> None:
         key = self.keys.lease(order.client, order.id)
         while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.every):
-                    await done.wait()
-            if done.is_set():
-                return
             try:
                 async with asyncio.timeout(self.every):
                     await self._renew(keys=[key], args=[self.token, self.ms])
             except Exception as exc:  # Redis away or slow: the next try may work; the lease may lapse
                 log.warning("order %s: lease not renewed: %s", order.id, type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.every):
+                    await done.wait()
 
     async def release(self, order: Order) -> bool:
         """Give up our lease on `order` (if we still hold it): recovery may take it now."""

@@ -159,7 +159,10 @@ class Order(OrderSummary):
             value = record.get(name, "")
             return from_minor(value) if value != "" else None
 
-        return cls(
+        # Every field is given: set at once, past the frozen dataclass' __init__ (a
+        # setattr a field, 35 of them: a third of this function's time, three times an add).
+        order = object.__new__(cls)
+        order.__dict__.update(
             id=int(record["id"]),
             client=record["client"],
             service=int(record["service"]),
@@ -197,6 +200,7 @@ class Order(OrderSummary):
             # The last call applied: the head of `calls` (records before it kept a `call` of its own).
             call=(record.get("calls") or record.get("call") or "").partition(" ")[0],
         )
+        return order
 
 
 @dataclass(frozen=True)

@@ -326,11 +326,14 @@ class ProviderClient:
         deadline = time.monotonic() + (self._pool_wait if wait is None else wait)
         if self.budget is not None and not await self.budget.take(wait=wait or 0.0, order=action == "add"):
             raise self._not_sent(action, "this minute's request budget is spent")
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise self._not_sent(action, "no free connection in time") from None
+        if self._slots.locked():  # every connection busy: wait for one, until the deadline
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise self._not_sent(action, "no free connection in time") from None
+        else:
+            await self._slots.acquire()  # one is free: taken at once, nothing to time
         try:
             if before_send is not None:
                 await before_send()

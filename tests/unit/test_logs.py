@@ -1,9 +1,15 @@
 """Logs (proxy/logs.py): no key reaches a line, however deep it sits in a field."""
 
+import asyncio
+import contextlib
+import io
 import json
 import logging
+import random
+from collections.abc import Iterator
 
 from proxy import logs
+from proxy.logs import Scrubber
 
 KEY = "0123456789abcdef0123456789abcdef"  # shaped like one of our API keys
 
@@ -115,3 +121,85 @@ def test_a_key_glued_to_other_characters_and_a_token_shaped_text_are_scrubbed():
     out = buffer.getvalue()
     assert KEY not in out and TOKEN not in out
     assert KEY[4:28] not in out and TOKEN[4:36] not in out
+
+
+class CountingStream(io.StringIO):
+    """A log file that counts its writes (each one a system call on a real file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@contextlib.contextmanager
+def served(stream: io.StringIO) -> Iterator[None]:
+    """Logs as a served router has them: our JSON handler, and no other (pytest's set aside)."""
+    root = logging.getLogger()
+    others = list(root.handlers)
+    for handler in others:
+        root.removeHandler(handler)
+    logs.configure("json", "info", stream=stream)
+    try:
+        yield
+    finally:
+        logs.unconfigure()
+        for handler in others:
+            root.addHandler(handler)
+
+
+async def test_lines_of_one_turn_of_the_loop_go_out_in_one_write_and_in_order():
+    stream = CountingStream()
+    with served(stream):
+        logger = logging.getLogger("proxy.test")
+        for n in range(3):
+            logs.info(logger, f"order {n} placed", {"order": n})
+        logger.warning("a warning logged between them")  # written after the lines queued before it
+        logs.info(logger, "order 3 placed", {"order": 3})
+        assert stream.writes == 2  # the three queued lines in one write, then the warning
+        await asyncio.sleep(0)  # the loop's turn ends: what is queued is written
+        events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+        assert events == [*(f"order {n} placed" for n in range(3)), "a warning logged between them", "order 3 placed"]
+        assert stream.writes == 3
+
+
+def test_outside_an_event_loop_a_line_is_written_at_once():
+    stream = CountingStream()
+    with served(stream):
+        logs.info(logging.getLogger("proxy.test"), "a command's line", {})
+        assert json.loads(stream.getvalue())["event"] == "a command's line"
+
+
+def test_the_cheap_test_for_text_without_keys_never_spares_text_the_pattern_would_change():
+    """`Scrubber.text` skips its pattern for text it can tell holds nothing to
+    scrub: on every text, the result must be the pattern's own."""
+    rng = random.Random(17)
+    secrets = ["provider-secret", "Sim-Key-42"]
+    scrubber = Scrubber(secrets)
+    alphabet = "abcdefABCDEF0123456789xyzXYZ_-=&? ./:kKsS\u212a\u017f\u0131\u0130é"
+    pieces = [
+        "key=",
+        "TOKEN=",
+        "provider-SECRET",
+        "sim-key-42",
+        KEY,
+        TOKEN,
+        "a" * 31,
+        "f" * 32,
+        "Z" * 43,
+        "order 7 placed",
+        # What IGNORECASE matches beyond ASCII: the Kelvin sign is a k, the long s an s, dotted and dotless I an i.
+        "\u017fim-\u212aey-42",
+        "prov\u0130der-secret",
+        "\u212a" * 43,
+        "a" * 31 + "\u017f",
+        "F" * 31 + "\u212a",
+    ]
+    for _ in range(5000):
+        text = "".join(
+            rng.choice(pieces) if rng.random() < 0.1 else rng.choice(alphabet) for _ in range(rng.randrange(1, 80))
+        )
+        assert scrubber.text(text) == scrubber.pattern.sub(Scrubber._replace, text), text
