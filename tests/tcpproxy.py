@@ -10,12 +10,18 @@ the Redis behind, as it would across a restart with persistence.
 With `reply_delay` (seconds, drawn for each chunk Redis sends back) it is "a
 Redis under load": a command spends that long inside redis-py waiting for its
 reply, which is where a cancel lands when it lands "mid-command".
+
+`reset` cuts the client's connections with a TCP reset (a crashed host, a
+middlebox), not Redis' orderly close; `inject` sends the client bytes no
+command asked for, at once or with the next reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -27,6 +33,8 @@ class RedisProxy:
         self._server: asyncio.Server | None = None
         self._port = 0
         self._streams: set[asyncio.StreamWriter] = set()
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._extra = b""
 
     async def _open_target(self):  # type: ignore[no-untyped-def]
         if self.target.scheme == "unix":
@@ -40,18 +48,22 @@ class RedisProxy:
             writer.close()
             return
         self._streams |= {writer, upstream_writer}
+        self._clients.add(writer)
 
         async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: bool = False) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await source.read(65536):
                     if delay and self.reply_delay is not None:
                         await asyncio.sleep(self.reply_delay())
+                    if delay and self._extra:
+                        data, self._extra = data + self._extra, b""
                     sink.write(data)
                     await sink.drain()
             sink.close()
 
         await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer, delay=True))
         self._streams -= {writer, upstream_writer}
+        self._clients.discard(writer)
 
     @property
     def url(self) -> str:
@@ -72,6 +84,22 @@ class RedisProxy:
         for writer in list(self._streams):
             writer.transport.abort()
         self._streams.clear()
+
+    def reset(self) -> None:
+        """Cut every client connection with a TCP reset (RST), not a close (FIN)."""
+        for writer in list(self._clients):
+            if writer.transport.is_closing():
+                continue  # closed already (its socket may be gone)
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+    def inject(self, data: bytes, with_next_reply: bool = False) -> None:
+        """Send every client `data` no command asked for: now, or in the same chunk as the next reply."""
+        if with_next_reply:
+            self._extra += data
+            return
+        for writer in self._clients:
+            writer.write(data)
 
     async def __aenter__(self) -> RedisProxy:
         await self.start()

@@ -1,21 +1,41 @@
 """The store's client sends a command alone on a short path of its own (`proxy.store.Client`).
 
 What it must keep of redis-py's path: the same replies and errors, a
-connection with a reply outstanding never reused, a connection Redis closed
-while idle reconnected before it is written to, a script found again after
-SCRIPT FLUSH, and the pool never starved by the connections it keeps idle.
+connection with a reply outstanding never reused, an idle connection that
+Redis closed or that was reset reconnected before it is written to, bytes no
+command asked for never read as a reply, the options a URL gives (retries,
+an encoding) honoured, a script found again after SCRIPT FLUSH, and the pool
+never starved: not by the connections it keeps idle, not by a waiter
+cancelled as a connection was freed for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import Iterator
 
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from tcpproxy import RedisProxy
 
 from proxy import scripts
+from proxy.embedded import EmbeddedRedis
 from proxy.keys import Keys
 from proxy.store import Client, Store, connect
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[str]:
+    """A redis-server of this module's own, for what must not touch the shared one (SCRIPT FLUSH)."""
+    with EmbeddedRedis() as url:
+        yield url
+
+
+def _with(url: str, query: str) -> str:
+    return url + ("&" if "?" in url else "?") + query
 
 
 def _client(store: Store) -> Client:
@@ -58,6 +78,44 @@ async def test_a_connection_redis_closed_while_idle_is_reconnected_first(redis_u
         await store.aclose()
 
 
+async def test_a_connection_reset_while_idle_is_reconnected_first(redis_url: str, keys: Keys) -> None:
+    # A reset (a crashed host, a middlebox dropping the flow) reaches the reader as an
+    # error, not as the end of the stream: the connection is as gone as one Redis closed.
+    key = keys.client("reset")
+    async with RedisProxy(redis_url) as proxy:
+        store = connect(proxy.url)
+        try:
+            await store.set(key, "before")
+            proxy.reset()
+            await asyncio.sleep(0.05)  # the reset reaches us
+            assert await store.get(key) == "before"  # no ConnectionError for a command never sent
+        finally:
+            await store.delete(key)
+            await store.aclose()
+
+
+@pytest.mark.parametrize("with_next_reply", [False, True], ids=["alone", "with-a-reply"])
+async def test_bytes_no_command_asked_for_are_never_read_as_a_reply(
+    redis_url: str, keys: Keys, with_next_reply: bool
+) -> None:
+    # redis-py's pool never hands out a connection with bytes waiting on it; an idle
+    # connection of ours must not be written to either, wherever those bytes wait (the
+    # socket's buffer, or the parser's when they came in the same read as a reply).
+    key = keys.client("stray")
+    async with RedisProxy(redis_url) as proxy:
+        store = connect(proxy.url)
+        try:
+            await store.set(key, "mine")
+            proxy.inject(b":42\r\n", with_next_reply)
+            if with_next_reply:
+                assert await store.set(key, "mine") is True  # the reply, and the stray bytes behind it
+            await asyncio.sleep(0.05)
+            assert await store.get(key) == "mine"  # not 42
+        finally:
+            await store.delete(key)
+            await store.aclose()
+
+
 async def test_a_cancelled_command_never_leaves_its_reply_for_the_next(redis_url: str, keys: Keys) -> None:
     store = connect(redis_url)
     key = keys.client("in-step")
@@ -77,8 +135,8 @@ async def test_a_cancelled_command_never_leaves_its_reply_for_the_next(redis_url
         await store.aclose()
 
 
-async def test_a_script_is_loaded_again_after_a_flush(redis_url: str, keys: Keys) -> None:
-    store = connect(redis_url)
+async def test_a_script_is_loaded_again_after_a_flush(own_redis: str, keys: Keys) -> None:
+    store = connect(own_redis)  # SCRIPT FLUSH: never on the shared server
     key = keys.client("script")
     script = scripts.Script(store, "return redis.call('INCRBY', KEYS[1], ARGV[1])")
     try:
@@ -120,3 +178,149 @@ async def test_connections_kept_idle_never_starve_the_pool(redis_url: str, keys:
             await pool.release(conn)
         await store.delete(key)
         await store.aclose()
+
+
+@pytest.mark.parametrize("size", [1, 4])
+async def test_a_connection_kept_idle_goes_to_whoever_waits_for_the_pool(redis_url: str, keys: Keys, size: int) -> None:
+    # No command alone comes to hand the kept connection over: the pool itself must
+    # find it, or the pipeline waits out the pool's timeout while a connection idles
+    # (a pool of one: every pipeline, every `limits` call after the first GET).
+    store = connect(redis_url, max_connections=size, timeout=2)
+    client = _client(store)
+    pool = client.connection_pool
+    key = keys.client("kept")
+    held = []
+    try:
+        await store.set(key, "0")  # its connection is now kept idle
+        held = [await pool.get_connection() for _ in range(size - 1)]  # the rest of the pool, busy elsewhere
+        async with asyncio.timeout(1), store.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            assert await pipe.execute() == ["0"]
+        assert await store.get(key) == "0"  # and commands alone go on
+    finally:
+        for conn in held:
+            await pool.release(conn)
+        await store.delete(key)
+        await store.aclose()
+
+
+async def test_retries_a_url_asks_for_are_redis_pys(redis_url: str, keys: Keys) -> None:
+    # `connect` asks for no retries, but a URL may (`retry_on_timeout`, as it may ask for
+    # health checks): a command then takes redis-py's path, which honours them, rather
+    # than a short one that quietly does not.
+    key = keys.client("retried")
+    slow = [False]
+
+    def delay() -> float:
+        late, slow[0] = slow[0], False
+        return 0.5 if late else 0.0
+
+    async with RedisProxy(redis_url, reply_delay=delay) as proxy:
+        store = connect(_with(proxy.url, "retry_on_timeout=true&socket_timeout=0.2"))
+        try:
+            await store.set(key, "v")
+            slow[0] = True  # the next reply comes after the socket timeout; the retry's in time
+            assert await store.get(key) == "v"
+        finally:
+            await store.delete(key)
+            await store.aclose()
+
+
+async def test_text_is_encoded_as_the_connection_encodes_it(redis_url: str, keys: Keys) -> None:
+    # hiredis packs text as UTF-8; a URL may name another encoding (`?encoding=latin-1`),
+    # which redis-py writes with and decodes replies with: the value must round-trip.
+    key = keys.client("latin")
+    store = connect(_with(redis_url, "encoding=latin-1"))
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.set(key, "é")
+        assert await raw.get(key) == b"\xe9"  # what redis-py's own path writes
+        assert await store.get(key) == "é"
+    finally:
+        await store.delete(key)
+        await store.aclose()
+        await raw.aclose()
+
+
+async def test_a_connection_freed_for_a_waiter_cancelled_meanwhile_goes_to_the_next(redis_url: str) -> None:
+    # The pool wakes one waiter per connection freed (asyncio.Condition.notify). On Python
+    # 3.11 a waiter cancelled after its wake-up and before it ran took the wake-up with it:
+    # the next waiter waited out the pool's timeout beside a free connection, then raised
+    # ConnectionError for a command never sent (a cancelled add, and another's write lost).
+    store = connect(redis_url, max_connections=1, timeout=1)
+    pool = _client(store).connection_pool
+    try:
+        held = await pool.get_connection()
+        first = asyncio.create_task(pool.get_connection())
+        second = asyncio.create_task(pool.get_connection())
+        await asyncio.sleep(0.01)  # both wait
+        await pool.release(held)  # wakes the first...
+        first.cancel()  # ...which is cancelled before it runs
+        await asyncio.gather(first, return_exceptions=True)
+        async with asyncio.timeout(0.5):
+            conn = await second  # the free connection, not "No connection available" a second later
+        await pool.release(conn)
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("size", [1, 4])
+async def test_mixed_traffic_with_cancels_and_resets_keeps_every_reply_its_own(
+    own_redis: str, keys: Keys, size: int
+) -> None:
+    # Commands alone, pipelines and scripts share a small pool while tasks are cancelled
+    # at any point, connections are reset and scripts flushed: every answer is the asker's,
+    # nothing waits for a connection kept idle, and the pool counts what it lent.
+    rnd = random.Random(size)
+    names = [keys.client(f"mixed:{i}") for i in range(20)]
+    mismatched: list[object] = []
+    starved: list[str] = []
+    direct = connect(own_redis)  # SCRIPT FLUSH, on a server of this module's own
+    async with RedisProxy(own_redis, reply_delay=lambda: rnd.random() * 0.002) as proxy:
+        store = connect(proxy.url, max_connections=size, timeout=2)
+        pool = _client(store).connection_pool
+        script = scripts.Script(store, "return {KEYS[1], redis.call('GET', KEYS[1])}")
+        await store.mset({name: f"v{i}" for i, name in enumerate(names)})  # type: ignore[attr-defined]
+
+        async def one() -> None:
+            i = rnd.randrange(len(names))
+            name, other = names[i], names[(i + 1) % len(names)]
+            kind = rnd.randrange(3)
+            try:
+                if kind == 0:
+                    got, want = await store.get(name), f"v{i}"
+                elif kind == 1:
+                    async with store.pipeline(transaction=rnd.random() < 0.5) as pipe:
+                        pipe.get(name)
+                        pipe.get(other)
+                        got, want = await pipe.execute(), [f"v{i}", f"v{(i + 1) % len(names)}"]
+                else:
+                    got, want = await script(keys=[name]), [name, f"v{i}"]
+            except RedisConnectionError as exc:  # a reset connection's command: its outcome unknown, said so
+                if "No connection available" in str(exc):
+                    starved.append(str(exc))
+                return
+            if got != want:
+                mismatched.append((got, want))
+
+        try:
+            for _ in range(60):
+                tasks = [asyncio.create_task(one()) for _ in range(rnd.randrange(1, 10))]
+                await asyncio.sleep(rnd.random() * 0.003)
+                for task in tasks:
+                    if rnd.random() < 0.3:
+                        task.cancel()
+                if rnd.random() < 0.05:
+                    proxy.reset()
+                if rnd.random() < 0.05:
+                    await direct.execute_command("SCRIPT FLUSH")  # type: ignore[attr-defined]
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            assert not mismatched
+            assert not starved
+            assert not pool.waiting
+            assert len(pool._in_use_connections) == len(pool.idle)  # lent: only those kept idle
+        finally:
+            await direct.delete(*names)
+            await direct.aclose()
+            await store.aclose()
