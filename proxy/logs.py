@@ -425,13 +425,14 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
 
 
 class _Captured(io.StringIO):
-    """A buffer of captured lines: what the handler still queues is in it when read."""
-
-    handler: _Handler | None = None
+    """A buffer of captured lines: what our handler writing to it still queues
+    is in it when read (whichever handler that is by then: `add_secrets`
+    makes a new one)."""
 
     def getvalue(self) -> str:
-        if self.handler is not None:
-            self.handler.flush()
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, _Handler) and handler.stream is self:
+                handler.flush()
         return super().getvalue()
 
 
@@ -440,7 +441,6 @@ def captured(level: str = "debug", secrets: Iterable[str] = ()) -> Iterator[Any]
     """Configure JSON logs into a buffer (tests grep what would be written)."""
     buffer = _Captured()
     configure("json", level, secrets, stream=buffer)
-    buffer.handler = _json_handler
     try:
         yield buffer
     finally:

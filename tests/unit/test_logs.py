@@ -136,6 +136,20 @@ class CountingStream(io.StringIO):
 
 
 @contextlib.contextmanager
+def others_set_aside() -> Iterator[None]:
+    """Our handler the only one listening (pytest's set aside), as in a served router."""
+    root = logging.getLogger()
+    others = [handler for handler in root.handlers if not isinstance(handler, logs._Handler)]
+    for handler in others:
+        root.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in others:
+            root.addHandler(handler)
+
+
+@contextlib.contextmanager
 def served(stream: io.StringIO) -> Iterator[None]:
     """Logs as a served router has them: our JSON handler, and no other (pytest's set aside)."""
     root = logging.getLogger()
@@ -203,3 +217,17 @@ def test_the_cheap_test_for_text_without_keys_never_spares_text_the_pattern_woul
             rng.choice(pieces) if rng.random() < 0.1 else rng.choice(alphabet) for _ in range(rng.randrange(1, 80))
         )
         assert scrubber.text(text) == scrubber.pattern.sub(Scrubber._replace, text), text
+
+
+async def test_a_captured_buffer_holds_the_lines_queued_after_a_reload_brought_secrets():
+    """`add_secrets` (a config reload) makes our handler again: what the new one
+    queues must be in the captured buffer when a test reads it, or a test that
+    asserts a key is absent passes on a line never written."""
+    logger = logging.getLogger("proxy.test")
+    with logs.captured("info") as buffer:
+        logs.add_secrets(["rotated-provider-key"])
+        with others_set_aside():
+            logs.info(logger, "upstream said rotated-provider-key", {})
+            text = buffer.getvalue()  # in the same turn of the loop
+    assert "upstream said ***" in text
+    assert "rotated-provider-key" not in text
