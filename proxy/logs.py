@@ -243,6 +243,9 @@ class _Handler(logging.StreamHandler[Any]):
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
         self._queued: list[str] = []
+        # The loop whose turn writes what is queued: another loop (this one closed
+        # with the flush still due, or a thread's own) asks its own turn too.
+        self._flushing: asyncio.AbstractEventLoop | None = None
 
     def queue(self, line: str) -> None:
         try:
@@ -256,8 +259,9 @@ class _Handler(logging.StreamHandler[Any]):
                 self.stream.write(line + "\n")
                 self.stream.flush()
                 return
-            if not self._queued:
+            if not self._queued or self._flushing is not loop:
                 loop.call_soon(self.flush)
+                self._flushing = loop
             self._queued.append(line)
         finally:
             self.release()
@@ -267,6 +271,7 @@ class _Handler(logging.StreamHandler[Any]):
             self._queued.append("")
             text = "\n".join(self._queued)
             self._queued.clear()
+            self._flushing = None  # nothing queued: no loop kept
             self.stream.write(text)
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -231,3 +231,28 @@ async def test_a_captured_buffer_holds_the_lines_queued_after_a_reload_brought_s
             text = buffer.getvalue()  # in the same turn of the loop
     assert "upstream said ***" in text
     assert "rotated-provider-key" not in text
+
+
+def test_a_flush_a_closed_loop_never_ran_holds_back_no_line_of_a_later_loop():
+    """A loop may close with our flush still due (stopped in the turn that
+    queued a line): the lines queued on the next loop must still go out."""
+    stream = io.StringIO()
+    logger = logging.getLogger("proxy.test")
+    with served(stream):
+        loop = asyncio.new_event_loop()
+
+        def last_turn() -> None:
+            logs.info(logger, "the old loop's last line", {})
+            loop.stop()  # its flush is due on the next turn, which never comes
+
+        loop.call_soon(last_turn)
+        loop.run_forever()
+        loop.close()
+
+        async def later() -> None:
+            logs.info(logger, "a later loop's line", {})
+            await asyncio.sleep(0)  # a turn ends: what is queued is written
+
+        asyncio.run(later())
+        events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert events == ["the old loop's last line", "a later loop's line"]
