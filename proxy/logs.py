@@ -255,9 +255,8 @@ class _Handler(logging.StreamHandler[Any]):
         self.acquire()
         try:
             if loop is None:
-                self._write_queued()
-                self.stream.write(line + "\n")
-                self.stream.flush()
+                self._queued.append(line)
+                self.flush()
                 return
             if not self._queued or self._flushing is not loop:
                 loop.call_soon(self.flush)

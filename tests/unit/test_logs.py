@@ -256,3 +256,25 @@ def test_a_flush_a_closed_loop_never_ran_holds_back_no_line_of_a_later_loop():
         asyncio.run(later())
         events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert events == ["the old loop's last line", "a later loop's line"]
+
+
+class BrokenStream(io.StringIO):
+    """A log stream whose reader went away (EPIPE) or whose disk is full."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_broken_or_closed_stream_is_never_an_exception_from_a_line():
+    logger = logging.getLogger("proxy.test")
+    closed = io.StringIO()
+    for stream in (BrokenStream(), closed):
+        with served(stream):
+            closed.close()
+            logs.info(logger, "a command's line", {})  # outside a loop: written at once
+
+            async def served_line() -> None:
+                logs.info(logger, "a request's line", {})
+                await asyncio.sleep(0)
+
+            asyncio.run(served_line())
