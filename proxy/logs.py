@@ -230,6 +230,10 @@ def redactor(secrets: Iterable[str] = ()) -> Processor:
 # -- lines -------------------------------------------------------------------------
 
 
+# The most lines a turn of the loop holds before they are written anyway.
+QUEUED_LINES = 256
+
+
 class _Handler(logging.StreamHandler[Any]):
     """Ours: configuring again replaces it, and leaves others' handlers alone.
 
@@ -262,6 +266,8 @@ class _Handler(logging.StreamHandler[Any]):
                 loop.call_soon(self.flush)
                 self._flushing = loop
             self._queued.append(line)
+            if len(self._queued) >= QUEUED_LINES:  # a turn that logs on and on: written as it goes
+                self.flush()
         finally:
             self.release()
 

@@ -278,3 +278,18 @@ def test_a_broken_or_closed_stream_is_never_an_exception_from_a_line():
                 await asyncio.sleep(0)
 
             asyncio.run(served_line())
+
+
+async def test_a_turn_that_never_yields_holds_a_bounded_number_of_lines():
+    """Lines wait for the end of the loop's turn, but a task that logs on and
+    on without yielding must not keep them all in memory (nor unwritten)."""
+    stream = CountingStream()
+    with served(stream):
+        logger = logging.getLogger("proxy.test")
+        for n in range(10_000):
+            logs.info(logger, f"order {n} checked", {"order": n})
+        held = 10_000 - len(stream.getvalue().splitlines())
+        assert held <= logs.QUEUED_LINES
+        assert stream.writes <= 10_000 // logs.QUEUED_LINES + 1  # still a write for many lines
+        await asyncio.sleep(0)
+        assert len(stream.getvalue().splitlines()) == 10_000
