@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -168,7 +168,7 @@ class Order(OrderSummary):
             service=int(record["service"]),
             type=record["type"],
             quantity=int(record["quantity"]),
-            fields=orjson.loads(record.get("fields", "{}")),
+            fields=_loads(record.get("fields", "{}")),
             charge=from_minor(record["charge"]),
             refunded=from_minor(record.get("refunded", "0")),
             state=record["state"],
@@ -396,12 +396,21 @@ def attempts_json(attempts: Iterable[Attempt]) -> str:
     rows = [[a.provider, a.outcome, a.reason] if a.reason else [a.provider, a.outcome] for a in attempts]
     try:
         return orjson.dumps(rows).decode()  # the same text as json.dumps(..., ensure_ascii=False, compact)
-    except TypeError:  # text orjson refuses (a lone surrogate): json writes it as before
-        return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    except TypeError:  # text orjson refuses (a lone surrogate): json escapes it, as UTF-8 could not hold it
+        return json.dumps(rows, separators=(",", ":"))
+
+
+def _loads(text: str) -> Any:
+    """A record's JSON: orjson, or json for what orjson refuses (an escaped lone
+    surrogate: records written by json.dumps' defaults, or by `attempts_json`)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _attempts(text: str) -> tuple[Attempt, ...]:
-    return tuple(Attempt(**a) if isinstance(a, dict) else Attempt(*a) for a in orjson.loads(text))
+    return tuple(Attempt(**a) if isinstance(a, dict) else Attempt(*a) for a in _loads(text))
 
 
 def stamp(seconds: float) -> str:

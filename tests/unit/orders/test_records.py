@@ -41,5 +41,30 @@ def test_attempts_are_written_as_compact_json_whatever_their_text():
     assert (
         attempts_json([Attempt("a", "sent"), Attempt("b", "refused", "é\n")]) == '[["a","sent"],["b","refused","é\\n"]]'
     )
-    # Text orjson refuses (a lone surrogate) is still written.
-    assert attempts_json([Attempt("a", "refused", "\ud800")]) == '[["a","refused","\ud800"]]'
+    # Text orjson refuses (a lone surrogate, from a provider's JSON "\\ud800") is still
+    # written, as text Redis takes (UTF-8): the surrogate escaped, as json.dumps escapes it.
+    text = attempts_json([Attempt("a", "refused", "\ud800 é")])
+    assert text == '[["a","refused","\\ud800 \\u00e9"]]'
+    text.encode("utf-8")  # what the store sends: a raw surrogate raised UnicodeEncodeError here
+
+
+def record_with(**fields: str) -> dict[str, str]:
+    record = {k: str(v) for k, v in NEW.record(7, 1_800_000_000.0).items()}
+    record.update(fields)
+    return record
+
+
+def test_attempts_with_a_lone_surrogate_are_read_back_as_written():
+    attempts = (Attempt("a", "refused", "\ud800"), Attempt("b", "placed"))
+    order = Order.from_record(record_with(attempts=attempts_json(attempts)))
+    assert order.attempts == attempts
+
+
+def test_an_old_record_is_read_as_before_escaped_surrogates_included():
+    """Records written before attempts were compact kept them as objects, by
+    json.dumps' defaults (every non-ASCII character escaped): orjson refuses
+    an escaped lone surrogate that json reads."""
+    old = '[{"provider": "a", "outcome": "refused", "reason": "bad \\ud800 \\u00e9"}, {"provider": "b", "outcome": "sent"}]'
+    order = Order.from_record(record_with(attempts=old, fields='{"link": "https://x.test/\\udcff"}'))
+    assert order.attempts == (Attempt("a", "refused", "bad \ud800 é"), Attempt("b", "sent"))
+    assert order.fields == {"link": "https://x.test/\udcff"}
