@@ -56,6 +56,10 @@ _NOT_TEXT = re.compile(
 _NOT_MULTILINE_TEXT = re.compile(_NOT_TEXT.pattern.replace("\x00-\x1f", "\x00-\x08\x0b\x0c\x0e-\x1f"))
 
 
+_FORM = "application/x-www-form-urlencoded"
+_FORM_BYTES = _FORM.encode()
+
+
 class Headers:
     """The request's headers we read, by lower-case name (the first of a repeated one)."""
 
@@ -77,8 +81,13 @@ async def read_params(request: Request, headers: Headers | None = None) -> dict[
     pairs = _urlencoded(query) if query else []
     if request.method == "POST":
         raw = await _body(request, headers)
-        media_type, options = parse_options_header(headers.get(b"content-type") or "")
-        media_type = media_type.lower()
+        content_type = headers.get(b"content-type") or ""
+        options: dict[bytes, bytes]
+        if content_type == _FORM:  # what panels send: nothing to parse
+            media_type, options = _FORM_BYTES, {}
+        else:
+            media_type, options = parse_options_header(content_type)
+            media_type = media_type.lower()
         if not raw.strip():
             pass
         elif media_type.endswith(b"json"):

@@ -29,12 +29,13 @@ local function apply_event(K, A, first)
   local call = A[8]
   -- A[first], A[first + 1], ...: fields and values to write
 
-  local state = redis.call('HGET', order_key, 'state')
+  local head = redis.call('HMGET', order_key, 'state', 'calls', 'call')
+  local state = head[1]
   if not state then
     return {'missing'}
   end
   -- The calls applied lately, newest first, space-separated.
-  local calls = redis.call('HGET', order_key, 'calls') or redis.call('HGET', order_key, 'call') or ''
+  local calls = head[2] or head[3] or ''
   if string.find(' ' .. calls .. ' ', ' ' .. call .. ' ', 1, true) then
     return {'ok', state, redis.call('HGETALL', order_key)}, true
   end
@@ -83,16 +84,17 @@ local function apply_event(K, A, first)
   end
 
   -- The money: a refund up to the rule's target, and what we paid upstream.
-  local id = redis.call('HGET', order_key, 'id')
-  local charge = tonumber(redis.call('HGET', order_key, 'charge'))
-  local refunded = tonumber(redis.call('HGET', order_key, 'refunded') or '0')
+  local money = redis.call('HMGET', order_key, 'id', 'charge', 'refunded', 'cost_base')
+  local id = money[1]
+  local charge = tonumber(money[2])
+  local refunded = tonumber(money[3] or '0')
   local target = nil
   if rule.refund == 'all' then
     target = charge
   elseif rule.refund == 'to' and refund_to ~= '' then
     target = math.min(math.max(tonumber(refund_to), 0), charge)
   end
-  local cost_base = tonumber(redis.call('HGET', order_key, 'cost_base') or '0')
+  local cost_base = tonumber(money[4] or '0')
   if rule.target == PLACED and state ~= PLACED and cost_base > 0 then
     redis.call('HINCRBY', totals_key, 'paid', minor(cost_base))
   end

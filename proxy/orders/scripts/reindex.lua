@@ -8,9 +8,10 @@
 -- with a `link_key` counts there while it is not final, and its `link_held`
 -- says whether it is counted, so applying this twice counts it once.
 local function reindex(order_key, id, set_keys)
-  local state = redis.call('HGET', order_key, 'state')
-  local status = redis.call('HGET', order_key, 'status')
-  local attention = redis.call('HGET', order_key, 'attention') or ''
+  local fields = redis.call('HMGET', order_key, 'state', 'status', 'attention', 'link_key', 'link_held')
+  local state = fields[1]
+  local status = fields[2]
+  local attention = fields[3] or ''
   for i, set in ipairs(WORKING_SETS) do
     if belongs(set, state, status, attention) then
       redis.call('ZADD', set_keys[i], id, id)
@@ -19,9 +20,9 @@ local function reindex(order_key, id, set_keys)
     end
   end
   local links_key = set_keys[#WORKING_SETS + 1]
-  local link = redis.call('HGET', order_key, 'link_key') or ''
+  local link = fields[4] or ''
   if links_key and link ~= '' then
-    local held = redis.call('HGET', order_key, 'link_held') == '1'
+    local held = fields[5] == '1'
     local open = not is_final(state, status)
     if open and not held then
       redis.call('HINCRBY', links_key, link, 1)
