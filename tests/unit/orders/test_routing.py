@@ -205,3 +205,15 @@ async def test_orders_handed_over_at_shutdown_are_settled_at_once(router, book, 
     assert (await book.get("alice", never_sent.id)).refunded == CHARGE
     assert (await book.get("alice", elsewhere.id)).state == "reserved"  # still its holder's
     assert await ledger.balance("alice") == Decimal("10") - 2 * CHARGE
+
+
+async def test_a_refusal_whose_words_hold_a_lone_surrogate_fails_over_all_the_same(router, book, alice, panels):
+    """A provider's JSON may escape a lone surrogate ("\\ud800"): its refusal's
+    reason is kept with the order's attempts, which Redis must still take."""
+    panels["echomark"].on("add", httpx.Response(200, content=b'{"error": "Incorrect link \\ud800"}'))
+    panels["korean"].on("add", {"order": 9000})
+    order = (await router.place(await reserved(book), service(ECHOMARK, KOREAN), 1000)).order
+    assert order.state == PLACED and order.provider == "korean"
+    assert [(a.provider, a.outcome) for a in order.attempts] == [("echomark", "refused"), ("korean", "placed")]
+    assert order.attempts[0].reason.startswith("Incorrect link")
+    assert (await book.get("alice", order.id)).attempts == order.attempts
