@@ -56,9 +56,22 @@ class Demo:
     def dashboard(self) -> str:
         return f"{self.base}/dashboard"
 
-    def add(self, service: int, link: str, quantity: int = 500) -> dict[str, object]:
-        data = {"key": self.api_key, "action": "add", "service": service, "link": link, "quantity": quantity}
+    def add(self, service: int, link: str, quantity: int = 500, key: str | None = None) -> dict[str, object]:
+        """An add as a client sends it: the demo client's, or the one `key` names."""
+        data = {"key": key or self.api_key, "action": "add", "service": service, "link": link, "quantity": quantity}
         return httpx.post(f"{self.base}/api/v2", data=data, timeout=60).json()
+
+    def new_client(self, name: str, balance: str) -> str:
+        """A client of the test's own (its API key): its balance moves only with its own
+        orders, while the demo's panels go on moving the orders other tests placed."""
+        answer = httpx.post(
+            f"{self.base}/admin/clients",
+            json={"name": name, "balance": balance},
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+        answer.raise_for_status()
+        return str(answer.json()["key"])
 
     def admin(self, path: str) -> object:
         """The admin API, with the same token: what the dashboard shows is checked against it."""
