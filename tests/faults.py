@@ -40,7 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy import scripts
-from proxy.store import Client
+from proxy.connection import Client
 
 Command = Sequence[object]  # ("EVALSHA", sha, 2, key, key, arg, ...), ("GET", key), ...
 

@@ -1,4 +1,4 @@
-"""The store's client sends a command alone on a short path of its own (`proxy.store.Client`).
+"""The store's client sends a command alone on a short path of its own (`proxy.connection.Client`).
 
 What it must keep of redis-py's path: the same replies and errors, a
 connection with a reply outstanding never reused, an idle connection that
@@ -22,9 +22,10 @@ from redis.exceptions import ResponseError
 from tcpproxy import RedisProxy
 
 from proxy import scripts
+from proxy.connection import Client
 from proxy.embedded import EmbeddedRedis
 from proxy.keys import Keys
-from proxy.store import Client, Store, connect
+from proxy.store import Store, connect
 
 
 @pytest.fixture(scope="module")
