@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import statistics
@@ -78,17 +79,14 @@ async def bench(url: str, calls: int, rounds: int) -> dict[str, float]:
     async def access_line() -> None:  # as proxy/edge/context.py writes it
         logs.info(access, "POST /api/v2 200", {"status": 200, "ms": 0.42, "method": "POST", "path": "/api/v2"})
 
-    async def transition_line() -> None:
-        book.info(
-            "order %s %s: %s -> %s%s%s%s",
-            1042,
-            "accept",
-            "submitted",
-            "placed",
-            " at echomark as upstream order 5001",
-            "",
-            "",
-            extra={"order": 1042, "transition": "accept", "client": "alice"},
+    orders = itertools.count(1042)
+
+    async def transition_line() -> None:  # as proxy/orders/book.py writes it: every order's line is new text
+        order = next(orders)
+        logs.info(
+            book,
+            f"order {order} accept: submitted -> placed at echomark as upstream order {order + 4000}",
+            {"order": order, "transition": "accept", "client": "alice"},
         )
 
     async def orjson_line() -> None:
