@@ -109,12 +109,11 @@ fair_use: {{requests: "1000000000/minute"}}
 """
 
 
-def wrk(url: str, body: str, headers: dict[str, str], duration: float, connections: int = 16) -> tuple[float, float]:
-    """Requests per second and p50 latency (ms) of a POST under wrk -t2 -cN."""
+def run_wrk(url: str, lua: str, duration: float, connections: int = 16) -> dict[str, float]:
+    """wrk -t2 -cN with the Lua script `lua`: requests per second, p50 latency (ms) and
+    requests answered in all; any non-2xx reply is an error."""
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}"]
-    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
-    script.write("\n".join(lines) + "\n")
+    script.write(lua)
     script.close()
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name, url],
@@ -123,12 +122,22 @@ def wrk(url: str, body: str, headers: dict[str, str], duration: float, connectio
         check=True,
     ).stdout
     os.unlink(script.name)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 0.001, "ms": 1, "s": 1000}[p50.group(2)]
     if "Non-2xx" in out:
         raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
-    return rate, float(p50.group(1)) * scale
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    return {
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": float(p50.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p50.group(2)],
+        "answered": int(re.search(r"(\d+) requests in", out).group(1)),
+    }
+
+
+def wrk(url: str, body: str, headers: dict[str, str], duration: float, connections: int = 16) -> tuple[float, float]:
+    """Requests per second and p50 latency (ms) of a POST under wrk -t2 -cN."""
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    found = run_wrk(url, "\n".join(lines) + "\n", duration, connections)
+    return found["rate"], found["p50"]
 
 
 def raw_post(url: str, body: str, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
@@ -310,24 +319,7 @@ end
 def wrk_adds(url: str, key: str, tag: str, duration: float, connections: int = 16) -> dict[str, float]:
     """Adds under wrk -t2 -cN, every one distinct (a per-thread id and a counter in the link:
     wrk's threads share one random sequence). Answers per second, p50 (ms), and answers in all."""
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-    script.write(ADD_WRK % {"key": key, "tag": tag})
-    script.close()
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name, url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(script.name)
-    if "Non-2xx" in out:
-        raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    return {
-        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": float(p50.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p50.group(2)],
-        "answered": int(re.search(r"(\d+) requests in", out).group(1)),
-    }
+    return run_wrk(url, ADD_WRK % {"key": key, "tag": tag}, duration, connections)
 
 
 def upstream_adds(panel: str) -> int:
