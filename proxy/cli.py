@@ -143,6 +143,8 @@ def serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
+    from proxy.edge.server import HttpProtocol
+
     settings = _settings(args)
     config = _config(settings)
     _log_setup(settings, config)
@@ -161,6 +163,7 @@ def serve(args: argparse.Namespace) -> None:
             port=port,
             log_config=None,
             access_log=False,
+            http=HttpProtocol,
             forwarded_allow_ips=settings.forwarded_allow_ips,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
         )
@@ -176,6 +179,7 @@ def serve(args: argparse.Namespace) -> None:
         port=port,
         log_config=None,
         access_log=False,
+        http=HttpProtocol,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         # SIGTERM: requests in flight get half the grace; the app's shutdown
         # (orders being placed finish or are handed over) the other half.

@@ -20,6 +20,7 @@ import uvicorn
 
 from proxy.config import load_config
 from proxy.edge.app import create_app
+from proxy.edge.server import HttpProtocol
 from proxy.embedded import EmbeddedRedis
 from proxy.errors import AccountError
 from proxy.ops.roles import OWNER
@@ -132,6 +133,7 @@ async def run_demo(settings: Settings, listener: socket.socket, step_seconds: fl
                         create_app(runtime, background=True),
                         log_config=None,
                         access_log=False,
+                        http=HttpProtocol,
                         forwarded_allow_ips=settings.forwarded_allow_ips,
                     )
                 )
