@@ -7,8 +7,9 @@ On loopback under load the second send cost the bare Starlette app of
 a connection's transport holds a write until the next one, and sends both
 with one `writelines` (one system call on uvloop); a write that no other
 follows goes out at the loop's next turn. Bytes go out in the order they
-were written; closing the transport sends what it holds first, aborting it
-drops it, as an abort drops the transport's own buffer.
+were written; closing the transport, or the client's EOF closing it, sends
+what it holds first; aborting it drops it, as an abort drops the
+transport's own buffer.
 
 `HttpProtocol` is what `smm-proxy serve` and the demo give uvicorn as `http`.
 """
@@ -103,5 +104,14 @@ class PairedWrites(asyncio.Transport):
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over `PairedWrites`."""
 
+    paired: PairedWrites
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(PairedWrites(transport, self.loop))
+        self.paired = PairedWrites(transport, self.loop)
+        super().connection_made(self.paired)
+
+    def eof_received(self) -> None:
+        # The transport closes itself on the client's EOF (uvicorn keeps no
+        # half-open connection): what is held must be in its buffer by then.
+        self.paired.flush()
+        super().eof_received()

@@ -4,15 +4,21 @@ and nothing is lost, reordered or held back on the way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
+import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 import uvicorn
+import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.edge.server import HttpProtocol, PairedWrites
 
@@ -209,3 +215,52 @@ async def test_a_client_gone_mid_reply_leaves_the_server_serving(served):
         writer.transport.abort()
     async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
         assert (await http.get("/small")).text == "ok"
+
+
+# -- served on uvloop, as `smm-proxy serve` is ------------------------------------
+
+
+@contextlib.contextmanager
+def served_on_uvloop(app: ASGIApp, http: type[asyncio.Protocol] | str = HttpProtocol) -> Iterator[tuple[str, int]]:
+    """uvicorn in a thread of its own, on uvloop (uvicorn's default loop when
+    it is installed): its loop runs call_soon callbacks and I/O in separate
+    phases, which asyncio's does not."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=http, log_config=None, access_log=False, lifespan="off", loop="none")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvloop.run, args=(server.serve(sockets=[listener]),))
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        yield listener.getsockname()
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+def read_to_the_end(client: socket.socket) -> bytes:
+    client.settimeout(5)
+    got = b""
+    while data := client.recv(65536):
+        got += data
+    return got
+
+
+async def head_then_busy(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})  # a HEAD reply: its head is the one write
+    time.sleep(0.3)  # the loop is busy a while: the client's FIN arrives meanwhile
+
+
+@pytest.mark.parametrize("http", ["httptools", HttpProtocol])
+def test_a_client_that_half_closes_gets_its_whole_reply(http: type[asyncio.Protocol] | str) -> None:
+    """It got nothing: its EOF made uvloop close the transport (uvicorn keeps no
+    half-open connections) before the held write went out, and the flush then
+    dropped it as written to a closing transport. Plain uvicorn had sent it."""
+    with served_on_uvloop(head_then_busy, http) as address, socket.create_connection(address) as client:
+        client.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+        client.shutdown(socket.SHUT_WR)  # "no more requests", still reading
+        assert read_to_the_end(client).startswith(b"HTTP/1.1 200 OK\r\n")
