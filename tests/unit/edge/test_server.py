@@ -264,3 +264,21 @@ def test_a_client_that_half_closes_gets_its_whole_reply(http: type[asyncio.Proto
         time.sleep(0.1)
         client.shutdown(socket.SHUT_WR)  # "no more requests", still reading
         assert read_to_the_end(client).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def one_buffer_for_every_part(scope: Scope, receive: Receive, send: Send) -> None:
+    buffer = bytearray(4)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"12")]})
+    for part in (b"aaaa", b"bbbb", b"cccc"):
+        buffer[:] = part
+        await send({"type": "http.response.body", "body": memoryview(buffer), "more_body": part != b"cccc"})
+
+
+@pytest.mark.parametrize("http", ["httptools", HttpProtocol])
+def test_a_part_sent_from_a_buffer_the_app_then_reuses_arrives_as_it_was(http: type[asyncio.Protocol] | str) -> None:
+    """The body read aaaacccccccc: the held write was a view of the app's
+    buffer, sent after the app had written the next part into it. Starlette's
+    StreamingResponse passes memoryviews through as they are."""
+    with served_on_uvloop(one_buffer_for_every_part, http) as address, socket.create_connection(address) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_to_the_end(client).endswith(b"\r\n\r\naaaabbbbcccc")
