@@ -248,21 +248,25 @@ def read_to_the_end(client: socket.socket) -> bytes:
     return got
 
 
-async def head_then_busy(scope: Scope, receive: Receive, send: Send) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-    await send({"type": "http.response.body", "body": b"ok"})  # a HEAD reply: its head is the one write
-    time.sleep(0.3)  # the loop is busy a while: the client's FIN arrives meanwhile
-
-
 @pytest.mark.parametrize("http", ["httptools", HttpProtocol])
 def test_a_client_that_half_closes_gets_its_whole_reply(http: type[asyncio.Protocol] | str) -> None:
     """It got nothing: its EOF made uvloop close the transport (uvicorn keeps no
     half-open connections) before the held write went out, and the flush then
     dropped it as written to a closing transport. Plain uvicorn had sent it."""
+    replied, half_closed = threading.Event(), threading.Event()
+
+    async def head_then_busy(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})  # a HEAD reply: its head is the one write
+        replied.set()
+        half_closed.wait(5)  # the loop is busy until the client's FIN is on its way
+        time.sleep(0.05)
+
     with served_on_uvloop(head_then_busy, http) as address, socket.create_connection(address) as client:
         client.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.1)
+        assert replied.wait(5)
         client.shutdown(socket.SHUT_WR)  # "no more requests", still reading
+        half_closed.set()
         assert read_to_the_end(client).startswith(b"HTTP/1.1 200 OK\r\n")
 
 
