@@ -4,12 +4,13 @@ uvicorn writes a reply's status line and headers with one system call and
 its body with another: two TCP segments for an answer of a hundred bytes.
 On loopback under load the second send cost the bare Starlette app of
 `benchmarks/bare.py` 7 µs of its 55 a request (`docs/benchmarks.md`). Here
-a connection's transport holds a write (a copy, unless it is bytes) until
-the next one, and sends both with one `writelines` (one system call on
-uvloop); a write that no other follows goes out at the loop's next turn. Bytes go out in the order they
-were written; closing the transport, or the client's EOF closing it, sends
-what it holds first; aborting it drops it, as an abort drops the
-transport's own buffer.
+a connection's transport holds a write of bytes until the next write, and
+sends both with one `writelines` (one system call on uvloop); a write that
+no other follows goes out at the loop's next turn. A bytearray or
+memoryview, which its writer may change once written, is not held. Bytes go
+out in the order they were written; closing the transport, or the client's
+EOF closing it, sends what it holds first; aborting it drops it, as an abort
+drops the transport's own buffer.
 
 `HttpProtocol` is what `smm-proxy serve` and the demo give uvicorn as `http`.
 """
@@ -37,9 +38,12 @@ class PairedWrites(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         held = self._held
         if held is None:
-            # A copy of what the caller may change once this returns (an app's
-            # reused buffer): the transport would have sent it by then.
-            self._held = data if type(data) is bytes else bytes(data)
+            if type(data) is not bytes:
+                # A view of a buffer its caller may change once this returns
+                # (an app's reused buffer): sent now, as it would be unwrapped.
+                self._transport.write(data)
+                return
+            self._held = data
             self._loop.call_soon(self.flush)
             return
         self._held = None
