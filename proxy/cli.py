@@ -1,4 +1,5 @@
-"""The `smm-proxy` command: serve, worker, demo, check, and its argument parser.
+"""The `smm-proxy` command: its argument parser, and the commands it runs
+(`serve` and `worker` run from `proxy.serving`).
 
 Every command that reads or changes data prints a short human table, or
 JSON with `--json` for scripts. The operator commands (`proxy.commands`) go
@@ -11,65 +12,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import math
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from proxy import __version__, commands, logs
-from proxy.config import UNSET_KEY, Config, load_config
-from proxy.errors import CommandError, ConfigError, OperatorError, StoreUnfit
+from proxy.config import load_config
+from proxy.errors import CommandError, ConfigError, OperatorError
 from proxy.ops.operators import Operators
 from proxy.ops.reports import GROUPINGS
 from proxy.ops.roles import READ, ROLES
 from proxy.ops.search import MAX_ROWS
 from proxy.orders.states import STATES, WORKING_SETS
 from proxy.runtime import Runtime
-from proxy.settings import Settings
-from proxy.store import check_store, connect, redacted_url
-
-if TYPE_CHECKING:  # the app is imported when it is served, not for every command
-    from proxy.edge.app import ApiFirst
-
-log = logging.getLogger(__name__)
+from proxy.serving import config_of, log_setup, need_redis, serve, settings_of, worker
+from proxy.store import redacted_url
 
 
 class Parser(argparse.ArgumentParser):
     """Usage errors: a clear message and exit status 2 (argparse's own)."""
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    if getattr(args, "config", None):
-        return Settings(config=Path(args.config))
-    return Settings()
-
-
-def _config(settings: Settings) -> Config:
-    return load_config(settings.config, settings.environ())
-
-
-def _need_redis(settings: Settings) -> str:
-    if not settings.redis_url:
-        raise CommandError(
-            "SMM_PROXY_REDIS_URL is not set: the router keeps balances and orders in Redis "
-            "(try 'smm-proxy demo' for a self-contained demo)"
-        )
-    return settings.redis_url
-
-
 async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], Awaitable[int | None]]) -> int | None:
     """Run an operator command. It needs no provider key unless it calls a
     provider (`Config.missing_keys`), and logs what it changes (stderr)."""
-    settings = _settings(args)
-    url = _need_redis(settings)
+    settings = settings_of(args)
+    url = need_redis(settings)
     config = load_config(settings.config, settings.environ(), keys_optional=True)
-    _log_setup(settings, config)
+    log_setup(settings, config)
     runtime = Runtime.from_settings(settings, config)
     try:
         return await work(runtime.operators)
@@ -84,9 +58,9 @@ async def _with_operators(args: argparse.Namespace, work: Callable[[Operators], 
 
 
 def check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     try:
-        config = _config(settings)
+        config = config_of(settings)
     except ConfigError as exc:
         if args.json:
             print(json.dumps({"config": str(settings.config), "ok": False, "problems": exc.problems}, indent=2))
@@ -113,149 +87,10 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_setup(settings: Settings, config: Config) -> None:
-    secrets = [p.key for p in config.providers.values() if p.key != UNSET_KEY]
-    secrets += [s.get_secret_value() for s in (settings.metrics_token, settings.audit_secret) if s is not None]
-    secrets += [settings.webhook_secret] if settings.webhook_secret else []
-    logs.configure(settings.log_format, settings.log_level, secrets)
-
-
-def _checked_store(settings: Settings, allow_volatile: bool) -> None:
-    """Refuse a Redis that does not answer or may evict keys; warn if it keeps nothing."""
-    url = _need_redis(settings)
-
-    async def probe() -> list[str]:
-        redis = connect(url)
-        try:
-            return await check_store(redis, allow_volatile)
-        finally:
-            await redis.aclose()
-
-    try:
-        for warning in asyncio.run(probe()):
-            log.warning(warning)
-    except StoreUnfit as exc:
-        raise CommandError(f"Redis at {redacted_url(url)}: {exc}") from None
-
-
-def serve(args: argparse.Namespace) -> None:
-    import os
-
-    import uvicorn
-
-    from proxy.edge.server import HttpProtocol
-
-    settings = _settings(args)
-    config = _config(settings)
-    _log_setup(settings, config)
-    _checked_store(settings, args.allow_volatile)
-    host, port = args.host or settings.host, args.port or settings.port
-    if args.workers > 1:
-        # Each worker process builds its own app from the environment: hand it what the flags said.
-        os.environ["SMM_PROXY_CONFIG"] = str(settings.config.resolve())
-        if args.no_background:
-            os.environ["SMM_PROXY_BACKGROUND"] = "false"
-        uvicorn.run(
-            "proxy.cli:app_from_environment",
-            factory=True,
-            workers=args.workers,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            http=HttpProtocol,
-            forwarded_allow_ips=settings.forwarded_allow_ips,
-            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
-        )
-        return
-    uvicorn.run(
-        app_for(
-            settings,
-            config,
-            background=settings.background and not args.no_background,
-            metrics_listener=_metrics_socket(settings),
-        ),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        http=HttpProtocol,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        # SIGTERM: requests in flight get half the grace; the app's shutdown
-        # (orders being placed finish or are handed over) the other half.
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
-    )
-
-
-def app_for(
-    settings: Settings, config: Config, background: bool, metrics_listener: socket.socket | None = None
-) -> ApiFirst:
-    from proxy.edge.app import create_app
-
-    return create_app(
-        Runtime.from_settings(settings, config),
-        close_runtime=True,
-        background=background,
-        metrics_listener=metrics_listener,
-    )
-
-
-def app_from_environment() -> ApiFirst:
-    """The app of one `serve --workers N` process, from the environment alone."""
-    settings = Settings()
-    config = _config(settings)
-    _log_setup(settings, config)
-    if settings.metrics_port is not None:
-        log.warning(
-            "serve --workers: no metrics listener of its own (each process would want the port); "
-            "/metrics needs SMM_PROXY_METRICS_TOKEN on the public port"
-        )
-    return app_for(settings, config, background=settings.background)
-
-
-def _metrics_socket(settings: Settings) -> socket.socket | None:
-    """The metrics listener's socket, if SMM_PROXY_METRICS_PORT asks for one."""
-    if settings.metrics_port is None:
-        return None
-    from proxy.edge.app import metrics_socket
-
-    try:
-        return metrics_socket(settings.metrics_host, settings.metrics_port)
-    except OSError as exc:
-        raise CommandError(
-            f"cannot listen for metrics on {settings.metrics_host}:{settings.metrics_port}: {exc.strerror}"
-        ) from None
-
-
-def worker(args: argparse.Namespace) -> None:
-    """The background work alone (recovery, status polling, provider checks)."""
-    settings = _settings(args)
-    config = _config(settings)
-    _log_setup(settings, config)
-    _checked_store(settings, args.allow_volatile)
-
-    listener = _metrics_socket(settings)
-
-    async def run() -> None:
-        from proxy.edge.app import reload_on_hangup, serving_metrics
-
-        runtime = Runtime.from_settings(settings, config)
-        stop_reloading = reload_on_hangup(runtime)
-        try:
-            async with serving_metrics(runtime, listener), runtime.sync.background(settings.sync_interval) as task:
-                log.info("worker started: background work every %s s", settings.sync_interval)
-                await task
-        finally:
-            stop_reloading()
-            await runtime.aclose()
-
-    asyncio.run(run())
-
-
 def demo(args: argparse.Namespace) -> None:
     from proxy.demo import run_demo
 
-    settings = _settings(args)
+    settings = settings_of(args)
     logs.configure("console", "info")
     listener = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
