@@ -134,6 +134,7 @@ async def run_demo(settings: Settings, listener: socket.socket, step_seconds: fl
                         log_config=None,
                         access_log=False,
                         http=HttpProtocol,
+                        server_header=False,  # no "server: uvicorn" on every reply: nothing to tell a scanner
                         forwarded_allow_ips=settings.forwarded_allow_ips,
                     )
                 )

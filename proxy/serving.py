@@ -97,6 +97,7 @@ def serve(args: argparse.Namespace) -> None:
             log_config=None,
             access_log=False,
             http=HttpProtocol,
+            server_header=False,  # no "server: uvicorn" on every reply: nothing to tell a scanner
             forwarded_allow_ips=settings.forwarded_allow_ips,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
         )
@@ -113,6 +114,7 @@ def serve(args: argparse.Namespace) -> None:
         log_config=None,
         access_log=False,
         http=HttpProtocol,
+        server_header=False,  # no "server: uvicorn" on every reply: nothing to tell a scanner
         forwarded_allow_ips=settings.forwarded_allow_ips,
         # SIGTERM: requests in flight get half the grace; the app's shutdown
         # (orders being placed finish or are handed over) the other half.
