@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     add_wait: float = Field(
         30.0,
         gt=0,
-        description="Seconds an add waits for its order to be placed before it answers with the order's ID "
-        "all the same (placing goes on; the order shows Pending until it is placed or refunded).",
+        description="Seconds an add waits for a provider to take its order (or every route to refuse it) "
+        "before it answers with the order's ID all the same (placing goes on; the order shows Pending "
+        "until it is placed or refunded).",
     )
     shutdown_grace: float = Field(
         20.0,

@@ -63,7 +63,7 @@ REFILL_UNAVAILABLE = "Refill could not be requested now, please try again later"
 REFILL_REFUSALS = (Errors.REFILL_DISABLED, Errors.REFILL_NOT_COMPLETED, Errors.NOT_ELIGIBLE_FOR_REFILL)
 IDEMPOTENCY_KEY_REUSED = "Idempotency-Key already used for a different request"
 IDEMPOTENCY_WINDOW = 24 * 3600.0
-# Seconds an add waits for its order to be placed before it answers with the ID all the same.
+# Seconds an add waits for a provider to take its order before it answers with the ID all the same.
 ADD_WAIT = 30.0
 
 
@@ -88,8 +88,10 @@ class OrderActions:
     refill, refill_status, cancel. `currency` is the deployment's;
     `hold_posts` is how many posts an unlimited subscription is held for
     (`max_old_posts` the most old posts a subscription may ask for);
-    `add_wait` how long an add waits for its order to be placed before it
-    answers with the order's ID all the same (placing goes on)."""
+    `add_wait` how long an add waits for a provider to take its order (or
+    every route to refuse it) before it answers with the order's ID all the
+    same (placing goes on). An add is answered once a provider answered with
+    its own order ID: the task placing it records that ID after (`recorded`)."""
 
     def __init__(
         self,
@@ -127,6 +129,8 @@ class OrderActions:
         self.max_old_posts = max_old_posts
         # Orders being placed, by the task placing each.
         self._placing: dict[asyncio.Task[Placement], Order] = {}
+        # The tasks still recording a provider's answer to an add already answered, by order ID.
+        self._recording: dict[int, asyncio.Task[Placement]] = {}
         # Done once the router is shutting down (`stop_waiting`).
         self._stopping: asyncio.Future[None] | None = None
 
@@ -179,18 +183,27 @@ class OrderActions:
             return reservation.order_id
         try:
             order = reservation.order
+            taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             task = asyncio.create_task(
-                self.router.place(order, service, spec.quantity, reservation.routes), name=f"place-{order.id}"
+                self.router.place(order, service, spec.quantity, reservation.routes, taken), name=f"place-{order.id}"
             )
             self._placing[task] = order
             task.add_done_callback(self._placed)
             # Not cancelled when the client hangs up (asyncio.wait never cancels
             # what it waits for), and waited for no longer than `add_wait`, or
-            # until the router starts shutting down.
-            waiting: set[asyncio.Future[Any]] = {task, self._stop_signal()}
+            # until the router starts shutting down, or until a provider answered
+            # with its order ID: the answer is this order's ID then, and the task
+            # records the provider's ID after the client has it.
+            waiting: set[asyncio.Future[Any]] = {task, taken, self._stop_signal()}
             done, _ = await asyncio.wait(waiting, timeout=self.add_wait, return_when=asyncio.FIRST_COMPLETED)
             if task not in done:
-                log.warning("order %s: still being placed after %s s; answered with its ID", order.id, self.add_wait)
+                if taken in done:
+                    self._recording[order.id] = task
+                    task.add_done_callback(lambda _: self._recording.pop(order.id, None))
+                else:
+                    log.warning(
+                        "order %s: still being placed after %s s; answered with its ID", order.id, self.add_wait
+                    )
                 task.add_done_callback(self._unwatched)
                 return reservation.order_id
             if task.cancelled():  # stopped by a shutdown: handed over, and answered all the same
@@ -243,6 +256,14 @@ class OrderActions:
         )
         fingerprint = self._fingerprint(service.id, spec, idempotency_key, terms.window(self.duplicate_window))
         return service, spec, new, fingerprint
+
+    async def recorded(self, order_id: int) -> None:
+        """Wait until the provider's answer to an add is recorded: an add is
+        answered once a provider took its order, and the task placing it
+        records the provider's order ID right after."""
+        task = self._recording.get(order_id)
+        if task is not None:
+            await asyncio.wait({task})
 
     def _placed(self, task: asyncio.Task[Placement]) -> None:
         self._placing.pop(task, None)

@@ -219,12 +219,19 @@ class Router:
         return ranked
 
     async def place(
-        self, order: Order, service: Service, per_run: int, routes: Sequence[str] | None = None
+        self,
+        order: Order,
+        service: Service,
+        per_run: int,
+        routes: Sequence[str] | None = None,
+        taken: asyncio.Future[None] | None = None,
     ) -> Placement:
         """Send a `reserved` order to its routes in turn until one takes it;
-        `routes`: its providers' states as reserving it read them (`route_keys`)."""
+        `routes`: its providers' states as reserving it read them (`route_keys`).
+        `taken` is done as soon as a provider answers with its order ID, before
+        that is recorded: the client's answer (this order's ID) is settled then."""
         async with self.leases.leased(order):
-            return await self._place(order, service, per_run, routes)
+            return await self._place(order, service, per_run, routes, taken)
 
     async def hand_over(self, orders: Iterable[Order], timeout: float) -> list[Order]:
         """Orders this instance stops placing (it shuts down): give up their
@@ -255,7 +262,14 @@ class Router:
             log.warning("order %s handed over at shutdown: now %s", order.id, order.state)
         return settled
 
-    async def _place(self, order: Order, service: Service, per_run: int, routes: Sequence[str] | None) -> Placement:
+    async def _place(
+        self,
+        order: Order,
+        service: Service,
+        per_run: int,
+        routes: Sequence[str] | None,
+        taken: asyncio.Future[None] | None = None,
+    ) -> Placement:
         attempts = list(order.attempts)
         last_refusal = ""
         refusal: str | None = None  # what to tell the client, when a refusal means no route can do it
@@ -329,6 +343,8 @@ class Router:
                 await self._fail(option.provider, reason)
                 order = await self._record(order, LOSE, {"attempts": attempts_json(attempts)})
                 return Placement(order)
+            if taken is not None and not taken.done():
+                taken.set_result(None)
             attempts[-1] = Attempt(option.provider, "placed")
             cost = provider_cost(option, order.quantity, service.flat)
             placed, counted = await self._accepted(order, option.provider, upstream_order, attempts, cost)

@@ -44,13 +44,13 @@ async def test_a_retry_after_a_failed_order_buys_again(make_router):
     key = await router.client(balance="10")
     fault(router.panels["echomark"], "html", None)
     headers = {"Idempotency-Key": "order-42"}
-    data = {"key": key, "action": "add", "service": "1", "link": LINK, "quantity": "1000"}
-    first = (await router.http.post("/api/v2", data=data, headers=headers)).json()
-    assert (await router.http.post("/api/v2", data=data, headers=headers)).json() == first
+    data = {"action": "add", "service": "1", "link": LINK, "quantity": "1000"}
+    first = await router.call(key, headers=headers, **data)
+    assert await router.call(key, headers=headers, **data) == first
     await router.runtime.verdicts.resolve(first["order"], failed=True)
     router.panels["echomark"].faults.mode = None
     router.clock.advance(120)
-    again = (await router.http.post("/api/v2", data=data, headers=headers)).json()
+    again = await router.call(key, headers=headers, **data)
     assert again != first and "order" in again
     assert (await router.runtime.book.get("alice", again["order"])).state == PLACED
 

@@ -134,3 +134,46 @@ async def test_an_accept_whose_reply_was_lost_is_applied_and_counted_once(make_r
     order = await router.runtime.book.find(reply["order"])
     assert order.state == PLACED
     assert (await router.runtime.health.state("echomark")).funds == Decimal("50") - order.cost
+
+
+async def test_an_add_is_answered_once_the_provider_took_it_and_recorded_after(make_router):
+    """The third round trip (the provider's order ID, recorded with the claim and
+    the due index) is not on the client's path: the answer is this order's ID
+    from the moment a provider answered with its own, whatever happens next."""
+    import asyncio
+
+    class AcceptHeld(FaultPlan):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reached = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def before(self, commands, pipeline=False):  # type: ignore[no-untyped-def]
+            calls = [c for c in map(script_call, commands) if c is not None]
+            if self.armed and any(c.sha == ACCEPT_SCRIPT for c in calls):
+                self.reached.set()
+                await self.release.wait()
+            return None
+
+    plan = AcceptHeld()
+    router = await make_router(router_config(), redis_plan=plan)
+    key = await router.client(balance="10")
+    plan.armed = True
+    response = await asyncio.wait_for(  # answered while the accept is held
+        router.http.post(
+            "/api/v2", data={"key": key, "action": "add", "service": "1", "link": LINK, "quantity": "1000"}
+        ),
+        5,
+    )
+    assert response.json() == {"order": 1}
+    assert plan.reached.is_set()
+    order = await router.runtime.book.get("alice", 1)
+    assert order.state == "submitted"  # the provider's ID is not recorded yet
+    assert await router.runtime.ledger.balance("alice") == Decimal("8.83")
+    status = await router.call(key, action="status", order=1)
+    assert status["status"] == "Pending" and status["charge"] == "1.17"
+    plan.release.set()
+    await router.runtime.actions.recorded(1)
+    order = await router.runtime.book.get("alice", 1)
+    assert order.state == PLACED and order.upstream_order == 5000
+    assert len(router.panels["echomark"].orders) == 1
