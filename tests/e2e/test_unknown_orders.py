@@ -58,6 +58,8 @@ async def place_orders(redis_url, key_prefix, echomark_faults, echomark_url=None
             for i in range(count):
                 data = {"key": api_key, "action": "add", "service": "1", "link": f"{LINK}{i}", "quantity": "1000"}
                 replies.append((await http.post("/api/v2", data=data)).json())
+                if "order" in replies[-1]:  # answered once a provider took it: read what was recorded after
+                    await runtime.actions.recorded(replies[-1]["order"])
             status = (await http.post("/api/v2", data={"key": api_key, "action": "status", "order": "1"})).json()
         orders = [await runtime.book.get("alice", r["order"]) for r in replies]
         balance = await runtime.ledger.balance("alice")
