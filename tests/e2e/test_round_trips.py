@@ -177,3 +177,48 @@ async def test_an_add_is_answered_once_the_provider_took_it_and_recorded_after(m
     order = await router.runtime.book.get("alice", 1)
     assert order.state == PLACED and order.upstream_order == 5000
     assert len(router.panels["echomark"].orders) == 1
+
+
+async def test_a_shutdown_while_an_answered_add_is_recorded_waits_for_it_or_hands_it_over(make_router):
+    """An add answered before its provider's ID was recorded is still being
+    placed: a shutdown waits for it (half its grace), then hands it over; the
+    client's answer stands either way, and nothing is left behind in memory."""
+    import asyncio
+
+    from invariants import check_money, fresh_prefix
+    from support import expire_leases
+
+    from proxy.orders.states import UNKNOWN
+
+    class AcceptHeld(FaultPlan):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def before(self, commands, pipeline=False):  # type: ignore[no-untyped-def]
+            calls = [c for c in map(script_call, commands) if c is not None]
+            if self.armed and any(c.sha == ACCEPT_SCRIPT for c in calls):
+                await self.release.wait()
+            return None
+
+    for held_past_grace in (False, True):
+        plan = AcceptHeld()
+        router = await make_router(router_config(), prefix=fresh_prefix(), redis_plan=plan)
+        key = await router.client(balance="10")
+        actions = router.runtime.actions
+        plan.armed = True
+        data = {"key": key, "action": "add", "service": "1", "link": LINK, "quantity": "1000"}
+        assert (await router.http.post("/api/v2", data=data)).json() == {"order": 1}
+        actions.stop_waiting()
+        if not held_past_grace:
+            asyncio.get_running_loop().call_later(0.1, plan.release.set)
+        await asyncio.wait_for(actions.aclose(timeout=1.0), 5)
+        plan.release.set()
+        await actions.recorded(1)
+        assert not actions._recording and not actions._placing
+        order = await router.runtime.book.get("alice", 1)
+        assert order.state == (UNKNOWN if held_past_grace else PLACED)  # handed over: for an operator
+        await expire_leases(router)
+        await router.runtime.sync.recover()
+        await check_money(router, {"alice": Decimal("10")})
+        assert len(router.panels["echomark"].orders) == 1
