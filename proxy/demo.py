@@ -20,7 +20,7 @@ import uvicorn
 
 from proxy.config import load_config
 from proxy.edge.app import create_app
-from proxy.edge.server import HttpProtocol
+from proxy.edge.server import uvicorn_options
 from proxy.embedded import EmbeddedRedis
 from proxy.errors import AccountError
 from proxy.ops.roles import OWNER
@@ -130,12 +130,7 @@ async def run_demo(settings: Settings, listener: socket.socket, step_seconds: fl
                 await runtime.catalog.current()  # fetch both service lists before the first client does
                 server = _DemoServer(
                     uvicorn.Config(
-                        create_app(runtime, background=True),
-                        log_config=None,
-                        access_log=False,
-                        http=HttpProtocol,
-                        server_header=False,  # no "server: uvicorn" on every reply: nothing to tell a scanner
-                        forwarded_allow_ips=settings.forwarded_allow_ips,
+                        create_app(runtime, background=True), **uvicorn_options(settings.forwarded_allow_ips)
                     )
                 )
                 serving = asyncio.create_task(server.serve(sockets=[listener]))

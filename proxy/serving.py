@@ -76,13 +76,20 @@ def checked_store(settings: Settings, allow_volatile: bool) -> None:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from proxy.edge.server import HttpProtocol
+    from proxy.edge.server import uvicorn_options
 
     settings = settings_of(args)
     config = config_of(settings)
     log_setup(settings, config)
     checked_store(settings, args.allow_volatile)
-    host, port = args.host or settings.host, args.port or settings.port
+    served = {
+        **uvicorn_options(settings.forwarded_allow_ips),
+        "host": args.host or settings.host,
+        "port": args.port or settings.port,
+        # SIGTERM: requests in flight get half the grace; the app's shutdown
+        # (orders being placed finish or are handed over) the other half.
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace / 2),
+    }
     if args.workers > 1:
         # Each worker process builds its own app from the environment: hand it what the flags said.
         os.environ["SMM_PROXY_CONFIG"] = str(settings.config.resolve())
@@ -92,14 +99,7 @@ def serve(args: argparse.Namespace) -> None:
             "proxy.serving:app_from_environment",
             factory=True,
             workers=args.workers,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            http=HttpProtocol,
-            server_header=False,  # no "server: uvicorn" on every reply: nothing to tell a scanner
-            forwarded_allow_ips=settings.forwarded_allow_ips,
-            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
+            **served,
         )
         return
     uvicorn.run(
@@ -109,16 +109,7 @@ def serve(args: argparse.Namespace) -> None:
             background=settings.background and not args.no_background,
             metrics_listener=metrics_socket_of(settings),
         ),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        http=HttpProtocol,
-        server_header=False,  # no "server: uvicorn" on every reply: nothing to tell a scanner
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        # SIGTERM: requests in flight get half the grace; the app's shutdown
-        # (orders being placed finish or are handed over) the other half.
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace / 2),
+        **served,
     )
 
 

@@ -12,7 +12,8 @@ out in the order they were written; closing the transport, or the client's
 EOF closing it, sends what it holds first; aborting it drops it, as an abort
 drops the transport's own buffer.
 
-`HttpProtocol` is what `smm-proxy serve` and the demo give uvicorn as `http`.
+`HttpProtocol` is what `smm-proxy serve` and the demo give uvicorn as `http`,
+among the rest of `uvicorn_options`.
 """
 
 from __future__ import annotations
@@ -121,3 +122,18 @@ class HttpProtocol(HttpToolsProtocol):
         # half-open connection): what is held must be in its buffer by then.
         self.paired.flush()
         super().eof_received()
+
+
+def uvicorn_options(forwarded_allow_ips: str) -> dict[str, Any]:
+    """What every uvicorn that serves the router is given: this protocol; no
+    logging setup and no access line of uvicorn's (ours names no query
+    string, where GET clients put their key); no `server: uvicorn` header on
+    every reply (nothing to tell a scanner); forwarded headers believed only
+    from `forwarded_allow_ips`."""
+    return {
+        "http": HttpProtocol,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "forwarded_allow_ips": forwarded_allow_ips,
+    }
