@@ -9,6 +9,7 @@ send refunds itself, and makes three.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from faults import FaultPlan, script_call, script_sha
@@ -136,25 +137,26 @@ async def test_an_accept_whose_reply_was_lost_is_applied_and_counted_once(make_r
     assert (await router.runtime.health.state("echomark")).funds == Decimal("50") - order.cost
 
 
+class AcceptHeld(FaultPlan):
+    """Once armed, holds the accept script until `release` is set (`reached` says it got there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def before(self, commands, pipeline=False):  # type: ignore[no-untyped-def]
+        calls = [c for c in map(script_call, commands) if c is not None]
+        if self.armed and any(c.sha == ACCEPT_SCRIPT for c in calls):
+            self.reached.set()
+            await self.release.wait()
+        return None
+
+
 async def test_an_add_is_answered_once_the_provider_took_it_and_recorded_after(make_router):
     """The third round trip (the provider's order ID, recorded with the claim and
     the due index) is not on the client's path: the answer is this order's ID
     from the moment a provider answered with its own, whatever happens next."""
-    import asyncio
-
-    class AcceptHeld(FaultPlan):
-        def __init__(self) -> None:
-            super().__init__()
-            self.reached = asyncio.Event()
-            self.release = asyncio.Event()
-
-        async def before(self, commands, pipeline=False):  # type: ignore[no-untyped-def]
-            calls = [c for c in map(script_call, commands) if c is not None]
-            if self.armed and any(c.sha == ACCEPT_SCRIPT for c in calls):
-                self.reached.set()
-                await self.release.wait()
-            return None
-
     plan = AcceptHeld()
     router = await make_router(router_config(), redis_plan=plan)
     key = await router.client(balance="10")
@@ -183,23 +185,10 @@ async def test_a_shutdown_while_an_answered_add_is_recorded_waits_for_it_or_hand
     """An add answered before its provider's ID was recorded is still being
     placed: a shutdown waits for it (half its grace), then hands it over; the
     client's answer stands either way, and nothing is left behind in memory."""
-    import asyncio
-
     from invariants import check_money, fresh_prefix
     from support import expire_leases
 
     from proxy.orders.states import UNKNOWN
-
-    class AcceptHeld(FaultPlan):
-        def __init__(self) -> None:
-            super().__init__()
-            self.release = asyncio.Event()
-
-        async def before(self, commands, pipeline=False):  # type: ignore[no-untyped-def]
-            calls = [c for c in map(script_call, commands) if c is not None]
-            if self.armed and any(c.sha == ACCEPT_SCRIPT for c in calls):
-                await self.release.wait()
-            return None
 
     for held_past_grace in (False, True):
         plan = AcceptHeld()
