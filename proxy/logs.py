@@ -79,8 +79,9 @@ def bind(**values: object) -> None:
     _CONTEXT.set({**_CONTEXT.get(), **values})
 
 
-def clear() -> None:
-    _CONTEXT.set({})
+def clear(**values: object) -> None:
+    """Forget what was bound (a new request); bind `values` alone."""
+    _CONTEXT.set(values)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy import logs
+from proxy.edge.inputs import Headers
 
 # The access log keeps a name of its own, as uvicorn.access does: operators filter on it.
 log = logging.getLogger("proxy.access")
@@ -58,7 +59,38 @@ def request_id(given: bytes | None) -> str:
     return new_id()
 
 
+class Context:
+    """One request's context: its ID, bound to every line it causes (its
+    `X-Request-ID` reply header ready to send), and its access line, written
+    by `close` with the status set meanwhile (500 unless one was)."""
+
+    __slots__ = ("method", "path", "started", "status", "id_header")
+
+    def __init__(self, scope: Scope, given_id: bytes | None) -> None:
+        rid = request_id(given_id)
+        logs.clear(request_id=rid)
+        self.id_header = (b"x-request-id", rid.encode())
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.status = 500
+        self.started = time.perf_counter()
+
+    def close(self) -> None:
+        logs.info(
+            log,
+            f"{self.method} {self.path} {self.status}",
+            {
+                "status": self.status,
+                "ms": round((time.perf_counter() - self.started) * 1000, 2),
+                "method": self.method,
+                "path": self.path,
+            },
+        )
+
+
 class RequestContext:
+    """ASGI middleware: every HTTP request in its `Context`, every reply with its ID."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -66,32 +98,15 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        logs.clear()
-        headers = dict(scope.get("headers") or [])
-        rid = request_id(headers.get(b"x-request-id"))
-        logs.bind(request_id=rid)
-        status = 500
-        started = time.perf_counter()
+        context = Context(scope, Headers(scope).raw(b"x-request-id"))
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                context.status = message["status"]
+                message["headers"] = [*message.get("headers", []), context.id_header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            method, path = scope["method"], scope["path"]
-            logs.info(
-                log,
-                f"{method} {path} {status}",
-                {
-                    "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
-                    "method": method,
-                    "path": path,
-                },
-            )
+            context.close()

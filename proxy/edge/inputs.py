@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
-from starlette.requests import Request
+from starlette.types import Receive, Scope
 
 from proxy.errors import BadInput, ClientGone
 from proxy.vocabulary import LIST_FIELDS
@@ -60,27 +60,37 @@ _FORM = "application/x-www-form-urlencoded"
 _FORM_BYTES = _FORM.encode()
 
 
+# A url-encoded form of printable ASCII with nothing to unquote (no `%`, no `+`):
+# what panels send. Every name and value in it is clean text already.
+_PLAIN = re.compile(rb"[!-$&-*,-~]*")
+
+
 class Headers:
     """The request's headers we read, by lower-case name (the first of a repeated one)."""
 
     __slots__ = ("_raw",)
 
-    def __init__(self, request: Request) -> None:
-        raw: list[tuple[bytes, bytes]] = request.scope.get("headers") or []
+    def __init__(self, scope: Scope) -> None:
+        raw: list[tuple[bytes, bytes]] = scope.get("headers") or []
         self._raw = dict(reversed(raw))
 
     def get(self, name: bytes) -> str | None:
         value = self._raw.get(name)
         return None if value is None else value.decode("latin-1")
 
+    def raw(self, name: bytes) -> bytes | None:
+        return self._raw.get(name)
 
-async def read_params(request: Request, headers: Headers | None = None) -> dict[str, str]:
+
+async def read_params(scope: Scope, receive: Receive, headers: Headers | None = None) -> dict[str, str]:
     """The call's parameters, decoded and checked; raises `BadInput` or `ClientGone`."""
-    headers = headers or Headers(request)
-    query = request.scope.get("query_string", b"")
-    pairs = _urlencoded(query) if query else []
-    if request.method == "POST":
-        raw = await _body(request, headers)
+    headers = headers or Headers(scope)
+    params: dict[str, str] = {}
+    query = scope.get("query_string", b"")
+    if query:
+        _form(query, params)
+    if scope["method"] == "POST":
+        raw = await _body(receive, headers)
         content_type = headers.get(b"content-type") or ""
         options: dict[bytes, bytes]
         if content_type == _FORM:  # what panels send: nothing to parse
@@ -91,16 +101,11 @@ async def read_params(request: Request, headers: Headers | None = None) -> dict[
         if not raw.strip():
             pass
         elif media_type.endswith(b"json"):
-            pairs += _json(raw)
+            _checked(_json(raw), params)
         elif media_type == b"multipart/form-data":
-            pairs += _multipart(raw, options.get(b"boundary", b""))
+            _checked(_multipart(raw, options.get(b"boundary", b"")), params)
         else:  # url-encoded, or sent without a Content-Type
-            pairs += _urlencoded(raw)
-    params: dict[str, str] = {}
-    for name, value in pairs:
-        params[_name(name)] = clean(value, multiline=name in LIST_FIELDS)
-        if len(params) > MAX_FIELDS:
-            raise BadInput(TOO_MANY_FIELDS)
+            _form(raw, params)
     header_key = header(headers, "x-api-key")
     if header_key and not params.get("key"):
         params["key"] = header_key
@@ -135,13 +140,40 @@ def _name(name: str) -> str:
     return name
 
 
-async def _body(request: Request, headers: Headers) -> bytes:
+def _checked(pairs: Iterable[tuple[str, str]], params: dict[str, str]) -> None:
+    """Each pair into `params` (a later one wins), its name and text checked."""
+    for name, value in pairs:
+        params[_name(name)] = clean(value, multiline=name in LIST_FIELDS)
+        if len(params) > MAX_FIELDS:
+            raise BadInput(TOO_MANY_FIELDS)
+
+
+def _form(raw: bytes, params: dict[str, str]) -> None:
+    """A url-encoded form into `params`. A plain one (`_PLAIN`) holds clean text
+    only: its names are checked for length, its values for size, and split."""
+    if not _PLAIN.fullmatch(raw):
+        _checked(_urlencoded(raw), params)
+        return
+    if raw.count(b"&") >= MAX_FIELDS:
+        raise BadInput(TOO_MANY_FIELDS)
+    for part in raw.decode("ascii").split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            if not 0 < len(name) <= MAX_NAME_CHARS:
+                raise BadInput()
+            if len(value) > MAX_VALUE_CHARS:
+                raise BadInput(TOO_LARGE)
+            params[name] = value
+            if len(params) > MAX_FIELDS:
+                raise BadInput(TOO_MANY_FIELDS)
+
+
+async def _body(receive: Receive, headers: Headers) -> bytes:
     """The body, refused past MAX_BODY_BYTES before it is all in memory."""
     declared = headers.get(b"content-length") or ""
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BadInput(TOO_LARGE)
     chunks, size = [], 0
-    receive = request.receive
     while True:  # the ASGI messages themselves: Starlette's stream() adds a generator a request
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -163,16 +195,6 @@ def _utf8(raw: bytes) -> str:
 
 
 def _urlencoded(raw: bytes) -> list[tuple[str, str]]:
-    if b"%" not in raw and b"+" not in raw:  # nothing to unquote (most calls): split it here
-        text = _utf8(raw)
-        if text.count("&") >= MAX_FIELDS:
-            raise BadInput(TOO_MANY_FIELDS)
-        pairs = []
-        for part in text.split("&"):
-            if part:
-                name, _, value = part.partition("=")
-                pairs.append((name, value))
-        return pairs
     try:
         return parse_qsl(
             _utf8(raw), keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS

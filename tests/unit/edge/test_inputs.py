@@ -9,7 +9,6 @@ from urllib.parse import parse_qsl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from starlette.requests import Request
 
 from proxy.edge.inputs import MAX_FIELDS, read_params
 from proxy.errors import BadInput
@@ -29,7 +28,7 @@ def read(body: bytes) -> dict[str, str]:
         "query_string": b"",
         "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
     }
-    return asyncio.run(read_params(Request(scope, receive)))
+    return asyncio.run(read_params(scope, receive))
 
 
 @settings(max_examples=300)
