@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from proxy import logs
 from proxy.accounts.fair_use import TOO_MANY_CANCELS, TOO_MANY_REFILLS, TOO_MANY_REQUESTS, FairUse, RateWindow
@@ -74,8 +74,9 @@ class Failure:
     message: str
 
 
-@dataclass(frozen=True)
-class OrderView:
+class OrderView(NamedTuple):
+    """What a status read answers of one order (a tuple: one is made a read)."""
+
     charge: Decimal
     start_count: int
     status: str
@@ -347,6 +348,8 @@ class OrderActions:
     async def status(self, client: str, ids: Sequence[str]) -> dict[str, OrderView | Failure]:
         """What upstream said of the orders, read in one command; whole records
         only for those whose status is stale and must be read from upstream."""
+        if len(ids) == 1:
+            return {ids[0]: await self._status_of(client, ids[0])}
         parsed = {given: parse_id(given) for given in ids}
         wanted = {i for i in parsed.values() if i}
         summaries = await self.book.summaries(client, wanted)
@@ -356,20 +359,25 @@ class OrderActions:
             seen.update(await self.refresher.refresh((await self.book.get_many(client, stale)).values()))
         if len(seen) < len(wanted):  # archived, or not the client's
             seen.update(await self.book.archived(client, wanted - seen.keys()))
-        results: dict[str, OrderView | Failure] = {}
-        for given, order_id in parsed.items():
-            order = seen.get(order_id) if order_id else None
-            if order is None:
-                results[given] = Failure(Errors.INCORRECT_ORDER)
-            else:
-                results[given] = OrderView(
-                    charge=order.net_charge,
-                    start_count=order.start_count,
-                    status=order.public_status,
-                    remains=order.public_remains,
-                    currency=self.currency,
-                )
-        return results
+        return {given: self._view(seen.get(order_id) if order_id else None) for given, order_id in parsed.items()}
+
+    async def _status_of(self, client: str, given: str) -> OrderView | Failure:
+        """`status` of one order (most reads): the same answer, without the bulk's sets and maps."""
+        order_id = parse_id(given)
+        if not order_id:
+            return Failure(Errors.INCORRECT_ORDER)
+        summary = (await self.book.summaries(client, [order_id])).get(order_id)
+        if summary is None:
+            return self._view((await self.book.archived(client, {order_id})).get(order_id))
+        if self.refresher.stale(summary):
+            refreshed = await self.refresher.refresh((await self.book.get_many(client, [order_id])).values())
+            return self._view(refreshed.get(order_id, summary))
+        return self._view(summary)
+
+    def _view(self, order: OrderSummary | ArchivedOrder | None) -> OrderView | Failure:
+        if order is None:
+            return Failure(Errors.INCORRECT_ORDER)
+        return OrderView(order.net_charge, order.start_count, order.public_status, order.public_remains, self.currency)
 
     # -- refill --------------------------------------------------------------
 

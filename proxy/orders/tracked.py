@@ -44,6 +44,16 @@ class TrackedBook(OrderBook):
         ids = list(order_ids)
         if not ids:
             return {}
+        if len(ids) == 1:  # the common read: one order, one key
+            [order_id] = ids
+            name = self.keys.order(client, order_id)
+            read = super().summaries
+
+            async def load_one() -> OrderSummary | None:
+                return (await read(client, ids)).get(order_id)
+
+            summary = await self.cache.get(name, load_one)
+            return {} if summary is None else {order_id: summary}
         names = [self.keys.order(client, order_id) for order_id in ids]
         by_name = dict(zip(names, ids, strict=True))
         read = super().summaries
