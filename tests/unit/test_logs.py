@@ -180,6 +180,37 @@ async def test_lines_of_one_turn_of_the_loop_go_out_in_one_write_and_in_order():
         assert stream.writes == 3
 
 
+async def test_a_queued_line_is_rendered_with_the_context_and_time_of_its_call():
+    """Lines are rendered when the turn's write comes, but hold what was true when
+    each was logged: the request bound after it, or a later time, change nothing."""
+    stream = CountingStream()
+    with served(stream):
+        logger = logging.getLogger("proxy.test")
+        logs.clear(request_id="first")
+        logs.info(logger, "GET /api/v2 200", {"status": 200})
+        logs.clear(request_id="second")
+        logs.bind(client="bob")
+        logs.info(logger, "POST /api/v2 200", {"status": 200})
+        assert stream.getvalue() == ""  # queued, not yet rendered
+        await asyncio.sleep(0.01)
+        first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["request_id"] == "first" and "client" not in first
+    assert second["request_id"] == "second" and second["client"] == "bob"
+    assert first["timestamp"] <= second["timestamp"]
+
+
+async def test_a_field_json_cannot_hold_as_a_number_is_written_as_text_and_holds_back_no_line():
+    stream = CountingStream()
+    with served(stream):
+        logger = logging.getLogger("proxy.test")
+        logs.info(logger, "a huge number", {"n": 2**70, "nested": [2**70], "key": "ab" * 16})
+        logs.info(logger, "the next line", {"n": 1})
+        await asyncio.sleep(0)
+        huge, after = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert huge["n"] == str(2**70) and huge["nested"] == str([2**70]) and "ab" * 16 not in huge["key"]
+    assert after["event"] == "the next line" and after["n"] == 1
+
+
 def test_outside_an_event_loop_a_line_is_written_at_once():
     stream = CountingStream()
     with served(stream):
