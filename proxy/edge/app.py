@@ -67,7 +67,8 @@ _JSON = (b"content-type", b"application/json")
 
 
 def json_answer(body: object) -> Answer:
-    data = orjson.dumps(body)
+    """`body` as JSON (bytes are JSON already)."""
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
     return 200, data, [(b"content-length", b"%d" % len(data)), _JSON]
 
 
@@ -184,9 +185,11 @@ class Api:
                     return {"order": order}
                 except OrderRefused as exc:
                     return protocol.error(exc.message)
-            case protocol.StatusRequest(ids=ids, bulk=bulk):
-                statuses = {given: render_status(v) for given, v in (await actions.status(client, ids)).items()}
-                return statuses if bulk else statuses[ids[0]]
+            case protocol.StatusRequest(ids=[given], bulk=False):
+                view = await actions.status_of(client, given)
+                return render_failure(view) if isinstance(view, Failure) else status_json(view)
+            case protocol.StatusRequest(ids=ids):
+                return {given: render_status(v) for given, v in (await actions.status(client, ids)).items()}
             case protocol.RefillRequest(ids=ids, bulk=bulk):
                 refills = await actions.refill(client, ids)
                 if not bulk:
@@ -227,6 +230,23 @@ def echo_id(given: str) -> int | str:
 
 def render_failure(failure: Failure) -> dict[str, str]:
     return protocol.error(failure.message)
+
+
+# One order's status as JSON, by the view it renders: a view renders to the same
+# bytes every time, and most reads ask again for what they asked before.
+_status_json: dict[OrderView, bytes] = {}
+STATUS_JSON_KEPT = 4096
+
+
+def status_json(view: OrderView) -> bytes:
+    data = _status_json.get(view)
+    if data is None:
+        data = orjson.dumps(render_status(view))
+        if view.charge:  # a zero charge is not kept: 0 and -0 are one key, but print differently
+            if len(_status_json) >= STATUS_JSON_KEPT:
+                _status_json.clear()
+            _status_json[view] = data
+    return data
 
 
 def render_status(view: OrderView | Failure) -> dict[str, str]:

@@ -349,7 +349,7 @@ class OrderActions:
         """What upstream said of the orders, read in one command; whole records
         only for those whose status is stale and must be read from upstream."""
         if len(ids) == 1:
-            return {ids[0]: await self._status_of(client, ids[0])}
+            return {ids[0]: await self.status_of(client, ids[0])}
         parsed = {given: parse_id(given) for given in ids}
         wanted = {i for i in parsed.values() if i}
         summaries = await self.book.summaries(client, wanted)
@@ -361,7 +361,7 @@ class OrderActions:
             seen.update(await self.book.archived(client, wanted - seen.keys()))
         return {given: self._view(seen.get(order_id) if order_id else None) for given, order_id in parsed.items()}
 
-    async def _status_of(self, client: str, given: str) -> OrderView | Failure:
+    async def status_of(self, client: str, given: str) -> OrderView | Failure:
         """`status` of one order (most reads): the same answer, without the bulk's sets and maps."""
         order_id = parse_id(given)
         if not order_id:
