@@ -68,18 +68,22 @@ _PLAIN = re.compile(rb"[!-$&-*,-~]*")
 class Headers:
     """The request's headers we read, by lower-case name (the first of a repeated one)."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_raw", "_list")
 
     def __init__(self, scope: Scope) -> None:
         raw: list[tuple[bytes, bytes]] = scope.get("headers") or []
+        self._list = raw
         self._raw = dict(reversed(raw))
 
     def get(self, name: bytes) -> str | None:
         value = self._raw.get(name)
         return None if value is None else value.decode("latin-1")
 
-    def raw(self, name: bytes) -> bytes | None:
-        return self._raw.get(name)
+    def last(self, name: bytes) -> bytes | None:
+        """The last of a repeated header, as sent (the request ID: the hop nearest us sent it)."""
+        if name not in self._raw:
+            return None
+        return next(value for key, value in reversed(self._list) if key == name)
 
 
 async def read_params(scope: Scope, receive: Receive, headers: Headers | None = None) -> dict[str, str]:
