@@ -29,7 +29,7 @@ local function apply_event(K, A, first)
   local call = A[8]
   -- A[first], A[first + 1], ...: fields and values to write
 
-  local head = redis.call('HMGET', order_key, 'state', 'calls', 'call')
+  local head = redis.call('HMGET', order_key, 'state', 'calls', 'call', 'status', 'attention', 'duplicate_key')
   local state = head[1]
   if not state then
     return {'missing'}
@@ -78,7 +78,9 @@ local function apply_event(K, A, first)
     recent[#recent + 1] = seen
   end
   redis.call('HSET', order_key, 'state', rule.target, 'calls', table.concat(recent, ' '))
-  redis.call('HDEL', order_key, 'call')  -- kept apart by records written before `calls` led
+  if head[3] then
+    redis.call('HDEL', order_key, 'call')  -- kept apart by records written before `calls` led
+  end
   if rule.target ~= state or rule.attention ~= '' then
     redis.call('HINCRBY', totals_key, COUNTED .. state .. ':' .. event, 1)
   end
@@ -131,7 +133,7 @@ local function apply_event(K, A, first)
   end
 
   -- The client's fingerprint, the lease, the working sets.
-  local fingerprint = redis.call('GET', duplicate_key)
+  local fingerprint = (head[6] or '') ~= '' and redis.call('GET', duplicate_key)
   if fingerprint and string.match(fingerprint, '^(%d+)') == id then
     if rule.duplicate == 'drop' then
       redis.call('DEL', duplicate_key)
@@ -144,6 +146,6 @@ local function apply_event(K, A, first)
   elseif rule.lease == 'hold' then
     redis.call('SET', lease_key, lease_token, 'PX', lease_ms)
   end
-  reindex(order_key, id, set_keys)
+  reindex(order_key, id, set_keys, {state, head[4], head[5]})
   return {'ok', state, redis.call('HGETALL', order_key)}
 end

@@ -3,19 +3,25 @@
 --!include states
 
 -- Put order `id` in the working sets it belongs to and take it out of the
--- others; `set_keys[i]` is the client's key of WORKING_SETS[i]. The key after
--- them is the client's open-links index (link key -> open orders): an order
--- with a `link_key` counts there while it is not final, and its `link_held`
--- says whether it is counted, so applying this twice counts it once.
-local function reindex(order_key, id, set_keys)
+-- others; `set_keys[i]` is the client's key of WORKING_SETS[i]. `before` is
+-- what the record held before this script wrote it ({state, status,
+-- attention}; nil for a new order): only the sets the order enters or
+-- leaves are written (every write of a record is a script that ends here, so
+-- the sets matched the record before it). The key after them is the
+-- client's open-links index (link key -> open orders): an order with a
+-- `link_key` counts there while it is not final, and its `link_held` says
+-- whether it is counted, so applying this twice counts it once.
+local function reindex(order_key, id, set_keys, before)
   local fields = redis.call('HMGET', order_key, 'state', 'status', 'attention', 'link_key', 'link_held')
   local state = fields[1]
   local status = fields[2]
   local attention = fields[3] or ''
   for i, set in ipairs(WORKING_SETS) do
-    if belongs(set, state, status, attention) then
+    local now = belongs(set, state, status, attention)
+    local was = before ~= nil and belongs(set, before[1], before[2], before[3] or '')
+    if now and not was then
       redis.call('ZADD', set_keys[i], id, id)
-    else
+    elseif was and not now then
       redis.call('ZREM', set_keys[i], id)
     end
   end

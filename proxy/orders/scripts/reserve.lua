@@ -120,7 +120,7 @@ if owner ~= '' then
 end
 redis.call('HSET', order_key, unpack(ARGV, fields_from))
 redis.call('SADD', all_key, order_id)
-reindex(order_key, order_id, set_keys)
+reindex(order_key, order_id, set_keys, nil)  -- a new record: in no set yet
 redis.call('SET', lease_key, lease_token, 'PX', lease_ms)
 if fingerprint ~= '' then
   redis.call('SET', duplicate_key, fingerprint)
