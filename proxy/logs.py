@@ -378,7 +378,12 @@ def info(logger: logging.Logger, message: str, fields: Mapping[str, Any]) -> Non
     """An INFO line (the access line: one a request). Written straight to our
     JSON handler when it is the only one listening, as in a served router: the
     same line, without a LogRecord and the handler chain. Otherwise (a
-    terminal, a test capturing records) through `logging`, as any line."""
+    terminal, a test capturing records) through `logging`, as any line.
+
+    The JSON line is rendered when the turn's write comes (`Pending`), from
+    `fields` itself: they are the caller's own, and do not change after the
+    call (a dict made for it, as every caller makes one), or the line shows
+    what they became."""
     if not logger.isEnabledFor(logging.INFO):
         return
     handler = _json_handler

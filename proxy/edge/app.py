@@ -96,7 +96,7 @@ class Api:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope)
-        context = Context(scope, headers.raw(b"x-request-id"))
+        context = Context(scope, headers.last(b"x-request-id"))
         try:
             status, body, head = await self.answer(scope, receive, headers)
             head.append(context.id_header)

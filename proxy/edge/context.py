@@ -98,7 +98,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        context = Context(scope, Headers(scope).raw(b"x-request-id"))
+        context = Context(scope, Headers(scope).last(b"x-request-id"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

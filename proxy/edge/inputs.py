@@ -68,28 +68,38 @@ _PLAIN = re.compile(rb"[!-$&-*,-~]*")
 class Headers:
     """The request's headers we read, by lower-case name (the first of a repeated one)."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_raw", "_list")
 
     def __init__(self, scope: Scope) -> None:
         raw: list[tuple[bytes, bytes]] = scope.get("headers") or []
+        self._list = raw
         self._raw = dict(reversed(raw))
 
     def get(self, name: bytes) -> str | None:
         value = self._raw.get(name)
         return None if value is None else value.decode("latin-1")
 
-    def raw(self, name: bytes) -> bytes | None:
-        return self._raw.get(name)
+    def last(self, name: bytes) -> bytes | None:
+        """The last of a repeated header, as sent (the request ID: the hop nearest us sent it)."""
+        if name not in self._raw:
+            return None
+        return next(value for key, value in reversed(self._list) if key == name)
 
 
 async def read_params(scope: Scope, receive: Receive, headers: Headers | None = None) -> dict[str, str]:
-    """The call's parameters, decoded and checked; raises `BadInput` or `ClientGone`."""
+    """The call's parameters, decoded and checked; raises `BadInput` or `ClientGone`.
+
+    The query is parsed first, its fields checked only once the body is read
+    and parsed: a body too large, a client gone or a body that does not parse
+    is answered as such whatever the query's names and values hold."""
     headers = headers or Headers(scope)
     params: dict[str, str] = {}
     query = scope.get("query_string", b"")
-    if query:
-        _form(query, params)
-    if scope["method"] == "POST":
+    if scope["method"] != "POST":
+        if query:
+            _into(_parsed(query), params)
+    else:
+        asked = _parsed(query) if query else None
         raw = await _body(receive, headers)
         content_type = headers.get(b"content-type") or ""
         options: dict[bytes, bytes]
@@ -98,14 +108,19 @@ async def read_params(scope: Scope, receive: Receive, headers: Headers | None = 
         else:
             media_type, options = parse_options_header(content_type)
             media_type = media_type.lower()
+        sent: str | list[tuple[str, str]] | None
         if not raw.strip():
-            pass
+            sent = None
         elif media_type.endswith(b"json"):
-            _checked(_json(raw), params)
+            sent = _json(raw)
         elif media_type == b"multipart/form-data":
-            _checked(_multipart(raw, options.get(b"boundary", b"")), params)
+            sent = _multipart(raw, options.get(b"boundary", b""))
         else:  # url-encoded, or sent without a Content-Type
-            _form(raw, params)
+            sent = _parsed(raw)
+        if asked is not None:
+            _into(asked, params)
+        if sent is not None:
+            _into(sent, params)
     header_key = header(headers, "x-api-key")
     if header_key and not params.get("key"):
         params["key"] = header_key
@@ -148,15 +163,24 @@ def _checked(pairs: Iterable[tuple[str, str]], params: dict[str, str]) -> None:
             raise BadInput(TOO_MANY_FIELDS)
 
 
-def _form(raw: bytes, params: dict[str, str]) -> None:
-    """A url-encoded form into `params`. A plain one (`_PLAIN`) holds clean text
-    only: its names are checked for length, its values for size, and split."""
+def _parsed(raw: bytes) -> str | list[tuple[str, str]]:
+    """A url-encoded form, parsed but not yet checked (`_into` checks it): a
+    plain one (`_PLAIN`) as its text, any other as its pairs. Raises what
+    parsing finds: bytes that are not UTF-8, too many fields."""
     if not _PLAIN.fullmatch(raw):
-        _checked(_urlencoded(raw), params)
-        return
+        return _urlencoded(raw)
     if raw.count(b"&") >= MAX_FIELDS:
         raise BadInput(TOO_MANY_FIELDS)
-    for part in raw.decode("ascii").split("&"):
+    return raw.decode("ascii")
+
+
+def _into(form: str | list[tuple[str, str]], params: dict[str, str]) -> None:
+    """A parsed form into `params`. A plain one holds clean text only: its
+    names are checked for length, its values for size, and split."""
+    if not isinstance(form, str):
+        _checked(form, params)
+        return
+    for part in form.split("&"):
         if part:
             name, _, value = part.partition("=")
             if not 0 < len(name) <= MAX_NAME_CHARS:
@@ -242,7 +266,7 @@ def _json_text(value: object) -> str:
     raise BadInput()
 
 
-def _multipart(raw: bytes, boundary: bytes) -> Iterable[tuple[str, str]]:
+def _multipart(raw: bytes, boundary: bytes) -> list[tuple[str, str]]:
     """A multipart form's text fields; file parts are left out, as PHP does."""
     if not boundary or len(boundary) > 200:
         raise BadInput()

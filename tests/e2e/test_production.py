@@ -86,6 +86,21 @@ async def test_a_request_id_is_taken_or_made_and_returned(make_router):
     assert re.fullmatch(r"[0-9a-f]{16}", made.headers["x-request-id"])
 
 
+@pytest.mark.parametrize("path", ["/api/v2", "/api/v2/", "/healthz", "/nowhere"])
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT"])
+async def test_a_request_id_sent_twice_is_the_last_one_on_every_path(make_router, path, method):
+    """The last X-Request-ID is the request's (the hop nearest the router sent it),
+    in the reply and in the access line alike, whichever app answers."""
+    router = await make_router()
+    with logs.captured("info") as lines:
+        reply = await router.http.request(
+            method, path, headers=[("X-Request-ID", "from-client"), ("X-Request-ID", "from-proxy")]
+        )
+    assert reply.headers.get_list("x-request-id") == ["from-proxy"]
+    (access,) = [json.loads(line) for line in lines.getvalue().splitlines() if '"proxy.access"' in line]
+    assert access["request_id"] == "from-proxy"
+
+
 async def test_readyz_follows_redis_within_a_second(make_router, redis_url, caplog):
     async with RedisProxy(redis_url) as proxy:
         router = await make_router(url=proxy.url)
