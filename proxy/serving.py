@@ -163,7 +163,8 @@ def worker(args: argparse.Namespace) -> None:
     listener = metrics_socket_of(settings)
 
     async def run() -> None:
-        from proxy.edge.app import reload_on_hangup, serving_metrics
+        from proxy.edge.app import serving_metrics
+        from proxy.edge.signals import reload_on_hangup
 
         runtime = Runtime.from_settings(settings, config)
         stop_reloading = reload_on_hangup(runtime)

@@ -15,11 +15,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from types import FrameType
 
 import orjson
 import uvicorn
@@ -38,6 +36,7 @@ from proxy.catalog.catalog import Listed
 from proxy.edge import admin, dashboard, protocol
 from proxy.edge.context import Context, RequestContext
 from proxy.edge.inputs import Headers, header, read_params
+from proxy.edge.signals import on_exit_signal, reload_on_hangup
 from proxy.errors import BadInput, ClientGone, OrderRefused, ProtocolError
 from proxy.money import format_amount
 from proxy.ops.metrics import CONTENT_TYPE
@@ -300,51 +299,6 @@ def bearer_ok(request: Request, token: str) -> bool:
     """Whether a request carries `token` as its bearer token."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def on_exit_signal(callback: Callable[[], None]) -> None:
-    """Call `callback` (on the event loop) when SIGTERM or SIGINT arrives, then
-    the handler that was there (the server's own, which starts its shutdown).
-
-    The server's graceful shutdown waits for requests in flight before it tells
-    the app; an add waiting for its order must answer before that wait ends.
-    Only in the main thread (where signals are delivered), and only over a
-    handler a server installed.
-    """
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(number)
-        if not callable(previous):
-            continue
-
-        def handler(signum: int, frame: FrameType | None, previous: Callable[..., object] = previous) -> None:
-            loop.call_soon_threadsafe(callback)
-            previous(signum, frame)
-
-        try:
-            signal.signal(number, handler)
-        except ValueError:  # not the main thread
-            return
-
-
-def reload_on_hangup(runtime: Runtime) -> Callable[[], None]:
-    """Reload the config on SIGHUP (where signals can be caught); a function that stops it."""
-    loop = asyncio.get_running_loop()
-
-    def reload() -> None:
-        task: asyncio.Task[object] = loop.create_task(runtime.reload())
-        runtime.background_tasks.add(task)
-        task.add_done_callback(runtime.background_tasks.discard)
-
-    try:
-        loop.add_signal_handler(signal.SIGHUP, reload)
-    except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # not the main thread, or no SIGHUP
-        return lambda: None
-
-    def stop() -> None:
-        loop.remove_signal_handler(signal.SIGHUP)
-
-    return stop
 
 
 def metrics_endpoint(runtime: Runtime, token: str | None) -> Callable[[Request], Awaitable[Response]]:
