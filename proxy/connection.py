@@ -1,12 +1,11 @@
-"""Redis connections: writes that keep a cancellation, and a command sent
-alone on a short path of our own (`Client`, `Pool`), past redis-py's
+"""Redis connections: writes that keep a cancellation, and commands sent
+alone sharing one connection (`Client`, over `proxy.lane`), past redis-py's
 per-command machinery. `proxy.store.connect` builds its clients from these."""
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-from collections import deque
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -20,6 +19,8 @@ from redis.asyncio.connection import (
 )
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from proxy.lane import OWN_CONNECTION, Lane
 
 
 class _CancellableWrites(AbstractConnection):
@@ -80,120 +81,106 @@ CANCELLABLE_CLUSTER: dict[type[Connection], type[Connection]] = {
 
 
 class Client(aioredis.Redis):
-    """redis-py's client for one server, with a short path for a command sent alone.
+    """redis-py's client for one server, whose commands sent alone share a `Lane`.
 
-    Around each command redis-py takes its pool's condition and a timeout,
-    checks the connection for stray bytes, runs a retry object (of no
-    retries, ours), observability hooks and its own packer: about 100 µs of
-    CPU a command here, more than the exchange itself (an EVALSHA: 170 µs
-    against 65, `benchmarks/redis_call.py`). Here a command goes out on a
-    connection from a short idle list (`Pool.idle`; from the pool when the
-    list is empty, back to it when the list is full), packed by hiredis, and
-    its reply is read by redis-py's own `parse_response`: the same replies,
-    callbacks and exceptions, and the same writes (`send_packed_command`,
-    whose timeout keeps a cancellation, above).
+    Around each command redis-py takes a connection from its pool under the
+    pool's condition, a timeout, a check for stray bytes, a retry object (of
+    no retries, ours), observability hooks and its own packer, and one
+    connection carries one command at a time: about 100 µs of CPU a command
+    here, more than the exchange itself. Here a command sent alone goes out
+    on the client's lane (`proxy.lane`), packed by hiredis, and many share
+    it: their replies come back in one read. Replies pass through redis-py's
+    response callbacks, and errors are redis-py's classes: the same replies
+    and exceptions as on redis-py's path.
 
-    A connection goes back to the pool rather than on the list while anyone
-    waits for one there (`Pool.waiting`), and one who would wait takes a
-    connection back from the list: the list never starves the pool. A
-    client whose connections retry or check health, or encode text other
-    than as UTF-8, gets what it asked for: redis-py's path, redis-py's packer.
-    A connection goes back on the list only with nothing outstanding: redis-py
-    disconnects one whose write or read failed or was cancelled, and any
-    other exception between the write and the reply disconnects it here. One
-    that Redis closed while idle (a restart, CLIENT KILL), one reset, and
-    one with bytes waiting that no command asked for are reconnected before
-    they are written to, as the pool's own check would: the command is not
-    lost to a connection that was already gone, and never reads a reply that
-    is not its own.
+    Pipelines, transactions and the `limits` library take connections from
+    the pool, as before; so do the commands a lane never carries (those that
+    change or hold their connection, `lane.OWN_CONNECTION`), and every
+    command of a client whose connections retry or check health, or encode
+    text other than as UTF-8: redis-py's path for what it asked for. A lane
+    that failed (Redis closed it, a reset, a timeout) fails what waited on
+    it, and the next command opens another.
     """
-
-    IDLE = 16  # connections kept out of the pool between commands, at most (and a quarter of the pool)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         pool = self.connection_pool
-        if isinstance(pool, Pool):  # its idle list, which it takes back from when it would wait
-            self._idle = pool.idle
-            self._keep = max(1, min(self.IDLE, pool.max_connections // 4))  # pipelines and `limits` use the pool
-        else:  # a pool that would not: keep none
-            self._idle = deque()
-            self._keep = 0
         # hiredis packs text as UTF-8: only for connections that encode it so (a URL may say `encoding=`).
         encoder = pool.get_encoder()  # type: ignore[no-untyped-call]
-        self._utf8 = codecs.lookup(encoder.encoding).name == "utf-8" and encoder.encoding_errors == "strict"
-        # The short path neither retries nor checks health: a client whose connections are
-        # to (a URL's `retry_on_timeout` or `health_check_interval`, redis-py's default
-        # retries of a client made without a pool) takes redis-py's path for every command.
+        utf8 = codecs.lookup(encoder.encoding).name == "utf-8" and encoder.encoding_errors == "strict"
+        # A lane neither retries nor checks health: a client whose connections are to (a
+        # URL's `retry_on_timeout` or `health_check_interval`, redis-py's default retries
+        # of a client made without a pool) takes redis-py's path for every command.
         options = pool.connection_kwargs
         retry = options.get("retry")
-        self._redis_pys = bool(
+        self._redis_pys = not utf8 or bool(
             options.get("health_check_interval")
             or options.get("retry_on_timeout")
             or options.get("retry_on_error")
             or (retry is not None and retry.get_retries())
         )
+        self._packer = pool.connection_class(
+            **options
+        )  # redis-py's packer, for what hiredis would not pack (never connected)
+        self.lane_class = Lane  # what carries commands sent alone (a test may count them)
+        self._lane: Lane | None = None
+        self._opening: asyncio.Future[Lane] | None = None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        if self._redis_pys or self.single_connection_client or _NEVER_DECODE in options:
+        name = args[0]
+        if (
+            self._redis_pys
+            or self.single_connection_client
+            or _NEVER_DECODE in options
+            or (name if type(name) is str else str(name)).partition(" ")[0].upper() in OWN_CONNECTION
+        ):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        idle = self._idle
-        conn = idle.pop() if idle else await self.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        answered = False
+        lane = self._lane
+        if lane is None or not lane.usable:
+            lane = await self._open_lane()
+        reply = await lane.send(_packed(self._packer, args))
+        if isinstance(reply, ResponseError):  # Redis' own answer: raised, as redis-py raises it
+            if _EMPTY_RESPONSE in options:
+                return options[_EMPTY_RESPONSE]
+            raise reply
+        options.pop(_EMPTY_RESPONSE, None)
+        options.pop("keys", None)  # redis-py's, for its client-side cache
+        callback = self.response_callbacks.get(name)
+        return reply if callback is None else callback(reply, **options)
+
+    async def _open_lane(self) -> Lane:
+        """The lane, opened once for the tasks that find none standing."""
+        opening = self._opening
+        if opening is None or opening.get_loop() is not asyncio.get_running_loop():
+            opening = self._opening = asyncio.ensure_future(self._new_lane())
         try:
-            if _unfit(conn):
-                await conn.disconnect()  # and the write below connects it again, as the pool would
-            packed = _packed(conn, args) if self._utf8 else conn.pack_command(*args)
-            await conn.send_packed_command(packed, check_health=False)
-            try:
-                reply = await self.parse_response(cast(Connection, conn), args[0], **options)
-            except ResponseError:  # Redis' own answer (a script's error, NOSCRIPT): the reply was read
-                answered = True
-                raise
-            answered = True
-            return reply
+            return await asyncio.shield(opening)
         finally:
-            if not answered:
-                await conn.disconnect(nowait=True)
-            if len(idle) < self._keep and not getattr(self.connection_pool, "waiting", 0):
-                idle.append(conn)
-            else:
-                await self.connection_pool.release(conn)
+            if opening.done() and self._opening is opening:
+                self._opening = None
+
+    async def _new_lane(self) -> Lane:
+        old, self._lane = self._lane, None
+        if old is not None and old.usable:
+            old.close()
+        pool = self.connection_pool
+        conn = pool.connection_class(**pool.connection_kwargs)
+        lane = await self.lane_class.open(conn, pool.connection_kwargs.get("socket_timeout"))
+        self._lane = lane
+        return lane
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            lane.close()
+        await super().aclose(close_connection_pool)
 
 
 class Pool(aioredis.BlockingConnectionPool):
-    """redis-py's blocking pool, with the list of connections `Client` keeps
-    idle between commands (in use, as the pool counts them), and a count of
-    the tasks that found it empty and wait for a connection (a `Client` keeps
-    none idle while one does).
-
-    A task that would wait because every connection is in use takes one back
-    from the idle list instead: without a command alone to end and hand its
-    connection over, a connection kept idle would otherwise sit there while a
-    pipeline waits out the pool's timeout (a pool of one: every pipeline
-    after the first command)."""
-
-    waiting = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.idle: deque[AbstractConnection] = deque()
-
-    def can_get_connection(self) -> bool:
-        # What the pool waits on, under its condition: a connection kept idle counts as free.
-        if super().can_get_connection():
-            return True
-        if not self.idle:
-            return False
-        conn = self.idle.popleft()  # the longest idle; the pool checks it as any other it hands out
-        self._in_use_connections.discard(conn)
-        self._available_connections.append(conn)
-        return True
+    """redis-py's blocking pool, which passes a freed connection's wake-up on
+    when the waiter it was meant for gave up."""
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
-        if self.can_get_connection():  # one is there for it (or may be made)
-            return cast(AbstractConnection, await super().get_connection(*args, **kwargs))  # type: ignore[no-untyped-call]
-        self.waiting += 1
         try:
             return cast(AbstractConnection, await super().get_connection(*args, **kwargs))  # type: ignore[no-untyped-call]
         except BaseException:
@@ -204,11 +191,10 @@ class Pool(aioredis.BlockingConnectionPool):
             async with self._condition:
                 self._condition.notify()
             raise
-        finally:
-            self.waiting -= 1
 
 
 _NEVER_DECODE = "NEVER_DECODE"  # redis-py's option for a reply read as bytes: its own path
+_EMPTY_RESPONSE = "EMPTY_RESPONSE"  # redis-py's option: the value to answer for an error reply
 _PLAIN = (str, bytes, int)
 
 
@@ -223,20 +209,3 @@ def _packed(conn: AbstractConnection, args: tuple[Any, ...]) -> bytes | list[byt
         else:
             return cast(bytes, hiredis.pack_command(args))
     return conn.pack_command(*args)
-
-
-def _unfit(conn: AbstractConnection) -> bool:
-    """Whether an idle connection must not be written to as it is: its peer
-    closed it (the end of the stream: a restart, CLIENT KILL, a server-side
-    timeout) or reset it (an error on the stream), or bytes no command asked
-    for wait on it, in the socket's buffer or the parser's, which the next
-    command would read as its reply. redis-py's pool checks the same
-    (`can_read_destructive`) before it hands a connection out; here it costs
-    no read."""
-    reader = getattr(conn, "_reader", None)
-    if not isinstance(reader, asyncio.StreamReader):
-        return False  # not connected: the write connects it
-    if reader._buffer or reader.at_eof() or reader.exception() is not None:  # type: ignore[attr-defined]  # as redis-py's _socket_is_empty
-        return True
-    parsing = getattr(getattr(conn, "_parser", None), "_reader", None)  # hiredis' reader, with what it holds
-    return isinstance(parsing, hiredis.Reader) and bool(parsing.has_data())

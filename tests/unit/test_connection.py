@@ -1,12 +1,14 @@
-"""The store's client sends a command alone on a short path of its own (`proxy.connection.Client`).
+"""The store's client sends the commands sent alone on one shared connection (`proxy.connection.Client`, `proxy.lane`).
 
-What it must keep of redis-py's path: the same replies and errors, a
-connection with a reply outstanding never reused, an idle connection that
-Redis closed or that was reset reconnected before it is written to, bytes no
-command asked for never read as a reply, the options a URL gives (retries,
-an encoding) honoured, a script found again after SCRIPT FLUSH, and the pool
-never starved: not by the connections it keeps idle, not by a waiter
-cancelled as a connection was freed for it.
+What it must keep of redis-py's path: the same replies and errors, every
+reply its own caller's (many at once, callers that give up among them), a
+connection that Redis closed or that was reset replaced before it is
+written to, bytes no command asked for never read as a reply, a connection
+that stops answering failed at the socket timeout, commands that change or
+hold their connection never on the shared one, the options a URL gives
+(retries, an encoding) honoured, a script found again after SCRIPT FLUSH,
+and the pool never starved by a waiter cancelled as a connection was freed
+for it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from tcpproxy import RedisProxy
 
 from proxy import scripts
@@ -68,9 +71,11 @@ async def test_a_connection_redis_closed_while_idle_is_reconnected_first(redis_u
     key = keys.client("killed")
     try:
         await store.set(key, "before")
-        mine = await store.execute_command("CLIENT ID")  # type: ignore[attr-defined]  # the idle connection's
+        lane = _client(store)._lane
+        assert lane is not None
+        host, port = lane.address  # type: ignore[misc]
         killer = connect(redis_url)
-        assert await killer.execute_command("CLIENT KILL ID", mine) == 1  # type: ignore[attr-defined]
+        assert await killer.execute_command("CLIENT KILL", "ADDR", f"{host}:{port}") == 1  # type: ignore[attr-defined]
         await killer.aclose()
         await asyncio.sleep(0.05)  # the end of the connection reaches us
         assert await store.get(key) == "before"  # no ConnectionError: not written to a closed connection
@@ -149,58 +154,72 @@ async def test_a_script_is_loaded_again_after_a_flush(own_redis: str, keys: Keys
         await store.aclose()
 
 
-async def test_connections_kept_idle_never_starve_the_pool(redis_url: str, keys: Keys) -> None:
-    store = connect(redis_url, max_connections=4, timeout=2)
+async def test_commands_sent_alone_share_one_connection_and_each_reply_is_its_callers(
+    redis_url: str, keys: Keys
+) -> None:
+    store = connect(redis_url, max_connections=2)
     client = _client(store)
-    pool = client.connection_pool
-    key = keys.client("starve")
-    held = []
+    names = [keys.client(f"shared:{i}") for i in range(50)]
     try:
-        await store.set(key, "0")  # its connection is now kept idle by the client
-        assert len(client._idle) == 1
-        held = [await pool.get_connection() for _ in range(3)]  # the rest of the pool, busy elsewhere
-
-        async def pipeline() -> list[object]:
-            async with store.pipeline(transaction=False) as pipe:
-                pipe.get(key)
-                return await pipe.execute()
-
-        waiting = asyncio.create_task(pipeline())  # waits for the pool (2 s at most, then fails)
-        await asyncio.sleep(0.01)
-        # Commands alone go on meanwhile: the one that ends while the pipeline waits hands it its connection.
-        for _ in range(5):
-            await asyncio.wait([waiting], timeout=0.01)
-            if not waiting.done():
-                await store.get(key)
-        async with asyncio.timeout(1):
-            assert await waiting == ["0"]
+        await store.mset({name: f"v{i}" for i, name in enumerate(names)})  # type: ignore[attr-defined]
+        for round_ in range(20):
+            tasks = [asyncio.create_task(store.get(names[i])) for i in range(len(names))]
+            await asyncio.sleep(0)
+            for i in range(round_ % 7, len(tasks), 7):
+                tasks[i].cancel()  # some callers give up, at once or after their write
+            got = await asyncio.gather(*tasks, return_exceptions=True)
+            for i, value in enumerate(got):
+                assert isinstance(value, asyncio.CancelledError) or value == f"v{i}"
+        lane = client._lane
+        assert lane is not None and lane.usable
+        host, port = lane.address  # type: ignore[misc]
+        clients = await store.client_list()  # type: ignore[attr-defined]  # a connection of its own
+        mine = [c for c in clients if c["addr"] == f"{host}:{port}"]
+        assert len(mine) == 1
+        assert not client.connection_pool._in_use_connections  # type: ignore[attr-defined]
     finally:
-        for conn in held:
-            await pool.release(conn)
-        await store.delete(key)
+        await store.delete(*names)
         await store.aclose()
 
 
-@pytest.mark.parametrize("size", [1, 4])
-async def test_a_connection_kept_idle_goes_to_whoever_waits_for_the_pool(redis_url: str, keys: Keys, size: int) -> None:
-    # No command alone comes to hand the kept connection over: the pool itself must
-    # find it, or the pipeline waits out the pool's timeout while a connection idles
-    # (a pool of one: every pipeline, every `limits` call after the first GET).
-    store = connect(redis_url, max_connections=size, timeout=2)
+async def test_a_connection_that_stops_answering_fails_what_waits_and_the_next_command_opens_another(
+    redis_url: str, keys: Keys
+) -> None:
+    key = keys.client("silent")
+    slow = [False]
+    async with RedisProxy(redis_url, reply_delay=lambda: 1.0 if slow[0] else 0.0) as proxy:
+        store = connect(_with(proxy.url, "socket_timeout=0.2"))
+        try:
+            await store.set(key, "v")
+            slow[0] = True
+            started = asyncio.get_running_loop().time()
+            got = await asyncio.gather(*(store.get(key) for _ in range(5)), return_exceptions=True)
+            assert all(isinstance(g, RedisTimeoutError) for g in got), got
+            assert asyncio.get_running_loop().time() - started < 0.9  # at the timeout, not at the late reply
+            slow[0] = False
+            assert await store.get(key) == "v"  # a new connection; the late replies never reach it
+        finally:
+            await store.delete(key)
+            await store.aclose()
+
+
+async def test_commands_that_change_their_connection_never_go_on_the_shared_one(redis_url: str, keys: Keys) -> None:
+    store = connect(redis_url)
     client = _client(store)
-    pool = client.connection_pool
-    key = keys.client("kept")
-    held = []
+    key = keys.client("own")
     try:
-        await store.set(key, "0")  # its connection is now kept idle
-        held = [await pool.get_connection() for _ in range(size - 1)]  # the rest of the pool, busy elsewhere
-        async with asyncio.timeout(1), store.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            assert await pipe.execute() == ["0"]
-        assert await store.get(key) == "0"  # and commands alone go on
+        await store.set(key, "v")
+        lane = client._lane
+        assert lane is not None
+        await store.execute_command("CLIENT SETNAME", "renamed")  # type: ignore[attr-defined]
+        await store.execute_command("SELECT", 14)  # type: ignore[attr-defined]  # a pool connection's, not the lane's
+        host, port = lane.address  # type: ignore[misc]
+        shared = [c for c in await store.client_list() if c["addr"] == f"{host}:{port}"]  # type: ignore[attr-defined]
+        assert shared[0]["name"] != "renamed"
+        assert shared[0]["db"] == redis_url.rsplit("/", 1)[1]
+        assert await store.get(key) == "v"  # still this database
+        assert client._lane is lane
     finally:
-        for conn in held:
-            await pool.release(conn)
         await store.delete(key)
         await store.aclose()
 
@@ -319,8 +338,7 @@ async def test_mixed_traffic_with_cancels_and_resets_keeps_every_reply_its_own(
                     await asyncio.gather(*tasks, return_exceptions=True)
             assert not mismatched
             assert not starved
-            assert not pool.waiting
-            assert len(pool._in_use_connections) == len(pool.idle)  # lent: only those kept idle
+            assert not pool._in_use_connections  # everything lent came back
         finally:
             await direct.delete(*names)
             await direct.aclose()
