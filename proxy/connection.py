@@ -17,6 +17,7 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -143,6 +144,12 @@ class Client(aioredis.Redis):
             if _EMPTY_RESPONSE in options:
                 return options[_EMPTY_RESPONSE]
             raise reply
+        # redis-py's error classes make some error replies ConnectionErrors (LOADING, NOAUTH),
+        # which its parser raises, at the top of a reply or first in an array: never a value.
+        if isinstance(reply, RedisConnectionError):
+            raise reply
+        if type(reply) is list and reply and isinstance(reply[0], RedisConnectionError):
+            raise reply[0]
         options.pop(_EMPTY_RESPONSE, None)
         options.pop("keys", None)  # redis-py's, for its client-side cache
         callback = self.response_callbacks.get(name)

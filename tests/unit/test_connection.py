@@ -380,7 +380,6 @@ class _FakeRedis:
     ],
     ids=["loading", "noauth"],
 )
-@pytest.mark.xfail(strict=True, reason="LOADING and NOAUTH replies are returned as values")
 async def test_error_replies_redis_py_raises_as_connection_errors_are_raised(
     reply: bytes, error: type[Exception]
 ) -> None:
