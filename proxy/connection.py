@@ -158,7 +158,9 @@ class Client(aioredis.Redis):
     async def _open_lane(self) -> Lane:
         """The lane, opened once for the tasks that find none standing."""
         opening = self._opening
-        if opening is None or opening.get_loop() is not asyncio.get_running_loop():
+        # One that ended while nobody waited on it (its callers gave up) is not this caller's:
+        # its lane may have failed since, or it failed when Redis was down.
+        if opening is None or opening.done() or opening.get_loop() is not asyncio.get_running_loop():
             opening = self._opening = asyncio.ensure_future(self._new_lane())
         try:
             return await asyncio.shield(opening)

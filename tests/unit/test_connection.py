@@ -398,7 +398,6 @@ async def test_error_replies_redis_py_raises_as_connection_errors_are_raised(
             await store.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="a finished opening nobody awaited is handed out again")
 @pytest.mark.parametrize("opened", [True, False], ids=["opened", "failed"])
 async def test_a_lane_opened_while_nobody_waited_is_not_the_next_callers_answer(
     redis_url: str, keys: Keys, opened: bool
