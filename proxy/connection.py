@@ -114,7 +114,10 @@ class Client(aioredis.Redis):
         # of a client made without a pool) takes redis-py's path for every command.
         options = pool.connection_kwargs
         retry = options.get("retry")
-        self._redis_pys = not utf8 or bool(
+        # Nor does it speak RESP3 (a URL's `protocol=3`): a boolean false is hiredis' "no reply
+        # yet", and a push is no command's reply; the lane would hand on the replies after them.
+        resp3 = str(options.get("protocol") or 2) != "2"
+        self._redis_pys = not utf8 or resp3 or bool(
             options.get("health_check_interval")
             or options.get("retry_on_timeout")
             or options.get("retry_on_error")

@@ -428,7 +428,6 @@ async def test_a_lane_opened_while_nobody_waited_is_not_the_next_callers_answer(
             await store.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="RESP3 false read as hiredis' 'not yet'")
 async def test_replies_in_resp3_are_each_their_callers(own_redis: str) -> None:
     # A URL may ask for RESP3 (`protocol=3`), where a reply may be the boolean false:
     # hiredis' own "not yet" answer unless told otherwise. The reply after it went to
