@@ -146,19 +146,28 @@ class Lane(asyncio.Protocol):
         reader = self._reader
         reader.feed(data)
         waiting = self._waiting
-        try:
-            reply = reader.gets()
-            while reply is not False:
-                if not waiting:
-                    self._fail(RedisConnectionError("Redis sent a reply no command asked for"))
-                    return
-                future = waiting.popleft()
-                if not future.done():  # else its caller gave up: the reply is dropped
-                    future.set_result(reply)
+        while True:
+            undecoded: UnicodeError | None = None
+            try:
                 reply = reader.gets()
-        except InvalidResponse as exc:
-            self._fail(RedisConnectionError(f"Redis sent what is not RESP: {exc}"))
-            return
+            except InvalidResponse as exc:
+                self._fail(RedisConnectionError(f"Redis sent what is not RESP: {exc}"))
+                return
+            except UnicodeError as exc:  # a whole reply hiredis read but could not decode: its caller's
+                undecoded = exc  # error, as on redis-py's path (hiredis is in step past it)
+            else:
+                if reply is False:
+                    break
+            if not waiting:
+                self._fail(RedisConnectionError("Redis sent a reply no command asked for"))
+                return
+            future = waiting.popleft()
+            if future.done():  # its caller gave up: the reply is dropped
+                continue
+            if undecoded is None:
+                future.set_result(reply)
+            else:
+                future.set_exception(undecoded)
         self._heard = self._loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -441,7 +441,6 @@ async def test_replies_in_resp3_are_each_their_callers(own_redis: str) -> None:
         await store.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="a decode error ends the lane")
 async def test_a_reply_that_does_not_decode_fails_its_own_caller_alone(
     redis_url: str, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
