@@ -136,7 +136,7 @@ class Client(aioredis.Redis):
             self._redis_pys
             or self.single_connection_client
             or _NEVER_DECODE in options
-            or (name if type(name) is str else str(name)).partition(" ")[0].upper() in OWN_CONNECTION
+            or _word(name) in OWN_CONNECTION
         ):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         lane = self._lane
@@ -208,6 +208,12 @@ class Pool(aioredis.BlockingConnectionPool):
 _NEVER_DECODE = "NEVER_DECODE"  # redis-py's option for a reply read as bytes: its own path
 _EMPTY_RESPONSE = "EMPTY_RESPONSE"  # redis-py's option: the value to answer for an error reply
 _PLAIN = (str, bytes, int)
+
+
+def _word(name: object) -> str:
+    """A command's first word, upper case (redis-py takes a name as bytes too: b"SELECT")."""
+    text = name if type(name) is str else name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    return text.partition(" ")[0].upper()
 
 
 def _packed(conn: AbstractConnection, args: tuple[Any, ...]) -> bytes | list[bytes]:

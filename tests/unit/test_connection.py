@@ -467,7 +467,6 @@ async def test_a_reply_that_does_not_decode_fails_its_own_caller_alone(
         await store.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="b'SELECT' goes on the lane")
 async def test_a_command_named_in_bytes_is_routed_by_its_name(redis_url: str, keys: Keys) -> None:
     # redis-py takes a command's name as bytes too: b"SELECT" changes its connection as
     # "SELECT" does, and must never go on the shared one.
