@@ -117,11 +117,15 @@ class Client(aioredis.Redis):
         # Nor does it speak RESP3 (a URL's `protocol=3`): a boolean false is hiredis' "no reply
         # yet", and a push is no command's reply; the lane would hand on the replies after them.
         resp3 = str(options.get("protocol") or 2) != "2"
-        self._redis_pys = not utf8 or resp3 or bool(
-            options.get("health_check_interval")
-            or options.get("retry_on_timeout")
-            or options.get("retry_on_error")
-            or (retry is not None and retry.get_retries())
+        self._redis_pys = (
+            not utf8
+            or resp3
+            or bool(
+                options.get("health_check_interval")
+                or options.get("retry_on_timeout")
+                or options.get("retry_on_error")
+                or (retry is not None and retry.get_retries())
+            )
         )
         self._packer = pool.connection_class(
             **options
@@ -185,6 +189,9 @@ class Client(aioredis.Redis):
         lane, self._lane = self._lane, None
         if lane is not None:
             lane.close()
+        opening, self._opening = self._opening, None
+        if opening is not None and not opening.done():  # a lane still opening: closed once open
+            opening.add_done_callback(_close_opened)
         await super().aclose(close_connection_pool)
 
 
@@ -208,6 +215,11 @@ class Pool(aioredis.BlockingConnectionPool):
 _NEVER_DECODE = "NEVER_DECODE"  # redis-py's option for a reply read as bytes: its own path
 _EMPTY_RESPONSE = "EMPTY_RESPONSE"  # redis-py's option: the value to answer for an error reply
 _PLAIN = (str, bytes, int)
+
+
+def _close_opened(opening: asyncio.Future[Lane]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _word(name: object) -> str:

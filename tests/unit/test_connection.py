@@ -481,7 +481,6 @@ async def test_a_command_named_in_bytes_is_routed_by_its_name(redis_url: str, ke
         await store.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="aclose leaves a lane that was opening")
 async def test_aclose_closes_a_lane_that_was_opening() -> None:
     # aclose while a lane opens: the lane, once open, is closed, not left behind the
     # closed client (its socket open until collected: "unclosed transport").
