@@ -8,10 +8,12 @@ GET, sent one at a time, through:
 - redis-py: `redis.asyncio.Redis` on redis-py's `BlockingConnectionPool`,
   with the options `proxy.store.connect` gives it, the script run by
   redis-py's `AsyncScript`: what every command cost before `Client`;
-- ours: `proxy.store.connect` (`Client`'s short path), the script run by
-  `proxy.scripts.Script`.
+- ours: `proxy.store.connect` (`Client`: commands sent alone share one
+  connection, `proxy.lane`), the script run by `proxy.scripts.Script`.
 
-Wall time and this process's CPU per call, medians of alternated rounds,
+Each is timed one call at a time, and with 16 callers at once (as under
+load: an add's three scripts, 16 clients). Wall time and this process's
+CPU per call, medians of alternated rounds,
 against the given Redis (keys under a fresh prefix, deleted at the end), on
 uvloop as the served router runs.
 Numbers, not assertions.
@@ -46,11 +48,15 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def timed(call: Callable[[], Awaitable[Any]], calls: int) -> tuple[float, float]:
+async def timed(call: Callable[[], Awaitable[Any]], calls: int, callers: int = 1) -> tuple[float, float]:
+    async def one() -> None:
+        for _ in range(calls // callers):
+            await call()
+
     wall, used = time.perf_counter(), cpu()
-    for _ in range(calls):
-        await call()
-    return (time.perf_counter() - wall) / calls * 1e6, (cpu() - used) / calls * 1e6
+    await asyncio.gather(*(one() for _ in range(callers)))
+    done = calls // callers * callers
+    return (time.perf_counter() - wall) / done * 1e6, (cpu() - used) / done * 1e6
 
 
 async def main() -> None:
@@ -76,10 +82,12 @@ async def main() -> None:
     }
     for call in paths.values():  # warm: connections made, scripts loaded
         await call()
-    found: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+    found: dict[str, list[tuple[float, float]]] = {}
     for _ in range(args.rounds):
-        for name, call in paths.items():
-            found[name].append(await timed(call, args.calls))
+        for callers in (1, 16):
+            for name, call in paths.items():
+                label = name if callers == 1 else f"{name}, 16 at once"
+                found.setdefault(label, []).append(await timed(call, args.calls, callers))
     print(f"{args.calls} calls a round, {args.rounds} rounds alternated, medians\n")
     print("| command, path | wall per call | CPU per call |")
     print("|---|---|---|")

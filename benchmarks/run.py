@@ -327,12 +327,13 @@ def upstream_adds(panel: str) -> int:
         return int(json.load(reply)["calls"].get("add", 0))
 
 
-def adds_side_by_side(router: str, floor: str, panel: str, key: str, args) -> dict:
-    """The router and the floor under the same distinct adds, rounds alternated; medians.
-    Each run also counts the adds that reached the panel (its own count of `add` calls)."""
-    runs: dict[str, list[dict[str, float]]] = {"floor": [], "router": []}
+def adds_side_by_side(router: str, floor: str, kept: str, panel: str, key: str, args) -> dict:
+    """The router, the floor and the floor with what the issue keeps (`addfloor.py --kept`) under
+    the same distinct adds, rounds alternated; medians. Each run also counts the adds that reached
+    the panel (its own count of `add` calls)."""
+    runs: dict[str, list[dict[str, float]]] = {"floor": [], "router": [], "kept": []}
     for round_ in range(args.rounds):
-        for name, url, client_key in (("floor", floor, "floor"), ("router", router, key)):
+        for name, url, client_key in (("floor", floor, "floor"), ("router", router, key), ("kept", kept, "floor")):
             before = upstream_adds(panel)
             run = wrk_adds(url, client_key, f"{name}{round_}", args.duration)
             time.sleep(0.5)  # adds answered late still reach the panel
@@ -415,21 +416,34 @@ def add_section(
     stack: Stack, work: Path, redis_url: str, env: dict[str, str], router: str, panel: str, key: str, args
 ) -> dict:
     """The add against its floor, and the add's memory: issue 17's add side."""
-    port = free_port()
-    stack.process(
-        [PYTHON, str(ROOT / "benchmarks" / "addfloor.py"), "--port", str(port), "--redis", redis_url, "--panel", panel],
-        log=work / "addfloor.log",
-    )
-    floor = f"http://127.0.0.1:{port}/api/v2"
-    for _ in range(100):
-        with contextlib.suppress(Exception):
-            urllib.request.urlopen(urllib.request.Request(floor, data=form(link="x", quantity=100).encode()))
-            break
-        time.sleep(0.1)
+    urls = []
+    for kept in ([], ["--kept", "--log", str(work / "kept-lines.log")]):
+        port = free_port()
+        stack.process(
+            [
+                PYTHON,
+                str(ROOT / "benchmarks" / "addfloor.py"),
+                "--port",
+                str(port),
+                "--redis",
+                redis_url,
+                "--panel",
+                panel,
+            ]
+            + kept,
+            log=work / ("addfloor-kept.log" if kept else "addfloor.log"),
+        )
+        urls.append(f"http://127.0.0.1:{port}/api/v2")
+        for _ in range(100):
+            with contextlib.suppress(Exception):
+                urllib.request.urlopen(urllib.request.Request(urls[-1], data=form(link="x", quantity=100).encode()))
+                break
+            time.sleep(0.1)
+    floor, kept_floor = urls
     found: dict[str, object] = {}
     found["sequential"] = asyncio.run(sequential_overheads(router, floor, panel, key, 100 if args.quick else 300))
     print("  measured sequential adds", flush=True)
-    found["concurrent"] = adds_side_by_side(router, floor, panel, key, args)
+    found["concurrent"] = adds_side_by_side(router, floor, kept_floor, panel, key, args)
     print("  measured concurrent adds", flush=True)
     found["memory"] = memory_per_order(redis_url, env["SMM_PROXY_KEY_PREFIX"], router, key, args.memory_seconds)
     print("  measured memory per order", flush=True)
@@ -463,7 +477,7 @@ def stale_reads(stack: Stack, work: Path, env: dict[str, str], panels: dict[str,
 def print_add_section(found: dict) -> None:
     seq, conc, mem = found["sequential"], found["concurrent"], found["memory"]
     router_over, floor_over = seq["router"] - seq["direct"], seq["floor"] - seq["direct"]
-    fl, ro = conc["floor"], conc["router"]
+    fl, ro, kept = conc["floor"], conc["router"], conc["kept"]
 
     def met(ok: bool) -> str:
         return "met" if ok else "NOT met"
@@ -479,6 +493,10 @@ def print_add_section(found: dict) -> None:
     print(
         f"| `add`, wrk -t2 -c16 | | {fl['rate']:,.0f} orders/s, p50 {fl['p50']:.1f} ms | {ro['rate']:,.0f} "
         f"orders/s, p50 {ro['p50']:.1f} ms | {ro['rate'] / fl['rate']:.2f} | >= 0.9 ({met(ro['rate'] >= 0.9 * fl['rate'])}) |"
+    )
+    print(
+        f"| the floor with what the issue keeps (a third round trip, four log lines), wrk -t2 -c16 | | | "
+        f"{kept['rate']:,.0f} orders/s (`addfloor.py --kept`) | {kept['rate'] / fl['rate']:.2f} | |"
     )
     print(
         f"| adds that reached the panel, of those answered (a run) | | {fl['upstream']:,.0f} of {fl['answered']:,.0f} | "

@@ -136,12 +136,12 @@ class Client(aioredis.Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         name = args[0]
-        if (
-            self._redis_pys
-            or self.single_connection_client
-            or _NEVER_DECODE in options
-            or _word(name) in OWN_CONNECTION
-        ):
+        alone = _ALONE.get(name)
+        if alone is None:
+            alone = _word(name) not in OWN_CONNECTION
+            if len(_ALONE) < 512:  # the names our code sends: a few dozen
+                _ALONE[name] = alone
+        if not alone or self._redis_pys or self.single_connection_client or _NEVER_DECODE in options:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         lane = self._lane
         if lane is None or not lane.usable:
@@ -215,6 +215,8 @@ class Pool(aioredis.BlockingConnectionPool):
 _NEVER_DECODE = "NEVER_DECODE"  # redis-py's option for a reply read as bytes: its own path
 _EMPTY_RESPONSE = "EMPTY_RESPONSE"  # redis-py's option: the value to answer for an error reply
 _PLAIN = (str, bytes, int)
+# Whether a command name may go on a lane, by the name as given ("GET", "get", "SCRIPT LOAD").
+_ALONE: dict[Any, bool] = {}
 
 
 def _close_opened(opening: asyncio.Future[Lane]) -> None:
