@@ -138,7 +138,7 @@ class Client(aioredis.Redis):
         name = args[0]
         alone = _ALONE.get(name)
         if alone is None:
-            alone = _word(name) not in OWN_CONNECTION
+            alone = _shares_lane(name)
             if len(_ALONE) < 512:  # the names our code sends: a few dozen
                 _ALONE[name] = alone
         if not alone or self._redis_pys or self.single_connection_client or _NEVER_DECODE in options:
@@ -224,10 +224,13 @@ def _close_opened(opening: asyncio.Future[Lane]) -> None:
         opening.result().close()
 
 
-def _word(name: object) -> str:
-    """A command's first word, upper case (redis-py takes a name as bytes too: b"SELECT")."""
+def _shares_lane(name: object) -> bool:
+    """Whether a command named so may go on a lane: not one that keeps a connection of its
+    own (`OWN_CONNECTION`, by its first word; and SCRIPT DEBUG, which puts its connection in
+    debug mode). redis-py takes a name as bytes too (b"SELECT")."""
     text = name if type(name) is str else name.decode(errors="replace") if isinstance(name, bytes) else str(name)
-    return text.partition(" ")[0].upper()
+    words = text.upper().split()
+    return bool(words) and words[0] not in OWN_CONNECTION and words[:2] != ["SCRIPT", "DEBUG"]
 
 
 def _packed(conn: AbstractConnection, args: tuple[Any, ...]) -> bytes | list[bytes]:

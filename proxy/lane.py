@@ -119,8 +119,9 @@ class Lane(asyncio.Protocol):
         """Write one command (packed RESP); the future its reply resolves:
         the reply as hiredis parses it (an error reply is an exception
         instance, not raised), or the lane's failure."""
-        if self._failed is not None:
-            raise self._failed
+        failed = self._failed
+        if failed is not None:  # an exception of its own for each caller
+            raise type(failed)(*failed.args)
         transport = self._transport
         assert transport is not None
         future: asyncio.Future[Any] = self._loop.create_future()

@@ -27,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tcpproxy import RedisProxy
 
 from proxy import scripts
-from proxy.connection import Client
+from proxy.connection import Client, _shares_lane
 from proxy.embedded import EmbeddedRedis
 from proxy.keys import Keys
 from proxy.store import Store, connect
@@ -493,3 +493,42 @@ async def test_aclose_closes_a_lane_that_was_opening() -> None:
         await asyncio.gather(task, return_exceptions=True)
         lane = client._lane
         assert lane is None or not lane.usable
+
+
+@pytest.mark.parametrize(
+    ("name", "shared"),
+    [
+        ("GET", True),
+        ("evalsha", True),
+        ("SCRIPT LOAD", True),
+        (b"HGETALL", True),
+        ("SELECT", False),
+        (b"select", False),
+        ("CLIENT KILL", False),
+        ("SCRIPT DEBUG", False),  # puts its connection in debug mode
+        ("script debug", False),
+        ("XREADGROUP", False),  # may block
+        ("", False),
+    ],
+)
+def test_only_commands_that_leave_their_connection_as_it_was_share_one(name: object, shared: bool) -> None:
+    assert _shares_lane(name) is shared
+
+
+async def test_a_failed_lane_gives_each_caller_an_exception_of_its_own(redis_url: str) -> None:
+    store = connect(redis_url)
+    client = _client(store)
+    try:
+        await store.ping()
+        lane = client._lane
+        assert lane is not None
+        lane.close()
+        errors = []
+        for _ in range(2):
+            with pytest.raises(RedisConnectionError) as caught:
+                lane.send(b"*1\r\n$4\r\nPING\r\n")
+            errors.append(caught.value)
+        assert errors[0] is not errors[1]
+        assert await store.ping() is True  # and the client opens another
+    finally:
+        await store.aclose()
