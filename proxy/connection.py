@@ -127,9 +127,8 @@ class Client(aioredis.Redis):
                 or (retry is not None and retry.get_retries())
             )
         )
-        self._packer = pool.connection_class(
-            **options
-        )  # redis-py's packer, for what hiredis would not pack (never connected)
+        # redis-py's packer, for what hiredis would not pack (a connection never connected).
+        self._packer = pool.connection_class(**options)
         self.lane_class = Lane  # what carries commands sent alone (a test may count them)
         self._lane: Lane | None = None
         self._opening: asyncio.Future[Lane] | None = None

@@ -119,9 +119,8 @@ class Lane(asyncio.Protocol):
         """Write one command (packed RESP); the future its reply resolves:
         the reply as hiredis parses it (an error reply is an exception
         instance, not raised), or the lane's failure."""
-        failed = self._failed
-        if failed is not None:  # an exception of its own for each caller
-            raise type(failed)(*failed.args)
+        if self._failed is not None:
+            raise self._failure()
         transport = self._transport
         assert transport is not None
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -190,18 +189,23 @@ class Lane(asyncio.Protocol):
         else:
             self._watch = self._loop.call_at(due, self._check)
 
+    def _failure(self) -> Exception:
+        """The lane's failure, as an exception of its own for each caller (each traceback its own)."""
+        failed = self._failed
+        assert failed is not None
+        return type(failed)(*failed.args)
+
     def _fail(self, error: Exception) -> None:
         if self._failed is None:
             self._failed = error
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
-        failed = self._failed
         waiting = self._waiting
         while waiting:
             future = waiting.popleft()
-            if not future.done():  # an exception of its own for each: each caller's traceback its own
-                future.set_exception(type(failed)(*failed.args))
+            if not future.done():
+                future.set_exception(self._failure())
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.abort()
