@@ -36,15 +36,6 @@ class _CancellableWrites(AbstractConnection):
     """
 
     async def send_packed_command(self, command: bytes | str | Iterable[bytes], check_health: bool = True) -> None:
-        writer: asyncio.StreamWriter | None = getattr(self, "_writer", None)
-        if type(command) is bytes and not check_health and writer is not None and not writer.transport.is_closing():
-            # The common case, without a timeout or a coroutine of redis-py's: the socket
-            # takes the bytes at once (a write never waits; `drain` would only if the
-            # transport's buffer were full). A connection lost after this is found by the read.
-            writer.write(command)
-            if not writer.transport.get_write_buffer_size():
-                return
-            command = b""  # written; wait below, as redis-py would, until the buffer drains
         limit = self.socket_timeout
         if not limit:
             return await super().send_packed_command(command, check_health)
