@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from proxy import logs
 from proxy.accounts.fair_use import TOO_MANY_CANCELS, TOO_MANY_REFILLS, TOO_MANY_REQUESTS, FairUse, RateWindow
@@ -184,21 +184,42 @@ class OrderActions:
             return reservation.order_id
         try:
             order = reservation.order
-            taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            # Done at the first of: a provider answered with its order ID (the
+            # router sets it, before recording that ID), the task ended,
+            # `add_wait` passed, the router started shutting down (the others
+            # say which in `why`). One future, so a provider's answer wakes this
+            # task at once, and the router records it after the client has its
+            # answer (`Router.place`).
+            answered: asyncio.Future[None] = loop.create_future()
+            why: list[str] = []
+
+            def settle(reason: str) -> Callable[[object], None]:
+                def done(_: object) -> None:
+                    if not answered.done():
+                        why.append(reason)
+                        answered.set_result(None)
+
+                return done
+
             task = asyncio.create_task(
-                self.router.place(order, service, spec.quantity, reservation.routes, taken), name=f"place-{order.id}"
+                self.router.place(order, service, spec.quantity, reservation.routes, answered), name=f"place-{order.id}"
             )
             self._placing[task] = order
             task.add_done_callback(self._placed)
-            # Not cancelled when the client hangs up (asyncio.wait never cancels
-            # what it waits for), and waited for no longer than `add_wait`, or
-            # until the router starts shutting down, or until a provider answered
-            # with its order ID: the answer is this order's ID then, and the task
-            # records the provider's ID after the client has it.
-            waiting: set[asyncio.Future[Any]] = {task, taken, self._stop_signal()}
-            done, _ = await asyncio.wait(waiting, timeout=self.add_wait, return_when=asyncio.FIRST_COMPLETED)
-            if task not in done:
-                if taken in done:
+            task.add_done_callback(settle("ended"))
+            stopping = self._stop_signal()
+            on_stop = settle("stopping")
+            stopping.add_done_callback(on_stop)
+            timer = loop.call_later(self.add_wait, settle("waited"), None)
+            try:
+                # A cancel here (the client hung up) cancels `answered`, never the task placing the order.
+                await answered
+            finally:
+                timer.cancel()
+                stopping.remove_done_callback(on_stop)
+            if not task.done():
+                if not why:  # a provider took it
                     self._recording[order.id] = task
                     task.add_done_callback(lambda _: self._recording.pop(order.id, None))
                 else:

@@ -229,7 +229,8 @@ class Router:
         """Send a `reserved` order to its routes in turn until one takes it;
         `routes`: its providers' states as reserving it read them (`route_keys`).
         `taken` is done as soon as a provider answers with its order ID, before
-        that is recorded: the client's answer (this order's ID) is settled then."""
+        that is recorded: the client's answer (this order's ID) is settled then,
+        and written before this task goes on to record the provider's."""
         async with self.leases.leased(order):
             return await self._place(order, service, per_run, routes, taken)
 
@@ -345,6 +346,9 @@ class Router:
                 return Placement(order)
             if taken is not None and not taken.done():
                 taken.set_result(None)
+                # The add waiting on `taken` was woken first: it writes the
+                # client's answer before this task prepares the record of it.
+                await asyncio.sleep(0)
             attempts[-1] = Attempt(option.provider, "placed")
             cost = provider_cost(option, order.quantity, service.flat)
             placed, counted = await self._accepted(order, option.provider, upstream_order, attempts, cost)

@@ -84,6 +84,30 @@ async def test_an_add_takes_at_most_three_round_trips(make_router):
         assert all(t.startswith("EVALSHA") for t in trips), trips
 
 
+async def test_an_add_is_answered_before_the_providers_id_is_sent_to_be_recorded(make_router):
+    """The third round trip is off the client's path: when the add has its
+    answer, only the reserve and the submit have gone to Redis; the accept
+    (the provider's order ID) goes after it."""
+    counting = Counting()
+    router = await make_router(router_config(), catalog_recheck=60)
+    client = router.runtime.redis
+    assert isinstance(client, Client)
+    await client.aclose()
+    counting.inject(client)
+    key = await router.client(balance="100")
+    assert "order" in await router.call(key, action="add", service=1, link=LINK + "/0", quantity=1000)
+    actions = router.runtime.actions
+    for n in range(1, 4):
+        counting.counting, counting.trips = True, []
+        order_id = await actions.add("alice", 1, {"link": f"{LINK}/{n}", "quantity": "1000"})
+        at_answer = [t for t in counting.trips if not _authentication(t)]
+        await actions.recorded(order_id)
+        counting.counting = False
+        assert len(at_answer) == 2, at_answer  # the reserve and the submit
+        assert len([t for t in counting.trips if not _authentication(t)]) == 3, counting.trips
+        assert (await router.runtime.book.get("alice", order_id)).state == PLACED
+
+
 def _authentication(trip: str) -> bool:
     """The reads of the client behind the key and of its terms: the read
     side's cache (proxy/tracking.py) serves them from the process."""
