@@ -346,9 +346,11 @@ def adds_side_by_side(router: str, floor: str, kept: str, panel: str, key: str, 
     return {name: {f: median(name, f) for f in ("rate", "p50", "answered", "upstream")} for name in runs}
 
 
-async def sequential_overheads(router: str, floor: str, panel: str, key: str, count: int) -> dict[str, float]:
-    """p50 of one add at a time: straight to the panel, through the floor and through the router,
-    alternated, every add distinct (ms)."""
+async def sequential_overheads(
+    router: str, floor: str, kept: str, panel: str, key: str, count: int
+) -> dict[str, float]:
+    """p50 of one add at a time: straight to the panel, through the floor, through the floor with
+    what the issue keeps and through the router, alternated, every add distinct (ms)."""
     async with httpx.AsyncClient(timeout=30) as http:
 
         async def timed(url: str, data: dict[str, str]) -> float:
@@ -357,11 +359,12 @@ async def sequential_overheads(router: str, floor: str, panel: str, key: str, co
             assert "order" in reply, reply
             return (time.perf_counter() - started) * 1000
 
-        times: dict[str, list[float]] = {"direct": [], "floor": [], "router": []}
+        times: dict[str, list[float]] = {"direct": [], "floor": [], "kept": [], "router": []}
         for i in range(count):
             fields = {"action": "add", "service": "1", "quantity": "100"}
             times["direct"].append(await timed(panel, {**fields, "link": f"{LINK}/sd{i}", "key": "sim-key"}))
             times["floor"].append(await timed(floor, {**fields, "link": f"{LINK}/sf{i}", "key": "floor"}))
+            times["kept"].append(await timed(kept, {**fields, "link": f"{LINK}/sk{i}", "key": "floor"}))
             times["router"].append(await timed(router, {**fields, "link": f"{LINK}/sr{i}", "key": key}))
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -441,7 +444,9 @@ def add_section(
             time.sleep(0.1)
     floor, kept_floor = urls
     found: dict[str, object] = {}
-    found["sequential"] = asyncio.run(sequential_overheads(router, floor, panel, key, 100 if args.quick else 300))
+    found["sequential"] = asyncio.run(
+        sequential_overheads(router, floor, kept_floor, panel, key, 100 if args.quick else 300)
+    )
     print("  measured sequential adds", flush=True)
     found["concurrent"] = adds_side_by_side(router, floor, kept_floor, panel, key, args)
     print("  measured concurrent adds", flush=True)
@@ -493,6 +498,11 @@ def print_add_section(found: dict) -> None:
     print(
         f"| `add`, wrk -t2 -c16 | | {fl['rate']:,.0f} orders/s, p50 {fl['p50']:.1f} ms | {ro['rate']:,.0f} "
         f"orders/s, p50 {ro['p50']:.1f} ms | {ro['rate'] / fl['rate']:.2f} | >= 0.9 ({met(ro['rate'] >= 0.9 * fl['rate'])}) |"
+    )
+    kept_over = seq["kept"] - seq["direct"]
+    print(
+        f"| the floor with what the issue keeps (a third round trip, four log lines), one at a time | | | "
+        f"{seq['kept']:.2f} ms (+{kept_over:.2f}, `addfloor.py --kept`) | {kept_over / floor_over:.2f} x the overhead | |"
     )
     print(
         f"| the floor with what the issue keeps (a third round trip, four log lines), wrk -t2 -c16 | | | "
