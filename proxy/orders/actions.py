@@ -215,6 +215,9 @@ class OrderActions:
             try:
                 # A cancel here (the client hung up) cancels `answered`, never the task placing the order.
                 await answered
+            except asyncio.CancelledError:
+                task.add_done_callback(self._unwatched)  # nobody waits for it now: say if it fails
+                raise
             finally:
                 timer.cancel()
                 stopping.remove_done_callback(on_stop)

@@ -139,6 +139,39 @@ async def test_a_client_hanging_up_at_the_wait_never_cancels_the_placing(make_ro
     await check_money(router, OPENING)
 
 
+async def test_a_placing_task_that_fails_after_its_client_hung_up_is_logged(make_router, monkeypatch, caplog):
+    """Nobody waits for the placing task of an add whose client hung up: its
+    failure is said in our log, not only by asyncio's "never retrieved"."""
+    router, _ = await prepared(make_router)
+    actions = router.runtime.actions
+    release = asyncio.Event()
+
+    async def broken(order, service, per_run, routes, taken):
+        await release.wait()
+        raise RuntimeError("a bug after the client hung up")
+
+    monkeypatch.setattr(actions.router, "place", broken)
+    adding = asyncio.create_task(actions.add("alice", 1, FIELDS))
+    await until(lambda: _placing_started(actions))
+    placing = list(actions._placing)
+    adding.cancel()  # the client hung up
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+    with caplog.at_level(logging.ERROR, logger="proxy.orders.actions"):
+        release.set()
+        await placing_ended(actions)
+        await asyncio.sleep(0)  # the task's done callbacks run
+    assert placing[0].exception() is not None
+    assert any("failed after its client was answered" in r.getMessage() for r in caplog.records)
+    monkeypatch.undo()
+    await settle(router)
+    await check_money(router, OPENING)
+
+
+async def _placing_started(actions) -> bool:
+    return bool(actions._placing)
+
+
 @on_every_store
 async def test_a_client_hanging_up_as_the_provider_answers_never_cancels_the_placing(make_router, monkeypatch):
     """The hang-up lands in the loop turn the provider's answer settled the add:
