@@ -24,7 +24,7 @@ of patched into the code.
 - "garbage": the panel acts on it, and answers an HTML page.
 
 Tests walk a path by arming the plan at N = 1, 2, ... until the path
-completes without reaching N.
+completes without reaching N (`walk_ready` makes the router they walk).
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ from dataclasses import dataclass, field
 
 import httpx
 import redis.asyncio as aioredis
+from invariants import fresh_prefix
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from support import router_config
 
 from proxy import scripts
 from proxy.connection import Client
@@ -179,3 +181,21 @@ class FaultyTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+async def walk_ready(make_router, raw=None, *, redis_plan=None, upstream_plan=None, balance="10", **settings):
+    """A router to walk: on a key prefix of its own, with these plans at Redis
+    and upstream (none where not given), no cooldown after an upstream
+    failure, alice holding `balance`, and the service lists fetched (so no
+    upstream call of their own lands in a walk). The router and alice's key."""
+    router = await make_router(
+        raw or router_config(),
+        prefix=fresh_prefix(),
+        redis_plan=redis_plan,
+        upstream_plan=upstream_plan,
+        upstream_cooldown=0,
+        **settings,
+    )
+    key = await router.client(balance=balance)
+    await router.call(key, action="services")
+    return router, key

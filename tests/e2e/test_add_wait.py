@@ -20,9 +20,9 @@ import logging
 from decimal import Decimal
 
 import pytest
-from faults import FaultPlan
-from invariants import check_money, fresh_prefix
-from support import expire_leases, on_every_store, router_config
+from faults import FaultPlan, walk_ready
+from invariants import check_money
+from support import expire_leases, on_every_store
 
 from proxy.orders import routing
 from proxy.orders.actions import OrderRefused
@@ -57,19 +57,9 @@ def leftovers(actions) -> dict[str, object]:
     return left
 
 
-async def prepared(make_router, redis_plan=None, upstream_plan=None, balance="10", **settings):
+async def prepared(make_router, **settings):
     settings.setdefault("add_wait", LONG_WAIT)
-    router = await make_router(
-        router_config(),
-        prefix=fresh_prefix(),
-        redis_plan=redis_plan,
-        upstream_plan=upstream_plan,
-        upstream_cooldown=0,
-        **settings,
-    )
-    key = await router.client(balance=balance)
-    await router.call(key, action="services")  # the lists fetched: no upstream call of its own in the adds
-    return router, key
+    return await walk_ready(make_router, **settings)
 
 
 async def placing_ended(actions) -> None:

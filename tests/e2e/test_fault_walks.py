@@ -13,9 +13,9 @@ no money moved and nothing bought upstream.
 from decimal import Decimal
 
 import pytest
-from faults import FaultPlan
-from invariants import check_money, check_reply, fresh_prefix
-from support import expire_leases, router_config
+from faults import FaultPlan, walk_ready
+from invariants import check_money, check_reply
+from support import expire_leases
 
 from proxy.errors import ClaimConflict, StateChanged
 from proxy.orders.states import FAILED, PLACED, UNKNOWN
@@ -35,16 +35,7 @@ MAX_STEPS = 200
 
 async def prepared(make_router, **settings):
     redis_plan, upstream_plan = FaultPlan(), FaultPlan()
-    router = await make_router(
-        router_config(),
-        prefix=fresh_prefix(),
-        redis_plan=redis_plan,
-        upstream_plan=upstream_plan,
-        upstream_cooldown=0,
-        **settings,
-    )
-    key = await router.client(balance="10")
-    await router.call(key, action="services")  # both service lists fetched before the walk
+    router, key = await walk_ready(make_router, redis_plan=redis_plan, upstream_plan=upstream_plan, **settings)
     return router, key, {"redis": redis_plan, "upstream": upstream_plan}
 
 

@@ -21,8 +21,8 @@ import dataclasses
 from decimal import Decimal
 
 import pytest
-from faults import FaultPlan
-from invariants import check_money, fresh_prefix
+from faults import FaultPlan, walk_ready
+from invariants import check_money
 from support import expire_leases, router_config
 
 from proxy.orders.states import CLOSED, FAILED, PLACED, UNKNOWN
@@ -37,16 +37,7 @@ MAX_STEPS = 200
 
 async def prepared(make_router, raw=None, **settings):
     redis_plan, upstream_plan = FaultPlan(), FaultPlan()
-    router = await make_router(
-        raw or router_config(),
-        prefix=fresh_prefix(),
-        redis_plan=redis_plan,
-        upstream_plan=upstream_plan,
-        upstream_cooldown=0,
-        **settings,
-    )
-    key = await router.client(balance="10")
-    await router.call(key, action="services")
+    router, key = await walk_ready(make_router, raw, redis_plan=redis_plan, upstream_plan=upstream_plan, **settings)
     return router, key, {"redis": redis_plan, "upstream": upstream_plan}
 
 
